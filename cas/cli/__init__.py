@@ -1,0 +1,1 @@
+"""The ``cas`` command line: parses, calls the library, prints."""

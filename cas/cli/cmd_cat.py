@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from ..durable import open_temp, remove_quietly
+from ..errors import SourceError
+from .main import Context, pass_ctx
+
+
+@click.command("cat")
+@click.argument("object_ref", metavar="ID")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str),
+              help="Write to FILE (atomically: only a verified object lands there).")
+@pass_ctx
+def command(ctx: Context, object_ref: str, output: str | None) -> None:
+    """Stream an object's content to stdout or a file.
+
+    ID is a full id or a unique prefix of at least 6 hex digits. The content
+    is checked against its id as it streams: a damaged object ends with an
+    error (exit 1), and with -o the file is not written at all.
+    """
+    with ctx.open_store() as store:
+        oid = store.resolve(object_ref)
+        if output is None:
+            out = sys.stdout.buffer
+            for block in store.iter_content(oid):
+                out.write(block)
+            out.flush()
+            return
+        if os.path.isdir(output):
+            raise SourceError(output, "is a directory; give a file name to -o")
+        directory = os.path.dirname(os.path.abspath(output))
+        try:
+            temp_path, fd = open_temp(directory, ".cas-cat")
+        except OSError as e:
+            raise SourceError(output, e.strerror or str(e)) from None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for block in store.iter_content(oid):
+                    f.write(block)
+            os.chmod(temp_path, 0o644)
+            os.replace(temp_path, output)
+        except BaseException:
+            remove_quietly(temp_path)
+            raise

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import click
+
+from ..ops.reindex import rebuild_index
+from .main import Context, pass_ctx
+from .output import info, out_json, warn
+
+
+@click.group("index")
+def command() -> None:
+    """Maintain the store's LMDB index (a cache of what is on disk)."""
+
+
+@command.command("rebuild")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_ctx
+def rebuild(ctx: Context, as_json: bool) -> None:
+    """Rebuild the index from the object files and pack trailers.
+
+    Safe at any time: the new index is built beside the old one and swapped
+    in. Takes the store's exclusive lock.
+    """
+    report = rebuild_index(ctx.resolve_store_path())
+    for path, why in report.bad_files:
+        warn(f"{path}: unreadable, left out of the index ({why}); run 'cas verify --full'")
+    if as_json:
+        out_json({"objects": report.objects, "packs": report.packs, "loose": report.loose,
+                  "bad_files": [{"path": p, "why": w} for p, w in report.bad_files],
+                  "temp_files_removed": report.temp_files_removed})
+    else:
+        info(f"index rebuilt: {report.objects} objects ({report.loose} loose, "
+             f"from {report.packs} packs)", ctx.quiet)

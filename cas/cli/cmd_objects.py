@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import click
+
+from .main import Context, pass_ctx
+from .output import out_json, out_line
+
+
+@click.command("objects")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@pass_ctx
+def command(ctx: Context, as_json: bool) -> None:
+    """List stored objects: id, size, stored size, encoding, location."""
+    with ctx.open_store() as store:
+        rows = []
+        for e in store.entries():
+            where = f"pack:{e.pack.hex}" if e.pack else "loose"
+            if as_json:
+                rows.append({"id": e.oid.hex, "size": e.size, "stored": e.stored_length,
+                             "encoding": e.encoding.name.lower(), "location": where})
+            else:
+                out_line(f"{e.oid.hex}  {e.size:>12}  {e.stored_length:>12}  "
+                         f"{e.encoding.name.lower():<4}  {'loose' if e.pack is None else 'packed'}")
+        if as_json:
+            out_json(rows)

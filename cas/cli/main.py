@@ -1,0 +1,96 @@
+"""Entry point: the command group, store discovery, and error reporting.
+
+Errors become one line on stderr and an exit code here, in one place:
+0 ok, 1 a check found a problem, 2 a usage or input error, 130 interrupted.
+Only this package reads ``CAS_*`` environment variables.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+
+import click
+
+from ..errors import EXIT_PROBLEM_FOUND, EXIT_USAGE, CasError
+from ..storage.store import Store, find_store
+from .output import error_line
+
+
+class Context:
+    def __init__(self, store_path: str | None, quiet: bool):
+        self.store_path = store_path
+        self.quiet = quiet
+
+    def open_store(self, **kwargs) -> Store:
+        path = self.store_path or find_store(os.getcwd())
+        return Store.open(path, **kwargs)
+
+    def resolve_store_path(self) -> str:
+        return os.path.abspath(self.store_path) if self.store_path else find_store(os.getcwd())
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--store", "store_path", envvar="CAS_STORE", metavar="PATH",
+              type=click.Path(file_okay=False, path_type=str),
+              help="Store to use (default: the nearest .cas/ above the current directory). "
+                   "Also read from CAS_STORE.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or summaries.")
+@click.version_option(package_name="cas", prog_name="cas")
+@click.pass_context
+def cli(ctx: click.Context, store_path: str | None, quiet: bool) -> None:
+    """cas: a content-addressed store for data directories and model files."""
+    ctx.obj = Context(store_path, quiet)
+
+
+def _register() -> None:
+    from . import cmd_add, cmd_cat, cmd_index, cmd_init, cmd_objects, cmd_stats, cmd_verify
+    for module in (cmd_init, cmd_add, cmd_cat, cmd_objects, cmd_stats, cmd_verify, cmd_index):
+        cli.add_command(module.command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run(argv))
+
+
+def run(argv: list[str] | None = None) -> int:
+    try:
+        result = cli.main(args=argv, prog_name="cas", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except click.exceptions.Abort:
+        error_line("interrupted")
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return EXIT_USAGE
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except CasError as e:
+        error_line(str(e))
+        return e.exit_code
+    except KeyboardInterrupt:
+        error_line("interrupted")
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`cas objects | head`): not an error.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        error_line(f"{e.strerror or e}{where}")
+        return EXIT_PROBLEM_FOUND if e.errno in (errno.EIO, errno.ENOSPC) else EXIT_USAGE
+    except Exception as e:  # a bug: still one line, with a way to get details
+        if os.environ.get("CAS_DEBUG"):
+            raise
+        error_line(f"internal error: {type(e).__name__}: {e} (set CAS_DEBUG=1 for details)")
+        return 70

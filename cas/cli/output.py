@@ -1,0 +1,88 @@
+"""Printing for the CLI: paths as bytes, JSON, warnings, progress."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from typing import Iterator
+
+from rich.console import Console
+from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress,
+                           TextColumn, TimeRemainingColumn, TransferSpeedColumn)
+
+
+def path_bytes(path: str) -> bytes:
+    """A path exactly as the filesystem has it, undecodable bytes included."""
+    return os.fsencode(path)
+
+
+def path_text(path: str) -> str:
+    """A printable form of a path: undecodable bytes shown as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def out_line(text: str | bytes) -> None:
+    data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape")
+    sys.stdout.buffer.write(data + b"\n")
+
+
+def out_json(doc) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+def warn(message: str) -> None:
+    sys.stdout.flush()
+    sys.stderr.write(f"cas: warning: {message}\n")
+
+
+def error_line(message: str) -> None:
+    sys.stdout.flush()
+    sys.stderr.write(f"cas: error: {message}\n")
+
+
+def info(message: str, quiet: bool) -> None:
+    if not quiet:
+        sys.stdout.flush()
+        sys.stderr.write(message + "\n")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def wants_progress(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def byte_progress(description: str, total: int | None, enabled: bool) -> Iterator:
+    """A progress bar on stderr (files/bytes/rate) when on a terminal, else nothing."""
+    if not enabled:
+        yield None
+        return
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+        TransferSpeedColumn(), TimeRemainingColumn(),
+        console=Console(file=sys.stderr), transient=True,
+    )
+    with progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+@contextlib.contextmanager
+def count_progress(description: str, enabled: bool) -> Iterator:
+    if not enabled:
+        yield None
+        return
+    progress = Progress(TextColumn("{task.description}"), MofNCompleteColumn(),
+                        console=Console(file=sys.stderr), transient=True)
+    with progress:
+        task = progress.add_task(description, total=None)
+        yield lambda n=1: progress.advance(task, n)

@@ -1,0 +1,78 @@
+"""Durable, atomic file writes.
+
+Everything cas writes into a store reaches its final name the same way: the
+bytes go to a temp file in the store's ``tmp/`` directory, the file is
+fsynced, then renamed into place, and the directory that received it is
+fsynced before anything (an index entry, a ref) points at it. A crash
+therefore leaves either the old state or the new one, plus at worst an
+orphaned temp file.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Iterable
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dirs(paths: Iterable[str]) -> None:
+    for path in sorted(set(paths)):
+        fsync_dir(path)
+
+
+def temp_name(tmp_dir: str, kind: str) -> str:
+    """A fresh temp path; the pid in the name tells cleanup whose it is."""
+    return os.path.join(tmp_dir, f"{kind}-{os.getpid()}-{secrets.token_hex(8)}.tmp")
+
+
+def open_temp(tmp_dir: str, kind: str) -> tuple[str, int]:
+    path = temp_name(tmp_dir, kind)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    return path, fd
+
+
+def remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def publish(temp_path: str, final_path: str) -> None:
+    """Rename a fsynced temp file to its final name, creating the fan-out dir.
+
+    The caller fsyncs the final directory (batched across many files).
+    """
+    try:
+        os.rename(temp_path, final_path)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(final_path), exist_ok=True)
+        os.rename(temp_path, final_path)
+
+
+def write_atomic(path: str, data: bytes, tmp_dir: str | None = None) -> None:
+    """Replace ``path`` with ``data`` durably (for small metadata files)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    temp_path, fd = open_temp(tmp_dir or directory, "meta")
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(temp_path, 0o644)
+        os.replace(temp_path, path)
+    except BaseException:
+        remove_quietly(temp_path)
+        raise
+    fsync_dir(directory)

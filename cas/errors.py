@@ -1,0 +1,116 @@
+"""The error hierarchy.
+
+Every error a user can meet is a ``CasError`` subclass whose message says
+what happened and what to do about it. Each class carries the process exit
+code the CLI uses for it, so the mapping lives in one place.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_PROBLEM_FOUND = 1
+EXIT_USAGE = 2
+
+
+class CasError(Exception):
+    """Base of every error cas reports to a user."""
+
+    exit_code = EXIT_USAGE
+
+
+class StoreNotFound(CasError):
+    def __init__(self, start: str):
+        super().__init__(
+            f"no cas store found in {start} or any parent directory "
+            "(run 'cas init', or pass --store / set CAS_STORE)"
+        )
+
+
+class StoreExists(CasError):
+    def __init__(self, path: str):
+        super().__init__(f"a cas store already exists at {path}")
+
+
+class UnsupportedFormat(CasError):
+    def __init__(self, path: str, found: object, supported: int):
+        super().__init__(
+            f"store at {path} has format version {found}, this cas reads up to "
+            f"version {supported}: upgrade cas to use this store"
+        )
+
+
+class ConfigDamaged(CasError):
+    exit_code = EXIT_PROBLEM_FOUND
+
+    def __init__(self, path: str, why: str):
+        super().__init__(f"store config {path} is unreadable: {why}")
+
+
+class IndexUnavailable(CasError):
+    """The LMDB index is missing or damaged; it can be rebuilt from objects and packs."""
+
+    exit_code = EXIT_PROBLEM_FOUND
+
+    def __init__(self, path: str, why: str):
+        super().__init__(
+            f"the store index at {path} is {why}: run 'cas index rebuild' to "
+            "rebuild it from the objects and packs (no data is lost)"
+        )
+
+
+class StoreLocked(CasError):
+    def __init__(self, path: str):
+        super().__init__(
+            f"store {path} is locked by another cas process (an index rebuild or "
+            "gc); try again when it finishes"
+        )
+
+
+class InvalidObjectId(CasError):
+    def __init__(self, text: str):
+        super().__init__(
+            f"'{text}' is not an object id (64 hex digits, or a unique prefix of at least 6)"
+        )
+
+
+class ObjectNotFound(CasError):
+    def __init__(self, ref: str):
+        super().__init__(f"no object {ref} in this store")
+
+
+class AmbiguousPrefix(CasError):
+    def __init__(self, prefix: str, count: int):
+        super().__init__(
+            f"id prefix {prefix} matches {count} objects: give more hex digits"
+        )
+
+
+class ObjectDamaged(CasError):
+    """Stored bytes do not hash to their id, or cannot be decoded."""
+
+    exit_code = EXIT_PROBLEM_FOUND
+
+    def __init__(self, oid: str, why: str):
+        super().__init__(f"object {oid} is damaged: {why} (run 'cas verify --full')")
+        self.oid = oid
+
+
+class SourceError(CasError):
+    """A file given to cas could not be read as asked."""
+
+    def __init__(self, path: str, why: str):
+        super().__init__(f"{path}: {why}")
+        self.path = path
+        self.why = why
+
+
+class StoreWriteError(CasError):
+    """Writing to the store failed (disk full, permissions, I/O error)."""
+
+    exit_code = EXIT_PROBLEM_FOUND
+
+    def __init__(self, path: str, why: str):
+        super().__init__(
+            f"cannot write to the store ({why}) at {path}: nothing was recorded "
+            "for the data in flight; fix the cause and run the command again"
+        )

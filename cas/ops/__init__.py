@@ -1,0 +1,1 @@
+"""Operations over a store: ingest, verify, index rebuild."""

@@ -1,0 +1,151 @@
+"""``cas verify``: is every indexed object present, whole and correct?
+
+The quick check compares the index with what is on disk (files exist,
+sizes match). ``full`` also reads every byte back and checks that each
+object hashes to its id and each pack to its name, on all cores.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import CasError, ObjectDamaged
+from ..objectid import ObjectId, hash_bytes, hash_path
+from ..storage.encoding import Encoding, ZstdError, decode
+from ..storage.index import IndexEntry
+from ..storage.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    oid: ObjectId
+    what: str           # "object" or "pack"
+    why: str
+
+
+@dataclass
+class VerifyReport:
+    full: bool
+    objects: int = 0
+    bytes_checked: int = 0
+    damage: list[Damage] = field(default_factory=list)
+    unindexed_objects: int = 0
+    unindexed_packs: int = 0
+    temp_files: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.damage
+
+
+def verify(store: Store, full: bool = False,
+           on_progress: Callable[[int], None] | None = None) -> VerifyReport:
+    report = VerifyReport(full)
+    by_pack: dict[ObjectId, list[IndexEntry]] = defaultdict(list)
+    loose: list[IndexEntry] = []
+    for entry in store.entries():
+        report.objects += 1
+        (by_pack[entry.pack] if entry.pack is not None else loose).append(entry)
+
+    _compare_with_disk(store, report, by_pack, loose)
+    if not full:
+        return report
+
+    damaged_already = {d.oid for d in report.damage}
+    jobs: list[Callable[[], tuple[int, list[Damage]]]] = []
+    for pack, entries in by_pack.items():
+        if pack not in damaged_already:
+            jobs.append(lambda p=pack, es=entries: _check_pack(store, p, es))
+    for entry in loose:
+        if entry.oid not in damaged_already:
+            jobs.append(lambda e=entry: _check_loose(store, e))
+    with ThreadPoolExecutor(min(2, os.cpu_count() or 1), "cas-verify") as pool:
+        for checked, damage in pool.map(lambda job: job(), jobs):
+            report.bytes_checked += checked
+            report.damage.extend(damage)
+            if on_progress is not None:
+                on_progress(checked)
+    report.damage.sort(key=lambda d: (d.what, d.oid))
+    return report
+
+
+def _compare_with_disk(store, report, by_pack, loose) -> None:
+    layout = store.layout
+    indexed_packs = {p.pack: p for p in store.index.packs()}
+    for pack, entries in by_pack.items():
+        path = layout.pack_path(pack)
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            report.damage.append(Damage(pack, "pack", f"pack file is missing ({len(entries)} objects lost)"))
+            for e in entries:
+                report.damage.append(Damage(e.oid, "object", f"its pack {pack.short} is missing"))
+            continue
+        record = indexed_packs.get(pack)
+        if record is not None and record.file_size != size:
+            report.damage.append(Damage(pack, "pack", f"has {size} bytes, {record.file_size} recorded"))
+        for e in entries:
+            if e.offset + e.stored_length > size:
+                report.damage.append(Damage(e.oid, "object", f"lies past the end of pack {pack.short}"))
+    for e in loose:
+        path = layout.loose_path(e.oid, e.encoding)
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            report.damage.append(Damage(e.oid, "object", "its file is missing"))
+            continue
+        if size != e.stored_length:
+            report.damage.append(Damage(e.oid, "object", f"its file has {size} bytes, {e.stored_length} recorded"))
+    indexed_loose = {e.oid for e in loose}
+    report.unindexed_objects = sum(1 for oid, _, _ in layout.scan_loose() if oid not in indexed_loose)
+    report.unindexed_packs = sum(1 for pack, _ in layout.scan_packs() if pack not in indexed_packs)
+    try:
+        report.temp_files = len(os.listdir(layout.tmp))
+    except FileNotFoundError:
+        pass
+
+
+def _check_pack(store: Store, pack: ObjectId, entries: list[IndexEntry]) -> tuple[int, list[Damage]]:
+    with open(store.layout.pack_path(pack), "rb") as f:
+        data = f.read()
+    damage = []
+    if hash_bytes(data) != pack:
+        damage.append(Damage(pack, "pack", "file does not hash to its name"))
+    view = memoryview(data)
+    for e in entries:
+        why = _check_content(e, bytes(view[e.offset:e.offset + e.stored_length]))
+        if why:
+            damage.append(Damage(e.oid, "object", f"{why} (in pack {pack.short})"))
+    return len(data), damage
+
+
+def _check_content(entry: IndexEntry, stored: bytes) -> str | None:
+    try:
+        content = decode(entry.encoding, stored, entry.size)
+    except ZstdError as e:
+        return f"cannot be decompressed ({e})"
+    if len(content) != entry.size:
+        return f"has {len(content)} bytes, {entry.size} recorded"
+    if hash_bytes(content) != entry.oid:
+        return "content does not hash to its id"
+    return None
+
+
+def _check_loose(store: Store, entry: IndexEntry) -> tuple[int, list[Damage]]:
+    path = store.layout.loose_path(entry.oid, entry.encoding)
+    try:
+        if entry.encoding is Encoding.RAW:
+            if hash_path(path) != entry.oid:
+                return entry.stored_length, [Damage(entry.oid, "object", "content does not hash to its id")]
+            return entry.stored_length, []
+        for _ in store.iter_content(entry.oid):
+            pass
+    except ObjectDamaged as e:
+        return entry.stored_length, [Damage(entry.oid, "object", str(e).split(": ", 1)[-1])]
+    except (OSError, CasError) as e:
+        return entry.stored_length, [Damage(entry.oid, "object", f"unreadable ({e})")]
+    return entry.stored_length, []

@@ -1,0 +1,111 @@
+"""Finding the files to store under the paths a user names.
+
+Named paths follow symbolic links (as ``cp`` and ``b3sum`` do); inside a
+directory, links to files are followed but links to directories are not,
+which is what keeps a walk finite. Problems are reported, never raised:
+one unreadable file must not stop the rest from being stored.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+WARNING = "warning"
+ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    path: str
+    message: str
+    severity: str = ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class FoundFile:
+    path: str       # as the user will see it
+    size: int
+
+
+def _special_kind(mode: int) -> str | None:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return None
+
+
+def _stat_problem(path: str, e: OSError) -> Problem:
+    if e.errno == errno.ELOOP:
+        return Problem(path, "symbolic link loop; skipped")
+    if e.errno == errno.ENOENT:
+        if os.path.islink(path):
+            return Problem(path, "broken symbolic link; skipped")
+        return Problem(path, "no such file or directory")
+    if e.errno == errno.EACCES:
+        return Problem(path, "permission denied; skipped")
+    return Problem(path, f"{e.strerror or e}; skipped")
+
+
+def walk(paths: list[str], skip: Callable[[os.stat_result], bool]) -> Iterator[FoundFile | Problem]:
+    """Yield files (and problems) under ``paths`` in a stable, sorted order.
+
+    ``skip`` is asked about every directory; it keeps the store out of its
+    own walk.
+    """
+    for top in paths:
+        try:
+            st = os.stat(top)
+        except OSError as e:
+            yield _stat_problem(top, e)
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if not skip(st):
+                yield from _walk_dir(top, skip)
+        elif stat.S_ISREG(st.st_mode):
+            yield FoundFile(top, st.st_size)
+        else:
+            yield Problem(top, f"is {_special_kind(st.st_mode) or 'not a regular file'}; skipped",
+                          WARNING)
+
+
+def _walk_dir(top: str, skip: Callable[[os.stat_result], bool]) -> Iterator[FoundFile | Problem]:
+    stack = [top]
+    while stack:
+        directory = stack.pop()
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: os.fsencode(e.name))
+        except OSError as e:
+            yield _stat_problem(directory, e)
+            continue
+        subdirs = []
+        for entry in entries:
+            path = entry.path
+            try:
+                if entry.is_symlink():
+                    st = os.stat(path)
+                    if stat.S_ISDIR(st.st_mode):
+                        yield Problem(path, "symbolic link to a directory; not followed", WARNING)
+                        continue
+                else:
+                    st = entry.stat(follow_symlinks=False)
+            except OSError as e:
+                yield _stat_problem(path, e)
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if not skip(st):
+                    subdirs.append(path)
+            elif stat.S_ISREG(st.st_mode):
+                yield FoundFile(path, st.st_size)
+            else:
+                yield Problem(path, f"is {_special_kind(st.st_mode) or 'not a regular file'}; skipped",
+                              WARNING)
+        # Reversed onto the stack so directories come out in sorted order.
+        stack.extend(reversed(subdirs))

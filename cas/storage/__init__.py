@@ -1,0 +1,1 @@
+"""Storage layer: objects on plain files and in packs, indexed in LMDB."""

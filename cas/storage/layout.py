@@ -1,0 +1,82 @@
+"""Where things live inside a store directory, and scanning them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+from ..objectid import HEX_LENGTH, ObjectId, is_hex
+from .encoding import Encoding
+
+OBJECTS = "objects"
+PACKS = "packs"
+INDEX = "index"
+TMP = "tmp"
+LOCK = "lock"
+PACK_SUFFIX = ".pack"
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: str
+
+    @property
+    def objects(self) -> str:
+        return os.path.join(self.root, OBJECTS)
+
+    @property
+    def packs(self) -> str:
+        return os.path.join(self.root, PACKS)
+
+    @property
+    def index(self) -> str:
+        return os.path.join(self.root, INDEX)
+
+    @property
+    def tmp(self) -> str:
+        return os.path.join(self.root, TMP)
+
+    @property
+    def lock(self) -> str:
+        return os.path.join(self.root, LOCK)
+
+    def loose_path(self, oid: ObjectId, encoding: Encoding) -> str:
+        fan, rest = oid.fanout()
+        return os.path.join(self.objects, fan, rest + encoding.suffix)
+
+    def pack_path(self, pack: ObjectId) -> str:
+        fan, rest = pack.fanout()
+        return os.path.join(self.packs, fan, pack.hex + PACK_SUFFIX)
+
+    def directories(self) -> list[str]:
+        return [self.objects, self.packs, self.tmp]
+
+    def scan_loose(self) -> Iterator[tuple[ObjectId, Encoding, str]]:
+        """Every loose object file on disk, whatever the index says."""
+        for fan in _sorted_entries(self.objects):
+            if len(fan) != 2 or not is_hex(fan):
+                continue
+            fan_dir = os.path.join(self.objects, fan)
+            for name in _sorted_entries(fan_dir):
+                stem, encoding = name, Encoding.RAW
+                if name.endswith(Encoding.ZSTD.suffix):
+                    stem, encoding = name[: -len(Encoding.ZSTD.suffix)], Encoding.ZSTD
+                text = fan + stem
+                if len(text) == HEX_LENGTH and is_hex(text):
+                    yield ObjectId.parse(text), encoding, os.path.join(fan_dir, name)
+
+    def scan_packs(self) -> Iterator[tuple[ObjectId, str]]:
+        for fan in _sorted_entries(self.packs):
+            fan_dir = os.path.join(self.packs, fan)
+            for name in _sorted_entries(fan_dir):
+                stem = name[: -len(PACK_SUFFIX)]
+                if name.endswith(PACK_SUFFIX) and len(stem) == HEX_LENGTH and is_hex(stem):
+                    yield ObjectId.parse(stem), os.path.join(fan_dir, name)
+
+
+def _sorted_entries(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return []

@@ -1,0 +1,130 @@
+"""Pack files: many small objects in one file, fsynced once.
+
+Layout (all integers little-endian)::
+
+    header   b"CASPACK\\0"  u32 version=1  u32 reserved=0          16 bytes
+    blobs    the stored bytes of each entry, back to back
+    trailer  one 64-byte record per entry:
+             id[32] u8 encoding  7 zero bytes  u64 offset  u64 stored_length  u64 size
+    footer   u64 trailer_offset  u64 entry_count  trailer_hash[32]  b"CASPACK\\0"  56 bytes
+
+``trailer_hash`` is the BLAKE3 of the trailer records, so a damaged trailer
+is told apart from a damaged blob. The pack's file name is the BLAKE3 of the
+whole file. A pack describes itself, which is what lets the index be
+rebuilt from the packs alone.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+from ..durable import open_temp, remove_quietly
+from ..objectid import DIGEST_SIZE, Hasher, ObjectId, hash_bytes
+from .encoding import Encoding
+
+MAGIC = b"CASPACK\0"
+VERSION = 1
+HEADER = struct.Struct("<8sII")
+RECORD = struct.Struct("<32sB7xQQQ")
+FOOTER = struct.Struct("<QQ32s8s")
+
+
+class PackFormatError(Exception):
+    """A pack file does not follow the format; the message says where."""
+
+
+@dataclass(frozen=True, slots=True)
+class PackEntry:
+    oid: ObjectId
+    encoding: Encoding
+    offset: int
+    stored_length: int
+    size: int
+
+
+class PackWriter:
+    """Appends objects to a temp pack file; ``finish`` seals and fsyncs it."""
+
+    def __init__(self, tmp_dir: str):
+        self.temp_path, self._fd = open_temp(tmp_dir, "pack")
+        self._hasher = Hasher()
+        self._offset = 0
+        self.entries: list[PackEntry] = []
+        self._write(HEADER.pack(MAGIC, VERSION, 0))
+
+    @property
+    def size(self) -> int:
+        return self._offset
+
+    def _write(self, data: bytes | memoryview) -> None:
+        self._hasher.update(data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+        self._offset += len(data)
+
+    def add(self, oid: ObjectId, encoding: Encoding, stored: bytes, size: int) -> None:
+        entry = PackEntry(oid, encoding, self._offset, len(stored), size)
+        self._write(stored)
+        self.entries.append(entry)
+
+    def finish(self) -> ObjectId:
+        """Write the trailer and fsync; return the pack's id (hash of the file)."""
+        trailer_offset = self._offset
+        records = b"".join(
+            RECORD.pack(e.oid.digest, e.encoding, e.offset, e.stored_length, e.size)
+            for e in self.entries
+        )
+        self._write(records)
+        self._write(
+            FOOTER.pack(trailer_offset, len(self.entries), hash_bytes(records).digest, MAGIC)
+        )
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        return self._hasher.object_id()
+
+    def abandon(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        remove_quietly(self.temp_path)
+
+
+def read_entries(path: str) -> list[PackEntry]:
+    """Parse a pack's trailer, checking that it is whole and consistent."""
+    with open(path, "rb") as f:
+        file_size = os.fstat(f.fileno()).st_size
+        if file_size < HEADER.size + FOOTER.size:
+            raise PackFormatError("too short to be a pack")
+        magic, version, _ = HEADER.unpack(f.read(HEADER.size))
+        if magic != MAGIC:
+            raise PackFormatError("bad header magic")
+        if version != VERSION:
+            raise PackFormatError(f"unknown pack version {version}")
+        f.seek(file_size - FOOTER.size)
+        trailer_offset, count, trailer_hash, end_magic = FOOTER.unpack(f.read(FOOTER.size))
+        if end_magic != MAGIC:
+            raise PackFormatError("bad footer magic (truncated pack?)")
+        if trailer_offset + count * RECORD.size != file_size - FOOTER.size:
+            raise PackFormatError("footer does not match the file size")
+        f.seek(trailer_offset)
+        records = f.read(count * RECORD.size)
+    if hash_bytes(records).digest != trailer_hash:
+        raise PackFormatError("trailer checksum mismatch")
+    entries = []
+    for i in range(count):
+        digest, enc, offset, stored_length, size = RECORD.unpack_from(records, i * RECORD.size)
+        if offset < HEADER.size or offset + stored_length > trailer_offset:
+            raise PackFormatError(f"entry {i} lies outside the blob area")
+        try:
+            encoding = Encoding(enc)
+        except ValueError:
+            raise PackFormatError(f"entry {i} has unknown encoding {enc}") from None
+        entries.append(PackEntry(ObjectId(digest), encoding, offset, stored_length, size))
+    return entries
+
+
+assert RECORD.size == 64 and FOOTER.size == 56 and DIGEST_SIZE == 32

@@ -1,0 +1,269 @@
+"""The store: config, object files, packs and index behind one handle."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import threading
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Iterator
+
+from ..durable import fsync_dir
+from ..errors import (AmbiguousPrefix, CasError, InvalidObjectId, ObjectDamaged,
+                      ObjectNotFound, StoreExists, StoreLocked, StoreNotFound)
+from ..objectid import HEX_LENGTH, MIN_PREFIX, Hasher, ObjectId, is_hex
+from .config import CONFIG_FILE, StoreConfig
+from .encoding import Encoding, ZstdError, decode, open_decompressed
+from .index import Index, IndexEntry
+from .layout import Layout
+from .writer import ObjectWriter
+
+STORE_DIR = ".cas"
+READ_BLOCK = 1 << 20
+_MAX_OPEN_PACKS = 64
+
+
+def find_store(start: str) -> str:
+    """Walk up from ``start`` to the nearest directory holding ``.cas/``."""
+    here = os.path.abspath(start)
+    while True:
+        candidate = os.path.join(here, STORE_DIR)
+        if os.path.isfile(os.path.join(candidate, CONFIG_FILE)):
+            return candidate
+        parent = os.path.dirname(here)
+        if parent == here:
+            raise StoreNotFound(os.path.abspath(start))
+        here = parent
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    objects: int
+    loose_objects: int
+    packed_objects: int
+    packs: int
+    logical_bytes: int
+    stored_bytes: int
+    compressed_objects: int
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.stored_bytes / self.logical_bytes if self.logical_bytes else 1.0
+
+
+class Store:
+    def __init__(self, path: str, config: StoreConfig, index: Index | None, lock_fd: int):
+        self.path = path
+        self.config = config
+        self.layout = Layout(path)
+        self._index = index
+        self._lock_fd = lock_fd
+        self._packs: dict[ObjectId, int] = {}
+        self._packs_lock = threading.Lock()
+
+    # -- opening --------------------------------------------------------
+
+    @classmethod
+    def init(cls, path: str, config: StoreConfig | None = None) -> "Store":
+        path = os.path.abspath(path)
+        if os.path.exists(os.path.join(path, CONFIG_FILE)):
+            raise StoreExists(path)
+        config = config or StoreConfig()
+        layout = Layout(path)
+        os.makedirs(path, exist_ok=True)
+        for d in layout.directories():
+            os.makedirs(d, exist_ok=True)
+        Index.create(layout.index, config.store_id).close()
+        open(layout.lock, "ab").close()
+        # The config is written last: its presence is what makes a store.
+        config.save(path)
+        fsync_dir(os.path.dirname(path))
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path: str, *, exclusive: bool = False, with_index: bool = True) -> "Store":
+        path = os.path.abspath(path)
+        if not os.path.isfile(os.path.join(path, CONFIG_FILE)):
+            raise StoreNotFound(path)
+        config = StoreConfig.load(path)
+        layout = Layout(path)
+        lock_fd = _lock(layout.lock, exclusive, path)
+        try:
+            index = Index.open(layout.index, config.store_id) if with_index else None
+        except CasError:
+            os.close(lock_fd)
+            raise
+        return cls(path, config, index, lock_fd)
+
+    def close(self) -> None:
+        with self._packs_lock:
+            for fd in self._packs.values():
+                os.close(fd)
+            self._packs.clear()
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def index(self) -> Index:
+        assert self._index is not None, "store opened without its index"
+        return self._index
+
+    # -- writing --------------------------------------------------------
+
+    def writer(self, on_stored: Callable[[int, int], None] | None = None) -> ObjectWriter:
+        return ObjectWriter(self.layout, self.config, self.index, on_stored)
+
+    def put_bytes(self, data: bytes) -> ObjectId:
+        with self.writer() as w:
+            return w.put_bytes(data)
+
+    def put_file(self, path: str) -> ObjectId:
+        with self.writer() as w:
+            return w.put_file(path)[0]
+
+    # -- reading --------------------------------------------------------
+
+    def resolve(self, text: str) -> ObjectId:
+        """A full id or a unique prefix (at least 6 hex digits) to an id."""
+        text = text.strip().lower()
+        if len(text) < MIN_PREFIX or len(text) > HEX_LENGTH or not is_hex(text):
+            raise InvalidObjectId(text)
+        if len(text) == HEX_LENGTH:
+            oid = ObjectId.parse(text)
+            if self.index.lookup(oid) is None:
+                raise ObjectNotFound(text)
+            return oid
+        matches = self.index.match_prefix(text, limit=2)
+        if not matches:
+            raise ObjectNotFound(text)
+        if len(matches) > 1:
+            raise AmbiguousPrefix(text, len(self.index.match_prefix(text, limit=1000)))
+        return matches[0]
+
+    def entry(self, oid: ObjectId) -> IndexEntry:
+        entry = self.index.lookup(oid)
+        if entry is None:
+            raise ObjectNotFound(oid.hex)
+        return entry
+
+    def has(self, oid: ObjectId) -> bool:
+        return self.index.lookup(oid) is not None
+
+    def read_stored(self, entry: IndexEntry) -> bytes:
+        """The bytes as stored (possibly compressed) of a packed object."""
+        fd = self._pack_fd(entry.pack)
+        data = os.pread(fd, entry.stored_length, entry.offset)
+        if len(data) != entry.stored_length:
+            raise ObjectDamaged(entry.oid.hex, f"pack {entry.pack.short} is truncated")
+        return data
+
+    def open_raw(self, entry: IndexEntry) -> BinaryIO:
+        """A stream of the object's content, not checked against its id."""
+        if entry.pack is not None:
+            return io.BytesIO(self._decode(entry, self.read_stored(entry)))
+        path = self.layout.loose_path(entry.oid, entry.encoding)
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError:
+            raise ObjectDamaged(entry.oid.hex, f"its file {path} is missing") from None
+        return open_decompressed(f) if entry.encoding is Encoding.ZSTD else f
+
+    def open_object(self, oid: ObjectId) -> BinaryIO:
+        return self.open_raw(self.entry(oid))
+
+    def read_object(self, oid: ObjectId) -> bytes:
+        with self.open_object(oid) as f:
+            return f.read()
+
+    def iter_content(self, oid: ObjectId) -> Iterator[bytes]:
+        """Stream an object's content, checking it hashes to its id.
+
+        The check completes with the last block: a damaged object raises
+        ``ObjectDamaged`` after its bytes were yielded, so callers writing
+        to a file keep it under a temp name until the iteration ends.
+        """
+        entry = self.entry(oid)
+        hasher = Hasher()
+        total = 0
+        try:
+            with self.open_raw(entry) as f:
+                while True:
+                    block = f.read(READ_BLOCK)
+                    if not block:
+                        break
+                    hasher.update(block)
+                    total += len(block)
+                    yield block
+        except ZstdError as e:
+            raise ObjectDamaged(oid.hex, f"cannot be decompressed ({e})") from None
+        if total != entry.size:
+            raise ObjectDamaged(oid.hex, f"has {total} bytes, {entry.size} recorded")
+        if hasher.object_id() != oid:
+            raise ObjectDamaged(oid.hex, "its content does not hash to its id")
+
+    def _decode(self, entry: IndexEntry, stored: bytes) -> bytes:
+        try:
+            return decode(entry.encoding, stored, entry.size)
+        except ZstdError as e:
+            raise ObjectDamaged(entry.oid.hex, f"cannot be decompressed ({e})") from None
+
+    def _pack_fd(self, pack: ObjectId) -> int:
+        with self._packs_lock:
+            fd = self._packs.get(pack)
+            if fd is None:
+                path = self.layout.pack_path(pack)
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    raise ObjectDamaged(pack.hex, f"pack file {path} is missing") from None
+                if len(self._packs) >= _MAX_OPEN_PACKS:
+                    old_pack, old_fd = next(iter(self._packs.items()))
+                    del self._packs[old_pack]
+                    os.close(old_fd)
+                self._packs[pack] = fd
+            return fd
+
+    # -- listing --------------------------------------------------------
+
+    def entries(self) -> Iterator[IndexEntry]:
+        return self.index.entries()
+
+    def stats(self) -> StoreStats:
+        objects = loose = compressed = logical = stored = packed_stored = 0
+        for e in self.index.entries():
+            objects += 1
+            compressed += e.encoding is Encoding.ZSTD
+            logical += e.size
+            stored += e.stored_length
+            if e.pack is None:
+                loose += 1
+            else:
+                packed_stored += e.stored_length
+        packs = self.index.packs()
+        # Pack headers and trailers are stored bytes too.
+        overhead = max(sum(p.file_size for p in packs) - packed_stored, 0)
+        return StoreStats(objects, loose, objects - loose, len(packs), logical,
+                          stored + overhead, compressed)
+
+
+def _lock(path: str, exclusive: bool, store: str) -> int:
+    """Shared for ordinary work, exclusive for index rebuilds."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreLocked(store) from None
+    return fd
+

@@ -1,0 +1,364 @@
+"""Writing objects: small ones into packs, large ones into files of their own.
+
+Ordering rules (see docs/FORMAT.md, "Write ordering"):
+
+1. an object's bytes are written to a temp file and fsynced;
+2. the temp file is renamed to its final name and the receiving directory
+   is fsynced;
+3. only then is the object recorded in the index.
+
+Small objects accumulate in one open pack and share its single fsync.
+Large-object index entries wait for the next pack flush (or ``close``),
+so their directory fsyncs are batched too. ``ObjectWriter`` is safe to use
+from several threads; hashing, compression and file I/O release the GIL.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+from typing import Callable
+
+from ..durable import fsync_dirs, open_temp, publish, remove_quietly
+from ..errors import SourceError, StoreWriteError
+from ..objectid import Hasher, ObjectId, hash_bytes, hash_path
+from .config import StoreConfig
+from .encoding import Encoding, StreamCompressor, encode_small, worth_compressing
+from .index import Index, IndexEntry, PackRecord
+from .layout import Layout
+from .pack import PackWriter
+
+BLOCK = 4 << 20
+# How many times a file that changes under us is re-read before giving up.
+READ_ATTEMPTS = 3
+
+
+def _stat_key(st: os.stat_result) -> tuple:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class ObjectWriter:
+    def __init__(self, layout: Layout, config: StoreConfig, index: Index,
+                 on_stored: Callable[[int, int], None] | None = None):
+        self._layout = layout
+        self._config = config
+        self._index = index
+        self._lock = threading.Lock()
+        self._pack: PackWriter | None = None
+        # Written but not yet indexed: dedup within a batch must see them.
+        self._pending: dict[ObjectId, IndexEntry] = {}
+        self._loose_ready: list[IndexEntry] = []
+        self._dirs_to_sync: set[str] = set()
+        self._on_stored = on_stored
+        self.new_objects = 0
+        self.new_bytes = 0
+        self.stored_bytes = 0
+
+    # -- public API -----------------------------------------------------
+
+    def put_bytes(self, data: bytes) -> ObjectId:
+        oid = hash_bytes(data)
+        if not self._known(oid):
+            if len(data) >= self._config.loose_min_size:
+                self._write_loose_from_bytes(oid, data)
+            else:
+                self._add_small(oid, data)
+        return oid
+
+    def put_file(self, path: str) -> tuple[ObjectId, int]:
+        """Store a regular file's content; returns its id and size.
+
+        Raises ``SourceError`` for a file that cannot be read or that keeps
+        changing while it is read.
+        """
+        for _ in range(READ_ATTEMPTS):
+            try:
+                result = self._try_put_file(path)
+            except OSError as e:
+                raise SourceError(path, _describe(e)) from None
+            if result is not None:
+                return result
+        raise SourceError(path, f"changed while being read ({READ_ATTEMPTS} attempts); not stored")
+
+    def flush(self) -> None:
+        """Make everything written so far durable and indexed."""
+        with self._lock:
+            pack, self._pack = self._pack, None
+        self._seal(pack)
+
+    def close(self) -> None:
+        self.flush()
+
+    def abort(self) -> None:
+        with self._lock:
+            pack, self._pack = self._pack, None
+        if pack is not None:
+            pack.abandon()
+
+    def __enter__(self) -> "ObjectWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None or not issubclass(exc_type, (StoreWriteError, KeyboardInterrupt)):
+            try:
+                self.flush()
+                return
+            except StoreWriteError:
+                if exc_type is None:
+                    raise
+        self.abort()
+
+    # -- internals ------------------------------------------------------
+
+    def _known(self, oid: ObjectId) -> bool:
+        return oid in self._pending or self._index.lookup(oid) is not None
+
+    def _try_put_file(self, path: str) -> tuple[ObjectId, int] | None:
+        # O_NONBLOCK: a FIFO swapped in for a file must not hang us.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            before = os.fstat(fd)
+            if not stat.S_ISREG(before.st_mode):
+                raise SourceError(path, "not a regular file; skipped")
+            size = before.st_size
+            if size < self._config.loose_min_size:
+                data = _read_upto(fd, size + 1)
+                if len(data) != size or _stat_key(os.fstat(fd)) != _stat_key(before):
+                    return None
+                return self.put_bytes(data), size
+            oid = hash_path(path)
+            if _stat_key(os.fstat(fd)) != _stat_key(before):
+                return None
+            if self._known(oid):
+                return oid, size
+            if not self._write_loose_from_fd(oid, fd, size):
+                return None
+            if _stat_key(os.fstat(fd)) != _stat_key(before):
+                return None
+            return oid, size
+        finally:
+            os.close(fd)
+
+    def _add_small(self, oid: ObjectId, data: bytes) -> None:
+        comp = self._config.compression
+        encoding, stored = encode_small(data, comp.small_level, comp.min_saving)
+        full = None
+        with self._lock:
+            if oid in self._pending:
+                return
+            if self._pack is None:
+                self._pack = self._store_side(PackWriter, self._layout.tmp)
+            try:
+                self._pack.add(oid, encoding, stored, len(data))
+            except OSError as e:
+                raise self._write_error(e) from None
+            self._pending[oid] = IndexEntry(oid, encoding, len(data), len(stored))
+            self._count(len(data), len(stored))
+            if self._pack.size >= self._config.pack_target_size:
+                full, self._pack = self._pack, None
+        if full is not None:
+            self._seal(full)
+
+    def _write_loose_from_bytes(self, oid: ObjectId, data: bytes) -> None:
+        comp = self._config.compression
+        encoding, stored = Encoding.RAW, data
+        if worth_compressing(data[:BLOCK], comp.large_level, comp.min_saving):
+            c = StreamCompressor(comp.large_level, len(data))
+            encoding, stored = Encoding.ZSTD, c.compress(data) + c.flush()
+        temp_path, fd = self._store_side(open_temp, self._layout.tmp, "obj")
+        try:
+            _write_all(fd, stored)
+            os.fsync(fd)
+        except OSError as e:
+            os.close(fd)
+            remove_quietly(temp_path)
+            raise self._write_error(e) from None
+        os.close(fd)
+        self._publish_loose(oid, encoding, temp_path, len(data), len(stored))
+
+    def _write_loose_from_fd(self, oid: ObjectId, src: int, size: int) -> bool:
+        """Copy a large file into a loose object; False if its bytes were not ``oid``."""
+        comp = self._config.compression
+        sample = os.pread(src, min(BLOCK, size), 0)
+        compress = worth_compressing(sample, comp.large_level, comp.min_saving)
+        temp_path, fd = self._store_side(open_temp, self._layout.tmp, "obj")
+        ok = False
+        try:
+            if compress:
+                stored_length, got = self._compress_copy(src, fd, size, comp.large_level)
+            else:
+                stored_length, got = self._raw_copy(src, fd, size, temp_path)
+            if got != oid:
+                return False
+            os.fsync(fd)
+            ok = True
+        except _SourceReadError as e:
+            raise e.error from None
+        except OSError as e:
+            raise self._write_error(e) from None
+        finally:
+            os.close(fd)
+            if not ok:
+                remove_quietly(temp_path)
+        encoding = Encoding.ZSTD if compress else Encoding.RAW
+        self._publish_loose(oid, encoding, temp_path, size, stored_length)
+        return True
+
+    def _compress_copy(self, src: int, dst: int, size: int, level: int) -> tuple[int, ObjectId]:
+        hasher = Hasher()
+        compressor = StreamCompressor(level, size)
+        stored = 0
+        offset = 0
+        while True:
+            try:
+                block = os.pread(src, BLOCK, offset)
+            except OSError as e:
+                raise _SourceReadError(e) from None
+            if not block:
+                break
+            offset += len(block)
+            hasher.update(block)
+            out = compressor.compress(block)
+            if out:
+                _write_all(dst, out)
+                stored += len(out)
+        out = compressor.flush()
+        _write_all(dst, out)
+        return stored + len(out), hasher.object_id()
+
+    def _raw_copy(self, src: int, dst: int, size: int, temp_path: str) -> tuple[int, ObjectId]:
+        # copy_file_range keeps the bytes in the kernel; hashing the temp
+        # file afterwards checks exactly what will be stored.
+        offset = 0
+        while offset < size + 1:
+            try:
+                n = os.copy_file_range(src, dst, size + 1 - offset, offset)
+            except OSError as e:
+                if e.errno in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                    return self._raw_copy_by_reads(src, dst, offset)
+                if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
+                    raise
+                raise _SourceReadError(e) from None
+            if n == 0:
+                break
+            offset += n
+        return offset, hash_path(temp_path)
+
+    def _raw_copy_by_reads(self, src: int, dst: int, offset: int) -> tuple[int, ObjectId]:
+        os.lseek(dst, 0, os.SEEK_SET)
+        os.ftruncate(dst, 0)
+        hasher = Hasher()
+        offset = 0
+        while True:
+            try:
+                block = os.pread(src, BLOCK, offset)
+            except OSError as e:
+                raise _SourceReadError(e) from None
+            if not block:
+                return offset, hasher.object_id()
+            hasher.update(block)
+            _write_all(dst, block)
+            offset += len(block)
+
+    def _publish_loose(self, oid: ObjectId, encoding: Encoding, temp_path: str,
+                       size: int, stored_length: int) -> None:
+        final = self._layout.loose_path(oid, encoding)
+        try:
+            publish(temp_path, final)
+        except OSError as e:
+            remove_quietly(temp_path)
+            raise self._write_error(e) from None
+        entry = IndexEntry(oid, encoding, size, stored_length)
+        with self._lock:
+            self._pending[oid] = entry
+            self._loose_ready.append(entry)
+            self._dirs_to_sync.add(os.path.dirname(final))
+            self._count(size, stored_length)
+
+    def _seal(self, pack: PackWriter | None) -> None:
+        """Finish a pack (if any), then index it and the loose objects ready so far."""
+        entries: list[IndexEntry] = []
+        packs: list[PackRecord] = []
+        dirs: set[str] = set()
+        if pack is not None and pack.entries:
+            try:
+                pack_id = pack.finish()
+                final = self._layout.pack_path(pack_id)
+                publish(pack.temp_path, final)
+            except OSError as e:
+                pack.abandon()
+                raise self._write_error(e) from None
+            dirs.add(os.path.dirname(final))
+            entries = [IndexEntry(e.oid, e.encoding, e.size, e.stored_length, pack_id, e.offset)
+                       for e in pack.entries]
+            packs.append(PackRecord(pack_id, pack.size, len(pack.entries)))
+        elif pack is not None:
+            pack.abandon()
+        with self._lock:
+            entries.extend(self._loose_ready)
+            self._loose_ready = []
+            dirs |= self._dirs_to_sync
+            self._dirs_to_sync = set()
+        if not entries:
+            return
+        try:
+            fsync_dirs(dirs)
+        except OSError as e:
+            raise self._write_error(e) from None
+        self._index.record(entries, packs)
+        with self._lock:
+            for entry in entries:
+                self._pending.pop(entry.oid, None)
+
+    def _count(self, size: int, stored: int) -> None:
+        self.new_objects += 1
+        self.new_bytes += size
+        self.stored_bytes += stored
+        if self._on_stored is not None:
+            self._on_stored(size, stored)
+
+    def _store_side(self, fn, *args):
+        try:
+            return fn(*args)
+        except OSError as e:
+            raise self._write_error(e) from None
+
+    def _write_error(self, e: OSError) -> StoreWriteError:
+        return StoreWriteError(self._layout.root, e.strerror or str(e))
+
+
+class _SourceReadError(Exception):
+    def __init__(self, error: OSError):
+        self.error = error
+
+
+def _read_upto(fd: int, limit: int) -> bytes:
+    chunks = []
+    remaining = limit
+    while remaining > 0:
+        chunk = os.read(fd, remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+
+def _describe(e: OSError) -> str:
+    if e.errno == errno.ELOOP:
+        return "is a symbolic link (or a loop of them); not followed"
+    if e.errno == errno.EACCES:
+        return "permission denied"
+    if e.errno == errno.ENOENT:
+        return "vanished before it could be read"
+    if e.errno == errno.EISDIR:
+        return "is a directory"
+    return e.strerror or str(e)
