@@ -29,6 +29,7 @@ class Problem:
 class FoundFile:
     path: str       # as the user will see it
     size: int
+    via_link: bool = False  # a symbolic link to a file, to be followed
 
 
 def _special_kind(mode: int) -> str | None:
@@ -69,7 +70,7 @@ def walk(paths: list[str], skip: Callable[[os.stat_result], bool]) -> Iterator[F
             if not skip(st):
                 yield from _walk_dir(top, skip)
         elif stat.S_ISREG(st.st_mode):
-            yield FoundFile(top, st.st_size)
+            yield FoundFile(top, st.st_size, os.path.islink(top))
         else:
             yield Problem(top, f"is {_special_kind(st.st_mode) or 'not a regular file'}; skipped",
                           WARNING)
@@ -103,7 +104,7 @@ def _walk_dir(top: str, skip: Callable[[os.stat_result], bool]) -> Iterator[Foun
                 if not skip(st):
                     subdirs.append(path)
             elif stat.S_ISREG(st.st_mode):
-                yield FoundFile(path, st.st_size)
+                yield FoundFile(path, st.st_size, entry.is_symlink())
             else:
                 yield Problem(path, f"is {_special_kind(st.st_mode) or 'not a regular file'}; skipped",
                               WARNING)

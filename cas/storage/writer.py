@@ -31,6 +31,8 @@ from .layout import Layout
 from .pack import PackWriter
 
 BLOCK = 4 << 20
+# Hash through the descriptor we hold, so a rename race cannot swap files.
+_PROC_FD = os.path.isdir("/proc/self/fd")
 # How many times a file that changes under us is re-read before giving up.
 READ_ATTEMPTS = 3
 
@@ -73,7 +75,7 @@ class ObjectWriter:
                 self._add_small(oid, data)
         return oid
 
-    def put_file(self, path: str) -> tuple[ObjectId, int]:
+    def put_file(self, path: str, follow_symlinks: bool = False) -> tuple[ObjectId, int]:
         """Store a regular file's content; returns its id and size.
 
         Raises ``SourceError`` for a file that cannot be read or that keeps
@@ -81,7 +83,7 @@ class ObjectWriter:
         """
         for _ in range(READ_ATTEMPTS):
             try:
-                result = self._try_put_file(path)
+                result = self._try_put_file(path, follow_symlinks)
             except OSError as e:
                 raise SourceError(path, _describe(e)) from None
             if result is not None:
@@ -121,9 +123,10 @@ class ObjectWriter:
     def _known(self, oid: ObjectId) -> bool:
         return oid in self._pending or self._index.lookup(oid) is not None
 
-    def _try_put_file(self, path: str) -> tuple[ObjectId, int] | None:
+    def _try_put_file(self, path: str, follow: bool) -> tuple[ObjectId, int] | None:
         # O_NONBLOCK: a FIFO swapped in for a file must not hang us.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+        fd = os.open(path, flags)
         try:
             before = os.fstat(fd)
             if not stat.S_ISREG(before.st_mode):
@@ -134,7 +137,7 @@ class ObjectWriter:
                 if len(data) != size or _stat_key(os.fstat(fd)) != _stat_key(before):
                     return None
                 return self.put_bytes(data), size
-            oid = hash_path(path)
+            oid = hash_path(f"/proc/self/fd/{fd}" if _PROC_FD else path)
             if _stat_key(os.fstat(fd)) != _stat_key(before):
                 return None
             if self._known(oid):

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cas.cli.main import run
+from cas.storage.config import StoreConfig
+from cas.storage.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "data"
+
+
+@dataclass
+class Result:
+    code: int
+    out: bytes
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out.decode("utf-8", "surrogateescape")
+
+
+@pytest.fixture
+def cas(capfdbinary, monkeypatch, tmp_path):
+    """Run the CLI in-process from ``cwd`` (default: tmp_path)."""
+    monkeypatch.delenv("CAS_STORE", raising=False)
+
+    def invoke(*args: str, cwd: Path | None = None) -> Result:
+        monkeypatch.chdir(cwd or tmp_path)
+        capfdbinary.readouterr()
+        code = run(list(args))
+        captured = capfdbinary.readouterr()
+        return Result(code, captured.out, captured.err.decode("utf-8", "replace"))
+
+    return invoke
+
+
+def cas_process(*args: str, cwd: Path, env: dict | None = None, timeout: float = 120,
+                **kwargs) -> subprocess.CompletedProcess:
+    """Run the real ``cas`` executable in a subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "cas.cli", *args], cwd=cwd, env=full_env,
+                          capture_output=True, timeout=timeout, **kwargs)
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    s = Store.init(str(tmp_path / ".cas"))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def small_config() -> StoreConfig:
+    """Small thresholds so tests exercise loose objects and many packs cheaply."""
+    return StoreConfig(loose_min_size=64 << 10, pack_target_size=256 << 10)
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
