@@ -1,0 +1,65 @@
+"""Crash safety: SIGKILL during `cas add` never leaves a store that fails to verify."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cas.objectid import hash_bytes
+from cas.storage.config import StoreConfig
+from cas.storage.store import Store
+
+from .conftest import cas_process
+
+KILLS = 20
+
+
+def make_tree(root, rng):
+    for d in range(40):
+        for f in range(150):
+            p = root / f"d{d:02}" / f"f{f:03}.txt"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(rng.randbytes(rng.randint(0, 6000)) + b"log line\n" * rng.randint(0, 300))
+    for n in range(30):
+        (root / f"big{n:02}.bin").write_bytes(rng.randbytes(1 << 20) * 2 + rng.randbytes(rng.randint(0, 99999)))
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_leaves_a_verifiable_store(tmp_path):
+    rng = random.Random(4242)
+    tree = tmp_path / "tree"
+    make_tree(tree, rng)
+    killed_mid_run = 0
+    for attempt in range(KILLS):
+        # Every other attempt starts afresh; the rest continue a killed store.
+        if attempt % 2 == 0:
+            store_path = tmp_path / f"store{attempt}"
+            Store.init(str(store_path), StoreConfig(loose_min_size=1 << 20,
+                                                    pack_target_size=512 << 10)).close()
+        env = {"CAS_STORE": str(store_path)}
+        proc = subprocess.Popen([sys.executable, "-m", "cas.cli", "add", str(tree)],
+                                env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2, 0.7))
+        killed_mid_run += proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        r = cas_process("verify", "--full", "--json", cwd=tmp_path, env=env)
+        report = json.loads(r.stdout)
+        assert r.returncode == 0 and report["ok"], (attempt, report)
+        with Store.open(str(store_path)) as s:
+            for entry in s.entries():
+                assert hash_bytes(s.read_object(entry.oid)) == entry.oid
+    # The kills must land while cas is working, or this test proves nothing.
+    assert killed_mid_run >= KILLS // 2
+    r = cas_process("add", str(tree), cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    with Store.open(str(store_path)) as s:
+        for line in r.stdout.decode().splitlines():
+            oid, path = line.split("  ", 1)
+            assert s.read_object(s.resolve(oid)) == open(path, "rb").read()

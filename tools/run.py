@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Set up the project's virtual environment and run the demo or the tests.
+
+    python3 tools/run.py demo    # the demo on data/
+    python3 tools/run.py test    # the whole test suite
+
+Needs only Python 3.11+. The environment lives in .venv/ and is
+reinstalled whenever pyproject.toml changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VENV = REPO / ".venv"
+STAMP = VENV / ".cas-installed"
+PYTHON = VENV / "bin" / "python"
+
+
+def ensure_env() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit("cas needs Python 3.11 or newer")
+    wanted = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == wanted and PYTHON.exists():
+        return
+    print("setting up .venv (once) ...", file=sys.stderr, flush=True)
+    if not PYTHON.exists():
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "-e", f"{REPO}[test]"], check=True)
+    STAMP.write_text(wanted)
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in ("demo", "test"):
+        sys.exit(__doc__)
+    ensure_env()
+    os.chdir(REPO)
+    if sys.argv[1] == "demo":
+        return subprocess.call([str(PYTHON), str(REPO / "tools" / "demo.py"), *sys.argv[2:]])
+    workers = min(2, os.cpu_count() or 1)
+    return subprocess.call([str(PYTHON), "-m", "pytest", "-n", str(workers), *sys.argv[2:]])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
