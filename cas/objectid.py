@@ -69,12 +69,33 @@ def hash_bytes(data: bytes | memoryview) -> ObjectId:
     return ObjectId(blake3.blake3(data).digest())
 
 
-def hash_path(path: str | os.PathLike) -> ObjectId:
-    """Hash a whole file through a memory map, on all cores."""
+_HASH_BLOCK = 16 << 20
+
+
+def hash_fd(fd: int) -> ObjectId:
+    """Hash a whole file from its descriptor, on all cores.
+
+    Reads into one reused buffer rather than mapping the file, so resident
+    memory stays flat however large the file is.
+    """
     h = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    if os.path.getsize(path) > 0:
-        h.update_mmap(path)
-    return ObjectId(h.digest())
+    buf = bytearray(_HASH_BLOCK)
+    view = memoryview(buf)
+    offset = 0
+    while True:
+        n = os.preadv(fd, [buf], offset)
+        if n == 0:
+            return ObjectId(h.digest())
+        h.update(view[:n])
+        offset += n
+
+
+def hash_path(path: str | os.PathLike) -> ObjectId:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return hash_fd(fd)
+    finally:
+        os.close(fd)
 
 
 class Hasher:

@@ -18,7 +18,9 @@ from ..objectid import ObjectId
 from ..storage.store import Store
 from .walk import ERROR, FoundFile, Problem, walk
 
-WINDOW = 64
+# Results are tiny once a file is stored, so the window can be wide: it
+# lets small files flow past a large one that is still compressing.
+WINDOW = 2048
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from typing import Callable
 
 from ..durable import fsync_dirs, open_temp, publish, remove_quietly
 from ..errors import SourceError, StoreWriteError
-from ..objectid import Hasher, ObjectId, hash_bytes, hash_path
+from ..objectid import Hasher, ObjectId, hash_bytes, hash_fd, hash_path
 from .config import StoreConfig
 from .encoding import Encoding, StreamCompressor, encode_small, worth_compressing
 from .index import Index, IndexEntry, PackRecord
@@ -31,8 +31,9 @@ from .layout import Layout
 from .pack import PackWriter
 
 BLOCK = 4 << 20
-# Hash through the descriptor we hold, so a rename race cannot swap files.
-_PROC_FD = os.path.isdir("/proc/self/fd")
+# Large objects are compressed on this many threads, so one big file
+# still keeps both cores busy.
+COMPRESS_THREADS = 0
 # How many times a file that changes under us is re-read before giving up.
 READ_ATTEMPTS = 3
 
@@ -137,7 +138,7 @@ class ObjectWriter:
                 if len(data) != size or _stat_key(os.fstat(fd)) != _stat_key(before):
                     return None
                 return self.put_bytes(data), size
-            oid = hash_path(f"/proc/self/fd/{fd}" if _PROC_FD else path)
+            oid = hash_fd(fd)
             if _stat_key(os.fstat(fd)) != _stat_key(before):
                 return None
             if self._known(oid):
@@ -217,7 +218,7 @@ class ObjectWriter:
 
     def _compress_copy(self, src: int, dst: int, size: int, level: int) -> tuple[int, ObjectId]:
         hasher = Hasher()
-        compressor = StreamCompressor(level, size)
+        compressor = StreamCompressor(level, size, COMPRESS_THREADS)
         stored = 0
         offset = 0
         while True:
