@@ -23,7 +23,7 @@ from typing import Callable
 
 from ..durable import fsync_dirs, open_temp, publish, remove_quietly
 from ..errors import SourceError, StoreWriteError
-from ..objectid import Hasher, ObjectId, hash_bytes, hash_fd, hash_path
+from ..objectid import Hasher, ObjectId, hash_bytes
 from .config import StoreConfig
 from .encoding import Encoding, StreamCompressor, encode_small, worth_compressing
 from .index import Index, IndexEntry, PackRecord
@@ -31,9 +31,6 @@ from .layout import Layout
 from .pack import PackWriter
 
 BLOCK = 4 << 20
-# Large objects are compressed on this many threads, so one big file
-# still keeps both cores busy.
-COMPRESS_THREADS = 0
 # How many times a file that changes under us is re-read before giving up.
 READ_ATTEMPTS = 3
 
@@ -85,6 +82,8 @@ class ObjectWriter:
         for _ in range(READ_ATTEMPTS):
             try:
                 result = self._try_put_file(path, follow_symlinks)
+            except _SourceReadError as e:
+                raise SourceError(path, _describe(e.error)) from None
             except OSError as e:
                 raise SourceError(path, _describe(e)) from None
             if result is not None:
@@ -138,16 +137,7 @@ class ObjectWriter:
                 if len(data) != size or _stat_key(os.fstat(fd)) != _stat_key(before):
                     return None
                 return self.put_bytes(data), size
-            oid = hash_fd(fd)
-            if _stat_key(os.fstat(fd)) != _stat_key(before):
-                return None
-            if self._known(oid):
-                return oid, size
-            if not self._write_loose_from_fd(oid, fd, size):
-                return None
-            if _stat_key(os.fstat(fd)) != _stat_key(before):
-                return None
-            return oid, size
+            return self._put_large(fd, size, before)
         finally:
             os.close(fd)
 
@@ -188,39 +178,55 @@ class ObjectWriter:
         os.close(fd)
         self._publish_loose(oid, encoding, temp_path, len(data), len(stored))
 
-    def _write_loose_from_fd(self, oid: ObjectId, src: int, size: int) -> bool:
-        """Copy a large file into a loose object; False if its bytes were not ``oid``."""
+    def _put_large(self, src: int, size: int, before: os.stat_result) -> tuple[ObjectId, int] | None:
+        """Copy a large file into a loose object in one pass: read, hash, compress, write.
+
+        One pass costs a wasted copy when the content turns out to be stored
+        already, but saves a full second read and hash of every new file,
+        which is the common case for large files (the snapshot stat cache
+        keeps unchanged ones from being read at all). Returns None when the
+        file changed while it was read.
+        """
         comp = self._config.compression
         sample = os.pread(src, min(BLOCK, size), 0)
-        compress = worth_compressing(sample, comp.large_level, comp.min_saving)
+        encoding = Encoding.ZSTD if worth_compressing(sample, comp.large_level, comp.min_saving) \
+            else Encoding.RAW
         temp_path, fd = self._store_side(open_temp, self._layout.tmp, "obj")
-        ok = False
+        published = False
         try:
-            if compress:
-                stored_length, got = self._compress_copy(src, fd, size, comp.large_level)
-            else:
-                stored_length, got = self._raw_copy(src, fd, size, temp_path)
-            if got != oid:
-                return False
-            os.fsync(fd)
-            ok = True
-        except _SourceReadError as e:
-            raise e.error from None
-        except OSError as e:
-            raise self._write_error(e) from None
-        finally:
+            try:
+                stored_length, oid, length = self._copy(src, fd, size, encoding, comp.large_level)
+            except OSError as e:
+                raise self._write_error(e) from None
+            if length != size or _stat_key(os.fstat(src)) != _stat_key(before):
+                return None
+            if self._known(oid):
+                return oid, size
+            try:
+                os.fsync(fd)
+            except OSError as e:
+                raise self._write_error(e) from None
             os.close(fd)
-            if not ok:
+            fd = -1
+            self._publish_loose(oid, encoding, temp_path, size, stored_length)
+            published = True
+            return oid, size
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            if not published:
                 remove_quietly(temp_path)
-        encoding = Encoding.ZSTD if compress else Encoding.RAW
-        self._publish_loose(oid, encoding, temp_path, size, stored_length)
-        return True
 
-    def _compress_copy(self, src: int, dst: int, size: int, level: int) -> tuple[int, ObjectId]:
-        hasher = Hasher()
-        compressor = StreamCompressor(level, size, COMPRESS_THREADS)
-        stored = 0
-        offset = 0
+    def _copy(self, src: int, dst: int, size: int, encoding: Encoding,
+              level: int) -> tuple[int, ObjectId, int]:
+        """Stream src into dst; returns (stored bytes, id of what was read, bytes read).
+
+        Source read errors surface as ``_SourceReadError``; anything else is
+        a store-side failure.
+        """
+        hasher = Hasher(parallel=True)
+        compressor = StreamCompressor(level, size) if encoding is Encoding.ZSTD else None
+        stored = offset = 0
         while True:
             try:
                 block = os.pread(src, BLOCK, offset)
@@ -230,47 +236,15 @@ class ObjectWriter:
                 break
             offset += len(block)
             hasher.update(block)
-            out = compressor.compress(block)
+            out = compressor.compress(block) if compressor else block
             if out:
                 _write_all(dst, out)
                 stored += len(out)
-        out = compressor.flush()
-        _write_all(dst, out)
-        return stored + len(out), hasher.object_id()
-
-    def _raw_copy(self, src: int, dst: int, size: int, temp_path: str) -> tuple[int, ObjectId]:
-        # copy_file_range keeps the bytes in the kernel; hashing the temp
-        # file afterwards checks exactly what will be stored.
-        offset = 0
-        while offset < size + 1:
-            try:
-                n = os.copy_file_range(src, dst, size + 1 - offset, offset)
-            except OSError as e:
-                if e.errno in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
-                    return self._raw_copy_by_reads(src, dst, offset)
-                if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
-                    raise
-                raise _SourceReadError(e) from None
-            if n == 0:
-                break
-            offset += n
-        return offset, hash_path(temp_path)
-
-    def _raw_copy_by_reads(self, src: int, dst: int, offset: int) -> tuple[int, ObjectId]:
-        os.lseek(dst, 0, os.SEEK_SET)
-        os.ftruncate(dst, 0)
-        hasher = Hasher()
-        offset = 0
-        while True:
-            try:
-                block = os.pread(src, BLOCK, offset)
-            except OSError as e:
-                raise _SourceReadError(e) from None
-            if not block:
-                return offset, hasher.object_id()
-            hasher.update(block)
-            _write_all(dst, block)
-            offset += len(block)
+        if compressor:
+            out = compressor.flush()
+            _write_all(dst, out)
+            stored += len(out)
+        return stored, hasher.object_id(), offset
 
     def _publish_loose(self, oid: ObjectId, encoding: Encoding, temp_path: str,
                        size: int, stored_length: int) -> None:
