@@ -26,4 +26,4 @@ def command(ctx: Context, directory: str | None, as_json: bool) -> None:
             out_json({"store": store.path, "store_id": store.config.store_id,
                       "version": store.config.version})
         else:
-            info(f"initialized empty cas store in {store.path}", False)
+            info(f"initialized empty cas store in {store.path}", ctx.quiet)

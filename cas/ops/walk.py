@@ -28,7 +28,6 @@ class Problem:
 @dataclass(frozen=True, slots=True)
 class FoundFile:
     path: str       # as the user will see it
-    size: int
     via_link: bool = False  # a symbolic link to a file, to be followed
 
 
@@ -70,7 +69,7 @@ def walk(paths: list[str], skip: Callable[[os.stat_result], bool]) -> Iterator[F
             if not skip(st):
                 yield from _walk_dir(top, skip)
         elif stat.S_ISREG(st.st_mode):
-            yield FoundFile(top, st.st_size, os.path.islink(top))
+            yield FoundFile(top, os.path.islink(top))
         else:
             yield Problem(top, f"is {_special_kind(st.st_mode) or 'not a regular file'}; skipped",
                           WARNING)
@@ -90,11 +89,19 @@ def _walk_dir(top: str, skip: Callable[[os.stat_result], bool]) -> Iterator[Foun
         for entry in entries:
             path = entry.path
             try:
+                # d_type answers for plain files and directories without a
+                # stat call; links and odd types need one.
                 if entry.is_symlink():
                     st = os.stat(path)
                     if stat.S_ISDIR(st.st_mode):
                         yield Problem(path, "symbolic link to a directory; not followed", WARNING)
                         continue
+                    if stat.S_ISREG(st.st_mode):
+                        yield FoundFile(path, True)
+                        continue
+                elif entry.is_file(follow_symlinks=False):
+                    yield FoundFile(path)
+                    continue
                 else:
                     st = entry.stat(follow_symlinks=False)
             except OSError as e:
@@ -103,8 +110,6 @@ def _walk_dir(top: str, skip: Callable[[os.stat_result], bool]) -> Iterator[Foun
             if stat.S_ISDIR(st.st_mode):
                 if not skip(st):
                     subdirs.append(path)
-            elif stat.S_ISREG(st.st_mode):
-                yield FoundFile(path, st.st_size, entry.is_symlink())
             else:
                 yield Problem(path, f"is {_special_kind(st.st_mode) or 'not a regular file'}; skipped",
                               WARNING)
