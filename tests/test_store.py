@@ -143,3 +143,22 @@ def test_a_garbage_index_is_reported_as_damaged(small_store):
     with pytest.raises(IndexUnavailable, match="damaged"):
         with Store.open(path) as s:
             list(s.entries())
+
+
+def test_large_compressed_objects_are_seekable_frames_that_zstd_reads(small_store, tmp_path):
+    rng = __import__("random").Random(5)
+    words = [bytes(rng.choice(b"abcdefgh") for _ in range(6)) for _ in range(500)]
+    data = b" ".join(rng.choice(words) for _ in range(1_800_000))  # ~12 MiB: several frames
+    path = write(tmp_path / "log.txt", data)
+    oid = small_store.put_file(str(path))
+    entry = small_store.entry(oid)
+    assert entry.encoding is Encoding.ZSTD and entry.pack is None
+    stored = small_store.layout.loose_path(oid, Encoding.ZSTD)
+    if shutil.which("zstd"):
+        out = subprocess.run(["zstd", "-dc", stored], capture_output=True, check=True).stdout
+        assert out == data
+    with small_store.open_object(oid) as f:
+        for offset in (0, 1, 4 << 20, (4 << 20) - 3, len(data) - 10, 7_777_777):
+            f.seek(offset)
+            assert f.read(5000) == data[offset:offset + 5000]
+    assert b"".join(small_store.iter_content(oid)) == data

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from ..durable import fsync_dir
 from ..objectid import ObjectId
-from ..storage.encoding import Encoding, ZstdError, frame_content_size
+from ..storage.encoding import Encoding
+from ..storage.seekable import SeekTableError, content_size, read_seek_table
 from ..storage.index import Index, IndexEntry, PackRecord
 from ..storage.pack import PackFormatError, read_entries
 from ..storage.store import Store
@@ -65,7 +66,7 @@ def rebuild_index(store_path: str) -> RebuildReport:
                 try:
                     stored = os.path.getsize(path)
                     size = stored if encoding is Encoding.RAW else _zstd_size(path)
-                except (OSError, ZstdError, ValueError) as e:
+                except (OSError, SeekTableError) as e:
                     report.bad_files.append((path, str(e)))
                     continue
                 report.loose += 1
@@ -89,8 +90,8 @@ def rebuild_index(store_path: str) -> RebuildReport:
 
 
 def _zstd_size(path: str) -> int:
-    with open(path, "rb") as f:
-        size = frame_content_size(f.read(18))
-    if size < 0:
-        raise ValueError("zstd frame without a content size")
-    return size
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return content_size(read_seek_table(fd))
+    finally:
+        os.close(fd)

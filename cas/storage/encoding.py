@@ -1,16 +1,16 @@
-"""How an object's bytes are stored: raw, or as one zstd frame.
+"""How an object's bytes are stored: raw, or zstd-compressed.
 
-This is the only module that imports ``zstandard``. A compressed object is
-a standard zstd frame with the content size in its header, so the ``zstd``
-command line tool decompresses it, and an index rebuild can learn its size
-without decompressing.
+This is the only module that imports ``zstandard``. Every compressed frame
+is a standard zstd frame with the content size in its header, so the
+``zstd`` command line tool decompresses it. A compressed packed object is one
+frame; a compressed loose object is a sequence of frames with a seek table
+(see ``seekable``).
 """
 
 from __future__ import annotations
 
 import enum
 import threading
-from typing import BinaryIO, Iterator
 
 import zstandard
 
@@ -70,38 +70,13 @@ def decode(encoding: Encoding, stored: bytes, size: int) -> bytes:
     return _decompressor().decompress(stored, max_output_size=size)
 
 
-def frame_content_size(head: bytes) -> int:
-    """The content size recorded in a zstd frame header, or -1 if absent."""
-    params = zstandard.get_frame_parameters(head)
-    size = params.content_size
-    return -1 if size == zstandard.CONTENTSIZE_UNKNOWN else size
+def compress_frame(block: bytes | memoryview, level: int) -> bytes:
+    """One independent zstd frame (content size in its header)."""
+    return _compressor(level).compress(block)
 
 
-class StreamCompressor:
-    """Compresses a large object block by block into a file descriptor."""
-
-    def __init__(self, level: int, size: int, threads: int = 0):
-        params = zstandard.ZstdCompressor(level=level, write_content_size=True, threads=threads)
-        self._obj = params.compressobj(size=size)
-
-    def compress(self, block: bytes | memoryview) -> bytes:
-        return self._obj.compress(block)
-
-    def flush(self) -> bytes:
-        return self._obj.flush()
-
-
-def decompressed_blocks(f: BinaryIO, block_size: int = 1 << 20) -> Iterator[bytes]:
-    reader = _decompressor().stream_reader(f, read_size=block_size, closefd=False)
-    while True:
-        block = reader.read(block_size)
-        if not block:
-            return
-        yield block
-
-
-def open_decompressed(f: BinaryIO) -> BinaryIO:
-    return zstandard.ZstdDecompressor().stream_reader(f, read_size=1 << 20, closefd=True)
+def decompress_frame(frame: bytes | memoryview, size: int) -> bytes:
+    return _decompressor().decompress(frame, max_output_size=size)
 
 
 ZstdError = zstandard.ZstdError

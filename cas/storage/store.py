@@ -14,7 +14,8 @@ from ..errors import (AmbiguousPrefix, CasError, InvalidObjectId, ObjectDamaged,
                       ObjectNotFound, StoreExists, StoreLocked, StoreNotFound)
 from ..objectid import HEX_LENGTH, MIN_PREFIX, Hasher, ObjectId, is_hex
 from .config import CONFIG_FILE, StoreConfig
-from .encoding import Encoding, ZstdError, decode, open_decompressed
+from .encoding import Encoding, ZstdError, decode
+from .seekable import SeekableReader, SeekTableError, iter_blocks, read_seek_table
 from .index import Index, IndexEntry
 from .layout import Layout
 from .writer import ObjectWriter
@@ -177,7 +178,13 @@ class Store:
             f = open(path, "rb")
         except FileNotFoundError:
             raise ObjectDamaged(entry.oid.hex, f"its file {path} is missing") from None
-        return open_decompressed(f) if entry.encoding is Encoding.ZSTD else f
+        if entry.encoding is Encoding.RAW:
+            return f
+        try:
+            return io.BufferedReader(SeekableReader(f), READ_BLOCK)
+        except SeekTableError as e:
+            f.close()
+            raise ObjectDamaged(entry.oid.hex, str(e)) from None
 
     def open_object(self, oid: ObjectId) -> BinaryIO:
         return self.open_raw(self.entry(oid))
@@ -197,20 +204,34 @@ class Store:
         hasher = Hasher()
         total = 0
         try:
-            with self.open_raw(entry) as f:
-                while True:
-                    block = f.read(READ_BLOCK)
-                    if not block:
-                        break
-                    hasher.update(block)
-                    total += len(block)
-                    yield block
+            for block in self._blocks(entry):
+                hasher.update(block)
+                total += len(block)
+                yield block
         except ZstdError as e:
             raise ObjectDamaged(oid.hex, f"cannot be decompressed ({e})") from None
+        except SeekTableError as e:
+            raise ObjectDamaged(oid.hex, str(e)) from None
         if total != entry.size:
             raise ObjectDamaged(oid.hex, f"has {total} bytes, {entry.size} recorded")
         if hasher.object_id() != oid:
             raise ObjectDamaged(oid.hex, "its content does not hash to its id")
+
+    def _blocks(self, entry: IndexEntry) -> Iterator[bytes]:
+        if entry.pack is not None:
+            yield self._decode(entry, self.read_stored(entry))
+            return
+        path = self.layout.loose_path(entry.oid, entry.encoding)
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError:
+            raise ObjectDamaged(entry.oid.hex, f"its file {path} is missing") from None
+        with f:
+            if entry.encoding is Encoding.ZSTD:
+                yield from iter_blocks(f.fileno(), read_seek_table(f.fileno()))
+                return
+            while block := f.read(READ_BLOCK):
+                yield block
 
     def _decode(self, entry: IndexEntry, stored: bytes) -> bytes:
         try:

@@ -1,0 +1,147 @@
+"""Large compressed objects: independent zstd frames plus a seek table.
+
+A compressed loose object is a sequence of zstd frames, each holding one
+block (4 MiB) of the content, followed by a seek table in the zstd seekable
+format (zstd's ``contrib/seekable_format``): a skippable frame that the
+``zstd`` tool ignores when decompressing. The table lets readers decompress
+blocks on several cores, jump to any offset (tensors inside model weights),
+and tells an index rebuild the content size without decompressing.
+
+Seek table layout (little-endian)::
+
+    u32 0x184D2A5E            skippable frame magic
+    u32 8 * N + 9             size of what follows
+    N x (u32 compressed size, u32 decompressed size)
+    u32 N                     number of frames
+    u8  0                     descriptor: no per-frame checksums
+    u32 0x8F92EAB1            seekable magic
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import os
+import struct
+from dataclasses import dataclass
+from typing import Iterator
+
+from .encoding import ZstdError, decompress_frame
+from .workers import ordered_map
+
+SKIPPABLE_MAGIC = 0x184D2A5E
+SEEKABLE_MAGIC = 0x8F92EAB1
+_HEADER = struct.Struct("<II")
+_ENTRY = struct.Struct("<II")
+_FOOTER = struct.Struct("<IBI")
+
+
+class SeekTableError(ValueError):
+    """The object does not end with a valid seek table."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    offset: int            # in the stored file
+    length: int            # compressed length
+    content_offset: int
+    content_size: int
+
+
+def seek_table(frames: list[tuple[int, int]]) -> bytes:
+    """The table for frames given as (compressed size, content size) pairs."""
+    body = b"".join(_ENTRY.pack(c, d) for c, d in frames)
+    footer = _FOOTER.pack(len(frames), 0, SEEKABLE_MAGIC)
+    return _HEADER.pack(SKIPPABLE_MAGIC, len(body) + len(footer)) + body + footer
+
+
+def read_seek_table(fd: int) -> list[Frame]:
+    file_size = os.fstat(fd).st_size
+    if file_size < _HEADER.size + _FOOTER.size:
+        raise SeekTableError("too short for a seek table")
+    count, descriptor, magic = _FOOTER.unpack(os.pread(fd, _FOOTER.size, file_size - _FOOTER.size))
+    if magic != SEEKABLE_MAGIC:
+        raise SeekTableError("no seek table at the end")
+    entry_size = _ENTRY.size + (4 if descriptor & 0x80 else 0)
+    table_size = _HEADER.size + count * entry_size + _FOOTER.size
+    if table_size > file_size:
+        raise SeekTableError("seek table larger than the file")
+    table = os.pread(fd, table_size, file_size - table_size)
+    skippable, length = _HEADER.unpack_from(table)
+    if skippable != SKIPPABLE_MAGIC or length != table_size - _HEADER.size:
+        raise SeekTableError("bad seek table header")
+    frames = []
+    offset = content = 0
+    for i in range(count):
+        c, d = _ENTRY.unpack_from(table, _HEADER.size + i * entry_size)
+        frames.append(Frame(offset, c, content, d))
+        offset += c
+        content += d
+    if offset != file_size - table_size:
+        raise SeekTableError("frame sizes do not add up to the file size")
+    return frames
+
+
+def content_size(frames: list[Frame]) -> int:
+    return frames[-1].content_offset + frames[-1].content_size if frames else 0
+
+
+def _read_frame(fd: int, frame: Frame) -> bytes:
+    data = os.pread(fd, frame.length, frame.offset)
+    if len(data) != frame.length:
+        raise ZstdError("object file is truncated")
+    out = decompress_frame(data, frame.content_size)
+    if len(out) != frame.content_size:
+        raise ZstdError(f"frame at {frame.offset} holds {len(out)} bytes, {frame.content_size} recorded")
+    return out
+
+
+def iter_blocks(fd: int, frames: list[Frame]) -> Iterator[bytes]:
+    """The content, block by block, decompressed on all cores."""
+    return ordered_map(lambda f: _read_frame(fd, f), frames)
+
+
+class SeekableReader(io.RawIOBase):
+    """A read-only, seekable file object over a compressed loose object."""
+
+    def __init__(self, f: io.BufferedReader):
+        self._f = f
+        self._fd = f.fileno()
+        self._frames = read_seek_table(self._fd)
+        self._starts = [fr.content_offset for fr in self._frames]
+        self._size = content_size(self._frames)
+        self._pos = 0
+        self._cached: tuple[int, bytes] | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buf) -> int:
+        if self._pos >= self._size:
+            return 0
+        i = bisect.bisect_right(self._starts, self._pos) - 1
+        frame = self._frames[i]
+        if self._cached is None or self._cached[0] != i:
+            self._cached = (i, _read_frame(self._fd, frame))
+        data = self._cached[1]
+        start = self._pos - frame.content_offset
+        n = min(len(buf), len(data) - start)
+        buf[:n] = data[start:start + n]
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._f.close()
+        super().close()
