@@ -133,7 +133,7 @@ def test_a_file_that_changed_once_is_re_read_and_stored_correctly(ws, cas):
 
 
 def test_a_corrupted_object_is_named_by_verify_and_refused_by_cat(ws, cas, tmp_path):
-    write(ws / "in" / "big.bin", os.urandom(3 << 20))
+    write(ws / "in" / "big.bin", os.urandom(9 << 20))
     lines = dict(reversed(l.split("  ")) for l in cas("add", "in").text.splitlines())
     big, good = lines["in/big.bin"], lines["in/good.txt"]
     obj = ws / ".cas" / "objects" / big[:2] / big[2:]
@@ -159,7 +159,7 @@ def test_a_corrupted_object_is_named_by_verify_and_refused_by_cat(ws, cas, tmp_p
 
 
 def test_a_missing_object_file_is_found_by_the_quick_verify(ws, cas):
-    write(ws / "in" / "big.bin", os.urandom(2 << 20))
+    write(ws / "in" / "big.bin", os.urandom(9 << 20))
     oid = cas("add", "in/big.bin").text.split()[0]
     os.unlink(ws / ".cas" / "objects" / oid[:2] / oid[2:])
     r = cas("verify")
@@ -177,7 +177,7 @@ def test_a_newer_store_format_is_refused_with_a_clear_message(ws, cas):
 
 
 def test_a_deleted_or_garbled_index_is_reported_then_rebuilt(ws, cas):
-    write(ws / "in" / "big.bin", os.urandom(2 << 20))
+    write(ws / "in" / "big.bin", os.urandom(9 << 20))
     before = set(cas("objects").text.splitlines()) | set()
     cas("add", "in")
     before = cas("objects").out

@@ -44,7 +44,7 @@ class StoreConfig:
     encryption: dict | None = None
     # Objects of this size and up are files of their own; smaller ones go
     # into packs. See docs/PERFORMANCE.md for the measurement behind it.
-    loose_min_size: int = 1 << 20
+    loose_min_size: int = 8 << 20
     pack_target_size: int = 16 << 20
     compression: Compression = field(default_factory=Compression)
 

@@ -15,7 +15,7 @@ import argparse
 import os
 import shutil
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -52,17 +52,28 @@ def write_small_files(root: Path, count: int, seed: int) -> None:
         (d / f"{i:06}.txt").write_bytes(rng.bytes(int(rng.integers(100, 4000))))
 
 
+# The child is started from a small helper process: Linux carries the
+# parent's peak RSS across fork and exec, and this script's own peak (the
+# generators' buffers) would otherwise mask the child's.
+_WAIT = """
+import os, subprocess, sys, time
+t = time.perf_counter()
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(p.pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss, time.perf_counter() - t)
+"""
+
+
 def measure(cas: str, store: Path, target: Path) -> tuple[float, float]:
     shutil.rmtree(store, ignore_errors=True)
     subprocess.run([cas, "-q", "--store", str(store), "init"], check=True)
-    t = time.perf_counter()
-    proc = subprocess.Popen([cas, "-q", "--store", str(store), "add", str(target)],
-                            stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t
-    if os.waitstatus_to_exitcode(status) != 0:
+    os.sync()
+    out = subprocess.run([sys.executable, "-c", _WAIT, cas, "-q", "--store", str(store), "add", str(target)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    code, maxrss_kb, wall = int(out[0]), int(out[1]), float(out[2])
+    if code != 0:
         raise SystemExit(f"cas add {target} failed")
-    return usage.ru_maxrss / 1024, wall
+    return maxrss_kb / 1024, wall
 
 
 def main() -> None:
