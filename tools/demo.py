@@ -19,7 +19,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def step(title: str, *args: str, cwd: Path, stdout_lines: int | None = None) -> str:
+def step(title: str, *args: str, cwd: Path, stdout_lines: int | None = None,
+         expect: int = 0) -> str:
     print(f"\n== {title}\n$ cas {shlex.join(args)}", flush=True)
     r = subprocess.run([sys.executable, "-m", "cas.cli", *args], cwd=cwd,
                        capture_output=True, text=True, errors="backslashreplace")
@@ -31,8 +32,8 @@ def step(title: str, *args: str, cwd: Path, stdout_lines: int | None = None) -> 
         print(f"... ({len(lines) - stdout_lines} more lines)")
     if r.stderr:
         print(r.stderr, end="", flush=True)
-    if r.returncode != 0:
-        sys.exit(f"demo step failed: cas {shlex.join(args)} exited {r.returncode}")
+    if r.returncode != expect:
+        sys.exit(f"demo step failed: cas {shlex.join(args)} exited {r.returncode}, expected {expect}")
     return r.stdout
 
 
@@ -63,6 +64,16 @@ def main() -> None:
     step("rehash every stored byte", "verify", "--full", cwd=tree)
     step("the index is a cache: rebuild it from objects and packs", "index", "rebuild", cwd=tree)
     step("and everything still verifies", "verify", "--full", cwd=tree)
+    damaged = work / "damaged-copy"
+    shutil.copytree(tree / ".cas", damaged)
+    pack = next(damaged.glob("packs/*/*.pack"))
+    pack.chmod(0o644)
+    data = bytearray(pack.read_bytes())
+    data[100] ^= 0x01
+    pack.write_bytes(bytes(data))
+    print(f"\n(flipped one bit at byte 100 of {pack.name[:16]}… in a copy of the store)")
+    step("a flipped bit is found and named (exit 1)", "--store", str(damaged), "verify", "--full",
+         cwd=work, expect=1)
     print(f"\ndemo store left in {tree / '.cas'}")
 
 
