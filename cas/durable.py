@@ -10,9 +10,10 @@ orphaned temp file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
-from typing import Iterable
+from typing import BinaryIO, Iterable, Iterator
 
 
 def fsync_dir(path: str) -> None:
@@ -58,21 +59,33 @@ def publish(temp_path: str, final_path: str) -> None:
         os.rename(temp_path, final_path)
 
 
-def write_atomic(path: str, data: bytes, tmp_dir: str | None = None) -> None:
-    """Replace ``path`` with ``data`` durably (for small metadata files)."""
+@contextlib.contextmanager
+def atomic_output(path: str, tmp_dir: str | None = None, mode: int = 0o644,
+                  durable: bool = True) -> Iterator[BinaryIO]:
+    """A file that appears at ``path`` only if the block completes.
+
+    The bytes go to a temp file beside ``path`` (or in ``tmp_dir``), which is
+    fsynced (when ``durable``) and renamed over ``path``; on any error the
+    temp file is removed and ``path`` is untouched.
+    """
     directory = os.path.dirname(os.path.abspath(path))
-    temp_path, fd = open_temp(tmp_dir or directory, "meta")
+    temp_path, fd = open_temp(tmp_dir or directory, ".cas-out")
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(temp_path, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        os.chmod(temp_path, mode)
         os.replace(temp_path, path)
     except BaseException:
         remove_quietly(temp_path)
         raise
-    fsync_dir(directory)
+    if durable:
+        fsync_dir(directory)
+
+
+def write_atomic(path: str, data: bytes, tmp_dir: str | None = None) -> None:
+    """Replace ``path`` with ``data`` durably (for small metadata files)."""
+    with atomic_output(path, tmp_dir) as f:
+        f.write(data)

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from ..durable import open_temp, remove_quietly
+from ..durable import atomic_output
 from ..errors import SourceError
 from .main import Context, pass_ctx
 
@@ -32,17 +32,9 @@ def command(ctx: Context, object_ref: str, output: str | None) -> None:
             return
         if os.path.isdir(output):
             raise SourceError(output, "is a directory; give a file name to -o")
-        directory = os.path.dirname(os.path.abspath(output))
         try:
-            temp_path, fd = open_temp(directory, ".cas-cat")
-        except OSError as e:
-            raise SourceError(output, e.strerror or str(e)) from None
-        try:
-            with os.fdopen(fd, "wb") as f:
+            with atomic_output(output, durable=False) as f:
                 for block in store.iter_content(oid):
                     f.write(block)
-            os.chmod(temp_path, 0o644)
-            os.replace(temp_path, output)
-        except BaseException:
-            remove_quietly(temp_path)
-            raise
+        except OSError as e:
+            raise SourceError(output, e.strerror or str(e)) from None
