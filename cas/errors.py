@@ -114,3 +114,38 @@ class StoreWriteError(CasError):
             f"cannot write to the store ({why}) at {path}: nothing was recorded "
             "for the data in flight; fix the cause and run the command again"
         )
+
+
+class ManifestInvalid(CasError):
+    """A tree, snapshot or other manifest is malformed or unsafe."""
+
+    exit_code = EXIT_PROBLEM_FOUND
+
+    def __init__(self, what: str, why: str):
+        super().__init__(f"{what} is invalid: {why}; nothing was written for it")
+
+
+class RefNotFound(CasError):
+    def __init__(self, spec: str):
+        super().__init__(
+            f"'{spec}' names no snapshot, branch or tag (see 'cas log' and 'cas branch')")
+
+
+class InvalidRefName(CasError):
+    def __init__(self, name: str):
+        super().__init__(
+            f"'{name}' is not a valid branch or tag name (letters, digits, '.', '_', '-', '/')")
+
+
+class PathNotInSnapshot(CasError):
+    def __init__(self, path: str, snapshot: str):
+        super().__init__(f"{path} is not in snapshot {snapshot}")
+
+
+class WouldLoseChanges(CasError):
+    def __init__(self, paths: list[str]):
+        shown = ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")
+        super().__init__(
+            f"checkout would overwrite or delete changes that are in no snapshot: {shown} "
+            "(snapshot them first, or use --force)")
+

@@ -7,7 +7,21 @@ import click
 
 from ..durable import atomic_output
 from ..errors import SourceError
+from ..model.tree import FILE
+from .history_args import tree_path
 from .main import Context, pass_ctx
+
+
+def _resolve(history, ref: str):
+    """An object id or prefix, or SNAP:PATH for a file in a snapshot."""
+    if ":" not in ref:
+        return history.store.resolve(ref)
+    spec, _, path = ref.partition(":")
+    snap = history.resolve(spec or "HEAD")
+    entry = history.entry_at(snap.tree, tree_path(path), snap.oid.short)
+    if entry is None or entry.kind != FILE:
+        raise SourceError(ref, "is not a file in that snapshot")
+    return entry.oid
 
 
 @click.command("cat")
@@ -16,14 +30,16 @@ from .main import Context, pass_ctx
               help="Write to FILE (atomically: only a verified object lands there).")
 @pass_ctx
 def command(ctx: Context, object_ref: str, output: str | None) -> None:
-    """Stream an object's content to stdout or a file.
+    """Stream an object, or a file of a snapshot, to stdout or a file.
 
-    ID is a full id or a unique prefix of at least 6 hex digits. The content
+    ID is a full id, a unique prefix of at least 6 hex digits, or SNAP:PATH
+    (a file as it was in a snapshot, e.g. HEAD~2:db/state.db). The content
     is checked against its id as it streams: a damaged object ends with an
     error (exit 1), and with -o the file is not written at all.
     """
-    with ctx.open_store() as store:
-        oid = store.resolve(object_ref)
+    history = ctx.open_history()
+    with history.store as store:
+        oid = _resolve(history, object_ref)
         if output is None:
             out = sys.stdout.buffer
             for block in store.iter_content(oid):

@@ -5,7 +5,9 @@ import click
 from ..errors import EXIT_PROBLEM_FOUND
 from ..ops.verify import verify
 from .main import Context, pass_ctx
-from .output import byte_progress, error_line, human_bytes, info, out_json, wants_progress
+import os
+
+from .output import path_text, byte_progress, error_line, human_bytes, info, out_json, wants_progress
 
 
 @click.command("verify")
@@ -18,26 +20,35 @@ def command(ctx: Context, full: bool, as_json: bool) -> int:
     With --full every object and pack is read and rehashed (on all cores)
     and each damaged object is named. Exit 1 when anything is damaged.
     """
-    with ctx.open_store() as store:
+    history = ctx.open_history()
+    with history.store as store:
         total = sum(p.file_size for p in store.index.packs()) if full else None
         with byte_progress("verifying", total, full and wants_progress(ctx.quiet)) as advance:
-            report = verify(store, full=full, on_progress=advance)
+            report = verify(store, full=full, on_progress=advance, history=history)
     if as_json:
         out_json({
             "ok": report.ok, "full": report.full, "objects": report.objects,
             "bytes_checked": report.bytes_checked,
-            "damage": [{"id": d.oid.hex, "kind": d.what, "why": d.why} for d in report.damage],
+            "snapshots": report.snapshots,
+            "damage": [{"id": d.oid.hex, "kind": d.what, "why": d.why,
+                        "used_by": [{"snapshot": s.hex, "path": path_text(os.fsdecode(p))}
+                                    for s, p in d.used_by]} for d in report.damage],
             "unindexed_objects": report.unindexed_objects,
             "unindexed_packs": report.unindexed_packs, "temp_files": report.temp_files,
         })
     else:
         for d in report.damage:
             error_line(f"{d.what} {d.oid.hex}: {d.why}")
+            for snap, path in d.used_by[:20]:
+                error_line(f"  used by snapshot {snap.short} at {path_text(os.fsdecode(path))}")
+            if len(d.used_by) > 20:
+                error_line(f"  ... and {len(d.used_by) - 20} more places")
         checked = f", {human_bytes(report.bytes_checked)} read and rehashed" if full else ""
         if report.unindexed_objects or report.unindexed_packs:
             info(f"note: {report.unindexed_objects} object files and {report.unindexed_packs} "
                  "packs on disk are not in the index (left by an interrupted write; "
                  "harmless, 'cas index rebuild' adopts them)", ctx.quiet)
         status = "ok" if report.ok else f"{len(report.damage)} problem(s) found"
-        info(f"{report.objects} objects checked{checked}: {status}", ctx.quiet and report.ok)
+        info(f"{report.objects} objects in {report.snapshots} snapshots checked{checked}: {status}",
+             ctx.quiet and report.ok)
     return 0 if report.ok else EXIT_PROBLEM_FOUND

@@ -27,6 +27,10 @@ class Context:
         path = self.store_path or find_store(os.getcwd())
         return Store.open(path, **kwargs)
 
+    def open_history(self, **kwargs):
+        from ..model.history import History
+        return History(self.open_store(**kwargs))
+
     def resolve_store_path(self) -> str:
         return os.path.abspath(self.store_path) if self.store_path else find_store(os.getcwd())
 
@@ -48,9 +52,12 @@ def cli(ctx: click.Context, store_path: str | None, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from . import cmd_add, cmd_cat, cmd_index, cmd_init, cmd_objects, cmd_stats, cmd_verify
-    for module in (cmd_init, cmd_add, cmd_cat, cmd_objects, cmd_stats, cmd_verify, cmd_index):
-        cli.add_command(module.command)
+    from . import (cmd_add, cmd_cat, cmd_diff, cmd_gc, cmd_index, cmd_init, cmd_log, cmd_objects,
+                   cmd_refs, cmd_restore, cmd_snapshot, cmd_stats, cmd_verify)
+    for module in (cmd_init, cmd_add, cmd_cat, cmd_objects, cmd_stats, cmd_verify, cmd_index,
+                   cmd_snapshot, cmd_log, cmd_diff, cmd_restore, cmd_refs, cmd_gc):
+        for command in module.commands if hasattr(module, "commands") else [module.command]:
+            cli.add_command(command)
 
 
 _register()

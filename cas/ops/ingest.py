@@ -67,10 +67,10 @@ def add_paths(
     with store.writer() as writer, ThreadPoolExecutor(workers, "cas-add") as pool:
         def store_one(found: FoundFile) -> AddedFile | Problem:
             try:
-                oid, size = writer.put_file(found.path, follow_symlinks=found.via_link)
+                oid, st = writer.put_file(found.path, follow_symlinks=found.via_link)
             except SourceError as e:
                 return Problem(found.path, e.why)
-            return AddedFile(found.path, oid, size)
+            return AddedFile(found.path, oid, st.st_size)
 
         in_flight: deque[Future] = deque()
         try:

@@ -18,6 +18,7 @@ from ..storage.seekable import SeekTableError, content_size, read_seek_table
 from ..storage.index import Index, IndexEntry, PackRecord
 from ..storage.pack import PackFormatError, read_entries
 from ..storage.store import Store
+from ..model.history import History
 
 BATCH = 10_000
 
@@ -82,6 +83,10 @@ def rebuild_index(store_path: str) -> RebuildReport:
         os.rename(new_path, layout.index)
         fsync_dir(layout.root)
         shutil.rmtree(old_path, ignore_errors=True)
+        store.reopen_index()
+        # Snapshots and refs come back from their plain files; the stat
+        # cache starts empty (it is only ever a shortcut).
+        History(store).reload_index()
         # Under the exclusive lock no writer is running: every temp file is debris.
         for name in os.listdir(layout.tmp):
             os.unlink(os.path.join(layout.tmp, name))

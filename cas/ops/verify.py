@@ -18,19 +18,24 @@ from ..objectid import ObjectId, hash_bytes, hash_path
 from ..storage.encoding import Encoding, ZstdError, decode
 from ..storage.index import IndexEntry
 from ..storage.store import Store
+from ..model.history import History
+from ..model.tree import DIR, FILE
 
 
 @dataclass(frozen=True, slots=True)
 class Damage:
     oid: ObjectId
-    what: str           # "object" or "pack"
+    what: str           # "object", "pack", "snapshot" or "tree"
     why: str
+    # (snapshot id, path) pairs that use the damaged object, when known
+    used_by: tuple[tuple[ObjectId, bytes], ...] = ()
 
 
 @dataclass
 class VerifyReport:
     full: bool
     objects: int = 0
+    snapshots: int = 0
     bytes_checked: int = 0
     damage: list[Damage] = field(default_factory=list)
     unindexed_objects: int = 0
@@ -43,7 +48,15 @@ class VerifyReport:
 
 
 def verify(store: Store, full: bool = False,
-           on_progress: Callable[[int], None] | None = None) -> VerifyReport:
+           on_progress: Callable[[int], None] | None = None,
+           history: History | None = None) -> VerifyReport:
+    report = _verify_objects(store, full, on_progress)
+    if history is not None:
+        _verify_history(history, report)
+    return report
+
+
+def _verify_objects(store: Store, full: bool, on_progress) -> VerifyReport:
     report = VerifyReport(full)
     by_pack: dict[ObjectId, list[IndexEntry]] = defaultdict(list)
     loose: list[IndexEntry] = []
@@ -71,6 +84,56 @@ def verify(store: Store, full: bool = False,
                 on_progress(checked)
     report.damage.sort(key=lambda d: (d.what, d.oid))
     return report
+
+
+def _verify_history(history: History, report: VerifyReport) -> None:
+    """Every snapshot's trees and files present and sound; name who uses damage."""
+    store = history.store
+    bad = {d.oid for d in report.damage if d.what == "object"}
+    memo: dict[ObjectId, list[tuple[bytes, ObjectId, str]]] = {}
+
+    def problems_in(tree_id: ObjectId) -> list[tuple[bytes, ObjectId, str]]:
+        """(path, id, why) for every missing or damaged object below a tree."""
+        if tree_id in memo:
+            return memo[tree_id]
+        memo[tree_id] = found = []
+        if tree_id in bad:
+            found.append((b"", tree_id, "tree is damaged"))
+            return found
+        try:
+            tree = history.load_tree(tree_id)
+        except CasError as e:
+            found.append((b"", tree_id, str(e)))
+            return found
+        for entry in tree.entries:
+            if entry.kind == DIR:
+                for path, oid, why in problems_in(entry.oid):
+                    found.append((entry.name + (b"/" + path if path else b""), oid, why))
+            elif entry.kind == FILE:
+                if entry.oid in bad:
+                    found.append((entry.name, entry.oid, "content is damaged"))
+                elif not store.has(entry.oid):
+                    found.append((entry.name, entry.oid, "content is missing"))
+        return found
+
+    usages: dict[ObjectId, list[tuple[ObjectId, bytes]]] = defaultdict(list)
+    reasons: dict[ObjectId, str] = {}
+    for snap in history.snapshots():
+        report.snapshots += 1
+        if not store.has(snap.oid):
+            report.damage.append(Damage(snap.oid, "snapshot", "its manifest object is missing"))
+        for path, oid, why in problems_in(snap.tree):
+            usages[oid].append((snap.oid, path))
+            reasons.setdefault(oid, why)
+    damage = []
+    for d in report.damage:
+        if d.oid in usages:
+            damage.append(Damage(d.oid, d.what, d.why, tuple(usages.pop(d.oid))))
+        else:
+            damage.append(d)
+    for oid, used in usages.items():
+        damage.append(Damage(oid, "object", reasons[oid], tuple(used)))
+    report.damage = damage
 
 
 def _compare_with_disk(store, report, by_pack, loose) -> None:

@@ -178,6 +178,49 @@ class Index:
                         db=self._db[b"packs"])
 
     @_guarded
+    def remove(self, oids: Iterable[ObjectId], packs: Iterable[ObjectId] = ()) -> None:
+        with self._env.begin(write=True) as txn:
+            for oid in oids:
+                txn.delete(oid.digest, db=self._db[b"objects"])
+            for pack in packs:
+                txn.delete(pack.digest, db=self._db[b"packs"])
+
+    # -- key/value tables for the layers above (refs, snapshots, stat cache)
+
+    @_guarded
+    def get(self, table: bytes, key: bytes) -> bytes | None:
+        with self._env.begin(db=self._db[table]) as txn:
+            value = txn.get(key)
+        return None if value is None else bytes(value)
+
+    @_guarded
+    def update(self, table: bytes, put: Iterable[tuple[bytes, bytes]] = (),
+               delete: Iterable[bytes] = ()) -> None:
+        with self._env.begin(write=True, db=self._db[table]) as txn:
+            for key in delete:
+                txn.delete(key)
+            for key, value in put:
+                txn.put(key, value)
+
+    @_guarded
+    def scan(self, table: bytes, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+        with self._env.begin(db=self._db[table]) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(prefix):
+                return []
+            out = []
+            for key, value in cursor:
+                if not bytes(key).startswith(prefix):
+                    break
+                out.append((bytes(key), bytes(value)))
+            return out
+
+    @_guarded
+    def clear(self, table: bytes, prefix: bytes = b"") -> None:
+        keys = [k for k, _ in self.scan(table, prefix)]
+        self.update(table, delete=keys)
+
+    @_guarded
     def entries(self) -> Iterator[IndexEntry]:
         with self._env.begin(db=self._db[b"objects"]) as txn:
             for key, record in txn.cursor():

@@ -115,6 +115,12 @@ class Store:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def reopen_index(self) -> None:
+        """Open the index again (after a rebuild swapped a new one in)."""
+        if self._index is not None:
+            self._index.close()
+        self._index = Index.open(self.layout.index, self.config.store_id)
+
     @property
     def index(self) -> Index:
         assert self._index is not None, "store opened without its index"
@@ -131,7 +137,7 @@ class Store:
 
     def put_file(self, path: str) -> ObjectId:
         with self.writer() as w:
-            return w.put_file(path)[0]
+            return w.put_file(path, follow_symlinks=True)[0]
 
     # -- reading --------------------------------------------------------
 

@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 
 from ..durable import fsync_dirs, open_temp, publish, remove_quietly
 from ..errors import SourceError, StoreWriteError
-from ..objectid import Hasher, ObjectId, hash_bytes
+from ..objectid import Hasher, ObjectId, hash_bytes, hash_fd
 from .config import StoreConfig
 from .encoding import Encoding, compress_frame, encode_small, worth_compressing
 from .seekable import seek_table
@@ -76,8 +76,8 @@ class ObjectWriter:
                 self._add_small(oid, data)
         return oid
 
-    def put_file(self, path: str, follow_symlinks: bool = False) -> tuple[ObjectId, int]:
-        """Store a regular file's content; returns its id and size.
+    def put_file(self, path: str, follow_symlinks: bool = False) -> tuple[ObjectId, os.stat_result]:
+        """Store a regular file's content; returns its id and the stat it was read under.
 
         Raises ``SourceError`` for a file that cannot be read or that keeps
         changing while it is read.
@@ -126,7 +126,7 @@ class ObjectWriter:
     def _known(self, oid: ObjectId) -> bool:
         return oid in self._pending or self._index.lookup(oid) is not None
 
-    def _try_put_file(self, path: str, follow: bool) -> tuple[ObjectId, int] | None:
+    def _try_put_file(self, path: str, follow: bool) -> tuple[ObjectId, os.stat_result] | None:
         # O_NONBLOCK: a FIFO swapped in for a file must not hang us.
         flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
         fd = os.open(path, flags)
@@ -139,8 +139,9 @@ class ObjectWriter:
                 data = _read_upto(fd, size + 1)
                 if len(data) != size or _stat_key(os.fstat(fd)) != _stat_key(before):
                     return None
-                return self.put_bytes(data), size
-            return self._put_large(fd, size, before)
+                return self.put_bytes(data), before
+            oid = self._put_large(fd, size, before)
+            return None if oid is None else (oid, before)
         finally:
             os.close(fd)
 
@@ -186,7 +187,7 @@ class ObjectWriter:
         os.close(fd)
         self._publish_loose(oid, encoding, temp_path, len(data), sum(len(p) for p in stored))
 
-    def _put_large(self, src: int, size: int, before: os.stat_result) -> tuple[ObjectId, int] | None:
+    def _put_large(self, src: int, size: int, before: os.stat_result) -> ObjectId | None:
         """Copy a large file into a loose object in one pass: read, hash, compress, write.
 
         One pass costs a wasted copy when the content turns out to be stored
@@ -209,7 +210,7 @@ class ObjectWriter:
             if length != size or _stat_key(os.fstat(src)) != _stat_key(before):
                 return None
             if self._known(oid):
-                return oid, size
+                return oid
             try:
                 os.fsync(fd)
             except OSError as e:
@@ -218,7 +219,7 @@ class ObjectWriter:
             fd = -1
             self._publish_loose(oid, encoding, temp_path, size, stored_length)
             published = True
-            return oid, size
+            return oid
         finally:
             if fd >= 0:
                 os.close(fd)
@@ -331,6 +332,25 @@ class ObjectWriter:
 
     def _write_error(self, e: OSError) -> StoreWriteError:
         return StoreWriteError(self._layout.root, e.strerror or str(e))
+
+
+def identify_file(path: str) -> tuple[ObjectId, os.stat_result]:
+    """A file's id without storing it (for status and diff), read consistently."""
+    for _ in range(READ_ATTEMPTS):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                before = os.fstat(fd)
+                if not stat.S_ISREG(before.st_mode):
+                    raise SourceError(path, "not a regular file")
+                oid = hash_fd(fd)
+                if _stat_key(os.fstat(fd)) == _stat_key(before):
+                    return oid, before
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise SourceError(path, _describe(e)) from None
+    raise SourceError(path, f"changed while being read ({READ_ATTEMPTS} attempts)")
 
 
 class _SourceReadError(Exception):

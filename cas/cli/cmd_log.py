@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import os
+
+import click
+
+from ..errors import CasError
+from ..model.history import History
+from ..model.snapshot import Snapshot
+from ..model.tree import DIR, FILE, SYMLINK
+from .history_args import split_refs, tree_path
+from .main import Context, pass_ctx
+from .output import human_bytes, out_json, out_line
+from .timespec import TimeParam, show_time
+
+
+def _snapshot_doc(s: Snapshot) -> dict:
+    return {"id": s.oid.hex, "tree": s.tree.hex, "parents": [p.hex for p in s.parents],
+            "time": s.time_iso, "time_ns": s.time_ns, "message": s.message, "branch": s.branch,
+            "host": s.host, "user": s.user, "source": s.source, "stats": s.stats}
+
+
+def _entry_key(history: History, snap: Snapshot, path: bytes):
+    try:
+        e = history.entry_at(snap.tree, path)
+    except CasError:
+        return None
+    return None if e is None else (e.kind, e.oid, e.target, e.mode)
+
+
+@click.command("log")
+@click.argument("args", nargs=-1)
+@click.option("--since", type=TimeParam(), help="Only snapshots at or after TIME.")
+@click.option("--until", type=TimeParam(), help="Only snapshots at or before TIME.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def log(ctx: Context, args: tuple[str, ...], since: int | None, until: int | None, as_json: bool) -> None:
+    """Show history: cas log [REF] [--since T] [--until T] [-- PATH].
+
+    REF defaults to HEAD. With a PATH, only the snapshots where that path
+    changed are shown. A snapshot whose parent was forgotten ends the log.
+    """
+    history = ctx.open_history()
+    with history.store:
+        refs, paths = split_refs(history, args, 1)
+        start = refs[0] if refs else history.resolve("HEAD")
+        chain = list(history.ancestors(start))
+        shown = []
+        for i, snap in enumerate(chain):
+            if since is not None and snap.time_ns < since:
+                continue
+            if until is not None and snap.time_ns > until:
+                continue
+            if paths:
+                parent = chain[i + 1] if i + 1 < len(chain) else None
+                if not any(_entry_key(history, snap, p) != (_entry_key(history, parent, p) if parent else None)
+                           for p in paths):
+                    continue
+            shown.append(snap)
+    if as_json:
+        out_json([_snapshot_doc(s) for s in shown])
+        return
+    for s in shown:
+        out_line(f"{s.oid.short}  {show_time(s.time_ns)}  {s.branch:<10} {s.stats['files']:>7} files "
+                 f"{human_bytes(s.stats['bytes']):>10}  {s.message}")
+
+
+@click.command("show")
+@click.argument("spec", metavar="SNAP", default="HEAD")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@pass_ctx
+def show(ctx: Context, spec: str, as_json: bool) -> None:
+    """Show one snapshot's manifest."""
+    history = ctx.open_history()
+    with history.store:
+        s = history.resolve(spec)
+    if as_json:
+        out_json(_snapshot_doc(s))
+        return
+    out_line(f"snapshot {s.oid.hex}")
+    out_line(f"branch   {s.branch}")
+    out_line(f"parents  {' '.join(p.hex for p in s.parents) or '(none)'}")
+    out_line(f"time     {show_time(s.time_ns)} ({s.time_iso})")
+    out_line(f"source   {s.user}@{s.host}:{s.source}")
+    out_line(f"tree     {s.tree.hex}")
+    st = s.stats
+    out_line(f"contents {st['files']} files, {st['dirs']} dirs, {st['symlinks']} symlinks, "
+             f"{human_bytes(st['bytes'])}")
+    out_line(f"added    {st['new_objects']} new objects, {human_bytes(st['new_bytes'])} "
+             f"({human_bytes(st['stored_bytes'])} stored)")
+    out_line("")
+    out_line(f"    {s.message or '(no message)'}")
+
+
+@click.command("ls")
+@click.argument("spec", metavar="SNAP[:PATH]", default="HEAD")
+@click.option("-r", "--recursive", is_flag=True, help="List everything below, not one level.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def ls(ctx: Context, spec: str, recursive: bool, as_json: bool) -> None:
+    """List a directory of a snapshot: cas ls SNAP[:PATH]."""
+    ref, _, path = spec.partition(":")
+    history = ctx.open_history()
+    with history.store:
+        snap = history.resolve(ref or "HEAD")
+        rel = tree_path(path)
+        entry = history.entry_at(snap.tree, rel, snap.oid.short)
+        if entry is not None and entry.kind != DIR:
+            rows = [(rel, entry)]
+        else:
+            tree_id = snap.tree if entry is None else entry.oid
+            base = rel + b"/" if rel else b""
+            rows = list(history.walk(tree_id, base)) if recursive else \
+                [(base + e.name, e) for e in history.load_tree(tree_id).entries]
+    if as_json:
+        out_json([{"path": os.fsdecode(p).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
+                   **e.to_doc()} for p, e in rows])
+        return
+    for p, e in rows:
+        kind = {FILE: "-", DIR: "d", SYMLINK: "l"}[e.kind]
+        size = e.size if e.kind != DIR else ""
+        suffix = b" -> " + e.target if e.kind == SYMLINK else (b"/" if e.kind == DIR else b"")
+        line = f"{kind}{e.mode:04o}  {size:>12}  {show_time(e.mtime_ns)}  ".encode()
+        out_line(line + p + suffix)
+
+
+commands = [log, show, ls]

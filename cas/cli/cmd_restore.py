@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import click
+
+from ..errors import EXIT_PROBLEM_FOUND, RefNotFound
+from ..ops.checkout import checkout as do_checkout
+from ..ops.restore import restore as do_restore
+from ..ops.worktree import resolve_source
+from .history_args import source_relative, split_refs, tree_path
+from .main import Context, pass_ctx
+from .output import byte_progress, error_line, human_bytes, info, path_text, wants_progress
+from .timespec import TimeParam, show_time
+
+
+@click.command("restore")
+@click.argument("args", nargs=-1)
+@click.option("--to", "target", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Directory to write into (created if missing).")
+@click.option("--at", "at_ns", type=TimeParam(),
+              help="Use the newest snapshot at or before TIME (ISO 8601 or '2h ago').")
+@click.option("-b", "--branch", help="Branch for --at (default: HEAD's).")
+@pass_ctx
+def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
+            branch: str | None) -> int:
+    """Write a snapshot, or some paths of it, into a directory.
+
+    cas restore SNAP [PATH...] --to DIR, or cas restore --at TIME [PATH...] --to DIR.
+    Modes, mtimes and symlinks are restored as recorded; existing files are
+    replaced through a temp file and a rename.
+    """
+    history = ctx.open_history()
+    with history.store:
+        if at_ns is not None:
+            branch = branch or history.refs.head_branch()
+            head = history.branch_head(branch)
+            snap = next((s for s in history.ancestors(head) if s.time_ns <= at_ns), None) if head else None
+            if snap is None:
+                raise RefNotFound(f"a snapshot on {branch} at or before {show_time(at_ns)}")
+            paths = [tree_path(a) for a in args]
+        else:
+            refs, paths = split_refs(history, args, 1)
+            if not refs:
+                raise click.UsageError("name a snapshot to restore (or use --at TIME)")
+            snap = refs[0]
+        with byte_progress("restore", snap.stats.get("bytes"), wants_progress(ctx.quiet)) as advance:
+            report = do_restore(history, snap, target, paths or None, advance)
+    for p in report.problems:
+        error_line(f"{path_text(p.path)}: {p.message}")
+    info(f"restored {snap.oid.short} ({show_time(snap.time_ns)}): {report.files} files, "
+         f"{report.dirs} dirs, {report.symlinks} symlinks, {human_bytes(report.bytes)} into {target}",
+         ctx.quiet)
+    return EXIT_PROBLEM_FOUND if report.problems else 0
+
+
+@click.command("checkout")
+@click.argument("spec", metavar="SNAP")
+@click.argument("paths", nargs=-1)
+@click.option("-f", "--force", is_flag=True, help="Overwrite and delete even changes in no snapshot.")
+@pass_ctx
+def checkout(ctx: Context, spec: str, paths: tuple[str, ...], force: bool) -> int:
+    """Make the working tree (or some paths of it) match a snapshot.
+
+    Refuses (exit 2, naming the files) when that would overwrite or delete
+    content that is not in the store, unless --force.
+    """
+    history = ctx.open_history()
+    with history.store:
+        snap = history.resolve(spec)
+        source, branch = resolve_source(history, None, None)
+        rel = [source_relative(source, p) for p in paths]
+        report = do_checkout(history, snap, source, branch, rel or None, force)
+    for p in report.restore.problems:
+        error_line(f"{path_text(p.path)}: {p.message}")
+    info(f"checked out {snap.oid.short}: {len(report.changes)} paths changed "
+         f"({report.restore.files} files written, {report.removed} removed)", ctx.quiet)
+    return EXIT_PROBLEM_FOUND if report.restore.problems else 0
+
+
+commands = [restore, checkout]

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import click
+
+from ..errors import EXIT_USAGE
+from ..ops.snapshot import take_snapshot
+from ..ops.worktree import resolve_source
+from .main import Context, pass_ctx
+from .output import byte_progress, error_line, human_bytes, info, out_json, out_line, path_text, warn, wants_progress
+
+
+@click.command("snapshot")
+@click.argument("path", required=False, type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.option("-m", "--message", default="", help="What this snapshot is.")
+@click.option("-b", "--branch", help="Branch to record on (default: the one tracking PATH).")
+@click.option("--allow-empty", is_flag=True, help="Record a snapshot even if nothing changed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
+@pass_ctx
+def command(ctx: Context, path: str | None, message: str, branch: str | None,
+            allow_empty: bool, as_json: bool) -> int:
+    """Record the state of a directory as a snapshot.
+
+    PATH defaults to the tree the store tracks. Only files whose size, times
+    or inode changed since the last snapshot of the branch are read again;
+    unchanged directories are shared with earlier snapshots. Honours
+    .casignore (gitignore syntax) at the top of PATH.
+    """
+    history = ctx.open_history()
+    with history.store:
+        source, branch = resolve_source(history, path, branch)
+        with byte_progress("snapshot", None, wants_progress(ctx.quiet)) as advance:
+            result = take_snapshot(history, source, branch, message, allow_empty, advance)
+    scan = result.scan
+    for p in scan.problems:
+        (error_line if p.severity == "error" else warn)(f"{path_text(p.path)}: {p.message}")
+    snap = result.snapshot
+    if as_json:
+        out_json({"created": snap is not None, "branch": branch, "source": source,
+                  "id": snap.oid.hex if snap else (result.parent.oid.hex if result.parent else None),
+                  "files": scan.files, "read_files": scan.read_files, "bytes": scan.bytes,
+                  "stats": snap.stats if snap else None,
+                  "problems": [{"path": path_text(p.path), "message": p.message,
+                                "severity": p.severity} for p in scan.problems]})
+    elif snap is None:
+        info(f"nothing changed on {branch} since {result.parent.oid.short}; no snapshot recorded",
+             False)
+    else:
+        out_line(f"{snap.oid.hex}")
+        s = snap.stats
+        info(f"[{branch} {snap.oid.short}] {message or '(no message)'}: {s['files']} files, "
+             f"{human_bytes(s['bytes'])}; {scan.read_files} read, {s['new_objects']} new objects, "
+             f"{human_bytes(s['stored_bytes'])} stored", ctx.quiet)
+    errors = [p for p in scan.problems if p.severity == "error"]
+    if errors:
+        error_line(f"{len(errors)} path(s) could not be read and are not in the snapshot")
+        return EXIT_USAGE
+    return 0

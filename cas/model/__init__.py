@@ -1,0 +1,1 @@
+"""Model layer: trees, snapshots and refs, stored as objects and small files."""

@@ -1,0 +1,169 @@
+"""The history of a store: its snapshots, their trees, and the refs naming them.
+
+A snapshot is recorded in three places, in this order, so that a crash at
+any point leaves a consistent store:
+
+1. its manifest (and every tree and file it reaches) as objects, flushed
+   and indexed;
+2. a copy of the manifest as ``snapshots/<id>.json``: the durable list of
+   snapshots that history commands, gc and an index rebuild start from;
+3. the branch ref, moved to it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import OrderedDict
+from typing import Iterator
+
+from ..durable import atomic_output, fsync_dir, remove_quietly
+from ..errors import ManifestInvalid, ObjectNotFound, PathNotInSnapshot, RefNotFound
+from ..objectid import HEX_LENGTH, MIN_PREFIX, ObjectId, is_hex
+from ..storage.store import Store
+from ..storage.writer import ObjectWriter
+from .refs import HEADS, TAGS, Refs
+from .snapshot import Snapshot
+from .tree import DIR, Tree, TreeEntry
+
+SNAPSHOTS = "snapshots"
+TABLE = b"snapshots"
+_ANCESTRY = re.compile(r"^(.*?)((?:~\d*)*)$")
+_TREE_CACHE = 4096
+
+
+class History:
+    def __init__(self, store: Store):
+        self.store = store
+        self.refs = Refs(store)
+        self._trees: OrderedDict[ObjectId, Tree] = OrderedDict()
+        self._dir = os.path.join(store.path, SNAPSHOTS)
+
+    # -- reading -------------------------------------------------------------
+
+    def load_tree(self, oid: ObjectId) -> Tree:
+        tree = self._trees.get(oid)
+        if tree is None:
+            try:
+                data = self.store.read_object(oid)
+            except ObjectNotFound:
+                raise ManifestInvalid(f"tree {oid.hex}", "it is missing from the store") from None
+            tree = Tree.from_json(data, oid)
+            self._trees[oid] = tree
+            if len(self._trees) > _TREE_CACHE:
+                self._trees.popitem(last=False)
+        else:
+            self._trees.move_to_end(oid)
+        return tree
+
+    def load_snapshot(self, oid: ObjectId) -> Snapshot:
+        data = self.store.index.get(TABLE, oid.digest)
+        if data is None:
+            data = self.store.read_object(oid)
+        return Snapshot.from_json(data, oid)
+
+    def snapshots(self) -> list[Snapshot]:
+        """Every recorded (not forgotten) snapshot, oldest first."""
+        snaps = [Snapshot.from_json(v, ObjectId(k)) for k, v in self.store.index.scan(TABLE)]
+        return sorted(snaps, key=lambda s: (s.time_ns, s.oid))
+
+    def is_recorded(self, oid: ObjectId) -> bool:
+        return self.store.index.get(TABLE, oid.digest) is not None
+
+    def branch_head(self, branch: str) -> Snapshot | None:
+        oid = self.refs.get(HEADS + branch)
+        return self.load_snapshot(oid) if oid else None
+
+    def ancestors(self, start: Snapshot) -> Iterator[Snapshot]:
+        """``start`` and its first-parent ancestors, newest first.
+
+        The walk ends at a root, or at a parent that was forgotten: that is
+        the end of the recorded history, not damage.
+        """
+        snap: Snapshot | None = start
+        while snap is not None:
+            yield snap
+            parent = snap.parent
+            snap = self.load_snapshot(parent) if parent and self.is_recorded(parent) else None
+
+    def resolve(self, spec: str) -> Snapshot:
+        """HEAD, a branch, a tag, an id or unique prefix, each optionally with ~N."""
+        base, tildes = _ANCESTRY.match(spec.strip()).groups()
+        steps = sum(int(t) if t else 1 for t in tildes.split("~")[1:]) if tildes else 0
+        snap = self._resolve_base(base or "HEAD", spec)
+        for _ in range(steps):
+            parent = snap.parent
+            if parent is None or not self.is_recorded(parent):
+                raise RefNotFound(spec)
+            snap = self.load_snapshot(parent)
+        return snap
+
+    def _resolve_base(self, base: str, spec: str) -> Snapshot:
+        if base == "HEAD":
+            snap = self.branch_head(self.refs.head_branch())
+            if snap is None:
+                raise RefNotFound(f"HEAD (branch {self.refs.head_branch()} has no snapshots yet)")
+            return snap
+        for ref in (base, HEADS + base, TAGS + base):
+            if ref.startswith("refs/"):
+                oid = self.refs.get(ref)
+                if oid is not None:
+                    return self.load_snapshot(oid)
+        text = base.lower()
+        if MIN_PREFIX <= len(text) <= HEX_LENGTH and is_hex(text):
+            matches = [s for s in self.snapshots() if s.oid.hex.startswith(text)]
+            if len(matches) == 1:
+                return matches[0]
+        raise RefNotFound(spec)
+
+    def entry_at(self, tree_id: ObjectId, path: bytes, snapshot: str = "") -> TreeEntry | None:
+        """The entry at ``path`` (relative, '/'-separated) in a tree; None for the root."""
+        parts = [p for p in path.split(b"/") if p and p != b"."]
+        entry = None
+        current = tree_id
+        for i, part in enumerate(parts):
+            entry = self.load_tree(current).get(part)
+            if entry is None or (i < len(parts) - 1 and entry.kind != DIR):
+                raise PathNotInSnapshot(os.fsdecode(path), snapshot)
+            current = entry.oid
+        return entry
+
+    def walk(self, tree_id: ObjectId, prefix: bytes = b"") -> Iterator[tuple[bytes, TreeEntry]]:
+        """Every entry below a tree, depth first, with its relative path."""
+        for entry in self.load_tree(tree_id).entries:
+            path = prefix + entry.name
+            yield path, entry
+            if entry.kind == DIR:
+                yield from self.walk(entry.oid, path + b"/")
+
+    # -- writing -------------------------------------------------------------
+
+    def record(self, snapshot: Snapshot, writer: ObjectWriter) -> Snapshot:
+        data = snapshot.to_json()
+        oid = writer.put_bytes(data)
+        writer.flush()
+        os.makedirs(self._dir, exist_ok=True)
+        with atomic_output(os.path.join(self._dir, oid.hex + ".json"), self.store.layout.tmp) as f:
+            f.write(data)
+        self.store.index.update(TABLE, put=[(oid.digest, data)])
+        self.refs.set(HEADS + snapshot.branch, oid)
+        return Snapshot.from_json(data, oid)
+
+    def forget(self, oid: ObjectId) -> None:
+        remove_quietly(os.path.join(self._dir, oid.hex + ".json"))
+        fsync_dir(self._dir)
+        self.store.index.update(TABLE, delete=[oid.digest])
+
+    def reload_index(self) -> None:
+        """Repopulate the snapshots and refs tables from the files."""
+        self.store.index.clear(TABLE)
+        items = []
+        for name in sorted(os.listdir(self._dir)) if os.path.isdir(self._dir) else []:
+            stem = name[:-5]
+            if name.endswith(".json") and len(stem) == HEX_LENGTH and is_hex(stem):
+                with open(os.path.join(self._dir, name), "rb") as f:
+                    data = f.read()
+                Snapshot.from_json(data, ObjectId.parse(stem))  # refuse garbage
+                items.append((bytes.fromhex(stem), data))
+        self.store.index.update(TABLE, put=items)
+        self.refs.reload_index()

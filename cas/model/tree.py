@@ -1,0 +1,122 @@
+"""Trees: one JSON manifest per directory, stored as an object.
+
+A tree lists a directory's entries sorted by the bytes of their names. A
+file entry names its content object; a dir entry names the subtree; a
+symlink entry records its target (never followed). Unchanged directories
+produce identical bytes and so the same id in every snapshot.
+
+Decoding is where safety lives: a tree whose names could escape the
+directory being restored (``..``, ``.``, ``/``, NUL, empty, duplicates) is
+rejected before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ManifestInvalid
+from ..objectid import HEX_LENGTH, ObjectId, is_hex
+from .canonical import dumps, get_name, loads, put_name
+
+FILE = "file"
+DIR = "dir"
+SYMLINK = "symlink"
+KINDS = (FILE, DIR, SYMLINK)
+TREE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class TreeEntry:
+    name: bytes
+    kind: str
+    mode: int                     # permission bits, e.g. 0o644
+    mtime_ns: int
+    size: int = 0                 # file: content bytes; symlink: target length
+    oid: ObjectId | None = None   # file content or subtree
+    target: bytes | None = None   # symlink target
+
+    def to_doc(self) -> dict:
+        doc: dict = {"kind": self.kind, "mode": f"{self.mode:04o}", "mtime_ns": self.mtime_ns}
+        put_name(doc, "name", self.name)
+        if self.kind == SYMLINK:
+            put_name(doc, "target", self.target or b"")
+        else:
+            doc["id"] = self.oid.hex
+        if self.kind == FILE:
+            doc["size"] = self.size
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class Tree:
+    entries: tuple[TreeEntry, ...]
+
+    def to_json(self) -> bytes:
+        return dumps({"type": "tree", "version": TREE_VERSION,
+                      "entries": [e.to_doc() for e in self.entries]})
+
+    def get(self, name: bytes) -> TreeEntry | None:
+        for e in self.entries:
+            if e.name == name:
+                return e
+        return None
+
+    @classmethod
+    def build(cls, entries: list[TreeEntry]) -> "Tree":
+        return cls(tuple(sorted(entries, key=lambda e: e.name)))
+
+    @classmethod
+    def from_json(cls, data: bytes, oid: ObjectId) -> "Tree":
+        what = f"tree {oid.hex}"
+        doc = loads(data, what)
+        if doc.get("type") != "tree":
+            raise ManifestInvalid(what, "not a tree manifest")
+        if doc.get("version") != TREE_VERSION:
+            raise ManifestInvalid(what, f"unknown tree version {doc.get('version')!r}")
+        raw = doc.get("entries")
+        if not isinstance(raw, list):
+            raise ManifestInvalid(what, "entries is not a list")
+        entries = [_entry(e, what) for e in raw]
+        names = [e.name for e in entries]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise ManifestInvalid(what, f"the name {dup!r} appears twice")
+        if names != sorted(names):
+            raise ManifestInvalid(what, "entries are not sorted by name")
+        return cls(tuple(entries))
+
+
+def check_name(name: bytes, what: str) -> None:
+    if name in (b"", b".", b"..") or b"/" in name or b"\0" in name:
+        raise ManifestInvalid(what, f"unsafe entry name {name!r}")
+
+
+def _entry(doc, what: str) -> TreeEntry:
+    if not isinstance(doc, dict):
+        raise ManifestInvalid(what, "an entry is not an object")
+    name = get_name(doc, "name", what)
+    if name is None:
+        raise ManifestInvalid(what, "an entry has no name")
+    check_name(name, what)
+    kind = doc.get("kind")
+    if kind not in KINDS:
+        raise ManifestInvalid(what, f"entry {name!r} has unknown kind {kind!r}")
+    try:
+        mode = int(doc.get("mode", ""), 8)
+        mtime_ns = int(doc["mtime_ns"])
+    except (ValueError, TypeError, KeyError):
+        raise ManifestInvalid(what, f"entry {name!r} has a bad mode or mtime") from None
+    if not 0 <= mode <= 0o7777:
+        raise ManifestInvalid(what, f"entry {name!r} has mode {mode:o} outside 0-7777")
+    if kind == SYMLINK:
+        target = get_name(doc, "target", what)
+        if target is None or b"\0" in target:
+            raise ManifestInvalid(what, f"symlink {name!r} has no valid target")
+        return TreeEntry(name, kind, mode, mtime_ns, len(target), None, target)
+    oid_text = doc.get("id")
+    if not isinstance(oid_text, str) or len(oid_text) != HEX_LENGTH or not is_hex(oid_text):
+        raise ManifestInvalid(what, f"entry {name!r} has a bad id")
+    size = doc.get("size", 0)
+    if not isinstance(size, int) or size < 0:
+        raise ManifestInvalid(what, f"entry {name!r} has a bad size")
+    return TreeEntry(name, kind, mode, mtime_ns, size, ObjectId.parse(oid_text))

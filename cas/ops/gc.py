@@ -1,0 +1,159 @@
+"""``cas forget`` and ``cas gc``: drop snapshots, then reclaim what nothing reaches.
+
+gc is mark and sweep under the store's exclusive lock (no writer runs
+meanwhile). Live: every recorded snapshot, the trees it reaches and the
+file contents they name. Everything else that is older than the grace
+period (an hour by default) is removed: loose object files, and packs whose
+every object is dead. Packs holding live and dead objects together are kept
+whole for now and reported.
+
+Order: index entries go first, files second, so a crash in between leaves
+only unindexed files (which verify reports and rebuild adopts), never an
+index entry pointing at nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+from ..objectid import ObjectId
+from ..model.history import History
+from ..model.refs import HEADS, TAGS
+from ..model.tree import DIR, FILE
+from ..storage.index import IndexEntry
+from .scan import STAT_TABLE
+
+GRACE_SECONDS = 3600
+
+
+def forget(history: History, oids: list[ObjectId]) -> dict[str, ObjectId | None]:
+    """Drop snapshots from history; refs on them move to the nearest survivor.
+
+    Returns the refs that moved (None: deleted, no surviving ancestor).
+    """
+    doomed = set(oids)
+    for oid in oids:
+        history.forget(oid)
+    moved: dict[str, ObjectId | None] = {}
+    for prefix, refs in ((HEADS, history.refs.branches()), (TAGS, history.refs.tags())):
+        for name, target in refs.items():
+            if target not in doomed:
+                continue
+            survivor = _surviving_ancestor(history, target)
+            if survivor is None:
+                history.refs.delete(prefix + name)
+            else:
+                history.refs.set(prefix + name, survivor)
+            moved[prefix + name] = survivor
+    return moved
+
+
+def _surviving_ancestor(history: History, oid: ObjectId) -> ObjectId | None:
+    seen = set()
+    while oid is not None and oid not in seen:
+        seen.add(oid)
+        if history.is_recorded(oid):
+            return oid
+        try:
+            oid = history.load_snapshot(oid).parent  # forgotten manifests stay until gc
+        except Exception:  # noqa: BLE001 - a manifest already collected ends the walk
+            return None
+    return None
+
+
+@dataclass
+class GcReport:
+    live_objects: int = 0
+    removed_objects: int = 0
+    removed_bytes: int = 0
+    removed_packs: int = 0
+    kept_dead_objects: int = 0
+    kept_dead_bytes: int = 0
+    too_young: int = 0
+
+
+def live_set(history: History) -> set[ObjectId]:
+    live: set[ObjectId] = set()
+    for snap in history.snapshots():
+        live.add(snap.oid)
+        _mark_tree(history, snap.tree, live)
+    return live
+
+
+def _mark_tree(history: History, tree_id: ObjectId, live: set[ObjectId]) -> None:
+    if tree_id in live:
+        return  # a shared subtree is walked once
+    live.add(tree_id)
+    for entry in history.load_tree(tree_id).entries:
+        if entry.kind == DIR:
+            _mark_tree(history, entry.oid, live)
+        elif entry.kind == FILE:
+            live.add(entry.oid)
+
+
+def gc(history: History, dry_run: bool = False, grace_seconds: int = GRACE_SECONDS) -> GcReport:
+    store = history.store
+    layout = store.layout
+    live = live_set(history)
+    report = GcReport(live_objects=len(live))
+    cutoff = time.time() - grace_seconds
+    by_pack: dict[ObjectId, list[IndexEntry]] = defaultdict(list)
+    dead_loose: list[IndexEntry] = []
+    for entry in store.entries():
+        if entry.pack is not None:
+            by_pack[entry.pack].append(entry)
+        elif entry.oid not in live:
+            dead_loose.append(entry)
+    remove_entries: list[IndexEntry] = []
+    remove_files: list[str] = []
+    remove_packs: list[ObjectId] = []
+    for entry in dead_loose:
+        path = layout.loose_path(entry.oid, entry.encoding)
+        if _mtime(path) > cutoff:
+            report.too_young += 1
+            continue
+        remove_entries.append(entry)
+        remove_files.append(path)
+    for pack, entries in by_pack.items():
+        dead = [e for e in entries if e.oid not in live]
+        if not dead:
+            continue
+        path = layout.pack_path(pack)
+        if len(dead) == len(entries) and _mtime(path) <= cutoff:
+            remove_entries.extend(entries)
+            remove_files.append(path)
+            remove_packs.append(pack)
+        elif len(dead) == len(entries):
+            report.too_young += len(dead)
+        else:
+            report.kept_dead_objects += len(dead)
+            report.kept_dead_bytes += sum(e.stored_length for e in dead)
+    report.removed_objects = len(remove_entries)
+    report.removed_bytes = sum(e.stored_length for e in remove_entries)
+    report.removed_packs = len(remove_packs)
+    if dry_run:
+        return report
+    removed = {e.oid for e in remove_entries}
+    store.index.remove(removed, remove_packs)
+    _prune_stat_cache(store, removed)
+    for path in remove_files:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    return report
+
+
+def _prune_stat_cache(store, removed: set[ObjectId]) -> None:
+    stale = [k for k, v in store.index.scan(STAT_TABLE) if ObjectId(v[-32:]) in removed]
+    store.index.update(STAT_TABLE, delete=stale)
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except FileNotFoundError:
+        return 0.0

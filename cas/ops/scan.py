@@ -1,0 +1,202 @@
+"""Reading a working tree into trees, using the stat cache.
+
+A scan walks a source directory and produces, in memory, the tree manifest
+of every directory, with the tree ids they would have. Files whose stat
+(size, mtime, ctime, inode) matches the stat cache keep their recorded id
+without being read, as git's index does; others are stored (for a
+snapshot) or only hashed (for status and diff), on all cores.
+
+The stat cache lives in the index's ``statcache`` table, keyed by branch and
+path. An entry is only trusted if the file's mtime was at least
+``RACY_NS`` older than the scan that recorded it: a file written in the same
+clock tick as its scan could change again without changing its mtime.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pathspec
+
+from ..errors import SourceError
+from ..objectid import ObjectId, hash_bytes
+from ..model.tree import DIR, FILE, SYMLINK, Tree, TreeEntry
+from ..storage.store import Store
+from ..storage.writer import ObjectWriter, identify_file
+from .walk import ERROR, WARNING, Problem
+
+IGNORE_FILE = ".casignore"
+STAT_TABLE = b"statcache"
+RACY_NS = 2_000_000_000
+_STAT = struct.Struct("<QqqQ32s")
+
+
+@dataclass
+class ScanResult:
+    root: ObjectId
+    trees: dict[ObjectId, Tree]
+    problems: list[Problem] = field(default_factory=list)
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    bytes: int = 0
+    read_files: int = 0
+    cache_updates: dict[bytes, bytes] = field(default_factory=dict)
+    cache_deletes: list[bytes] = field(default_factory=list)
+
+
+def load_ignore(source: str) -> pathspec.PathSpec | None:
+    try:
+        with open(os.path.join(source, IGNORE_FILE), encoding="utf-8", errors="surrogateescape") as f:
+            return pathspec.GitIgnoreSpec.from_lines(f)
+    except FileNotFoundError:
+        return None
+
+
+def cache_prefix(branch: str) -> bytes:
+    return branch.encode() + b"\0"
+
+
+def _stat_record(st: os.stat_result, oid: ObjectId) -> bytes:
+    return _STAT.pack(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, oid.digest)
+
+
+def _cached_oid(record: bytes | None, st: os.stat_result) -> ObjectId | None:
+    if record is None:
+        return None
+    size, mtime, ctime, ino, digest = _STAT.unpack(record)
+    if (size, mtime, ctime, ino) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino):
+        return ObjectId(digest)
+    return None
+
+
+@dataclass
+class _Dir:
+    rel: bytes
+    st: os.stat_result | None
+    entries: list = field(default_factory=list)   # TreeEntry | (pending file) | _Dir
+
+
+@dataclass
+class _PendingFile:
+    name: bytes
+    rel: bytes
+    future: Future
+
+
+def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
+         on_file: Callable[[int], None] | None = None) -> ScanResult:
+    """Scan ``source``; with a writer, new file contents and trees are stored."""
+    started_ns = time.time_ns()
+    prefix = cache_prefix(branch)
+    cache = {k[len(prefix):]: v for k, v in store.index.scan(STAT_TABLE, prefix)}
+    seen: set[bytes] = set()
+    ignore = load_ignore(source)
+    own = os.stat(store.path)
+    result = ScanResult(root=ObjectId(bytes(32)), trees={})
+    source_b = os.fsencode(source)
+
+    def read_file(path: str) -> tuple[ObjectId, os.stat_result]:
+        if writer is None:
+            return identify_file(path)
+        return writer.put_file(path)
+
+    with ThreadPoolExecutor(min(2, os.cpu_count() or 1), "cas-scan") as pool:
+        root = _Dir(b"", None)
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            directory = os.path.join(source_b, node.rel) if node.rel else source_b
+            try:
+                with os.scandir(directory) as it:
+                    items = sorted(it, key=lambda e: e.name)
+            except OSError as e:
+                result.problems.append(Problem(os.fsdecode(directory), f"{e.strerror}; skipped"))
+                continue
+            for item in items:
+                name = item.name
+                rel = node.rel + b"/" + name if node.rel else name
+                try:
+                    st = item.stat(follow_symlinks=False)
+                except OSError as e:
+                    result.problems.append(Problem(os.fsdecode(item.path), f"{e.strerror}; skipped"))
+                    continue
+                is_dir = stat.S_ISDIR(st.st_mode)
+                if ignore is not None and ignore.match_file(os.fsdecode(rel) + ("/" if is_dir else "")):
+                    continue
+                if is_dir:
+                    if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
+                        continue
+                    child = _Dir(rel, st)
+                    node.entries.append(child)
+                    stack.append(child)
+                elif stat.S_ISLNK(st.st_mode):
+                    try:
+                        target = os.readlink(item.path)
+                    except OSError as e:
+                        result.problems.append(Problem(os.fsdecode(item.path), f"{e.strerror}; skipped"))
+                        continue
+                    node.entries.append(TreeEntry(name, SYMLINK, stat.S_IMODE(st.st_mode),
+                                                  st.st_mtime_ns, len(target), None, target))
+                    result.symlinks += 1
+                elif stat.S_ISREG(st.st_mode):
+                    seen.add(rel)
+                    oid = _cached_oid(cache.get(rel), st)
+                    if oid is not None and writer is not None and not store.has(oid):
+                        oid = None  # the cache outlived its object (gc, rebuild): read again
+                    if oid is not None:
+                        node.entries.append(TreeEntry(name, FILE, stat.S_IMODE(st.st_mode),
+                                                      st.st_mtime_ns, st.st_size, oid))
+                        result.files += 1
+                        result.bytes += st.st_size
+                    else:
+                        future = pool.submit(read_file, os.fsdecode(item.path))
+                        node.entries.append(_PendingFile(name, rel, future))
+                else:
+                    result.problems.append(Problem(os.fsdecode(item.path),
+                                                   "is a special file; skipped", WARNING))
+
+        result.root = _finish(root, result, writer, started_ns, on_file)
+    result.cache_deletes = [prefix + rel for rel in cache if rel not in seen]
+    result.cache_updates = {prefix + k: v for k, v in result.cache_updates.items()}
+    return result
+
+
+def _finish(node: _Dir, result: ScanResult, writer: ObjectWriter | None, started_ns: int,
+            on_file) -> ObjectId:
+    """Resolve pending files and build trees bottom-up; returns the node's tree id."""
+    entries: list[TreeEntry] = []
+    for item in node.entries:
+        if isinstance(item, TreeEntry):
+            entries.append(item)
+        elif isinstance(item, _Dir):
+            sub = _finish(item, result, writer, started_ns, on_file)
+            entries.append(TreeEntry(item.rel.rsplit(b"/", 1)[-1], DIR,
+                                     stat.S_IMODE(item.st.st_mode), item.st.st_mtime_ns, 0, sub))
+            result.dirs += 1
+        else:
+            try:
+                oid, st = item.future.result()
+            except SourceError as e:
+                result.problems.append(Problem(e.path, e.why, ERROR))
+                continue
+            entries.append(TreeEntry(item.name, FILE, stat.S_IMODE(st.st_mode), st.st_mtime_ns,
+                                     st.st_size, oid))
+            result.files += 1
+            result.bytes += st.st_size
+            result.read_files += 1
+            if st.st_mtime_ns < started_ns - RACY_NS:
+                result.cache_updates[item.rel] = _stat_record(st, oid)
+            if on_file is not None:
+                on_file(st.st_size)
+    tree = Tree.build(entries)
+    data = tree.to_json()
+    oid = writer.put_bytes(data) if writer is not None else hash_bytes(data)
+    result.trees[oid] = tree
+    return oid

@@ -1,0 +1,59 @@
+"""``cas snapshot``: record the state of a source directory on a branch."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from ..model.history import History
+from ..model.snapshot import Snapshot
+from .scan import STAT_TABLE, ScanResult, scan
+
+
+@dataclass
+class SnapshotResult:
+    snapshot: Snapshot | None     # None: nothing changed, nothing recorded
+    scan: ScanResult
+    parent: Snapshot | None
+
+
+def take_snapshot(history: History, source: str, branch: str, message: str = "",
+                  allow_empty: bool = False,
+                  on_file: Callable[[int], None] | None = None) -> SnapshotResult:
+    store = history.store
+    source = os.path.abspath(source)
+    parent = history.branch_head(branch)
+    with store.writer() as writer:
+        result = scan(store, source, branch, writer, on_file)
+        writer.flush()
+        # The stat cache only ever describes content that is durable now.
+        store.index.update(STAT_TABLE, put=result.cache_updates.items(),
+                           delete=result.cache_deletes)
+        if parent is not None and parent.tree == result.root and not allow_empty:
+            return SnapshotResult(None, result, parent)
+        snapshot = Snapshot(
+            tree=result.root,
+            parents=(parent.oid,) if parent else (),
+            time_ns=time.time_ns(),
+            message=message,
+            branch=branch,
+            host=socket.gethostname(),
+            user=_user(),
+            source=source,
+            stats={"files": result.files, "dirs": result.dirs, "symlinks": result.symlinks,
+                   "bytes": result.bytes, "new_objects": writer.new_objects,
+                   "new_bytes": writer.new_bytes, "stored_bytes": writer.stored_bytes},
+        )
+        recorded = history.record(snapshot, writer)
+    return SnapshotResult(recorded, result, parent)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
