@@ -4,6 +4,7 @@ import os
 
 import click
 
+from ..model.refs import DEFAULT_BRANCH, Refs
 from ..storage.store import STORE_DIR, Store
 from .main import Context, pass_ctx
 from .output import info, out_json
@@ -22,6 +23,7 @@ def command(ctx: Context, directory: str | None, as_json: bool) -> None:
     """
     path = ctx.store_path or os.path.join(directory or ".", STORE_DIR)
     with Store.init(path) as store:
+        Refs(store).set_head_branch(DEFAULT_BRANCH)
         if as_json:
             out_json({"store": store.path, "store_id": store.config.store_id,
                       "version": store.config.version})

@@ -69,8 +69,8 @@ def _prune_parents(history: History, snapshot: Snapshot, root: bytes, path: byte
     parent = path.rpartition(b"/")[0]
     while parent:
         try:
-            history.entry_at(snapshot.tree, parent)
-            return
+            if history.entry_at(snapshot.tree, parent).kind == DIR:
+                return
         except CasError:
             pass
         try:

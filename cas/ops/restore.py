@@ -41,6 +41,7 @@ def restore(history: History, snapshot: Snapshot, target: str, paths: list[bytes
             on_file: Callable[[int], None] | None = None) -> RestoreReport:
     report = RestoreReport()
     target_b = os.fsencode(os.path.abspath(target))
+    os.makedirs(os.path.dirname(target_b), exist_ok=True)
     _make_dir(target_b)
     dir_meta: list[tuple[bytes, TreeEntry]] = []
     label = snapshot.oid.short if snapshot.oid else "snapshot"

@@ -1,0 +1,111 @@
+"""forget, gc, and verify's view of history."""
+
+import json
+import os
+
+from .conftest import write
+
+
+def setup_history(tmp_path, cas):
+    root = tmp_path / "tree"
+    cas("init", str(root))
+    write(root / "shared.bin", os.urandom(200_000))
+    write(root / "a.txt", b"v1")
+    ids = [cas("snapshot", "-m", "1", cwd=root).text.strip()]
+    write(root / "a.txt", b"v2" * 1000)
+    write(root / "only2.bin", os.urandom(50_000))
+    ids.append(cas("snapshot", "-m", "2", cwd=root).text.strip())
+    os.unlink(root / "only2.bin")
+    write(root / "a.txt", b"v3")
+    ids.append(cas("snapshot", "-m", "3", cwd=root).text.strip())
+    return root, ids
+
+
+def test_forget_moves_refs_and_log_stops_at_the_gap(tmp_path, cas):
+    root, (s1, s2, s3) = setup_history(tmp_path, cas)
+    cas("tag", "middle", s2, cwd=root)
+    r = cas("forget", s2, cwd=root)
+    assert r.code == 0 and f"forgot {s2}" in r.text
+    assert "refs/tags/middle -> " + s1[:12] in r.err
+    log = [s["id"] for s in json.loads(cas("log", "--json", cwd=root).out)]
+    assert log == [s3]  # s3's parent was forgotten: history starts there now
+    assert json.loads(cas("show", "--json", s3, cwd=root).out)["parents"] == [s2]
+    assert cas("verify", cwd=root).code == 0
+
+
+def test_gc_removes_what_no_snapshot_reaches_and_keeps_shared_data(tmp_path, cas):
+    root, (s1, s2, s3) = setup_history(tmp_path, cas)
+    shared = cas("cat", f"{s1}:shared.bin", cwd=root).out
+    cas("forget", s2, cwd=root)
+    young = json.loads(cas("gc", "--json", cwd=root).out)
+    assert young["removed_objects"] == 0  # everything is younger than the grace period
+    dry = json.loads(cas("gc", "--dry-run", "--grace", "0", "--json", cwd=root).out)
+    # s2's manifest, its root tree, a.txt v2 and only2.bin are unreachable now.
+    assert dry["removed_objects"] + dry["kept_dead_objects"] >= 4
+    before = json.loads(cas("stats", "--json", cwd=root).out)["objects"]
+    assert json.loads(cas("stats", "--json", cwd=root).out)["objects"] == before  # dry run kept all
+    done = json.loads(cas("gc", "--grace", "0", "--json", cwd=root).out)
+    assert done["removed_objects"] == dry["removed_objects"]
+    assert cas("verify", "--full", cwd=root).code == 0
+    assert cas("cat", f"{s1}:shared.bin", cwd=root).out == shared
+    assert cas("cat", f"{s3}:shared.bin", cwd=root).out == shared
+    out = tmp_path / "r1"
+    assert cas("restore", s1, "--to", str(out), cwd=root).code == 0
+    assert (out / "a.txt").read_bytes() == b"v1"
+
+
+def test_gc_removes_a_dead_loose_object_and_stale_stat_cache(tmp_path, cas):
+    root = tmp_path / "tree"
+    cas("init", str(root))
+    big = os.urandom(9 << 20)  # above the loose threshold: a file of its own
+    write(root / "big.bin", big)
+    write(root / "keep.txt", b"keep")
+    s1 = cas("snapshot", cwd=root).text.strip()
+    os.unlink(root / "big.bin")
+    cas("snapshot", cwd=root)
+    oid = json.loads(cas("ls", "--json", f"{s1}:big.bin", cwd=root).out)[0]["id"]
+    assert (root / ".cas" / "objects" / oid[:2] / oid[2:]).exists()
+    cas("forget", s1, cwd=root)
+    r = json.loads(cas("gc", "--grace", "0", "--json", cwd=root).out)
+    assert r["removed_objects"] >= 1 and r["removed_bytes"] >= len(big)
+    assert not (root / ".cas" / "objects" / oid[:2] / oid[2:]).exists()
+    # The same content comes back: it must be stored again, not trusted from a stale cache.
+    write(root / "big.bin", big)
+    cas("snapshot", cwd=root)
+    assert cas("verify", "--full", cwd=root).code == 0
+    assert cas("cat", "HEAD:big.bin", cwd=root).out == big
+
+
+def test_gc_refuses_to_run_beside_another_cas_process(tmp_path, cas):
+    from cas.storage.store import Store
+    root, _ = setup_history(tmp_path, cas)
+    with Store.open(str(root / ".cas")):
+        r = cas("gc", cwd=root)
+    assert r.code == 2 and "locked" in r.err
+
+
+def test_verify_full_names_the_snapshots_and_paths_a_damaged_object_hurts(tmp_path, cas):
+    root = tmp_path / "tree"
+    cas("init", str(root))
+    big = os.urandom(9 << 20)
+    write(root / "models" / "w.safetensors", big)
+    write(root / "notes.txt", b"n")
+    s1 = cas("snapshot", cwd=root).text.strip()
+    write(root / "notes.txt", b"n2")
+    s2 = cas("snapshot", cwd=root).text.strip()
+    oid = json.loads(cas("ls", "--json", "HEAD:models/w.safetensors", cwd=root).out)[0]["id"]
+    obj = root / ".cas" / "objects" / oid[:2] / oid[2:]
+    os.chmod(obj, 0o644)
+    with open(obj, "r+b") as f:
+        f.seek(4321)
+        f.write(b"\x00\x01")
+    r = cas("verify", "--full", cwd=root)
+    assert r.code == 1
+    assert f"object {oid}" in r.err
+    assert f"used by snapshot {s1[:12]} at models/w.safetensors" in r.err
+    assert f"used by snapshot {s2[:12]} at models/w.safetensors" in r.err
+    os.unlink(obj)
+    r = json.loads(cas("verify", "--json", cwd=root).out)
+    assert not r["ok"]
+    hurt = [d for d in r["damage"] if d["id"] == oid][0]
+    assert {u["snapshot"] for u in hurt["used_by"]} == {s1, s2}
