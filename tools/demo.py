@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """The cas demo: a store for the sample data directory, shown step by step.
 
-Copies data/ to a scratch folder, makes it a cas tree, stores it, shows what
-was stored, streams a file back and checks it against b3sum-style ids, and
-verifies every byte. Each step prints the command it runs.
+Copies data/ to a scratch folder, makes it a cas tree, stores it, streams a
+file back and checks it against b3sum, takes snapshots around a day's
+changes, shows status, log and diff, restores the earlier snapshot, verifies
+every byte, and shows a flipped bit being found. Each step prints the
+command it runs.
 """
 
 from __future__ import annotations
@@ -48,10 +50,6 @@ def main() -> None:
 
     step("create a store in the data directory", "init", cwd=tree)
     added = step("store every file (id = BLAKE3 of the content, as b3sum prints)", "add", ".", cwd=tree)
-    step("add again: everything is already stored, nothing new is written", "add", ".",
-         cwd=tree, stdout_lines=2)
-    step("what is in the store", "objects", cwd=tree, stdout_lines=8)
-    step("store statistics", "stats", cwd=tree)
     ids = dict(reversed(line.split("  ", 1)) for line in added.splitlines())
     log_id = ids["./events/2026-11-25.jsonl"]
     out = step("stream a file back by a short id prefix", "cat", log_id[:8], cwd=tree, stdout_lines=2)
@@ -61,8 +59,25 @@ def main() -> None:
         b3 = subprocess.run(["b3sum", "events/2026-11-25.jsonl"], cwd=tree,
                             capture_output=True, text=True).stdout.split()[0]
         print(f"b3sum agrees: {b3 == log_id} ({b3[:16]}…)")
-    step("rehash every stored byte", "verify", "--full", cwd=tree)
-    step("the index is a cache: rebuild it from objects and packs", "index", "rebuild", cwd=tree)
+
+    step("snapshot the whole tree", "snapshot", "-m", "morning", cwd=tree)
+    print("\n(the assistant appends to today's event log and edits a note)")
+    with open(tree / "events" / "2026-11-25.jsonl", "a") as f:
+        f.write('{"ts":"2026-11-25T19:00:00Z","type":"chat.message","seq":999}\n')
+    (tree / "notes" / "ideas.md").write_text("# Ideas\n\n- keep every model version in cas\n")
+    (tree / "notes" / "2026-11-20-model-cleanup.md").unlink()
+    step("what changed since the last snapshot", "status", cwd=tree)
+    step("snapshot again: only the changed files are read", "snapshot", "-m", "evening", cwd=tree)
+    step("history", "log", cwd=tree)
+    step("what the evening snapshot changed", "diff", "HEAD~1", "HEAD", cwd=tree)
+    step("a file as it was this morning", "cat", "HEAD~1:notes/ideas.md", cwd=tree, stdout_lines=3)
+    restored = work / "restored-morning"
+    step("restore the morning snapshot elsewhere", "restore", "HEAD~1", "--to", str(restored), cwd=tree)
+    if not (restored / "notes" / "2026-11-20-model-cleanup.md").exists():
+        sys.exit("demo: the restored morning tree lacks a file")
+    step("store statistics", "stats", cwd=tree)
+    step("rehash every stored byte, and check every snapshot", "verify", "--full", cwd=tree)
+    step("the index is a cache: rebuild it from objects, packs and refs", "index", "rebuild", cwd=tree)
     step("and everything still verifies", "verify", "--full", cwd=tree)
     damaged = work / "damaged-copy"
     shutil.copytree(tree / ".cas", damaged)
@@ -72,8 +87,8 @@ def main() -> None:
     data[100] ^= 0x01
     pack.write_bytes(bytes(data))
     print(f"\n(flipped one bit at byte 100 of {pack.name[:16]}… in a copy of the store)")
-    step("a flipped bit is found and named (exit 1)", "--store", str(damaged), "verify", "--full",
-         cwd=work, expect=1)
+    step("a flipped bit is found, with the snapshots and paths it hurts (exit 1)",
+         "--store", str(damaged), "verify", "--full", cwd=work, expect=1)
     print(f"\ndemo store left in {tree / '.cas'}")
 
 
