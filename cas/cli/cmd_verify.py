@@ -23,7 +23,7 @@ def command(ctx: Context, full: bool, as_json: bool) -> int:
     history = ctx.open_history()
     with history.store as store:
         total = sum(p.file_size for p in store.index.packs()) if full else None
-        with byte_progress("verifying", total, full and wants_progress(ctx.quiet)) as advance:
+        with byte_progress("verifying", total, full and wants_progress(ctx.quiet), "objects") as advance:
             report = verify(store, full=full, on_progress=advance, history=history)
     if as_json:
         out_json({

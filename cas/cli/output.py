@@ -9,7 +9,7 @@ import sys
 from typing import Iterator
 
 from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress,
+from rich.progress import (BarColumn, DownloadColumn, Progress,
                            TextColumn, TimeRemainingColumn, TransferSpeedColumn)
 
 
@@ -61,28 +61,27 @@ def wants_progress(quiet: bool) -> bool:
 
 
 @contextlib.contextmanager
-def byte_progress(description: str, total: int | None, enabled: bool) -> Iterator:
-    """A progress bar on stderr (files/bytes/rate) when on a terminal, else nothing."""
+def byte_progress(description: str, total: int | None, enabled: bool,
+                  unit: str = "files") -> Iterator:
+    """A progress bar on stderr (count, bytes, rate) on a terminal, else nothing.
+
+    Yields ``advance(nbytes)``, to be called once per file (or object) done.
+    """
     if not enabled:
         yield None
         return
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-        TransferSpeedColumn(), TimeRemainingColumn(),
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]} " + unit),
+        DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
         console=Console(file=sys.stderr), transient=True,
     )
     with progress:
-        task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
+        task = progress.add_task(description, total=total, count=0)
+        count = 0
 
+        def advance(nbytes: int) -> None:
+            nonlocal count
+            count += 1
+            progress.update(task, advance=nbytes, count=count)
 
-@contextlib.contextmanager
-def count_progress(description: str, enabled: bool) -> Iterator:
-    if not enabled:
-        yield None
-        return
-    progress = Progress(TextColumn("{task.description}"), MofNCompleteColumn(),
-                        console=Console(file=sys.stderr), transient=True)
-    with progress:
-        task = progress.add_task(description, total=None)
-        yield lambda n=1: progress.advance(task, n)
+        yield advance

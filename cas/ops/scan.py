@@ -103,9 +103,10 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
     source_b = os.fsencode(source)
 
     def read_file(path: str) -> tuple[ObjectId, os.stat_result]:
-        if writer is None:
-            return identify_file(path)
-        return writer.put_file(path)
+        oid, st = identify_file(path) if writer is None else writer.put_file(path)
+        if on_file is not None:
+            on_file(st.st_size)
+        return oid, st
 
     with ThreadPoolExecutor(min(2, os.cpu_count() or 1), "cas-scan") as pool:
         root = _Dir(b"", None)
@@ -162,21 +163,20 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
                     result.problems.append(Problem(os.fsdecode(item.path),
                                                    "is a special file; skipped", WARNING))
 
-        result.root = _finish(root, result, writer, started_ns, on_file)
+        result.root = _finish(root, result, writer, started_ns)
     result.cache_deletes = [prefix + rel for rel in cache if rel not in seen]
     result.cache_updates = {prefix + k: v for k, v in result.cache_updates.items()}
     return result
 
 
-def _finish(node: _Dir, result: ScanResult, writer: ObjectWriter | None, started_ns: int,
-            on_file) -> ObjectId:
+def _finish(node: _Dir, result: ScanResult, writer: ObjectWriter | None, started_ns: int) -> ObjectId:
     """Resolve pending files and build trees bottom-up; returns the node's tree id."""
     entries: list[TreeEntry] = []
     for item in node.entries:
         if isinstance(item, TreeEntry):
             entries.append(item)
         elif isinstance(item, _Dir):
-            sub = _finish(item, result, writer, started_ns, on_file)
+            sub = _finish(item, result, writer, started_ns)
             entries.append(TreeEntry(item.rel.rsplit(b"/", 1)[-1], DIR,
                                      stat.S_IMODE(item.st.st_mode), item.st.st_mtime_ns, 0, sub))
             result.dirs += 1
@@ -193,8 +193,6 @@ def _finish(node: _Dir, result: ScanResult, writer: ObjectWriter | None, started
             result.read_files += 1
             if st.st_mtime_ns < started_ns - RACY_NS:
                 result.cache_updates[item.rel] = _stat_record(st, oid)
-            if on_file is not None:
-                on_file(st.st_size)
     tree = Tree.build(entries)
     data = tree.to_json()
     oid = writer.put_bytes(data) if writer is not None else hash_bytes(data)
