@@ -146,6 +146,7 @@ def crafted_snapshot(store: Store, entries: list[dict]) -> Snapshot:
         e.setdefault("mtime_ns", 0)
         if e["kind"] != "symlink":
             e.setdefault("id", good.hex)
+        if e["kind"] == "file":
             e.setdefault("size", 7)
     tree = store.put_bytes(dumps({"type": "tree", "version": 1, "entries": entries}))
     snap = Snapshot(tree, (), time.time_ns(), "crafted", "evil", "h", "u", "/x")

@@ -17,13 +17,18 @@ def dumps(doc: dict) -> bytes:
                       allow_nan=False).encode("utf-8")
 
 
-def loads(data: bytes, what: str) -> dict:
+def loads(data: bytes, what: str, kind: str, version: int) -> dict:
+    """Parse a manifest, refusing anything but a ``kind`` manifest of ``version``."""
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise ManifestInvalid(what, f"not JSON ({e})") from None
     if not isinstance(doc, dict):
         raise ManifestInvalid(what, "not a JSON object")
+    if doc.get("type") != kind:
+        raise ManifestInvalid(what, f"not a {kind} manifest")
+    if doc.get("version") != version:
+        raise ManifestInvalid(what, f"unknown {kind} version {doc.get('version')!r}")
     return doc
 
 
@@ -45,7 +50,10 @@ def get_name(doc: dict, key: str, what: str) -> bytes | None:
         value = doc[key]
         if not isinstance(value, str):
             raise ManifestInvalid(what, f"{key} is not a string")
-        return value.encode("utf-8", "surrogatepass")
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ManifestInvalid(what, f"{key} is not valid Unicode") from None
     if key + "_b64" in doc:
         try:
             return base64.b64decode(doc[key + "_b64"], validate=True)

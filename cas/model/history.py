@@ -59,16 +59,41 @@ class History:
     def load_snapshot(self, oid: ObjectId) -> Snapshot:
         data = self.store.index.get(TABLE, oid.digest)
         if data is None:
-            data = self.store.read_object(oid)
+            try:
+                data = self.store.read_object(oid)
+            except ObjectNotFound:
+                data = self._read_record(oid)
         return Snapshot.from_json(data, oid)
 
+    def _record_path(self, oid: ObjectId) -> str:
+        return os.path.join(self._dir, oid.hex + ".json")
+
+    def _read_record(self, oid: ObjectId) -> bytes:
+        try:
+            with open(self._record_path(oid), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise ObjectNotFound(oid.hex) from None
+
     def snapshots(self) -> list[Snapshot]:
-        """Every recorded (not forgotten) snapshot, oldest first."""
-        snaps = [Snapshot.from_json(v, ObjectId(k)) for k, v in self.store.index.scan(TABLE)]
+        """Every recorded (not forgotten) snapshot, oldest first.
+
+        Read from the ``snapshots/`` files, the durable list that gc marks
+        from: a damaged file is an error here, never a snapshot skipped.
+        """
+        snaps = [Snapshot.from_json(self._read_record(oid), oid) for oid in self._recorded_ids()]
         return sorted(snaps, key=lambda s: (s.time_ns, s.oid))
 
+    def _recorded_ids(self) -> list[ObjectId]:
+        try:
+            names = os.listdir(self._dir)
+        except FileNotFoundError:
+            return []
+        return [ObjectId.parse(n[:-5]) for n in names
+                if n.endswith(".json") and len(n) == HEX_LENGTH + 5 and is_hex(n[:-5])]
+
     def is_recorded(self, oid: ObjectId) -> bool:
-        return self.store.index.get(TABLE, oid.digest) is not None
+        return os.path.exists(self._record_path(oid))
 
     def branch_head(self, branch: str) -> Snapshot | None:
         oid = self.refs.get(HEADS + branch)
@@ -111,9 +136,9 @@ class History:
                     return self.load_snapshot(oid)
         text = base.lower()
         if MIN_PREFIX <= len(text) <= HEX_LENGTH and is_hex(text):
-            matches = [s for s in self.snapshots() if s.oid.hex.startswith(text)]
+            matches = [o for o in self._recorded_ids() if o.hex.startswith(text)]
             if len(matches) == 1:
-                return matches[0]
+                return self.load_snapshot(matches[0])
         raise RefNotFound(spec)
 
     def entry_at(self, tree_id: ObjectId, path: bytes, snapshot: str = "") -> TreeEntry | None:
@@ -142,15 +167,14 @@ class History:
         data = snapshot.to_json()
         oid = writer.put_bytes(data)
         writer.flush()
-        os.makedirs(self._dir, exist_ok=True)
-        with atomic_output(os.path.join(self._dir, oid.hex + ".json"), self.store.layout.tmp) as f:
+        with atomic_output(self._record_path(oid), self.store.layout.tmp) as f:
             f.write(data)
         self.store.index.update(TABLE, put=[(oid.digest, data)])
         self.refs.set(HEADS + snapshot.branch, oid)
         return Snapshot.from_json(data, oid)
 
     def forget(self, oid: ObjectId) -> None:
-        remove_quietly(os.path.join(self._dir, oid.hex + ".json"))
+        remove_quietly(self._record_path(oid))
         fsync_dir(self._dir)
         self.store.index.update(TABLE, delete=[oid.digest])
 
@@ -158,12 +182,12 @@ class History:
         """Repopulate the snapshots and refs tables from the files."""
         self.store.index.clear(TABLE)
         items = []
-        for name in sorted(os.listdir(self._dir)) if os.path.isdir(self._dir) else []:
-            stem = name[:-5]
-            if name.endswith(".json") and len(stem) == HEX_LENGTH and is_hex(stem):
-                with open(os.path.join(self._dir, name), "rb") as f:
-                    data = f.read()
-                Snapshot.from_json(data, ObjectId.parse(stem))  # refuse garbage
-                items.append((bytes.fromhex(stem), data))
+        for oid in self._recorded_ids():
+            data = self._read_record(oid)
+            try:
+                Snapshot.from_json(data, oid)
+            except ManifestInvalid:
+                continue  # left out of the cache; verify and gc report it from the file
+            items.append((oid.digest, data))
         self.store.index.update(TABLE, put=items)
         self.refs.reload_index()

@@ -19,12 +19,14 @@ from ..storage.store import Store
 HEADS = "refs/heads/"
 TAGS = "refs/tags/"
 DEFAULT_BRANCH = "main"
-_NAME = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]+(?<!/)(?<!\.lock)$")
+# One path component: no '/', no leading '-' or '.', no '..', no '.lock'
+# suffix (git's rules, minus nesting, which keeps refs/ a flat directory).
+_NAME = re.compile(r"^(?![-.])(?!.*\.\.)[A-Za-z0-9._-]+(?<!\.lock)\Z")
 TABLE = b"refs"
 
 
 def check_ref_name(name: str) -> str:
-    if not _NAME.match(name) or name.startswith("/") or name in ("HEAD", "."):
+    if not _NAME.match(name) or name == "HEAD" or len(name) > 200:
         raise InvalidRefName(name)
     return name
 
@@ -45,7 +47,8 @@ class Refs:
                 text = f.read().strip()
         except FileNotFoundError:
             return DEFAULT_BRANCH
-        return text[len("ref: " + HEADS):] if text.startswith("ref: " + HEADS) else DEFAULT_BRANCH
+        name = text[len("ref: " + HEADS):] if text.startswith("ref: " + HEADS) else ""
+        return check_ref_name(name)
 
     def set_head_branch(self, branch: str) -> None:
         check_ref_name(branch)
@@ -55,19 +58,18 @@ class Refs:
     # -- branches and tags -------------------------------------------------
 
     def get(self, ref: str) -> ObjectId | None:
-        cached = self._store.index.get(TABLE, ref.encode())
-        if cached is not None:
-            return ObjectId(cached)
+        # The files are the truth (written first); the index table mirrors them.
         return self._read_file(ref)
 
     def _read_file(self, ref: str) -> ObjectId | None:
         try:
             with open(self._path(ref)) as f:
                 return ObjectId.parse(f.read().strip())
-        except (FileNotFoundError, NotADirectoryError, ValueError):
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError):
             return None
 
     def set(self, ref: str, oid: ObjectId) -> None:
+        check_ref_name(ref.rpartition("/")[2])
         path = self._path(ref)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with atomic_output(path, self._store.layout.tmp) as f:
@@ -83,13 +85,15 @@ class Refs:
         """Refs under ``prefix`` (e.g. ``refs/heads/``) by short name, read from the files."""
         base = self._path(prefix.rstrip("/"))
         found = {}
-        for dirpath, _, files in os.walk(base):
-            for name in files:
-                full = os.path.join(dirpath, name)
-                short = os.path.relpath(full, base).replace(os.sep, "/")
-                oid = self._read_file(prefix + short)
+        try:
+            names = os.listdir(base)
+        except FileNotFoundError:
+            names = []
+        for name in names:
+            if _NAME.match(name):
+                oid = self._read_file(prefix + name)
                 if oid is not None:
-                    found[short] = oid
+                    found[name] = oid
         return dict(sorted(found.items()))
 
     def branches(self) -> dict[str, ObjectId]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ..errors import ManifestInvalid
 from ..objectid import HEX_LENGTH, ObjectId, is_hex
-from .canonical import dumps, loads
+from .canonical import dumps, get_name, loads, put_name
 
 SNAPSHOT_VERSION = 1
 STAT_KEYS = ("files", "dirs", "symlinks", "bytes", "new_objects", "new_bytes", "stored_bytes")
@@ -32,37 +33,42 @@ class Snapshot:
 
     @property
     def time_iso(self) -> str:
-        dt = datetime.fromtimestamp(self.time_ns / 1e9, timezone.utc)
-        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{self.time_ns % 10**9:09d}Z"
+        seconds, nanos = divmod(self.time_ns, 10**9)
+        dt = datetime.fromtimestamp(seconds, timezone.utc)
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{nanos:09d}Z"
 
     def to_json(self) -> bytes:
-        return dumps({
+        doc = {
             "type": "snapshot", "version": SNAPSHOT_VERSION,
             "tree": self.tree.hex, "parents": [p.hex for p in self.parents],
             "time_ns": self.time_ns, "time": self.time_iso, "message": self.message,
-            "branch": self.branch, "host": self.host, "user": self.user, "source": self.source,
+            "branch": self.branch, "host": self.host, "user": self.user,
             "stats": {k: int(self.stats.get(k, 0)) for k in STAT_KEYS},
-        })
+        }
+        # A source path that is not UTF-8 round-trips through source_b64.
+        put_name(doc, "source", os.fsencode(self.source))
+        return dumps(doc)
 
     @classmethod
     def from_json(cls, data: bytes, oid: ObjectId) -> "Snapshot":
         what = f"snapshot {oid.hex}"
-        doc = loads(data, what)
-        if doc.get("type") != "snapshot":
-            raise ManifestInvalid(what, "not a snapshot manifest")
-        if doc.get("version") != SNAPSHOT_VERSION:
-            raise ManifestInvalid(what, f"unknown snapshot version {doc.get('version')!r}")
-        try:
-            parents = tuple(_oid(p, what) for p in doc["parents"])
-            stats = doc.get("stats", {})
-            return cls(
-                tree=_oid(doc["tree"], what), parents=parents, time_ns=int(doc["time_ns"]),
-                message=str(doc["message"]), branch=str(doc["branch"]), host=str(doc["host"]),
-                user=str(doc["user"]), source=str(doc["source"]),
-                stats={k: int(stats.get(k, 0)) for k in STAT_KEYS}, oid=oid,
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise ManifestInvalid(what, f"missing or bad field ({e})") from None
+        doc = loads(data, what, "snapshot", SNAPSHOT_VERSION)
+        parents, stats = doc.get("parents"), doc.get("stats")
+        if not isinstance(parents, list) or not isinstance(stats, dict):
+            raise ManifestInvalid(what, "parents must be a list and stats an object")
+        for key in ("message", "branch", "host", "user"):
+            if not isinstance(doc.get(key), str):
+                raise ManifestInvalid(what, f"{key} must be a string")
+        source = get_name(doc, "source", what)
+        if source is None or type(doc.get("time_ns")) is not int or \
+                any(type(stats.get(k, 0)) is not int for k in STAT_KEYS):
+            raise ManifestInvalid(what, "missing source, or a bad time or count")
+        return cls(
+            tree=_oid(doc.get("tree"), what), parents=tuple(_oid(p, what) for p in parents),
+            time_ns=doc["time_ns"], message=doc["message"], branch=doc["branch"],
+            host=doc["host"], user=doc["user"], source=os.fsdecode(source),
+            stats={k: stats.get(k, 0) for k in STAT_KEYS}, oid=oid,
+        )
 
 
 def _oid(text, what: str) -> ObjectId:

@@ -12,6 +12,7 @@ rejected before anything is written.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..errors import ManifestInvalid
@@ -23,6 +24,8 @@ DIR = "dir"
 SYMLINK = "symlink"
 KINDS = (FILE, DIR, SYMLINK)
 TREE_VERSION = 1
+_MODE = re.compile(r"^[0-7]{4}\Z")
+_ENTRY_KEYS = {"name", "name_b64", "kind", "mode", "mtime_ns", "id", "size", "target", "target_b64"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +71,9 @@ class Tree:
     @classmethod
     def from_json(cls, data: bytes, oid: ObjectId) -> "Tree":
         what = f"tree {oid.hex}"
-        doc = loads(data, what)
-        if doc.get("type") != "tree":
-            raise ManifestInvalid(what, "not a tree manifest")
-        if doc.get("version") != TREE_VERSION:
-            raise ManifestInvalid(what, f"unknown tree version {doc.get('version')!r}")
+        doc = loads(data, what, "tree", TREE_VERSION)
+        if set(doc) != {"type", "version", "entries"}:
+            raise ManifestInvalid(what, f"unexpected fields {sorted(set(doc) - {'type', 'version', 'entries'})}")
         raw = doc.get("entries")
         if not isinstance(raw, list):
             raise ManifestInvalid(what, "entries is not a list")
@@ -94,6 +95,11 @@ def check_name(name: bytes, what: str) -> None:
 def _entry(doc, what: str) -> TreeEntry:
     if not isinstance(doc, dict):
         raise ManifestInvalid(what, "an entry is not an object")
+    unknown = set(doc) - _ENTRY_KEYS
+    if unknown:
+        raise ManifestInvalid(what, f"an entry has unknown fields {sorted(unknown)}")
+    if ("name" in doc) == ("name_b64" in doc):
+        raise ManifestInvalid(what, "an entry needs exactly one of name and name_b64")
     name = get_name(doc, "name", what)
     if name is None:
         raise ManifestInvalid(what, "an entry has no name")
@@ -101,22 +107,30 @@ def _entry(doc, what: str) -> TreeEntry:
     kind = doc.get("kind")
     if kind not in KINDS:
         raise ManifestInvalid(what, f"entry {name!r} has unknown kind {kind!r}")
-    try:
-        mode = int(doc.get("mode", ""), 8)
-        mtime_ns = int(doc["mtime_ns"])
-    except (ValueError, TypeError, KeyError):
-        raise ManifestInvalid(what, f"entry {name!r} has a bad mode or mtime") from None
+    mode_text, mtime_ns = doc.get("mode"), doc.get("mtime_ns")
+    if not isinstance(mode_text, str) or not _MODE.match(mode_text) or \
+            type(mtime_ns) is not int:
+        raise ManifestInvalid(what, f"entry {name!r} has a bad mode or mtime")
+    mode = int(mode_text, 8)
     if not 0 <= mode <= 0o7777:
         raise ManifestInvalid(what, f"entry {name!r} has mode {mode:o} outside 0-7777")
     if kind == SYMLINK:
+        if "id" in doc or "size" in doc:
+            raise ManifestInvalid(what, f"symlink {name!r} carries an id or size")
+        if ("target" in doc) == ("target_b64" in doc):
+            raise ManifestInvalid(what, f"symlink {name!r} needs exactly one of target and target_b64")
         target = get_name(doc, "target", what)
-        if target is None or b"\0" in target:
+        if not target or b"\0" in target:
             raise ManifestInvalid(what, f"symlink {name!r} has no valid target")
         return TreeEntry(name, kind, mode, mtime_ns, len(target), None, target)
+    if "target" in doc or "target_b64" in doc:
+        raise ManifestInvalid(what, f"{kind} {name!r} carries a symlink target")
+    if kind == DIR and "size" in doc:
+        raise ManifestInvalid(what, f"directory {name!r} carries a size")
     oid_text = doc.get("id")
     if not isinstance(oid_text, str) or len(oid_text) != HEX_LENGTH or not is_hex(oid_text):
         raise ManifestInvalid(what, f"entry {name!r} has a bad id")
-    size = doc.get("size", 0)
-    if not isinstance(size, int) or size < 0:
+    size = doc.get("size", 0) if kind == FILE else 0
+    if kind == FILE and "size" not in doc or type(size) is not int or size < 0:
         raise ManifestInvalid(what, f"entry {name!r} has a bad size")
     return TreeEntry(name, kind, mode, mtime_ns, size, ObjectId.parse(oid_text))

@@ -55,5 +55,6 @@ def resolve_source(history: History, path: str | None, branch: str | None) -> tu
 
 
 def _branch_name_for(source: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", os.path.basename(source.rstrip("/")) or "root")
-    return name.strip(".-") or "root"
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", os.path.basename(source.rstrip("/")))
+    name = name.strip("-")
+    return name if name and name != "HEAD" else "tree"

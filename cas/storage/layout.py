@@ -50,7 +50,10 @@ class Layout:
         return os.path.join(self.packs, fan, pack.hex + PACK_SUFFIX)
 
     def directories(self) -> list[str]:
-        return [self.objects, self.packs, self.tmp]
+        # snapshots/ and refs/ belong to the history layer; they are made
+        # here so that init fsyncs every directory a store starts with.
+        return [self.objects, self.packs, self.tmp, os.path.join(self.root, "snapshots"),
+                os.path.join(self.root, "refs", "heads"), os.path.join(self.root, "refs", "tags")]
 
     def scan_loose(self) -> Iterator[tuple[ObjectId, Encoding, str]]:
         """Every loose object file on disk, whatever the index says."""

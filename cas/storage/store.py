@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
-from ..durable import fsync_dir
+from ..durable import fsync_dir, fsync_dirs
 from ..errors import (AmbiguousPrefix, CasError, InvalidObjectId, ObjectDamaged,
                       ObjectNotFound, StoreExists, StoreLocked, StoreNotFound)
 from ..objectid import HEX_LENGTH, MIN_PREFIX, Hasher, ObjectId, is_hex
@@ -75,6 +75,7 @@ class Store:
         os.makedirs(path, exist_ok=True)
         for d in layout.directories():
             os.makedirs(d, exist_ok=True)
+        fsync_dirs([path, os.path.join(path, "refs")] + layout.directories())
         Index.create(layout.index, config.store_id).close()
         open(layout.lock, "ab").close()
         # The config is written last: its presence is what makes a store.
