@@ -67,3 +67,24 @@ def write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+def damage_first_chunk(store_path, file_id: str) -> str:
+    """Flip a byte inside the first chunk of a chunked file; returns the chunk's id."""
+    from cas.objectid import ObjectId
+    with Store.open(str(store_path)) as s:
+        chunk = s.chunk_list(ObjectId.parse(file_id)).chunks[0][0]
+        entry = s.entry(chunk)
+        path = s.layout.pack_path(entry.pack) if entry.pack else s.layout.loose_path(chunk, entry.encoding)
+        offset = entry.offset + entry.stored_length // 2
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0x40]))
+    return chunk.hex
+
+
+def chunk_list_path(store_path, file_id: str) -> Path:
+    return Path(store_path) / "objects" / file_id[:2] / (file_id[2:] + ".chunks")

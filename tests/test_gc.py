@@ -3,7 +3,7 @@
 import json
 import os
 
-from .conftest import write
+from .conftest import chunk_list_path, damage_first_chunk, write
 
 
 def setup_history(tmp_path, cas):
@@ -57,18 +57,18 @@ def test_gc_removes_what_no_snapshot_reaches_and_keeps_shared_data(tmp_path, cas
 def test_gc_removes_a_dead_loose_object_and_stale_stat_cache(tmp_path, cas):
     root = tmp_path / "tree"
     cas("init", str(root))
-    big = os.urandom(9 << 20)  # above the loose threshold: a file of its own
+    big = os.urandom(9 << 20)  # chunked: a chunk list file plus chunks in packs
     write(root / "big.bin", big)
     write(root / "keep.txt", b"keep")
     s1 = cas("snapshot", cwd=root).text.strip()
     os.unlink(root / "big.bin")
     cas("snapshot", cwd=root)
     oid = json.loads(cas("ls", "--json", f"{s1}:big.bin", cwd=root).out)[0]["id"]
-    assert (root / ".cas" / "objects" / oid[:2] / oid[2:]).exists()
+    assert chunk_list_path(root / ".cas", oid).exists()
     cas("forget", s1, cwd=root)
     r = json.loads(cas("gc", "--grace", "0", "--json", cwd=root).out)
     assert r["removed_objects"] >= 1 and r["removed_bytes"] >= len(big)
-    assert not (root / ".cas" / "objects" / oid[:2] / oid[2:]).exists()
+    assert not chunk_list_path(root / ".cas", oid).exists()
     # The same content comes back: it must be stored again, not trusted from a stale cache.
     write(root / "big.bin", big)
     cas("snapshot", cwd=root)
@@ -94,17 +94,13 @@ def test_verify_full_names_the_snapshots_and_paths_a_damaged_object_hurts(tmp_pa
     write(root / "notes.txt", b"n2")
     s2 = cas("snapshot", cwd=root).text.strip()
     oid = json.loads(cas("ls", "--json", "HEAD:models/w.safetensors", cwd=root).out)[0]["id"]
-    obj = root / ".cas" / "objects" / oid[:2] / oid[2:]
-    os.chmod(obj, 0o644)
-    with open(obj, "r+b") as f:
-        f.seek(4321)
-        f.write(b"\x00\x01")
+    damage_first_chunk(root / ".cas", oid)
     r = cas("verify", "--full", cwd=root)
     assert r.code == 1
     assert f"object {oid}" in r.err
     assert f"used by snapshot {s1[:12]} at models/w.safetensors" in r.err
     assert f"used by snapshot {s2[:12]} at models/w.safetensors" in r.err
-    os.unlink(obj)
+    os.unlink(chunk_list_path(root / ".cas", oid))
     r = json.loads(cas("verify", "--json", cwd=root).out)
     assert not r["ok"]
     hurt = [d for d in r["damage"] if d["id"] == oid][0]

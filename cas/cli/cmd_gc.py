@@ -45,12 +45,13 @@ def gc(ctx: Context, dry_run: bool, grace: int, as_json: bool) -> None:
     doc = {"dry_run": dry_run, "live_objects": r.live_objects, "removed_objects": r.removed_objects,
            "removed_bytes": r.removed_bytes, "removed_packs": r.removed_packs,
            "kept_dead_objects": r.kept_dead_objects, "kept_dead_bytes": r.kept_dead_bytes,
-           "too_young": r.too_young}
+           "repacked_packs": r.repacked_packs, "too_young": r.too_young}
     if as_json:
         out_json(doc)
         return
     verb = "would remove" if dry_run else "removed"
-    out_line(f"{verb} {r.removed_objects} objects ({r.removed_packs} packs), "
+    out_line(f"{verb} {r.removed_objects} objects ({r.removed_packs} packs, "
+             f"{r.repacked_packs} of them rewritten without their dead objects), "
              f"freeing {human_bytes(r.removed_bytes)}; {r.live_objects} live objects")
     if r.kept_dead_objects:
         out_line(f"{r.kept_dead_objects} unreachable objects ({human_bytes(r.kept_dead_bytes)}) "

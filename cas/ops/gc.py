@@ -23,7 +23,9 @@ from ..objectid import ObjectId
 from ..model.history import History
 from ..model.refs import HEADS, TAGS
 from ..model.tree import DIR, FILE
-from ..storage.index import IndexEntry
+from ..durable import fsync_dirs, publish
+from ..storage.index import IndexEntry, PackRecord
+from ..storage.pack import PackWriter
 from .scan import STAT_TABLE
 
 GRACE_SECONDS = 3600
@@ -72,6 +74,7 @@ class GcReport:
     removed_packs: int = 0
     kept_dead_objects: int = 0
     kept_dead_bytes: int = 0
+    repacked_packs: int = 0
     too_young: int = 0
 
 
@@ -90,8 +93,11 @@ def _mark_tree(history: History, tree_id: ObjectId, live: set[ObjectId]) -> None
     for entry in history.load_tree(tree_id).entries:
         if entry.kind == DIR:
             _mark_tree(history, entry.oid, live)
-        elif entry.kind == FILE:
+        elif entry.kind == FILE and entry.oid not in live:
             live.add(entry.oid)
+            chunks = history.store.chunk_list(entry.oid) if history.store.has(entry.oid) else None
+            if chunks is not None:
+                live.update(c for c, _ in chunks.chunks)
 
 
 def gc(history: History, dry_run: bool = False, grace_seconds: int = GRACE_SECONDS) -> GcReport:
@@ -110,6 +116,7 @@ def gc(history: History, dry_run: bool = False, grace_seconds: int = GRACE_SECON
     remove_entries: list[IndexEntry] = []
     remove_files: list[str] = []
     remove_packs: list[ObjectId] = []
+    repack: list[tuple[ObjectId, list[IndexEntry], list[IndexEntry]]] = []
     for entry in dead_loose:
         path = layout.loose_path(entry.oid, entry.encoding)
         if _mtime(path) > cutoff:
@@ -128,14 +135,24 @@ def gc(history: History, dry_run: bool = False, grace_seconds: int = GRACE_SECON
             remove_packs.append(pack)
         elif len(dead) == len(entries):
             report.too_young += len(dead)
+        elif _worth_repacking(entries, dead) and _mtime(path) <= cutoff:
+            repack.append((pack, entries, dead))
         else:
             report.kept_dead_objects += len(dead)
             report.kept_dead_bytes += sum(e.stored_length for e in dead)
-    report.removed_objects = len(remove_entries)
-    report.removed_bytes = sum(e.stored_length for e in remove_entries)
+    report.removed_objects = len(remove_entries) + sum(len(d) for _, _, d in repack)
+    report.removed_bytes = sum(e.stored_length for e in remove_entries) + \
+        sum(e.stored_length for _, _, d in repack for e in d)
     report.removed_packs = len(remove_packs)
+    report.repacked_packs = len(repack)
     if dry_run:
         return report
+    if repack:
+        _repack(store, repack)
+        for pack, entries, dead in repack:
+            remove_entries.extend(dead)
+            remove_files.append(layout.pack_path(pack))
+            remove_packs.append(pack)
     removed = {e.oid for e in remove_entries}
     store.index.remove(removed, remove_packs)
     _prune_stat_cache(store, removed)
@@ -145,6 +162,52 @@ def gc(history: History, dry_run: bool = False, grace_seconds: int = GRACE_SECON
         except FileNotFoundError:
             pass
     return report
+
+
+def _worth_repacking(entries: list[IndexEntry], dead: list[IndexEntry]) -> bool:
+    """Rewrite a pack when at least half of its bytes are dead (as restic's prune)."""
+    return sum(e.stored_length for e in dead) * 2 >= sum(e.stored_length for e in entries)
+
+
+def _repack(store, repack) -> None:
+    """Copy the live objects of mostly-dead packs into new packs.
+
+    The new packs are fsynced, renamed and indexed (their index records
+    replace the old locations in one transaction) before any old pack is
+    removed: a live object is never without a durable copy.
+    """
+    layout = store.layout
+    writer = None
+    new_entries: list[IndexEntry] = []
+    records: list[PackRecord] = []
+    dirs: set[str] = set()
+
+    def seal() -> None:
+        nonlocal writer
+        if writer is None:
+            return
+        pack_id = writer.finish()
+        final = layout.pack_path(pack_id)
+        publish(writer.temp_path, final)
+        dirs.add(os.path.dirname(final))
+        new_entries.extend(IndexEntry(e.oid, e.encoding, e.size, e.stored_length, pack_id, e.offset)
+                           for e in writer.entries)
+        records.append(PackRecord(pack_id, writer.size, len(writer.entries)))
+        writer = None
+
+    for pack, entries, dead in repack:
+        dead_ids = {e.oid for e in dead}
+        for e in entries:
+            if e.oid in dead_ids:
+                continue
+            if writer is None:
+                writer = PackWriter(layout.tmp)
+            writer.add(e.oid, e.encoding, store.read_stored(e), e.size)
+            if writer.size >= store.config.pack_target_size:
+                seal()
+    seal()
+    fsync_dirs(dirs)
+    store.index.record(new_entries, records)
 
 
 def _prune_stat_cache(store, removed: set[ObjectId]) -> None:

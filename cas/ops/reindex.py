@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from ..durable import fsync_dir
 from ..objectid import ObjectId
 from ..storage.encoding import Encoding
+from ..storage.chunklist import ChunkList, ChunkListError
 from ..storage.seekable import SeekTableError, content_size, read_seek_table
 from ..storage.index import Index, IndexEntry, PackRecord
 from ..storage.pack import PackFormatError, read_entries
@@ -66,8 +67,13 @@ def rebuild_index(store_path: str) -> RebuildReport:
             for oid, encoding, path in layout.scan_loose():
                 try:
                     stored = os.path.getsize(path)
-                    size = stored if encoding is Encoding.RAW else _zstd_size(path)
-                except (OSError, SeekTableError) as e:
+                    if encoding is Encoding.RAW:
+                        size = stored
+                    elif encoding is Encoding.CHUNKED:
+                        size = _chunked_size(path, oid)
+                    else:
+                        size = _zstd_size(path)
+                except (OSError, SeekTableError, ChunkListError) as e:
                     report.bad_files.append((path, str(e)))
                     continue
                 report.loose += 1
@@ -100,3 +106,11 @@ def _zstd_size(path: str) -> int:
         return content_size(read_seek_table(fd))
     finally:
         os.close(fd)
+
+
+def _chunked_size(path: str, oid) -> int:
+    with open(path, "rb") as f:
+        chunks = ChunkList.from_json(f.read())
+    if chunks.oid != oid:
+        raise ChunkListError("chunk list names another file")
+    return chunks.size

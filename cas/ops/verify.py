@@ -65,9 +65,10 @@ def _verify_objects(store: Store, full: bool, on_progress) -> VerifyReport:
         (by_pack[entry.pack] if entry.pack is not None else loose).append(entry)
 
     _compare_with_disk(store, report, by_pack, loose)
+
+    _check_chunk_lists(store, report, loose)
     if not full:
         return report
-
     damaged_already = {d.oid for d in report.damage}
     jobs: list[Callable[[], tuple[int, list[Damage]]]] = []
     for pack, entries in by_pack.items():
@@ -82,8 +83,43 @@ def _verify_objects(store: Store, full: bool, on_progress) -> VerifyReport:
             report.damage.extend(damage)
             if on_progress is not None:
                 on_progress(checked)
+    _attribute_chunk_damage(store, report, loose)
     report.damage.sort(key=lambda d: (d.what, d.oid))
     return report
+
+
+def _check_chunk_lists(store: Store, report: VerifyReport, loose: list[IndexEntry]) -> None:
+    """Every chunk list readable, and every chunk it names indexed."""
+    for entry in loose:
+        if entry.encoding is not Encoding.CHUNKED or any(d.oid == entry.oid for d in report.damage):
+            continue
+        try:
+            chunks = store.chunk_list(entry.oid)
+        except (CasError, OSError) as e:
+            report.damage.append(Damage(entry.oid, "object", f"unreadable chunk list ({e})"))
+            continue
+        missing = [c for c, _ in chunks.chunks if not store.has(c)]
+        if missing:
+            report.damage.append(Damage(entry.oid, "object",
+                                        f"{len(missing)} of its chunks are missing (first {missing[0].hex})"))
+
+
+def _attribute_chunk_damage(store: Store, report: VerifyReport, loose: list[IndexEntry]) -> None:
+    """A damaged chunk damages every chunked file made with it."""
+    bad = {d.oid for d in report.damage if d.what == "object"}
+    if not bad:
+        return
+    for entry in loose:
+        if entry.encoding is not Encoding.CHUNKED or entry.oid in bad:
+            continue
+        try:
+            chunks = store.chunk_list(entry.oid)
+        except (CasError, OSError):
+            continue
+        hit = [c for c, _ in chunks.chunks if c in bad]
+        if hit:
+            report.damage.append(Damage(entry.oid, "object", f"its chunk {hit[0].hex} is damaged"))
+            bad.add(entry.oid)
 
 
 def _verify_history(history: History, report: VerifyReport) -> None:

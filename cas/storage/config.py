@@ -46,6 +46,8 @@ class StoreConfig:
     # into packs. See docs/PERFORMANCE.md for the measurement behind it.
     loose_min_size: int = 8 << 20
     pack_target_size: int = 16 << 20
+    # Files of this size and up are cut into chunks (docs/PERFORMANCE.md).
+    chunk_min_size: int = 1 << 20
     compression: Compression = field(default_factory=Compression)
 
     def to_json(self) -> bytes:
@@ -82,6 +84,7 @@ class StoreConfig:
                 encryption=None,
                 loose_min_size=int(doc["loose_min_size"]),
                 pack_target_size=int(doc["pack_target_size"]),
+                chunk_min_size=int(doc.get("chunk_min_size", 1 << 20)),
                 compression=comp,
             )
         except (KeyError, TypeError, ValueError) as e:

@@ -19,10 +19,11 @@ class Encoding(enum.IntEnum):
     RAW = 0
     ZSTD = 1
     # 2 and 3 are reserved for AEAD-encrypted raw and zstd objects.
+    CHUNKED = 4   # stored as a chunk list: the content is the chunks in order
 
     @property
     def suffix(self) -> str:
-        return ".zst" if self is Encoding.ZSTD else ""
+        return {Encoding.RAW: "", Encoding.ZSTD: ".zst", Encoding.CHUNKED: ".chunks"}[self]
 
 
 # Below this size zstd's frame overhead eats the saving.

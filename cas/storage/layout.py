@@ -63,8 +63,9 @@ class Layout:
             fan_dir = os.path.join(self.objects, fan)
             for name in _sorted_entries(fan_dir):
                 stem, encoding = name, Encoding.RAW
-                if name.endswith(Encoding.ZSTD.suffix):
-                    stem, encoding = name[: -len(Encoding.ZSTD.suffix)], Encoding.ZSTD
+                for candidate in (Encoding.ZSTD, Encoding.CHUNKED):
+                    if name.endswith(candidate.suffix):
+                        stem, encoding = name[: -len(candidate.suffix)], candidate
                 text = fan + stem
                 if len(text) == HEX_LENGTH and is_hex(text):
                     yield ObjectId.parse(text), encoding, os.path.join(fan_dir, name)

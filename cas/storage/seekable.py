@@ -86,7 +86,7 @@ def content_size(frames: list[Frame]) -> int:
     return frames[-1].content_offset + frames[-1].content_size if frames else 0
 
 
-def _read_frame(fd: int, frame: Frame) -> bytes:
+def read_frame(fd: int, frame: Frame) -> bytes:
     data = os.pread(fd, frame.length, frame.offset)
     if len(data) != frame.length:
         raise ZstdError("object file is truncated")
@@ -98,18 +98,24 @@ def _read_frame(fd: int, frame: Frame) -> bytes:
 
 def iter_blocks(fd: int, frames: list[Frame]) -> Iterator[bytes]:
     """The content, block by block, decompressed on all cores."""
-    return ordered_map(lambda f: _read_frame(fd, f), frames)
+    return ordered_map(lambda f: read_frame(fd, f), frames)
 
 
-class SeekableReader(io.RawIOBase):
-    """A read-only, seekable file object over a compressed loose object."""
+class BlockReader(io.RawIOBase):
+    """A read-only, seekable file object over content held in consecutive blocks.
 
-    def __init__(self, f: io.BufferedReader):
-        self._f = f
-        self._fd = f.fileno()
-        self._frames = read_seek_table(self._fd)
-        self._starts = [fr.content_offset for fr in self._frames]
-        self._size = content_size(self._frames)
+    ``load(i)`` returns block i's bytes; the block being read is cached.
+    """
+
+    def __init__(self, sizes: list[int], load, on_close=None):
+        self._starts = []
+        pos = 0
+        for n in sizes:
+            self._starts.append(pos)
+            pos += n
+        self._size = pos
+        self._load = load
+        self._on_close = on_close
         self._pos = 0
         self._cached: tuple[int, bytes] | None = None
 
@@ -131,17 +137,24 @@ class SeekableReader(io.RawIOBase):
         if self._pos >= self._size:
             return 0
         i = bisect.bisect_right(self._starts, self._pos) - 1
-        frame = self._frames[i]
         if self._cached is None or self._cached[0] != i:
-            self._cached = (i, _read_frame(self._fd, frame))
+            self._cached = (i, self._load(i))
         data = self._cached[1]
-        start = self._pos - frame.content_offset
+        start = self._pos - self._starts[i]
         n = min(len(buf), len(data) - start)
         buf[:n] = data[start:start + n]
         self._pos += n
         return n
 
     def close(self) -> None:
-        if not self.closed:
-            self._f.close()
+        if not self.closed and self._on_close is not None:
+            self._on_close()
         super().close()
+
+
+def seekable_reader(f: io.BufferedReader) -> BlockReader:
+    """A seekable reader over a compressed loose object file (which it closes)."""
+    fd = f.fileno()
+    frames = read_seek_table(fd)
+    return BlockReader([fr.content_size for fr in frames], lambda i: read_frame(fd, frames[i]),
+                       f.close)

@@ -15,7 +15,9 @@ from ..errors import (AmbiguousPrefix, CasError, InvalidObjectId, ObjectDamaged,
 from ..objectid import HEX_LENGTH, MIN_PREFIX, Hasher, ObjectId, is_hex
 from .config import CONFIG_FILE, StoreConfig
 from .encoding import Encoding, ZstdError, decode
-from .seekable import SeekableReader, SeekTableError, iter_blocks, read_seek_table
+from .chunklist import ChunkList, ChunkListError
+from .seekable import BlockReader, SeekTableError, iter_blocks, read_seek_table, seekable_reader
+from .workers import ordered_map
 from .index import Index, IndexEntry
 from .layout import Layout
 from .writer import ObjectWriter
@@ -188,7 +190,12 @@ class Store:
         if entry.encoding is Encoding.RAW:
             return f
         try:
-            return io.BufferedReader(SeekableReader(f), READ_BLOCK)
+            if entry.encoding is Encoding.CHUNKED:
+                chunks = self._chunk_list(entry, f)
+                return io.BufferedReader(BlockReader(
+                    [n for _, n in chunks.chunks],
+                    lambda i: self._chunk_content(chunks.chunks[i])), READ_BLOCK)
+            return io.BufferedReader(seekable_reader(f), READ_BLOCK)
         except SeekTableError as e:
             f.close()
             raise ObjectDamaged(entry.oid.hex, str(e)) from None
@@ -225,6 +232,7 @@ class Store:
             raise ObjectDamaged(oid.hex, "its content does not hash to its id")
 
     def _blocks(self, entry: IndexEntry) -> Iterator[bytes]:
+        """An object's content in blocks (not checked against its id), decoded on all cores."""
         if entry.pack is not None:
             yield self._decode(entry, self.read_stored(entry))
             return
@@ -234,11 +242,41 @@ class Store:
         except FileNotFoundError:
             raise ObjectDamaged(entry.oid.hex, f"its file {path} is missing") from None
         with f:
-            if entry.encoding is Encoding.ZSTD:
+            if entry.encoding is Encoding.CHUNKED:
+                chunks = self._chunk_list(entry, f).chunks
+                yield from ordered_map(self._chunk_content, chunks, ahead=8)
+            elif entry.encoding is Encoding.ZSTD:
                 yield from iter_blocks(f.fileno(), read_seek_table(f.fileno()))
-                return
-            while block := f.read(READ_BLOCK):
-                yield block
+            else:
+                while block := f.read(READ_BLOCK):
+                    yield block
+
+    def _chunk_list(self, entry: IndexEntry, f) -> ChunkList:
+        try:
+            chunks = ChunkList.from_json(f.read())
+        except ChunkListError as e:
+            raise ObjectDamaged(entry.oid.hex, str(e)) from None
+        if chunks.oid != entry.oid or chunks.size != entry.size:
+            raise ObjectDamaged(entry.oid.hex, "its chunk list belongs to another file")
+        return chunks
+
+    def chunk_list(self, oid: ObjectId) -> ChunkList | None:
+        """The chunks of a chunked object, or None for an object stored whole."""
+        entry = self.entry(oid)
+        if entry.encoding is not Encoding.CHUNKED:
+            return None
+        with open(self.layout.loose_path(oid, entry.encoding), "rb") as f:
+            return self._chunk_list(entry, f)
+
+    def _chunk_content(self, chunk: tuple[ObjectId, int]) -> bytes:
+        oid, length = chunk
+        entry = self.index.lookup(oid)
+        if entry is None:
+            raise ObjectDamaged(oid.hex, "a chunk is missing from the store")
+        data = b"".join(self._blocks(entry))
+        if len(data) != length:
+            raise ObjectDamaged(oid.hex, f"chunk has {len(data)} bytes, {length} listed")
+        return data
 
     def _decode(self, entry: IndexEntry, stored: bytes) -> bytes:
         try:

@@ -18,13 +18,19 @@ R = TypeVar("R")
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+_local = threading.local()
+
+
+def _mark_pool_thread() -> None:
+    _local.in_pool = True
 
 
 def block_pool() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max(2, os.cpu_count() or 1), "cas-block")
+            _pool = ThreadPoolExecutor(max(2, os.cpu_count() or 1), "cas-block",
+                                       initializer=_mark_pool_thread)
         return _pool
 
 
@@ -32,8 +38,13 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], ahead: int = 4) -> Ite
     """``map(fn, items)`` on the block pool, in order, at most ``ahead`` in flight.
 
     The bound keeps memory flat: a 100 GB file never has more than
-    ``ahead`` blocks in memory.
+    ``ahead`` blocks in memory. Called from a pool thread (a chunk being
+    compressed inside a file being chunked), it runs inline: waiting on the
+    pool from inside it could leave every thread waiting.
     """
+    if getattr(_local, "in_pool", False):
+        yield from map(fn, items)
+        return
     pool = block_pool()
     pending: deque = deque()
     try:

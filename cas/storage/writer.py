@@ -26,6 +26,8 @@ from ..errors import SourceError, StoreWriteError
 from ..objectid import Hasher, ObjectId, hash_bytes, hash_fd
 from .config import StoreConfig
 from .encoding import Encoding, compress_frame, encode_small, worth_compressing
+from .chunking import iter_chunks
+from .chunklist import ChunkList
 from .seekable import seek_table
 from .workers import ordered_map
 from .index import Index, IndexEntry, PackRecord
@@ -55,6 +57,7 @@ class ObjectWriter:
         self._config = config
         self._index = index
         self._lock = threading.Lock()
+        self._sealed = threading.Condition(self._lock)
         self._pack: PackWriter | None = None
         # Written but not yet indexed: dedup within a batch must see them.
         self._pending: dict[ObjectId, IndexEntry] = {}
@@ -140,7 +143,10 @@ class ObjectWriter:
                 if len(data) != size or _stat_key(os.fstat(fd)) != _stat_key(before):
                     return None
                 return self.put_bytes(data), before
-            oid = self._put_large(fd, size, before)
+            if size >= self._config.chunk_min_size:
+                oid = self._put_chunked(fd, size, before)
+            else:
+                oid = self._put_large(fd, size, before)
             return None if oid is None else (oid, before)
         finally:
             os.close(fd)
@@ -186,6 +192,54 @@ class ObjectWriter:
             raise self._write_error(e) from None
         os.close(fd)
         self._publish_loose(oid, encoding, temp_path, len(data), sum(len(p) for p in stored))
+
+    def _put_chunked(self, src: int, size: int, before: os.stat_result) -> ObjectId | None:
+        """Store a large file as chunks plus a chunk list named by the file's id.
+
+        Chunks are hashed, deduplicated, compressed and packed on all cores
+        while the whole-file hash is computed in order. The chunk list is
+        published only once every chunk is durable and indexed, so no chunk
+        list on disk ever names a chunk that a crash could lose.
+        """
+        hasher = Hasher()
+        read = 0
+
+        def chunks() -> Iterator[bytes]:
+            nonlocal read
+            try:
+                for data in iter_chunks(src, size):
+                    hasher.update(data)
+                    read += len(data)
+                    yield data
+            except OSError as e:
+                raise _SourceReadError(e) from None
+
+        listed = list(ordered_map(lambda d: (self.put_bytes(d), len(d)), chunks(), ahead=8))
+        if read != size or _stat_key(os.fstat(src)) != _stat_key(before):
+            return None
+        oid = hasher.object_id()
+        if self._known(oid):
+            return oid
+        self.flush()
+        self._wait_durable([c for c, _ in listed])
+        data = ChunkList(oid, size, tuple(listed)).to_json()
+        temp_path, fd = self._store_side(open_temp, self._layout.tmp, "chunks")
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        except OSError as e:
+            os.close(fd)
+            remove_quietly(temp_path)
+            raise self._write_error(e) from None
+        os.close(fd)
+        self._publish_loose(oid, Encoding.CHUNKED, temp_path, size, len(data))
+        return oid
+
+    def _wait_durable(self, oids: list[ObjectId]) -> None:
+        """Block until none of ``oids`` waits in a pack another thread is sealing."""
+        with self._sealed:
+            while any(o in self._pending for o in oids):
+                self._sealed.wait()
 
     def _put_large(self, src: int, size: int, before: os.stat_result) -> ObjectId | None:
         """Copy a large file into a loose object in one pass: read, hash, compress, write.
@@ -313,9 +367,10 @@ class ObjectWriter:
         except OSError as e:
             raise self._write_error(e) from None
         self._index.record(entries, packs)
-        with self._lock:
+        with self._sealed:
             for entry in entries:
                 self._pending.pop(entry.oid, None)
+            self._sealed.notify_all()
 
     def _count(self, size: int, stored: int) -> None:
         self.new_objects += 1

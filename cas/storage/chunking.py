@@ -1,0 +1,144 @@
+"""Cutting large files into chunks, so a change costs only what changed.
+
+Three ways to cut, chosen by what the file is:
+
+* **safetensors** (a JSON header, then tensors at known offsets): the header
+  is one chunk and every tensor starts a new chunk, so a fine-tune that
+  rewrites the header and some tensors shares every unchanged tensor with
+  its base. Tensors larger than ``TENSOR_CDC.max`` are cut further with
+  content-defined chunking (CDC).
+* **SQLite** (fixed-size pages, updated in place): one chunk per page, so an
+  update of scattered rows costs the pages it touched.
+* **anything else**: FastCDC with a 64 KiB average, so appending to a log or
+  inserting bytes shifts only the chunks around the edit.
+
+Every chunk is at most ``MAX_CHUNK`` bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from typing import Iterator
+
+from pyfastcdc.cy import FastCDC
+
+
+@dataclass(frozen=True)
+class CdcParams:
+    min: int
+    avg: int
+    max: int
+
+
+# See docs/PERFORMANCE.md ("Chunk sizes") for the measurements behind these.
+GENERAL_CDC = CdcParams(16 << 10, 64 << 10, 256 << 10)
+TENSOR_CDC = CdcParams(256 << 10, 1 << 20, 4 << 20)
+MAX_CHUNK = 4 << 20
+SQLITE_MAGIC = b"SQLite format 3\0"
+_SAFETENSORS_MAX_HEADER = 100 << 20
+
+
+class _Region:
+    """A readinto() view of [offset, offset+length) of a file descriptor."""
+
+    def __init__(self, fd: int, offset: int, length: int):
+        self._fd, self._pos, self._end = fd, offset, offset + length
+
+    def readinto(self, buf) -> int:
+        n = min(len(buf), self._end - self._pos)
+        if n <= 0:
+            return 0
+        got = os.preadv(self._fd, [memoryview(buf)[:n]], self._pos)
+        self._pos += got
+        return got
+
+
+def _cdc_chunks(fd: int, offset: int, length: int, params: CdcParams) -> Iterator[bytes]:
+    # A fresh FastCDC per call: instances are not safe to share across threads.
+    cdc = FastCDC(params.avg - params.min, min_size=params.min, max_size=params.max,
+                  normalized_chunking=1)
+    for chunk in cdc.cut_stream(_Region(fd, offset, length)):
+        yield bytes(chunk.data)
+
+
+def _fixed_chunks(fd: int, offset: int, length: int, size: int) -> Iterator[bytes]:
+    end = offset + length
+    while offset < end:
+        data = os.pread(fd, min(size, end - offset), offset)
+        if not data:
+            raise OSError(5, "file shrank while being read")
+        offset += len(data)
+        yield data
+
+
+def safetensors_spans(fd: int, size: int) -> list[tuple[int, int]] | None:
+    """(offset, length) of the header and each tensor, or None if not safetensors."""
+    head = os.pread(fd, 8, 0)
+    if len(head) < 8:
+        return None
+    (n,) = struct.unpack("<Q", head)
+    if n < 2 or n > _SAFETENSORS_MAX_HEADER or 8 + n > size:
+        return None
+    try:
+        header = json.loads(os.pread(fd, n, 8))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(header, dict):
+        return None
+    base = 8 + n
+    ranges = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            start, stop = info["data_offsets"]
+        except (TypeError, KeyError, ValueError):
+            return None
+        if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start <= stop
+                and base + stop <= size):
+            return None
+        if stop > start:
+            ranges.append((base + start, base + stop))
+    spans = [(0, base)]
+    pos = base
+    for start, stop in sorted(ranges):
+        if start < pos:
+            return None  # overlapping tensors: not a layout we cut by
+        if start > pos:
+            spans.append((pos, start - pos))
+        spans.append((start, stop - start))
+        pos = stop
+    if pos < size:
+        spans.append((pos, size - pos))
+    return spans
+
+
+def sqlite_page_size(fd: int, size: int) -> int | None:
+    head = os.pread(fd, 100, 0)
+    if len(head) < 100 or not head.startswith(SQLITE_MAGIC):
+        return None
+    (raw,) = struct.unpack(">H", head[16:18])
+    page = 65536 if raw == 1 else raw
+    if page < 512 or page & (page - 1) or size % page:
+        return None
+    return page
+
+
+def iter_chunks(fd: int, size: int) -> Iterator[bytes]:
+    """The file's content as consecutive chunks, each at most MAX_CHUNK bytes."""
+    spans = safetensors_spans(fd, size)
+    if spans is not None:
+        for offset, length in spans:
+            if length <= TENSOR_CDC.max:
+                yield from _fixed_chunks(fd, offset, length, MAX_CHUNK)
+            else:
+                yield from _cdc_chunks(fd, offset, length, TENSOR_CDC)
+        return
+    page = sqlite_page_size(fd, size)
+    if page is not None:
+        yield from _fixed_chunks(fd, 0, size, page)
+        return
+    yield from _cdc_chunks(fd, 0, size, GENERAL_CDC)
