@@ -46,13 +46,15 @@ class StoreStats:
     loose_objects: int
     packed_objects: int
     packs: int
-    logical_bytes: int
-    stored_bytes: int
+    unique_bytes: int          # content bytes, each distinct chunk or object once
+    stored_bytes: int          # bytes on disk: compressed objects, chunk lists, pack framing
     compressed_objects: int
+    chunked_files: int = 0
+    chunked_bytes: int = 0
 
     @property
     def compression_ratio(self) -> float:
-        return self.stored_bytes / self.logical_bytes if self.logical_bytes else 1.0
+        return self.stored_bytes / self.unique_bytes if self.unique_bytes else 1.0
 
 
 class Store:
@@ -306,12 +308,18 @@ class Store:
         return self.index.entries()
 
     def stats(self) -> StoreStats:
-        objects = loose = compressed = logical = stored = packed_stored = 0
+        objects = loose = compressed = unique = stored = packed_stored = 0
+        chunked = chunked_bytes = 0
         for e in self.index.entries():
             objects += 1
-            compressed += e.encoding is Encoding.ZSTD
-            logical += e.size
             stored += e.stored_length
+            if e.encoding is Encoding.CHUNKED:
+                # Its content is its chunks, counted as objects of their own.
+                chunked += 1
+                chunked_bytes += e.size
+            else:
+                unique += e.size
+                compressed += e.encoding is Encoding.ZSTD
             if e.pack is None:
                 loose += 1
             else:
@@ -319,8 +327,8 @@ class Store:
         packs = self.index.packs()
         # Pack headers and trailers are stored bytes too.
         overhead = max(sum(p.file_size for p in packs) - packed_stored, 0)
-        return StoreStats(objects, loose, objects - loose, len(packs), logical,
-                          stored + overhead, compressed)
+        return StoreStats(objects, loose, objects - loose, len(packs), unique,
+                          stored + overhead, compressed, chunked, chunked_bytes)
 
 
 def _lock(path: str, exclusive: bool, store: str) -> int:

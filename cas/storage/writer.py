@@ -323,6 +323,8 @@ class ObjectWriter:
 
     def _publish_loose(self, oid: ObjectId, encoding: Encoding, temp_path: str,
                        size: int, stored_length: int) -> None:
+        # A chunk list adds no content of its own: its chunks were counted.
+        new_content = 0 if encoding is Encoding.CHUNKED else size
         final = self._layout.loose_path(oid, encoding)
         try:
             publish(temp_path, final)
@@ -334,7 +336,7 @@ class ObjectWriter:
             self._pending[oid] = entry
             self._loose_ready.append(entry)
             self._dirs_to_sync.add(os.path.dirname(final))
-            self._count(size, stored_length)
+            self._count(new_content, stored_length)
 
     def _seal(self, pack: PackWriter | None) -> None:
         """Finish a pack (if any), then index it and the loose objects ready so far."""

@@ -1,0 +1,78 @@
+"""Where the bytes are: store totals, what a snapshot added, per-directory usage.
+
+``unique`` bytes of a snapshot (or a directory in it) are the stored bytes
+of objects that no other recorded snapshot reaches: what forgetting that
+snapshot and running gc would free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..objectid import ObjectId
+from ..model.history import History
+from ..model.snapshot import Snapshot
+from ..model.tree import DIR, FILE
+from .gc import _mark_tree
+
+
+@dataclass
+class DirUsage:
+    path: bytes
+    files: int = 0
+    logical_bytes: int = 0
+    unique_bytes: int = 0
+    children: list["DirUsage"] = field(default_factory=list)
+
+
+def logical_bytes(history: History) -> int:
+    """Bytes of all files of all recorded snapshots, as if stored without dedup."""
+    return sum(s.stats.get("bytes", 0) for s in history.snapshots())
+
+
+def disk_usage(history: History, snapshot: Snapshot, path: bytes = b"") -> DirUsage:
+    store = history.store
+    others: set[ObjectId] = set()
+    for snap in history.snapshots():
+        if snap.oid != snapshot.oid:
+            others.add(snap.oid)
+            _mark_tree(history, snap.tree, others)
+    counted: set[ObjectId] = set()
+
+    def objects_of(oid: ObjectId) -> list[ObjectId]:
+        chunks = store.chunk_list(oid) if store.has(oid) else None
+        return [oid] + ([c for c, _ in chunks.chunks] if chunks else [])
+
+    def unique(oids: list[ObjectId]) -> int:
+        total = 0
+        for oid in oids:
+            if oid in others or oid in counted:
+                continue
+            counted.add(oid)
+            entry = store.index.lookup(oid)
+            total += entry.stored_length if entry else 0
+        return total
+
+    def walk(tree_id: ObjectId, rel: bytes) -> DirUsage:
+        usage = DirUsage(rel, unique_bytes=unique([tree_id]))
+        for entry in history.load_tree(tree_id).entries:
+            if entry.kind == DIR:
+                child = walk(entry.oid, rel + b"/" + entry.name if rel else entry.name)
+                usage.children.append(child)
+                usage.files += child.files
+                usage.logical_bytes += child.logical_bytes
+                usage.unique_bytes += child.unique_bytes
+            elif entry.kind == FILE:
+                usage.files += 1
+                usage.logical_bytes += entry.size
+                usage.unique_bytes += unique(objects_of(entry.oid))
+        return usage
+
+    entry = history.entry_at(snapshot.tree, path, snapshot.oid.short)
+    if entry is None:
+        result = walk(snapshot.tree, b"")
+        result.unique_bytes += unique([snapshot.oid])
+        return result
+    if entry.kind == DIR:
+        return walk(entry.oid, path)
+    return DirUsage(path, 1, entry.size, unique(objects_of(entry.oid)))
