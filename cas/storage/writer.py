@@ -138,7 +138,7 @@ class ObjectWriter:
             if not stat.S_ISREG(before.st_mode):
                 raise SourceError(path, "not a regular file; skipped")
             size = before.st_size
-            if size < self._config.loose_min_size:
+            if size < min(self._config.loose_min_size, self._config.chunk_min_size):
                 data = _read_upto(fd, size + 1)
                 if len(data) != size or _stat_key(os.fstat(fd)) != _stat_key(before):
                     return None

@@ -25,9 +25,11 @@ by every tool before the next step starts (tool order rotates between runs):
 
 Timing reuses peers.py: each command runs as ``bash -o pipefail -c COMMAND``,
 reaped with ``os.wait4`` (wall time, user+sys CPU of the process tree, peak
-RSS of its largest process). ``sync`` runs untimed before every step; the time
-the ``sync`` right after a step takes is recorded too (``+sync`` column: the
-step's write-back that the kernel had not done yet). The store size (du -sb)
+RSS of its largest process; a small launcher process spawns the command so
+that the harness's own memory is not the floor of every peak RSS). ``sync``
+runs untimed before every step; the time the ``sync`` right after a step takes
+is recorded too (``+sync`` column: the step's write-back that the kernel had
+not done yet). The store size (du -sb)
 is taken before and after every backup step. Restores are checked against the
 original corpus (run 1: every file's path, size and BLAKE3 hash via b3sum, plus
 mode and mtime; later runs: file count, total size and the big file's hash);
@@ -289,6 +291,8 @@ class Row:
     wall_s: float | None
     wall_sync_s: float | None
     cpu_s: float | None
+    user_s: float | None
+    sys_s: float | None
     peak_rss_mb: float | None
     store_mb: float | None = None
     growth_mb: float | None = None
@@ -443,7 +447,7 @@ class Runner:
         before = du_bytes(store) if measure_store and store.exists() else None
         env = tool.env(c)
         load1 = os.getloadavg()[0]
-        wall, usage, rc = run_timed(command, env, log)
+        wall, usage, rc = run_timed(command, env, log, launcher=True)
         t0 = time.perf_counter()
         os.sync()
         sync_s = time.perf_counter() - t0
@@ -597,6 +601,8 @@ def summarize(samples: list[Sample]) -> list[Row]:
             wall_s=median([s.wall_s for s in good]),
             wall_sync_s=median([s.wall_s + (s.sync_after_s or 0) for s in good]),
             cpu_s=median([s.cpu_s for s in good]),
+            user_s=median([s.user_s for s in good]),
+            sys_s=median([s.sys_s for s in good]),
             peak_rss_mb=median([s.maxrss_kb * 1024 / MB for s in good]),
             store_mb=median(stores) / MB if stores else None,
             growth_mb=median(growths) / MB if growths else None,
@@ -613,7 +619,8 @@ def summarize(samples: list[Sample]) -> list[Row]:
 def step_table(step: str, rows: list[Row]) -> str:
     backup = step in BACKUP_STEPS
     bases = [b for b in ("borg", "restic") if any(r.tool == b and r.wall_s for r in rows)]
-    head = ["tool", "median wall s", "wall+sync s", "CPU s (user+sys)", "peak RSS MB"]
+    head = ["tool", "median wall s", "wall+sync s", "CPU s user+sys (user / sys)",
+            "peak RSS MB"]
     head += [f"wall vs {b}" for b in bases]
     if backup:
         head += ["store MB after", "store growth MB"]
@@ -623,7 +630,8 @@ def step_table(step: str, rows: list[Row]) -> str:
         if r.wall_s is None:
             lines.append(f"| {label} | FAILED: {r.failed} |" + " |" * (len(head) - 2))
             continue
-        cells = [label, fmt(r.wall_s, ".2f"), fmt(r.wall_sync_s, ".2f"), fmt(r.cpu_s, ".2f"),
+        cpu = f"{fmt(r.cpu_s, '.2f')} ({fmt(r.user_s, '.2f')} / {fmt(r.sys_s, '.2f')})"
+        cells = [label, fmt(r.wall_s, ".2f"), fmt(r.wall_sync_s, ".2f"), cpu,
                  fmt(r.peak_rss_mb, ".1f")]
         cells += [fmt(getattr(r, f"vs_{b}"), ".2f", "x") for b in bases]
         if backup:
@@ -676,8 +684,8 @@ def print_report(report: Report) -> None:
     mutate = [e["seconds"] for e in report.events if e["what"] == "mutate"]
     print(f"\nwall: median wall time of the command; wall+sync adds the `sync` right after it "
           f"(write-back the kernel still owed); CPU: user+sys of the process tree; peak RSS: "
-          f"largest process (ru_maxrss; the harness itself is at "
-          f"{m['harness_maxrss_kb'] / 1024:.0f} MiB, a floor for every row). Ratios: median wall "
+          f"largest process (ru_maxrss, via a launcher whose own ~8 MiB is the floor). "
+          f"Ratios: median wall "
           f"over borg's / restic's median wall for the same step. mutate took "
           f"{median(mutate) or 0:.1f} s (untimed).")
     bad = check_lines(report.samples)

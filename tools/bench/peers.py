@@ -42,6 +42,7 @@ first backup, wall time relative to borg for the same step) and, with
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import json
 import os
@@ -265,9 +266,26 @@ def build_plans(corpus: Corpus, only: list[str], cas_spec: str,
 # measuring
 
 
-def run_timed(command: str, env: dict[str, str],
-              log: Path) -> tuple[float, resource.struct_rusage, int]:
+# Linux starts a child's ru_maxrss at its parent's peak RSS (exec records the
+# old address space's high-water mark), so with a direct child every row's
+# peak RSS is at least this harness's own. With launcher=True, run_timed starts
+# this small helper, which spawns the command, times and reaps it and reports
+# over a pipe (fd argv[1]): the floor is then the helper's own few MB.
+_LAUNCHER = """
+import os, sys, time
+t = time.perf_counter()
+pid = os.posix_spawn("/bin/bash", ["bash", "-o", "pipefail", "-c", sys.argv[2]], os.environ)
+_, status, ru = os.wait4(pid, 0)
+wall = time.perf_counter() - t
+os.write(int(sys.argv[1]), repr((wall, os.waitstatus_to_exitcode(status), tuple(ru))).encode())
+"""
+
+
+def run_timed(command: str, env: dict[str, str], log: Path,
+              launcher: bool = False) -> tuple[float, resource.struct_rusage, int]:
     """Run one shell command; wall seconds, its rusage (whole tree), exit code."""
+    if launcher:
+        return _run_launched(command, env, log)
     with open(log, "wb") as out:
         out.write(f"$ {command}\n".encode())
         out.flush()
@@ -279,6 +297,33 @@ def run_timed(command: str, env: dict[str, str],
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
     return wall, usage, proc.returncode
+
+
+def _run_launched(command: str, env: dict[str, str],
+                  log: Path) -> tuple[float, resource.struct_rusage, int]:
+    read, write = os.pipe()
+    try:
+        with open(log, "wb") as out:
+            out.write(f"$ {command}\n".encode())
+            out.flush()
+            proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _LAUNCHER, str(write),
+                                     command], stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, env={**os.environ, **env},
+                                    pass_fds=(write,))
+            os.close(write)
+            write = -1
+            with os.fdopen(read, "rb") as r:
+                read = -1
+                report = r.read()
+            proc.wait()
+    finally:
+        for fd in (read, write):
+            if fd >= 0:
+                os.close(fd)
+    if proc.returncode != 0 or not report:
+        raise RuntimeError(f"launcher failed (exit {proc.returncode}); see {log}")
+    wall, rc, ru = ast.literal_eval(report.decode())
+    return wall, resource.struct_rusage(ru), rc
 
 
 def du_bytes(path: Path) -> int:
