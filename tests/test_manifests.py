@@ -302,3 +302,31 @@ def test_schema_rejects_broken_snapshot(case):
 def test_reader_rejects_broken_snapshot(case):
     with pytest.raises(ManifestInvalid):
         Snapshot.from_json(dumps(BROKEN_SNAPSHOTS[case]), NO_ID)
+
+
+# -- chunk lists --------------------------------------------------------------------------
+
+def test_every_chunk_list_written_validates_against_its_schema(tmp_path):
+    from cas.objectid import ObjectId
+    from cas.storage.chunklist import ChunkList
+    from cas.storage.encoding import Encoding
+
+    schema = json.loads((MANIFESTS / "chunks.schema.json").read_text())
+    validator = Draft202012Validator(schema)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "log.jsonl").write_bytes(b"".join(b'{"n":%d,"pad":"%s"}\n' % (i, b"x" * (i % 50))
+                                             for i in range(60_000)))
+    with Store.init(str(tmp_path / "store")) as store:
+        oid = store.put_file(str(src / "log.jsonl"))
+        lists = [e for e in store.entries() if e.encoding is Encoding.CHUNKED]
+        assert [e.oid for e in lists] == [oid]
+        data = store.layout.loose_path(oid, Encoding.CHUNKED)
+        doc = json.loads(open(data, "rb").read())
+        assert list(validator.iter_errors(doc)) == []
+        assert ChunkList.from_json(open(data, "rb").read()).oid == ObjectId.parse(doc["id"])
+    example = json.loads((EXAMPLES / "chunks.json").read_text())
+    assert list(validator.iter_errors(example)) == []
+    ChunkList.from_json(json.dumps(example).encode())  # sizes add up, ids parse
+    bad = {**doc, "chunks": [["zz", 1]]}
+    assert list(validator.iter_errors(bad))
