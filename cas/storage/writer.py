@@ -34,6 +34,7 @@ from .index import Index, IndexEntry, PackRecord
 from .layout import Layout
 from .pack import PackWriter
 
+LARGE_CHUNK = 256 << 10
 # Large objects are read, and compressed as independent frames, in blocks of this size.
 BLOCK = 4 << 20
 # How many times a file that changes under us is re-read before giving up.
@@ -153,7 +154,10 @@ class ObjectWriter:
 
     def _add_small(self, oid: ObjectId, data: bytes) -> None:
         comp = self._config.compression
-        encoding, stored = encode_small(data, comp.small_level, comp.min_saving)
+        # Big chunks are mostly weights and media: the fast level gives the
+        # same ratio there (docs/PERFORMANCE.md); text gains from level 3.
+        level = comp.large_level if len(data) >= LARGE_CHUNK else comp.small_level
+        encoding, stored = encode_small(data, level, comp.min_saving)
         full = None
         with self._lock:
             if oid in self._pending:
