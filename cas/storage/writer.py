@@ -19,6 +19,7 @@ import errno
 import os
 import stat
 import threading
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from ..durable import fsync_dirs, open_temp, publish, remove_quietly
@@ -35,6 +36,7 @@ from .layout import Layout
 from .pack import PackWriter
 
 LARGE_CHUNK = 256 << 10
+BATCH_BYTES = 1 << 20
 # Large objects are read, and compressed as independent frames, in blocks of this size.
 BLOCK = 4 << 20
 # How many times a file that changes under us is re-read before giving up.
@@ -58,7 +60,7 @@ class ObjectWriter:
         self._config = config
         self._index = index
         self._lock = threading.Lock()
-        self._sealed = threading.Condition(self._lock)
+        self._deferred: list[_DeferredList] = []
         self._pack: PackWriter | None = None
         # Written but not yet indexed: dedup within a batch must see them.
         self._pending: dict[ObjectId, IndexEntry] = {}
@@ -109,8 +111,11 @@ class ObjectWriter:
     def abort(self) -> None:
         with self._lock:
             pack, self._pack = self._pack, None
+            deferred, self._deferred = self._deferred, []
         if pack is not None:
             pack.abandon()
+        for d in deferred:
+            remove_quietly(d.temp_path)
 
     def __enter__(self) -> "ObjectWriter":
         return self
@@ -218,14 +223,18 @@ class ObjectWriter:
             except OSError as e:
                 raise _SourceReadError(e) from None
 
-        listed = list(ordered_map(lambda d: (self.put_bytes(d), len(d)), chunks(), ahead=8))
+        def store_batch(batch: list[bytes]) -> list[tuple[ObjectId, int]]:
+            return [(self.put_bytes(d), len(d)) for d in batch]
+
+        # Batches of about a megabyte: a task per 4 KiB SQLite page would
+        # spend more on thread hand-offs than on the page.
+        listed = [c for batch in ordered_map(store_batch, _batches(chunks(), BATCH_BYTES), ahead=4)
+                  for c in batch]
         if read != size or _stat_key(os.fstat(src)) != _stat_key(before):
             return None
         oid = hasher.object_id()
         if self._known(oid):
             return oid
-        self.flush()
-        self._wait_durable([c for c, _ in listed])
         data = ChunkList(oid, size, tuple(listed)).to_json()
         temp_path, fd = self._store_side(open_temp, self._layout.tmp, "chunks")
         try:
@@ -236,14 +245,12 @@ class ObjectWriter:
             remove_quietly(temp_path)
             raise self._write_error(e) from None
         os.close(fd)
-        self._publish_loose(oid, Encoding.CHUNKED, temp_path, size, len(data))
+        with self._lock:
+            # Published by the seal that makes its last chunk durable.
+            self._deferred.append(_DeferredList(oid, temp_path, size, len(data),
+                                                frozenset(c for c, _ in listed)))
+            self._count(0, len(data))
         return oid
-
-    def _wait_durable(self, oids: list[ObjectId]) -> None:
-        """Block until none of ``oids`` waits in a pack another thread is sealing."""
-        with self._sealed:
-            while any(o in self._pending for o in oids):
-                self._sealed.wait()
 
     def _put_large(self, src: int, size: int, before: os.stat_result) -> ObjectId | None:
         """Copy a large file into a loose object in one pass: read, hash, compress, write.
@@ -366,6 +373,18 @@ class ObjectWriter:
             self._loose_ready = []
             dirs |= self._dirs_to_sync
             self._dirs_to_sync = set()
+            sealing = {e.oid for e in entries}
+            ready = [d for d in self._deferred
+                     if all(c in sealing or c not in self._pending for c in d.chunks)]
+            self._deferred = [d for d in self._deferred if d not in ready]
+        for d in ready:
+            final = self._layout.loose_path(d.oid, Encoding.CHUNKED)
+            try:
+                publish(d.temp_path, final)
+            except OSError as e:
+                raise self._write_error(e) from None
+            dirs.add(os.path.dirname(final))
+            entries.append(IndexEntry(d.oid, Encoding.CHUNKED, d.size, d.stored_length))
         if not entries:
             return
         try:
@@ -373,10 +392,9 @@ class ObjectWriter:
         except OSError as e:
             raise self._write_error(e) from None
         self._index.record(entries, packs)
-        with self._sealed:
+        with self._lock:
             for entry in entries:
                 self._pending.pop(entry.oid, None)
-            self._sealed.notify_all()
 
     def _count(self, size: int, stored: int) -> None:
         self.new_objects += 1
@@ -393,6 +411,29 @@ class ObjectWriter:
 
     def _write_error(self, e: OSError) -> StoreWriteError:
         return StoreWriteError(self._layout.root, e.strerror or str(e))
+
+
+@dataclass(frozen=True, eq=False)
+class _DeferredList:
+    """A chunk list fsynced under a temp name, waiting for its chunks to be durable."""
+    oid: ObjectId
+    temp_path: str
+    size: int
+    stored_length: int
+    chunks: frozenset
+
+
+def _batches(chunks: Iterator[bytes], limit: int) -> Iterator[list[bytes]]:
+    batch: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        batch.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def identify_file(path: str) -> tuple[ObjectId, os.stat_result]:

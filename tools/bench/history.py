@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import os
 import re
@@ -273,6 +274,14 @@ class Sample(peers.Sample):
     check: str | None = None  # restore check result ("ok", or what differs)
     note: str | None = None
     load1: float | None = None  # 1-minute load average just before the step
+    started: str | None = None  # wall-clock time the step started (UTC)
+    # user CPU seconds the whole machine spent during the step minus the step's
+    # own: other programs running meanwhile (kernel threads are not counted)
+    other_user_s: float | None = None
+
+    @property
+    def disturbed(self) -> bool:
+        return self.other_user_s is not None and self.other_user_s > 0.3 + 0.05 * self.wall_s
 
     @property
     def growth(self) -> int | None:
@@ -289,6 +298,8 @@ class Row:
     tool: str
     runs: int
     wall_s: float | None
+    wall_min_s: float | None
+    wall_max_s: float | None
     wall_sync_s: float | None
     cpu_s: float | None
     user_s: float | None
@@ -299,6 +310,7 @@ class Row:
     vs_borg: float | None = None
     vs_restic: float | None = None
     failed: str | None = None
+    disturbed_runs: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -408,6 +420,13 @@ def check_big_file(ref: Listing, path: Path) -> str:
 # running
 
 
+def machine_user_s() -> float:
+    """User + nice CPU seconds of all CPUs since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()  # cpu user nice system idle ...
+    return (int(fields[1]) + int(fields[2])) / os.sysconf("SC_CLK_TCK")
+
+
 class Runner:
     def __init__(self, args: argparse.Namespace, tools: list[Tool], ref: Listing,
                  report: Report):
@@ -447,13 +466,17 @@ class Runner:
         before = du_bytes(store) if measure_store and store.exists() else None
         env = tool.env(c)
         load1 = os.getloadavg()[0]
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        user0 = machine_user_s()
         wall, usage, rc = run_timed(command, env, log, launcher=True)
+        other = machine_user_s() - user0 - usage.ru_utime
         t0 = time.perf_counter()
         os.sync()
         sync_s = time.perf_counter() - t0
         s = Sample(tool.name, step, c.run, command, env, wall, usage.ru_utime, usage.ru_stime,
                    usage.ru_maxrss, rc, None, str(log), sync_after_s=sync_s,
-                   store_before=before, load1=load1)
+                   store_before=before, load1=load1, started=started,
+                   other_user_s=round(other, 3))
         if rc != 0:
             s.error = f"exit {rc}; see {log}"
         elif measure_store:
@@ -473,6 +496,8 @@ class Runner:
             extra.append(s.note)
         if s.error:
             extra.append(f"FAILED: {s.error}")
+        if s.disturbed:
+            extra.append(f"DISTURBED: other programs used {s.other_user_s:.1f} s user CPU")
         print(f"  run {s.run} {s.step:<15} {s.tool:<6} {s.wall_s:8.2f} s  "
               f"(+sync {s.sync_after_s:.2f} s, cpu {s.cpu_s:.2f} s, "
               f"rss {s.maxrss_kb / 1024:.0f} MiB)  " + "; ".join(extra), flush=True)
@@ -599,6 +624,8 @@ def summarize(samples: list[Sample]) -> list[Row]:
         rows.append(Row(
             step, tool, len(good),
             wall_s=median([s.wall_s for s in good]),
+            wall_min_s=min((s.wall_s for s in good), default=None),
+            wall_max_s=max((s.wall_s for s in good), default=None),
             wall_sync_s=median([s.wall_s + (s.sync_after_s or 0) for s in good]),
             cpu_s=median([s.cpu_s for s in good]),
             user_s=median([s.user_s for s in good]),
@@ -607,6 +634,7 @@ def summarize(samples: list[Sample]) -> list[Row]:
             store_mb=median(stores) / MB if stores else None,
             growth_mb=median(growths) / MB if growths else None,
             failed=bad[0].error if bad else None,
+            disturbed_runs=[s.run for s in good if s.disturbed],
         ))
     for r in rows:
         for base, attr in (("borg", "vs_borg"), ("restic", "vs_restic")):
@@ -619,8 +647,8 @@ def summarize(samples: list[Sample]) -> list[Row]:
 def step_table(step: str, rows: list[Row]) -> str:
     backup = step in BACKUP_STEPS
     bases = [b for b in ("borg", "restic") if any(r.tool == b and r.wall_s for r in rows)]
-    head = ["tool", "median wall s", "wall+sync s", "CPU s user+sys (user / sys)",
-            "peak RSS MB"]
+    head = ["tool", "median wall s", "min–max s", "wall+sync s",
+            "CPU s user+sys (user / sys)", "peak RSS MB"]
     head += [f"wall vs {b}" for b in bases]
     if backup:
         head += ["store MB after", "store growth MB"]
@@ -631,8 +659,9 @@ def step_table(step: str, rows: list[Row]) -> str:
             lines.append(f"| {label} | FAILED: {r.failed} |" + " |" * (len(head) - 2))
             continue
         cpu = f"{fmt(r.cpu_s, '.2f')} ({fmt(r.user_s, '.2f')} / {fmt(r.sys_s, '.2f')})"
-        cells = [label, fmt(r.wall_s, ".2f"), fmt(r.wall_sync_s, ".2f"), cpu,
-                 fmt(r.peak_rss_mb, ".1f")]
+        wall = fmt(r.wall_s, ".2f") + (" ‡" if r.disturbed_runs else "")
+        cells = [label, wall, f"{fmt(r.wall_min_s, '.2f')}–{fmt(r.wall_max_s, '.2f')}",
+                 fmt(r.wall_sync_s, ".2f"), cpu, fmt(r.peak_rss_mb, ".1f")]
         cells += [fmt(getattr(r, f"vs_{b}"), ".2f", "x") for b in bases]
         if backup:
             cells += [fmt(r.store_mb, ",.1f"), fmt(r.growth_mb, ",.1f")]
@@ -685,9 +714,16 @@ def print_report(report: Report) -> None:
     print(f"\nwall: median wall time of the command; wall+sync adds the `sync` right after it "
           f"(write-back the kernel still owed); CPU: user+sys of the process tree; peak RSS: "
           f"largest process (ru_maxrss, via a launcher whose own ~8 MiB is the floor). "
-          f"Ratios: median wall "
+          f"min–max: fastest and slowest run. Ratios: median wall "
           f"over borg's / restic's median wall for the same step. mutate took "
           f"{median(mutate) or 0:.1f} s (untimed).")
+    disturbed = [s for s in report.samples if s.disturbed]
+    if disturbed:
+        print("\n‡ other programs ran during some runs of this row (user CPU of the machine "
+              "minus the step's own):")
+        for s in disturbed:
+            print(f"- run {s.run} {s.step} {s.tool}: {s.other_user_s:.1f} s other user CPU "
+                  f"during {s.wall_s:.1f} s (started {s.started})")
     bad = check_lines(report.samples)
     checked = sum(1 for s in report.samples if s.check)
     if not bad:
@@ -715,7 +751,8 @@ def write_json(path: Path, report: Report) -> None:
         "meta": report.meta,
         "commands": report.commands,
         "summary": [dataclasses.asdict(r) for r in report.rows],
-        "runs": [{**dataclasses.asdict(s), "cpu_s": s.cpu_s, "growth": s.growth}
+        "runs": [{**dataclasses.asdict(s), "cpu_s": s.cpu_s, "growth": s.growth,
+                  "disturbed": s.disturbed}
                  for s in report.samples],
         "untimed": report.events,
         "notes": report.notes,
@@ -801,8 +838,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def take_lock(tmpfs: Path):
+    """One history.py at a time: the tmpfs restore targets have fixed names, and
+    two benchmarks running at once would time each other."""
+    path = tmpfs / "cas-bench-history.lock"
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        raise SystemExit(f"error: another history.py holds {path} ({f.read().strip()}); "
+                         "wait for it to finish")
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}: {' '.join(sys.argv)}\n")
+    f.flush()
+    return f
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    lock = take_lock(args.tmpfs_dir)  # noqa: F841  (held until exit)
     args.work.mkdir(parents=True, exist_ok=True)
     logs = args.work / "logs"
     logs.mkdir(exist_ok=True)
