@@ -66,14 +66,17 @@ def _verify_objects(store: Store, full: bool, on_progress) -> VerifyReport:
 
     _compare_with_disk(store, report, by_pack, loose)
 
-    _check_chunk_lists(store, report, loose)
+    chunks = _check_chunk_lists(store, report, loose)
     if not full:
         return report
     damaged_already = {d.oid for d in report.damage}
     jobs: list[Callable[[], tuple[int, list[Damage]]]] = []
+    # Chunks are checked once, while their files are reassembled (which the
+    # whole-file check needs anyway), so packs decode only what is not a chunk.
     for pack, entries in by_pack.items():
         if pack not in damaged_already:
-            jobs.append(lambda p=pack, es=entries: _check_pack(store, p, es))
+            rest = [e for e in entries if e.oid not in chunks]
+            jobs.append(lambda p=pack, es=rest: _check_pack(store, p, es))
     for entry in loose:
         if entry.oid not in damaged_already:
             jobs.append(lambda e=entry: _check_loose(store, e))
@@ -84,12 +87,16 @@ def _verify_objects(store: Store, full: bool, on_progress) -> VerifyReport:
             if on_progress is not None:
                 on_progress(checked)
     _attribute_chunk_damage(store, report, loose)
-    report.damage.sort(key=lambda d: (d.what, d.oid))
+    unique: dict[tuple[str, ObjectId], Damage] = {}
+    for d in report.damage:  # a chunk shared by several files is reported once
+        unique.setdefault((d.what, d.oid), d)
+    report.damage = sorted(unique.values(), key=lambda d: (d.what, d.oid))
     return report
 
 
-def _check_chunk_lists(store: Store, report: VerifyReport, loose: list[IndexEntry]) -> None:
-    """Every chunk list readable, and every chunk it names indexed."""
+def _check_chunk_lists(store: Store, report: VerifyReport, loose: list[IndexEntry]) -> set[ObjectId]:
+    """Every chunk list readable, and every chunk it names indexed; returns all chunk ids."""
+    all_chunks: set[ObjectId] = set()
     for entry in loose:
         if entry.encoding is not Encoding.CHUNKED or any(d.oid == entry.oid for d in report.damage):
             continue
@@ -98,10 +105,12 @@ def _check_chunk_lists(store: Store, report: VerifyReport, loose: list[IndexEntr
         except (CasError, OSError) as e:
             report.damage.append(Damage(entry.oid, "object", f"unreadable chunk list ({e})"))
             continue
+        all_chunks.update(c for c, _ in chunks.chunks)
         missing = [c for c, _ in chunks.chunks if not store.has(c)]
         if missing:
             report.damage.append(Damage(entry.oid, "object",
                                         f"{len(missing)} of its chunks are missing (first {missing[0].hex})"))
+    return all_chunks
 
 
 def _attribute_chunk_damage(store: Store, report: VerifyReport, loose: list[IndexEntry]) -> None:
@@ -244,7 +253,12 @@ def _check_loose(store: Store, entry: IndexEntry) -> tuple[int, list[Damage]]:
         for _ in store.iter_content(entry.oid):
             pass
     except ObjectDamaged as e:
-        return entry.stored_length, [Damage(entry.oid, "object", str(e).split(": ", 1)[-1])]
+        why = str(e).split(": ", 1)[-1].removesuffix(" (run 'cas verify --full')")
+        if e.oid != entry.oid:  # one of its chunks
+            chunk = ObjectId.parse(e.oid)
+            return entry.stored_length, [Damage(chunk, "object", why),
+                                         Damage(entry.oid, "object", f"its chunk {e.oid} is damaged")]
+        return entry.stored_length, [Damage(entry.oid, "object", why)]
     except (OSError, CasError) as e:
         return entry.stored_length, [Damage(entry.oid, "object", f"unreadable ({e})")]
     return entry.stored_length, []

@@ -12,7 +12,7 @@ from typing import BinaryIO, Callable, Iterator
 from ..durable import fsync_dir, fsync_dirs
 from ..errors import (AmbiguousPrefix, CasError, InvalidObjectId, ObjectDamaged,
                       ObjectNotFound, StoreExists, StoreLocked, StoreNotFound)
-from ..objectid import HEX_LENGTH, MIN_PREFIX, Hasher, ObjectId, is_hex
+from ..objectid import HEX_LENGTH, MIN_PREFIX, Hasher, ObjectId, hash_bytes, is_hex
 from .config import CONFIG_FILE, StoreConfig
 from .encoding import Encoding, ZstdError, decode
 from .chunklist import ChunkList, ChunkListError
@@ -275,9 +275,15 @@ class Store:
         entry = self.index.lookup(oid)
         if entry is None:
             raise ObjectDamaged(oid.hex, "a chunk is missing from the store")
-        data = b"".join(self._blocks(entry))
+        try:
+            data = b"".join(self._blocks(entry))
+        except ZstdError as e:
+            raise ObjectDamaged(oid.hex, f"cannot be decompressed ({e})") from None
         if len(data) != length:
             raise ObjectDamaged(oid.hex, f"chunk has {len(data)} bytes, {length} listed")
+        # Checked here too, so a damaged chunk is named, not just its file.
+        if hash_bytes(data) != oid:
+            raise ObjectDamaged(oid.hex, "content does not hash to its id")
         return data
 
     def _decode(self, entry: IndexEntry, stored: bytes) -> bytes:
