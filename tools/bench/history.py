@@ -49,6 +49,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -856,9 +857,25 @@ def take_lock(tmpfs: Path):
     return f
 
 
+def repo_state() -> dict:
+    """Which cas source the default --cas runs: HEAD and uncommitted files under cas/."""
+    def git(*a: str) -> str:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), *a], capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else "unavailable"
+    return {"head": git("rev-parse", "HEAD"),
+            "uncommitted_in_cas": git("status", "--porcelain", "--", "cas").splitlines()}
+
+
+def interrupted(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     lock = take_lock(args.tmpfs_dir)  # noqa: F841  (held until exit)
+    # SIGTERM unwinds like Ctrl-C, so the running command is killed and the
+    # restore targets (on tmpfs: memory) are removed by the finally blocks
+    signal.signal(signal.SIGTERM, interrupted)
     args.work.mkdir(parents=True, exist_ok=True)
     logs = args.work / "logs"
     logs.mkdir(exist_ok=True)
@@ -916,10 +933,22 @@ def main(argv: list[str] | None = None) -> int:
     if any(t.name == "cas" for t in tools):
         meta["versions"]["cas"] = first_line(next(t for t in tools if t.name == "cas")
                                              .cas.split() + ["--version"])
+    meta["repo"] = repo_state()
     report = Report(meta, commands, notes=notes)
     runner = Runner(args, tools, ref, report)
     for run in range(1, args.repeat + 1):
-        runner.run(run)
+        try:
+            runner.run(run)
+        except KeyboardInterrupt:
+            print(f"interrupted in run {run}", flush=True)
+            report.failures.append(f"interrupted in run {run}")
+            if not args.keep:
+                shutil.rmtree(args.work / "runs" / f"run{run}", ignore_errors=True)
+                shutil.rmtree(runner.corpus, ignore_errors=True)
+            if args.json:
+                report.rows = summarize(report.samples)
+                write_json(args.json, report)
+            return 130
         report.rows = summarize(report.samples)
         report.meta["harness_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         if args.json:

@@ -50,6 +50,7 @@ import platform
 import resource
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -309,13 +310,18 @@ def _run_launched(command: str, env: dict[str, str],
             proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _LAUNCHER, str(write),
                                      command], stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, env={**os.environ, **env},
-                                    pass_fds=(write,))
+                                    pass_fds=(write,), start_new_session=True)
             os.close(write)
             write = -1
-            with os.fdopen(read, "rb") as r:
-                read = -1
-                report = r.read()
-            proc.wait()
+            try:
+                with os.fdopen(read, "rb") as r:
+                    read = -1
+                    report = r.read()
+                proc.wait()
+            except BaseException:  # interrupted: take the command's whole tree down
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise
     finally:
         for fd in (read, write):
             if fd >= 0:
