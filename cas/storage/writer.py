@@ -189,17 +189,22 @@ class ObjectWriter:
             frames = list(ordered_map(lambda b: compress_frame(b, comp.large_level), blocks))
             sizes = [(len(f), min(BLOCK, len(data) - i * BLOCK)) for i, f in enumerate(frames)]
             encoding, stored = Encoding.ZSTD, [*frames, seek_table(sizes)]
-        temp_path, fd = self._store_side(open_temp, self._layout.tmp, "obj")
+        temp_path = self._write_temp("obj", stored)
+        self._publish_loose(oid, encoding, temp_path, len(data), sum(len(p) for p in stored))
+
+    def _write_temp(self, kind: str, parts: list) -> str:
+        """Write and fsync a temp file in the store; returns its path."""
+        temp_path, fd = self._store_side(open_temp, self._layout.tmp, kind)
         try:
-            for part in stored:
+            for part in parts:
                 _write_all(fd, part)
             os.fsync(fd)
         except OSError as e:
-            os.close(fd)
             remove_quietly(temp_path)
             raise self._write_error(e) from None
-        os.close(fd)
-        self._publish_loose(oid, encoding, temp_path, len(data), sum(len(p) for p in stored))
+        finally:
+            os.close(fd)
+        return temp_path
 
     def _put_chunked(self, src: int, size: int, before: os.stat_result) -> ObjectId | None:
         """Store a large file as chunks plus a chunk list named by the file's id.
@@ -239,15 +244,7 @@ class ObjectWriter:
         if self._known(oid):
             return oid
         data = ChunkList(oid, size, tuple(listed)).to_json()
-        temp_path, fd = self._store_side(open_temp, self._layout.tmp, "chunks")
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        except OSError as e:
-            os.close(fd)
-            remove_quietly(temp_path)
-            raise self._write_error(e) from None
-        os.close(fd)
+        temp_path = self._write_temp("chunks", [data])
         with self._lock:
             # Published by the seal that makes its last chunk durable.
             self._deferred.append(_DeferredList(oid, temp_path, size, len(data),
