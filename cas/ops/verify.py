@@ -250,7 +250,7 @@ def _check_loose(store: Store, entry: IndexEntry) -> tuple[int, list[Damage]]:
             if hash_path(path) != entry.oid:
                 return entry.stored_length, [Damage(entry.oid, "object", "content does not hash to its id")]
             return entry.stored_length, []
-        for _ in store.iter_content(entry.oid):
+        for _ in store.iter_content(entry.oid, check_chunks=True):
             pass
     except ObjectDamaged as e:
         why = str(e).split(": ", 1)[-1].removesuffix(" (run 'cas verify --full')")

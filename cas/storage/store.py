@@ -209,7 +209,7 @@ class Store:
         with self.open_object(oid) as f:
             return f.read()
 
-    def iter_content(self, oid: ObjectId) -> Iterator[bytes]:
+    def iter_content(self, oid: ObjectId, check_chunks: bool = False) -> Iterator[bytes]:
         """Stream an object's content, checking it hashes to its id.
 
         The check completes with the last block: a damaged object raises
@@ -220,7 +220,7 @@ class Store:
         hasher = Hasher()
         total = 0
         try:
-            for block in self._blocks(entry):
+            for block in self._blocks(entry, check_chunks):
                 hasher.update(block)
                 total += len(block)
                 yield block
@@ -233,7 +233,7 @@ class Store:
         if hasher.object_id() != oid:
             raise ObjectDamaged(oid.hex, "its content does not hash to its id")
 
-    def _blocks(self, entry: IndexEntry) -> Iterator[bytes]:
+    def _blocks(self, entry: IndexEntry, check_chunks: bool = False) -> Iterator[bytes]:
         """An object's content in blocks (not checked against its id), decoded on all cores."""
         if entry.pack is not None:
             yield self._decode(entry, self.read_stored(entry))
@@ -246,7 +246,8 @@ class Store:
         with f:
             if entry.encoding is Encoding.CHUNKED:
                 chunks = self._chunk_list(entry, f).chunks
-                yield from ordered_map(self._chunk_content, chunks, ahead=8)
+                load = self._checked_chunk if check_chunks else self._chunk_content
+                yield from ordered_map(load, chunks, ahead=8)
             elif entry.encoding is Encoding.ZSTD:
                 yield from iter_blocks(f.fileno(), read_seek_table(f.fileno()))
             else:
@@ -281,9 +282,13 @@ class Store:
             raise ObjectDamaged(oid.hex, f"cannot be decompressed ({e})") from None
         if len(data) != length:
             raise ObjectDamaged(oid.hex, f"chunk has {len(data)} bytes, {length} listed")
-        # Checked here too, so a damaged chunk is named, not just its file.
-        if hash_bytes(data) != oid:
-            raise ObjectDamaged(oid.hex, "content does not hash to its id")
+        return data
+
+    def _checked_chunk(self, chunk: tuple[ObjectId, int]) -> bytes:
+        """A chunk checked against its own id, so damage names the chunk, not only its file."""
+        data = self._chunk_content(chunk)
+        if hash_bytes(data) != chunk[0]:
+            raise ObjectDamaged(chunk[0].hex, "content does not hash to its id")
         return data
 
     def _decode(self, entry: IndexEntry, stored: bytes) -> bytes:
