@@ -5,8 +5,10 @@ Three ways to cut, chosen by what the file is:
 * **safetensors** (a JSON header, then tensors at known offsets): the header
   is one chunk and every tensor starts a new chunk, so a fine-tune that
   rewrites the header and some tensors shares every unchanged tensor with
-  its base. Tensors larger than ``TENSOR_CDC.max`` are cut further with
-  content-defined chunking (CDC).
+  its base. Tensors larger than ``MAX_CHUNK`` are cut every ``MAX_CHUNK``
+  bytes from their start: a tensor's bytes never shift (an edit rewrites
+  values in place; added vocabulary rows go at the end), so fixed cuts
+  dedup as well as content-defined ones, without their cost.
 * **SQLite** (fixed-size pages, updated in place): one chunk per page, so an
   update of scattered rows costs the pages it touched.
 * **anything else**: FastCDC with a 64 KiB average, so appending to a log or
@@ -35,7 +37,6 @@ class CdcParams:
 
 # See docs/PERFORMANCE.md ("Chunk sizes") for the measurements behind these.
 GENERAL_CDC = CdcParams(16 << 10, 64 << 10, 256 << 10)
-TENSOR_CDC = CdcParams(256 << 10, 1 << 20, 4 << 20)
 MAX_CHUNK = 4 << 20
 SQLITE_MAGIC = b"SQLite format 3\0"
 _SAFETENSORS_MAX_HEADER = 100 << 20
@@ -132,10 +133,7 @@ def iter_chunks(fd: int, size: int) -> Iterator[bytes]:
     spans = safetensors_spans(fd, size)
     if spans is not None:
         for offset, length in spans:
-            if length <= TENSOR_CDC.max:
-                yield from _fixed_chunks(fd, offset, length, MAX_CHUNK)
-            else:
-                yield from _cdc_chunks(fd, offset, length, TENSOR_CDC)
+            yield from _fixed_chunks(fd, offset, length, MAX_CHUNK)
         return
     page = sqlite_page_size(fd, size)
     if page is not None:
