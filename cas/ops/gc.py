@@ -24,6 +24,7 @@ from ..model.history import History
 from ..model.refs import HEADS, TAGS
 from ..model.tree import DIR, FILE
 from ..durable import fsync_dirs, publish
+from ..storage.encoding import Encoding
 from ..storage.index import IndexEntry, PackRecord
 from ..storage.pack import PackWriter
 from .scan import STAT_TABLE
@@ -95,9 +96,9 @@ def _mark_tree(history: History, tree_id: ObjectId, live: set[ObjectId]) -> None
             _mark_tree(history, entry.oid, live)
         elif entry.kind == FILE and entry.oid not in live:
             live.add(entry.oid)
-            chunks = history.store.chunk_list(entry.oid) if history.store.has(entry.oid) else None
-            if chunks is not None:
-                live.update(c for c, _ in chunks.chunks)
+            stored = history.store.index.lookup(entry.oid)
+            if stored is not None and stored.encoding is Encoding.CHUNKED:
+                live.update(c for c, _ in history.store.chunk_list(entry.oid).chunks)
 
 
 def gc(history: History, dry_run: bool = False, grace_seconds: int = GRACE_SECONDS) -> GcReport:

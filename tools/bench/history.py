@@ -279,6 +279,7 @@ class Sample(peers.Sample):
     # user CPU seconds the whole machine spent during the step minus the step's
     # own: other programs running meanwhile (kernel threads are not counted)
     other_user_s: float | None = None
+    discarded: bool = False  # its run was disturbed and done again
 
     @property
     def disturbed(self) -> bool:
@@ -435,6 +436,7 @@ class Runner:
         self.work: Path = args.work
         self.corpus = self.work / "corpus"
         self.logs = self.work / "logs"
+        self.tag = "run0"
 
     # ---- helpers
 
@@ -444,7 +446,7 @@ class Runner:
     def untimed(self, what: str, run: int, argv: list[str] | str, env: dict | None = None,
                 log: Path | None = None) -> tuple[int, float]:
         """Run setup work (shell text or argv); returns (exit code, seconds)."""
-        log = log or self.logs / f"run{run}-{what}.log"
+        log = log or self.logs / f"{self.tag}-{what}.log"
         t0 = time.perf_counter()
         with open(log, "wb") as out:
             text = argv if isinstance(argv, str) else " ".join(q(a) for a in argv)
@@ -460,7 +462,7 @@ class Runner:
         return rc, secs
 
     def timed(self, tool: Tool, c: Ctx, step: str, command: str) -> Sample:
-        log = self.logs / f"run{c.run}-{tool.name}-{step}.log"
+        log = self.logs / f"{self.tag}-{tool.name}-{step}.log"
         store = tool.store(c)
         measure_store = step in BACKUP_STEPS and store is not None
         os.sync()  # untimed: flush write-back left over from earlier work
@@ -514,9 +516,34 @@ class Runner:
         path.mkdir(parents=True)
         return path
 
+    def wait_quiet(self, limit_s: float) -> None:
+        """Before a run: wait (up to limit_s) until other programs use < 5% of a CPU."""
+        t0, said, calm = time.perf_counter(), False, 0
+        while True:
+            u0 = machine_user_s()
+            time.sleep(5)
+            other = (machine_user_s() - u0) / 5
+            calm = calm + 1 if other < 0.05 else 0
+            if calm >= 2:
+                break
+            waited = time.perf_counter() - t0
+            if waited > limit_s:
+                self.report.notes.append(f"started a run after waiting {waited:.0f} s although "
+                                         f"other programs used {other:.0%} of a CPU")
+                break
+            if not said and other >= 0.05:
+                print(f"waiting for a quiet machine (other programs use {other:.0%} of a CPU)",
+                      flush=True)
+                said = True
+        waited = time.perf_counter() - t0
+        if said:
+            print(f"quiet after {waited:.0f} s", flush=True)
+        self.report.events.append({"what": "wait-quiet", "seconds": round(waited, 1)})
+
     # ---- one run
 
-    def run(self, run: int) -> None:
+    def run(self, run: int, attempt: int = 1) -> None:
+        self.tag = f"run{run}" + (f"-retry{attempt - 1}" if attempt > 1 else "")
         rundir = self.work / "runs" / f"run{run}"
         if rundir.exists():
             shutil.rmtree(rundir)
@@ -536,7 +563,7 @@ class Runner:
             for i, cmd in enumerate(tool.init(c)):
                 rc, _ = self.untimed(f"{tool.name}-init", run, cmd, tool.env(c))
                 if rc != 0:
-                    c.dead = f"init failed; see {self.logs / f'run{run}-{tool.name}-init.log'}"
+                    c.dead = f"init failed; see {self.logs / f'{self.tag}-{tool.name}-init.log'}"
                     print(f"  run {run} {tool.name}: {c.dead}", flush=True)
                     self.report.failures.append(f"run {run} {tool.name}: {c.dead}")
 
@@ -567,7 +594,7 @@ class Runner:
         rc, secs = self.untimed("mutate", run, [sys.executable, str(MAKE_CORPUS), "--mutate",
                                                 str(self.corpus)])
         if rc != 0:
-            raise SystemExit(f"mutate failed; see {self.logs / f'run{run}-mutate.log'}")
+            raise SystemExit(f"mutate failed; see {self.logs / f'{self.tag}-mutate.log'}")
         os.sync()
         print(f"run {run}: mutated {self.corpus} in {secs:.1f} s", flush=True)
         backup_step("backup-incr", BACKUP_TOOLS)
@@ -613,6 +640,7 @@ class Runner:
 
 
 def summarize(samples: list[Sample]) -> list[Row]:
+    samples = [s for s in samples if not s.discarded]
     rows = []
     keys = sorted({(s.step, s.tool) for s in samples},
                   key=lambda k: (list(STEPS).index(k[0]), TOOLS.index(k[1])))
@@ -690,7 +718,7 @@ def store_table(rows: list[Row]) -> str:
 def check_lines(samples: list[Sample]) -> list[str]:
     out = []
     for s in samples:
-        if s.check and not s.check.startswith("ok:"):
+        if s.check and not s.check.startswith("ok:") and not s.discarded:
             out.append(f"- run {s.run} {s.step} {s.tool}: {s.check}")
     return out
 
@@ -718,15 +746,20 @@ def print_report(report: Report) -> None:
           f"min–max: fastest and slowest run. Ratios: median wall "
           f"over borg's / restic's median wall for the same step. mutate took "
           f"{median(mutate) or 0:.1f} s (untimed).")
-    disturbed = [s for s in report.samples if s.disturbed]
+    disturbed = [s for s in report.samples if s.disturbed and not s.discarded]
     if disturbed:
         print("\n‡ other programs ran during some runs of this row (user CPU of the machine "
               "minus the step's own):")
         for s in disturbed:
             print(f"- run {s.run} {s.step} {s.tool}: {s.other_user_s:.1f} s other user CPU "
                   f"during {s.wall_s:.1f} s (started {s.started})")
+    redone = sorted({(s.run, s.started) for s in report.samples if s.discarded})
+    if redone:
+        runs = sorted({r for r, _ in redone})
+        print(f"\nRuns done again because other programs ran during them (their samples are in "
+              f"the JSON with \"discarded\": true): {', '.join(map(str, runs))}")
     bad = check_lines(report.samples)
-    checked = sum(1 for s in report.samples if s.check)
+    checked = sum(1 for s in report.samples if s.check and not s.discarded)
     if not bad:
         verdict = "all identical."
     elif any("DIFFERS" in b for b in bad):
@@ -818,6 +851,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="keep each run's repositories and the last corpus copy")
     ap.add_argument("--tmpfs-dir", type=Path, default=Path("/dev/shm"),
                     help="where tmpfs restores go (default /dev/shm)")
+    ap.add_argument("--quiet-wait", type=float, default=1800, metavar="SECONDS",
+                    help="before each run, wait up to this long for other programs to use "
+                         "< 5%% of a CPU (0: do not wait; default 1800)")
+    ap.add_argument("--retry-disturbed", type=int, default=3, metavar="N",
+                    help="do a run again when other programs ran during one of its steps, "
+                         "at most N times in all (default 3)")
     args = ap.parse_args(argv)
     args.only = [t.strip() for t in args.only.split(",") if t.strip()]
     unknown = sorted(set(args.only) - set(TOOLS))
@@ -936,9 +975,24 @@ def main(argv: list[str] | None = None) -> int:
     meta["repo"] = repo_state()
     report = Report(meta, commands, notes=notes)
     runner = Runner(args, tools, ref, report)
-    for run in range(1, args.repeat + 1):
+    retries = args.retry_disturbed
+    run = attempt = 1
+    while run <= args.repeat:
         try:
-            runner.run(run)
+            if args.quiet_wait > 0:
+                runner.wait_quiet(args.quiet_wait)
+            first = len(report.samples)
+            runner.run(run, attempt)
+            mine = report.samples[first:]
+            if retries > 0 and any(s.disturbed for s in mine):
+                for s in mine:
+                    s.discarded = True
+                retries -= 1
+                attempt += 1
+                print(f"run {run} was disturbed by other programs; doing it again "
+                      f"({retries} retries left)", flush=True)
+                continue
+            run, attempt = run + 1, 1
         except KeyboardInterrupt:
             print(f"interrupted in run {run}", flush=True)
             report.failures.append(f"interrupted in run {run}")
