@@ -22,7 +22,7 @@ from typing import Callable
 from ..errors import CasError, ManifestInvalid, SourceError
 from ..model.history import History
 from ..model.snapshot import Snapshot
-from ..model.tree import DIR, FILE, SYMLINK, TreeEntry
+from ..model.tree import DIR, FILE, TreeEntry
 from .walk import Problem
 
 WINDOW = 256

@@ -143,11 +143,6 @@ class Index:
         return None if record is None else IndexEntry.from_record(oid.digest, record)
 
     @_guarded
-    def contains_many(self, oids: Iterable[ObjectId]) -> set[ObjectId]:
-        with self._env.begin(db=self._db[b"objects"]) as txn:
-            return {oid for oid in oids if txn.get(oid.digest) is not None}
-
-    @_guarded
     def match_prefix(self, prefix: str, limit: int = 2) -> list[ObjectId]:
         """Ids whose hex starts with ``prefix`` (at most ``limit`` of them)."""
         start = bytes.fromhex(prefix[: len(prefix) // 2 * 2])
