@@ -5,7 +5,7 @@ Usage::
 
     python3 tools/bench/history.py --corpus DIR --work DIR [--repeat 3]
         [--only restic,borg,cas,tar,cp] [--json OUT] [--cas "CMD"] [--keep]
-        [--tmpfs-dir /dev/shm]
+        [--tmpfs-dir /dev/shm] [--quiet-wait 1800] [--retry-disturbed 3]
 
 Every run starts from fresh repositories (``WORK/runs/run<N>/<tool>/``) and a
 fresh copy of the corpus at ``WORK/corpus`` (``cp -a``, untimed), the one path
@@ -37,6 +37,13 @@ targets are deleted after the check. Output: the exact commands, a markdown
 table per step (medians over ``--repeat`` runs, ratios of median wall time to
 borg and restic), store sizes, check results; ``--json`` keeps every run.
 Logs of every command are in ``WORK/logs/``.
+
+The machine may be shared: one history.py runs at a time (a lock in the tmpfs
+dir); before each run it waits for other programs to go quiet; each step
+records the user CPU that other programs used meanwhile (/proc/stat minus the
+step's own), and a run with a disturbed step is done again (its samples are
+kept in the JSON as "discarded"). SIGTERM and Ctrl-C kill the running command
+and remove the restore targets.
 """
 
 from __future__ import annotations
