@@ -193,3 +193,22 @@ def test_an_index_rebuild_keeps_history(tree, cas):
     assert [s["id"] for s in json.loads(cas("log", "--json", cwd=tree).out)] == [s2, s1]
     assert cas("cat", "t1:a.txt", cwd=tree).out == b"alpha\n"
     assert cas("verify", "--full", cwd=tree).code == 0
+
+
+def test_head_follows_the_first_branch_of_a_store_elsewhere(tmp_path, cas):
+    store = tmp_path / "store"
+    cas("--store", str(store), "init")
+    write(tmp_path / "models" / "m.bin", b"weights")
+    sid = cas("--store", str(store), "snapshot", str(tmp_path / "models")).text.strip()
+    log = json.loads(cas("--store", str(store), "log", "--json").out)
+    assert [s["id"] for s in log] == [sid] and log[0]["branch"] == "models"
+    out = tmp_path / "new" / "out"
+    assert cas("--store", str(store), "restore", "HEAD", "--to", str(out)).code == 0
+    assert (out / "m.bin").read_bytes() == b"weights"
+    assert out.stat().st_mode & 0o777 == 0o777 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -42,7 +42,7 @@ def restore(history: History, snapshot: Snapshot, target: str, paths: list[bytes
     report = RestoreReport()
     target_b = os.fsencode(os.path.abspath(target))
     os.makedirs(os.path.dirname(target_b), exist_ok=True)
-    _make_dir(target_b)
+    _make_dir(target_b, 0o777)  # the target is not in the snapshot: umask decides
     dir_meta: list[tuple[bytes, TreeEntry]] = []
     label = snapshot.oid.short if snapshot.oid else "snapshot"
     with ThreadPoolExecutor(min(2, os.cpu_count() or 1), "cas-restore") as pool:
@@ -112,12 +112,16 @@ def _collect(path: bytes, future: Future, report: RestoreReport, on_file) -> Non
         on_file(size)
 
 
-def _make_dir(path: bytes) -> None:
-    """Create a directory, refusing to go through a symbolic link."""
+def _make_dir(path: bytes, mode: int = 0o700) -> None:
+    """Create a directory, refusing to go through a symbolic link.
+
+    Directories of the snapshot start private and get their recorded mode
+    once their contents are in place.
+    """
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        os.mkdir(path, 0o700)
+        os.mkdir(path, mode)
         return
     if stat.S_ISDIR(st.st_mode):
         return

@@ -49,6 +49,9 @@ def take_snapshot(history: History, source: str, branch: str, message: str = "",
                    "new_bytes": writer.new_bytes, "stored_bytes": writer.stored_bytes},
         )
         recorded = history.record(snapshot, writer)
+    if history.branch_head(history.refs.head_branch()) is None:
+        # The store's first history: HEAD follows it, so log and HEAD~N work.
+        history.refs.set_head_branch(branch)
     return SnapshotResult(recorded, result, parent)
 
 
