@@ -81,12 +81,18 @@ def main() -> None:
     step("and everything still verifies", "verify", "--full", cwd=tree)
     damaged = work / "damaged-copy"
     shutil.copytree(tree / ".cas", damaged)
-    pack = next(damaged.glob("packs/*/*.pack"))
+    # Flip one bit inside the stored bytes of this morning's event log.
+    from cas.objectid import ObjectId
+    from cas.storage.store import Store
+    with Store.open(str(damaged)) as store:
+        entry = store.entry(ObjectId.parse(log_id))
+        pack = Path(store.layout.pack_path(entry.pack))
+        offset = entry.offset + entry.stored_length // 2
     pack.chmod(0o644)
     data = bytearray(pack.read_bytes())
-    data[100] ^= 0x01
+    data[offset] ^= 0x01
     pack.write_bytes(bytes(data))
-    print(f"\n(flipped one bit at byte 100 of {pack.name[:16]}… in a copy of the store)")
+    print(f"\n(flipped one bit inside events/2026-11-25.jsonl as stored, in a copy of the store)")
     step("a flipped bit is found, with the snapshots and paths it hurts (exit 1)",
          "--store", str(damaged), "verify", "--full", cwd=work, expect=1)
     print(f"\ndemo store left in {tree / '.cas'}")
@@ -94,4 +100,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONPATH", str(REPO))
+    sys.path.insert(0, str(REPO))
     main()

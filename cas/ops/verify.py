@@ -167,6 +167,9 @@ def _verify_history(history: History, report: VerifyReport) -> None:
         report.snapshots += 1
         if not store.has(snap.oid):
             report.damage.append(Damage(snap.oid, "snapshot", "its manifest object is missing"))
+        elif snap.oid in bad:
+            # The object is the manifest itself; snapshots/<id>.json still holds its bytes.
+            usages[snap.oid].append((snap.oid, b"(its manifest)"))
         for path, oid, why in problems_in(snap.tree):
             usages[oid].append((snap.oid, path))
             reasons.setdefault(oid, why)
