@@ -19,6 +19,17 @@ from .conftest import cas_process
 KILLS = 20
 
 
+def kill_at_random(args: list[str], env: dict, after: float) -> bool:
+    """Start cas, SIGKILL it ``after`` seconds in; True if it was still running."""
+    proc = subprocess.Popen([sys.executable, "-m", "cas.cli", *args], env={**os.environ, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(after)
+    running = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return running
+
+
 def make_tree(root, rng):
     for d in range(40):
         for f in range(150):
@@ -42,13 +53,7 @@ def test_sigkill_at_random_moments_leaves_a_verifiable_store(tmp_path):
             Store.init(str(store_path), StoreConfig(loose_min_size=1 << 20,
                                                     pack_target_size=512 << 10)).close()
         env = {"CAS_STORE": str(store_path)}
-        proc = subprocess.Popen([sys.executable, "-m", "cas.cli", "add", str(tree)],
-                                env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.2, 0.7))
-        killed_mid_run += proc.poll() is None
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        killed_mid_run += kill_at_random(["add", str(tree)], env, rng.uniform(0.2, 0.7))
         r = cas_process("verify", "--full", "--json", cwd=tmp_path, env=env)
         report = json.loads(r.stdout)
         assert r.returncode == 0 and report["ok"], (attempt, report)
@@ -98,13 +103,8 @@ def test_sigkill_during_snapshots_leaves_every_recorded_snapshot_restorable(tmp_
             for p in rng.sample(sorted(tree.rglob("*.txt")), 200):
                 p.write_bytes(p.read_bytes() + b"more\n")
             expected = tree_digest(tree)
-        proc = subprocess.Popen([sys.executable, "-m", "cas.cli", "snapshot", str(tree), "-m", f"{attempt}"],
-                                env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.2, 0.9))
-        killed_mid_run += proc.poll() is None
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        killed_mid_run += kill_at_random(["snapshot", str(tree), "-m", f"{attempt}"], env,
+                                         rng.uniform(0.2, 0.9))
         r = cas_process("verify", "--full", "--json", cwd=tmp_path, env=env)
         assert r.returncode == 0 and json.loads(r.stdout)["ok"], (attempt, r.stdout)
     assert killed_mid_run >= 4

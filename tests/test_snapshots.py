@@ -153,6 +153,11 @@ def test_show_ls_cat_and_tags(tree, cas):
     assert r.code == 2 and "not in snapshot" in r.err
     r = cas("show", "no-such-ref", cwd=tree)
     assert r.code == 2 and "names no snapshot" in r.err
+    assert cas("tag", "-d", "before", cwd=tree).code == 0
+    r = cas("tag", "-d", "before", cwd=tree)
+    assert r.code == 2 and "'before' names no snapshot" in r.err
+    r = cas("branch", "-d", "nope", cwd=tree)
+    assert r.code == 2 and "'nope' names no snapshot" in r.err
 
 
 def test_one_store_holds_several_sources_on_their_own_branches(tmp_path, cas):

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import click
 
-from ..errors import RefNotFound
 from ..model.refs import HEADS, TAGS, check_ref_name
 from .main import Context, pass_ctx
 from .output import out_json, out_line
@@ -23,8 +22,6 @@ def tag(ctx: Context, name: str | None, spec: str, delete: bool) -> None:
             return
         check_ref_name(name)
         if delete:
-            if history.refs.get(TAGS + name) is None:
-                raise RefNotFound(name)
             history.refs.delete(TAGS + name)
             return
         history.refs.set(TAGS + name, history.resolve(spec).oid)
@@ -50,13 +47,12 @@ def branch(ctx: Context, name: str | None, spec: str | None, delete: bool, switc
                 rows.append({"branch": b, "id": oid.hex, "source": snap.source, "head": b == head})
             if as_json:
                 out_json(rows)
-            for r in rows if not as_json else []:
+                return
+            for r in rows:
                 out_line(f"{'*' if r['head'] else ' '} {r['branch']:<20} {r['id'][:12]}  {r['source']}")
             return
         check_ref_name(name)
         if delete:
-            if history.refs.get(HEADS + name) is None:
-                raise RefNotFound(name)
             history.refs.delete(HEADS + name)
             return
         if spec is not None or history.refs.get(HEADS + name) is None and not switch:

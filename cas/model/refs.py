@@ -12,7 +12,7 @@ import os
 import re
 
 from ..durable import atomic_output, fsync_dir, remove_quietly
-from ..errors import InvalidRefName
+from ..errors import InvalidRefName, RefNotFound
 from ..objectid import ObjectId
 from ..storage.store import Store
 
@@ -77,6 +77,9 @@ class Refs:
         self._store.index.update(TABLE, put=[(ref.encode(), oid.digest)])
 
     def delete(self, ref: str) -> None:
+        """Remove a ref; a ref that does not exist is an error the user can act on."""
+        if self._read_file(ref) is None:
+            raise RefNotFound(ref.rpartition("/")[2])
         remove_quietly(self._path(ref))
         fsync_dir(os.path.dirname(self._path(ref)))
         self._store.index.update(TABLE, delete=[ref.encode()])
