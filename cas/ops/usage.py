@@ -13,6 +13,7 @@ from ..objectid import ObjectId
 from ..model.history import History
 from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE
+from ..storage.encoding import Encoding
 from .gc import _mark_tree
 
 
@@ -40,8 +41,10 @@ def disk_usage(history: History, snapshot: Snapshot, path: bytes = b"") -> DirUs
     counted: set[ObjectId] = set()
 
     def objects_of(oid: ObjectId) -> list[ObjectId]:
-        chunks = store.chunk_list(oid) if store.has(oid) else None
-        return [oid] + ([c for c, _ in chunks.chunks] if chunks else [])
+        entry = store.index.lookup(oid)
+        if entry is None or entry.encoding is not Encoding.CHUNKED:
+            return [oid]
+        return [oid] + [c for c, _ in store.chunk_list(oid).chunks]
 
     def unique(oids: list[ObjectId]) -> int:
         total = 0
