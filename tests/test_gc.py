@@ -105,3 +105,23 @@ def test_verify_full_names_the_snapshots_and_paths_a_damaged_object_hurts(tmp_pa
     assert not r["ok"]
     hurt = [d for d in r["damage"] if d["id"] == oid][0]
     assert {u["snapshot"] for u in hurt["used_by"]} == {s1, s2}
+
+
+def test_du_and_stats_count_what_only_one_snapshot_holds(tmp_path, cas):
+    root = tmp_path / "tree"
+    cas("init", str(root))
+    shared = os.urandom(3 << 20)
+    write(root / "models" / "base.bin", shared)
+    s1 = cas("snapshot", cwd=root).text.strip()
+    write(root / "models" / "tuned.bin", shared + os.urandom(200_000))
+    s2 = cas("snapshot", cwd=root).text.strip()
+    du = json.loads(cas("du", "--json", f"{s2}:models", cwd=root).out)
+    assert du["files"] == 2 and du["bytes"] == 2 * len(shared) + 200_000
+    # Only the tail chunks and the new trees are unique to s2: the shared chunks are in s1 too.
+    assert 0 < du["unique_bytes"] < 400_000
+    stats = json.loads(cas("stats", "--json", cwd=root).out)
+    assert stats["snapshot_bytes"] == len(shared) + du["bytes"]
+    assert stats["dedup_ratio"] > 2.5
+    added = json.loads(cas("stats", "--json", s2, cwd=root).out)
+    assert added["id"] == s2 and added["new_bytes"] < 400_000
+    assert cas("du", s1, cwd=root).code == 0
