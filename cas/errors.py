@@ -149,3 +149,24 @@ class WouldLoseChanges(CasError):
             f"checkout would overwrite or delete changes that are in no snapshot: {shown} "
             "(snapshot them first, or use --force)")
 
+
+
+class ModelNotFound(CasError):
+    def __init__(self, spec: str, why: str = "no such model"):
+        super().__init__(f"model '{spec}': {why} (see 'cas model ls')")
+
+
+class NotAModel(CasError):
+    def __init__(self, path: str, why: str):
+        super().__init__(f"{path} is not a model directory: {why}")
+
+
+class WeightsDamaged(CasError):
+    """A tensor read from the store does not match what was imported."""
+
+    exit_code = EXIT_PROBLEM_FOUND
+
+    def __init__(self, model: str, file: str, tensor: str, why: str):
+        super().__init__(f"model {model}: tensor '{tensor}' in {file} is damaged: {why} "
+                         "(run 'cas verify --full'; re-import the model to repair it)")
+        self.model, self.file, self.tensor = model, file, tensor

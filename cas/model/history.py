@@ -163,14 +163,15 @@ class History:
 
     # -- writing -------------------------------------------------------------
 
-    def record(self, snapshot: Snapshot, writer: ObjectWriter) -> Snapshot:
+    def record(self, snapshot: Snapshot, writer: ObjectWriter, ref: str | None = None) -> Snapshot:
+        """Store a snapshot, list it, and move its ref (by default its branch) to it."""
         data = snapshot.to_json()
         oid = writer.put_bytes(data)
         writer.flush()
         with atomic_output(self._record_path(oid), self.store.layout.tmp) as f:
             f.write(data)
         self.store.index.update(TABLE, put=[(oid.digest, data)])
-        self.refs.set(HEADS + snapshot.branch, oid)
+        self.refs.set(ref or HEADS + snapshot.branch, oid)
         return Snapshot.from_json(data, oid)
 
     def forget(self, oid: ObjectId) -> None:

@@ -18,6 +18,7 @@ from ..storage.store import Store
 
 HEADS = "refs/heads/"
 TAGS = "refs/tags/"
+MODELS = "refs/models/"
 DEFAULT_BRANCH = "main"
 # One path component: no '/', no leading '-' or '.', no '..', no '.lock'
 # suffix (git's rules, minus nesting, which keeps refs/ a flat directory).
@@ -105,9 +106,13 @@ class Refs:
     def tags(self) -> dict[str, ObjectId]:
         return self.list(TAGS)
 
+    def models(self) -> dict[str, ObjectId]:
+        return self.list(MODELS)
+
     def reload_index(self) -> None:
         """Repopulate the index's refs table from the files (after a rebuild)."""
         self._store.index.clear(TABLE)
         items = [((HEADS + n).encode(), o.digest) for n, o in self.branches().items()]
         items += [((TAGS + n).encode(), o.digest) for n, o in self.tags().items()]
+        items += [((MODELS + n).encode(), o.digest) for n, o in self.models().items()]
         self._store.index.update(TABLE, put=items)

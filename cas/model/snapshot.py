@@ -25,6 +25,7 @@ class Snapshot:
     user: str
     source: str                      # absolute path of the snapshotted directory
     stats: dict = field(default_factory=dict)
+    model: ObjectId | None = None    # the model manifest of an imported model version
     oid: ObjectId | None = None      # set once stored
 
     @property
@@ -45,6 +46,8 @@ class Snapshot:
             "branch": self.branch, "host": self.host, "user": self.user,
             "stats": {k: int(self.stats.get(k, 0)) for k in STAT_KEYS},
         }
+        if self.model is not None:
+            doc["model"] = self.model.hex
         # A source path that is not UTF-8 round-trips through source_b64.
         put_name(doc, "source", os.fsencode(self.source))
         return dumps(doc)
@@ -67,7 +70,8 @@ class Snapshot:
             tree=_oid(doc.get("tree"), what), parents=tuple(_oid(p, what) for p in parents),
             time_ns=doc["time_ns"], message=doc["message"], branch=doc["branch"],
             host=doc["host"], user=doc["user"], source=os.fsdecode(source),
-            stats={k: stats.get(k, 0) for k in STAT_KEYS}, oid=oid,
+            stats={k: stats.get(k, 0) for k in STAT_KEYS},
+            model=_oid(doc["model"], what) if "model" in doc else None, oid=oid,
         )
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ..objectid import ObjectId
 from ..model.history import History
-from ..model.refs import HEADS, TAGS
+from ..model.refs import HEADS, MODELS, TAGS
 from ..model.tree import DIR, FILE
 from ..durable import fsync_dirs, publish
 from ..storage.encoding import Encoding
@@ -41,7 +41,8 @@ def forget(history: History, oids: list[ObjectId]) -> dict[str, ObjectId | None]
     for oid in oids:
         history.forget(oid)
     moved: dict[str, ObjectId | None] = {}
-    for prefix, refs in ((HEADS, history.refs.branches()), (TAGS, history.refs.tags())):
+    for prefix, refs in ((HEADS, history.refs.branches()), (TAGS, history.refs.tags()),
+                         (MODELS, history.refs.models())):
         for name, target in refs.items():
             if target not in doomed:
                 continue
@@ -83,6 +84,8 @@ def live_set(history: History) -> set[ObjectId]:
     live: set[ObjectId] = set()
     for snap in history.snapshots():
         live.add(snap.oid)
+        if snap.model is not None:
+            live.add(snap.model)
         _mark_tree(history, snap.tree, live)
     return live
 

@@ -170,6 +170,12 @@ def _verify_history(history: History, report: VerifyReport) -> None:
         elif snap.oid in bad:
             # The object is the manifest itself; snapshots/<id>.json still holds its bytes.
             usages[snap.oid].append((snap.oid, b"(its manifest)"))
+        if snap.model is not None:
+            if snap.model in bad:
+                usages[snap.model].append((snap.oid, b"(its model manifest)"))
+            elif not store.has(snap.model):
+                usages[snap.model].append((snap.oid, b"(its model manifest)"))
+                reasons.setdefault(snap.model, "model manifest is missing")
         for path, oid, why in problems_in(snap.tree):
             usages[oid].append((snap.oid, path))
             reasons.setdefault(oid, why)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import fcntl
 import io
 import os
@@ -16,11 +17,12 @@ from ..objectid import HEX_LENGTH, MIN_PREFIX, Hasher, ObjectId, hash_bytes, is_
 from .config import CONFIG_FILE, StoreConfig
 from .encoding import Encoding, ZstdError, decode
 from .chunklist import ChunkList, ChunkListError
-from .seekable import BlockReader, SeekTableError, iter_blocks, read_seek_table, seekable_reader
+from .seekable import (BlockReader, SeekTableError, iter_blocks, read_frame, read_seek_table,
+                       seekable_reader)
 from .workers import ordered_map
 from .index import Index, IndexEntry
 from .layout import Layout
-from .writer import ObjectWriter
+from .writer import Placement, ObjectWriter
 
 STORE_DIR = ".cas"
 READ_BLOCK = 1 << 20
@@ -66,6 +68,7 @@ class Store:
         self._lock_fd = lock_fd
         self._packs: dict[ObjectId, int] = {}
         self._packs_lock = threading.Lock()
+        self._chunk_cache: dict[ObjectId, tuple[list[int], tuple]] = {}
 
     # -- opening --------------------------------------------------------
 
@@ -133,8 +136,9 @@ class Store:
 
     # -- writing --------------------------------------------------------
 
-    def writer(self, on_stored: Callable[[int, int], None] | None = None) -> ObjectWriter:
-        return ObjectWriter(self.layout, self.config, self.index, on_stored)
+    def writer(self, on_stored: Callable[[int, int], None] | None = None,
+               placement: Placement | None = None) -> ObjectWriter:
+        return ObjectWriter(self.layout, self.config, self.index, on_stored, placement)
 
     def put_bytes(self, data: bytes) -> ObjectId:
         with self.writer() as w:
@@ -291,6 +295,99 @@ class Store:
             raise ObjectDamaged(chunk[0].hex, "content does not hash to its id")
         return data
 
+    def plain_path(self, oid: ObjectId) -> str | None:
+        """The file holding exactly the object's content (a raw loose object),
+        which other programs may open and read in place; None otherwise."""
+        entry = self.entry(oid)
+        if entry.pack is not None or entry.encoding is not Encoding.RAW:
+            return None
+        return self.layout.loose_path(oid, entry.encoding)
+
+    def read_into(self, oid: ObjectId, offset: int, buf) -> None:
+        """Fill ``buf`` with the object's content starting at ``offset``.
+
+        Plain bytes on disk (a raw loose file, a raw packed object, raw
+        chunks) are read straight into ``buf``, with no copy in between;
+        compressed parts are decoded first. Nothing is checked against an
+        id here: callers that need a check hash what they read.
+        """
+        view = memoryview(buf).cast("B")
+        entry = self.entry(oid)
+        if offset < 0 or offset + len(view) > entry.size:
+            raise ValueError(f"range {offset}+{len(view)} lies outside object {oid.short}")
+        try:
+            self._read_into(entry, offset, view)
+        except ZstdError as e:
+            raise ObjectDamaged(oid.hex, f"cannot be decompressed ({e})") from None
+        except SeekTableError as e:
+            raise ObjectDamaged(oid.hex, str(e)) from None
+
+    def _read_into(self, entry: IndexEntry, offset: int, view: memoryview) -> None:
+        if not len(view):
+            return
+        if entry.pack is not None:
+            if entry.encoding is Encoding.RAW:
+                _pread_exact(self._pack_fd(entry.pack), view, entry.offset + offset, entry.oid)
+            else:
+                view[:] = memoryview(self._decode(entry, self.read_stored(entry)))[
+                    offset:offset + len(view)]
+            return
+        if entry.encoding is Encoding.CHUNKED:
+            starts, chunks = self._chunk_starts(entry)
+            i = bisect.bisect_right(starts, offset) - 1
+            pos = 0
+            while pos < len(view):
+                chunk, length = chunks[i]
+                inner = offset + pos - starts[i]
+                take = min(length - inner, len(view) - pos)
+                stored = self.index.lookup(chunk)
+                if stored is None:
+                    raise ObjectDamaged(chunk.hex, "a chunk is missing from the store")
+                self._read_into(stored, inner, view[pos:pos + take])
+                pos += take
+                i += 1
+            return
+        path = self.layout.loose_path(entry.oid, entry.encoding)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ObjectDamaged(entry.oid.hex, f"its file {path} is missing") from None
+        try:
+            if entry.encoding is Encoding.RAW:
+                _pread_exact(fd, view, offset, entry.oid)
+                return
+            pos = 0
+            for frame in read_seek_table(fd):
+                end = frame.content_offset + frame.content_size
+                if end <= offset + pos:
+                    continue
+                data = read_frame(fd, frame)
+                inner = offset + pos - frame.content_offset
+                take = min(frame.content_size - inner, len(view) - pos)
+                view[pos:pos + take] = memoryview(data)[inner:inner + take]
+                pos += take
+                if pos == len(view):
+                    return
+        finally:
+            os.close(fd)
+
+    def _chunk_starts(self, entry: IndexEntry) -> tuple[list[int], tuple]:
+        """A chunked object's chunk list with each chunk's offset, cached: a
+        model's tensors are read a few at a time from the same few files."""
+        cached = self._chunk_cache.get(entry.oid)
+        if cached is None:
+            with open(self.layout.loose_path(entry.oid, entry.encoding), "rb") as f:
+                chunks = self._chunk_list(entry, f).chunks
+            starts, pos = [], 0
+            for _, n in chunks:
+                starts.append(pos)
+                pos += n
+            cached = (starts, chunks)
+            if len(self._chunk_cache) >= 64:
+                self._chunk_cache.clear()
+            self._chunk_cache[entry.oid] = cached
+        return cached
+
     def _decode(self, entry: IndexEntry, stored: bytes) -> bytes:
         try:
             return decode(entry.encoding, stored, entry.size)
@@ -340,6 +437,14 @@ class Store:
         overhead = max(sum(p.file_size for p in packs) - packed_stored, 0)
         return StoreStats(objects, loose, objects - loose, len(packs), unique,
                           stored + overhead, compressed, chunked, chunked_bytes)
+
+
+def _pread_exact(fd: int, view: memoryview, offset: int, oid: ObjectId) -> None:
+    while len(view):
+        got = os.preadv(fd, [view], offset)
+        if got <= 0:
+            raise ObjectDamaged(oid.hex, "its file is truncated")
+        view, offset = view[got:], offset + got
 
 
 def _lock(path: str, exclusive: bool, store: str) -> int:

@@ -52,10 +52,27 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view):]
 
 
+@dataclass(frozen=True)
+class Placement:
+    """How new content is laid out; content already stored keeps its form.
+
+    The default suits a data directory: large files cut into chunks, and
+    everything compressed where zstd saves enough. Model weights are read
+    far more often than they are written, at memory speed by MLX, so they
+    may be kept ``raw`` (readable in place, no decoding) and ``whole`` (one
+    loose object per file: a plain file other tools can open directly).
+    """
+
+    raw: bool = False
+    whole: bool = False
+
+
 class ObjectWriter:
     def __init__(self, layout: Layout, config: StoreConfig, index: Index,
-                 on_stored: Callable[[int, int], None] | None = None):
+                 on_stored: Callable[[int, int], None] | None = None,
+                 placement: Placement | None = None):
         self._layout = layout
+        self._placement = placement or Placement()
         self._config = config
         self._index = index
         self._lock = threading.Lock()
@@ -149,7 +166,7 @@ class ObjectWriter:
                 if len(data) != size or _stat_key(os.fstat(fd)) != _stat_key(before):
                     return None
                 return self.put_bytes(data), before
-            if size >= self._config.chunk_min_size:
+            if size >= self._config.chunk_min_size and not self._placement.whole:
                 oid = self._put_chunked(fd, size, before)
             else:
                 oid = self._put_large(fd, size, before)
@@ -161,7 +178,10 @@ class ObjectWriter:
         comp = self._config.compression
         if level is None:
             level = comp.small_level
-        encoding, stored = encode_small(data, level, comp.min_saving)
+        if self._placement.raw:
+            encoding, stored = Encoding.RAW, data
+        else:
+            encoding, stored = encode_small(data, level, comp.min_saving)
         full = None
         with self._lock:
             if oid in self._pending:
@@ -183,7 +203,8 @@ class ObjectWriter:
         comp = self._config.compression
         encoding = Encoding.RAW
         stored: list[bytes | memoryview] = [data]
-        if worth_compressing(data[:BLOCK], comp.large_level, comp.min_saving):
+        if not self._placement.raw and \
+                worth_compressing(data[:BLOCK], comp.large_level, comp.min_saving):
             view = memoryview(data)
             blocks = (view[i:i + BLOCK] for i in range(0, len(data), BLOCK))
             frames = list(ordered_map(lambda b: compress_frame(b, comp.large_level), blocks))
@@ -263,7 +284,8 @@ class ObjectWriter:
         """
         comp = self._config.compression
         sample = os.pread(src, min(BLOCK, size), 0)
-        encoding = Encoding.ZSTD if worth_compressing(sample, comp.large_level, comp.min_saving) \
+        encoding = Encoding.RAW if self._placement.raw else \
+            Encoding.ZSTD if worth_compressing(sample, comp.large_level, comp.min_saving) \
             else Encoding.RAW
         temp_path, fd = self._store_side(open_temp, self._layout.tmp, "obj")
         published = False

@@ -1,0 +1,132 @@
+"""Tensors straight from the store into MLX arrays.
+
+Each tensor is allocated as an MLX array and its bytes are read from the
+store directly into the array's memory: a raw object or raw chunk is one
+``preadv`` into place, a compressed one is decoded first. Tensors are read
+on both cores, and each is checked against the BLAKE3 its model manifest
+recorded at import, so damage is reported by model, file and tensor. No copy
+of the file is written anywhere and memory holds only the arrays.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterable
+
+import mlx.core as mx
+
+from ..errors import CasError, ModelNotFound, WeightsDamaged
+from ..model.history import History
+from ..model.model_manifest import TensorInfo
+from ..objectid import hash_bytes
+from ..ops.models import ModelVersion, model_view, resolve_model
+from ..storage.store import Store, find_store
+from ..storage.workers import ordered_map
+
+MX_DTYPES = {
+    "BOOL": mx.bool_, "U8": mx.uint8, "I8": mx.int8, "U16": mx.uint16, "I16": mx.int16,
+    "U32": mx.uint32, "I32": mx.int32, "U64": mx.uint64, "I64": mx.int64,
+    "F16": mx.float16, "BF16": mx.bfloat16, "F32": mx.float32, "F64": mx.float64,
+}
+
+
+class _Opened:
+    """A store and one resolved model version, closed together."""
+
+    def __init__(self, ref: str, store: "str | Store | None", at_ns: int | None):
+        self._owned = not isinstance(store, Store)
+        self.store = store if isinstance(store, Store) else \
+            Store.open(find_store(store or os.getcwd()))
+        try:
+            self.history = History(self.store)
+            self.version: ModelVersion = resolve_model(self.history, ref, at_ns)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._owned:
+            self.store.close()
+
+    def __enter__(self) -> "_Opened":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_model(ref: str, store: "str | Store | None" = None, at_ns: int | None = None) -> _Opened:
+    return _Opened(ref, store, at_ns)
+
+
+def load_weights(ref: str, *, store: "str | Store | None" = None, keys: Iterable[str] | None = None,
+                 at_ns: int | None = None, verify: bool = True) -> dict[str, "mx.array"]:
+    """Every tensor (or only ``keys``) of a stored model's safetensors files.
+
+    ``ref`` is ``NAME``, ``NAME@N`` or ``NAME@<snapshot id>``; ``at_ns`` picks
+    the version current at that moment. ``store`` is a store path or an open
+    ``Store`` (default: the store above the current directory). With
+    ``verify`` (the default) every tensor is checked against its recorded
+    BLAKE3; a mismatch raises ``WeightsDamaged`` naming the tensor.
+    """
+    with open_model(ref, store, at_ns) as opened:
+        return _load(opened, keys, verify)
+
+
+def _load(opened: _Opened, keys: Iterable[str] | None, verify: bool) -> dict[str, "mx.array"]:
+    version, store = opened.version, opened.store
+    tensors = list(version.manifest.tensors)
+    if keys is not None:
+        wanted = list(dict.fromkeys(keys))
+        by_name = {t.name: t for t in tensors}
+        missing = [k for k in wanted if k not in by_name]
+        if missing:
+            raise ModelNotFound(version.label, f"has no tensor {missing[0]!r}")
+        tensors = [by_name[k] for k in wanted]
+    unsupported = [t for t in tensors if t.dtype not in MX_DTYPES]
+    if unsupported:
+        raise CasError(f"model {version.label}: tensor {unsupported[0].name!r} has dtype "
+                       f"{unsupported[0].dtype}, which MLX cannot hold")
+    files = {f.path: f.id for f in version.manifest.files}
+    arrays = {t.name: mx.zeros(t.shape, dtype=MX_DTYPES[t.dtype]) for t in tensors}
+    mx.eval(list(arrays.values()))
+
+    def fill(t: TensorInfo) -> None:
+        view = _writable_bytes(arrays[t.name], t)
+        try:
+            store.read_into(files[t.file], t.start, view)
+        except CasError as e:
+            raise WeightsDamaged(version.label, t.file, t.name, str(e)) from None
+        if verify and t.blake3 and hash_bytes(view).hex != t.blake3:
+            raise WeightsDamaged(version.label, t.file, t.name,
+                                 "its bytes do not match the BLAKE3 recorded at import")
+
+    # Largest first, so the two cores finish together.
+    for _ in ordered_map(fill, sorted(tensors, key=lambda t: -t.nbytes), ahead=8):
+        pass
+    return arrays
+
+
+def _writable_bytes(array: "mx.array", t: TensorInfo) -> memoryview:
+    view = memoryview(array)
+    if view.readonly or not view.c_contiguous or view.nbytes != t.nbytes:
+        raise CasError(f"tensor {t.name!r}: MLX gave a buffer that cannot be filled in place")
+    return view.cast("B") if view.nbytes else memoryview(bytearray())
+
+
+def load_config(ref: str, *, store: "str | Store | None" = None, at_ns: int | None = None) -> dict:
+    """A stored model's config.json, exactly as imported."""
+    with open_model(ref, store, at_ns) as opened:
+        f = opened.version.manifest.file("config.json")
+        if f is None:
+            raise ModelNotFound(opened.version.label, "has no config.json")
+        return json.loads(opened.store.read_object(f.id))
+
+
+def model_path(ref: str, *, store: "str | Store | None" = None, at_ns: int | None = None) -> str:
+    """A read-only directory of the model that ``mlx_lm.load`` and other tools
+    accept: links into the store for files kept as plain objects, a copy made
+    once for the others (``cas model path`` reports its size)."""
+    with open_model(ref, store, at_ns) as opened:
+        return model_view(opened.history, opened.version).path
