@@ -1,0 +1,293 @@
+"""``cas model``: import, list, show, export, link and remove models."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+import click
+
+from ..errors import CasError, ModelNotFound
+from ..model.history import History
+from ..ops.models import (ModelRow, ModelVersion, export_model, import_model, link_hf_cache,
+                          list_models, model_versions, model_view, remove_model, resolve_model)
+from ..storage.store import Store
+from . import user_config
+from .main import Context, pass_ctx
+from .output import human_bytes, info, out_json, out_line
+from .timespec import TimeParam
+
+
+@click.group("model")
+def model() -> None:
+    """Models kept in the store: import, list, load, export."""
+
+
+@model.command("import")
+@click.argument("src", type=click.Path(path_type=str))
+@click.option("--name", help="Model name (default: the repo or directory name).")
+@click.option("--whole", is_flag=True,
+              help="Keep each file one plain object (links without copies; no sub-file dedup).")
+@click.option("-m", "--message", default="", help="Note recorded with this version.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def import_(ctx: Context, src: str, name: str | None, whole: bool, message: str,
+            as_json: bool) -> None:
+    """Import a model directory or a Hugging Face cache repo (models--org--name)."""
+    history = ctx.open_history()
+    with history.store:
+        result = import_model(history, src, name, whole=whole, message=message)
+    v = result.version
+    if as_json:
+        out_json({"name": v.name, "version": v.number, "snapshot": v.snapshot.oid.hex,
+                  "unchanged": result.unchanged, "new_objects": result.new_objects,
+                  "new_bytes": result.new_bytes, "stored_bytes": result.stored_bytes})
+        return
+    if result.unchanged:
+        out_line(f"{v.label} {v.snapshot.oid.short}: unchanged, nothing stored")
+    else:
+        out_line(f"{v.label} {v.snapshot.oid.short}: {len(v.manifest.files)} files, "
+                 f"{human_bytes(v.manifest.bytes)}; {result.new_objects} new objects, "
+                 f"{human_bytes(result.new_bytes)} new ({human_bytes(result.stored_bytes)} stored)")
+
+
+def _row_doc(row: ModelRow, store: str | None = None) -> dict:
+    v, m = row.version, row.version.manifest
+    doc = {
+        "name": m.source.get("repo") or v.name, "ref": v.name, "version": v.number,
+        "snapshot": v.snapshot.oid.hex, "architecture": m.architecture,
+        "parameters": _params(m.parameters), "parameter_count": m.parameters,
+        "framework": m.framework, "type": m.kind,
+        "revision": m.source.get("revision") or v.snapshot.oid.hex[:40],
+        "dtype": m.dtype, "quantization": m.quantization, "size_bytes": m.bytes,
+        "stored_bytes": row.stored_bytes, "shared_bytes": row.shared_bytes,
+        "modified": v.snapshot.time_iso[:19] + "Z",
+        "files": [{"path": f.path, "size_bytes": f.size} for f in m.files],
+    }
+    if store is not None:
+        doc["store"] = store
+    return doc
+
+
+def _params(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e8 else f"{n / 1e9:.3f}B" if n >= 1e6 else f"{n / 1e6:.3f}M"
+
+
+def _inventory(store_path: str, rows: list[dict], device_kind: str = "cas") -> dict:
+    return {
+        "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "generator": "cas model ls",
+        "store": store_path,
+        "device": {"kind": device_kind, "mount": _mount_of(store_path)},
+        "model_count": len(rows),
+        "total_size_bytes": sum(r["size_bytes"] for r in rows),
+        "models": rows,
+    }
+
+
+def _mount_of(path: str) -> str:
+    path = os.path.realpath(path)
+    while not os.path.ismount(path):
+        path = os.path.dirname(path)
+    return path
+
+
+@model.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print an inventory as JSON.")
+@click.option("--all-stores", is_flag=True, help="Merge every store registered with 'cas stores add'.")
+@click.option("--versions", is_flag=True, help="List every version, not only the newest.")
+@pass_ctx
+def ls(ctx: Context, as_json: bool, all_stores: bool, versions: bool) -> None:
+    """Inventory: name, version, architecture, parameters, dtype, size, shared bytes."""
+    stores: list[tuple[str, str]] = []
+    if all_stores:
+        stores = list(user_config.registered_stores().items())
+        if not stores:
+            raise CasError("no stores registered (add one with 'cas stores add NAME PATH')")
+    else:
+        stores = [("", ctx.resolve_store_path())]
+    docs = []
+    for label, path in stores:
+        history = History(Store.open(path))
+        with history.store:
+            rows = list_models(history)
+            if versions:
+                vs = [v for r in rows for v in model_versions(history, r.version.name)]
+                rows = [ModelRow(v, 0, 0) for v in vs]
+            docs.extend(_row_doc(r, label or None) for r in rows)
+    if as_json:
+        out_json(_inventory(", ".join(p for _, p in stores), docs,
+                            "merged" if all_stores else "cas"))
+        return
+    _print_table(docs, all_stores)
+
+
+def _print_table(docs: list[dict], with_store: bool) -> None:
+    head = ["NAME", "VER", "ARCH", "PARAMS", "DTYPE", "SIZE", "SHARED", "IMPORTED"]
+    if with_store:
+        head.insert(0, "STORE")
+    lines = [head]
+    for d in docs:
+        q = d["quantization"]
+        dtype = f"{q['bits']}-bit" if q else (d["dtype"] or "-")
+        row = [d["ref"], str(d["version"]), d["architecture"] or "-", d["parameters"], dtype,
+               human_bytes(d["size_bytes"]), human_bytes(d["shared_bytes"]),
+               d["modified"].replace("T", " ")[:16]]
+        if with_store:
+            row.insert(0, d.get("store", ""))
+        lines.append(row)
+    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
+    for r in lines:
+        out_line("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _resolve(ctx_history: History, spec: str, at_ns: int | None) -> ModelVersion:
+    return resolve_model(ctx_history, spec, at_ns)
+
+
+@model.command("show")
+@click.argument("spec", metavar="NAME")
+@click.option("--at", "at_ns", type=TimeParam(), help="The version current at TIME.")
+@click.option("--json", "as_json", is_flag=True, help="Print the model manifest.")
+@pass_ctx
+def show(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> None:
+    """A model version: its config and a summary of its tensors."""
+    import json
+    history = ctx.open_history()
+    with history.store:
+        v = _resolve(history, spec, at_ns)
+        if as_json:
+            out_json(json.loads(v.manifest.to_json()))
+            return
+        m = v.manifest
+        out_line(f"model      {v.label}  (snapshot {v.snapshot.oid.short}, {v.snapshot.time_iso[:19]}Z)")
+        if m.source.get("repo"):
+            out_line(f"repo       {m.source['repo']}  revision {m.source.get('revision', '-')}")
+        out_line(f"arch       {m.architecture or '-'}   framework {m.framework}   type {m.kind}")
+        q = m.quantization
+        out_line(f"params     {m.parameters:,} ({_params(m.parameters)})   dtype {m.dtype or '-'}"
+                 + (f"   quantized {q['bits']}-bit, group {q['group_size']}" if q else ""))
+        out_line(f"bytes      {m.bytes:,} in {len(m.files)} files, {len(m.tensors)} tensors")
+        for f in m.files:
+            out_line(f"  {f.id.short}  {human_bytes(f.size):>10}  {f.path}")
+        if m.config:
+            out_line("config")
+            for key in sorted(m.config):
+                value = m.config[key]
+                if not isinstance(value, (dict, list)) or len(str(value)) < 60:
+                    out_line(f"  {key}: {value}")
+        by_dtype: dict[str, list[int]] = {}
+        for t in m.tensors:
+            s = by_dtype.setdefault(t.dtype, [0, 0, 0])
+            s[0] += 1
+            s[1] += t.numel
+            s[2] += t.nbytes
+        if by_dtype:
+            out_line("tensors")
+            for dtype, (count, numel, nbytes) in sorted(by_dtype.items()):
+                out_line(f"  {dtype:<5} {count:>5} tensors  {numel:>15,} elements  {human_bytes(nbytes):>10}")
+            largest = sorted(m.tensors, key=lambda t: -t.nbytes)[:5]
+            out_line("largest")
+            for t in largest:
+                out_line(f"  {t.name}  {t.dtype} {list(t.shape)}  {human_bytes(t.nbytes)}")
+
+
+@model.command("export")
+@click.argument("spec", metavar="NAME")
+@click.argument("target", type=click.Path(path_type=str))
+@click.option("--at", "at_ns", type=TimeParam(), help="The version current at TIME.")
+@pass_ctx
+def export(ctx: Context, spec: str, target: str, at_ns: int | None) -> None:
+    """Write a model version out as a normal model directory."""
+    if os.path.exists(target) and (not os.path.isdir(target) or os.listdir(target)):
+        raise CasError(f"{target} exists and is not an empty directory; choose a new one")
+    history = ctx.open_history()
+    with history.store:
+        v = _resolve(history, spec, at_ns)
+        report = export_model(history, v, target)
+    if report.problems:
+        raise CasError(f"{report.problems[0].path}: {report.problems[0].why}")
+    info(f"exported {v.label}: {report.files} files, {human_bytes(report.bytes)} to {target}",
+         ctx.quiet)
+
+
+@model.command("path")
+@click.argument("spec", metavar="NAME")
+@click.option("--at", "at_ns", type=TimeParam(), help="The version current at TIME.")
+@pass_ctx
+def path(ctx: Context, spec: str, at_ns: int | None) -> None:
+    """Print a read-only directory of the model that mlx_lm.load accepts."""
+    history = ctx.open_history()
+    with history.store:
+        view = model_view(history, _resolve(history, spec, at_ns))
+    out_line(view.path)
+    info(f"{human_bytes(view.linked_bytes)} linked into the store, "
+         f"{human_bytes(view.copied_bytes)} copied out", ctx.quiet)
+
+
+@model.command("link")
+@click.argument("spec", metavar="NAME")
+@click.option("--hf-cache", "hub", metavar="DIR", is_flag=False, flag_value="", default=None,
+              help="Hugging Face hub cache (default: $HF_HUB_CACHE, $HF_HOME/hub or "
+                   "~/.cache/huggingface/hub).")
+@click.option("--at", "at_ns", type=TimeParam(), help="The version current at TIME.")
+@pass_ctx
+def link(ctx: Context, spec: str, hub: str | None, at_ns: int | None) -> None:
+    """Make a model visible to tools that look in the Hugging Face cache."""
+    if hub is None:
+        raise click.UsageError("say where to link: --hf-cache [DIR]")
+    hub = hub or os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface"), "hub")
+    history = ctx.open_history()
+    with history.store:
+        v = _resolve(history, spec, at_ns)
+        snap_dir = link_hf_cache(history, v, hub)
+        view = model_view(history, v)
+    out_line(snap_dir)
+    info(f"{human_bytes(view.linked_bytes)} linked into the store, "
+         f"{human_bytes(view.copied_bytes)} copied out", ctx.quiet)
+
+
+@model.command("rm")
+@click.argument("name")
+@pass_ctx
+def rm(ctx: Context, name: str) -> None:
+    """Remove a model and all its versions ('cas gc' then frees what only it used)."""
+    history = ctx.open_history()
+    with history.store:
+        if "@" in name:
+            raise ModelNotFound(name, "remove a whole model by its name; versions go with it")
+        count = remove_model(history, name)
+    info(f"removed {name} ({count} version{'s' if count != 1 else ''}); run 'cas gc' to free space",
+         ctx.quiet)
+
+
+@click.group("stores")
+def stores() -> None:
+    """Stores registered for 'cas model ls --all-stores'."""
+
+
+@stores.command("add")
+@click.argument("name")
+@click.argument("store_path", metavar="PATH", type=click.Path(path_type=str))
+def stores_add(name: str, store_path: str) -> None:
+    """Register a store (e.g. one on an external SSD) under NAME."""
+    from ..storage.store import find_store
+    user_config.register_store(name, find_store(store_path))
+
+
+@stores.command("rm")
+@click.argument("name")
+def stores_rm(name: str) -> None:
+    """Forget a registered store (its data is untouched)."""
+    user_config.unregister_store(name)
+
+
+@stores.command("ls")
+def stores_ls() -> None:
+    """List registered stores."""
+    for name, path in user_config.registered_stores().items():
+        out_line(f"{name}  {path}")
+
+
+commands = [model, stores]
