@@ -147,6 +147,7 @@ def import_model(history: History, src: str, name: str | None = None, whole: boo
         manifest = ModelManifest(name, tuple(files), _tensors(store, files),
                                  _config(store, files), source.to_doc())
         model_id = writer.put_bytes(manifest.to_json())
+        mark_checked(store, [f.id for f in files if f.path.endswith(".safetensors")])
         stats = {"files": len(files), "bytes": manifest.bytes, "new_objects": writer.new_objects,
                  "new_bytes": writer.new_bytes, "stored_bytes": writer.stored_bytes}
         snapshot = Snapshot(
@@ -217,6 +218,33 @@ def _tensors(store: Store, files: list[ModelFile]) -> tuple[TensorInfo, ...]:
         return TensorInfo(t.name, t.dtype, t.shape, t.file, t.start, t.stop, h.object_id().hex)
 
     return tuple(ordered_map(hashed, found, ahead=4))
+
+
+# -- checked marks: which model files were hashed, and under what file stats --
+
+VERIFIED_TABLE = b"verified"
+
+
+def _mark(store: Store, file_id: ObjectId) -> bytes:
+    """The stat (size, mtime, ctime, inode) of every file holding ``file_id``.
+    Any write to one of them, such as a flipped byte, changes the mark."""
+    parts = []
+    for path in store.backing_files(file_id):
+        st = os.stat(path)
+        parts.append(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}")
+    return "|".join(parts).encode()
+
+
+def is_checked(store: Store, file_id: ObjectId) -> bool:
+    """Whether the file's tensors were hashed since its object files last changed."""
+    try:
+        return store.index.get(VERIFIED_TABLE, file_id.digest) == _mark(store, file_id)
+    except (OSError, CasError):
+        return False
+
+
+def mark_checked(store: Store, file_ids: list[ObjectId]) -> None:
+    store.index.update(VERIFIED_TABLE, put=[(f.digest, _mark(store, f)) for f in file_ids])
 
 
 def _config(store: Store, files: list[ModelFile]) -> dict | None:

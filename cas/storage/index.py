@@ -11,6 +11,7 @@ Named databases:
 ``packs``    32-byte pack id -> u64 file size, u64 entry count
 ``meta``     ascii key -> value: ``format``, ``store_id``
 ``refs``, ``snapshots``, ``statcache``  reserved for history (created empty)
+``verified``                         model files checked, by the stat of their object files
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .encoding import Encoding
 
 INDEX_FORMAT = b"1"
 DATA_FILE = "data.mdb"
-TABLES = (b"objects", b"packs", b"meta", b"refs", b"snapshots", b"statcache")
+TABLES = (b"objects", b"packs", b"meta", b"refs", b"snapshots", b"statcache", b"verified")
 # Virtual address space only: LMDB grows the file as pages are used.
 MAP_SIZE = 1 << 40
 

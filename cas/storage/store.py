@@ -303,6 +303,24 @@ class Store:
             return None
         return self.layout.loose_path(oid, entry.encoding)
 
+    def backing_files(self, oid: ObjectId) -> list[str]:
+        """The files on disk that hold an object's content (its chunks' packs
+        and loose files too), sorted."""
+        entry = self.entry(oid)
+        if entry.pack is not None:
+            return [self.layout.pack_path(entry.pack)]
+        path = self.layout.loose_path(oid, entry.encoding)
+        if entry.encoding is not Encoding.CHUNKED:
+            return [path]
+        found = {path}
+        for chunk, _ in self._chunk_starts(entry)[1]:
+            stored = self.index.lookup(chunk)
+            if stored is None:
+                raise ObjectDamaged(chunk.hex, "a chunk is missing from the store")
+            found.add(self.layout.pack_path(stored.pack) if stored.pack is not None
+                      else self.layout.loose_path(chunk, stored.encoding))
+        return sorted(found)
+
     def read_into(self, oid: ObjectId, offset: int, buf) -> None:
         """Fill ``buf`` with the object's content starting at ``offset``.
 
