@@ -53,9 +53,9 @@ def cli(ctx: click.Context, store_path: str | None, quiet: bool) -> None:
 
 def _register() -> None:
     from . import (cmd_add, cmd_cat, cmd_diff, cmd_gc, cmd_index, cmd_init, cmd_log, cmd_objects,
-                   cmd_model, cmd_refs, cmd_restore, cmd_snapshot, cmd_stats, cmd_verify)
+                   cmd_model, cmd_refs, cmd_restore, cmd_snapshot, cmd_stats, cmd_verify, cmd_watch)
     for module in (cmd_init, cmd_add, cmd_cat, cmd_objects, cmd_stats, cmd_verify, cmd_index,
-                   cmd_snapshot, cmd_log, cmd_diff, cmd_restore, cmd_refs, cmd_gc, cmd_model):
+                   cmd_snapshot, cmd_log, cmd_diff, cmd_restore, cmd_refs, cmd_gc, cmd_model, cmd_watch):
         for command in module.commands if hasattr(module, "commands") else [module.command]:
             cli.add_command(command)
 

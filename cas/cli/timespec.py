@@ -40,3 +40,27 @@ class TimeParam(click.ParamType):
 
 def show_time(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'2s', '500ms', '5m', '1h', or a bare number of seconds."""
+    import re
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|min|h|d)?\s*", text)
+    if not m:
+        raise ValueError(f"'{text}' is not a duration (try 2s, 500ms, 5m, 1h)")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2) or "s"]
+
+
+class DurationParam(click.ParamType):
+    name = "DURATION"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return parse_duration(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)

@@ -29,6 +29,7 @@ from ..objectid import ObjectId, hash_bytes
 from ..model.tree import DIR, FILE, SYMLINK, Tree, TreeEntry
 from ..storage.store import Store
 from ..storage.writer import ObjectWriter, identify_file
+from .sqlite_capture import is_sqlite, read_sqlite
 from .walk import ERROR, WARNING, Problem
 
 IGNORE_FILE = ".casignore"
@@ -77,6 +78,30 @@ def _cached_oid(record: bytes | None, st: os.stat_result) -> ObjectId | None:
 
 
 @dataclass
+class ScanPolicy:
+    """How a watcher reads a live tree; a plain snapshot uses the defaults.
+
+    ``held`` names files still being written: each keeps the entry it had in
+    the previous snapshot (or stays out, for None), so a half-written file
+    never enters history. With ``sqlite_backup``, SQLite databases are read
+    through SQLite's online backup API, which copies one committed state
+    even while another process writes, and their ``-wal``, ``-shm`` and
+    ``-journal`` side files are left out: the copy already holds what they
+    add.
+    """
+
+    held: dict[bytes, TreeEntry | None] = field(default_factory=dict)
+    sqlite_backup: bool = False
+
+
+SQLITE_SIDE_FILES = (b"-wal", b"-shm", b"-journal")
+
+
+def _sqlite_side_file(name: bytes, names: set[bytes]) -> bool:
+    return any(name.endswith(s) and name[:-len(s)] in names for s in SQLITE_SIDE_FILES)
+
+
+@dataclass
 class _Dir:
     rel: bytes
     st: os.stat_result | None
@@ -91,8 +116,10 @@ class _PendingFile:
 
 
 def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
-         on_file: Callable[[int], None] | None = None) -> ScanResult:
+         on_file: Callable[[int], None] | None = None,
+         policy: ScanPolicy | None = None) -> ScanResult:
     """Scan ``source``; with a writer, new file contents and trees are stored."""
+    policy = policy or ScanPolicy()
     started_ns = time.time_ns()
     prefix = cache_prefix(branch)
     cache = {k[len(prefix):]: v for k, v in store.index.scan(STAT_TABLE, prefix)}
@@ -102,11 +129,15 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
     result = ScanResult(root=ObjectId(bytes(32)), trees={})
     source_b = os.fsencode(source)
 
-    def read_file(path: str) -> tuple[ObjectId, os.stat_result]:
-        oid, st = identify_file(path) if writer is None else writer.put_file(path)
+    def read_file(path: str) -> tuple[ObjectId, os.stat_result, int]:
+        if policy.sqlite_backup and writer is not None and is_sqlite(path):
+            oid, st, size = read_sqlite(writer, path, store.layout.tmp)
+        else:
+            oid, st = identify_file(path) if writer is None else writer.put_file(path)
+            size = st.st_size
         if on_file is not None:
-            on_file(st.st_size)
-        return oid, st
+            on_file(size)
+        return oid, st, size
 
     with ThreadPoolExecutor(min(2, os.cpu_count() or 1), "cas-scan") as pool:
         root = _Dir(b"", None)
@@ -120,9 +151,12 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
             except OSError as e:
                 result.problems.append(Problem(os.fsdecode(directory), f"{e.strerror}; skipped"))
                 continue
+            names = {item.name for item in items} if policy.sqlite_backup else set()
             for item in items:
                 name = item.name
                 rel = node.rel + b"/" + name if node.rel else name
+                if policy.sqlite_backup and _sqlite_side_file(name, names):
+                    continue
                 try:
                     st = item.stat(follow_symlinks=False)
                 except OSError as e:
@@ -146,9 +180,17 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
                     node.entries.append(TreeEntry(name, SYMLINK, stat.S_IMODE(st.st_mode),
                                                   st.st_mtime_ns, len(target), None, target))
                     result.symlinks += 1
+                elif stat.S_ISREG(st.st_mode) and rel in policy.held:
+                    kept = policy.held[rel]
+                    if kept is not None and kept.kind == FILE:
+                        node.entries.append(kept)
+                        result.files += 1
+                        result.bytes += kept.size
                 elif stat.S_ISREG(st.st_mode):
                     seen.add(rel)
                     oid = _cached_oid(cache.get(rel), st)
+                    if oid is not None and policy.sqlite_backup and name + b"-wal" in names:
+                        oid = None  # committed pages may sit in the WAL, beyond the main file's stat
                     if oid is not None and writer is not None and not store.has(oid):
                         oid = None  # the cache outlived its object (gc, rebuild): read again
                     if oid is not None:
@@ -182,14 +224,14 @@ def _finish(node: _Dir, result: ScanResult, writer: ObjectWriter | None, started
             result.dirs += 1
         else:
             try:
-                oid, st = item.future.result()
+                oid, st, size = item.future.result()
             except SourceError as e:
                 result.problems.append(Problem(e.path, e.why, ERROR))
                 continue
             entries.append(TreeEntry(item.name, FILE, stat.S_IMODE(st.st_mode), st.st_mtime_ns,
-                                     st.st_size, oid))
+                                     size, oid))
             result.files += 1
-            result.bytes += st.st_size
+            result.bytes += size
             result.read_files += 1
             if st.st_mtime_ns < started_ns - RACY_NS:
                 result.cache_updates[item.rel] = _stat_record(st, oid)

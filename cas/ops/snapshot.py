@@ -11,7 +11,7 @@ from typing import Callable
 
 from ..model.history import History
 from ..model.snapshot import Snapshot
-from .scan import STAT_TABLE, ScanResult, scan
+from .scan import STAT_TABLE, ScanPolicy, ScanResult, scan
 
 
 @dataclass
@@ -23,12 +23,13 @@ class SnapshotResult:
 
 def take_snapshot(history: History, source: str, branch: str, message: str = "",
                   allow_empty: bool = False,
-                  on_file: Callable[[int], None] | None = None) -> SnapshotResult:
+                  on_file: Callable[[int], None] | None = None,
+                  policy: ScanPolicy | None = None) -> SnapshotResult:
     store = history.store
     source = os.path.abspath(source)
     parent = history.branch_head(branch)
     with store.writer() as writer:
-        result = scan(store, source, branch, writer, on_file)
+        result = scan(store, source, branch, writer, on_file, policy)
         writer.flush()
         # The stat cache only ever describes content that is durable now.
         store.index.update(STAT_TABLE, put=result.cache_updates.items(),

@@ -1,0 +1,364 @@
+"""``cas watch``: keep a branch's history up to date with a live directory.
+
+A watchdog observer (inotify on Linux, FSEvents on macOS) reports changes;
+the watcher decides when they are complete and snapshots them. Every
+snapshot is an ordinary stat-cache scan, so changes the observer missed
+(events lost to a queue overflow, changes made while no watcher ran) are
+found by the next one; events only decide *when* to scan and which files
+are still being written.
+
+When a change counts as complete ("settled"):
+
+* a file closed after writing, a rename into place, a deletion, anything
+  about a directory: at once;
+* any other write (a file still open, being appended to): once it has been
+  quiet for the quiet period. Until then the file is *held*: the snapshot
+  keeps its previous version, so a half-written file never enters history;
+* SQLite databases and their ``-wal``/``-journal`` files: at once, because
+  they are read through SQLite's backup API, which copies a committed state
+  even mid-write.
+
+When to snapshot: once settled changes have waited the quiet period, or the
+whole tree has been quiet that long, and at least every max interval while
+writes keep coming (held files are then taken as they are). A burst of
+changes therefore becomes a snapshot about one quiet period after it
+settles, and under a steady stream of writes a saved file is never more
+than a quiet period plus one snapshot behind.
+
+One watcher per tree, by an exclusive lock in the store; its state (pid,
+last snapshot, backlog) is kept beside the lock for ``cas watch --status``.
+The store itself is opened only while a snapshot is taken, so ``cas gc``
+and other writers can run between snapshots.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from ..durable import atomic_output
+from ..errors import CasError, StoreLocked
+from ..model.history import History
+from ..model.tree import FILE, TreeEntry
+from ..objectid import hash_bytes
+from ..storage.store import Store
+from .scan import IGNORE_FILE, SQLITE_SIDE_FILES, ScanPolicy, load_ignore
+from .snapshot import take_snapshot
+from .sqlite_capture import is_sqlite
+
+WATCH_DIR = "watch"
+RETRY_SECONDS = 10.0
+TICK_SECONDS = 0.05
+
+
+class WatcherRunning(CasError):
+    def __init__(self, source: str, pid: object):
+        super().__init__(f"a watcher is already running on {source} (pid {pid}); "
+                         "see 'cas watch --status'")
+
+
+@dataclass
+class Change:
+    first: float               # monotonic time of the first event since the last snapshot
+    last: float                # ... of the latest
+    settled: bool              # complete: safe to snapshot as it is
+
+
+@dataclass
+class WatchOptions:
+    branch: str
+    quiet_period: float = 2.0
+    max_interval: float = 300.0
+    message: str = "watch"
+
+
+def _utc(ts: float | None = None) -> str:
+    return datetime.fromtimestamp(ts if ts is not None else time.time(), timezone.utc) \
+        .strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def state_paths(store_path: str, source: str) -> tuple[str, str]:
+    """The lock file and state file of the watcher of ``source``."""
+    key = hash_bytes(os.fsencode(os.path.abspath(source))).hex[:16]
+    base = os.path.join(store_path, WATCH_DIR, key)
+    return base + ".lock", base + ".json"
+
+
+def watch_status(store_path: str, source: str) -> dict:
+    """What ``cas watch --status`` reports: running or not, and the last state written."""
+    lock_path, state_path = state_paths(store_path, source)
+    running = False
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        fd = -1
+    if fd >= 0:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            running = True
+        finally:
+            os.close(fd)
+    try:
+        with open(state_path, "rb") as f:
+            state = json.loads(f.read())
+    except (OSError, ValueError):
+        state = {}
+    return {"source": os.path.abspath(source), "running": running, **state,
+            **({} if running else {"pid": None})}
+
+
+class _Events(FileSystemEventHandler):
+    """Collects changes from the observer thread into ``Watcher.changes``."""
+
+    def __init__(self, watcher: "Watcher"):
+        self._w = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        kind = event.event_type
+        if kind in ("opened", "closed_no_write"):
+            return
+        settled = kind in ("closed", "deleted", "moved") or event.is_directory
+        self._w.note(event.src_path, settled)
+        if kind == "moved":
+            self._w.note(event.dest_path, True)
+
+
+class _OverflowSignal(logging.Handler):
+    """watchdog reports a kernel queue overflow only in its log: turn that
+    into a forced rescan."""
+
+    def __init__(self, watcher: "Watcher"):
+        super().__init__(logging.WARNING)
+        self._w = watcher
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self._w.overflowed()
+
+
+class Watcher:
+    def __init__(self, store_path: str, source: str, options: WatchOptions,
+                 log: Callable[[dict], None]):
+        self.store_path = os.path.abspath(store_path)
+        self.source = os.path.abspath(source)
+        self.options = options
+        self._log = log
+        self._lock = threading.Lock()
+        self.changes: dict[str, Change] = {}
+        self._retry: dict[str, float] = {}
+        self._ignore = load_ignore(self.source)
+        self._store_prefix = self.store_path + os.sep
+        self._lock_fd = -1
+        self.snapshots = 0
+        self.last_snapshot: dict | None = None
+        self.started = time.time()
+
+    # -- events (observer thread) ---------------------------------------------
+
+    def note(self, path: str | bytes, settled: bool) -> None:
+        path = os.fsdecode(path)
+        if path == self.store_path or path.startswith(self._store_prefix):
+            return
+        rel = os.path.relpath(path, self.source)
+        if rel.startswith(".." + os.sep) or rel == "..":
+            return
+        if rel == IGNORE_FILE:
+            self._ignore = load_ignore(self.source)
+        elif self._ignore is not None and rel != "." and self._ignore.match_file(rel):
+            return
+        for side in SQLITE_SIDE_FILES:
+            side_s = side.decode()
+            if rel.endswith(side_s):
+                rel, settled = rel[:-len(side_s)], True  # the database, read by backup
+                break
+        now = time.monotonic()
+        with self._lock:
+            c = self.changes.get(rel)
+        if not settled and c is None and is_sqlite(os.path.join(self.source, rel)):
+            settled = True  # read by backup: consistent mid-write
+        with self._lock:
+            c = self.changes.get(rel)
+            if c is None:
+                self.changes[rel] = Change(now, now, settled)
+            else:
+                c.last = now
+                # A write after a close reopens the file; a database stays settled.
+                c.settled = settled or (c.settled and is_sqlite(os.path.join(self.source, rel)))
+
+    def overflowed(self) -> None:
+        self.note(self.source, True)
+        self._log({"event": "overflow", "detail": "kernel event queue overflowed; rescanning"})
+
+    # -- the loop --------------------------------------------------------------
+
+    def acquire(self) -> None:
+        lock_path, _ = state_paths(self.store_path, self.source)
+        os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise WatcherRunning(self.source, watch_status(self.store_path, self.source).get("pid"))
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def run(self, stop: threading.Event) -> int:
+        """Watch until ``stop`` is set, then take a final snapshot. Returns
+        the number of snapshots taken."""
+        self.acquire()
+        overflow = _OverflowSignal(self)
+        wd_logger = logging.getLogger("watchdog")
+        wd_logger.addHandler(overflow)
+        observer = Observer()
+        try:
+            observer.schedule(_Events(self), self.source, recursive=True)
+            observer.start()
+            self._log({"event": "start", "source": self.source, "branch": self.options.branch,
+                       "quiet_period": self.options.quiet_period,
+                       "max_interval": self.options.max_interval, "pid": os.getpid()})
+            # Reconcile: whatever changed while no watcher ran is found by a scan.
+            self._snapshot(held={}, reason="start")
+            while not stop.is_set():
+                due, held = self._due()
+                if due:
+                    self._snapshot(held, due)
+                else:
+                    self._write_state()
+                    stop.wait(TICK_SECONDS)
+        finally:
+            observer.stop()
+            observer.join(timeout=10)
+            wd_logger.removeHandler(overflow)
+        due, held = self._due(final=True)
+        if due:
+            self._snapshot(held, "stop")
+        self._log({"event": "stop", "snapshots": self.snapshots})
+        self._write_state(running=False)
+        self.release()
+        return self.snapshots
+
+    def _due(self, final: bool = False) -> tuple[str | None, dict[str, bool]]:
+        """Whether to snapshot now (and why), and which paths to hold back."""
+        now = time.monotonic()
+        quiet = self.options.quiet_period
+        with self._lock:
+            for path, at in list(self._retry.items()):
+                if at <= now:
+                    del self._retry[path]
+                    self.changes.setdefault(path, Change(now, now, True))
+            if not self.changes:
+                return None, {}
+            last = max(c.last for c in self.changes.values())
+            oldest = min(c.first for c in self.changes.values())
+            settled = [c.first for c in self.changes.values()
+                       if c.settled or now - c.last >= quiet]
+            held = {p: True for p, c in self.changes.items()
+                    if not c.settled and now - c.last < quiet}
+        if final:
+            return "stop", held
+        if now - oldest >= self.options.max_interval:
+            return "max-interval", {}
+        if not settled:
+            return None, {}
+        if now - last >= quiet:
+            return "quiet", held
+        if now - min(settled) >= quiet:
+            return "settled", held
+        return None, {}
+
+    def _snapshot(self, held: dict[str, bool], reason: str) -> None:
+        started = time.monotonic()
+        with self._lock:
+            taken = {p: c for p, c in self.changes.items() if p not in held}
+            for p in taken:
+                del self.changes[p]
+        try:
+            store = Store.open(self.store_path)
+        except StoreLocked as e:
+            self._requeue(taken, started, str(e))
+            return
+        try:
+            history = History(store)
+            kept = self._held_entries(history, held)
+            result = take_snapshot(history, self.source, self.options.branch,
+                                   message=self.options.message,
+                                   policy=ScanPolicy(held=kept, sqlite_backup=True))
+        except CasError as e:
+            self._requeue(taken, started, str(e))
+            return
+        finally:
+            store.close()
+        scan = result.scan
+        for problem in scan.problems:
+            rel = os.path.relpath(problem.path, self.source)
+            self._log({"event": "problem", "path": rel, "detail": problem.message})
+            with self._lock:
+                self._retry[rel] = time.monotonic() + RETRY_SECONDS
+        seconds = round(time.monotonic() - started, 3)
+        self._log({"event": "ingest", "reason": reason, "changes": len(taken),
+                   "held": len(held), "files_read": scan.read_files, "files": scan.files,
+                   "bytes": scan.bytes, "seconds": seconds})
+        snap = result.snapshot
+        if snap is not None:
+            self.snapshots += 1
+            self.last_snapshot = {"id": snap.oid.hex, "time": snap.time_iso,
+                                  "files": scan.files, "new_bytes": snap.stats.get("new_bytes", 0)}
+            self._log({"event": "snapshot", "id": snap.oid.hex, "time": snap.time_iso,
+                       "branch": self.options.branch, "changes": len(taken),
+                       "new_objects": snap.stats.get("new_objects", 0),
+                       "new_bytes": snap.stats.get("new_bytes", 0), "seconds": seconds})
+        self._write_state()
+
+    def _held_entries(self, history: History, held: dict[str, bool]) -> dict[bytes, TreeEntry | None]:
+        if not held:
+            return {}
+        head = history.branch_head(self.options.branch)
+        out: dict[bytes, TreeEntry | None] = {}
+        for rel in held:
+            rel_b = os.fsencode(rel)
+            try:
+                entry = history.entry_at(head.tree, rel_b) if head is not None else None
+            except CasError:
+                entry = None  # new since the last snapshot: stays out until complete
+            out[rel_b] = entry if entry is not None and entry.kind == FILE else None
+        return out
+
+    def _requeue(self, taken: dict[str, Change], started: float, why: str) -> None:
+        with self._lock:
+            for p, c in taken.items():
+                self.changes.setdefault(p, c)
+            self._retry[""] = time.monotonic() + RETRY_SECONDS
+        self._log({"event": "problem", "path": "", "detail": f"{why}; retrying"})
+
+    def _write_state(self, running: bool = True) -> None:
+        now = time.time()
+        if running and now - getattr(self, "_state_written", 0) < 1.0:
+            return
+        self._state_written = now
+        with self._lock:
+            backlog = len(self.changes)
+        state = {"pid": os.getpid() if running else None, "branch": self.options.branch,
+                 "started": _utc(self.started), "updated": _utc(now), "snapshots": self.snapshots,
+                 "last_snapshot": self.last_snapshot, "backlog": backlog}
+        _, state_path = state_paths(self.store_path, self.source)
+        try:
+            with atomic_output(state_path, durable=False) as f:
+                f.write((json.dumps(state, sort_keys=True) + "\n").encode())
+        except OSError:
+            pass  # the state file is advisory
