@@ -56,8 +56,9 @@ def command(ctx: Context, path: str | None, quiet_period: float, max_interval: f
     sink = open(log_file, "a", buffering=1) if log_file else sys.stderr
 
     def log(record: dict) -> None:
-        line = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) +
-                f".{int(time.time() * 1000) % 1000:03d}Z", **record}
+        now = time.time()
+        line = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) +
+                f".{int(now * 1000) % 1000:03d}Z", **record}
         sink.write(json.dumps(line, sort_keys=True) + "\n")
         sink.flush()
 

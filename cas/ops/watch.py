@@ -284,6 +284,7 @@ class Watcher:
 
     def _snapshot(self, held: dict[str, bool], reason: str) -> None:
         started = time.monotonic()
+        started_at = _utc()
         with self._lock:
             taken = {p: c for p, c in self.changes.items() if p not in held}
             for p in taken:
@@ -311,7 +312,7 @@ class Watcher:
             with self._lock:
                 self._retry[rel] = time.monotonic() + RETRY_SECONDS
         seconds = round(time.monotonic() - started, 3)
-        self._log({"event": "ingest", "reason": reason, "changes": len(taken),
+        self._log({"event": "ingest", "reason": reason, "started": started_at, "changes": len(taken),
                    "held": len(held), "files_read": scan.read_files, "files": scan.files,
                    "bytes": scan.bytes, "seconds": seconds})
         snap = result.snapshot
@@ -320,6 +321,7 @@ class Watcher:
             self.last_snapshot = {"id": snap.oid.hex, "time": snap.time_iso,
                                   "files": scan.files, "new_bytes": snap.stats.get("new_bytes", 0)}
             self._log({"event": "snapshot", "id": snap.oid.hex, "time": snap.time_iso,
+                       "started": started_at,
                        "branch": self.options.branch, "changes": len(taken),
                        "new_objects": snap.stats.get("new_objects", 0),
                        "new_bytes": snap.stats.get("new_bytes", 0), "seconds": seconds})
