@@ -1,10 +1,12 @@
-"""The JSON Schemas in manifests/ against the examples, real snapshots and broken manifests."""
+"""The JSON Schemas in manifests/ against the examples, real snapshots, real model
+imports and broken manifests."""
 
 from __future__ import annotations
 
 import copy
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,11 +15,15 @@ from jsonschema import Draft202012Validator
 from cas.errors import ManifestInvalid
 from cas.model.canonical import dumps
 from cas.model.history import History
+from cas.model.model_manifest import ModelManifest
 from cas.model.snapshot import Snapshot
 from cas.model.tree import Tree
 from cas.objectid import ObjectId, hash_bytes
+from cas.ops.models import import_model, model_versions
 from cas.ops.snapshot import take_snapshot
 from cas.storage.store import Store
+
+from .conftest import REPO
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 EXAMPLES = MANIFESTS / "examples"
@@ -33,6 +39,7 @@ def _validator(name: str) -> Draft202012Validator:
 
 TREE = _validator("tree")
 SNAPSHOT = _validator("snapshot")
+MODEL = _validator("model")
 
 
 def _example(name: str) -> dict:
@@ -48,7 +55,8 @@ def _errors(validator: Draft202012Validator, doc) -> list[str]:
 
 
 @pytest.mark.parametrize("name, validator", [
-    ("tree.json", TREE), ("tree-non-utf8.json", TREE), ("snapshot.json", SNAPSHOT)])
+    ("tree.json", TREE), ("tree-non-utf8.json", TREE), ("snapshot.json", SNAPSHOT),
+    ("model.json", MODEL), ("model-snapshot.json", SNAPSHOT)])
 def test_example_validates(name, validator):
     assert _errors(validator, _example(name)) == []
 
@@ -66,6 +74,20 @@ def test_examples_are_the_stored_manifests_pretty_printed():
     Tree.from_json(sub_bytes, hash_bytes(sub_bytes))
     snap_bytes = dumps(snap)
     assert Snapshot.from_json(snap_bytes, hash_bytes(snap_bytes)).tree.hex == snap["tree"]
+
+
+def test_model_example_is_the_stored_manifest_its_snapshot_names():
+    model, snap = _example("model.json"), _example("model-snapshot.json")
+    data = dumps(model)
+    assert hash_bytes(data).hex == snap["model"]
+    assert snap["branch"] == "models/" + model["name"]
+    manifest = ModelManifest.from_json(data, hash_bytes(data))
+    # Reading it back and writing it again gives the same bytes: the summary is
+    # what cas derives from the rest, and config floats stay strings.
+    assert manifest.to_json() == data
+    assert model["config"]["rms_norm_eps"] == "1e-05"
+    snap_bytes = dumps(snap)
+    assert Snapshot.from_json(snap_bytes, hash_bytes(snap_bytes)).model.hex == snap["model"]
 
 
 # -- (b) every manifest of a real snapshot ---------------------------------------------
@@ -167,6 +189,69 @@ def test_every_manifest_of_a_real_snapshot_validates(snapshotted):
                                "mtime_ns": OLD_NS, "name": "link", "target": "sub/deep/b.txt"}
     assert "target_b64" in by_name["link-latin1"]
     assert by_name["dangling"]["target"] == "does/not/exist"
+
+
+# -- every manifest of real model imports ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def imported_models(tmp_path_factory):
+    """A store holding two versions of one model (bfloat16, then 4-bit) and a
+    second model imported whole from a Hugging Face cache layout."""
+    pytest.importorskip("mlx.core")
+    sys.path.insert(0, str(REPO / "tools"))
+    import tiny_model
+
+    base = tmp_path_factory.mktemp("models")
+    plain, quantized = base / "tiny", base / "tiny-4bit"
+    tiny_model.save(*tiny_model.build(), str(plain))
+    tiny_model.save(*tiny_model.build(bits=4), str(quantized))
+    rev = "0123456789abcdef0123456789abcdef01234567"
+    repo = base / "hub" / "models--mlx-community--tiny-4bit"
+    snapshot = repo / "snapshots" / rev
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(rev)
+    for f in sorted(quantized.iterdir()):
+        blob = repo / "blobs" / f"blob-{f.name}"
+        blob.write_bytes(f.read_bytes())
+        (snapshot / f.name).symlink_to(os.path.relpath(blob, snapshot))
+    store = Store.init(str(base / "store"))
+    history = History(store)
+    import_model(history, str(plain), "tiny")
+    import_model(history, str(quantized), "tiny", message="4-bit")
+    import_model(history, str(repo), whole=True)
+    yield store, model_versions(history, "tiny") + model_versions(history, "tiny-4bit")
+    store.close()
+
+
+def test_every_manifest_of_a_model_import_validates(imported_models):
+    store, versions = imported_models
+    assert [v.label for v in versions] == ["tiny@2", "tiny@1", "tiny-4bit@1"]
+    docs = {}
+    for v in versions:
+        snap_bytes = store.read_object(v.snapshot.oid)
+        snap = json.loads(snap_bytes)
+        assert _errors(SNAPSHOT, snap) == [], v.label
+        assert snap["branch"] == "models/" + v.name
+        data = store.read_object(v.snapshot.model)
+        doc = json.loads(data)
+        assert _errors(MODEL, doc) == [], v.label
+        assert dumps(doc) == data                      # stored canonical
+        assert hash_bytes(data).hex == snap["model"]
+        assert ModelManifest.from_json(data, v.snapshot.model).to_json() == data
+        docs[v.label] = doc
+    assert json.loads(store.read_object(versions[0].snapshot.oid))["parents"] == \
+        [versions[1].snapshot.oid.hex]
+    # The cases the schema tells apart really were validated.
+    assert docs["tiny@1"]["summary"]["quantization"] is None
+    assert docs["tiny@2"]["summary"]["quantization"] == {"bits": 4, "group_size": 64}
+    assert {t["dtype"] for t in docs["tiny@2"]["tensors"]} >= {"U32", "BF16"}
+    assert docs["tiny@1"]["source"]["kind"] == "directory"
+    assert docs["tiny-4bit@1"]["source"]["kind"] == "hf-cache"
+    assert docs["tiny-4bit@1"]["source"]["repo"] == "mlx-community/tiny-4bit"
+    assert isinstance(docs["tiny@1"]["config"]["rms_norm_eps"], str)
 
 
 # -- (c) broken manifests: rejected by the schema and by the reader --------------------
@@ -271,6 +356,7 @@ def _without(key: str) -> dict:
 
 BROKEN_SNAPSHOTS = {
     "bad tree id": _snap_doc(tree="x" * 64),
+    "bad model id": _snap_doc(model="ab" * 31),
     "bad parent id": _snap_doc(parents=["ab" * 31]),
     "parents not a list": _snap_doc(parents="ab" * 32),
     "no tree": _without("tree"),
@@ -330,3 +416,87 @@ def test_every_chunk_list_written_validates_against_its_schema(tmp_path):
     ChunkList.from_json(json.dumps(example).encode())  # sizes add up, ids parse
     bad = {**doc, "chunks": [["zz", 1]]}
     assert list(validator.iter_errors(bad))
+
+
+# -- model manifests ----------------------------------------------------------------------
+
+
+def _model_doc(*edits) -> dict:
+    """The example model manifest with ``edits`` applied: (path of keys, value or
+    ``None`` to delete)."""
+    doc = _example("model.json")
+    for keys, value in edits:
+        *parents, last = keys
+        target = doc
+        for k in parents:
+            target = target[k]
+        if value is None:
+            del target[last]
+        else:
+            target[last] = value
+    return doc
+
+
+WEIGHTS = 1    # files: config.json, model.safetensors, tokenizer_config.json
+FIRST = _example("model.json")["tensors"][0]
+
+BROKEN_MODELS = {
+    "not a model": _model_doc((["type"], "snapshot")),
+    "version 2": _model_doc((["version"], 2)),
+    "no files": _model_doc((["files"], None)),
+    "bad file id": _model_doc((["files", 0, "id"], "AB" * 32)),
+    "negative size": _model_doc((["files", 0, "size"], -1)),
+    "absolute path": _model_doc((["files", 0, "path"], "/etc/passwd")),
+    "path with ..": _model_doc((["files", 0, "path"], "a/../config.json")),
+    "path with empty component": _model_doc((["files", 0, "path"], "a//config.json")),
+    "unknown dtype": _model_doc((["tensors", 0, "dtype"], "F12")),
+    "shape of strings": _model_doc((["tensors", 0, "shape"], ["512", "128"])),
+    "one offset": _model_doc((["tensors", 0, "offsets"], FIRST["offsets"][:1])),
+    "config a list": _model_doc((["config"], [])),
+    "name not a string": _model_doc((["name"], 7)),
+}
+
+SCHEMA_ONLY_MODELS = {
+    "extra key": _model_doc((["extra"], 1)),
+    "no summary": _model_doc((["summary"], None)),
+    "float in config": _model_doc((["config", "rms_norm_eps"], 1e-05)),
+    "tensor without blake3": _model_doc((["tensors", 0, "blake3"], None)),
+    "short blake3": _model_doc((["tensors", 0, "blake3"], "ab" * 16)),
+    "unknown source kind": _model_doc((["source", "kind"], "git")),
+    "revision on a directory": _model_doc((["source", "revision"], "main")),
+    "unknown framework": _model_doc((["summary", "framework"], "ONNX")),
+    "name with /": _model_doc((["name"], "org/model")),
+}
+
+# Agreement between fields: only the reader can check these.
+READER_ONLY_MODELS = {
+    "tensor in an unlisted file": _model_doc((["tensors", 0, "file"], "other.safetensors")),
+    "tensor past the end of its file": _model_doc((["files", WEIGHTS, "size"], 100)),
+    "shape disagrees with bytes": _model_doc((["tensors", 0, "shape"],
+                                              [FIRST["shape"][0] + 1, *FIRST["shape"][1:]])),
+    "offsets reversed": _model_doc((["tensors", 0, "offsets"], FIRST["offsets"][::-1])),
+}
+
+
+def test_model_cases_edit_what_they_mean_to():
+    doc = _example("model.json")
+    assert doc["files"][WEIGHTS]["path"] == FIRST["file"] == "model.safetensors"
+    assert FIRST["offsets"][0] < FIRST["offsets"][1] and len(FIRST["shape"]) >= 1
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_MODELS) + sorted(SCHEMA_ONLY_MODELS))
+def test_schema_rejects_broken_model(case):
+    doc = BROKEN_MODELS.get(case) or SCHEMA_ONLY_MODELS[case]
+    assert _errors(MODEL, doc), f"schema accepted: {case}"
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_MODELS) + sorted(READER_ONLY_MODELS))
+def test_reader_rejects_broken_model(case):
+    doc = BROKEN_MODELS.get(case) or READER_ONLY_MODELS[case]
+    with pytest.raises(ManifestInvalid):
+        ModelManifest.from_json(dumps(doc), NO_ID)
+
+
+@pytest.mark.parametrize("case", sorted(READER_ONLY_MODELS))
+def test_schema_cannot_express_what_only_the_reader_checks(case):
+    assert _errors(MODEL, READER_ONLY_MODELS[case]) == []

@@ -293,3 +293,16 @@ def test_cli_bad_input_is_one_line(cas, models, args, message):
     args = tuple(str(models["tiny"]) if a == "MODEL" else a for a in args)
     r = cas(*args)
     assert r.code != 0 and message in r.err and r.err.count("\n") == 1 and "Traceback" not in r.err
+
+
+def test_gc_removes_the_view_of_a_forgotten_version(history, models):
+    from cas.ops.gc import forget
+    v1 = import_model(history, str(models["f32"]), "m", whole=True).version
+    old_view = Path(model_path("m@1", store=history.store))
+    import_model(history, str(models["f16"]), "m", whole=True)
+    keep_view = Path(model_path("m@2", store=history.store))
+    forget(history, [v1.snapshot.oid])
+    report = gc(history, grace_seconds=0)
+    assert report.removed_views == 1
+    assert not old_view.exists() and keep_view.exists()
+    assert_same_weights(mx.load(str(keep_view / "model.safetensors")), models["f16"] / "model.safetensors")

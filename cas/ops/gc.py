@@ -15,6 +15,7 @@ index entry pointing at nothing.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from ..durable import fsync_dirs, publish
 from ..storage.encoding import Encoding
 from ..storage.index import IndexEntry, PackRecord
 from ..storage.pack import PackWriter
+from .models import VIEWS
 from .scan import STAT_TABLE
 
 GRACE_SECONDS = 3600
@@ -78,6 +80,7 @@ class GcReport:
     kept_dead_bytes: int = 0
     repacked_packs: int = 0
     too_young: int = 0
+    removed_views: int = 0
 
 
 def live_set(history: History) -> set[ObjectId]:
@@ -165,7 +168,30 @@ def gc(history: History, dry_run: bool = False, grace_seconds: int = GRACE_SECON
             os.unlink(path)
         except FileNotFoundError:
             pass
+    report.removed_views = _remove_stale_views(history)
     return report
+
+
+def _remove_stale_views(history: History) -> int:
+    """Views of model versions no longer recorded (forgotten, or half built
+    by an interrupted process): their links may name objects gc just removed."""
+    root = os.path.join(history.store.path, VIEWS)
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return 0
+    removed = 0
+    for name in names:
+        stale = ".building-" in name
+        if not stale:
+            try:
+                stale = not history.is_recorded(ObjectId.parse(name))
+            except ValueError:
+                continue  # not ours
+        if stale:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def _worth_repacking(entries: list[IndexEntry], dead: list[IndexEntry]) -> bool:
