@@ -327,3 +327,14 @@ def test_unreadable_and_vanishing_files_do_not_stop_the_watcher(tree):
                  what="the retry")
     finally:
         assert w.stop() == 0
+
+
+def test_a_vanished_tree_is_never_recorded_as_empty(tree, tmp_path):
+    from cas.errors import SourceError
+    from cas.ops.snapshot import take_snapshot
+    with Store.open(str(tree / ".cas")) as store:
+        history = History(store)
+        take_snapshot(history, str(tree), "main")
+        with pytest.raises(SourceError, match="cannot be listed"):
+            take_snapshot(history, str(tmp_path / "unmounted"), "main")
+        assert history.branch_head("main").stats["files"] == 1

@@ -149,6 +149,9 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
                 with os.scandir(directory) as it:
                     items = sorted(it, key=lambda e: e.name)
             except OSError as e:
+                if node is root:
+                    # An unmounted or vanished source must not become an empty snapshot.
+                    raise SourceError(os.fsdecode(directory), f"cannot be listed ({e.strerror})") from None
                 result.problems.append(Problem(os.fsdecode(directory), f"{e.strerror}; skipped"))
                 continue
             names = {item.name for item in items} if policy.sqlite_backup else set()
