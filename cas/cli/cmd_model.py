@@ -123,7 +123,7 @@ def ls(ctx: Context, as_json: bool, all_stores: bool, versions: bool) -> None:
 
 
 def _print_table(docs: list[dict], with_store: bool) -> None:
-    head = ["NAME", "VER", "ARCH", "PARAMS", "DTYPE", "SIZE", "SHARED", "IMPORTED"]
+    head = ["NAME", "VER", "ARCH", "PARAMS", "DTYPE", "SIZE", "ON DISK", "SHARED", "IMPORTED"]
     if with_store:
         head.insert(0, "STORE")
     lines = [head]
@@ -131,7 +131,8 @@ def _print_table(docs: list[dict], with_store: bool) -> None:
         q = d["quantization"]
         dtype = f"{q['bits']}-bit" if q else (d["dtype"] or "-")
         row = [d["ref"], str(d["version"]), d["architecture"] or "-", d["parameters"], dtype,
-               human_bytes(d["size_bytes"]), human_bytes(d["shared_bytes"]),
+               human_bytes(d["size_bytes"]), human_bytes(d["stored_bytes"]),
+               human_bytes(d["shared_bytes"]),
                d["modified"].replace("T", " ")[:16]]
         if with_store:
             row.insert(0, d.get("store", ""))

@@ -30,6 +30,7 @@ from ..model.refs import MODELS, check_ref_name
 from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE, Tree, TreeEntry
 from ..objectid import Hasher, ObjectId
+from ..storage.encoding import Encoding
 from ..storage.store import Store
 from ..storage.workers import ordered_map
 from ..storage.writer import ObjectWriter, Placement
@@ -82,8 +83,8 @@ class ImportResult:
 class ModelRow:
     """One line of the inventory."""
     version: ModelVersion
-    stored_bytes: int            # what its files take in the store, counted once
-    shared_bytes: int            # of those, bytes other models use too
+    stored_bytes: int            # what its files take on disk (compressed, each piece once)
+    shared_bytes: int            # of those, bytes other models' newest versions use too
 
 
 # -- finding what to import ---------------------------------------------------
@@ -320,18 +321,23 @@ def resolve_model(history: History, spec: str, at_ns: int | None = None) -> Mode
 # -- inventory ----------------------------------------------------------------
 
 def list_models(history: History) -> list[ModelRow]:
-    """The newest version of every model, with the bytes it shares with others."""
+    """The newest version of every model, with what it takes on disk and
+    how much of that other models use too."""
     store = history.store
     heads = [v for name in sorted(history.refs.models()) if (v := model_head(history, name))]
     pieces: list[dict[ObjectId, int]] = []
     for v in heads:
         mine: dict[ObjectId, int] = {}
         for f in v.manifest.files:
-            chunks = store.chunk_list(f.id) if store.has(f.id) else None
-            if chunks is None:
-                mine[f.id] = f.size
+            entry = store.index.lookup(f.id)
+            if entry is None:
+                continue  # missing: verify reports it
+            if entry.encoding is Encoding.CHUNKED:
+                for chunk, _ in store.chunk_list(f.id).chunks:
+                    stored = store.index.lookup(chunk)
+                    mine[chunk] = stored.stored_length if stored else 0
             else:
-                mine.update(chunks.chunks)
+                mine[f.id] = entry.stored_length
         pieces.append(mine)
     users: dict[ObjectId, int] = {}
     for mine in pieces:
