@@ -63,13 +63,14 @@ def command(ctx: Context, path: str | None, quiet_period: float, max_interval: f
         sink.flush()
 
     stop = threading.Event()
+    watcher = Watcher(store_path, source, WatchOptions(branch, quiet_period, max_interval), log)
 
     def on_signal(signum, frame) -> None:
         stop.set()
+        watcher.wake()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    watcher = Watcher(store_path, source, WatchOptions(branch, quiet_period, max_interval), log)
     try:
         watcher.run(stop)
     finally:

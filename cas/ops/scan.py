@@ -129,8 +129,9 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
     result = ScanResult(root=ObjectId(bytes(32)), trees={})
     source_b = os.fsencode(source)
 
-    def read_file(path: str) -> tuple[ObjectId, os.stat_result, int]:
-        if policy.sqlite_backup and writer is not None and is_sqlite(path):
+    def read_file(path: str, sqlite_sides: bool = False) -> tuple[ObjectId, os.stat_result, int]:
+        # A database being created has its journal or WAL before its header.
+        if policy.sqlite_backup and writer is not None and (sqlite_sides or is_sqlite(path)):
             oid, st, size = read_sqlite(writer, path, store.layout.tmp)
         else:
             oid, st = identify_file(path) if writer is None else writer.put_file(path)
@@ -202,7 +203,9 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
                         result.files += 1
                         result.bytes += st.st_size
                     else:
-                        future = pool.submit(read_file, os.fsdecode(item.path))
+                        sides = policy.sqlite_backup and any(
+                            name + side in names for side in SQLITE_SIDE_FILES)
+                        future = pool.submit(read_file, os.fsdecode(item.path), sides)
                         node.entries.append(_PendingFile(name, rel, future))
                 else:
                     result.problems.append(Problem(os.fsdecode(item.path),

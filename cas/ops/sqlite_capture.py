@@ -7,6 +7,12 @@ copies the database under a read transaction, so the copy is one committed
 state, WAL content included. The copy goes to a temp file in the store and
 is stored in place of the file; writers are held up only for as long as a
 read transaction lasts (WAL mode: not at all).
+
+SQLite's locks in rollback-journal mode are POSIX record locks, which belong
+to the process: closing *any* descriptor of the database file drops them.
+So while a backup may run, nothing else in the process opens a database
+file: ``is_sqlite`` is called only just before the backup, in the same
+thread, and the watcher tells databases apart with stat calls alone.
 """
 
 from __future__ import annotations

@@ -54,11 +54,12 @@ from ..objectid import hash_bytes
 from ..storage.store import Store
 from .scan import IGNORE_FILE, SQLITE_SIDE_FILES, ScanPolicy, load_ignore
 from .snapshot import take_snapshot
-from .sqlite_capture import is_sqlite
 
 WATCH_DIR = "watch"
 RETRY_SECONDS = 10.0
 TICK_SECONDS = 0.05
+IDLE_SECONDS = 5.0
+STATE_REFRESH_SECONDS = 30.0
 
 
 class WatcherRunning(CasError):
@@ -160,6 +161,10 @@ class Watcher:
         self._ignore = load_ignore(self.source)
         self._store_prefix = self.store_path + os.sep
         self._lock_fd = -1
+        self._wake = threading.Event()
+        self._databases: set[str] = set()
+        self._state_key: tuple | None = None
+        self._state_written = 0.0
         self.snapshots = 0
         self.last_snapshot: dict | None = None
         self.started = time.time()
@@ -181,20 +186,39 @@ class Watcher:
             side_s = side.decode()
             if rel.endswith(side_s):
                 rel, settled = rel[:-len(side_s)], True  # the database, read by backup
+                self._databases.add(rel)
                 break
         now = time.monotonic()
-        with self._lock:
-            c = self.changes.get(rel)
-        if not settled and c is None and is_sqlite(os.path.join(self.source, rel)):
+        if not settled and self._is_database(rel):
             settled = True  # read by backup: consistent mid-write
         with self._lock:
+            self._wake.set()
             c = self.changes.get(rel)
             if c is None:
                 self.changes[rel] = Change(now, now, settled)
             else:
                 c.last = now
                 # A write after a close reopens the file; a database stays settled.
-                c.settled = settled or (c.settled and is_sqlite(os.path.join(self.source, rel)))
+                c.settled = settled
+
+    def _is_database(self, rel: str) -> bool:
+        """Whether SQLite is writing ``rel``: it has a journal or WAL beside it.
+
+        Only stat calls here. Opening and closing a database file from this
+        process would drop the POSIX locks SQLite holds on it for a backup
+        running in another thread, and let a writer tear the copy.
+        """
+        if rel in self._databases:
+            return True
+        base = os.path.join(self.source, rel)
+        if any(os.path.exists(base + side.decode()) for side in SQLITE_SIDE_FILES):
+            self._databases.add(rel)
+            return True
+        return False
+
+    def wake(self) -> None:
+        """Make the loop look at the stop flag and its changes now."""
+        self._wake.set()
 
     def overflowed(self) -> None:
         self.note(self.source, True)
@@ -238,9 +262,13 @@ class Watcher:
                 due, held = self._due()
                 if due:
                     self._snapshot(held, due)
-                else:
-                    self._write_state()
-                    stop.wait(TICK_SECONDS)
+                    continue
+                self._write_state()
+                with self._lock:
+                    busy = bool(self.changes or self._retry)
+                # Idle, sleep until an event (or a signal) wakes us: no polling cost.
+                self._wake.wait(TICK_SECONDS if busy else IDLE_SECONDS)
+                self._wake.clear()
         finally:
             observer.stop()
             observer.join(timeout=10)
@@ -350,11 +378,12 @@ class Watcher:
 
     def _write_state(self, running: bool = True) -> None:
         now = time.time()
-        if running and now - getattr(self, "_state_written", 0) < 1.0:
-            return
-        self._state_written = now
         with self._lock:
             backlog = len(self.changes)
+        key = (backlog, self.snapshots, running)
+        if key == self._state_key and now - self._state_written < STATE_REFRESH_SECONDS:
+            return
+        self._state_key, self._state_written = key, now
         state = {"pid": os.getpid() if running else None, "branch": self.options.branch,
                  "started": _utc(self.started), "updated": _utc(now), "snapshots": self.snapshots,
                  "last_snapshot": self.last_snapshot, "backlog": backlog}
