@@ -197,7 +197,7 @@ def test_every_manifest_of_a_real_snapshot_validates(snapshotted):
 @pytest.fixture(scope="module")
 def imported_models(tmp_path_factory):
     """A store holding two versions of one model (bfloat16, then 4-bit) and a
-    second model imported whole from a Hugging Face cache layout."""
+    second model imported cut at tensors from a Hugging Face cache layout."""
     pytest.importorskip("mlx.core")
     sys.path.insert(0, str(REPO / "tools"))
     import tiny_model
@@ -221,7 +221,7 @@ def imported_models(tmp_path_factory):
     history = History(store)
     import_model(history, str(plain), "tiny")
     import_model(history, str(quantized), "tiny", message="4-bit")
-    import_model(history, str(repo), whole=True)
+    import_model(history, str(repo), chunked=True)
     yield store, model_versions(history, "tiny") + model_versions(history, "tiny-4bit")
     store.close()
 

@@ -64,13 +64,13 @@ def assert_same_weights(got: dict, path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["f32", "f16", "bf16", "q4", "tiny"])
-@pytest.mark.parametrize("whole", [False, True])
-def test_weights_from_the_store_equal_mx_load_bit_for_bit(history, models, kind, whole):
-    result = import_model(history, str(models[kind]), kind, whole=whole)
+@pytest.mark.parametrize("chunked", [False, True])
+def test_weights_from_the_store_equal_mx_load_bit_for_bit(history, models, kind, chunked):
+    result = import_model(history, str(models[kind]), kind, chunked=chunked)
     size = (models[kind] / "model.safetensors").stat().st_size
     entry = history.store.entry(result.version.manifest.file("model.safetensors").id)
     if size >= (1 << 20):
-        assert (entry.encoding.name == "CHUNKED") != whole
+        assert (entry.encoding.name == "CHUNKED") == chunked
     assert_same_weights(load_weights(kind, store=history.store), models[kind] / "model.safetensors")
 
 
@@ -124,11 +124,11 @@ def test_old_versions_stay_loadable_after_a_new_import(history, models, tmp_path
     model, cfg = tiny_model.build(BIGGER, dtype="bfloat16", seed=7)
     model.layers[1].up_proj.weight = model.layers[1].up_proj.weight * 1.01  # a fine-tune
     tiny_model.save(model, cfg, str(tuned))
-    v1 = import_model(history, str(base), "coder").version
+    v1 = import_model(history, str(base), "coder", chunked=True).version
     time.sleep(0.01)
     moment = time.time_ns()
     time.sleep(0.01)
-    second = import_model(history, str(tuned), "coder")
+    second = import_model(history, str(tuned), "coder", chunked=True)
     v2 = second.version
     assert v2.number == 2 and v2.snapshot.parent == v1.snapshot.oid
     # Only the changed tensor (and the header) is new.
@@ -152,13 +152,13 @@ def _flip_byte(path: str, offset: int) -> None:
         f.write(bytes([b[0] ^ 0x01]))
 
 
-@pytest.mark.parametrize("whole", [False, True])
-def test_a_damaged_weight_names_model_file_and_tensor(history, models, whole):
-    v = import_model(history, str(models["bf16"]), "m", whole=whole).version
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_damaged_weight_names_model_file_and_tensor(history, models, chunked):
+    v = import_model(history, str(models["bf16"]), "m", chunked=chunked).version
     tensor = next(t for t in v.manifest.tensors if t.name == "layers.0.q_proj.weight")
     store = history.store
     file_id = v.manifest.file("model.safetensors").id
-    if whole:
+    if not chunked:
         _flip_byte(store.plain_path(file_id), tensor.start + 100)
     else:
         pos = 0
@@ -201,8 +201,8 @@ def test_hugging_face_cache_repo_imports_with_its_revision(history, models, tmp_
 
 
 def test_views_link_plain_objects_and_copy_the_rest(history, models, tmp_path):
-    whole = import_model(history, str(models["f32"]), "plain", whole=True).version
-    chunked = import_model(history, str(models["bf16"]), "cut").version
+    whole = import_model(history, str(models["f32"]), "plain").version
+    chunked = import_model(history, str(models["bf16"]), "cut", chunked=True).version
     path = model_path("plain", store=history.store)
     weights = Path(path) / "model.safetensors"
     assert weights.is_symlink()
@@ -297,9 +297,9 @@ def test_cli_bad_input_is_one_line(cas, models, args, message):
 
 def test_gc_removes_the_view_of_a_forgotten_version(history, models):
     from cas.ops.gc import forget
-    v1 = import_model(history, str(models["f32"]), "m", whole=True).version
+    v1 = import_model(history, str(models["f32"]), "m").version
     old_view = Path(model_path("m@1", store=history.store))
-    import_model(history, str(models["f16"]), "m", whole=True)
+    import_model(history, str(models["f16"]), "m")
     keep_view = Path(model_path("m@2", store=history.store))
     forget(history, [v1.snapshot.oid])
     report = gc(history, grace_seconds=0)

@@ -26,17 +26,18 @@ def model() -> None:
 @model.command("import")
 @click.argument("src", type=click.Path(path_type=str))
 @click.option("--name", help="Model name (default: the repo or directory name).")
-@click.option("--whole", is_flag=True,
-              help="Keep each file one plain object (links without copies; no sub-file dedup).")
+@click.option("--chunked", is_flag=True,
+              help="Cut weights at tensors, so fine-tunes share unchanged tensors "
+                   "(loads slower; views copy the files out).")
 @click.option("-m", "--message", default="", help="Note recorded with this version.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
-def import_(ctx: Context, src: str, name: str | None, whole: bool, message: str,
+def import_(ctx: Context, src: str, name: str | None, chunked: bool, message: str,
             as_json: bool) -> None:
     """Import a model directory or a Hugging Face cache repo (models--org--name)."""
     history = ctx.open_history()
     with history.store:
-        result = import_model(history, src, name, whole=whole, message=message)
+        result = import_model(history, src, name, chunked=chunked, message=message)
     v = result.version
     if as_json:
         out_json({"name": v.name, "version": v.number, "snapshot": v.snapshot.oid.hex,

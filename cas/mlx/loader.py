@@ -105,6 +105,7 @@ def _load(opened: _Opened, keys: Iterable[str] | None, verify: bool | None) -> d
     arrays: dict[str, mx.array] = {}
     direct: list[TensorInfo] = []
     loaded: list[TensorInfo] = []
+    plain_order: dict[str, list[str]] = {}
     for path, ts in by_file.items():
         plain = store.plain_path(files[path]) if keys is None else None
         if plain is not None:
@@ -115,6 +116,7 @@ def _load(opened: _Opened, keys: Iterable[str] | None, verify: bool | None) -> d
                 raise WeightsDamaged(version.label, path, "(header)",
                                      "its tensors differ from those recorded at import")
             arrays.update(got)
+            plain_order[path] = list(got)
             loaded.extend(ts)
         else:
             direct.extend(ts)
@@ -149,7 +151,14 @@ def _load(opened: _Opened, keys: Iterable[str] | None, verify: bool | None) -> d
         checked = [files[p] for p, c in check.items() if c]
         if checked:
             mark_checked(store, checked)
-    return {t.name: arrays[t.name] for t in tensors}
+    # mx.load's own order for whole files: the order arrays are released in
+    # decides how well MLX's allocator reuses them on the next load (measured:
+    # a reordered dict made repeated loads 1.7x slower).
+    out: dict[str, mx.array] = {}
+    for path, ts in by_file.items():
+        for name in plain_order.get(path) or [t.name for t in ts]:
+            out[name] = arrays[name]
+    return out
 
 
 _local = threading.local()
