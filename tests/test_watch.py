@@ -338,3 +338,20 @@ def test_a_vanished_tree_is_never_recorded_as_empty(tree, tmp_path):
         with pytest.raises(SourceError, match="cannot be listed"):
             take_snapshot(history, str(tmp_path / "unmounted"), "main")
         assert history.branch_head("main").stats["files"] == 1
+
+
+def test_a_log_file_inside_the_tree_does_not_feed_itself(tree):
+    log = tree / "watch.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "cas.cli", "watch", "--quiet-period", QUIET,
+                             "--log-file", str(log)], cwd=tree)
+    try:
+        wait_for(lambda: log.exists() and b'"snapshot"' in log.read_bytes(), what="first snapshot")
+        (tree / "notes.txt").write_text("changed once\n")
+        wait_for(lambda: head_files(tree).get("notes.txt") == b"changed once\n", what="the change")
+        time.sleep(2.0)
+        count = log.read_text().count('"event": "snapshot"')
+        time.sleep(2.0)
+        assert log.read_text().count('"event": "snapshot"') == count  # no snapshot loop
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0

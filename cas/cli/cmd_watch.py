@@ -63,7 +63,8 @@ def command(ctx: Context, path: str | None, quiet_period: float, max_interval: f
         sink.flush()
 
     stop = threading.Event()
-    watcher = Watcher(store_path, source, WatchOptions(branch, quiet_period, max_interval), log)
+    watcher = Watcher(store_path, source, WatchOptions(branch, quiet_period, max_interval), log,
+                      quiet_paths=(log_file,) if log_file else ())
 
     def on_signal(signum, frame) -> None:
         stop.set()

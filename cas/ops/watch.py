@@ -150,7 +150,7 @@ class _OverflowSignal(logging.Handler):
 
 class Watcher:
     def __init__(self, store_path: str, source: str, options: WatchOptions,
-                 log: Callable[[dict], None]):
+                 log: Callable[[dict], None], quiet_paths: tuple[str, ...] = ()):
         self.store_path = os.path.abspath(store_path)
         self.source = os.path.abspath(source)
         self.options = options
@@ -160,6 +160,9 @@ class Watcher:
         self._retry: dict[str, float] = {}
         self._ignore = load_ignore(self.source)
         self._store_prefix = self.store_path + os.sep
+        # Files the watcher itself writes (its log): their events must not
+        # cause snapshots, or each snapshot would cause the next.
+        self._quiet_paths = {os.path.abspath(p) for p in quiet_paths}
         self._lock_fd = -1
         self._wake = threading.Event()
         self._databases: set[str] = set()
@@ -173,7 +176,8 @@ class Watcher:
 
     def note(self, path: str | bytes, settled: bool) -> None:
         path = os.fsdecode(path)
-        if path == self.store_path or path.startswith(self._store_prefix):
+        if path == self.store_path or path.startswith(self._store_prefix) \
+                or path in self._quiet_paths:
             return
         rel = os.path.relpath(path, self.source)
         if rel.startswith(".." + os.sep) or rel == "..":
