@@ -1,15 +1,16 @@
 """``cas forget`` and ``cas gc``: drop snapshots, then reclaim what nothing reaches.
 
 gc is mark and sweep under the store's exclusive lock (no writer runs
-meanwhile). Live: every recorded snapshot, the trees it reaches and the
-file contents they name. Everything else that is older than the grace
-period (an hour by default) is removed: loose object files, and packs whose
-every object is dead. Packs holding live and dead objects together are kept
-whole for now and reported.
+meanwhile). Live: every recorded snapshot and its model manifest, the trees
+it reaches, the file contents they name and the chunks of chunked files.
+Everything else that is older than the grace period (an hour by default) is
+removed: loose object files, packs whose every object is dead, and packs at
+least half dead, whose live objects are first copied into new packs. Packs
+with less dead weight are kept whole and reported.
 
-Order: index entries go first, files second, so a crash in between leaves
-only unindexed files (which verify reports and rebuild adopts), never an
-index entry pointing at nothing.
+Order: new packs are durable and indexed first; then index entries go,
+then files, so a crash in between leaves only unindexed files (which verify
+reports and rebuild adopts), never an index entry pointing at nothing.
 """
 
 from __future__ import annotations
@@ -83,28 +84,41 @@ class GcReport:
     removed_views: int = 0
 
 
-def live_set(history: History) -> set[ObjectId]:
-    live: set[ObjectId] = set()
+def live_set(history: History) -> set[bytes]:
+    """The digests of every object a recorded snapshot reaches.
+
+    Digests, not ObjectIds: at a million objects the set is a third of the
+    size, and gc's memory is mostly this set.
+    """
+    live: set[bytes] = set()
     for snap in history.snapshots():
-        live.add(snap.oid)
+        live.add(snap.oid.digest)
         if snap.model is not None:
-            live.add(snap.model)
+            live.add(snap.model.digest)
         _mark_tree(history, snap.tree, live)
     return live
 
 
-def _mark_tree(history: History, tree_id: ObjectId, live: set[ObjectId]) -> None:
-    if tree_id in live:
+def _mark_tree(history: History, tree_id: ObjectId, live: set[bytes]) -> None:
+    if tree_id.digest in live:
         return  # a shared subtree is walked once
-    live.add(tree_id)
+    live.add(tree_id.digest)
     for entry in history.load_tree(tree_id).entries:
         if entry.kind == DIR:
             _mark_tree(history, entry.oid, live)
-        elif entry.kind == FILE and entry.oid not in live:
-            live.add(entry.oid)
+        elif entry.kind == FILE and entry.oid.digest not in live:
+            live.add(entry.oid.digest)
             stored = history.store.index.lookup(entry.oid)
             if stored is not None and stored.encoding is Encoding.CHUNKED:
-                live.update(c for c, _ in history.store.chunk_list(entry.oid).chunks)
+                live.update(c.digest for c, _ in history.store.chunk_list(entry.oid).chunks)
+
+
+@dataclass
+class _PackTally:
+    objects: int = 0
+    bytes: int = 0
+    dead: int = 0
+    dead_bytes: int = 0
 
 
 def gc(history: History, dry_run: bool = False, grace_seconds: int = GRACE_SECONDS) -> GcReport:
@@ -113,50 +127,65 @@ def gc(history: History, dry_run: bool = False, grace_seconds: int = GRACE_SECON
     live = live_set(history)
     report = GcReport(live_objects=len(live))
     cutoff = time.time() - grace_seconds
-    by_pack: dict[ObjectId, list[IndexEntry]] = defaultdict(list)
-    dead_loose: list[IndexEntry] = []
-    for entry in store.entries():
-        if entry.pack is not None:
-            by_pack[entry.pack].append(entry)
-        elif entry.oid not in live:
-            dead_loose.append(entry)
+    # First pass: counts per pack only, so memory does not grow with every
+    # index entry; the entries of the few packs that change are read again.
+    tallies: dict[ObjectId, _PackTally] = defaultdict(_PackTally)
     remove_entries: list[IndexEntry] = []
     remove_files: list[str] = []
-    remove_packs: list[ObjectId] = []
-    repack: list[tuple[ObjectId, list[IndexEntry], list[IndexEntry]]] = []
-    for entry in dead_loose:
-        path = layout.loose_path(entry.oid, entry.encoding)
-        if _mtime(path) > cutoff:
-            report.too_young += 1
-            continue
-        remove_entries.append(entry)
-        remove_files.append(path)
-    for pack, entries in by_pack.items():
-        dead = [e for e in entries if e.oid not in live]
-        if not dead:
-            continue
-        path = layout.pack_path(pack)
-        if len(dead) == len(entries) and _mtime(path) <= cutoff:
-            remove_entries.extend(entries)
+    for entry in store.entries():
+        alive = entry.oid.digest in live
+        if entry.pack is not None:
+            t = tallies[entry.pack]
+            t.objects += 1
+            t.bytes += entry.stored_length
+            if not alive:
+                t.dead += 1
+                t.dead_bytes += entry.stored_length
+        elif not alive:
+            path = layout.loose_path(entry.oid, entry.encoding)
+            if _mtime(path) > cutoff:
+                report.too_young += 1
+                continue
+            remove_entries.append(entry)
             remove_files.append(path)
-            remove_packs.append(pack)
-        elif len(dead) == len(entries):
-            report.too_young += len(dead)
-        elif _worth_repacking(entries, dead) and _mtime(path) <= cutoff:
-            repack.append((pack, entries, dead))
+    doomed: set[ObjectId] = set()
+    rewrite: set[ObjectId] = set()
+    for pack, t in tallies.items():
+        if not t.dead:
+            continue
+        young = _mtime(layout.pack_path(pack)) > cutoff
+        if t.dead == t.objects and not young:
+            doomed.add(pack)
+        elif t.dead == t.objects:
+            report.too_young += t.dead
+        elif t.dead_bytes * 2 >= t.bytes and not young:
+            rewrite.add(pack)  # at least half dead: rewrite it (as restic's prune)
         else:
-            report.kept_dead_objects += len(dead)
-            report.kept_dead_bytes += sum(e.stored_length for e in dead)
-    report.removed_objects = len(remove_entries) + sum(len(d) for _, _, d in repack)
+            report.kept_dead_objects += t.dead
+            report.kept_dead_bytes += t.dead_bytes
+    repack: dict[ObjectId, tuple[list[IndexEntry], list[IndexEntry]]] = {
+        p: ([], []) for p in rewrite}
+    if doomed or rewrite:
+        for entry in store.entries():
+            if entry.pack in doomed:
+                remove_entries.append(entry)
+            elif entry.pack in repack:
+                entries, dead = repack[entry.pack]
+                entries.append(entry)
+                if entry.oid.digest not in live:
+                    dead.append(entry)
+    remove_files.extend(layout.pack_path(p) for p in doomed)
+    remove_packs = list(doomed)
+    report.removed_objects = len(remove_entries) + sum(tallies[p].dead for p in rewrite)
     report.removed_bytes = sum(e.stored_length for e in remove_entries) + \
-        sum(e.stored_length for _, _, d in repack for e in d)
+        sum(tallies[p].dead_bytes for p in rewrite)
     report.removed_packs = len(remove_packs)
-    report.repacked_packs = len(repack)
+    report.repacked_packs = len(rewrite)
     if dry_run:
         return report
     if repack:
-        _repack(store, repack)
-        for pack, entries, dead in repack:
+        _repack(store, [(p, entries, dead) for p, (entries, dead) in repack.items()])
+        for pack, (entries, dead) in repack.items():
             remove_entries.extend(dead)
             remove_files.append(layout.pack_path(pack))
             remove_packs.append(pack)
@@ -192,11 +221,6 @@ def _remove_stale_views(history: History) -> int:
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
             removed += 1
     return removed
-
-
-def _worth_repacking(entries: list[IndexEntry], dead: list[IndexEntry]) -> bool:
-    """Rewrite a pack when at least half of its bytes are dead (as restic's prune)."""
-    return sum(e.stored_length for e in dead) * 2 >= sum(e.stored_length for e in entries)
 
 
 def _repack(store, repack) -> None:

@@ -33,10 +33,12 @@ def logical_bytes(history: History) -> int:
 
 def disk_usage(history: History, snapshot: Snapshot, path: bytes = b"") -> DirUsage:
     store = history.store
-    others: set[ObjectId] = set()
+    others: set[bytes] = set()   # digests reached by every other snapshot
     for snap in history.snapshots():
         if snap.oid != snapshot.oid:
-            others.add(snap.oid)
+            others.add(snap.oid.digest)
+            if snap.model is not None:
+                others.add(snap.model.digest)
             _mark_tree(history, snap.tree, others)
     counted: set[ObjectId] = set()
 
@@ -49,7 +51,7 @@ def disk_usage(history: History, snapshot: Snapshot, path: bytes = b"") -> DirUs
     def unique(oids: list[ObjectId]) -> int:
         total = 0
         for oid in oids:
-            if oid in others or oid in counted:
+            if oid.digest in others or oid in counted:
                 continue
             counted.add(oid)
             entry = store.index.lookup(oid)
