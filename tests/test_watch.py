@@ -355,3 +355,25 @@ def test_a_log_file_inside_the_tree_does_not_feed_itself(tree):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+def test_sigkill_in_the_middle_of_a_snapshot_leaves_a_sound_store(tree, cas):
+    big = tree / "big"
+    big.mkdir()
+    w = Watch(tree)
+    for i in range(3000):
+        (big / f"{i:04d}.bin").write_bytes(os.urandom(2048))
+    # Kill as soon as the watcher starts ingesting the burst.
+    wait_for(lambda: any(e["changes"] > 0 for e in w.events("ingest")) or
+             os.path.exists(tree / ".cas" / "tmp") and os.listdir(tree / ".cas" / "tmp"),
+             timeout=60, what="the ingest to begin")
+    w.stop(signal.SIGKILL)
+    r = cas("verify", "--full", cwd=tree)
+    assert r.code == 0, r.err
+    w2 = Watch(tree)
+    try:
+        wait_for(lambda: sum(p.startswith("big/") for p in head_files(tree)) == 3000, timeout=120,
+                 what="the catch-up after the kill")
+    finally:
+        assert w2.stop() == 0
+    assert cas("verify", "--full", cwd=tree).code == 0
