@@ -29,7 +29,9 @@ from .tree import DIR, Tree, TreeEntry
 SNAPSHOTS = "snapshots"
 TABLE = b"snapshots"
 _ANCESTRY = re.compile(r"^(.*?)((?:~\d*)*)$")
-_TREE_CACHE = 4096
+# Bounded by entries, not trees: a few trees of 100,000 files must not pin
+# hundreds of MB (a tree entry costs about 300 bytes in memory).
+_TREE_CACHE_ENTRIES = 1 << 18
 
 
 class History:
@@ -37,6 +39,7 @@ class History:
         self.store = store
         self.refs = Refs(store)
         self._trees: OrderedDict[ObjectId, Tree] = OrderedDict()
+        self._cached_entries = 0
         self._dir = os.path.join(store.path, SNAPSHOTS)
 
     # -- reading -------------------------------------------------------------
@@ -50,8 +53,10 @@ class History:
                 raise ManifestInvalid(f"tree {oid.hex}", "it is missing from the store") from None
             tree = Tree.from_json(data, oid)
             self._trees[oid] = tree
-            if len(self._trees) > _TREE_CACHE:
-                self._trees.popitem(last=False)
+            self._cached_entries += len(tree.entries)
+            while self._cached_entries > _TREE_CACHE_ENTRIES and len(self._trees) > 1:
+                _, old = self._trees.popitem(last=False)
+                self._cached_entries -= len(old.entries)
         else:
             self._trees.move_to_end(oid)
         return tree
