@@ -26,7 +26,8 @@ from .timespec import DurationParam
 @click.option("-b", "--branch", help="Branch to record on (default: the one tracking PATH).")
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=str),
               help="Append the JSON log lines here instead of stderr.")
-@click.option("--status", is_flag=True, help="Tell whether a watcher runs on PATH, and its state (exit 0 if one runs, 3 if not).")
+@click.option("--status", is_flag=True,
+              help="Tell whether a watcher runs on PATH, and its state (exit 0 if one runs, 3 if not).")
 @click.option("--json", "as_json", is_flag=True, help="With --status: print JSON.")
 @pass_ctx
 def command(ctx: Context, path: str | None, quiet_period: float, max_interval: float,
