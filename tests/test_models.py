@@ -279,6 +279,23 @@ def test_cli_all_stores_merges_registered_stores(cas, models, tmp_path, monkeypa
     assert sorted((m["store"], m["ref"]) for m in rows) == [("external", "q4"), ("internal", "bf16")]
 
 
+def test_cli_refuses_link_loops_and_non_utf8_names_in_a_model(cas, models, tmp_path):
+    assert cas("init").code == 0
+    looped = tmp_path / "looped"
+    import shutil
+    shutil.copytree(models["tiny"], looped)
+    (looped / "sub").mkdir()
+    (looped / "sub" / "again").symlink_to("..")
+    r = cas("model", "import", str(looped))
+    assert r.code == 2 and "leads back into itself" in r.err and "Traceback" not in r.err
+    odd = tmp_path / "odd"
+    shutil.copytree(models["tiny"], odd)
+    (odd / os.fsdecode(b"notes-\xff.txt")).write_text("x")
+    r = cas("model", "import", str(odd))
+    assert r.code == 2 and "must be UTF-8" in r.err and r.err.count("\n") == 1
+    assert "model_count\": 0" in cas("model", "ls", "--json").text
+
+
 @pytest.mark.parametrize("args, message", [
     (("model", "import", "/nonexistent/model"), "no such file or directory"),
     (("model", "import", "/etc"), "not a model directory"),

@@ -168,12 +168,22 @@ def import_model(history: History, src: str, name: str | None = None, chunked: b
     return ImportResult(version, *counts, unchanged=False)
 
 
-def _store_dir(writer: ObjectWriter, directory: str, prefix: str, files: list[ModelFile]) -> ObjectId:
+def _store_dir(writer: ObjectWriter, directory: str, prefix: str, files: list[ModelFile],
+               seen: frozenset = frozenset()) -> ObjectId:
     """Store a model directory, following links (a Hugging Face snapshot is
     links into blobs/); returns its tree id."""
+    here = os.stat(directory)
+    if (here.st_dev, here.st_ino) in seen:
+        raise SourceError(directory, "a directory link leads back into itself; not imported")
+    seen = seen | {(here.st_dev, here.st_ino)}
     entries = []
     for name in sorted(os.listdir(directory)):
         path = os.path.join(directory, name)
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise SourceError(os.fsencode(path).decode("utf-8", "backslashreplace"),
+                              "a model's file names must be UTF-8; not imported") from None
         try:
             st = os.stat(path)
         except OSError as e:
@@ -182,7 +192,7 @@ def _store_dir(writer: ObjectWriter, directory: str, prefix: str, files: list[Mo
         if stat.S_ISDIR(st.st_mode):
             if name.startswith("."):
                 continue  # .git, .cache/huggingface: tool state, not the model
-            sub = _store_dir(writer, path, rel + "/", files)
+            sub = _store_dir(writer, path, rel + "/", files, seen)
             entries.append(TreeEntry(os.fsencode(name), DIR, 0o755, st.st_mtime_ns, 0, sub))
         elif stat.S_ISREG(st.st_mode):
             oid, st = writer.put_file(path, follow_symlinks=True)
