@@ -377,3 +377,13 @@ def test_sigkill_in_the_middle_of_a_snapshot_leaves_a_sound_store(tree, cas):
     finally:
         assert w2.stop() == 0
     assert cas("verify", "--full", cwd=tree).code == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (("watch", "--quiet-period", "soon"), "is not a duration"),
+    (("watch", "--quiet-period", "10s", "--max-interval", "1s"), "--quiet-period"),
+    (("watch", "/nonexistent/tree"), "does not exist"),
+])
+def test_watch_bad_input_is_one_clear_error(tree, cas, args, message):
+    r = cas(*args, cwd=tree)
+    assert r.code == 2 and message in r.err and "Traceback" not in r.err
