@@ -387,3 +387,27 @@ def test_sigkill_in_the_middle_of_a_snapshot_leaves_a_sound_store(tree, cas):
 def test_watch_bad_input_is_one_clear_error(tree, cas, args, message):
     r = cas(*args, cwd=tree)
     assert r.code == 2 and message in r.err and "Traceback" not in r.err
+
+
+def test_targeted_snapshots_end_where_a_full_scan_does(tree):
+    import random
+    from cas.ops.scan import scan
+    from .test_scan_targets import _mutate, _random_tree
+    rnd = random.Random(5)
+    _random_tree(tree, rnd)
+    w = Watch(tree)
+    try:
+        for _ in range(25):
+            _mutate(tree, rnd, set())
+            time.sleep(rnd.choice([0.05, 0.2, 0.6]))
+        time.sleep(1.5)
+    finally:
+        assert w.stop() == 0
+    scans = [e["scan"] for e in w.events("ingest")]
+    assert "targeted" in scans  # events, not full rescans, drove the snapshots
+    with Store.open(str(tree / ".cas")) as store:
+        head = History(store).branch_head("main")
+        full = scan(store, str(tree), "main", None)
+        assert full.root == head.tree
+        assert (full.files, full.dirs, full.symlinks, full.bytes) == tuple(
+            head.stats[k] for k in ("files", "dirs", "symlinks", "bytes"))

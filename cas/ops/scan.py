@@ -92,6 +92,36 @@ class ScanPolicy:
 
     held: dict[bytes, TreeEntry | None] = field(default_factory=dict)
     sqlite_backup: bool = False
+    targets: "ScanTargets | None" = None
+
+
+@dataclass
+class ScanTargets:
+    """What changed since a base snapshot, as a watcher saw it happen.
+
+    With targets, a scan looks only at what changed: directories on the way
+    to a change are listed again, changed paths are looked at afresh (a
+    changed directory is scanned whole: it may have been moved in), and
+    every other entry is taken from the base tree without a stat call. The
+    result is the tree a full scan would give, as long as the events were
+    complete; callers fall back to a full scan whenever they may not be
+    (start-up, a queue overflow, a changed ignore file).
+    """
+
+    base: ObjectId                  # root tree of the previous snapshot of this source
+    counts: dict                    # its files, dirs, symlinks and bytes
+    changed: set[bytes]             # paths whose entry may differ
+    relist: set[bytes]              # directories whose listing may differ
+
+    def ancestors(self) -> set[bytes]:
+        """Every directory that must be listed again (b"" is the root)."""
+        out = {b""}
+        for path in (*self.changed, *self.relist):
+            parts = path.split(b"/")
+            for i in range(1, len(parts)):
+                out.add(b"/".join(parts[:i]))
+        out.update(self.relist)
+        return out
 
 
 SQLITE_SIDE_FILES = (b"-wal", b"-shm", b"-journal")
@@ -106,6 +136,7 @@ class _Dir:
     rel: bytes
     st: os.stat_result | None
     entries: list = field(default_factory=list)   # TreeEntry | (pending file) | _Dir
+    base: Tree | None = None   # with targets: this directory in the base snapshot
 
 
 @dataclass
@@ -122,7 +153,17 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
     policy = policy or ScanPolicy()
     started_ns = time.time_ns()
     prefix = cache_prefix(branch)
-    cache = {k[len(prefix):]: v for k, v in store.index.scan(STAT_TABLE, prefix)}
+    targets = policy.targets
+    if targets is None:
+        cache = {k[len(prefix):]: v for k, v in store.index.scan(STAT_TABLE, prefix)}
+        cached = cache.get
+    else:
+        cache = {}
+
+        def cached(rel: bytes) -> bytes | None:
+            return store.index.get(STAT_TABLE, prefix + rel)
+
+        changed, ancestors = targets.changed, targets.ancestors()
     seen: set[bytes] = set()
     ignore = load_ignore(source)
     own = os.stat(store.path)
@@ -141,7 +182,7 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
         return oid, st, size
 
     with ThreadPoolExecutor(min(2, os.cpu_count() or 1), "cas-scan") as pool:
-        root = _Dir(b"", None)
+        root = _Dir(b"", None, base=_load_tree(store, targets.base) if targets else None)
         stack = [root]
         while stack:
             node = stack.pop()
@@ -161,6 +202,25 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
                 rel = node.rel + b"/" + name if node.rel else name
                 if policy.sqlite_backup and _sqlite_side_file(name, names):
                     continue
+                if node.base is not None and rel not in changed:
+                    old = node.base.get(name)
+                    kind = _kind_of(item)
+                    if old is not None and old.kind == kind:
+                        if kind == DIR and rel in ancestors:
+                            try:
+                                st = item.stat(follow_symlinks=False)
+                            except OSError as e:
+                                result.problems.append(Problem(os.fsdecode(item.path),
+                                                               f"{e.strerror}; skipped"))
+                                continue
+                            child = _Dir(rel, st, base=_load_tree(store, old.oid))
+                            node.entries.append(child)
+                            stack.append(child)
+                            continue
+                        if kind == DIR or rel not in ancestors:
+                            node.entries.append(old)  # untouched since the base: no stat call
+                            continue
+                    # New here, or of another kind now: looked at as a full scan would.
                 try:
                     st = item.stat(follow_symlinks=False)
                 except OSError as e:
@@ -192,7 +252,7 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
                         result.bytes += kept.size
                 elif stat.S_ISREG(st.st_mode):
                     seen.add(rel)
-                    oid = _cached_oid(cache.get(rel), st)
+                    oid = _cached_oid(cached(rel), st)
                     if oid is not None and policy.sqlite_backup and name + b"-wal" in names:
                         oid = None  # committed pages may sit in the WAL, beyond the main file's stat
                     if oid is not None and writer is not None and not store.has(oid):
@@ -212,9 +272,66 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
                                                    "is a special file; skipped", WARNING))
 
         result.root = _finish(root, result, writer, started_ns)
-    result.cache_deletes = [prefix + rel for rel in cache if rel not in seen]
+    if targets is None:
+        result.cache_deletes = [prefix + rel for rel in cache if rel not in seen]
+    else:
+        result.cache_deletes = [prefix + rel for rel in changed if rel not in seen]
+        # Counts of the whole tree: the base's, plus what differs between the
+        # two trees (shared subtrees are skipped by id).
+        delta = _count_delta(lambda oid: result.trees.get(oid) or _load_tree(store, oid),
+                             targets.base, result.root)
+        result.files = targets.counts.get("files", 0) + delta[0]
+        result.dirs = targets.counts.get("dirs", 0) + delta[1]
+        result.symlinks = targets.counts.get("symlinks", 0) + delta[2]
+        result.bytes = targets.counts.get("bytes", 0) + delta[3]
     result.cache_updates = {prefix + k: v for k, v in result.cache_updates.items()}
     return result
+
+
+def _kind_of(item: os.DirEntry) -> str | None:
+    """An entry's kind from the directory listing alone (no stat call)."""
+    if item.is_symlink():
+        return SYMLINK
+    if item.is_dir(follow_symlinks=False):
+        return DIR
+    if item.is_file(follow_symlinks=False):
+        return FILE
+    return None
+
+
+def _load_tree(store: Store, oid: ObjectId) -> Tree:
+    return Tree.from_json(store.read_object(oid), oid)
+
+
+def _count_delta(load: Callable[[ObjectId], Tree], old: ObjectId | None,
+                 new: ObjectId | None) -> list[int]:
+    """[files, dirs, symlinks, bytes] of tree ``new`` minus those of ``old``."""
+    delta = [0, 0, 0, 0]
+    if old == new:
+        return delta
+    before = {e.name: e for e in load(old).entries} if old is not None else {}
+    after = {e.name: e for e in load(new).entries} if new is not None else {}
+    for name in before.keys() | after.keys():
+        o, n = before.get(name), after.get(name)
+        if o == n:
+            continue
+        if o is not None and n is not None and o.kind == DIR and n.kind == DIR:
+            parts = _count_delta(load, o.oid, n.oid)
+        else:
+            parts = [0, 0, 0, 0]
+            for entry, sign in ((o, -1), (n, 1)):
+                if entry is None:
+                    continue
+                if entry.kind == FILE:
+                    sub = [1, 0, 0, entry.size]
+                elif entry.kind == SYMLINK:
+                    sub = [0, 0, 1, 0]
+                else:
+                    sub = _count_delta(load, None, entry.oid)
+                    sub[1] += 1
+                parts = [p + sign * x for p, x in zip(parts, sub)]
+        delta = [d + p for d, p in zip(delta, parts)]
+    return delta
 
 
 def _finish(node: _Dir, result: ScanResult, writer: ObjectWriter | None, started_ns: int) -> ObjectId:

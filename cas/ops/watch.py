@@ -52,7 +52,7 @@ from ..model.history import History
 from ..model.tree import FILE, TreeEntry
 from ..objectid import hash_bytes
 from ..storage.store import Store
-from .scan import IGNORE_FILE, SQLITE_SIDE_FILES, ScanPolicy, load_ignore
+from .scan import IGNORE_FILE, SQLITE_SIDE_FILES, ScanPolicy, ScanTargets, load_ignore
 from .snapshot import take_snapshot
 
 WATCH_DIR = "watch"
@@ -73,6 +73,7 @@ class Change:
     first: float               # monotonic time of the first event since the last snapshot
     last: float                # ... of the latest
     settled: bool              # complete: safe to snapshot as it is
+    relist_only: bool = False  # a directory whose listing changed, not the directory itself
 
 
 @dataclass
@@ -80,6 +81,7 @@ class WatchOptions:
     branch: str
     quiet_period: float = 2.0
     max_interval: float = 300.0
+    rescan_interval: float = 3600.0   # a full stat scan at least this often, changes or not
     message: str = "watch"
 
 
@@ -130,7 +132,8 @@ class _Events(FileSystemEventHandler):
         if kind in ("opened", "closed_no_write"):
             return
         settled = kind in ("closed", "deleted", "moved") or event.is_directory
-        self._w.note(event.src_path, settled)
+        relist = event.is_directory and kind == "modified"
+        self._w.note(event.src_path, settled, relist)
         if kind == "moved":
             self._w.note(event.dest_path, True)
 
@@ -165,6 +168,8 @@ class Watcher:
         self._quiet_paths = {os.path.abspath(p) for p in quiet_paths}
         self._lock_fd = -1
         self._wake = threading.Event()
+        self._full_scan = True          # the first scan reconciles: everything is looked at
+        self._last_full = time.monotonic()
         self._databases: set[str] = set()
         self._state_key: tuple | None = None
         self._state_written = 0.0
@@ -174,7 +179,7 @@ class Watcher:
 
     # -- events (observer thread) ---------------------------------------------
 
-    def note(self, path: str | bytes, settled: bool) -> None:
+    def note(self, path: str | bytes, settled: bool, relist: bool = False) -> None:
         path = os.fsdecode(path)
         if path == self.store_path or path.startswith(self._store_prefix) \
                 or path in self._quiet_paths:
@@ -182,8 +187,13 @@ class Watcher:
         rel = os.path.relpath(path, self.source)
         if rel.startswith(".." + os.sep) or rel == "..":
             return
+        if rel == ".":
+            if not relist:
+                self._full_scan = True  # the tree itself (or everything) may have changed
+            rel, relist = "", True
         if rel == IGNORE_FILE:
             self._ignore = load_ignore(self.source)
+            self._full_scan = True  # what is ignored changed: entries may come or go anywhere
         elif self._ignore is not None and rel != "." and self._ignore.match_file(rel):
             return
         for side in SQLITE_SIDE_FILES:
@@ -199,9 +209,10 @@ class Watcher:
             self._wake.set()
             c = self.changes.get(rel)
             if c is None:
-                self.changes[rel] = Change(now, now, settled)
+                self.changes[rel] = Change(now, now, settled, relist)
             else:
                 c.last = now
+                c.relist_only = c.relist_only and relist
                 # A write after a close reopens the file; a database stays settled.
                 c.settled = settled
 
@@ -295,6 +306,9 @@ class Watcher:
                     del self._retry[path]
                     self.changes.setdefault(path, Change(now, now, True))
             if not self.changes:
+                if now - self._last_full >= self.options.rescan_interval:
+                    self._full_scan = True
+                    return "rescan", {}
                 return None, {}
             last = max(c.last for c in self.changes.values())
             oldest = min(c.first for c in self.changes.values())
@@ -305,6 +319,7 @@ class Watcher:
         if final:
             return "stop", held
         if now - oldest >= self.options.max_interval:
+            self._full_scan = True  # a safety net under a steady stream of writes
             return "max-interval", {}
         if not settled:
             return None, {}
@@ -326,12 +341,14 @@ class Watcher:
         except StoreLocked as e:
             self._requeue(taken, started, str(e))
             return
+        targets = None
         try:
             history = History(store)
             kept = self._held_entries(history, held)
+            targets = self._targets(history, taken, held)
             result = take_snapshot(history, self.source, self.options.branch,
                                    message=self.options.message,
-                                   policy=ScanPolicy(held=kept, sqlite_backup=True))
+                                   policy=ScanPolicy(held=kept, sqlite_backup=True, targets=targets))
         except CasError as e:
             self._requeue(taken, started, str(e))
             return
@@ -344,7 +361,8 @@ class Watcher:
             with self._lock:
                 self._retry[rel] = time.monotonic() + RETRY_SECONDS
         seconds = round(time.monotonic() - started, 3)
-        self._log({"event": "ingest", "reason": reason, "started": started_at, "changes": len(taken),
+        self._log({"event": "ingest", "reason": reason, "started": started_at,
+                   "scan": "full" if targets is None else "targeted", "changes": len(taken),
                    "held": len(held), "files_read": scan.read_files, "files": scan.files,
                    "bytes": scan.bytes, "seconds": seconds})
         snap = result.snapshot
@@ -358,6 +376,20 @@ class Watcher:
                        "new_objects": snap.stats.get("new_objects", 0),
                        "new_bytes": snap.stats.get("new_bytes", 0), "seconds": seconds})
         self._write_state()
+
+    def _targets(self, history: History, taken: dict[str, Change],
+                 held: dict[str, bool]) -> ScanTargets | None:
+        """What to look at, or None for a full scan."""
+        with self._lock:
+            full, self._full_scan = self._full_scan, False
+        head = history.branch_head(self.options.branch)
+        if full or head is None or head.source != self.source:
+            self._last_full = time.monotonic()
+            return None
+        changed = {os.fsencode(p) for p, c in taken.items() if not c.relist_only}
+        changed.update(os.fsencode(p) for p in held)
+        relist = {os.fsencode(p) for p, c in taken.items() if c.relist_only}
+        return ScanTargets(base=head.tree, counts=head.stats, changed=changed, relist=relist)
 
     def _held_entries(self, history: History, held: dict[str, bool]) -> dict[bytes, TreeEntry | None]:
         if not held:
@@ -375,6 +407,7 @@ class Watcher:
 
     def _requeue(self, taken: dict[str, Change], started: float, why: str) -> None:
         with self._lock:
+            self._full_scan = True
             for p, c in taken.items():
                 self.changes.setdefault(p, c)
             self._retry[""] = time.monotonic() + RETRY_SECONDS
