@@ -18,12 +18,14 @@ When a change counts as complete ("settled"):
   they are read through SQLite's backup API, which copies a committed state
   even mid-write.
 
-When to snapshot: once settled changes have waited the quiet period, or the
-whole tree has been quiet that long, and at least every max interval while
-writes keep coming (held files are then taken as they are). A burst of
-changes therefore becomes a snapshot about one quiet period after it
-settles, and under a steady stream of writes a saved file is never more
-than a quiet period plus one snapshot behind.
+When to snapshot: once the whole tree has been quiet for the quiet period,
+or, while writes keep coming, once the oldest settled change has waited the
+quiet period less what a snapshot recently took (so a saved file is in
+history about one quiet period after it was written), and at least every
+max interval (held files are then taken as they are). A snapshot looks
+only at what the events named (a targeted scan, see ``ScanTargets``); a
+full stat scan runs at start, after a queue overflow or a changed
+``.casignore``, with every max-interval snapshot, and hourly.
 
 One watcher per tree, by an exclusive lock in the store; its state (pid,
 last snapshot, backlog) is kept beside the lock for ``cas watch --status``.
@@ -169,6 +171,7 @@ class Watcher:
         self._lock_fd = -1
         self._wake = threading.Event()
         self._full_scan = True          # the first scan reconciles: everything is looked at
+        self._snapshot_seconds = 0.0    # recent cost of a targeted snapshot
         self._last_full = time.monotonic()
         self._databases: set[str] = set()
         self._state_key: tuple | None = None
@@ -325,7 +328,10 @@ class Watcher:
             return None, {}
         if now - last >= quiet:
             return "quiet", held
-        if now - min(settled) >= quiet:
+        # Under a steady stream of writes, start early by what a snapshot
+        # takes, so a completed file is in history about one quiet period
+        # after it was written, not a quiet period plus a snapshot.
+        if now - min(settled) >= max(quiet / 2, quiet - self._snapshot_seconds):
             return "settled", held
         return None, {}
 
@@ -361,6 +367,8 @@ class Watcher:
             with self._lock:
                 self._retry[rel] = time.monotonic() + RETRY_SECONDS
         seconds = round(time.monotonic() - started, 3)
+        if targets is not None:
+            self._snapshot_seconds = 0.5 * self._snapshot_seconds + 0.5 * seconds
         self._log({"event": "ingest", "reason": reason, "started": started_at,
                    "scan": "full" if targets is None else "targeted", "changes": len(taken),
                    "held": len(held), "files_read": scan.read_files, "files": scan.files,

@@ -7,8 +7,9 @@
 Three measurements, each with its own tree and store and a real `cas watch`
 child process (`--quiet-period 2s`):
 
-* **recovery point**: a writer rewrites files at ``--rate`` files per
-  second for ``--seconds`` (each write closed). For every write, the
+* **recovery point**: a writer rewrites 2,000 files at ``--rate`` files
+  per second for ``--seconds`` (each write closed), in a tree that may hold
+  ``--rp-extra-files`` more that nobody touches (built in ``--rp-dir``). For every write, the
   recovery point is the time from its close to the end of the first
   snapshot whose scan began after it (from the watcher's JSON log). Reports
   the median, p95 and maximum; target: quiet period + 1 s. At the end the
@@ -76,9 +77,14 @@ def fresh(path: Path) -> Path:
     return path
 
 
-def recovery_point(work: Path, rate: int, seconds: float) -> dict:
+def recovery_point(work: Path, rate: int, seconds: float, extra: int = 0) -> dict:
     tree = fresh(work / "rp-tree")
     files = 2000
+    for d in range(extra // 100):  # files nobody touches: a snapshot must not pay for them
+        sub = tree / "still" / f"d{d:04d}"
+        sub.mkdir(parents=True)
+        for i in range(100):
+            (sub / f"f{i:02d}.txt").write_text(f"{d}/{i}\n")
     (tree / "load").mkdir()
     for i in range(files):
         (tree / "load" / f"f{i:04d}.txt").write_text("0\n")
@@ -197,6 +203,9 @@ def main() -> int:
     ap.add_argument("--tmpfs", type=Path, help="where to build the idle tree (default: --work)")
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--rp-extra-files", type=int, default=0,
+                    help="untouched files beside the 2,000 rewritten ones")
+    ap.add_argument("--rp-dir", type=Path, help="where to build the recovery-point tree (default --work)")
     ap.add_argument("--burst", type=int, default=10_000)
     ap.add_argument("--idle-files", type=int, default=100_000)
     ap.add_argument("--idle-seconds", type=float, default=600)
@@ -207,8 +216,10 @@ def main() -> int:
     only = set(args.only.split(","))
     results: dict = {}
     if "rp" in only:
-        r = results["recovery_point"] = recovery_point(args.work, args.rate, args.seconds)
-        print(f"recovery point at {r['achieved_rate']:.0f} closed writes/s for {args.seconds:.0f} s "
+        r = results["recovery_point"] = recovery_point(args.rp_dir or args.work, args.rate,
+                                                       args.seconds, args.rp_extra_files)
+        print(f"recovery point ({2000 + args.rp_extra_files} files in the tree) at "
+              f"{r['achieved_rate']:.0f} closed writes/s for {args.seconds:.0f} s "
               f"({r['writes']} writes, {r['snapshots']} snapshots): median {r['p50']:.2f} s, "
               f"p95 {r['p95']:.2f} s, max {r['max']:.2f} s (target {QUIET + 1:.0f} s); "
               f"files wrong in the last snapshot: {r['files_wrong_in_last_snapshot']}", flush=True)
