@@ -249,6 +249,8 @@ def test_cli_import_ls_show_export(cas, models, tmp_path):
     r = cas("model", "ls", "--json")
     inventory = json.loads(r.out)
     assert inventory["model_count"] == 1
+    assert inventory["device"]["kind"] in ("internal", "external") and inventory["device"]["mount"]
+    assert inventory["store"].endswith(".cas")
     row = inventory["models"][0]
     shape = json.loads((REPO / "data" / "coding-models-inventory.json").read_text())["models"][0]
     for key in ("name", "architecture", "parameters", "framework", "type", "revision",

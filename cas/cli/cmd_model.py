@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from datetime import datetime, timezone
 
 import click
@@ -74,23 +75,45 @@ def _params(n: int) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e8 else f"{n / 1e9:.3f}B" if n >= 1e6 else f"{n / 1e6:.3f}M"
 
 
-def _inventory(store_path: str, rows: list[dict], device_kind: str = "cas") -> dict:
+def _inventory(store_paths: list[str], rows: list[dict]) -> dict:
     return {
         "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "generator": "cas model ls",
-        "store": store_path,
-        "device": {"kind": device_kind, "mount": _mount_of(store_path)},
+        "store": store_paths[0] if len(store_paths) == 1 else store_paths,
+        "device": _device(store_paths[0]) if len(store_paths) == 1 else {"kind": "merged"},
         "model_count": len(rows),
         "total_size_bytes": sum(r["size_bytes"] for r in rows),
         "models": rows,
     }
 
 
-def _mount_of(path: str) -> str:
-    path = os.path.realpath(path)
-    while not os.path.ismount(path):
-        path = os.path.dirname(path)
-    return path
+_REMOVABLE_ROOTS = ("/Volumes/", "/media/", "/run/media/", "/mnt/")
+
+
+def _device(path: str) -> dict:
+    """Where a store lives, in the inventory's terms: the mount point, and
+    whether it is the system disk or an external one."""
+    mount = os.path.realpath(path)
+    while not os.path.ismount(mount):
+        mount = os.path.dirname(mount)
+    device = {"kind": "external" if mount.startswith(_REMOVABLE_ROOTS) else "internal",
+              "mount": mount, "volume": os.path.basename(mount) or socket.gethostname()}
+    fs = _filesystem(mount)
+    if fs:
+        device["filesystem"] = fs
+    return device
+
+
+def _filesystem(mount: str) -> str | None:
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 2 and parts[1] == mount:
+                    return parts[2]
+    except OSError:
+        pass
+    return None
 
 
 @model.command("ls")
@@ -117,8 +140,7 @@ def ls(ctx: Context, as_json: bool, all_stores: bool, versions: bool) -> None:
                 rows = [ModelRow(v, 0, 0) for v in vs]
             docs.extend(_row_doc(r, label or None) for r in rows)
     if as_json:
-        out_json(_inventory(", ".join(p for _, p in stores), docs,
-                            "merged" if all_stores else "cas"))
+        out_json(_inventory([p for _, p in stores], docs))
         return
     _print_table(docs, all_stores)
 
