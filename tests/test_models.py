@@ -325,3 +325,11 @@ def test_gc_removes_the_view_of_a_forgotten_version(history, models):
     assert report.removed_views == 1
     assert not old_view.exists() and keep_view.exists()
     assert_same_weights(mx.load(str(keep_view / "model.safetensors")), models["f16"] / "model.safetensors")
+
+
+def test_a_damaged_header_of_a_whole_file_is_named_too(history, models):
+    v = import_model(history, str(models["bf16"]), "m").version
+    path = history.store.plain_path(v.manifest.file("model.safetensors").id)
+    _flip_byte(path, 20)  # inside the JSON header
+    with pytest.raises(WeightsDamaged, match="m@1.*model.safetensors"):
+        load_weights("m", store=history.store)

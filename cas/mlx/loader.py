@@ -111,7 +111,11 @@ def _load(opened: _Opened, keys: Iterable[str] | None, verify: bool | None) -> d
         if plain is not None:
             # A plain object file is the safetensors file itself: MLX's own
             # parallel reader takes it as fast as the original.
-            got = mx.load(plain, format="safetensors")
+            try:
+                got = mx.load(plain, format="safetensors")
+            except (RuntimeError, ValueError, OSError) as e:
+                raise WeightsDamaged(version.label, path, "(header)",
+                                     f"MLX cannot read the stored file ({e})") from None
             if sorted(got) != sorted(t.name for t in ts):
                 raise WeightsDamaged(version.label, path, "(header)",
                                      "its tensors differ from those recorded at import")
@@ -150,7 +154,10 @@ def _load(opened: _Opened, keys: Iterable[str] | None, verify: bool | None) -> d
     if keys is None:
         checked = [files[p] for p, c in check.items() if c]
         if checked:
-            mark_checked(store, checked)
+            try:
+                mark_checked(store, checked)
+            except (CasError, OSError):
+                pass  # a read-only store: the next load checks again
     # mx.load's own order for whole files: the order arrays are released in
     # decides how well MLX's allocator reuses them on the next load (measured:
     # a reordered dict made repeated loads 1.7x slower).
