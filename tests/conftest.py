@@ -77,13 +77,18 @@ def damage_first_chunk(store_path, file_id: str) -> str:
         entry = s.entry(chunk)
         path = s.layout.pack_path(entry.pack) if entry.pack else s.layout.loose_path(chunk, entry.encoding)
         offset = entry.offset + entry.stored_length // 2
+    flip_byte(path, offset, 0x40)
+    return chunk.hex
+
+
+def flip_byte(path, offset: int, mask: int = 0x01) -> None:
+    """Damage one stored byte in place, as bit rot or a stray write would."""
     os.chmod(path, 0o644)
     with open(path, "r+b") as f:
         f.seek(offset)
         b = f.read(1)
         f.seek(offset)
-        f.write(bytes([b[0] ^ 0x40]))
-    return chunk.hex
+        f.write(bytes([b[0] ^ mask]))
 
 
 def chunk_list_path(store_path, file_id: str) -> Path:

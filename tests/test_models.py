@@ -21,7 +21,7 @@ from cas.ops.models import import_model, link_hf_cache, list_models, resolve_mod
 from cas.ops.verify import verify  # noqa: E402
 from cas.storage.store import Store  # noqa: E402
 
-from .conftest import REPO  # noqa: E402
+from .conftest import REPO, flip_byte  # noqa: E402
 
 sys.path.insert(0, str(REPO / "tools"))
 import tiny_model  # noqa: E402
@@ -143,15 +143,6 @@ def test_old_versions_stay_loadable_after_a_new_import(history, models, tmp_path
         resolve_model(history, "coder@3")
 
 
-def _flip_byte(path: str, offset: int) -> None:
-    os.chmod(path, 0o644)
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        b = f.read(1)
-        f.seek(offset)
-        f.write(bytes([b[0] ^ 0x01]))
-
-
 @pytest.mark.parametrize("chunked", [False, True])
 def test_a_damaged_weight_names_model_file_and_tensor(history, models, chunked):
     v = import_model(history, str(models["bf16"]), "m", chunked=chunked).version
@@ -159,13 +150,13 @@ def test_a_damaged_weight_names_model_file_and_tensor(history, models, chunked):
     store = history.store
     file_id = v.manifest.file("model.safetensors").id
     if not chunked:
-        _flip_byte(store.plain_path(file_id), tensor.start + 100)
+        flip_byte(store.plain_path(file_id), tensor.start + 100)
     else:
         pos = 0
         for chunk, n in store.chunk_list(file_id).chunks:
             if pos <= tensor.start < pos + n:
                 e = store.entry(chunk)
-                _flip_byte(store.layout.pack_path(e.pack) if e.pack else
+                flip_byte(store.layout.pack_path(e.pack) if e.pack else
                            store.layout.loose_path(chunk, e.encoding),
                            e.offset + tensor.start - pos + 100)
                 break
@@ -330,6 +321,6 @@ def test_gc_removes_the_view_of_a_forgotten_version(history, models):
 def test_a_damaged_header_of_a_whole_file_is_named_too(history, models):
     v = import_model(history, str(models["bf16"]), "m").version
     path = history.store.plain_path(v.manifest.file("model.safetensors").id)
-    _flip_byte(path, 20)  # inside the JSON header
+    flip_byte(path, 20)  # inside the JSON header
     with pytest.raises(WeightsDamaged, match="m@1.*model.safetensors"):
         load_weights("m", store=history.store)
