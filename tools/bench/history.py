@@ -788,19 +788,9 @@ def print_report(report: Report) -> None:
 
 
 def write_json(path: Path, report: Report) -> None:
-    doc = {
-        "meta": report.meta,
-        "commands": report.commands,
-        "summary": [dataclasses.asdict(r) for r in report.rows],
-        "runs": [{**dataclasses.asdict(s), "cpu_s": s.cpu_s, "growth": s.growth,
-                  "disturbed": s.disturbed}
-                 for s in report.samples],
-        "untimed": report.events,
-        "notes": report.notes,
-        "failures": report.failures,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    peers.write_json(path, report,
+                     run_extra=lambda s: {"growth": s.growth, "disturbed": s.disturbed},
+                     untimed=report.events, failures=report.failures)
 
 
 def script(tools: list[Tool], work: Path, tmpfs: Path) -> dict[str, list[str]]:

@@ -512,13 +512,17 @@ def print_report(report: Report) -> None:
         print(f"note: {note}")
 
 
-def write_json(path: Path, report: Report) -> None:
+def write_json(path: Path, report: Report, run_extra=lambda s: {}, **extra) -> None:
+    """Every run of a report as JSON; ``run_extra(sample)`` and ``extra`` add
+    fields for reports that measure more (history.py)."""
     doc = {
         "meta": report.meta,
         "commands": report.commands,
         "summary": [dataclasses.asdict(r) for r in report.rows],
-        "runs": [{**dataclasses.asdict(s), "cpu_s": s.cpu_s} for s in report.samples],
+        "runs": [{**dataclasses.asdict(s), "cpu_s": s.cpu_s, **run_extra(s)}
+                 for s in report.samples],
         "notes": report.notes,
+        **extra,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2) + "\n")
