@@ -284,6 +284,9 @@ def test_one_watcher_per_tree_and_status(tree):
     status = subprocess.run([sys.executable, "-m", "cas.cli", "watch", "--status"], cwd=tree,
                             capture_output=True, timeout=60)
     assert status.returncode == 3 and b"no watcher is running" in status.stdout
+    alias = subprocess.run([sys.executable, "-m", "cas.cli", "status", "--watch"], cwd=tree,
+                           capture_output=True, timeout=60)
+    assert alias.returncode == 3 and b"no watcher is running" in alias.stdout
 
 
 def test_ignored_paths_and_the_store_itself_cause_no_snapshots(tree):

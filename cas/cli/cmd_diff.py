@@ -58,14 +58,22 @@ def diff(ctx: Context, args: tuple[str, ...], as_json: bool) -> int:
 
 @click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--watch", "watcher", is_flag=True,
+              help="Instead: whether a watcher runs on this tree (as 'cas watch --status').")
 @pass_ctx
-def status(ctx: Context, as_json: bool) -> int:
+def status(ctx: Context, as_json: bool, watcher: bool) -> int:
     """Show what changed in the working tree since the last snapshot (HEAD).
 
     Unchanged files are recognised from their stat alone, so an unchanged
     tree answers without reading file contents.
     """
     history = ctx.open_history()
+    if watcher:
+        from .cmd_watch import report_status
+        with history.store:
+            source, _ = resolve_source(history, None, None)
+            store_path = history.store.path
+        return report_status(store_path, source, as_json)
     with history.store:
         source, branch = resolve_source(history, None, None)
         head = history.branch_head(branch)

@@ -46,12 +46,7 @@ def command(ctx: Context, path: str | None, quiet_period: float, max_interval: f
         source, branch = resolve_source(history, path, branch)
         store_path = history.store.path
     if status:
-        state = watch_status(store_path, source)
-        if as_json:
-            out_json(state)
-        else:
-            _print_status(state)
-        return 0 if state["running"] else 3
+        return report_status(store_path, source, as_json)
     if quiet_period <= 0 or max_interval < quiet_period:
         raise click.UsageError("need 0 < --quiet-period <= --max-interval")
     sink = open(log_file, "a", buffering=1) if log_file else sys.stderr
@@ -79,6 +74,16 @@ def command(ctx: Context, path: str | None, quiet_period: float, max_interval: f
         if log_file:
             sink.close()
     return 0
+
+
+def report_status(store_path: str, source: str, as_json: bool) -> int:
+    """Print a watcher's state; exit 0 if one runs, 3 if not."""
+    state = watch_status(store_path, source)
+    if as_json:
+        out_json(state)
+    else:
+        _print_status(state)
+    return 0 if state["running"] else 3
 
 
 def _print_status(state: dict) -> None:
