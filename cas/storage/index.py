@@ -39,6 +39,7 @@ PACKED = 1
 _OBJECT = struct.Struct("<BB6x32sQQQ")
 _PACK = struct.Struct("<QQ")
 _NO_PACK = bytes(32)
+_ENCODINGS = {e.value: e for e in Encoding}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,16 +62,22 @@ class IndexEntry:
         )
 
     @classmethod
-    def from_record(cls, key: bytes, record: bytes) -> "IndexEntry":
+    def from_record(cls, key: bytes, record: bytes,
+                    packs: dict[bytes, ObjectId] | None = None) -> "IndexEntry":
+        """``packs``, when given, shares one pack id among the entries of a
+        listing: a million entries would otherwise carry a million copies."""
         location, enc, pack, offset, stored_length, size = _OBJECT.unpack(record)
-        return cls(
-            ObjectId(bytes(key)),
-            Encoding(enc),
-            size,
-            stored_length,
-            ObjectId(bytes(pack)) if location == PACKED else None,
-            offset,
-        )
+        pack_id = None
+        if location == PACKED:
+            pack_id = packs.get(pack) if packs is not None else None
+            if pack_id is None:
+                pack_id = ObjectId(bytes(pack))
+                if packs is not None:
+                    packs[pack_id.digest] = pack_id
+        encoding = _ENCODINGS.get(enc)
+        if encoding is None:
+            encoding = Encoding(enc)  # raises ValueError: a damaged record
+        return cls(ObjectId(bytes(key)), encoding, size, stored_length, pack_id, offset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,9 +225,10 @@ class Index:
 
     @_guarded
     def entries(self) -> Iterator[IndexEntry]:
+        packs: dict[bytes, ObjectId] = {}
         with self._env.begin(db=self._db[b"objects"]) as txn:
             for key, record in txn.cursor():
-                yield IndexEntry.from_record(key, record)
+                yield IndexEntry.from_record(key, record, packs)
 
     @_guarded
     def packs(self) -> list[PackRecord]:
