@@ -324,3 +324,30 @@ def test_a_damaged_header_of_a_whole_file_is_named_too(history, models):
     flip_byte(path, 20)  # inside the JSON header
     with pytest.raises(WeightsDamaged, match="m@1.*model.safetensors"):
         load_weights("m", store=history.store)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_cli_model_verify_names_the_damaged_tensor(cas, models, tmp_path, chunked):
+    assert cas("init").code == 0
+    assert cas("model", "import", str(models["bf16"]), "--name", "m",
+               *(["--chunked"] if chunked else [])).code == 0
+    r = cas("model", "verify", "m")
+    assert r.code == 0 and "ok" in r.err
+    with Store.open(str(tmp_path / ".cas")) as store:
+        v = resolve_model(History(store), "m")
+        t = next(t for t in v.manifest.tensors if t.name == "layers.1.up_proj.weight")
+        fid = v.manifest.file("model.safetensors").id
+        if not chunked:
+            path, offset = store.plain_path(fid), t.start + 10
+        else:
+            pos = 0
+            for chunk, n in store.chunk_list(fid).chunks:
+                if pos <= t.start < pos + n:
+                    e = store.entry(chunk)
+                    path, offset = store.layout.pack_path(e.pack), e.offset + t.start - pos + 10
+                    break
+                pos += n
+    flip_byte(path, offset)
+    r = cas("model", "verify", "m")
+    assert r.code == 1
+    assert "layers.1.up_proj.weight" in r.err and "model.safetensors" in r.err and "Traceback" not in r.err

@@ -8,14 +8,16 @@ from datetime import datetime, timezone
 
 import click
 
-from ..errors import CasError, ModelNotFound
+from ..errors import EXIT_PROBLEM_FOUND, CasError, ModelNotFound
 from ..model.history import History
-from ..ops.models import (ModelRow, ModelVersion, export_model, import_model, link_hf_cache,
+from ..ops.models import (ModelRow, ModelVersion, check_model, export_model, import_model,
+                          link_hf_cache,
                           list_models, model_versions, model_view, remove_model, resolve_model)
 from ..storage.store import Store
 from . import user_config
 from .main import Context, pass_ctx
-from .output import human_bytes, info, out_json, out_line
+from .output import (byte_progress, error_line, human_bytes, info, out_json, out_line,
+                     wants_progress)
 from .timespec import TimeParam
 
 
@@ -37,8 +39,9 @@ def import_(ctx: Context, src: str, name: str | None, chunked: bool, message: st
             as_json: bool) -> None:
     """Import a model directory or a Hugging Face cache repo (models--org--name)."""
     history = ctx.open_history()
-    with history.store:
-        result = import_model(history, src, name, chunked=chunked, message=message)
+    with history.store, byte_progress("import", None, wants_progress(ctx.quiet)) as advance:
+        result = import_model(history, src, name, chunked=chunked, message=message,
+                              on_file=advance)
     v = result.version
     if as_json:
         out_json({"name": v.name, "version": v.number, "snapshot": v.snapshot.oid.hex,
@@ -214,6 +217,27 @@ def show(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> None:
             out_line("largest")
             for t in largest:
                 out_line(f"  {t.name}  {t.dtype} {list(t.shape)}  {human_bytes(t.nbytes)}")
+
+
+@model.command("verify")
+@click.argument("spec", metavar="NAME")
+@click.option("--at", "at_ns", type=TimeParam(), help="The version current at TIME.")
+@pass_ctx
+def verify(ctx: Context, spec: str, at_ns: int | None) -> int:
+    """Read a model version back: every file against its id, and every
+    tensor of a damaged file against the BLAKE3 recorded at import."""
+    history = ctx.open_history()
+    with history.store:
+        v = _resolve(history, spec, at_ns)
+        total = sum(f.size for f in v.manifest.files)
+        with byte_progress("verify", total, wants_progress(ctx.quiet)) as advance:
+            report = check_model(history, v, on_file=advance)
+    for line in report.problems:
+        error_line(f"{v.label}: {line}")
+    verdict = "ok" if not report.problems else f"{len(report.problems)} problem(s) found"
+    info(f"{v.label}: {report.files} files, {human_bytes(report.bytes)} read and rehashed: {verdict}",
+         ctx.quiet and not report.problems)
+    return 0 if not report.problems else EXIT_PROBLEM_FOUND
 
 
 @model.command("export")

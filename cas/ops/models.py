@@ -25,7 +25,8 @@ import shutil
 import socket
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 from ..durable import fsync_dirs
 from ..errors import CasError, ModelNotFound, NotAModel, SourceError
@@ -138,14 +139,16 @@ def default_name(source: ModelSource) -> str:
 # -- import -------------------------------------------------------------------
 
 def import_model(history: History, src: str, name: str | None = None, chunked: bool = False,
-                 message: str = "") -> ImportResult:
+                 message: str = "", on_file: Callable[[int], None] | None = None) -> ImportResult:
+    """Import a model directory or Hugging Face cache repo as a new version of
+    ``name``; ``on_file(size)`` is called as each file is stored."""
     source = find_model_source(src)
     name = check_ref_name(name or default_name(source))
     store = history.store
     parent = model_head(history, name)
     with store.writer(placement=Placement(raw=True, whole=not chunked)) as writer:
         files: list[ModelFile] = []
-        root = _store_dir(writer, source.directory, "", files)
+        root = _store_dir(writer, source.directory, "", files, on_file=on_file)
         writer.flush()
         files.sort(key=lambda f: f.path)
         if parent is not None and parent.snapshot.tree == root:
@@ -169,7 +172,8 @@ def import_model(history: History, src: str, name: str | None = None, chunked: b
 
 
 def _store_dir(writer: ObjectWriter, directory: str, prefix: str, files: list[ModelFile],
-               seen: frozenset = frozenset()) -> ObjectId:
+               seen: frozenset = frozenset(),
+               on_file: Callable[[int], None] | None = None) -> ObjectId:
     """Store a model directory, following links (a Hugging Face snapshot is
     links into blobs/); returns its tree id."""
     here = os.stat(directory)
@@ -192,13 +196,15 @@ def _store_dir(writer: ObjectWriter, directory: str, prefix: str, files: list[Mo
         if stat.S_ISDIR(st.st_mode):
             if name.startswith("."):
                 continue  # .git, .cache/huggingface: tool state, not the model
-            sub = _store_dir(writer, path, rel + "/", files, seen)
+            sub = _store_dir(writer, path, rel + "/", files, seen, on_file)
             entries.append(TreeEntry(os.fsencode(name), DIR, 0o755, st.st_mtime_ns, 0, sub))
         elif stat.S_ISREG(st.st_mode):
             oid, st = writer.put_file(path, follow_symlinks=True)
             entries.append(TreeEntry(os.fsencode(name), FILE, stat.S_IMODE(st.st_mode),
                                      st.st_mtime_ns, st.st_size, oid))
             files.append(ModelFile(rel, oid, st.st_size))
+            if on_file is not None:
+                on_file(st.st_size)
         else:
             raise SourceError(path, "not a regular file or directory; not imported")
     return writer.put_bytes(Tree.build(entries).to_json())
@@ -223,15 +229,8 @@ def _tensors(store: Store, files: list[ModelFile]) -> tuple[TensorInfo, ...]:
     by_file = {f.path: f.id for f in files}
 
     def hashed(t: TensorInfo) -> TensorInfo:
-        h = Hasher()
-        buf = bytearray(min(_HASH_WINDOW, t.nbytes))
-        pos = t.start
-        while pos < t.stop:
-            view = memoryview(buf)[:min(len(buf), t.stop - pos)]
-            store.read_into(by_file[t.file], pos, view)
-            h.update(view)
-            pos += len(view)
-        return TensorInfo(t.name, t.dtype, t.shape, t.file, t.start, t.stop, h.object_id().hex)
+        return TensorInfo(t.name, t.dtype, t.shape, t.file, t.start, t.stop,
+                          _tensor_blake3(store, by_file[t.file], t))
 
     return tuple(ordered_map(hashed, found, ahead=4))
 
@@ -279,6 +278,68 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return str(os.getuid())
+
+
+# -- checking -----------------------------------------------------------------
+
+@dataclass
+class ModelCheck:
+    files: int = 0
+    bytes: int = 0
+    problems: list[str] = field(default_factory=list)  # "file[: tensor]: what is wrong"
+
+
+def check_model(history: History, version: ModelVersion,
+                on_file: Callable[[int], None] | None = None) -> ModelCheck:
+    """Read every file of a version back: each must hash to its id, and each
+    tensor to the BLAKE3 recorded at import."""
+    store = history.store
+    report = ModelCheck()
+    tensors_of: dict[str, list[TensorInfo]] = {}
+    for t in version.manifest.tensors:
+        tensors_of.setdefault(t.file, []).append(t)
+
+    def check(f: ModelFile) -> tuple[int, list[str]]:
+        found: list[str] = []
+        try:
+            for _ in store.iter_content(f.id, check_chunks=True):
+                pass
+        except CasError as e:
+            found.append(f"{f.path}: {e}")
+            for t in tensors_of.get(f.path, []):
+                if not _tensor_ok(store, f.id, t):
+                    found.append(f"{f.path}: tensor '{t.name}' does not match its recorded BLAKE3")
+        return f.size, found
+
+    for size, found in ordered_map(check, version.manifest.files, ahead=2):
+        report.files += 1
+        report.bytes += size
+        report.problems.extend(found)
+        if on_file is not None:
+            on_file(size)
+    if not report.problems:
+        mark_checked(store, [f.id for f in version.manifest.files if f.path in tensors_of])
+    return report
+
+
+def _tensor_ok(store: Store, file_id: ObjectId, t: TensorInfo) -> bool:
+    try:
+        return not t.blake3 or _tensor_blake3(store, file_id, t) == t.blake3
+    except CasError:
+        return False
+
+
+def _tensor_blake3(store: Store, file_id: ObjectId, t: TensorInfo) -> str:
+    """The BLAKE3 of a tensor's bytes as the store holds them, read in windows."""
+    h = Hasher()
+    buf = bytearray(min(_HASH_WINDOW, t.nbytes))
+    pos = t.start
+    while pos < t.stop:
+        view = memoryview(buf)[:min(len(buf), t.stop - pos)]
+        store.read_into(file_id, pos, view)
+        h.update(view)
+        pos += len(view)
+    return h.object_id().hex
 
 
 # -- versions -----------------------------------------------------------------
