@@ -351,3 +351,14 @@ def test_cli_model_verify_names_the_damaged_tensor(cas, models, tmp_path, chunke
     r = cas("model", "verify", "m")
     assert r.code == 1
     assert "layers.1.up_proj.weight" in r.err and "model.safetensors" in r.err and "Traceback" not in r.err
+
+
+def test_models_survive_an_index_rebuild(cas, models, tmp_path):
+    assert cas("init").code == 0
+    assert cas("model", "import", str(models["q4"]), "--name", "coder").code == 0
+    assert cas("index", "rebuild").code == 0
+    rows = json.loads(cas("model", "ls", "--json").out)["models"]
+    assert [r["ref"] for r in rows] == ["coder"]
+    with Store.open(str(tmp_path / ".cas")) as store:
+        assert_same_weights(load_weights("coder", store=store), models["q4"] / "model.safetensors")
+    assert cas("verify", "--full").code == 0
