@@ -228,3 +228,36 @@ def test_checkout_turns_files_into_directories_and_back(tmp_path, cas):
     assert (root / "x").read_bytes() == b"file"
     assert cas("checkout", s2, cwd=root).code == 0
     assert (root / "x" / "inner.txt").read_bytes() == b"inner"
+
+
+def test_raw_content_is_written_from_its_mapping_and_checked(tmp_path):
+    """Raw chunks and raw loose objects go out through write_content's mapped
+    path: a flipped byte or a truncated pack is an error, never a torn file."""
+    import os as _os
+    from cas.errors import ObjectDamaged
+    from cas.storage.store import Store
+    from cas.storage.writer import Placement
+    from .conftest import flip_byte
+    data = _os.urandom(3 << 20) + bytes(5 << 20) + _os.urandom(1 << 20)
+    src = tmp_path / "f.bin"
+    src.write_bytes(data)
+    for placement in (Placement(raw=True), Placement(raw=True, whole=True)):
+        root = tmp_path / f"s-{placement.whole}"
+        with Store.init(str(root)) as store:
+            with store.writer(placement=placement) as w:
+                oid, _ = w.put_file(str(src))
+            out = tmp_path / "out.bin"
+            with open(out, "wb") as f:
+                assert store.write_content(oid, f.fileno()) == len(data)
+            assert out.read_bytes() == data
+            pieces = store._raw_pieces(store.entry(oid))
+            assert pieces is not None  # the mapped path is the one under test
+            first, _ = pieces[0]
+            path = store.layout.pack_path(first.pack) if first.pack else \
+                store.layout.loose_path(first.oid, first.encoding)
+            flip_byte(path, first.offset + 100)
+            with open(out, "wb") as f, pytest.raises(ObjectDamaged):
+                store.write_content(oid, f.fileno())
+            _os.truncate(path, first.offset + 10)
+            with open(out, "wb") as f, pytest.raises(ObjectDamaged, match="truncated"):
+                store.write_content(oid, f.fileno())

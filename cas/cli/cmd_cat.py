@@ -50,7 +50,7 @@ def command(ctx: Context, object_ref: str, output: str | None) -> None:
             raise SourceError(output, "is a directory; give a file name to -o")
         try:
             with atomic_output(output, durable=False) as f:
-                for block in store.iter_content(oid):
-                    f.write(block)
+                f.flush()
+                store.write_content(oid, f.fileno())
         except OSError as e:
             raise SourceError(output, e.strerror or str(e)) from None

@@ -143,9 +143,7 @@ def _write_file(history: History, entry: TreeEntry, path: bytes) -> int:
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
-            for block in history.store.iter_content(entry.oid):
-                f.write(block)
-            f.flush()
+            history.store.write_content(entry.oid, f.fileno())
             os.fchmod(f.fileno(), entry.mode)
             os.utime(f.fileno(), ns=(entry.mtime_ns, entry.mtime_ns))
         os.rename(temp, path)
