@@ -32,6 +32,7 @@ READ_BLOCK = 1 << 20
 # Reused buffers of write_content: three of these are all the memory a restore
 # of any size holds.
 WRITE_BUFFER = 8 << 20
+MAPPED_WRITE_MIN = 1 << 20
 _MAX_OPEN_PACKS = 64
 
 
@@ -256,7 +257,8 @@ class Store:
         Returns the bytes written.
         """
         entry = self.entry(oid)
-        pieces = self._raw_pieces(entry)
+        # Small objects: a mapping and a thread cost more than they save.
+        pieces = self._raw_pieces(entry) if entry.size >= MAPPED_WRITE_MIN else None
         if pieces is None:
             total = 0
             for block in self.iter_content(oid):
