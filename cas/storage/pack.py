@@ -44,6 +44,15 @@ class PackEntry:
     size: int
 
 
+WRITE_BUFFER = 1 << 20
+
+
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 class PackWriter:
     """Appends objects to a temp pack file; ``finish`` seals and fsyncs it."""
 
@@ -51,6 +60,10 @@ class PackWriter:
         self.temp_path, self._fd = open_temp(tmp_dir, "pack")
         self._hasher = Hasher()
         self._offset = 0
+        # Small objects are gathered and written a megabyte at a time: a
+        # write per object cost a system call each, and a file event each
+        # for a watcher of a tree that holds its own store.
+        self._buffer = bytearray()
         self.entries: list[PackEntry] = []
         self._write(HEADER.pack(MAGIC, VERSION, 0))
 
@@ -60,10 +73,20 @@ class PackWriter:
 
     def _write(self, data: bytes | memoryview) -> None:
         self._hasher.update(data)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
         self._offset += len(data)
+        if len(self._buffer) + len(data) <= WRITE_BUFFER:
+            self._buffer += data
+            return
+        self._flush()
+        if len(data) >= WRITE_BUFFER:
+            _write_all(self._fd, data)
+        else:
+            self._buffer += data
+
+    def _flush(self) -> None:
+        if self._buffer:
+            _write_all(self._fd, self._buffer)
+            self._buffer.clear()
 
     def add(self, oid: ObjectId, encoding: Encoding, stored: bytes, size: int) -> None:
         entry = PackEntry(oid, encoding, self._offset, len(stored), size)
@@ -81,6 +104,7 @@ class PackWriter:
         self._write(
             FOOTER.pack(trailer_offset, len(self.entries), hash_bytes(records).digest, MAGIC)
         )
+        self._flush()
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
