@@ -125,7 +125,10 @@ def test_editor_saves_and_new_files_are_snapshotted(tree):
 
 
 def test_a_log_appended_while_watching_is_never_half_a_line(tree):
-    w = Watch(tree)
+    # A writer stalled mid-line for longer than the quiet period looks done:
+    # that is what the quiet period means. A 2 s period keeps a loaded test
+    # machine's stalls well inside it.
+    w = Watch(tree, "--quiet-period", "2s")
     log = tree / "events.jsonl"
     lines = [json.dumps({"i": i, "text": "x" * (i % 50)}) + "\n" for i in range(400)]
     try:
