@@ -16,6 +16,13 @@ import secrets
 from typing import BinaryIO, Iterable, Iterator
 
 
+def write_all(fd: int, data) -> None:
+    """``os.write`` until every byte is out: a write may be short."""
+    view = memoryview(data)
+    while len(view):
+        view = view[os.write(fd, view):]
+
+
 def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from .conftest import cas_process, chunk_list_path, damage_first_chunk, write
+from .conftest import chunk_list_path, damage_first_chunk, write
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ mx = pytest.importorskip("mlx.core")
 from cas.errors import ModelNotFound, WeightsDamaged  # noqa: E402
 from cas.mlx import load_config, load_weights, model_path  # noqa: E402
 from cas.model.history import History  # noqa: E402
-from cas.objectid import ObjectId  # noqa: E402
 from cas.ops.gc import gc  # noqa: E402
 from cas.ops.models import import_model, link_hf_cache, list_models, resolve_model  # noqa: E402
 from cas.ops.verify import verify  # noqa: E402

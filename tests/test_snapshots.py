@@ -7,7 +7,6 @@ import time
 import pytest
 
 from cas.model.history import History
-from cas.ops.snapshot import take_snapshot
 from cas.storage.store import Store
 
 from .conftest import write

@@ -94,7 +94,7 @@ def main() -> None:
     data = bytearray(pack.read_bytes())
     data[offset] ^= 0x01
     pack.write_bytes(bytes(data))
-    print(f"\n(flipped one bit inside events/2026-11-25.jsonl as stored, in a copy of the store)")
+    print("\n(flipped one bit inside events/2026-11-25.jsonl as stored, in a copy of the store)")
     step("a flipped bit is found, with the snapshots and paths it hurts (exit 1)",
          "--store", str(damaged), "verify", "--full", cwd=work, expect=1)
     models_demo(work, tree)

@@ -10,7 +10,7 @@ import click
 
 from ..errors import EXIT_PROBLEM_FOUND, CasError, ModelNotFound
 from ..model.history import History
-from ..ops.models import (ModelRow, ModelVersion, check_model, export_model, import_model,
+from ..ops.models import (ModelRow, check_model, export_model, import_model,
                           link_hf_cache,
                           list_models, model_versions, model_view, remove_model, resolve_model)
 from ..storage.store import Store
@@ -168,10 +168,6 @@ def _print_table(docs: list[dict], with_store: bool) -> None:
         out_line("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
-def _resolve(ctx_history: History, spec: str, at_ns: int | None) -> ModelVersion:
-    return resolve_model(ctx_history, spec, at_ns)
-
-
 @model.command("show")
 @click.argument("spec", metavar="NAME")
 @click.option("--at", "at_ns", type=TimeParam(), help="The version current at TIME.")
@@ -182,7 +178,7 @@ def show(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> None:
     import json
     history = ctx.open_history()
     with history.store:
-        v = _resolve(history, spec, at_ns)
+        v = resolve_model(history, spec, at_ns)
         if as_json:
             out_json(json.loads(v.manifest.to_json()))
             return
@@ -228,7 +224,7 @@ def verify(ctx: Context, spec: str, at_ns: int | None) -> int:
     tensor of a damaged file against the BLAKE3 recorded at import."""
     history = ctx.open_history()
     with history.store:
-        v = _resolve(history, spec, at_ns)
+        v = resolve_model(history, spec, at_ns)
         total = sum(f.size for f in v.manifest.files)
         with byte_progress("verify", total, wants_progress(ctx.quiet)) as advance:
             report = check_model(history, v, on_file=advance)
@@ -251,7 +247,7 @@ def export(ctx: Context, spec: str, target: str, at_ns: int | None) -> None:
         raise CasError(f"{target} exists and is not an empty directory; choose a new one")
     history = ctx.open_history()
     with history.store:
-        v = _resolve(history, spec, at_ns)
+        v = resolve_model(history, spec, at_ns)
         report = export_model(history, v, target)
     if report.problems:
         raise CasError(f"{report.problems[0].path}: {report.problems[0].why}")
@@ -267,7 +263,7 @@ def path(ctx: Context, spec: str, at_ns: int | None) -> None:
     """Print a read-only directory of the model that mlx_lm.load accepts."""
     history = ctx.open_history()
     with history.store:
-        view = model_view(history, _resolve(history, spec, at_ns))
+        view = model_view(history, resolve_model(history, spec, at_ns))
     out_line(view.path)
     info(f"{human_bytes(view.linked_bytes)} linked into the store, "
          f"{human_bytes(view.copied_bytes)} copied out", ctx.quiet)
@@ -288,7 +284,7 @@ def link(ctx: Context, spec: str, hub: str | None, at_ns: int | None) -> None:
         os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface"), "hub")
     history = ctx.open_history()
     with history.store:
-        v = _resolve(history, spec, at_ns)
+        v = resolve_model(history, spec, at_ns)
         snap_dir = link_hf_cache(history, v, hub)
         view = model_view(history, v)
     out_line(snap_dir)

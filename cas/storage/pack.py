@@ -20,7 +20,7 @@ import os
 import struct
 from dataclasses import dataclass
 
-from ..durable import open_temp, remove_quietly
+from ..durable import open_temp, remove_quietly, write_all
 from ..objectid import DIGEST_SIZE, Hasher, ObjectId, hash_bytes
 from .encoding import Encoding
 
@@ -45,12 +45,6 @@ class PackEntry:
 
 
 WRITE_BUFFER = 1 << 20
-
-
-def _write_all(fd: int, data) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 class PackWriter:
@@ -79,13 +73,13 @@ class PackWriter:
             return
         self._flush()
         if len(data) >= WRITE_BUFFER:
-            _write_all(self._fd, data)
+            write_all(self._fd, data)
         else:
             self._buffer += data
 
     def _flush(self) -> None:
         if self._buffer:
-            _write_all(self._fd, self._buffer)
+            write_all(self._fd, self._buffer)
             self._buffer.clear()
 
     def add(self, oid: ObjectId, encoding: Encoding, stored: bytes, size: int) -> None:

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
-from ..durable import fsync_dir, fsync_dirs
+from ..durable import fsync_dir, fsync_dirs, write_all
 from ..errors import (AmbiguousPrefix, CasError, InvalidObjectId, ObjectDamaged,
                       ObjectNotFound, StoreExists, StoreLocked, StoreNotFound)
 from ..objectid import HEX_LENGTH, MIN_PREFIX, Hasher, ObjectId, hash_bytes, is_hex
@@ -76,6 +76,7 @@ class Store:
         self._packs: dict[ObjectId, int] = {}
         self._packs_lock = threading.Lock()
         self._chunk_cache: dict[ObjectId, tuple[list[int], tuple]] = {}
+        self._frame_cache: dict[ObjectId, list] = {}
 
     # -- opening --------------------------------------------------------
 
@@ -262,7 +263,7 @@ class Store:
         if pieces is None:
             total = 0
             for block in self.iter_content(oid):
-                _write_all(fd, block)
+                write_all(fd, block)
                 total += len(block)
             return total
         hasher = Hasher()
@@ -273,7 +274,7 @@ class Store:
             while (view := ready.get()) is not None:
                 try:
                     if not failure:
-                        _write_all(fd, view)
+                        write_all(fd, view)
                 except BaseException as e:  # reported by the reading thread
                     failure.append(e)
                 view.release()
@@ -492,7 +493,15 @@ class Store:
                 _pread_exact(fd, view, offset, entry.oid)
                 return
             pos = 0
-            for frame in read_seek_table(fd):
+            frames = self._frame_cache.get(entry.oid)
+            if frames is None:
+                # Cached with the chunk lists, for the same reason: a model's
+                # tensors are read a few at a time from one object.
+                frames = read_seek_table(fd)
+                if len(self._frame_cache) >= 64:
+                    self._frame_cache.clear()
+                self._frame_cache[entry.oid] = frames
+            for frame in frames:
                 end = frame.content_offset + frame.content_size
                 if end <= offset + pos:
                     continue
@@ -572,12 +581,6 @@ class Store:
         overhead = max(sum(p.file_size for p in packs) - packed_stored, 0)
         return StoreStats(objects, loose, objects - loose, len(packs), unique,
                           stored + overhead, compressed, chunked, chunked_bytes)
-
-
-def _write_all(fd: int, data) -> None:
-    view = memoryview(data)
-    while len(view):
-        view = view[os.write(fd, view):]
 
 
 def _pread_exact(fd: int, view: memoryview, offset: int, oid: ObjectId) -> None:

@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from ..durable import fsync_dirs, open_temp, publish, remove_quietly
+from ..durable import fsync_dirs, open_temp, publish, remove_quietly, write_all
 from ..errors import SourceError, StoreWriteError
 from ..objectid import Hasher, ObjectId, hash_bytes, hash_fd
 from .config import StoreConfig
@@ -44,12 +44,6 @@ READ_ATTEMPTS = 3
 
 def _stat_key(st: os.stat_result) -> tuple:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 @dataclass(frozen=True)
@@ -218,7 +212,7 @@ class ObjectWriter:
         temp_path, fd = self._store_side(open_temp, self._layout.tmp, kind)
         try:
             for part in parts:
-                _write_all(fd, part)
+                write_all(fd, part)
             os.fsync(fd)
         except OSError as e:
             remove_quietly(temp_path)
@@ -341,17 +335,17 @@ class ObjectWriter:
         stored = 0
         if encoding is Encoding.RAW:
             for block in blocks():
-                _write_all(dst, block)
+                write_all(dst, block)
                 stored += len(block)
             return stored, hasher.object_id(), read
         sizes = []
         compressed = ordered_map(lambda b: (compress_frame(b, level), len(b)), blocks())
         for frame, content in compressed:
-            _write_all(dst, frame)
+            write_all(dst, frame)
             sizes.append((len(frame), content))
             stored += len(frame)
         table = seek_table(sizes)
-        _write_all(dst, table)
+        write_all(dst, table)
         return stored + len(table), hasher.object_id(), read
 
     def _publish_loose(self, oid: ObjectId, encoding: Encoding, temp_path: str,

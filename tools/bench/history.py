@@ -49,7 +49,6 @@ and remove the restore targets.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import fcntl
 import json
 import os
@@ -854,18 +853,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--retry-disturbed", type=int, default=3, metavar="N",
                     help="do a run again when other programs ran during one of its steps, "
                          "at most N times in all (default 3)")
-    args = ap.parse_args(argv)
-    args.only = [t.strip() for t in args.only.split(",") if t.strip()]
-    unknown = sorted(set(args.only) - set(TOOLS))
-    if unknown:
-        ap.error(f"unknown tool(s) in --only: {', '.join(unknown)}")
-    if args.repeat < 1:
-        ap.error("--repeat must be >= 1")
-    args.corpus = args.corpus.resolve()
-    args.work = args.work.resolve()
+    args = peers.check_common_args(ap, ap.parse_args(argv), TOOLS)
     args.tmpfs_dir = args.tmpfs_dir.resolve()
-    if not args.corpus.is_dir():
-        ap.error(f"corpus not found: {args.corpus}")
     if not (args.corpus / BIG_FILE).is_file():
         ap.error(f"{args.corpus} has no {BIG_FILE} (not a make_corpus.py corpus?)")
     if args.work.is_relative_to(args.corpus) or args.corpus.is_relative_to(args.work):

@@ -512,6 +512,22 @@ def print_report(report: Report) -> None:
         print(f"note: {note}")
 
 
+def check_common_args(ap: argparse.ArgumentParser, args: argparse.Namespace,
+                      known) -> argparse.Namespace:
+    """--only, --repeat, --corpus and --work as this script and history.py take them."""
+    args.only = [t.strip() for t in args.only.split(",") if t.strip()]
+    unknown = sorted(set(args.only) - set(known))
+    if unknown:
+        ap.error(f"unknown tool(s) in --only: {', '.join(unknown)}")
+    if args.repeat < 1:
+        ap.error("--repeat must be >= 1")
+    args.corpus = args.corpus.resolve()
+    args.work = args.work.resolve()
+    if not args.corpus.is_dir():
+        ap.error(f"corpus not found: {args.corpus}")
+    return args
+
+
 def write_json(path: Path, report: Report, run_extra=lambda s: {}, **extra) -> None:
     """Every run of a report as JSON; ``run_extra(sample)`` and ``extra`` add
     fields for reports that measure more (history.py)."""
@@ -544,17 +560,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--cas", default=DEFAULT_CAS,
                     help=f"cas command (default {DEFAULT_CAS}, relative to the repo root)")
     ap.add_argument("--keep", action="store_true", help="keep run targets (default: delete)")
-    args = ap.parse_args(argv)
-    args.only = [t.strip() for t in args.only.split(",") if t.strip()]
-    unknown = sorted(set(args.only) - set(TOOL_ORDER))
-    if unknown:
-        ap.error(f"unknown tool(s) in --only: {', '.join(unknown)}")
-    if args.repeat < 1:
-        ap.error("--repeat must be >= 1")
-    args.corpus = args.corpus.resolve()
-    args.work = args.work.resolve()
-    if not args.corpus.is_dir():
-        ap.error(f"corpus not found: {args.corpus}")
+    args = check_common_args(ap, ap.parse_args(argv), TOOL_ORDER)
     if args.work.is_relative_to(args.corpus) or args.corpus.is_relative_to(args.work):
         ap.error("--work and --corpus must not contain each other")
     return args
