@@ -413,6 +413,22 @@ def test_targeted_snapshots_end_where_a_full_scan_does(tree):
     with Store.open(str(tree / ".cas")) as store:
         head = History(store).branch_head("main")
         full = scan(store, str(tree), "main", None)
-        assert full.root == head.tree
+        history = History(store)
+
+        def load(oid):
+            return full.trees.get(oid) or history.load_tree(oid)
+        from cas.ops.diff import diff_trees
+        missed = [(c.kind, c.path, c.old, c.new)
+                  for c in diff_trees(load, head.tree, load, full.root)]
+        assert full.root == head.tree, missed
         assert (full.files, full.dirs, full.symlinks, full.bytes) == tuple(
             head.stats[k] for k in ("files", "dirs", "symlinks", "bytes"))
+
+
+def test_changes_whose_events_are_still_queued_at_sigterm_are_kept(tree):
+    w = Watch(tree, "--quiet-period", "30s", "--max-interval", "60s")
+    for i in range(300):  # enough that some events are still in flight at the signal
+        (tree / f"last-{i:03d}.txt").write_text(str(i))
+    assert w.stop(signal.SIGTERM) == 0
+    files = head_files(tree)
+    assert all(files.get(f"last-{i:03d}.txt") == str(i).encode() for i in range(300))

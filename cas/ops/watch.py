@@ -302,9 +302,12 @@ class Watcher:
             observer.stop()
             observer.join(timeout=10)
             wd_logger.removeHandler(overflow)
-        due, held = self._due(final=True)
-        if due:
-            self._snapshot(held, "stop")
+        # Events the observer had not yet delivered are lost when it stops,
+        # so the last snapshot is a full scan, taken whatever the event queue
+        # says (it records nothing if nothing changed).
+        _, held = self._due(final=True)
+        self._full_scan = True
+        self._snapshot(held, "stop")
         self._log({"event": "stop", "snapshots": self.snapshots})
         self._write_state(running=False)
         self.release()
