@@ -19,8 +19,13 @@ from typing import BinaryIO, Iterable, Iterator
 def write_all(fd: int, data) -> None:
     """``os.write`` until every byte is out: a write may be short."""
     view = memoryview(data)
-    while len(view):
-        view = view[os.write(fd, view):]
+    try:
+        while len(view):
+            view = view[os.write(fd, view):]
+    finally:
+        # A failed write (ENOSPC) must not leave the caller's bytearray
+        # exported through the traceback: it could never be cleared again.
+        view.release()
 
 
 def fsync_dir(path: str) -> None:

@@ -1,3 +1,4 @@
+import errno
 import os
 
 import pytest
@@ -44,3 +45,28 @@ def test_a_damaged_trailer_is_detected(tmp_path):
         f.write(bytes([byte[0] ^ 1]))
     with pytest.raises(PackFormatError, match="checksum"):
         read_entries(path)
+
+
+def test_a_pack_that_failed_to_write_refuses_further_writes(tmp_path):
+    # /dev/full fails every write with ENOSPC, as a full disk does.
+    writer = PackWriter(str(tmp_path))
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        os.dup2(full, writer._fd)
+    finally:
+        os.close(full)
+    big = os.urandom(3 << 20)
+    with pytest.raises(OSError) as first:
+        writer.add(hash_bytes(big), Encoding.RAW, big, len(big))
+    assert first.value.errno == errno.ENOSPC
+    # The traceback of the first failure is still alive here; later writes
+    # must fail the same clear way instead of tripping on the buffer.
+    small = b"x" * 100
+    with pytest.raises(OSError) as again:
+        for _ in range(20_000):
+            writer.add(hash_bytes(small), Encoding.RAW, small, len(small))
+    assert again.value.errno == errno.ENOSPC
+    with pytest.raises(OSError):
+        writer.finish()
+    writer.abandon()
+    assert not os.path.exists(writer.temp_path)

@@ -58,6 +58,7 @@ class PackWriter:
         # write per object cost a system call each, and a file event each
         # for a watcher of a tree that holds its own store.
         self._buffer = bytearray()
+        self._failure: OSError | None = None
         self.entries: list[PackEntry] = []
         self._write(HEADER.pack(MAGIC, VERSION, 0))
 
@@ -66,6 +67,9 @@ class PackWriter:
         return self._offset
 
     def _write(self, data: bytes | memoryview) -> None:
+        if self._failure is not None:
+            # The file no longer matches what was hashed: never append to it.
+            raise OSError(self._failure.errno, f"pack write failed earlier: {self._failure.strerror}")
         self._hasher.update(data)
         self._offset += len(data)
         if len(self._buffer) + len(data) <= WRITE_BUFFER:
@@ -73,14 +77,21 @@ class PackWriter:
             return
         self._flush()
         if len(data) >= WRITE_BUFFER:
-            write_all(self._fd, data)
+            self._write_out(data)
         else:
             self._buffer += data
 
     def _flush(self) -> None:
         if self._buffer:
-            write_all(self._fd, self._buffer)
+            self._write_out(self._buffer)
             self._buffer.clear()
+
+    def _write_out(self, data) -> None:
+        try:
+            write_all(self._fd, data)
+        except OSError as e:
+            self._failure = e
+            raise
 
     def add(self, oid: ObjectId, encoding: Encoding, stored: bytes, size: int) -> None:
         entry = PackEntry(oid, encoding, self._offset, len(stored), size)
@@ -99,6 +110,8 @@ class PackWriter:
             FOOTER.pack(trailer_offset, len(self.entries), hash_bytes(records).digest, MAGIC)
         )
         self._flush()
+        if self._failure is not None:
+            raise OSError(self._failure.errno, f"pack write failed earlier: {self._failure.strerror}")
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1

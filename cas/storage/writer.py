@@ -185,6 +185,11 @@ class ObjectWriter:
             try:
                 self._pack.add(oid, encoding, stored, len(data))
             except OSError as e:
+                # Other workers must not append to a pack whose file is short.
+                broken, self._pack = self._pack, None
+                broken.abandon()
+                for lost in broken.entries:
+                    self._pending.pop(lost.oid, None)
                 raise self._write_error(e) from None
             self._pending[oid] = IndexEntry(oid, encoding, len(data), len(stored))
             self._count(len(data), len(stored))
