@@ -94,3 +94,20 @@ def test_the_demo_runs(tmp_path):
                        capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr.decode()
     assert b"verify --full" in r.stdout and b": ok" in r.stdout + r.stderr
+
+
+def test_every_command_is_found_by_its_name():
+    # Commands are imported on demand from a name -> module map; a command
+    # added to a module but not to the map would be unreachable.
+    import importlib
+    import pkgutil
+
+    import cas.cli
+    from cas.cli.main import COMMAND_MODULES, cli
+    for info in pkgutil.iter_modules(cas.cli.__path__):
+        if not info.name.startswith("cmd_"):
+            continue
+        module = importlib.import_module(f"cas.cli.{info.name}")
+        for command in getattr(module, "commands", None) or [module.command]:
+            assert COMMAND_MODULES.get(command.name) == info.name, command.name
+            assert cli.get_command(None, command.name) is command

@@ -65,14 +65,24 @@ def _cdc_chunks(fd: int, offset: int, length: int, params: CdcParams) -> Iterato
         yield bytes(chunk.data)
 
 
+_READ_BLOCK = 1 << 20
+
+
 def _fixed_chunks(fd: int, offset: int, length: int, size: int) -> Iterator[bytes]:
     end = offset + length
+    # Small pieces (SQLite pages) are sliced from megabyte reads: a pread
+    # per 4 KiB page cost more than hashing and compressing the page.
+    block = max(size, _READ_BLOCK // size * size)
     while offset < end:
-        data = os.pread(fd, min(size, end - offset), offset)
+        data = os.pread(fd, min(block, end - offset), offset)
         if not data:
             raise OSError(5, "file shrank while being read")
         offset += len(data)
-        yield data
+        if len(data) <= size:
+            yield data
+        else:
+            for i in range(0, len(data), size):
+                yield data[i:i + size]
 
 
 def safetensors_spans(fd: int, size: int) -> list[tuple[int, int]] | None:
