@@ -181,7 +181,13 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
             on_file(size)
         return oid, st, size
 
-    with ThreadPoolExecutor(min(2, os.cpu_count() or 1), "cas-scan") as pool:
+    # Large files get a thread of their own: their chunks are hashed and
+    # compressed outside the GIL on the block pool, so they overlap with the
+    # small files, whose cost is mostly Python holding the GIL. Queued
+    # behind thousands of small files, they used to leave a core idle.
+    large_min = store.config.chunk_min_size
+    with ThreadPoolExecutor(min(2, os.cpu_count() or 1), "cas-scan") as pool, \
+            ThreadPoolExecutor(1, "cas-scan-large") as large_pool:
         root = _Dir(b"", None, base=_load_tree(store, targets.base) if targets else None)
         stack = [root]
         while stack:
@@ -265,7 +271,8 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
                     else:
                         sides = policy.sqlite_backup and any(
                             name + side in names for side in SQLITE_SIDE_FILES)
-                        future = pool.submit(read_file, os.fsdecode(item.path), sides)
+                        future = (large_pool if st.st_size >= large_min else pool).submit(
+                            read_file, os.fsdecode(item.path), sides)
                         node.entries.append(_PendingFile(name, rel, future))
                 else:
                     result.problems.append(Problem(os.fsdecode(item.path),
