@@ -161,3 +161,27 @@ def test_large_compressed_objects_are_seekable_frames_that_zstd_reads(small_stor
             f.seek(offset)
             assert f.read(5000) == data[offset:offset + 5000]
     assert b"".join(small_store.iter_content(oid)) == data
+
+
+def test_no_block_task_outlives_a_failed_ordered_map():
+    # After an error the caller aborts its writer; a task still running on
+    # the shared pool would go on writing into the store after that.
+    import threading
+    import time
+
+    from cas.storage.workers import ordered_map
+    running = threading.Event()
+    finished = []
+
+    def work(i):
+        if i == 0:
+            running.wait(5)
+            raise OSError(28, "No space left on device")
+        running.set()
+        time.sleep(0.3)
+        finished.append(i)
+        return i
+
+    with pytest.raises(OSError):
+        list(ordered_map(work, range(4), ahead=2))
+    assert finished == [1]

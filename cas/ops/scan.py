@@ -14,13 +14,14 @@ clock tick as its scan could change again without changing its mtime.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import struct
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import pathspec
 
@@ -139,11 +140,50 @@ class _Dir:
     base: Tree | None = None   # with targets: this directory in the base snapshot
 
 
+# Small files are read in batches: a task per file cost more in thread
+# hand-offs (a wake-up and a future each) than most files take to read.
+_BATCH_FILES = 64
+_BATCH_BYTES = 4 << 20
+
+
+class _Batch:
+    """Files read by one task; ``future`` gives a result or error per file."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, bool]] = []
+        self.bytes = 0
+        self.future: Future | None = None
+
+
 @dataclass
 class _PendingFile:
     name: bytes
     rel: bytes
-    future: Future
+    batch: _Batch
+    slot: int
+
+    def result(self) -> tuple[ObjectId, os.stat_result, int]:
+        got = self.batch.future.result()[self.slot]
+        if isinstance(got, SourceError):
+            raise got
+        return got
+
+
+@contextlib.contextmanager
+def _scan_pools() -> Iterator[tuple[ThreadPoolExecutor, ThreadPoolExecutor]]:
+    pools = (ThreadPoolExecutor(min(2, os.cpu_count() or 1), "cas-scan"),
+             ThreadPoolExecutor(1, "cas-scan-large"))
+    try:
+        yield pools
+    except BaseException:
+        # A failed or interrupted scan must not go on to read every file
+        # still queued.
+        for p in pools:
+            p.shutdown(cancel_futures=True)
+        raise
+    finally:
+        for p in pools:
+            p.shutdown()
 
 
 def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
@@ -181,13 +221,26 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
             on_file(size)
         return oid, st, size
 
+    def read_batch(items: list[tuple[str, bool]]) -> list:
+        results: list = []
+        for path, sides in items:
+            try:
+                results.append(read_file(path, sides))
+            except SourceError as e:
+                results.append(e)
+        return results
+
     # Large files get a thread of their own: their chunks are hashed and
     # compressed outside the GIL on the block pool, so they overlap with the
     # small files, whose cost is mostly Python holding the GIL. Queued
     # behind thousands of small files, they used to leave a core idle.
     large_min = store.config.chunk_min_size
-    with ThreadPoolExecutor(min(2, os.cpu_count() or 1), "cas-scan") as pool, \
-            ThreadPoolExecutor(1, "cas-scan-large") as large_pool:
+    with _scan_pools() as (pool, large_pool):
+        small = _Batch()
+
+        def submit(batch: _Batch, executor: ThreadPoolExecutor) -> None:
+            batch.future = executor.submit(read_batch, batch.items)
+
         root = _Dir(b"", None, base=_load_tree(store, targets.base) if targets else None)
         stack = [root]
         while stack:
@@ -271,13 +324,24 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
                     else:
                         sides = policy.sqlite_backup and any(
                             name + side in names for side in SQLITE_SIDE_FILES)
-                        future = (large_pool if st.st_size >= large_min else pool).submit(
-                            read_file, os.fsdecode(item.path), sides)
-                        node.entries.append(_PendingFile(name, rel, future))
+                        if st.st_size >= large_min:
+                            batch = _Batch()
+                        else:
+                            batch = small
+                            small.bytes += st.st_size
+                        batch.items.append((os.fsdecode(item.path), sides))
+                        node.entries.append(_PendingFile(name, rel, batch, len(batch.items) - 1))
+                        if batch is not small:
+                            submit(batch, large_pool)
+                        elif len(small.items) >= _BATCH_FILES or small.bytes >= _BATCH_BYTES:
+                            submit(small, pool)
+                            small = _Batch()
                 else:
                     result.problems.append(Problem(os.fsdecode(item.path),
                                                    "is a special file; skipped", WARNING))
 
+        if small.items:
+            submit(small, pool)
         result.root = _finish(root, result, writer, started_ns)
     if targets is None:
         result.cache_deletes = [prefix + rel for rel in cache if rel not in seen]
@@ -354,7 +418,7 @@ def _finish(node: _Dir, result: ScanResult, writer: ObjectWriter | None, started
             result.dirs += 1
         else:
             try:
-                oid, st, size = item.future.result()
+                oid, st, size = item.result()
             except SourceError as e:
                 result.problems.append(Problem(e.path, e.why, ERROR))
                 continue

@@ -67,6 +67,8 @@ WATCHED_EVENTS = [FileCreatedEvent, DirCreatedEvent, FileModifiedEvent, DirModif
 RETRY_SECONDS = 10.0
 TICK_SECONDS = 0.05
 IDLE_SECONDS = 5.0
+STOP_DRAIN_SECONDS = 2.0
+STOP_DRAIN_TICK = 0.1
 STATE_REFRESH_SECONDS = 30.0
 
 
@@ -176,6 +178,7 @@ class Watcher:
         self._quiet_paths = {os.path.abspath(p) for p in quiet_paths}
         self._lock_fd = -1
         self._wake = threading.Event()
+        self._events = 0   # events noted so far, to tell when the queue is drained
         self._full_scan = True          # the first scan reconciles: everything is looked at
         self._snapshot_seconds = 0.0    # recent cost of a targeted snapshot
         self._last_full = time.monotonic()
@@ -215,6 +218,7 @@ class Watcher:
         if not settled and self._is_database(rel):
             settled = True  # read by backup: consistent mid-write
         with self._lock:
+            self._events += 1
             self._wake.set()
             c = self.changes.get(rel)
             if c is None:
@@ -298,6 +302,7 @@ class Watcher:
                 # Idle, sleep until an event (or a signal) wakes us: no polling cost.
                 self._wake.wait(TICK_SECONDS if busy else IDLE_SECONDS)
                 self._wake.clear()
+            self._drain_events(observer)
         finally:
             observer.stop()
             observer.join(timeout=10)
@@ -312,6 +317,21 @@ class Watcher:
         self._write_state(running=False)
         self.release()
         return self.snapshots
+
+    def _drain_events(self, observer) -> None:
+        """Let the observer deliver what the kernel has already queued.
+
+        The close events of the last writes before a stop are often still
+        queued; without them those files would count as being written and
+        be held out of the final snapshot.
+        """
+        deadline = time.monotonic() + STOP_DRAIN_SECONDS
+        seen = -1
+        while time.monotonic() < deadline:
+            if seen == self._events and observer.event_queue.empty():
+                return
+            seen = self._events
+            time.sleep(STOP_DRAIN_TICK)
 
     def _due(self, final: bool = False) -> tuple[str | None, dict[str, bool]]:
         """Whether to snapshot now (and why), and which paths to hold back."""

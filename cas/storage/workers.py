@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -55,5 +55,8 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], ahead: int = 4) -> Ite
         while pending:
             yield pending.popleft().result()
     finally:
-        for f in pending:
-            f.cancel()
+        # No task may outlive the map: after an error the caller cleans up
+        # (a writer aborts), and a task still running would write after it.
+        running = [f for f in pending if not f.cancel()]
+        if running:
+            wait(running)

@@ -72,6 +72,7 @@ class ObjectWriter:
         self._lock = threading.Lock()
         self._deferred: list[_DeferredList] = []
         self._pack: PackWriter | None = None
+        self._aborted = False
         # Written but not yet indexed: dedup within a batch must see them.
         self._pending: dict[ObjectId, IndexEntry] = {}
         self._loose_ready: list[IndexEntry] = []
@@ -121,6 +122,7 @@ class ObjectWriter:
 
     def abort(self) -> None:
         with self._lock:
+            self._aborted = True
             pack, self._pack = self._pack, None
             deferred, self._deferred = self._deferred, []
         if pack is not None:
@@ -180,6 +182,8 @@ class ObjectWriter:
         with self._lock:
             if oid in self._pending:
                 return
+            if self._aborted:
+                raise StoreWriteError(self._layout.root, "the write was abandoned")
             if self._pack is None:
                 self._pack = self._store_side(PackWriter, self._layout.tmp)
             try:
