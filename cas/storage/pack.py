@@ -20,7 +20,7 @@ import os
 import struct
 from dataclasses import dataclass
 
-from ..durable import open_temp, remove_quietly, write_all
+from ..durable import open_temp, remove_quietly, start_writeback, write_all
 from ..objectid import DIGEST_SIZE, Hasher, ObjectId, hash_bytes
 from .encoding import Encoding
 
@@ -45,6 +45,7 @@ class PackEntry:
 
 
 WRITE_BUFFER = 1 << 20
+WRITEBACK_STEP = 4 << 20
 
 
 class PackWriter:
@@ -59,6 +60,8 @@ class PackWriter:
         # for a watcher of a tree that holds its own store.
         self._buffer = bytearray()
         self._failure: OSError | None = None
+        self._written = 0   # bytes handed to the kernel
+        self._flushed = 0   # of those, bytes whose writeback was started
         self.entries: list[PackEntry] = []
         self._write(HEADER.pack(MAGIC, VERSION, 0))
 
@@ -92,6 +95,10 @@ class PackWriter:
         except OSError as e:
             self._failure = e
             raise
+        self._written += len(data)
+        if self._written - self._flushed >= WRITEBACK_STEP:
+            start_writeback(self._fd, self._flushed, self._written - self._flushed)
+            self._flushed = self._written
 
     def add(self, oid: ObjectId, encoding: Encoding, stored: bytes, size: int) -> None:
         entry = PackEntry(oid, encoding, self._offset, len(stored), size)

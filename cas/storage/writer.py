@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from ..durable import fsync_dirs, open_temp, publish, remove_quietly, write_all
+from ..durable import fsync_dirs, open_temp, publish, remove_quietly, start_writeback, write_all
 from ..errors import SourceError, StoreWriteError
 from ..objectid import Hasher, ObjectId, hash_bytes, hash_fd
 from .config import StoreConfig
@@ -345,12 +345,14 @@ class ObjectWriter:
         if encoding is Encoding.RAW:
             for block in blocks():
                 write_all(dst, block)
+                start_writeback(dst, stored, len(block))
                 stored += len(block)
             return stored, hasher.object_id(), read
         sizes = []
         compressed = ordered_map(lambda b: (compress_frame(b, level), len(b)), blocks())
         for frame, content in compressed:
             write_all(dst, frame)
+            start_writeback(dst, stored, len(frame))
             sizes.append((len(frame), content))
             stored += len(frame)
         table = seek_table(sizes)
