@@ -16,7 +16,8 @@ from cas.errors import ModelNotFound, WeightsDamaged  # noqa: E402
 from cas.mlx import load_config, load_weights, model_path  # noqa: E402
 from cas.model.history import History  # noqa: E402
 from cas.ops.gc import gc  # noqa: E402
-from cas.ops.models import import_model, link_hf_cache, list_models, resolve_model  # noqa: E402
+from cas.ops.models import (import_model, link_hf_cache, list_models,  # noqa: E402
+                            model_versions, resolve_model)
 from cas.ops.verify import verify  # noqa: E402
 from cas.storage.store import Store  # noqa: E402
 
@@ -361,3 +362,23 @@ def test_models_survive_an_index_rebuild(cas, models, tmp_path):
     with Store.open(str(tmp_path / ".cas")) as store:
         assert_same_weights(load_weights("coder", store=store), models["q4"] / "model.safetensors")
     assert cas("verify", "--full").code == 0
+
+
+def test_version_numbers_stay_put_when_a_version_is_forgotten(history, models):
+    from cas.ops.gc import forget
+    v1 = import_model(history, str(models["f32"]), "m").version
+    v2 = import_model(history, str(models["f16"]), "m").version
+    v3 = import_model(history, str(models["bf16"]), "m").version
+    assert [v.number for v in (v1, v2, v3)] == [1, 2, 3]
+    forget(history, [v2.snapshot.oid])
+    # The older version stays listed past the forgotten one, under its number.
+    assert [(v.number, v.snapshot.oid) for v in model_versions(history, "m")] == \
+        [(3, v3.snapshot.oid), (1, v1.snapshot.oid)]
+    assert_same_weights(load_weights("m@3", store=history.store), models["bf16"] / "model.safetensors")
+    assert_same_weights(load_weights("m@1", store=history.store), models["f32"] / "model.safetensors")
+    with pytest.raises(ModelNotFound, match="has versions 1, 3"):
+        resolve_model(history, "m@2")
+    forget(history, [v1.snapshot.oid])
+    assert [v.number for v in model_versions(history, "m")] == [3]
+    v4 = import_model(history, str(models["f16"]), "m").version
+    assert v4.number == 4

@@ -26,6 +26,7 @@ class Snapshot:
     source: str                      # absolute path of the snapshotted directory
     stats: dict = field(default_factory=dict)
     model: ObjectId | None = None    # the model manifest of an imported model version
+    model_version: int | None = None  # its number, fixed at import (NAME@N)
     oid: ObjectId | None = None      # set once stored
 
     @property
@@ -48,6 +49,8 @@ class Snapshot:
         }
         if self.model is not None:
             doc["model"] = self.model.hex
+            if self.model_version is not None:
+                doc["model_version"] = self.model_version
         # A source path that is not UTF-8 round-trips through source_b64.
         put_name(doc, "source", os.fsencode(self.source))
         return dumps(doc)
@@ -62,6 +65,9 @@ class Snapshot:
         for key in ("message", "branch", "host", "user"):
             if not isinstance(doc.get(key), str):
                 raise ManifestInvalid(what, f"{key} must be a string")
+        number = doc.get("model_version")
+        if number is not None and (type(number) is not int or number < 1 or "model" not in doc):
+            raise ManifestInvalid(what, "model_version must be a positive integer on a model version")
         source = get_name(doc, "source", what)
         if source is None or type(doc.get("time_ns")) is not int or \
                 any(type(stats.get(k, 0)) is not int for k in STAT_KEYS):
@@ -71,7 +77,8 @@ class Snapshot:
             time_ns=doc["time_ns"], message=doc["message"], branch=doc["branch"],
             host=doc["host"], user=doc["user"], source=os.fsdecode(source),
             stats={k: stats.get(k, 0) for k in STAT_KEYS},
-            model=_oid(doc["model"], what) if "model" in doc else None, oid=oid,
+            model=_oid(doc["model"], what) if "model" in doc else None,
+            model_version=number, oid=oid,
         )
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..durable import fsync_dirs
-from ..errors import CasError, ModelNotFound, NotAModel, SourceError
+from ..errors import CasError, ModelNotFound, NotAModel, ObjectNotFound, SourceError
 from ..model.history import History
 from ..model.model_manifest import ModelFile, ModelManifest, TensorInfo, parse_safetensors
 from ..model.refs import MODELS, check_ref_name
@@ -163,7 +163,8 @@ def import_model(history: History, src: str, name: str | None = None, chunked: b
             tree=root, parents=(parent.snapshot.oid,) if parent else (), time_ns=time.time_ns(),
             message=message or f"import {source.repo or source.directory}",
             branch=MODELS[len("refs/"):] + name, host=socket.gethostname(), user=_user(),
-            source=source.directory, stats=stats, model=model_id)
+            source=source.directory, stats=stats, model=model_id,
+            model_version=parent.number + 1 if parent else 1)
         recorded = history.record(snapshot, writer, ref=MODELS + name)
         counts = (writer.new_objects, writer.new_bytes, writer.stored_bytes)
     version = ModelVersion(name, parent.number + 1 if parent else 1, recorded,
@@ -354,10 +355,27 @@ def model_versions(history: History, name: str) -> list[ModelVersion]:
     oid = history.refs.get(MODELS + name)
     if oid is None:
         return []
-    chain = list(history.ancestors(history.load_snapshot(oid)))
+    # First parents, stepping over forgotten versions while their manifests
+    # are still in the store (until gc), so that forgetting one version
+    # does not hide the older ones.
+    chain: list[Snapshot] = []
+    seen: set[ObjectId] = set()
+    snap: Snapshot | None = history.load_snapshot(oid)
+    while snap is not None and snap.oid not in seen:
+        seen.add(snap.oid)
+        if history.is_recorded(snap.oid):
+            chain.append(snap)
+        parent = snap.parent
+        try:
+            snap = history.load_snapshot(parent) if parent is not None else None
+        except ObjectNotFound:
+            snap = None
     out = []
     for i, snap in enumerate(chain):
-        out.append(ModelVersion(name, len(chain) - i, snap, load_manifest(history, snap)))
+        # Numbers are stored at import; versions imported before they were
+        # count from the oldest one reached.
+        number = snap.model_version or len(chain) - i
+        out.append(ModelVersion(name, number, snap, load_manifest(history, snap)))
     return out
 
 
@@ -387,7 +405,10 @@ def resolve_model(history: History, spec: str, at_ns: int | None = None) -> Mode
         for v in versions:
             if v.number == int(which):
                 return v
-        raise ModelNotFound(spec, f"has versions 1 to {versions[0].number}")
+        numbers = sorted(v.number for v in versions)
+        known = f"1 to {numbers[-1]}" if numbers == list(range(1, len(numbers) + 1)) \
+            else ", ".join(map(str, numbers))
+        raise ModelNotFound(spec, f"has versions {known}")
     hits = [v for v in versions if v.snapshot.oid.hex.startswith(which)]
     if len(hits) != 1:
         raise ModelNotFound(spec, "no version has that id" if not hits else "ambiguous id prefix")
