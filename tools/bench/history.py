@@ -26,7 +26,10 @@ by every tool before the next step starts (tool order rotates between runs):
 Timing reuses peers.py: each command runs as ``bash -o pipefail -c COMMAND``,
 reaped with ``os.wait4`` (wall time, user+sys CPU of the process tree, peak
 RSS of its largest process; a small launcher process spawns the command so
-that the harness's own memory is not the floor of every peak RSS). ``sync``
+that the harness's own memory is not the floor of every peak RSS). Before
+every backup step the corpus copy is read once more, untimed: borg drops the
+files it reads from the page cache, and the tool after it would otherwise
+read from disk. ``sync``
 runs untimed before every step; the time the ``sync`` right after a step takes
 is recorded too (``+sync`` column: the step's write-back that the kernel had
 not done yet). The store size (du -sb)
@@ -66,7 +69,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402  (the shared measuring machinery)
 from peers import (MB, REPO_ROOT, DEFAULT_CAS, du_bytes, first_line, fmt,  # noqa: E402
-                   fs_type, median, mem_total_kb, q, resolve_cas, run_timed,
+                   fs_type, median, mem_total_kb, q, read_tree, resolve_cas, run_timed,
                    scan_corpus, warm_up)
 
 TOOLS = ("restic", "borg", "cas", "tar", "cp")
@@ -578,6 +581,10 @@ class Runner:
                 c = ctxs[tool.name]
                 if c.dead or step not in tool.steps:
                     continue
+                # Untimed: borg drops the files it read from the page cache
+                # (posix_fadvise DONTNEED); without this the tool after it
+                # would read the corpus from disk.
+                read_tree(self.corpus)
                 s = self.timed(tool, c, step, tool.backup(c, SNAP_LABEL[step]))
                 if s.ok and step == "backup-first":
                     try:

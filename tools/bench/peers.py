@@ -28,7 +28,10 @@ included by the kernel) and the peak RSS of the largest process in the tree
 (``ru_maxrss``; it counts mapped file pages too, so b3sum, which mmaps
 large files, shows roughly the size of the largest file). Caches of restic and borg are placed inside the run's target
 so that runs do not share state. The page cache cannot be dropped, so the
-corpus is read once before timing starts and every tool sees a warm cache;
+corpus is read (untimed) before every step that reads it and every tool sees
+a warm cache: borg drops the files it has read from the page cache
+(``posix_fadvise(DONTNEED)``), so reading it once at the start left the tool
+after borg reading from disk;
 ``sync`` is called (untimed) before each step so that write-back left over
 from a previous step is not billed to the next one.
 
@@ -337,7 +340,8 @@ def du_bytes(path: Path) -> int:
     return int(out.stdout.split()[0])
 
 
-def run_tool(plan: ToolPlan, run: int, work: Path, keep: bool) -> list[Sample]:
+def run_tool(plan: ToolPlan, run: int, work: Path, keep: bool,
+             corpus: Path | None = None) -> list[Sample]:
     target = work / "runs" / f"{plan.name}-{run}"
     if target.exists():
         shutil.rmtree(target)
@@ -346,6 +350,8 @@ def run_tool(plan: ToolPlan, run: int, work: Path, keep: bool) -> list[Sample]:
     samples = []
     try:
         for step in plan.steps(target):
+            if corpus is not None and step.step in ("hash", "backup"):
+                read_tree(corpus)  # untimed: the step before may have evicted it
             os.sync()  # untimed: flush write-back left over from earlier steps
             log = work / "logs" / f"{plan.name}-run{run}-{step.step}.log"
             wall, usage, rc = run_timed(step.command, env, log)
@@ -410,11 +416,10 @@ def scan_corpus(path: Path) -> Corpus:
     return Corpus(path, files, nbytes)
 
 
-def warm_up(corpus: Corpus) -> None:
-    """Read every file once so that all tools start from a warm page cache."""
-    t0 = time.perf_counter()
+def read_tree(path: Path) -> None:
+    """Read every file under ``path`` once, into the page cache."""
     buf = bytearray(1 << 20)
-    for dirpath, _, names in os.walk(corpus.path):
+    for dirpath, _, names in os.walk(path):
         for name in names:
             p = os.path.join(dirpath, name)
             if os.path.islink(p):
@@ -422,6 +427,12 @@ def warm_up(corpus: Corpus) -> None:
             with open(p, "rb", buffering=0) as f:
                 while f.readinto(buf):
                     pass
+
+
+def warm_up(corpus: Corpus) -> None:
+    """Read every file once so that all tools start from a warm page cache."""
+    t0 = time.perf_counter()
+    read_tree(corpus.path)
     corpus.warmup_s = time.perf_counter() - t0
 
 
@@ -594,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for plan in plans:
         for run in range(1, args.repeat + 1):
-            samples = run_tool(plan, run, args.work, args.keep)
+            samples = run_tool(plan, run, args.work, args.keep, corpus.path)
             report.samples += samples
             status = ", ".join(f"{s.step} {s.wall_s:.2f}s" + ("" if s.ok else " FAILED")
                                for s in samples)
