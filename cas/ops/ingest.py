@@ -1,6 +1,6 @@
 """``cas add``: store the files under some paths, in parallel, in order.
 
-Two worker threads hash, compress and write while the main thread walks;
+Worker threads hash, compress and write while the main thread walks;
 results come back in walk order so output is stable. At most ``WINDOW``
 files are in flight, which bounds memory whatever the file count.
 """
@@ -21,6 +21,28 @@ from .walk import ERROR, FoundFile, Problem, walk
 # Results are tiny once a file is stored, so the window can be wide: it
 # lets small files flow past a large one that is still compressing.
 WINDOW = 2048
+# Small files go to the workers in batches: a task per file cost more in
+# hand-offs (a future and two thread wake-ups) than most small files take.
+# Large files get a thread of their own, so their chunking, which runs
+# outside the GIL, overlaps the small files' Python work.
+BATCH_FILES = 64
+BATCH_BYTES = 4 << 20
+
+
+class _Batch:
+    __slots__ = ("items", "bytes", "future")
+
+    def __init__(self) -> None:
+        self.items: list[FoundFile] = []
+        self.bytes = 0
+        self.future: Future | None = None
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0  # storing it will say what is wrong
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,31 +86,63 @@ def add_paths(
         if on_result is not None:
             on_result(result)
 
-    with store.writer() as writer, ThreadPoolExecutor(workers, "cas-add") as pool:
-        def store_one(found: FoundFile) -> AddedFile | Problem:
-            try:
-                oid, st = writer.put_file(found.path, follow_symlinks=found.via_link)
-            except SourceError as e:
-                return Problem(found.path, e.why)
-            return AddedFile(found.path, oid, st.st_size)
+    large_min = store.config.chunk_min_size
+    with store.writer() as writer, ThreadPoolExecutor(workers, "cas-add") as pool, \
+            ThreadPoolExecutor(1, "cas-add-large") as large_pool:
+        def store_batch(items: list[FoundFile]) -> list[AddedFile | Problem]:
+            results: list[AddedFile | Problem] = []
+            for found in items:
+                try:
+                    oid, st = writer.put_file(found.path, follow_symlinks=found.via_link)
+                except SourceError as e:
+                    results.append(Problem(found.path, e.why))
+                    continue
+                results.append(AddedFile(found.path, oid, st.st_size))
+            return results
 
-        in_flight: deque[Future] = deque()
+        def submit(batch: _Batch, executor: ThreadPoolExecutor) -> None:
+            batch.future = executor.submit(store_batch, batch.items)
+
+        filling = _Batch()
+        in_flight: deque[tuple[_Batch, int]] = deque()
+
+        def emit_oldest() -> None:
+            nonlocal filling
+            batch, slot = in_flight.popleft()
+            if batch.future is None:  # the batch still being filled
+                submit(batch, pool)
+                filling = _Batch()
+            emit(batch.future.result()[slot])
+
         try:
             for item in walk(paths, skip):
                 if isinstance(item, Problem):
                     # Keep output in walk order: drain what came before it.
                     while in_flight:
-                        emit(in_flight.popleft().result())
+                        emit_oldest()
                     emit(item)
                     continue
-                in_flight.append(pool.submit(store_one, item))
+                size = _size(item.path)
+                if size >= large_min:
+                    batch = _Batch()
+                    batch.items.append(item)
+                    submit(batch, large_pool)
+                    in_flight.append((batch, 0))
+                else:
+                    filling.items.append(item)
+                    filling.bytes += size
+                    in_flight.append((filling, len(filling.items) - 1))
+                    if len(filling.items) >= BATCH_FILES or filling.bytes >= BATCH_BYTES:
+                        submit(filling, pool)
+                        filling = _Batch()
                 if len(in_flight) >= WINDOW:
-                    emit(in_flight.popleft().result())
+                    emit_oldest()
             while in_flight:
-                emit(in_flight.popleft().result())
+                emit_oldest()
         except BaseException:
-            for f in in_flight:
-                f.cancel()
+            # Queued batches are not read: the error ends the command.
+            pool.shutdown(cancel_futures=True)
+            large_pool.shutdown(cancel_futures=True)
             raise
         writer.flush()
         report.new_objects = writer.new_objects
