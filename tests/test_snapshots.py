@@ -216,3 +216,41 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_sqlite_backup_snapshots_hold_consistent_databases(tree, cas, tmp_path, journal):
+    import sqlite3
+    import subprocess
+    import sys
+
+    from .test_watch import WRITER
+    db = tree / "state.db"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(db), journal, "3"],
+                              stdout=subprocess.PIPE)
+    snaps = []
+    try:
+        while writer.poll() is None:
+            if db.exists():
+                snaps.append(snap(cas, tree, "--sqlite-backup", "--allow-empty"))
+            time.sleep(0.1)
+    finally:
+        assert writer.wait(timeout=60) == 0
+    snaps.append(snap(cas, tree, "--sqlite-backup", "--allow-empty"))
+    assert len(snaps) >= 3
+    counts = []
+    for i, snap_id in enumerate(snaps):
+        listing = cas("ls", "--json", f"{snap_id}:", cwd=tree)
+        names = [e["name"] for e in json.loads(listing.out)]
+        assert "state.db" in names
+        assert not any(n.endswith(("-wal", "-shm", "-journal")) for n in names)
+        copy = tmp_path / f"copy-{i}.db"
+        assert cas("cat", f"{snap_id}:state.db", "-o", str(copy), cwd=tree).code == 0
+        conn = sqlite3.connect(copy)
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        counts.append(conn.execute("SELECT COUNT(*) FROM t").fetchone()[0])
+        conn.close()
+    # The last snapshot, taken after the writer finished, holds its last commit.
+    live = sqlite3.connect(db)
+    assert counts[-1] == live.execute("SELECT COUNT(*) FROM t").fetchone()[0] > 0
+    live.close()

@@ -3,6 +3,7 @@ from __future__ import annotations
 import click
 
 from ..errors import EXIT_USAGE
+from ..ops.scan import ScanPolicy
 from ..ops.snapshot import take_snapshot
 from ..ops.worktree import resolve_source
 from .main import Context, pass_ctx
@@ -14,10 +15,14 @@ from .output import byte_progress, error_line, human_bytes, info, out_json, out_
 @click.option("-m", "--message", default="", help="What this snapshot is.")
 @click.option("-b", "--branch", help="Branch to record on (default: the one tracking PATH).")
 @click.option("--allow-empty", is_flag=True, help="Record a snapshot even if nothing changed.")
+@click.option("--sqlite-backup", is_flag=True,
+              help="Copy SQLite databases through SQLite's online backup API, as cas watch "
+                   "does: a consistent copy even while another process writes, and their "
+                   "-wal, -shm and -journal files left out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
 @pass_ctx
 def command(ctx: Context, path: str | None, message: str, branch: str | None,
-            allow_empty: bool, as_json: bool) -> int:
+            allow_empty: bool, sqlite_backup: bool, as_json: bool) -> int:
     """Record the state of a directory as a snapshot.
 
     PATH defaults to the tree the store tracks. Only files whose size, times
@@ -29,7 +34,8 @@ def command(ctx: Context, path: str | None, message: str, branch: str | None,
     with history.store:
         source, branch = resolve_source(history, path, branch)
         with byte_progress("snapshot", None, wants_progress(ctx.quiet)) as advance:
-            result = take_snapshot(history, source, branch, message, allow_empty, advance)
+            result = take_snapshot(history, source, branch, message, allow_empty, advance,
+                                   ScanPolicy(sqlite_backup=sqlite_backup))
     scan = result.scan
     for p in scan.problems:
         (error_line if p.severity == "error" else warn)(f"{path_text(p.path)}: {p.message}")
