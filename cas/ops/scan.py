@@ -93,6 +93,10 @@ class ScanPolicy:
 
     held: dict[bytes, TreeEntry | None] = field(default_factory=dict)
     sqlite_backup: bool = False
+    # A file that cannot be read keeps the entry this gives for its path
+    # (the previous snapshot's), rather than vanishing from the snapshot
+    # as if deleted; None, or no entry: it is left out.
+    previous: Callable[[bytes], TreeEntry | None] | None = None
     targets: "ScanTargets | None" = None
 
 
@@ -342,7 +346,7 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
 
         if small.items:
             submit(small, pool)
-        result.root = _finish(root, result, writer, started_ns)
+        result.root = _finish(root, result, writer, started_ns, policy.previous)
     if targets is None:
         result.cache_deletes = [prefix + rel for rel in cache if rel not in seen]
     else:
@@ -405,14 +409,15 @@ def _count_delta(load: Callable[[ObjectId], Tree], old: ObjectId | None,
     return delta
 
 
-def _finish(node: _Dir, result: ScanResult, writer: ObjectWriter | None, started_ns: int) -> ObjectId:
+def _finish(node: _Dir, result: ScanResult, writer: ObjectWriter | None, started_ns: int,
+            previous: Callable[[bytes], TreeEntry | None] | None = None) -> ObjectId:
     """Resolve pending files and build trees bottom-up; returns the node's tree id."""
     entries: list[TreeEntry] = []
     for item in node.entries:
         if isinstance(item, TreeEntry):
             entries.append(item)
         elif isinstance(item, _Dir):
-            sub = _finish(item, result, writer, started_ns)
+            sub = _finish(item, result, writer, started_ns, previous)
             entries.append(TreeEntry(item.rel.rsplit(b"/", 1)[-1], DIR,
                                      stat.S_IMODE(item.st.st_mode), item.st.st_mtime_ns, 0, sub))
             result.dirs += 1
@@ -420,7 +425,17 @@ def _finish(node: _Dir, result: ScanResult, writer: ObjectWriter | None, started
             try:
                 oid, st, size = item.result()
             except SourceError as e:
-                result.problems.append(Problem(e.path, e.why, ERROR))
+                # A file that is gone was deleted, not unreadable.
+                kept = previous(item.rel) if previous is not None and \
+                    os.path.lexists(e.path) else None
+                if kept is None or kept.kind != FILE:
+                    result.problems.append(Problem(e.path, e.why, ERROR))
+                    continue
+                result.problems.append(Problem(e.path, f"{e.why}; the previous snapshot's "
+                                                       "version is kept", ERROR))
+                entries.append(kept)
+                result.files += 1
+                result.bytes += kept.size
                 continue
             entries.append(TreeEntry(item.name, FILE, stat.S_IMODE(st.st_mode), st.st_mtime_ns,
                                      size, oid))

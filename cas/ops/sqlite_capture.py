@@ -52,7 +52,7 @@ def backup_to(path: str, dest: str) -> None:
         finally:
             dst.close()
     except sqlite3.Error as e:
-        raise SourceError(path, f"SQLite backup failed ({e}); kept the previous version") from None
+        raise SourceError(path, f"SQLite backup failed ({e})") from None
     finally:
         src.close()
 

@@ -388,7 +388,8 @@ class Watcher:
             targets = self._targets(history, taken, held)
             result = take_snapshot(history, self.source, self.options.branch,
                                    message=self.options.message,
-                                   policy=ScanPolicy(held=kept, sqlite_backup=True, targets=targets))
+                                   policy=ScanPolicy(held=kept, sqlite_backup=True, targets=targets,
+                                                     previous=self._previous_entries(history)))
         except CasError as e:
             self._requeue(taken, started, str(e))
             return
@@ -446,6 +447,22 @@ class Watcher:
                 entry = None  # new since the last snapshot: stays out until complete
             out[rel_b] = entry if entry is not None and entry.kind == FILE else None
         return out
+
+    def _previous_entries(self, history: History):
+        """What a file that cannot be read right now keeps: its entry in the
+        branch's previous snapshot. It is retried later; meanwhile history
+        must not show it deleted."""
+        head = history.branch_head(self.options.branch)
+        if head is None:
+            return None
+
+        def previous(rel: bytes) -> TreeEntry | None:
+            try:
+                return history.entry_at(head.tree, rel)
+            except CasError:
+                return None
+
+        return previous
 
     def _requeue(self, taken: dict[str, Change], started: float, why: str) -> None:
         with self._lock:
