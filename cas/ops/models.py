@@ -146,6 +146,7 @@ def import_model(history: History, src: str, name: str | None = None, chunked: b
     name = check_ref_name(name or default_name(source))
     store = history.store
     parent = model_head(history, name)
+    number = parent.number + 1 if parent else 1
     with store.writer(placement=Placement(raw=True, whole=not chunked)) as writer:
         files: list[ModelFile] = []
         root = _store_dir(writer, source.directory, "", files, on_file=on_file)
@@ -164,10 +165,10 @@ def import_model(history: History, src: str, name: str | None = None, chunked: b
             message=message or f"import {source.repo or source.directory}",
             branch=MODELS[len("refs/"):] + name, host=socket.gethostname(), user=_user(),
             source=source.directory, stats=stats, model=model_id,
-            model_version=parent.number + 1 if parent else 1)
+            model_version=number)
         recorded = history.record(snapshot, writer, ref=MODELS + name)
         counts = (writer.new_objects, writer.new_bytes, writer.stored_bytes)
-    version = ModelVersion(name, parent.number + 1 if parent else 1, recorded,
+    version = ModelVersion(name, number, recorded,
                            ModelManifest.from_json(manifest.to_json(), model_id))
     return ImportResult(version, *counts, unchanged=False)
 

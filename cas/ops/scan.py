@@ -14,14 +14,12 @@ clock tick as its scan could change again without changing its mtime.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 import struct
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable
 
 import pathspec
 
@@ -29,6 +27,7 @@ from ..errors import SourceError
 from ..objectid import ObjectId, hash_bytes
 from ..model.tree import DIR, FILE, SYMLINK, Tree, TreeEntry
 from ..storage.store import Store
+from ..storage.workers import FileBatches
 from ..storage.writer import ObjectWriter, identify_file
 from .sqlite_capture import is_sqlite, read_sqlite
 from .walk import ERROR, WARNING, Problem
@@ -144,50 +143,11 @@ class _Dir:
     base: Tree | None = None   # with targets: this directory in the base snapshot
 
 
-# Small files are read in batches: a task per file cost more in thread
-# hand-offs (a wake-up and a future each) than most files take to read.
-_BATCH_FILES = 64
-_BATCH_BYTES = 4 << 20
-
-
-class _Batch:
-    """Files read by one task; ``future`` gives a result or error per file."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, bool]] = []
-        self.bytes = 0
-        self.future: Future | None = None
-
-
 @dataclass
 class _PendingFile:
     name: bytes
     rel: bytes
-    batch: _Batch
-    slot: int
-
-    def result(self) -> tuple[ObjectId, os.stat_result, int]:
-        got = self.batch.future.result()[self.slot]
-        if isinstance(got, SourceError):
-            raise got
-        return got
-
-
-@contextlib.contextmanager
-def _scan_pools() -> Iterator[tuple[ThreadPoolExecutor, ThreadPoolExecutor]]:
-    pools = (ThreadPoolExecutor(min(2, os.cpu_count() or 1), "cas-scan"),
-             ThreadPoolExecutor(1, "cas-scan-large"))
-    try:
-        yield pools
-    except BaseException:
-        # A failed or interrupted scan must not go on to read every file
-        # still queued.
-        for p in pools:
-            p.shutdown(cancel_futures=True)
-        raise
-    finally:
-        for p in pools:
-            p.shutdown()
+    ticket: tuple    # from FileBatches.add
 
 
 def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
@@ -225,26 +185,8 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
             on_file(size)
         return oid, st, size
 
-    def read_batch(items: list[tuple[str, bool]]) -> list:
-        results: list = []
-        for path, sides in items:
-            try:
-                results.append(read_file(path, sides))
-            except SourceError as e:
-                results.append(e)
-        return results
-
-    # Large files get a thread of their own: their chunks are hashed and
-    # compressed outside the GIL on the block pool, so they overlap with the
-    # small files, whose cost is mostly Python holding the GIL. Queued
-    # behind thousands of small files, they used to leave a core idle.
-    large_min = store.config.chunk_min_size
-    with _scan_pools() as (pool, large_pool):
-        small = _Batch()
-
-        def submit(batch: _Batch, executor: ThreadPoolExecutor) -> None:
-            batch.future = executor.submit(read_batch, batch.items)
-
+    with FileBatches(lambda item: read_file(*item), store.config.chunk_min_size, "cas-scan",
+                     catch=(SourceError,)) as batches:
         root = _Dir(b"", None, base=_load_tree(store, targets.base) if targets else None)
         stack = [root]
         while stack:
@@ -328,25 +270,14 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
                     else:
                         sides = policy.sqlite_backup and any(
                             name + side in names for side in SQLITE_SIDE_FILES)
-                        if st.st_size >= large_min:
-                            batch = _Batch()
-                        else:
-                            batch = small
-                            small.bytes += st.st_size
-                        batch.items.append((os.fsdecode(item.path), sides))
-                        node.entries.append(_PendingFile(name, rel, batch, len(batch.items) - 1))
-                        if batch is not small:
-                            submit(batch, large_pool)
-                        elif len(small.items) >= _BATCH_FILES or small.bytes >= _BATCH_BYTES:
-                            submit(small, pool)
-                            small = _Batch()
+                        ticket = batches.add((os.fsdecode(item.path), sides), st.st_size)
+                        node.entries.append(_PendingFile(name, rel, ticket))
                 else:
                     result.problems.append(Problem(os.fsdecode(item.path),
                                                    "is a special file; skipped", WARNING))
 
-        if small.items:
-            submit(small, pool)
-        result.root = _finish(root, result, writer, started_ns, policy.previous)
+        batches.flush()
+        result.root = _finish(root, result, writer, started_ns, batches, policy.previous)
     if targets is None:
         result.cache_deletes = [prefix + rel for rel in cache if rel not in seen]
     else:
@@ -410,6 +341,7 @@ def _count_delta(load: Callable[[ObjectId], Tree], old: ObjectId | None,
 
 
 def _finish(node: _Dir, result: ScanResult, writer: ObjectWriter | None, started_ns: int,
+            batches: FileBatches,
             previous: Callable[[bytes], TreeEntry | None] | None = None) -> ObjectId:
     """Resolve pending files and build trees bottom-up; returns the node's tree id."""
     entries: list[TreeEntry] = []
@@ -417,13 +349,13 @@ def _finish(node: _Dir, result: ScanResult, writer: ObjectWriter | None, started
         if isinstance(item, TreeEntry):
             entries.append(item)
         elif isinstance(item, _Dir):
-            sub = _finish(item, result, writer, started_ns, previous)
+            sub = _finish(item, result, writer, started_ns, batches, previous)
             entries.append(TreeEntry(item.rel.rsplit(b"/", 1)[-1], DIR,
                                      stat.S_IMODE(item.st.st_mode), item.st.st_mtime_ns, 0, sub))
             result.dirs += 1
         else:
             try:
-                oid, st, size = item.result()
+                oid, st, size = batches.result(item.ticket)
             except SourceError as e:
                 # A file that is gone was deleted, not unreadable.
                 kept = previous(item.rel) if previous is not None and \
