@@ -117,8 +117,6 @@ class PackWriter:
             FOOTER.pack(trailer_offset, len(self.entries), hash_bytes(records).digest, MAGIC)
         )
         self._flush()
-        if self._failure is not None:
-            raise OSError(self._failure.errno, f"pack write failed earlier: {self._failure.strerror}")
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
