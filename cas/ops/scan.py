@@ -21,18 +21,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import pathspec
-
 from ..errors import SourceError
 from ..objectid import ObjectId, hash_bytes
 from ..model.tree import DIR, FILE, SYMLINK, Tree, TreeEntry
 from ..storage.store import Store
 from ..storage.workers import FileBatches
 from ..storage.writer import ObjectWriter, identify_file
-from .sqlite_capture import is_sqlite, read_sqlite
+from .ignore import load_ignore
+from .sqlite_capture import SQLITE_SIDE_FILES, is_sqlite, read_sqlite, sqlite_side_files
 from .walk import ERROR, WARNING, Problem
 
-IGNORE_FILE = ".casignore"
 STAT_TABLE = b"statcache"
 RACY_NS = 2_000_000_000
 _STAT = struct.Struct("<QqqQ32s")
@@ -50,14 +48,6 @@ class ScanResult:
     read_files: int = 0
     cache_updates: dict[bytes, bytes] = field(default_factory=dict)
     cache_deletes: list[bytes] = field(default_factory=list)
-
-
-def load_ignore(source: str) -> pathspec.PathSpec | None:
-    try:
-        with open(os.path.join(source, IGNORE_FILE), encoding="utf-8", errors="surrogateescape") as f:
-            return pathspec.GitIgnoreSpec.from_lines(f)
-    except FileNotFoundError:
-        return None
 
 
 def cache_prefix(branch: str) -> bytes:
@@ -128,13 +118,6 @@ class ScanTargets:
         return out
 
 
-SQLITE_SIDE_FILES = (b"-wal", b"-shm", b"-journal")
-
-
-def _sqlite_side_file(name: bytes, names: set[bytes]) -> bool:
-    return any(name.endswith(s) and name[:-len(s)] in names for s in SQLITE_SIDE_FILES)
-
-
 @dataclass
 class _Dir:
     rel: bytes
@@ -171,7 +154,7 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
     seen: set[bytes] = set()
     ignore = load_ignore(source)
     own = os.stat(store.path)
-    result = ScanResult(root=ObjectId(bytes(32)), trees={})
+    result = ScanResult(root=ObjectId(bytes(32)), trees={}, problems=list(ignore.problems))
     source_b = os.fsencode(source)
 
     def read_file(path: str, sqlite_sides: bool = False) -> tuple[ObjectId, os.stat_result, int]:
@@ -202,10 +185,11 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
                 result.problems.append(Problem(os.fsdecode(directory), f"{e.strerror}; skipped"))
                 continue
             names = {item.name for item in items} if policy.sqlite_backup else set()
+            side_files = sqlite_side_files(directory, names) if policy.sqlite_backup else set()
             for item in items:
                 name = item.name
                 rel = node.rel + b"/" + name if node.rel else name
-                if policy.sqlite_backup and _sqlite_side_file(name, names):
+                if name in side_files:
                     continue
                 if node.base is not None and rel not in changed:
                     old = node.base.get(name)
@@ -232,7 +216,7 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
                     result.problems.append(Problem(os.fsdecode(item.path), f"{e.strerror}; skipped"))
                     continue
                 is_dir = stat.S_ISDIR(st.st_mode)
-                if ignore is not None and ignore.match_file(os.fsdecode(rel) + ("/" if is_dir else "")):
+                if ignore.matches(os.fsdecode(rel), is_dir):
                     continue
                 if is_dir:
                     if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):

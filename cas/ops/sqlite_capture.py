@@ -28,6 +28,15 @@ from ..storage.writer import ObjectWriter
 from ..durable import remove_quietly
 
 BUSY_TIMEOUT_S = 10
+SQLITE_SIDE_FILES = (b"-wal", b"-shm", b"-journal")
+
+
+def sqlite_side_files(directory: bytes, names: set[bytes]) -> set[bytes]:
+    """The names in ``directory`` that are a SQLite database's side files
+    (``X-wal``, ``X-shm``, ``X-journal`` beside a database ``X``): a backup
+    of ``X`` already holds what they add."""
+    return {name for name in names
+            if any(name.endswith(s) and name[:-len(s)] in names for s in SQLITE_SIDE_FILES)}
 
 
 def is_sqlite(path: str) -> bool:

@@ -57,7 +57,9 @@ from ..model.history import History
 from ..model.tree import FILE, TreeEntry
 from ..objectid import hash_bytes
 from ..storage.store import Store
-from .scan import IGNORE_FILE, SQLITE_SIDE_FILES, ScanPolicy, ScanTargets, load_ignore
+from .ignore import IGNORE_FILE, load_ignore
+from .scan import ScanPolicy, ScanTargets
+from .sqlite_capture import SQLITE_SIDE_FILES
 from .snapshot import take_snapshot
 
 WATCH_DIR = "watch"
@@ -206,7 +208,7 @@ class Watcher:
         if rel == IGNORE_FILE:
             self._ignore = load_ignore(self.source)
             self._full_scan = True  # what is ignored changed: entries may come or go anywhere
-        elif self._ignore is not None and rel != "." and self._ignore.match_file(rel):
+        elif rel != "." and self._ignore.matches(rel, False):
             return
         for side in SQLITE_SIDE_FILES:
             side_s = side.decode()
