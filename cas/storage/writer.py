@@ -94,15 +94,19 @@ class ObjectWriter:
                 self._add_small(oid, data, level)
         return oid
 
-    def put_file(self, path: str, follow_symlinks: bool = False) -> tuple[ObjectId, os.stat_result]:
+    def put_file(self, path: str, follow_symlinks: bool = False,
+                 expect: tuple[int, int] | None = None) -> tuple[ObjectId, os.stat_result]:
         """Store a regular file's content; returns its id and the stat it was read under.
 
-        Raises ``SourceError`` for a file that cannot be read or that keeps
-        changing while it is read.
+        ``expect`` is the (st_dev, st_ino) a directory listing gave for the
+        file: opening ``path`` must reach that very file, or a directory on
+        the way was swapped (for a symbolic link, say) since it was listed.
+        Raises ``SourceError`` for a file that cannot be read, that is not
+        the one expected, or that keeps changing while it is read.
         """
         for _ in range(READ_ATTEMPTS):
             try:
-                result = self._try_put_file(path, follow_symlinks)
+                result = self._try_put_file(path, follow_symlinks, expect)
             except _SourceReadError as e:
                 raise SourceError(path, _describe(e.error)) from None
             except OSError as e:
@@ -148,14 +152,14 @@ class ObjectWriter:
     def _known(self, oid: ObjectId) -> bool:
         return oid in self._pending or self._index.lookup(oid) is not None
 
-    def _try_put_file(self, path: str, follow: bool) -> tuple[ObjectId, os.stat_result] | None:
+    def _try_put_file(self, path: str, follow: bool,
+                      expect: tuple[int, int] | None) -> tuple[ObjectId, os.stat_result] | None:
         # O_NONBLOCK: a FIFO swapped in for a file must not hang us.
         flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
         fd = os.open(path, flags)
         try:
             before = os.fstat(fd)
-            if not stat.S_ISREG(before.st_mode):
-                raise SourceError(path, "not a regular file; skipped")
+            check_opened(path, before, expect)
             size = before.st_size
             if size < min(self._config.loose_min_size, self._config.chunk_min_size):
                 data = _read_upto(fd, size + 1)
@@ -463,15 +467,23 @@ def _batches(chunks: Iterator[bytes], limit: int) -> Iterator[list[bytes]]:
         yield batch
 
 
-def identify_file(path: str) -> tuple[ObjectId, os.stat_result]:
+def check_opened(path: str, st: os.stat_result, expect: tuple[int, int] | None) -> None:
+    """Refuse what an open reached if it is not the regular file listed."""
+    if not stat.S_ISREG(st.st_mode):
+        raise SourceError(path, "not a regular file; skipped")
+    if expect is not None and (st.st_dev, st.st_ino) != expect:
+        raise SourceError(path, "was replaced while the tree was read (a directory on the way "
+                                "changed); skipped")
+
+
+def identify_file(path: str, expect: tuple[int, int] | None = None) -> tuple[ObjectId, os.stat_result]:
     """A file's id without storing it (for status and diff), read consistently."""
     for _ in range(READ_ATTEMPTS):
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             try:
                 before = os.fstat(fd)
-                if not stat.S_ISREG(before.st_mode):
-                    raise SourceError(path, "not a regular file")
+                check_opened(path, before, expect)
                 oid = hash_fd(fd)
                 if _stat_key(os.fstat(fd)) == _stat_key(before):
                     return oid, before
