@@ -24,8 +24,48 @@ DIR = "dir"
 SYMLINK = "symlink"
 KINDS = (FILE, DIR, SYMLINK)
 TREE_VERSION = 1
+# What a timestamp can hold and a datetime can show: years 1 to 9999.
+MIN_MTIME_NS = -62_135_596_800 * 10**9
+MAX_MTIME_NS = 253_402_300_799 * 10**9
 _MODE = re.compile(r"^[0-7]{4}\Z")
-_ENTRY_KEYS = {"name", "name_b64", "kind", "mode", "mtime_ns", "id", "size", "target", "target_b64"}
+_ENTRY_KEYS = {"name", "name_b64", "kind", "mode", "mtime_ns", "id", "size", "target", "target_b64",
+               "uid", "gid", "user", "group"}
+MAX_ID = 2**32 - 2        # (uid_t)-1 means "no change" to chown: never a real owner
+MAX_OWNER_NAME = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who owned an entry: numeric ids, and the names they had where it was recorded."""
+
+    uid: int
+    gid: int
+    user: str | None = None
+    group: str | None = None
+
+    def put(self, doc: dict) -> None:
+        doc["uid"], doc["gid"] = self.uid, self.gid
+        if self.user is not None:
+            doc["user"] = self.user
+        if self.group is not None:
+            doc["group"] = self.group
+
+    @classmethod
+    def get(cls, doc: dict, what: str, name: bytes) -> "Owner | None":
+        if "uid" not in doc and "gid" not in doc:
+            if "user" in doc or "group" in doc:
+                raise ManifestInvalid(what, f"entry {name!r} has owner names without ids")
+            return None
+        uid, gid = doc.get("uid"), doc.get("gid")
+        if type(uid) is not int or type(gid) is not int or not 0 <= uid <= MAX_ID \
+                or not 0 <= gid <= MAX_ID:
+            raise ManifestInvalid(what, f"entry {name!r} has a bad uid or gid")
+        user, group = doc.get("user"), doc.get("group")
+        for text in (user, group):
+            if text is not None and (not isinstance(text, str) or not 0 < len(text) <= MAX_OWNER_NAME
+                                     or not text.isprintable() or ":" in text):
+                raise ManifestInvalid(what, f"entry {name!r} has a bad user or group name")
+        return cls(uid, gid, user, group)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +77,13 @@ class TreeEntry:
     size: int = 0                 # file: content bytes; symlink: target length
     oid: ObjectId | None = None   # file content or subtree
     target: bytes | None = None   # symlink target
+    owner: "Owner | None" = None  # None in trees recorded before owners were
 
     def to_doc(self) -> dict:
         doc: dict = {"kind": self.kind, "mode": f"{self.mode:04o}", "mtime_ns": self.mtime_ns}
         put_name(doc, "name", self.name)
+        if self.owner is not None:
+            self.owner.put(doc)
         if self.kind == SYMLINK:
             put_name(doc, "target", self.target or b"")
         else:
@@ -114,6 +157,9 @@ def _entry(doc, what: str) -> TreeEntry:
     mode = int(mode_text, 8)
     if not 0 <= mode <= 0o7777:
         raise ManifestInvalid(what, f"entry {name!r} has mode {mode:o} outside 0-7777")
+    if not MIN_MTIME_NS <= mtime_ns <= MAX_MTIME_NS:
+        raise ManifestInvalid(what, f"entry {name!r} has an mtime outside the years 1-9999")
+    owner = Owner.get(doc, what, name)
     if kind == SYMLINK:
         if "id" in doc or "size" in doc:
             raise ManifestInvalid(what, f"symlink {name!r} carries an id or size")
@@ -122,7 +168,7 @@ def _entry(doc, what: str) -> TreeEntry:
         target = get_name(doc, "target", what)
         if not target or b"\0" in target:
             raise ManifestInvalid(what, f"symlink {name!r} has no valid target")
-        return TreeEntry(name, kind, mode, mtime_ns, len(target), None, target)
+        return TreeEntry(name, kind, mode, mtime_ns, len(target), None, target, owner)
     if "target" in doc or "target_b64" in doc:
         raise ManifestInvalid(what, f"{kind} {name!r} carries a symlink target")
     if kind == DIR and "size" in doc:
@@ -133,4 +179,4 @@ def _entry(doc, what: str) -> TreeEntry:
     size = doc.get("size", 0) if kind == FILE else 0
     if kind == FILE and "size" not in doc or type(size) is not int or size < 0:
         raise ManifestInvalid(what, f"entry {name!r} has a bad size")
-    return TreeEntry(name, kind, mode, mtime_ns, size, ObjectId.parse(oid_text))
+    return TreeEntry(name, kind, mode, mtime_ns, size, ObjectId.parse(oid_text), None, owner)

@@ -14,25 +14,30 @@ clock tick as its scan could change again without changing its mtime.
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import stat
 import struct
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..dirfd import DirHandle, open_dir_at
 from ..errors import SourceError
 from ..objectid import ObjectId, hash_bytes
-from ..model.tree import DIR, FILE, SYMLINK, Tree, TreeEntry
+from ..model.tree import DIR, FILE, SYMLINK, Owner, Tree, TreeEntry
+from ..storage.config import CONFIG_FILE, FORMAT_NAME
 from ..storage.store import Store
 from ..storage.workers import FileBatches
-from ..storage.writer import ObjectWriter, identify_file
+from ..storage.writer import ObjectWriter, check_opened, identify_file
 from .ignore import load_ignore
 from .sqlite_capture import SQLITE_SIDE_FILES, is_sqlite, read_sqlite, sqlite_side_files
 from .walk import ERROR, WARNING, Problem
 
 STAT_TABLE = b"statcache"
 RACY_NS = 2_000_000_000
+STORE_MARKERS = {CONFIG_FILE.encode(), b"objects", b"packs", b"refs"}
 _STAT = struct.Struct("<QqqQ32s")
 
 
@@ -124,6 +129,10 @@ class _Dir:
     st: os.stat_result | None
     entries: list = field(default_factory=list)   # TreeEntry | (pending file) | _Dir
     base: Tree | None = None   # with targets: this directory in the base snapshot
+    parent: "_Dir | None" = None
+    # The parent's open fd while directories under it wait to be listed.
+    handle: DirHandle | None = None
+    is_store: bool = False
 
 
 @dataclass
@@ -131,6 +140,7 @@ class _PendingFile:
     name: bytes
     rel: bytes
     ticket: tuple    # from FileBatches.add
+    owner: Owner | None = None
 
 
 def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
@@ -155,14 +165,22 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
     ignore = load_ignore(source)
     own = os.stat(store.path)
     result = ScanResult(root=ObjectId(bytes(32)), trees={}, problems=list(ignore.problems))
-    source_b = os.fsencode(source)
+    source_b = os.fsencode(os.path.abspath(source))
 
-    def read_file(path: str, sqlite_sides: bool = False) -> tuple[ObjectId, os.stat_result, int]:
+    def read_file(path_b: bytes, expect: tuple[int, int],
+                  sqlite_sides: bool) -> tuple[ObjectId, os.stat_result, int]:
+        # Files are opened by path, with O_NOFOLLOW, and must be the very
+        # file the listing found: a directory on the way swapped for a link
+        # since it was listed leads to another file, which is refused.
+        path = os.fsdecode(path_b)
         # A database being created has its journal or WAL before its header.
-        if policy.sqlite_backup and writer is not None and (sqlite_sides or is_sqlite(path)):
+        if policy.sqlite_backup and writer is not None and (
+                sqlite_sides or _is_listed_file(path, expect) and is_sqlite(path)):
             oid, st, size = read_sqlite(writer, path, store.layout.tmp)
+            check_opened(path, st, expect)
         else:
-            oid, st = identify_file(path) if writer is None else writer.put_file(path)
+            oid, st = identify_file(path, expect) if writer is None else \
+                writer.put_file(path, expect=expect)
             size = st.st_size
         if on_file is not None:
             on_file(size)
@@ -172,93 +190,105 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
                      catch=(SourceError,)) as batches:
         root = _Dir(b"", None, base=_load_tree(store, targets.base) if targets else None)
         stack = [root]
-        while stack:
-            node = stack.pop()
-            directory = os.path.join(source_b, node.rel) if node.rel else source_b
-            try:
-                with os.scandir(directory) as it:
-                    items = sorted(it, key=lambda e: e.name)
-            except OSError as e:
-                if node is root:
-                    # An unmounted or vanished source must not become an empty snapshot.
-                    raise SourceError(os.fsdecode(directory), f"cannot be listed ({e.strerror})") from None
-                result.problems.append(Problem(os.fsdecode(directory), f"{e.strerror}; skipped"))
-                continue
-            names = {item.name for item in items} if policy.sqlite_backup else set()
-            side_files = sqlite_side_files(directory, names) if policy.sqlite_backup else set()
-            for item in items:
-                name = item.name
-                rel = node.rel + b"/" + name if node.rel else name
-                if name in side_files:
+        try:
+            while stack:
+                node = stack.pop()
+                listed = _list_dir(source_b, node, root, result)
+                if listed is None:
                     continue
-                if node.base is not None and rel not in changed:
-                    old = node.base.get(name)
-                    kind = _kind_of(item)
-                    if old is not None and old.kind == kind:
-                        if kind == DIR and rel in ancestors:
-                            try:
-                                st = item.stat(follow_symlinks=False)
-                            except OSError as e:
-                                result.problems.append(Problem(os.fsdecode(item.path),
-                                                               f"{e.strerror}; skipped"))
-                                continue
-                            child = _Dir(rel, st, base=_load_tree(store, old.oid))
-                            node.entries.append(child)
-                            stack.append(child)
-                            continue
-                        if kind == DIR or rel not in ancestors:
-                            node.entries.append(old)  # untouched since the base: no stat call
-                            continue
-                    # New here, or of another kind now: looked at as a full scan would.
+                dir_fd, items = listed
+                pushed: list[_Dir] = []
                 try:
-                    st = item.stat(follow_symlinks=False)
-                except OSError as e:
-                    result.problems.append(Problem(os.fsdecode(item.path), f"{e.strerror}; skipped"))
-                    continue
-                is_dir = stat.S_ISDIR(st.st_mode)
-                if ignore.matches(os.fsdecode(rel), is_dir):
-                    continue
-                if is_dir:
-                    if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
+                    if _is_store(dir_fd, items):
+                        node.is_store = True
+                        result.problems.append(Problem(_shown(source_b, node.rel),
+                                                       "is a cas store; not recorded", WARNING))
                         continue
-                    child = _Dir(rel, st)
-                    node.entries.append(child)
-                    stack.append(child)
-                elif stat.S_ISLNK(st.st_mode):
-                    try:
-                        target = os.readlink(item.path)
-                    except OSError as e:
-                        result.problems.append(Problem(os.fsdecode(item.path), f"{e.strerror}; skipped"))
-                        continue
-                    node.entries.append(TreeEntry(name, SYMLINK, stat.S_IMODE(st.st_mode),
-                                                  st.st_mtime_ns, len(target), None, target))
-                    result.symlinks += 1
-                elif stat.S_ISREG(st.st_mode) and rel in policy.held:
-                    kept = policy.held[rel]
-                    if kept is not None and kept.kind == FILE:
-                        node.entries.append(kept)
-                        result.files += 1
-                        result.bytes += kept.size
-                elif stat.S_ISREG(st.st_mode):
-                    seen.add(rel)
-                    oid = _cached_oid(cached(rel), st)
-                    if oid is not None and policy.sqlite_backup and name + b"-wal" in names:
-                        oid = None  # committed pages may sit in the WAL, beyond the main file's stat
-                    if oid is not None and writer is not None and not store.has(oid):
-                        oid = None  # the cache outlived its object (gc, rebuild): read again
-                    if oid is not None:
-                        node.entries.append(TreeEntry(name, FILE, stat.S_IMODE(st.st_mode),
-                                                      st.st_mtime_ns, st.st_size, oid))
-                        result.files += 1
-                        result.bytes += st.st_size
-                    else:
-                        sides = policy.sqlite_backup and any(
-                            name + side in names for side in SQLITE_SIDE_FILES)
-                        ticket = batches.add((os.fsdecode(item.path), sides), st.st_size)
-                        node.entries.append(_PendingFile(name, rel, ticket))
-                else:
-                    result.problems.append(Problem(os.fsdecode(item.path),
-                                                   "is a special file; skipped", WARNING))
+                    names = {name for name, _ in items} if policy.sqlite_backup else set()
+                    side_files = sqlite_side_files(_joined(source_b, node.rel), names) \
+                        if policy.sqlite_backup else set()
+                    for name, item in items:
+                        rel = node.rel + b"/" + name if node.rel else name
+                        if name in side_files:
+                            continue
+                        if node.base is not None and rel not in changed:
+                            old = node.base.get(name)
+                            kind = _kind_of(item)
+                            if old is not None and old.kind == kind:
+                                if kind == DIR and rel in ancestors:
+                                    try:
+                                        st = item.stat(follow_symlinks=False)
+                                    except OSError as e:
+                                        result.problems.append(Problem(_shown(source_b, rel),
+                                                                       f"{e.strerror}; skipped"))
+                                        continue
+                                    child = _Dir(rel, st, base=_load_tree(store, old.oid))
+                                    node.entries.append(child)
+                                    pushed.append(child)
+                                    continue
+                                if kind == DIR or rel not in ancestors:
+                                    node.entries.append(old)  # untouched since the base: no stat call
+                                    continue
+                            # New here, or of another kind now: looked at as a full scan would.
+                        try:
+                            st = item.stat(follow_symlinks=False)
+                        except OSError as e:
+                            result.problems.append(Problem(_shown(source_b, rel), f"{e.strerror}; skipped"))
+                            continue
+                        is_dir = stat.S_ISDIR(st.st_mode)
+                        if ignore.matches(os.fsdecode(rel), is_dir):
+                            continue
+                        if is_dir:
+                            if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
+                                continue
+                            child = _Dir(rel, st)
+                            node.entries.append(child)
+                            pushed.append(child)
+                        elif stat.S_ISLNK(st.st_mode):
+                            try:
+                                target = os.readlink(name, dir_fd=dir_fd)
+                            except OSError as e:
+                                result.problems.append(Problem(_shown(source_b, rel), f"{e.strerror}; skipped"))
+                                continue
+                            node.entries.append(TreeEntry(name, SYMLINK, stat.S_IMODE(st.st_mode),
+                                                          st.st_mtime_ns, len(target), None, target,
+                                                          owner_of(st)))
+                            result.symlinks += 1
+                        elif stat.S_ISREG(st.st_mode) and rel in policy.held:
+                            kept = policy.held[rel]
+                            if kept is not None and kept.kind == FILE:
+                                node.entries.append(kept)
+                                result.files += 1
+                                result.bytes += kept.size
+                        elif stat.S_ISREG(st.st_mode):
+                            seen.add(rel)
+                            oid = _cached_oid(cached(rel), st)
+                            if oid is not None and policy.sqlite_backup and name + b"-wal" in names:
+                                oid = None  # committed pages may sit in the WAL, beyond the main file's stat
+                            if oid is not None and writer is not None and not store.has(oid):
+                                oid = None  # the cache outlived its object (gc, rebuild): read again
+                            if oid is not None:
+                                node.entries.append(TreeEntry(name, FILE, stat.S_IMODE(st.st_mode),
+                                                              st.st_mtime_ns, st.st_size, oid, None,
+                                                              owner_of(st)))
+                                result.files += 1
+                                result.bytes += st.st_size
+                            else:
+                                sides = policy.sqlite_backup and any(
+                                    name + side in names for side in SQLITE_SIDE_FILES)
+                                ticket = batches.add((source_b + b"/" + rel, (st.st_dev, st.st_ino),
+                                                      sides), st.st_size)
+                                node.entries.append(_PendingFile(name, rel, ticket, owner_of(st)))
+                        else:
+                            result.problems.append(Problem(_shown(source_b, rel),
+                                                           "is a special file; skipped", WARNING))
+                finally:
+                    _share(dir_fd, pushed)
+                stack.extend(reversed(pushed))
+        finally:
+            for node in stack:
+                if node.handle is not None:
+                    node.handle.release()
 
         batches.flush()
         result.root = _finish(root, result, writer, started_ns, batches, policy.previous)
@@ -276,6 +306,114 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
         result.bytes = targets.counts.get("bytes", 0) + delta[3]
     result.cache_updates = {prefix + k: v for k, v in result.cache_updates.items()}
     return result
+
+
+def _list_dir(source_b: bytes, node: _Dir, root: _Dir,
+              result: ScanResult) -> tuple[int, list[tuple[bytes, os.DirEntry]]] | None:
+    """Open a directory (through its parent's fd, checked against the
+    listing) and list it sorted by name; None, with a problem, if it cannot be."""
+    try:
+        if node is root:
+            # The source itself is named by the user: a link to it is followed.
+            fd = os.open(source_b, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        else:
+            try:
+                fd = open_dir_at(node.handle.fd, node.rel.rpartition(b"/")[2], node.st)
+            finally:
+                node.handle.release()
+                node.handle = None
+    except OSError as e:
+        if node is root:
+            # An unmounted or vanished source must not become an empty snapshot.
+            raise SourceError(os.fsdecode(source_b), f"cannot be listed ({e.strerror})") from None
+        result.problems.append(Problem(_shown(source_b, node.rel), f"{e.strerror}; skipped"))
+        node.is_store = True  # recorded as nothing, like a directory that vanished
+        return None
+    try:
+        with os.scandir(fd) as it:
+            items = sorted(((os.fsencode(e.name), e) for e in it), key=lambda pair: pair[0])
+    except OSError as e:
+        os.close(fd)
+        if node is root:
+            raise SourceError(os.fsdecode(source_b), f"cannot be listed ({e.strerror})") from None
+        result.problems.append(Problem(_shown(source_b, node.rel), f"{e.strerror}; skipped"))
+        return None
+    return fd, items
+
+
+def _share(dir_fd: int, children: list[_Dir]) -> None:
+    """Keep a listed directory open for as long as subdirectories wait to be opened from it."""
+    if not children:
+        os.close(dir_fd)
+        return
+    handle = DirHandle(dir_fd)
+    for child in children:
+        handle.hold()
+        child.handle = handle
+    handle.release()
+
+
+def _joined(source_b: bytes, rel: bytes) -> bytes:
+    return source_b + b"/" + rel if rel else source_b
+
+
+def _shown(source_b: bytes, rel: bytes) -> str:
+    return os.fsdecode(_joined(source_b, rel))
+
+
+def _is_store(dir_fd: int, items: list[tuple[bytes, os.DirEntry]]) -> bool:
+    """Whether a listed directory is a cas store (its own config says so).
+
+    A store inside a tree is never recorded as data, whichever store it
+    is (restic's and borg's --exclude-caches do the same for their caches).
+    """
+    if {name for name, _ in items if name in STORE_MARKERS} != STORE_MARKERS:
+        return False
+    try:
+        fd = os.open(CONFIG_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        head = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    return FORMAT_NAME.encode() in head
+
+
+def _is_listed_file(path: str, expect: tuple[int, int]) -> bool:
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) == expect
+
+
+def owner_of(st: os.stat_result) -> Owner:
+    """The owner to record for a stat: ids, and names where the system has them."""
+    key = (st.st_uid, st.st_gid)
+    owner = _OWNERS.get(key)
+    if owner is None:
+        owner = _OWNERS[key] = Owner(st.st_uid, st.st_gid, _user_name(st.st_uid),
+                                     _group_name(st.st_gid))
+    return owner
+
+
+_OWNERS: dict[tuple[int, int], Owner] = {}
+
+
+def _user_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+def _group_name(gid: int) -> str | None:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return None
 
 
 def _kind_of(item: os.DirEntry) -> str | None:
@@ -333,9 +471,12 @@ def _finish(node: _Dir, result: ScanResult, writer: ObjectWriter | None, started
         if isinstance(item, TreeEntry):
             entries.append(item)
         elif isinstance(item, _Dir):
+            if item.is_store:
+                continue
             sub = _finish(item, result, writer, started_ns, batches, previous)
             entries.append(TreeEntry(item.rel.rsplit(b"/", 1)[-1], DIR,
-                                     stat.S_IMODE(item.st.st_mode), item.st.st_mtime_ns, 0, sub))
+                                     stat.S_IMODE(item.st.st_mode), item.st.st_mtime_ns, 0, sub,
+                                     None, owner_of(item.st)))
             result.dirs += 1
         else:
             try:
@@ -354,7 +495,7 @@ def _finish(node: _Dir, result: ScanResult, writer: ObjectWriter | None, started
                 result.bytes += kept.size
                 continue
             entries.append(TreeEntry(item.name, FILE, stat.S_IMODE(st.st_mode), st.st_mtime_ns,
-                                     size, oid))
+                                     size, oid, None, item.owner))
             result.files += 1
             result.bytes += size
             result.read_files += 1

@@ -1,0 +1,153 @@
+"""Working inside a directory tree through directory file descriptors.
+
+A path joined as a string and handed to ``open`` is resolved again, one
+component at a time, every time it is used: if someone who can write in the
+tree swaps a directory for a symbolic link between two uses, the second use
+lands wherever the link points. So the walks of scan, restore and checkout
+never do that. They hold an fd of each directory they work in, reach a child
+with ``openat(parent, name, O_NOFOLLOW | O_DIRECTORY)``, check that what
+they opened is the directory they listed (device and inode), and create,
+rename, remove, chmod and utime only relative to a verified fd. A swapped
+component is an error for that entry, never followed.
+
+``DirHandle`` shares one open directory among the entries still to be done
+under it, so a walk holds about one fd per level of depth, not one per
+directory, and a directory's own metadata can be applied the moment the
+last entry under it is finished.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+from typing import Callable
+
+OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class NotADirectoryHere(OSError):
+    """What a walk found at a name is not the directory it expected."""
+
+
+def open_dir_at(parent_fd: int, name: bytes, expect: os.stat_result | None = None) -> int:
+    """Open directory ``name`` in ``parent_fd`` without following a link.
+
+    With ``expect`` (an lstat from the listing), the opened directory must be
+    that very one: a directory renamed away and replaced (by another
+    directory, say) since it was listed is refused.
+    """
+    try:
+        fd = os.open(name, OPEN_DIR, dir_fd=parent_fd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise NotADirectoryHere(e.errno, _not_dir_reason(parent_fd, name)) from None
+        raise
+    if expect is not None:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino):
+            os.close(fd)
+            raise NotADirectoryHere(errno.ESTALE, "was replaced while the tree was read; skipped")
+    return fd
+
+
+def _not_dir_reason(parent_fd: int, name: bytes) -> str:
+    try:
+        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    except OSError:
+        return "vanished while the tree was read"
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link; not followed"
+    return "exists and is not a directory; not replaced"
+
+
+def make_dir_at(parent_fd: int, name: bytes, mode: int = 0o700) -> tuple[int, bool]:
+    """Open directory ``name`` in ``parent_fd``, creating it if missing.
+
+    Returns the fd and whether it was created. An existing symbolic link or
+    non-directory at ``name`` raises ``NotADirectoryHere``.
+    """
+    created = False
+    try:
+        os.mkdir(name, mode, dir_fd=parent_fd)
+        created = True
+    except FileExistsError:
+        pass
+    return open_dir_at(parent_fd, name), created
+
+
+def open_path(root_fd: int, parts: list[bytes], create: bool = False) -> int:
+    """Open the directory at ``parts`` below ``root_fd``, one verified step at a time."""
+    fd = os.dup(root_fd)
+    try:
+        for part in parts:
+            child = make_dir_at(fd, part)[0] if create else open_dir_at(fd, part)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def lstat_at(parent_fd: int, name: bytes) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def remove_at(parent_fd: int, name: bytes) -> bool:
+    """Remove ``name`` from ``parent_fd``, a whole directory tree included.
+
+    Links are removed, never followed (``shutil.rmtree`` with ``dir_fd``
+    opens each level with O_NOFOLLOW and checks it against its lstat).
+    Returns whether anything was there.
+    """
+    st = lstat_at(parent_fd, name)
+    if st is None:
+        return False
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=parent_fd)
+    else:
+        os.unlink(name, dir_fd=parent_fd)
+    return True
+
+
+class DirHandle:
+    """An open directory shared by the work still to be done inside it.
+
+    Each piece of work takes a hold with ``hold()`` and gives it back with
+    ``release()``; the directory's owner holds one too until it has queued
+    everything. When the last hold goes, ``on_done`` runs with the fd (to
+    apply the directory's mode and times after its contents are in place),
+    the fd is closed and the parent's hold is given back.
+    """
+
+    __slots__ = ("fd", "parent", "holds", "on_done")
+
+    def __init__(self, fd: int, parent: "DirHandle | None" = None,
+                 on_done: Callable[[int], None] | None = None):
+        self.fd = fd
+        self.parent = parent
+        self.holds = 1
+        self.on_done = on_done
+        if parent is not None:
+            parent.hold()
+
+    def hold(self) -> None:
+        self.holds += 1
+
+    def release(self) -> None:
+        self.holds -= 1
+        if self.holds:
+            return
+        try:
+            if self.on_done is not None:
+                self.on_done(self.fd)
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+            if self.parent is not None:
+                self.parent.release()
