@@ -170,3 +170,77 @@ class WeightsDamaged(CasError):
         super().__init__(f"model {model}: tensor '{tensor}' in {file} is damaged: {why} "
                          "(run 'cas verify --full'; re-import the model to repair it)")
         self.model, self.file, self.tensor = model, file, tensor
+
+
+class MetadataUnreadable(CasError):
+    """A ref or snapshot record is not a small regular file (a link, a FIFO, a device, huge)."""
+
+    exit_code = EXIT_PROBLEM_FOUND
+
+    def __init__(self, path: str, why: str):
+        super().__init__(f"{path} {why}: the store's history files are damaged "
+                         "(see 'cas verify'; refs and snapshot records must be small plain files)")
+
+
+class HistoryTooShort(RefNotFound):
+    def __init__(self, spec: str, depth: int):
+        CasError.__init__(self, f"'{spec}' goes back further than its history, which has "
+                                f"{depth} snapshot(s) (see 'cas log')")
+
+
+class AmbiguousArgument(CasError):
+    def __init__(self, arg: str):
+        super().__init__(f"ambiguous argument '{arg}': unknown revision or path "
+                         "(use '--' to separate paths from revisions: cas log REF -- PATH)")
+
+
+class AmbiguousRef(CasError):
+    def __init__(self, name: str, ref: str, snapshot: str):
+        super().__init__(f"'{name}' names both {ref} and snapshot {snapshot}: write {ref} for "
+                         "the ref, or more digits of the id for the snapshot")
+
+
+class RefNameLooksLikeId(InvalidRefName):
+    def __init__(self, name: str):
+        CasError.__init__(self, f"'{name}' looks like a snapshot id (6 to 64 hex digits) and "
+                                "would hide it: choose a name with another character in it")
+
+
+class RefMovedMeanwhile(CasError):
+    """A ref moved in a way a snapshot cannot be re-parented onto."""
+
+    exit_code = EXIT_PROBLEM_FOUND
+
+    def __init__(self, ref: str, why: str):
+        super().__init__(f"{ref} {why}; the snapshot's data is stored but it was not recorded: "
+                         "run the command again")
+
+
+class WatcherFailed(CasError):
+    """A watcher gave up after repeated unexpected errors: exits non-zero, so a
+    service manager restarts it (a restart scans the whole tree again)."""
+
+    exit_code = EXIT_PROBLEM_FOUND
+
+    def __init__(self, source: str, why: str):
+        super().__init__(f"the watcher of {source} stopped: {why} (the log has the details; "
+                         "restarting it rescans the tree, nothing is lost)")
+
+
+class TargetRefused(CasError):
+    """A place cas was asked to write into holds what cas will not write through
+    (a symbolic link where a directory belongs, a file where a link belongs)."""
+
+    def __init__(self, path: str, why: str):
+        super().__init__(f"{path}: {why}; nothing was written through it")
+        self.path = path
+
+
+class StoreFileInvalid(CasError):
+    """A file of the store's own (its lock, its index) is not what cas made:
+    a link, a FIFO, a device. It is refused, never followed or read."""
+
+    exit_code = EXIT_PROBLEM_FOUND
+
+    def __init__(self, path: str, why: str):
+        super().__init__(f"store file {path} {why}; nothing was read through it")
