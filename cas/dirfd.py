@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 from typing import Callable
 
@@ -101,18 +100,51 @@ def lstat_at(parent_fd: int, name: bytes) -> os.stat_result | None:
 def remove_at(parent_fd: int, name: bytes) -> bool:
     """Remove ``name`` from ``parent_fd``, a whole directory tree included.
 
-    Links are removed, never followed (``shutil.rmtree`` with ``dir_fd``
-    opens each level with O_NOFOLLOW and checks it against its lstat).
-    Returns whether anything was there.
+    Links are removed, never followed: each level is opened with
+    O_NOFOLLOW from its parent's fd and checked against its lstat. Without
+    recursion (``shutil.rmtree`` recurses, so a deep tree stops it with a
+    RecursionError). Returns whether anything was there.
     """
     st = lstat_at(parent_fd, name)
     if st is None:
         return False
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(name, dir_fd=parent_fd)
-    else:
+    if not stat.S_ISDIR(st.st_mode):
         os.unlink(name, dir_fd=parent_fd)
+        return True
+    # One frame per level: (parent fd, name in it, own fd, subdirectories left).
+    stack = [(parent_fd, name, *_empty_but_subdirs(parent_fd, name, st))]
+    try:
+        while stack:
+            up_fd, up_name, fd, subdirs = stack[-1]
+            if subdirs:
+                sub_name, sub_st = subdirs.pop()
+                stack.append((fd, sub_name, *_empty_but_subdirs(fd, sub_name, sub_st)))
+                continue
+            stack.pop()
+            os.close(fd)
+            os.rmdir(up_name, dir_fd=up_fd)
+    finally:
+        for _, _, fd, _ in stack:
+            os.close(fd)
     return True
+
+
+def _empty_but_subdirs(parent_fd: int, name: bytes,
+                       st: os.stat_result) -> tuple[int, list[tuple[bytes, os.stat_result]]]:
+    """Open a directory, unlink everything in it but subdirectories, and list those."""
+    fd = open_dir_at(parent_fd, name, st)
+    subdirs = []
+    try:
+        with os.scandir(fd) as it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=False):
+                    subdirs.append((os.fsencode(entry.name), entry.stat(follow_symlinks=False)))
+                else:
+                    os.unlink(entry.name, dir_fd=fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, subdirs
 
 
 class DirHandle:

@@ -1,24 +1,30 @@
 """``cas checkout``: make the working tree match a snapshot.
 
 Before touching anything, every path that would be overwritten or deleted
-is checked: its current content must already be in the store (so it can be
-got back), or checkout refuses and names the paths, unless forced.
+is checked: its current content must be reachable from a recorded snapshot
+(so it can be got back: content that only ``cas add`` stored is not, and gc
+would delete it), or checkout refuses and names the paths, unless forced.
+
+Deletions walk the working tree with directory fds, like restore: a
+directory swapped for a symbolic link is never followed, so nothing outside
+the tree is deleted.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import stat
 from dataclasses import dataclass, field
 
+from ..dirfd import open_path, remove_at
 from ..errors import CasError, WouldLoseChanges
 from ..model.history import History
 from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE
 from .diff import Change, diff_trees
+from .gc import live_set
 from .restore import RestoreReport, restore
 from .scan import scan
+from .walk import Problem
 
 
 @dataclass
@@ -26,6 +32,7 @@ class CheckoutReport:
     changes: list[Change] = field(default_factory=list)
     removed: int = 0
     restore: RestoreReport | None = None
+    problems: list[Problem] = field(default_factory=list)
 
 
 def checkout(history: History, snapshot: Snapshot, source: str, branch: str,
@@ -38,33 +45,70 @@ def checkout(history: History, snapshot: Snapshot, source: str, branch: str,
 
     # old = the working tree, new = the snapshot.
     changes = list(diff_trees(load_working, working.root, history.load_tree, snapshot.tree, paths))
-    at_risk = [c for c in changes if c.old is not None and not _recoverable(store, c)]
+    safe = _SafeContent(history, history.branch_head(branch))
+    at_risk = [c for c in changes if c.old is not None and not _recoverable(safe, c)]
     if at_risk and not force:
         raise WouldLoseChanges([os.fsdecode(c.path) for c in at_risk])
     report = CheckoutReport(changes)
     source_b = os.fsencode(os.path.abspath(source))
-    # Deletions first, so a file can become a directory and back.
-    for c in changes:
-        if c.new is None or (c.old is not None and c.old.kind != c.new.kind):
-            report.removed += _remove(source_b + b"/" + c.path.rstrip(b"/"))
-            _prune_parents(history, snapshot, source_b, c.path.rstrip(b"/"))
+    root_fd = os.open(source_b, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        # Deletions first, so a file can become a directory and back.
+        for c in changes:
+            if c.new is None or (c.old is not None and c.old.kind != c.new.kind):
+                path = c.path.rstrip(b"/")
+                try:
+                    report.removed += _remove(root_fd, path)
+                    _prune_parents(history, snapshot, root_fd, path)
+                except OSError as e:
+                    report.problems.append(Problem(os.fsdecode(source_b + b"/" + path),
+                                                   f"{e.strerror or e}; not removed"))
+    finally:
+        os.close(root_fd)
     targets = sorted({c.path.rstrip(b"/") for c in changes if c.new is not None})
     report.restore = restore(history, snapshot, os.fsdecode(source_b), targets) if targets \
         else RestoreReport()
+    report.restore.problems[:0] = report.problems
     return report
 
 
-def _recoverable(store, change: Change) -> bool:
+class _SafeContent:
+    """Which file contents a recorded snapshot reaches.
+
+    The branch head answers most questions (a file checkout replaces is
+    usually as the last snapshot has it); the whole history is walked only
+    when it does not.
+    """
+
+    def __init__(self, history: History, head: Snapshot | None):
+        self.history = history
+        self.head_tree = head.tree if head is not None else None
+        self._live: set[bytes] | None = None
+
+    def has(self, path: bytes, oid) -> bool:
+        if self.head_tree is not None:
+            try:
+                entry = self.history.entry_at(self.head_tree, path)
+            except CasError:
+                entry = None
+            if entry is not None and entry.kind == FILE and entry.oid == oid:
+                return True
+        if self._live is None:
+            self._live = live_set(self.history)
+        return oid.digest in self._live
+
+
+def _recoverable(safe: _SafeContent, change: Change) -> bool:
     old = change.old
     if old.kind == FILE:
-        return store.has(old.oid)
+        return safe.has(change.path, old.oid)
     if old.kind == DIR:
         return True  # an empty directory: nothing in it to lose
     # A symbolic link that the snapshot also has, identically, loses nothing.
     return change.new is not None and change.new.target == old.target
 
 
-def _prune_parents(history: History, snapshot: Snapshot, root: bytes, path: bytes) -> None:
+def _prune_parents(history: History, snapshot: Snapshot, root_fd: int, path: bytes) -> None:
     """Remove directories left empty that the snapshot does not have."""
     parent = path.rpartition(b"/")[0]
     while parent:
@@ -73,20 +117,32 @@ def _prune_parents(history: History, snapshot: Snapshot, root: bytes, path: byte
                 return
         except CasError:
             pass
+        above, _, name = parent.rpartition(b"/")
         try:
-            os.rmdir(root + b"/" + parent)
+            fd = open_path(root_fd, _parts(above))
         except OSError:
             return
-        parent = parent.rpartition(b"/")[0]
+        try:
+            os.rmdir(name, dir_fd=fd)
+        except OSError:
+            return
+        finally:
+            os.close(fd)
+        parent = above
 
 
-def _remove(path: bytes) -> int:
+def _parts(path: bytes) -> list[bytes]:
+    return [p for p in path.split(b"/") if p]
+
+
+def _remove(root_fd: int, path: bytes) -> int:
+    """Remove ``path`` below the tree, through verified directory fds."""
+    above, _, name = path.rpartition(b"/")
     try:
-        st = os.lstat(path)
+        fd = open_path(root_fd, _parts(above))
     except FileNotFoundError:
         return 0
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
-    return 1
+    try:
+        return int(remove_at(fd, name))
+    finally:
+        os.close(fd)

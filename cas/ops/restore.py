@@ -1,17 +1,31 @@
 """Writing a snapshot (or some paths of it) back to a directory.
 
 Every name has already been checked by ``Tree.from_json`` (no ``..``, ``/``,
-NUL, duplicates), so a crafted manifest cannot point outside the target.
-What is checked here is the target itself: a directory on the way that is a
-symbolic link is never followed. Files are written to a temp name in their
-directory, given their mode and mtime, then renamed over the old name, so an
-interrupted restore leaves each file either old or new, never torn.
-Directory modes and mtimes are applied last, deepest first.
+NUL, duplicates), so a crafted manifest cannot name a path outside the
+target. What is checked here is the target itself, which someone else may
+be changing while we write: the target is walked with directory file
+descriptors (``cas.dirfd``), so a directory swapped for a symbolic link
+mid-run is an error for that entry and is never followed. Files are written
+to a temp name (O_EXCL, O_NOFOLLOW) in their verified directory, given their
+owner, mode and mtime on the fd, then renamed over the old name, so an
+interrupted restore leaves each file either old or new, never torn. A
+directory gets its owner, mode and mtimes on its fd once everything inside
+it is done.
+
+Owners are restored when running as root (by name where the name exists
+here, else by number; by number alone with ``numeric_owner``). Where the
+owner is not restored, set-user-ID and set-group-ID bits are cleared, as tar
+does: a user's setuid file must not become root's.
+
+A conflict (a file where the snapshot has a directory, a link where a
+directory should be) is reported for that entry and the rest is restored.
 """
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import secrets
 import stat
 from collections import deque
@@ -19,13 +33,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..errors import CasError, ManifestInvalid, SourceError
+from ..dirfd import DirHandle, lstat_at, make_dir_at
+from ..errors import CasError, ManifestInvalid, PathNotInSnapshot, SourceError
 from ..model.history import History
 from ..model.snapshot import Snapshot
-from ..model.tree import DIR, FILE, TreeEntry
+from ..model.tree import DIR, FILE, Owner, TreeEntry
+from ..storage.store import STORE_DIR
 from .walk import Problem
 
 WINDOW = 256
+SET_ID_BITS = stat.S_ISUID | stat.S_ISGID
 
 
 @dataclass
@@ -37,141 +54,245 @@ class RestoreReport:
     problems: list[Problem] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class OwnerPolicy:
+    """Whether recorded owners are applied, and how names map to ids."""
+
+    restore: bool = False
+    numeric: bool = False
+
+    @classmethod
+    def default(cls, numeric: bool = False) -> "OwnerPolicy":
+        return cls(restore=os.geteuid() == 0, numeric=numeric)
+
+    def ids(self, owner: Owner | None) -> tuple[int, int] | None:
+        if not self.restore or owner is None:
+            return None
+        if self.numeric:
+            return owner.uid, owner.gid
+        return _uid_for(owner.user, owner.uid), _gid_for(owner.group, owner.gid)
+
+
+def _uid_for(name: str | None, uid: int) -> int:
+    try:
+        return pwd.getpwnam(name).pw_uid if name else uid
+    except KeyError:
+        return uid
+
+
+def _gid_for(name: str | None, gid: int) -> int:
+    try:
+        return grp.getgrnam(name).gr_gid if name else gid
+    except KeyError:
+        return gid
+
+
 def restore(history: History, snapshot: Snapshot, target: str, paths: list[bytes] | None = None,
-            on_file: Callable[[int], None] | None = None) -> RestoreReport:
+            on_file: Callable[[int], None] | None = None,
+            owners: OwnerPolicy | None = None) -> RestoreReport:
     report = RestoreReport()
     target_b = os.fsencode(os.path.abspath(target))
     os.makedirs(os.path.dirname(target_b), exist_ok=True)
-    _make_dir(target_b, 0o777)  # the target is not in the snapshot: umask decides
-    dir_meta: list[tuple[bytes, TreeEntry]] = []
-    label = snapshot.oid.short if snapshot.oid else "snapshot"
-    with ThreadPoolExecutor(min(2, os.cpu_count() or 1), "cas-restore") as pool:
-        in_flight: deque[tuple[bytes, Future]] = deque()
-
-        def submit(path: bytes, entry: TreeEntry) -> None:
-            in_flight.append((path, pool.submit(_write_file, history, entry, path)))
-            while len(in_flight) > WINDOW:
-                _collect(*in_flight.popleft(), report, on_file)
-
-        def place(entry: TreeEntry, path: bytes) -> None:
-            if entry.kind == DIR:
-                _make_dir(path)
-                dir_meta.append((path, entry))
-                report.dirs += 1
-                for child in history.load_tree(entry.oid).entries:
-                    place(child, path + b"/" + child.name)
-            elif entry.kind == FILE:
-                submit(path, entry)
-            else:
-                _write_symlink(entry, path)
-                report.symlinks += 1
-
-        for rel in (paths or [b""]):
-            parts = [p for p in rel.split(b"/") if p and p != b"."]
+    try:
+        os.mkdir(target_b, 0o777)  # the target is not in the snapshot: umask decides
+    except FileExistsError:
+        pass
+    # The target itself is named by the user, so a link to it is followed.
+    root_fd = os.open(target_b, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    restorer = _Restorer(history, report, on_file, owners or OwnerPolicy.default(),
+                         os.stat(history.store.path))
+    root = DirHandle(root_fd)
+    try:
+        with ThreadPoolExecutor(min(2, os.cpu_count() or 1), "cas-restore") as pool:
+            restorer.pool = pool
             try:
-                tree_id = snapshot.tree
-                where = target_b
-                for i, part in enumerate(parts):
-                    entry = history.entry_at(tree_id, part, label)
-                    if entry is None:
-                        break
-                    where = where + b"/" + part
-                    if i < len(parts) - 1:
-                        _make_dir(where)
-                        dir_meta.append((where, entry))
-                        tree_id = entry.oid
-                    else:
-                        place(entry, where)
-                if not parts:
-                    for child in history.load_tree(snapshot.tree).entries:
-                        place(child, target_b + b"/" + child.name)
-            except ManifestInvalid:
-                raise
-            except (SourceError, OSError) as e:
-                report.problems.append(Problem(os.fsdecode(rel), str(e)))
-        while in_flight:
-            _collect(*in_flight.popleft(), report, on_file)
-    for path, entry in reversed(dir_meta):
-        try:
-            os.chmod(path, entry.mode)
-            os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
-        except OSError as e:
-            report.problems.append(Problem(os.fsdecode(path), e.strerror or str(e)))
+                for rel in (paths or [b""]):
+                    restorer.restore_path(snapshot, root, target_b, rel)
+            finally:
+                restorer.drain(0)  # every file in flight gives its directory back
+    finally:
+        root.release()
     return report
 
 
-def _collect(path: bytes, future: Future, report: RestoreReport, on_file) -> None:
-    try:
-        size = future.result()
-    except (CasError, OSError) as e:
-        report.problems.append(Problem(os.fsdecode(path), str(e)))
-        return
-    report.files += 1
-    report.bytes += size
-    if on_file is not None:
-        on_file(size)
+class _Restorer:
+    def __init__(self, history: History, report: RestoreReport,
+                 on_file: Callable[[int], None] | None, owners: OwnerPolicy,
+                 store_st: os.stat_result):
+        self.history = history
+        self.report = report
+        self.on_file = on_file
+        self.owners = owners
+        self.store_id = (store_st.st_dev, store_st.st_ino)
+        self.pool: ThreadPoolExecutor | None = None
+        self.in_flight: deque[tuple[bytes, DirHandle, Future]] = deque()
 
+    def problem(self, path: bytes, message: str) -> None:
+        self.report.problems.append(Problem(os.fsdecode(path), message))
 
-def _make_dir(path: bytes, mode: int = 0o700) -> None:
-    """Create a directory, refusing to go through a symbolic link.
-
-    Directories of the snapshot start private and get their recorded mode
-    once their contents are in place.
-    """
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        os.mkdir(path, mode)
-        return
-    if stat.S_ISDIR(st.st_mode):
-        return
-    if stat.S_ISLNK(st.st_mode):
-        raise SourceError(os.fsdecode(path), "is a symbolic link in the target; not followed")
-    raise SourceError(os.fsdecode(path), "exists and is not a directory; not replaced")
-
-
-def _temp_beside(path: bytes) -> bytes:
-    head, _, _ = path.rpartition(b"/")
-    return head + b"/.cas-restore-" + secrets.token_hex(6).encode()
-
-
-def _write_file(history: History, entry: TreeEntry, path: bytes) -> int:
-    existing = _lstat(path)
-    if existing is not None and stat.S_ISDIR(existing.st_mode):
-        raise SourceError(os.fsdecode(path), "exists as a directory; not replaced")
-    temp = _temp_beside(path)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            history.store.write_content(entry.oid, f.fileno())
-            os.fchmod(f.fileno(), entry.mode)
-            os.utime(f.fileno(), ns=(entry.mtime_ns, entry.mtime_ns))
-        os.rename(temp, path)
-    except BaseException:
+    def restore_path(self, snapshot: Snapshot, root: DirHandle, target_b: bytes, rel: bytes) -> None:
+        """Restore the entry at ``rel`` (b"": everything), creating the directories on the way."""
+        parts = [p for p in rel.split(b"/") if p and p != b"."]
+        label = snapshot.oid.short if snapshot.oid else "snapshot"
+        parent, where, tree_id = root, target_b, snapshot.tree
+        parent.hold()
         try:
-            os.unlink(temp)
-        except FileNotFoundError:
-            pass
+            for i, part in enumerate(parts):
+                entry = self.history.load_tree(tree_id).get(part)
+                if entry is None:
+                    raise PathNotInSnapshot(os.fsdecode(rel), label)
+                if i == len(parts) - 1:
+                    self.place_tree([(entry, parent, where + b"/" + part)])
+                    return
+                if entry.kind != DIR:
+                    raise SourceError(os.fsdecode(b"/".join(parts[:i + 1])),
+                                      f"is a {entry.kind} in snapshot {label}, not a directory")
+                handle = self.open_dir(parent, part, where + b"/" + part, entry)
+                parent.release()
+                parent, where, tree_id = handle, where + b"/" + part, entry.oid
+            self.place_tree([(child, parent, where + b"/" + child.name)
+                             for child in self.history.load_tree(tree_id).entries])
+        except ManifestInvalid:
+            raise
+        except (CasError, OSError) as e:
+            self.problem(rel, _message(e))
+        finally:
+            parent.release()
+
+    def place_tree(self, todo: list[tuple[TreeEntry, DirHandle, bytes]]) -> None:
+        """Place entries and everything below them, depth first, without recursion.
+
+        A directory's handle is held until all its children are queued (the
+        ``None`` marker on the stack), then by each file still in flight.
+        """
+        stack: list = list(reversed(todo))
+        while stack:
+            item = stack.pop()
+            if isinstance(item, DirHandle):
+                item.release()
+                continue
+            entry, parent, path = item
+            try:
+                if entry.kind == DIR:
+                    handle = self.open_dir(parent, entry.name, path, entry)
+                    self.report.dirs += 1
+                    stack.append(handle)
+                    children = self.history.load_tree(entry.oid).entries
+                    stack.extend((c, handle, path + b"/" + c.name) for c in reversed(children))
+                elif entry.kind == FILE:
+                    self.submit(entry, parent, path)
+                else:
+                    _write_symlink(entry, parent.fd, self.owners.ids(entry.owner))
+                    self.report.symlinks += 1
+            except ManifestInvalid:
+                raise
+            except (CasError, OSError) as e:
+                self.problem(path, _message(e))
+
+    def open_dir(self, parent: DirHandle, name: bytes, path: bytes, entry: TreeEntry) -> DirHandle:
+        if parent.parent is None and name == STORE_DIR.encode():
+            raise SourceError(os.fsdecode(path), "a store directory is never written by a restore")
+        fd, created = make_dir_at(parent.fd, name)
+        if not created:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == self.store_id:
+                os.close(fd)
+                raise SourceError(os.fsdecode(path), "is the store itself; not written")
+        return DirHandle(fd, parent, lambda dir_fd: self.apply_dir_meta(dir_fd, entry, path))
+
+    def apply_dir_meta(self, fd: int, entry: TreeEntry, path: bytes) -> None:
+        try:
+            _apply_meta(fd, entry, self.owners.ids(entry.owner))
+        except OSError as e:
+            self.problem(path, e.strerror or str(e))
+
+    def submit(self, entry: TreeEntry, parent: DirHandle, path: bytes) -> None:
+        parent.hold()
+        ids = self.owners.ids(entry.owner)
+        future = self.pool.submit(_write_file, self.history, entry, parent.fd, ids)
+        self.in_flight.append((path, parent, future))
+        self.drain(WINDOW)
+
+    def drain(self, keep: int) -> None:
+        while len(self.in_flight) > keep:
+            path, parent, future = self.in_flight.popleft()
+            try:
+                size = future.result()
+            except (CasError, OSError) as e:
+                self.problem(path, _message(e))
+            else:
+                self.report.files += 1
+                self.report.bytes += size
+                if self.on_file is not None:
+                    self.on_file(size)
+            finally:
+                parent.release()
+
+
+def _message(e: Exception) -> str:
+    if isinstance(e, SourceError):
+        return e.why
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e)
+
+
+def _apply_meta(fd: int, entry: TreeEntry, ids: tuple[int, int] | None) -> None:
+    """Owner, then mode (chown clears set-ID bits), then times, all on the fd."""
+    mode = entry.mode
+    if ids is not None:
+        try:
+            os.fchown(fd, *ids)
+        except OSError:
+            ids = None  # not permitted here (no CAP_CHOWN, an unmapped id)
+    if ids is None:
+        mode &= ~SET_ID_BITS
+    os.fchmod(fd, mode)
+    os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+
+
+def _temp_name() -> bytes:
+    return b".cas-restore-" + secrets.token_hex(8).encode()
+
+
+def _write_file(history: History, entry: TreeEntry, dir_fd: int, ids: tuple[int, int] | None) -> int:
+    existing = lstat_at(dir_fd, entry.name)
+    if existing is not None and stat.S_ISDIR(existing.st_mode):
+        raise SourceError(os.fsdecode(entry.name), "exists as a directory; not replaced")
+    temp = _temp_name()
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                 dir_fd=dir_fd)
+    try:
+        try:
+            history.store.write_content(entry.oid, fd)
+            _apply_meta(fd, entry, ids)
+        finally:
+            os.close(fd)
+        os.rename(temp, entry.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        _unlink_quietly(temp, dir_fd)
         raise
     return entry.size
 
 
-def _write_symlink(entry: TreeEntry, path: bytes) -> None:
-    existing = _lstat(path)
+def _write_symlink(entry: TreeEntry, dir_fd: int, ids: tuple[int, int] | None) -> None:
+    existing = lstat_at(dir_fd, entry.name)
     if existing is not None and stat.S_ISDIR(existing.st_mode):
-        raise SourceError(os.fsdecode(path), "exists as a directory; not replaced")
-    temp = _temp_beside(path)
-    os.symlink(entry.target, temp)
+        raise SourceError(os.fsdecode(entry.name), "exists as a directory; not replaced")
+    temp = _temp_name()
+    os.symlink(entry.target, temp, dir_fd=dir_fd)
     try:
-        os.utime(temp, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
-        os.rename(temp, path)
+        if ids is not None:
+            os.chown(temp, *ids, dir_fd=dir_fd, follow_symlinks=False)
+        os.utime(temp, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
+        os.rename(temp, entry.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
-        os.unlink(temp)
+        _unlink_quietly(temp, dir_fd)
         raise
 
 
-def _lstat(path: bytes) -> os.stat_result | None:
+def _unlink_quietly(name: bytes, dir_fd: int) -> None:
     try:
-        return os.lstat(path)
+        os.unlink(name, dir_fd=dir_fd)
     except FileNotFoundError:
-        return None
+        pass
