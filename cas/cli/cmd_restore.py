@@ -4,7 +4,7 @@ import click
 
 from ..errors import EXIT_PROBLEM_FOUND, RefNotFound
 from ..ops.checkout import checkout as do_checkout
-from ..ops.restore import restore as do_restore
+from ..ops.restore import OwnerPolicy, restore as do_restore
 from ..ops.worktree import resolve_source
 from .history_args import source_relative, split_refs, tree_path
 from .main import Context, pass_ctx
@@ -19,14 +19,21 @@ from .timespec import TimeParam, show_time
 @click.option("--at", "at_ns", type=TimeParam(),
               help="Use the newest snapshot at or before TIME (ISO 8601 or '2h ago').")
 @click.option("-b", "--branch", help="Branch for --at (default: HEAD's).")
+@click.option("--numeric-owner", is_flag=True,
+              help="As root, restore owners by the recorded uid/gid, not by user and group name.")
 @pass_ctx
 def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
-            branch: str | None) -> int:
+            branch: str | None, numeric_owner: bool) -> int:
     """Write a snapshot, or some paths of it, into a directory.
 
     cas restore SNAP [PATH...] --to DIR, or cas restore --at TIME [PATH...] --to DIR.
     Modes, mtimes and symlinks are restored as recorded; existing files are
-    replaced through a temp file and a rename.
+    replaced through a temp file and a rename. Run as root, owners are
+    restored too (by name, or by number with --numeric-owner); otherwise
+    set-user-ID and set-group-ID bits are dropped. A path that conflicts
+    with the target (a file where the snapshot has a directory, a symbolic
+    link on the way) is reported and skipped, and the rest is restored
+    (exit 1).
     """
     history = ctx.open_history()
     with history.store:
@@ -43,7 +50,8 @@ def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
                 raise click.UsageError("name a snapshot to restore (or use --at TIME)")
             snap = refs[0]
         with byte_progress("restore", snap.stats.get("bytes"), wants_progress(ctx.quiet)) as advance:
-            report = do_restore(history, snap, target, paths or None, advance)
+            report = do_restore(history, snap, target, paths or None, advance,
+                                OwnerPolicy.default(numeric_owner))
     for p in report.problems:
         error_line(f"{path_text(p.path)}: {p.message}")
     info(f"restored {snap.oid.short} ({show_time(snap.time_ns)}): {report.files} files, "
