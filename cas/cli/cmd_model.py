@@ -10,14 +10,15 @@ import click
 
 from ..errors import EXIT_PROBLEM_FOUND, CasError, ModelNotFound
 from ..model.history import History
-from ..ops.models import (ModelRow, check_model, export_model, import_model,
-                          link_hf_cache,
-                          list_models, model_versions, model_view, remove_model, resolve_model)
+from ..ops.models import (ModelRow, check_model, export_model, import_model, link_hf_cache,
+                          list_models, model_view, readable_versions, remove_model,
+                          resolve_model, store_dir_of)
+from ..storage.config import StoreConfig
 from ..storage.store import Store
 from . import user_config
 from .main import Context, pass_ctx
 from .output import (byte_progress, error_line, human_bytes, info, out_json, out_line,
-                     wants_progress)
+                     wants_progress, warn)
 from .timespec import TimeParam
 
 
@@ -125,7 +126,11 @@ def _filesystem(mount: str) -> str | None:
 @click.option("--versions", is_flag=True, help="List every version, not only the newest.")
 @pass_ctx
 def ls(ctx: Context, as_json: bool, all_stores: bool, versions: bool) -> None:
-    """Inventory: name, version, architecture, parameters, dtype, size, shared bytes."""
+    """Inventory: name, version, architecture, parameters, dtype, size, shared bytes.
+
+    A model whose manifest cannot be read is left out with a warning, and with
+    --all-stores a store that cannot be opened (an unplugged disk) is listed
+    as offline: the rest is still listed."""
     stores: list[tuple[str, str]] = []
     if all_stores:
         stores = list(user_config.registered_stores().items())
@@ -133,22 +138,42 @@ def ls(ctx: Context, as_json: bool, all_stores: bool, versions: bool) -> None:
             raise CasError("no stores registered (add one with 'cas stores add NAME PATH')")
     else:
         stores = [("", ctx.resolve_store_path())]
-    docs = []
+    docs: list[dict] = []
+    offline: list[dict] = []
     for label, path in stores:
-        history = History(Store.open(path))
-        with history.store:
-            rows = list_models(history)
-            if versions:
-                vs = [v for r in rows for v in model_versions(history, r.version.name)]
-                rows = [ModelRow(v, 0, 0) for v in vs]
-            docs.extend(_row_doc(r, label or None) for r in rows)
+        try:
+            store = Store.open(path)
+        except (CasError, OSError) as e:
+            if not all_stores:
+                raise
+            warn(f"store '{label}' ({path}) is offline, its models are not listed: {e}")
+            offline.append({"store": label, "path": path, "error": str(e)})
+            continue
+        with store:
+            docs.extend(_store_rows(History(store), label or None, versions))
     if as_json:
-        out_json(_inventory([p for _, p in stores], docs))
+        inventory = _inventory([p for _, p in stores], docs)
+        if all_stores:
+            inventory["offline_stores"] = offline
+        out_json(inventory)
         return
-    _print_table(docs, all_stores)
+    _print_table(docs, all_stores, [o["store"] for o in offline])
 
 
-def _print_table(docs: list[dict], with_store: bool) -> None:
+def _store_rows(history: History, label: str | None, versions: bool) -> list[dict]:
+    where = f"store '{label}': " if label else ""
+
+    def skipped(what: str, error: CasError) -> None:
+        warn(f"{where}model {what} is not listed: {error}")
+
+    rows = list_models(history, on_skip=skipped)
+    if versions:
+        rows = [ModelRow(v, 0, 0) for r in rows
+                for v in readable_versions(history, r.version.name, skipped)]
+    return [_row_doc(r, label) for r in rows]
+
+
+def _print_table(docs: list[dict], with_store: bool, offline: list[str]) -> None:
     head = ["NAME", "VER", "ARCH", "PARAMS", "DTYPE", "SIZE", "ON DISK", "SHARED", "IMPORTED"]
     if with_store:
         head.insert(0, "STORE")
@@ -163,6 +188,8 @@ def _print_table(docs: list[dict], with_store: bool) -> None:
         if with_store:
             row.insert(0, d.get("store", ""))
         lines.append(row)
+    for label in offline:
+        lines.append([label, "(offline)"] + [""] * (len(head) - 2))
     widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
     for r in lines:
         out_line("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -241,18 +268,23 @@ def verify(ctx: Context, spec: str, at_ns: int | None) -> int:
 @click.argument("target", type=click.Path(path_type=str))
 @click.option("--at", "at_ns", type=TimeParam(), help="The version current at TIME.")
 @pass_ctx
-def export(ctx: Context, spec: str, target: str, at_ns: int | None) -> None:
+def export(ctx: Context, spec: str, target: str, at_ns: int | None) -> int:
     """Write a model version out as a normal model directory."""
-    if os.path.exists(target) and (not os.path.isdir(target) or os.listdir(target)):
+    if os.path.lexists(target) and (not os.path.isdir(target) or os.path.islink(target)
+                                    or os.listdir(target)):
         raise CasError(f"{target} exists and is not an empty directory; choose a new one")
     history = ctx.open_history()
     with history.store:
         v = resolve_model(history, spec, at_ns)
         report = export_model(history, v, target)
+    for problem in report.problems:
+        error_line(f"{problem.path}: {problem.message}")
     if report.problems:
-        raise CasError(f"{report.problems[0].path}: {report.problems[0].why}")
+        info(f"exported {v.label} to {target} with {len(report.problems)} problem(s)", False)
+        return EXIT_PROBLEM_FOUND
     info(f"exported {v.label}: {report.files} files, {human_bytes(report.bytes)} to {target}",
          ctx.quiet)
+    return 0
 
 
 @model.command("path")
@@ -315,9 +347,17 @@ def stores() -> None:
 @click.argument("name")
 @click.argument("store_path", metavar="PATH", type=click.Path(path_type=str))
 def stores_add(name: str, store_path: str) -> None:
-    """Register a store (e.g. one on an external SSD) under NAME."""
-    from ..storage.store import find_store
-    user_config.register_store(name, find_store(store_path))
+    """Register a store (e.g. one on an external SSD) under NAME: PATH is the
+    store directory itself, or a directory holding one as .cas/."""
+    path = os.path.abspath(store_path)
+    found = store_dir_of(path)
+    if found not in (path, os.path.join(path, ".cas")):
+        # A registration outlives this moment: a store found further up
+        # (PATH missing, a disk not mounted) is not the one that was meant.
+        raise CasError(f"{store_path} is not a store and holds none in .cas/ (the nearest is "
+                       f"{found}; register that path if it is the one you mean)")
+    StoreConfig.load(found)  # a config this cas can read
+    user_config.register_store(name, found)
 
 
 @stores.command("rm")

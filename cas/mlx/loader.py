@@ -21,8 +21,9 @@ from ..errors import CasError, ModelNotFound, WeightsDamaged
 from ..model.history import History
 from ..model.model_manifest import TensorInfo
 from ..objectid import hash_bytes
-from ..ops.models import ModelVersion, is_checked, mark_checked, model_view, resolve_model
-from ..storage.store import Store, find_store
+from ..ops.models import (ModelVersion, is_checked, mark_checked, model_view, resolve_model,
+                          store_dir_of)
+from ..storage.store import Store
 from ..storage.workers import ordered_map
 
 MX_DTYPES = {
@@ -35,10 +36,12 @@ MX_DTYPES = {
 class _Opened:
     """A store and one resolved model version, closed together."""
 
-    def __init__(self, ref: str, store: "str | Store | None", at_ns: int | None):
+    def __init__(self, ref: str, store: "str | os.PathLike | Store | None", at_ns: int | None):
         self._owned = not isinstance(store, Store)
+        # A path is a store directory, or a directory with .cas/ in or above
+        # it: the rule 'cas stores add' and the CLI's own lookup follow.
         self.store = store if isinstance(store, Store) else \
-            Store.open(find_store(store or os.getcwd()))
+            Store.open(store_dir_of(store if store is not None else os.getcwd()))
         try:
             self.history = History(self.store)
             self.version: ModelVersion = resolve_model(self.history, ref, at_ns)
@@ -66,8 +69,9 @@ def load_weights(ref: str, *, store: "str | Store | None" = None, keys: Iterable
     """Every tensor (or only ``keys``) of a stored model's safetensors files.
 
     ``ref`` is ``NAME``, ``NAME@N`` or ``NAME@<snapshot id>``; ``at_ns`` picks
-    the version current at that moment. ``store`` is a store path or an open
-    ``Store`` (default: the store above the current directory).
+    the version current at that moment. ``store`` is an open ``Store`` or a
+    path: a store directory (one holding config.json), or a directory with
+    ``.cas/`` in or above it (default: the current directory).
 
     Checking: by default, tensors are hashed and compared with the BLAKE3
     recorded at import whenever one of the files holding them changed

@@ -205,23 +205,51 @@ def parse_safetensors(read_at: Callable[[int, int], bytes], file_size: int,
 
 
 def safetensors_tensors(header: dict, data_start: int, file_size: int, path: str) -> list[TensorInfo]:
-    """The tensors a safetensors header describes, with absolute byte ranges."""
+    """The tensors a safetensors header describes, with absolute byte ranges.
+
+    Held to the rules a model manifest is read by (§15.3), and more: a
+    header that passed here but not there would be recorded, and then every
+    listing of the store's models would trip over it.
+    """
     out = []
     for name, info in header.items():
         if name == "__metadata__":
             continue
         try:
-            dtype, shape = info["dtype"], tuple(int(d) for d in info["shape"])
-            start, stop = (int(x) for x in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
+            dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        except (KeyError, TypeError):
             raise ValueError(f"{path}: tensor {name!r} has a malformed header entry") from None
-        if dtype not in DTYPE_SIZES:
+        if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
             raise ValueError(f"{path}: tensor {name!r} has unknown dtype {dtype!r}")
-        t = TensorInfo(name, dtype, shape, path, data_start + start, data_start + stop)
-        if not 0 <= start <= stop or t.stop > file_size or t.nbytes != t.numel * DTYPE_SIZES[dtype]:
+        if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+            raise ValueError(f"{path}: tensor {name!r} has a shape that is not a list of "
+                             f"non-negative integers: {shape!r}")
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_is_count, offsets)):
+            raise ValueError(f"{path}: tensor {name!r} has data_offsets that are not two "
+                             f"non-negative integers: {offsets!r}")
+        start, stop = offsets
+        t = TensorInfo(name, dtype, tuple(shape), path, data_start + start, data_start + stop)
+        if not start <= stop or t.stop > file_size or t.nbytes != t.numel * DTYPE_SIZES[dtype]:
             raise ValueError(f"{path}: tensor {name!r} does not fit the file")
         out.append(t)
-    return sorted(out, key=lambda t: (t.file, t.start, t.name))
+    out.sort(key=lambda t: (t.file, t.start, t.name))
+    _check_no_overlap(out, path)
+    return out
+
+
+def _is_count(value) -> bool:
+    """A JSON integer >= 0 (``true`` is not one)."""
+    return type(value) is int and value >= 0
+
+
+def _check_no_overlap(tensors: list[TensorInfo], path: str) -> None:
+    """Refuse two tensors sharing bytes: writing one would change the other,
+    and no safetensors writer lays a file out that way."""
+    end, owner = 0, ""
+    for t in sorted(tensors, key=lambda t: (t.start, t.stop)):
+        if t.start < end:
+            raise ValueError(f"{path}: tensors {owner!r} and {t.name!r} overlap")
+        end, owner = t.stop, t.name
 
 
 def _without_floats(value):

@@ -17,19 +17,25 @@ and a copied-out view.
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
 import getpass
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import stat
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..durable import fsync_dirs
-from ..errors import CasError, ModelNotFound, NotAModel, ObjectNotFound, SourceError
+from ..durable import write_all
+from ..errors import (CasError, ModelNotFound, NotAModel, ObjectNotFound, SourceError,
+                      TargetRefused)
 from ..model.history import History
 from ..model.model_manifest import ModelFile, ModelManifest, TensorInfo, parse_safetensors
 from ..model.refs import MODELS, check_ref_name
@@ -37,7 +43,8 @@ from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE, Tree, TreeEntry
 from ..objectid import Hasher, ObjectId
 from ..storage.encoding import Encoding
-from ..storage.store import Store
+from ..storage.config import CONFIG_FILE
+from ..storage.store import Store, find_store
 from ..storage.workers import ordered_map
 from ..storage.writer import ObjectWriter, Placement
 from .restore import restore
@@ -54,6 +61,7 @@ class ModelSource:
     kind: str                    # "directory" or "hf-cache"
     repo: str | None = None      # "org/name" for a Hugging Face repo
     revision: str | None = None
+    root: str = ""               # links are followed only where they lead inside it
 
     def to_doc(self) -> dict:
         doc = {"kind": self.kind, "path": self.directory}
@@ -93,6 +101,126 @@ class ModelRow:
     shared_bytes: int            # of those, bytes other models' newest versions use too
 
 
+# -- which store a path names ------------------------------------------------
+
+def store_dir_of(path: str) -> str:
+    """The store a path given by a user names: the path itself when it holds
+    a store's config.json (a store made with ``cas --store PATH init``), else
+    the nearest ``.cas/`` in or above it, as the CLI finds one from the
+    current directory."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isfile(os.path.join(path, CONFIG_FILE)):
+        return path
+    return find_store(path)
+
+
+# -- reading inside one directory -------------------------------------------
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO met where a file was expected must not hang the import.
+_ANY_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_MAX_LINKS = 40          # as the kernel's own limit on links followed in one lookup
+_MAX_REF = 255           # bytes of refs/main: one file name
+
+
+class _Beneath:
+    """Opens paths inside one directory, the root, as openat2's
+    RESOLVE_BENEATH does: one component at a time from a directory fd,
+    every link read and followed by hand, never a step out of the root (by
+    ``..`` or by an absolute link that is not under it). What is opened is
+    what was checked: the kernel never resolves a link on its own."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self._real = os.path.realpath(root)
+        try:
+            self._fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise SourceError(root, f"cannot be read ({e.strerror})") from None
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def path(self, parts: tuple[str, ...]) -> str:
+        return os.path.join(self.root, *parts)
+
+    def open(self, here: tuple[str, ...], rel: str, shown: str
+             ) -> tuple[int, os.stat_result, tuple[str, ...]]:
+        """Open ``rel``, relative to the directory ``here`` (components below
+        the root, no links among them); returns the fd, its stat and where it
+        is below the root."""
+        parts, pending, links = list(here), _reversed_parts(rel), 0
+        while pending:
+            name = pending.pop()
+            if name == "..":
+                if not parts:
+                    raise SourceError(shown, f"leads out of {self.root} (through '..'); "
+                                             "links must stay inside it; not imported")
+                parts.pop()
+                continue
+            dir_fd = self._open_dir(parts, shown)
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    links += 1
+                    if links > _MAX_LINKS:
+                        raise SourceError(shown, "too many levels of links; not imported")
+                    target = os.readlink(name, dir_fd=dir_fd)
+                    if target.startswith("/"):
+                        parts, target = [], self._below_root(target, shown)
+                    pending.extend(_reversed_parts(target))
+                elif pending:
+                    parts.append(name)
+                else:
+                    return self._open_last(dir_fd, name, st, shown) + (tuple(parts + [name]),)
+            except OSError as e:
+                raise SourceError(shown, f"cannot be read ({e.strerror})") from None
+            finally:
+                os.close(dir_fd)
+        fd = self._open_dir(parts, shown)
+        return fd, os.fstat(fd), tuple(parts)
+
+    def _open_dir(self, parts: list[str], shown: str) -> int:
+        fd = os.dup(self._fd)
+        try:
+            for name in parts:
+                nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = nxt
+        except OSError as e:
+            os.close(fd)
+            raise SourceError(shown, f"cannot be read ({e.strerror}; a directory on the "
+                                     "way is not one, or changed while it was read)") from None
+        return fd
+
+    @staticmethod
+    def _open_last(dir_fd: int, name: str, listed: os.stat_result, shown: str
+                   ) -> tuple[int, os.stat_result]:
+        fd = os.open(name, _ANY_FLAGS, dir_fd=dir_fd)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (listed.st_dev, listed.st_ino):
+            os.close(fd)
+            raise SourceError(shown, "changed while it was read; not imported")
+        return fd, st
+
+    def _below_root(self, target: str, shown: str) -> str:
+        for root in (self._real, os.path.abspath(self.root)):
+            if target == root or target.startswith(root.rstrip("/") + "/"):
+                return target[len(root):]
+        raise SourceError(shown, f"is a link to {target}, outside {self.root}; "
+                                 "links must stay inside it; not imported")
+
+
+def _reversed_parts(text: str) -> list[str]:
+    """The components of a relative path, last first (a stack to pop)."""
+    return [p for p in reversed(text.split("/")) if p not in ("", ".")]
+
+
+def _is_one_component(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\0" not in name \
+        and len(name.encode("utf-8", "surrogateescape")) <= _MAX_REF
+
+
 # -- finding what to import ---------------------------------------------------
 
 def find_model_source(src: str) -> ModelSource:
@@ -108,26 +236,63 @@ def find_model_source(src: str) -> ModelSource:
         revision = _hf_revision(path, snapshots)
         if revision is None:
             raise NotAModel(src, "a Hugging Face cache repo with no snapshot in snapshots/")
-        return ModelSource(os.path.join(snapshots, revision), "hf-cache", repo, revision)
+        return ModelSource(os.path.join(snapshots, revision), "hf-cache", repo, revision,
+                           root=path)
     names = os.listdir(path)
     if "config.json" not in names and not any(n.endswith((".safetensors", ".npz", ".gguf"))
                                               for n in names):
         raise NotAModel(src, "no config.json and no .safetensors, .npz or .gguf file")
-    return ModelSource(path, "directory")
+    return ModelSource(path, "directory", root=path)
 
 
 def _hf_revision(repo_dir: str, snapshots: str) -> str | None:
+    """The revision ``refs/main`` names, if its snapshot exists; else the newest
+    snapshot directory."""
+    rev = _read_ref_main(repo_dir)
+    if rev is not None and os.path.isdir(os.path.join(snapshots, rev)):
+        return rev
+    newest: tuple[int, str] | None = None
+    with os.scandir(snapshots) as listing:
+        for d in listing:
+            if d.is_dir(follow_symlinks=False):
+                mtime = d.stat(follow_symlinks=False).st_mtime_ns
+                newest = max(newest or (mtime, d.name), (mtime, d.name))
+    return newest[1] if newest else None
+
+
+def _read_ref_main(repo_dir: str) -> str | None:
+    """``refs/main``: one file name (a commit hash, as the Hub writes it), read
+    from a regular file that is not a link; None when there is none."""
+    shown = os.path.join(repo_dir, "refs", "main")
     try:
-        with open(os.path.join(repo_dir, "refs", "main")) as f:
-            rev = f.read().strip()
-        if rev and os.path.isdir(os.path.join(snapshots, rev)):
-            return rev
-    except OSError:
-        pass
-    revs = [d for d in os.listdir(snapshots) if os.path.isdir(os.path.join(snapshots, d))]
-    if not revs:
+        refs_fd = os.open(os.path.join(repo_dir, "refs"), _DIR_FLAGS)
+    except FileNotFoundError:
         return None
-    return max(revs, key=lambda d: os.stat(os.path.join(snapshots, d)).st_mtime_ns)
+    except OSError:
+        raise SourceError(os.path.dirname(shown), "is a link or not a directory; "
+                                                  "not imported") from None
+    try:
+        fd = os.open("main", _ANY_FLAGS, dir_fd=refs_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        why = "is a link" if e.errno == errno.ELOOP else f"cannot be read ({e.strerror})"
+        raise SourceError(shown, f"{why}; not imported") from None
+    finally:
+        os.close(refs_fd)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SourceError(shown, "is not a regular file; not imported")
+        data = os.read(fd, _MAX_REF + 1)
+    finally:
+        os.close(fd)
+    rev = data.decode("utf-8", "replace").strip()
+    if not rev:
+        return None
+    if len(data) > _MAX_REF or not _is_one_component(rev):
+        raise SourceError(shown, f"holds {rev[:80]!r}, which is not a revision (one file "
+                                 "name under snapshots/); not imported")
+    return rev
 
 
 def default_name(source: ModelSource) -> str:
@@ -145,15 +310,16 @@ def import_model(history: History, src: str, name: str | None = None, chunked: b
     source = find_model_source(src)
     name = check_ref_name(name or default_name(source))
     store = history.store
-    parent = model_head(history, name)
-    number = parent.number + 1 if parent else 1
+    chain = _version_chain(history, name)
+    parent, number = (chain[0][1], chain[0][0] + 1) if chain else (None, 1)
     with store.writer(placement=Placement(raw=True, whole=not chunked)) as writer:
         files: list[ModelFile] = []
-        root = _store_dir(writer, source.directory, "", files, on_file=on_file)
+        root = _store_source(writer, source, files, on_file)
         writer.flush()
         files.sort(key=lambda f: f.path)
-        if parent is not None and parent.snapshot.tree == root:
-            return ImportResult(parent, 0, 0, 0, unchanged=True)
+        unchanged = _unchanged(history, name, chain, root)
+        if unchanged is not None:
+            return ImportResult(unchanged, 0, 0, 0, unchanged=True)
         manifest = ModelManifest(name, tuple(files), _tensors(store, files),
                                  _config(store, files), source.to_doc())
         model_id = writer.put_bytes(manifest.to_json())
@@ -161,7 +327,7 @@ def import_model(history: History, src: str, name: str | None = None, chunked: b
         stats = {"files": len(files), "bytes": manifest.bytes, "new_objects": writer.new_objects,
                  "new_bytes": writer.new_bytes, "stored_bytes": writer.stored_bytes}
         snapshot = Snapshot(
-            tree=root, parents=(parent.snapshot.oid,) if parent else (), time_ns=time.time_ns(),
+            tree=root, parents=(parent.oid,) if parent else (), time_ns=time.time_ns(),
             message=message or f"import {source.repo or source.directory}",
             branch=MODELS[len("refs/"):] + name, host=socket.gethostname(), user=_user(),
             source=source.directory, stats=stats, model=model_id,
@@ -173,43 +339,95 @@ def import_model(history: History, src: str, name: str | None = None, chunked: b
     return ImportResult(version, *counts, unchanged=False)
 
 
-def _store_dir(writer: ObjectWriter, directory: str, prefix: str, files: list[ModelFile],
-               seen: frozenset = frozenset(),
-               on_file: Callable[[int], None] | None = None) -> ObjectId:
-    """Store a model directory, following links (a Hugging Face snapshot is
-    links into blobs/); returns its tree id."""
-    here = os.stat(directory)
-    if (here.st_dev, here.st_ino) in seen:
-        raise SourceError(directory, "a directory link leads back into itself; not imported")
-    seen = seen | {(here.st_dev, here.st_ino)}
+def _unchanged(history: History, name: str, chain: list[tuple[int, Snapshot]],
+               root: ObjectId) -> ModelVersion | None:
+    """The newest version, if it holds exactly ``root`` and its manifest
+    reads; a damaged manifest is replaced by importing a new version."""
+    if not chain or chain[0][1].tree != root:
+        return None
+    number, snap = chain[0]
+    try:
+        return ModelVersion(name, number, snap, load_manifest(history, snap))
+    except CasError:
+        return None
+
+
+@dataclass
+class _Walk:
+    """What an import's walk of the source shares."""
+    writer: ObjectWriter
+    beneath: _Beneath
+    shown: str                   # the source directory, for messages
+    files: list[ModelFile]
+    on_file: Callable[[int], None] | None
+
+
+def _store_source(writer: ObjectWriter, source: ModelSource, files: list[ModelFile],
+                  on_file: Callable[[int], None] | None) -> ObjectId:
+    """Store the source's files, reading nothing outside ``source.root``:
+    links are followed only where they lead inside it (a Hugging Face
+    snapshot is links into the repo's blobs/)."""
+    beneath = _Beneath(source.root)
+    try:
+        start = os.path.relpath(source.directory, source.root)
+        fd, st, here = beneath.open((), start, source.directory)
+        try:
+            if not stat.S_ISDIR(st.st_mode):
+                raise NotAModel(source.directory, "not a directory")
+            return _store_dir(_Walk(writer, beneath, source.directory, files, on_file),
+                              fd, here, "", frozenset())
+        finally:
+            os.close(fd)
+    finally:
+        beneath.close()
+
+
+def _store_dir(walk: _Walk, dir_fd: int, here: tuple[str, ...], prefix: str,
+               seen: frozenset) -> ObjectId:
+    """Store the directory open at ``dir_fd`` (``here`` below the root);
+    returns its tree id."""
+    st = os.fstat(dir_fd)
+    if (st.st_dev, st.st_ino) in seen:
+        raise SourceError(os.path.join(walk.shown, prefix),
+                          "a directory link leads back into itself; not imported")
+    seen = seen | {(st.st_dev, st.st_ino)}
     entries = []
-    for name in sorted(os.listdir(directory)):
-        path = os.path.join(directory, name)
+    for name in sorted(os.listdir(dir_fd)):
+        shown = os.path.join(walk.shown, prefix + name)
         try:
             name.encode("utf-8")
         except UnicodeEncodeError:
-            raise SourceError(os.fsencode(path).decode("utf-8", "backslashreplace"),
+            raise SourceError(os.fsencode(shown).decode("utf-8", "backslashreplace"),
                               "a model's file names must be UTF-8; not imported") from None
+        if name.startswith(".") and stat.S_ISDIR(
+                os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            continue  # .git, .cache/huggingface: tool state, not the model
+        fd, st, real = walk.beneath.open(here, name, shown)
         try:
-            st = os.stat(path)
-        except OSError as e:
-            raise SourceError(path, f"cannot be read ({e.strerror})") from None
-        rel = prefix + name
-        if stat.S_ISDIR(st.st_mode):
-            if name.startswith("."):
-                continue  # .git, .cache/huggingface: tool state, not the model
-            sub = _store_dir(writer, path, rel + "/", files, seen, on_file)
-            entries.append(TreeEntry(os.fsencode(name), DIR, 0o755, st.st_mtime_ns, 0, sub))
-        elif stat.S_ISREG(st.st_mode):
-            oid, st = writer.put_file(path, follow_symlinks=True)
-            entries.append(TreeEntry(os.fsencode(name), FILE, stat.S_IMODE(st.st_mode),
-                                     st.st_mtime_ns, st.st_size, oid))
-            files.append(ModelFile(rel, oid, st.st_size))
-            if on_file is not None:
-                on_file(st.st_size)
-        else:
-            raise SourceError(path, "not a regular file or directory; not imported")
-    return writer.put_bytes(Tree.build(entries).to_json())
+            entries.extend(_store_entry(walk, fd, st, real, prefix + name, seen, shown))
+        finally:
+            os.close(fd)
+    return walk.writer.put_bytes(Tree.build(entries).to_json())
+
+
+def _store_entry(walk: _Walk, fd: int, st: os.stat_result, real: tuple[str, ...], rel: str,
+                 seen: frozenset, shown: str) -> list[TreeEntry]:
+    """The tree entry for one name of a model directory, its content stored."""
+    name = os.fsencode(rel.rpartition("/")[2])
+    if stat.S_ISDIR(st.st_mode):
+        if name.startswith(b"."):
+            return []  # a link to a directory, named as tool state
+        sub = _store_dir(walk, fd, real, rel + "/", seen)
+        return [TreeEntry(name, DIR, 0o755, st.st_mtime_ns, 0, sub)]
+    if not stat.S_ISREG(st.st_mode):
+        raise SourceError(shown, "not a regular file or directory; not imported")
+    # Read by path, but only if that path still reaches the very file
+    # checked to be inside the root.
+    oid, st = walk.writer.put_file(walk.beneath.path(real), expect=(st.st_dev, st.st_ino))
+    walk.files.append(ModelFile(rel, oid, st.st_size))
+    if walk.on_file is not None:
+        walk.on_file(st.st_size)
+    return [TreeEntry(name, FILE, stat.S_IMODE(st.st_mode), st.st_mtime_ns, st.st_size, oid)]
 
 
 def _tensors(store: Store, files: list[ModelFile]) -> tuple[TensorInfo, ...]:
@@ -347,12 +565,38 @@ def _tensor_blake3(store: Store, file_id: ObjectId, t: TensorInfo) -> str:
 # -- versions -----------------------------------------------------------------
 
 def model_head(history: History, name: str) -> ModelVersion | None:
-    versions = model_versions(history, name)
-    return versions[0] if versions else None
+    chain = _version_chain(history, name)
+    return _with_manifest(history, name, *chain[0]) if chain else None
 
 
 def model_versions(history: History, name: str) -> list[ModelVersion]:
     """Every recorded version of a model, newest first."""
+    return [_with_manifest(history, name, n, snap) for n, snap in _version_chain(history, name)]
+
+
+def readable_versions(history: History, name: str,
+                      on_skip: Callable[[str, CasError], None]) -> list[ModelVersion]:
+    """The versions of a model whose manifests read; ``on_skip(label, error)``
+    hears of each one that does not."""
+    out = []
+    for number, snap in _version_chain(history, name):
+        try:
+            out.append(_with_manifest(history, name, number, snap))
+        except CasError as e:
+            on_skip(f"{name}@{number}", e)
+    return out
+
+
+def _with_manifest(history: History, name: str, number: int, snap: Snapshot) -> ModelVersion:
+    return ModelVersion(name, number, snap, load_manifest(history, snap))
+
+
+def _version_chain(history: History, name: str,
+                   tolerant: bool = False) -> list[tuple[int, Snapshot]]:
+    """The recorded versions of a model with their numbers, newest first,
+    from snapshots alone (no manifest is read, so one damaged manifest hides
+    nothing else). ``tolerant``: a snapshot that cannot be read ends the
+    walk instead of raising."""
     oid = history.refs.get(MODELS + name)
     if oid is None:
         return []
@@ -361,23 +605,25 @@ def model_versions(history: History, name: str) -> list[ModelVersion]:
     # does not hide the older ones.
     chain: list[Snapshot] = []
     seen: set[ObjectId] = set()
-    snap: Snapshot | None = history.load_snapshot(oid)
-    while snap is not None and snap.oid not in seen:
-        seen.add(snap.oid)
+    next_id: ObjectId | None = oid
+    while next_id is not None and next_id not in seen:
+        seen.add(next_id)
+        try:
+            snap = history.load_snapshot(next_id)
+        except ObjectNotFound:
+            if next_id == oid:
+                raise
+            break  # gc removed the forgotten versions past here
+        except CasError:
+            if tolerant and next_id != oid:
+                break
+            raise
         if history.is_recorded(snap.oid):
             chain.append(snap)
-        parent = snap.parent
-        try:
-            snap = history.load_snapshot(parent) if parent is not None else None
-        except ObjectNotFound:
-            snap = None
-    out = []
-    for i, snap in enumerate(chain):
-        # Numbers are stored at import; versions imported before they were
-        # count from the oldest one reached.
-        number = snap.model_version or len(chain) - i
-        out.append(ModelVersion(name, number, snap, load_manifest(history, snap)))
-    return out
+        next_id = snap.parent
+    # Numbers are stored at import; versions imported before they were
+    # count from the oldest one reached.
+    return [(snap.model_version or len(chain) - i, snap) for i, snap in enumerate(chain)]
 
 
 def load_manifest(history: History, snap: Snapshot) -> ModelManifest:
@@ -388,55 +634,57 @@ def load_manifest(history: History, snap: Snapshot) -> ModelManifest:
 
 def resolve_model(history: History, spec: str, at_ns: int | None = None) -> ModelVersion:
     """NAME (newest), NAME@N (the Nth import), NAME@<snapshot id prefix>; with
-    ``at_ns``, the newest version imported at or before that moment."""
+    ``at_ns``, the newest version imported at or before that moment. Only the
+    chosen version's manifest is read."""
     m = _SPEC.match(spec.strip())
     if not m:
         raise ModelNotFound(spec, "not a model name")
     name, which = m.group("name"), m.group("version")
-    versions = model_versions(history, name)
+    versions = _version_chain(history, name)
     if not versions:
         raise ModelNotFound(spec)
     if at_ns is not None:
-        versions = [v for v in versions if v.snapshot.time_ns <= at_ns]
+        versions = [(n, s) for n, s in versions if s.time_ns <= at_ns]
         if not versions:
             raise ModelNotFound(spec, "no version was imported by then")
     if which is None:
-        return versions[0]
+        return _with_manifest(history, name, *versions[0])
     if len(which) < 6 and which.isdigit():
-        for v in versions:
-            if v.number == int(which):
-                return v
-        numbers = sorted(v.number for v in versions)
+        for n, snap in versions:
+            if n == int(which):
+                return _with_manifest(history, name, n, snap)
+        numbers = sorted(n for n, _ in versions)
         known = f"1 to {numbers[-1]}" if numbers == list(range(1, len(numbers) + 1)) \
             else ", ".join(map(str, numbers))
         raise ModelNotFound(spec, f"has versions {known}")
-    hits = [v for v in versions if v.snapshot.oid.hex.startswith(which)]
+    hits = [(n, s) for n, s in versions if s.oid.hex.startswith(which)]
     if len(hits) != 1:
         raise ModelNotFound(spec, "no version has that id" if not hits else "ambiguous id prefix")
-    return hits[0]
+    return _with_manifest(history, name, *hits[0])
 
 
 # -- inventory ----------------------------------------------------------------
 
-def list_models(history: History) -> list[ModelRow]:
+def list_models(history: History,
+                on_skip: Callable[[str, CasError], None] | None = None) -> list[ModelRow]:
     """The newest version of every model, with what it takes on disk and
-    how much of that other models use too."""
+    how much of that other models use too. With ``on_skip(name, error)``, a
+    model whose newest version cannot be read is reported there and left
+    out, instead of failing the whole listing."""
     store = history.store
-    heads = [v for name in sorted(history.refs.models()) if (v := model_head(history, name))]
+    heads: list[ModelVersion] = []
     pieces: list[dict[ObjectId, int]] = []
-    for v in heads:
-        mine: dict[ObjectId, int] = {}
-        for f in v.manifest.files:
-            entry = store.index.lookup(f.id)
-            if entry is None:
-                continue  # missing: verify reports it
-            if entry.encoding is Encoding.CHUNKED:
-                for chunk, _ in store.chunk_list(f.id).chunks:
-                    stored = store.index.lookup(chunk)
-                    mine[chunk] = stored.stored_length if stored else 0
-            else:
-                mine[f.id] = entry.stored_length
-        pieces.append(mine)
+    for name in sorted(history.refs.models()):
+        try:
+            head = model_head(history, name)
+            if head is not None:
+                mine = _stored_pieces(store, head)
+                heads.append(head)
+                pieces.append(mine)
+        except CasError as e:
+            if on_skip is None:
+                raise
+            on_skip(name, e)
     users: dict[ObjectId, int] = {}
     for mine in pieces:
         for oid in mine:
@@ -445,18 +693,38 @@ def list_models(history: History) -> list[ModelRow]:
             for v, mine in zip(heads, pieces)]
 
 
+def _stored_pieces(store: Store, version: ModelVersion) -> dict[ObjectId, int]:
+    """The objects a version's files are stored as, with their sizes on disk."""
+    mine: dict[ObjectId, int] = {}
+    for f in version.manifest.files:
+        entry = store.index.lookup(f.id)
+        if entry is None:
+            continue  # missing: verify reports it
+        if entry.encoding is Encoding.CHUNKED:
+            for chunk, _ in store.chunk_list(f.id).chunks:
+                stored = store.index.lookup(chunk)
+                mine[chunk] = stored.stored_length if stored else 0
+        else:
+            mine[f.id] = entry.stored_length
+    return mine
+
+
 def remove_model(history: History, name: str) -> int:
     """Drop a model and all its versions; gc reclaims what nothing else uses.
-    Returns how many versions were dropped."""
-    versions = model_versions(history, name)
-    if not versions:
+    Returns how many versions were dropped. Works on damaged versions: no
+    manifest is read, and a snapshot that cannot be read ends the walk."""
+    head = history.refs.get(MODELS + name)
+    if head is None:
         raise ModelNotFound(name)
+    try:
+        ids = [snap.oid for _, snap in _version_chain(history, name, tolerant=True)] or [head]
+    except CasError:
+        ids = [head]  # the newest snapshot itself is unreadable
     history.refs.delete(MODELS + name)
-    for v in versions:
-        history.forget(v.snapshot.oid)
-        shutil.rmtree(os.path.join(history.store.path, VIEWS, v.snapshot.oid.hex),
-                      ignore_errors=True)
-    return len(versions)
+    for oid in ids:
+        history.forget(oid)
+    _remove_views(history.store, [oid.hex for oid in ids])
+    return len(ids)
 
 
 def export_model(history: History, version: ModelVersion, target: str):
@@ -468,84 +736,308 @@ def export_model(history: History, version: ModelVersion, target: str):
 @dataclass(frozen=True)
 class ModelView:
     path: str
-    linked_bytes: int            # files that are links into the store
+    linked_bytes: int            # files that share the store's bytes (a clone or a link)
     copied_bytes: int            # files written out because their object is not plain
 
 
 def model_view(history: History, version: ModelVersion) -> ModelView:
-    """A read-only directory of the model. A file stored as one raw object is a
-    link to it; any other file is written out once, kept beside it, and
-    counted in ``copied_bytes``. Views are derived: deleting one loses nothing."""
+    """A read-only directory of the model. A file stored as one raw object is
+    a copy-on-write clone of it where the filesystem has clones (APFS, btrfs,
+    XFS), else a link to it, the object file made read-only; any other file is
+    written out once, kept beside it, and counted in ``copied_bytes``. Views
+    are derived: deleting one loses nothing."""
     store = history.store
-    final = os.path.join(store.path, VIEWS, version.snapshot.oid.hex)
-    linked = copied = 0
+    name = version.snapshot.oid.hex
+    final = os.path.join(store.path, VIEWS, name)
     plain = {f.path: store.plain_path(f.id) for f in version.manifest.files}
-    for f in version.manifest.files:
-        if plain[f.path]:
-            linked += f.size
-        else:
-            copied += f.size
-    if os.path.isdir(final):
-        return ModelView(final, linked, copied)
-    building = final + ".building-" + os.urandom(4).hex()
-    os.makedirs(building)
+    linked = sum(f.size for f in version.manifest.files if plain[f.path])
+    view = ModelView(final, linked, version.manifest.bytes - linked)
+    views_fd = _open_views(store)
     try:
-        for f in version.manifest.files:
-            path = os.path.join(building, *f.path.split("/"))
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            if plain[f.path]:
-                os.symlink(plain[f.path], path)
-            else:
-                with open(path, "wb") as out:
-                    for block in store.iter_content(f.id):
-                        out.write(block)
-                    os.fchmod(out.fileno(), 0o444)
-        fsync_dirs([building])
         try:
-            os.rename(building, final)
-        except OSError:
-            if not os.path.isdir(final):
-                raise
-            shutil.rmtree(building, ignore_errors=True)  # another process built it first
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
-    return ModelView(final, linked, copied)
+            st = os.stat(name, dir_fd=views_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            _build_view(store, version, plain, views_fd, final)
+            return view
+        if not stat.S_ISDIR(st.st_mode):
+            raise TargetRefused(final, "is not a directory (delete it; views are derived)")
+        return view
+    finally:
+        os.close(views_fd)
 
+
+def _open_views(store: Store) -> int:
+    store_fd = os.open(store.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return _subdir(store_fd, VIEWS, os.path.join(store.path, VIEWS))
+    finally:
+        os.close(store_fd)
+
+
+def _build_view(store: Store, version: ModelVersion, plain: dict[str, str | None],
+                views_fd: int, final: str) -> None:
+    """Build the view in a fresh directory beside ``final``, then rename it in."""
+    name = os.path.basename(final)
+    building = f"{name}.building-{secrets.token_hex(4)}"
+    os.mkdir(building, 0o755, dir_fd=views_fd)
+    try:
+        top = os.open(building, _DIR_FLAGS, dir_fd=views_fd)
+        try:
+            _fill_view(store, version.manifest.files, plain, top, final)
+        finally:
+            os.close(top)
+        try:
+            os.rename(building, name, src_dir_fd=views_fd, dst_dir_fd=views_fd)
+        except OSError:
+            if not _is_dir_at(views_fd, name):
+                raise
+            shutil.rmtree(building, dir_fd=views_fd, ignore_errors=True)  # built meanwhile
+        os.fsync(views_fd)
+    except BaseException:
+        shutil.rmtree(building, dir_fd=views_fd, ignore_errors=True)
+        raise
+
+
+def _fill_view(store: Store, files: tuple[ModelFile, ...], plain: dict[str, str | None],
+               top: int, shown: str) -> None:
+    dirs = _DirCache(top, shown)
+    clones = True                # until the filesystem says it has none
+    try:
+        for f in files:
+            dir_fd, leaf = dirs.parent_of(f.path)
+            source = plain[f.path]
+            if source is not None:
+                clones = clones and _clone(source, dir_fd, leaf)
+                if not clones:
+                    _make_read_only(source)
+                    os.symlink(source, leaf, dir_fd=dir_fd)
+                continue
+            fd = os.open(leaf, _NEW_FILE, 0o444, dir_fd=dir_fd)
+            try:
+                store.write_content(f.id, fd)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        dirs.fsync()
+    finally:
+        dirs.close()
+
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class _DirCache:
+    """Directories under one open directory, made and opened once each, never
+    through a link. Closes ``top`` too when ``owns_top``."""
+
+    def __init__(self, top: int, shown: str, owns_top: bool = False):
+        self.fds: dict[str, int] = {"": top}
+        self.shown = shown
+        self._owned: list[int] = [top] if owns_top else []
+
+    def parent_of(self, path: str) -> tuple[int, str]:
+        """The fd of the directory holding ``path`` (made as needed) and its last name."""
+        parent, _, leaf = path.rpartition("/")
+        if parent not in self.fds:
+            above_fd, name = self.parent_of(parent)
+            fd = _subdir(above_fd, name, os.path.join(self.shown, parent))
+            self.fds[parent] = fd
+            self._owned.append(fd)
+        return self.fds[parent], leaf
+
+    def fsync(self) -> None:
+        for fd in self.fds.values():
+            os.fsync(fd)
+
+    def close(self) -> None:
+        for fd in self._owned:
+            os.close(fd)
+        self._owned.clear()
+
+
+def _is_dir_at(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _make_read_only(path: str) -> None:
+    """Drop every write bit of an object file a view links to, so that a tool
+    writing into the view fails instead of changing the store's only copy
+    (root is not stopped by modes: see README, Models)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode & 0o222:
+            os.fchmod(fd, mode & ~0o222)
+    finally:
+        os.close(fd)
+
+
+_FICLONE = 0x40049409        # linux/fs.h: _IOW(0x94, 9, int)
+
+
+def _clone(source: str, dir_fd: int, name: str) -> bool:
+    """Make ``name`` a copy-on-write clone of ``source``, mode 0444: the same
+    blocks on disk until one of them is written, so a write into the view
+    never reaches the store. False where the filesystem has no clones (ext4,
+    or another filesystem than the store's)."""
+    if sys.platform == "darwin":
+        return _clonefileat(source, dir_fd, name)
+    if not sys.platform.startswith("linux"):
+        return False
+    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fd = os.open(name, _NEW_FILE, 0o444, dir_fd=dir_fd)
+        try:
+            fcntl.ioctl(fd, _FICLONE, src)
+            os.fsync(fd)
+            return True
+        except OSError:
+            os.unlink(name, dir_fd=dir_fd)
+            return False
+        finally:
+            os.close(fd)
+    finally:
+        os.close(src)
+
+
+def _clonefileat(source: str, dir_fd: int, name: str) -> bool:
+    """macOS clonefileat(2), without following a link at either end."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.clonefileat
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
+    fn.restype = ctypes.c_int
+    at_fdcwd, clone_nofollow = -2, 0x0001
+    if fn(at_fdcwd, os.fsencode(source), dir_fd, os.fsencode(name), clone_nofollow) != 0:
+        return False
+    os.chmod(name, 0o444, dir_fd=dir_fd)
+    return True
+
+
+def _remove_views(store: Store, names: list[str]) -> None:
+    try:
+        views_fd = _open_views(store)
+    except (CasError, OSError):
+        return  # no views, or none we may touch
+    try:
+        for name in names:
+            shutil.rmtree(name, dir_fd=views_fd, ignore_errors=True)
+    finally:
+        os.close(views_fd)
+
+
+# -- the Hugging Face cache layout ---------------------------------------------
 
 def link_hf_cache(history: History, version: ModelVersion, hub: str) -> str:
     """Lay the model's view out as a Hugging Face cache repo under ``hub``:
     ``models--org--name/{blobs,snapshots/<rev>,refs/main}``, every file a link.
-    Returns the snapshot directory (what ``mlx_lm.load`` would resolve to)."""
+    Returns the snapshot directory (what ``mlx_lm.load`` would resolve to).
+
+    ``hub`` itself is taken as given; below it nothing is written through a
+    link: directories are opened with O_NOFOLLOW from their parent's fd, and
+    links and ``refs/main`` are made under fresh random names and renamed."""
     view = model_view(history, version)
     repo = version.manifest.source.get("repo") or f"cas/{version.name}"
-    repo_dir = os.path.join(hub, HF_PREFIX + repo.replace("/", "--"))
+    repo_name = HF_PREFIX + str(repo).replace("/", "--")
+    if not _is_one_component(repo_name):
+        repo_name = HF_PREFIX + f"cas--{version.name}"
+    repo_dir = os.path.join(hub, repo_name)
     rev = version.snapshot.oid.hex[:40]
-    snap_dir = os.path.join(repo_dir, "snapshots", rev)
-    blobs = os.path.join(repo_dir, "blobs")
-    os.makedirs(blobs, exist_ok=True)
-    for f in version.manifest.files:
-        blob = os.path.join(blobs, f.id.hex)
-        target = os.path.realpath(os.path.join(view.path, *f.path.split("/")))
-        _replace_link(blob, target)
-        link = os.path.join(snap_dir, *f.path.split("/"))
-        os.makedirs(os.path.dirname(link), exist_ok=True)
-        _replace_link(link, os.path.relpath(blob, os.path.dirname(link)))
-    os.makedirs(os.path.join(repo_dir, "refs"), exist_ok=True)
-    tmp = os.path.join(repo_dir, "refs", ".main.tmp")
-    with open(tmp, "w") as out:
-        out.write(rev)
-    os.replace(tmp, os.path.join(repo_dir, "refs", "main"))
-    return snap_dir
+    try:
+        os.makedirs(hub, exist_ok=True)
+        hub_fd = os.open(hub, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise TargetRefused(hub, f"cannot be used as the cache ({e.strerror})") from None
+    try:
+        _link_repo(hub_fd, repo_name, repo_dir, view, version, rev)
+    finally:
+        os.close(hub_fd)
+    return os.path.join(repo_dir, "snapshots", rev)
 
 
-def _replace_link(path: str, target: str) -> None:
-    if os.path.islink(path) and os.readlink(path) == target:
-        return
-    if os.path.lexists(path) and not os.path.islink(path):
-        raise CasError(f"{path} exists and is not a link; not replaced")
-    tmp = path + ".cas-tmp"
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    os.symlink(target, tmp)
-    os.replace(tmp, path)
+def _link_repo(hub_fd: int, repo_name: str, repo_dir: str, view: ModelView,
+               version: ModelVersion, rev: str) -> None:
+    repo = _DirCache(_subdir(hub_fd, repo_name, repo_dir), repo_dir, owns_top=True)
+    try:
+        blobs, _ = repo.parent_of("blobs/x")
+        for f in version.manifest.files:
+            target = os.path.realpath(os.path.join(view.path, *f.path.split("/")))
+            _replace_link(blobs, f.id.hex, target, os.path.join(repo_dir, "blobs", f.id.hex))
+            where = f"snapshots/{rev}/{f.path}"
+            dir_fd, leaf = repo.parent_of(where)
+            up = "../" * where.count("/")
+            _replace_link(dir_fd, leaf, f"{up}blobs/{f.id.hex}", os.path.join(repo_dir, where))
+        refs, _ = repo.parent_of("refs/main")
+        _replace_file(refs, "main", rev.encode(), os.path.join(repo_dir, "refs", "main"))
+        repo.fsync()
+    except OSError as e:
+        raise TargetRefused(repo_dir, f"cannot be written ({e.strerror})") from None
+    finally:
+        repo.close()
+
+
+# -- writing inside a directory, never through a link ------------------------
+
+def _subdir(parent_fd: int, name: str, shown: str) -> int:
+    """Open the directory ``name`` of ``parent_fd``, made if missing; a link
+    or anything else in its place is refused."""
+    try:
+        os.mkdir(name, 0o755, dir_fd=parent_fd)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise TargetRefused(shown, f"cannot be made ({e.strerror})") from None
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise TargetRefused(shown, "is a symbolic link or not a directory") from None
+        raise TargetRefused(shown, f"cannot be opened ({e.strerror})") from None
+
+
+def _temp_name(name: str) -> str:
+    return f".{name}.cas-{secrets.token_hex(8)}.tmp"
+
+
+def _replace_link(dir_fd: int, name: str, target: str, shown: str) -> None:
+    """Make ``name`` a link to ``target``, atomically; only a link is replaced."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if not stat.S_ISLNK(st.st_mode):
+            raise TargetRefused(shown, "exists and is not a link; left alone")
+        if os.readlink(name, dir_fd=dir_fd) == target:
+            return
+    tmp = _temp_name(name)
+    os.symlink(target, tmp, dir_fd=dir_fd)  # fails if tmp exists: never follows
+    _rename_in(dir_fd, tmp, name, shown)
+
+
+def _replace_file(dir_fd: int, name: str, data: bytes, shown: str) -> None:
+    """Write ``name`` through a fresh temp file (O_EXCL|O_NOFOLLOW), fsync, rename."""
+    tmp = _temp_name(name)
+    fd = os.open(tmp, _NEW_FILE, 0o644, dir_fd=dir_fd)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp, dir_fd=dir_fd)
+        raise
+    os.close(fd)
+    _rename_in(dir_fd, tmp, name, shown)
+
+
+def _rename_in(dir_fd: int, tmp: str, name: str, shown: str) -> None:
+    try:
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except OSError as e:
+        os.unlink(tmp, dir_fd=dir_fd)
+        raise TargetRefused(shown, f"cannot be replaced ({e.strerror})") from None
