@@ -5,9 +5,9 @@ import click
 from ..ops.diff import SYMBOL, Change, diff_trees
 from ..ops.scan import scan
 from ..ops.worktree import resolve_source
-from .history_args import split_refs
+from .history_args import RefsThenPaths, paths_after_dashdash, split_refs
 from .main import Context, pass_ctx
-from .output import out_json, out_line, path_text
+from .output import out_json, out_line, path_text, shown
 
 
 def _size(e) -> str:
@@ -22,7 +22,7 @@ def _print(changes: list[Change], as_json: bool) -> None:
         return
     for c in changes:
         sizes = f"{_size(c.old)} -> {_size(c.new)}" if c.old and c.new else _size(c.old or c.new)
-        out_line(f"{SYMBOL[c.kind]}  ".encode() + c.path + f"  ({sizes})".encode())
+        out_line(f"{SYMBOL[c.kind]}  {shown(c.path)}  ({sizes})")
 
 
 def _working(history, branch_source):
@@ -31,7 +31,7 @@ def _working(history, branch_source):
     return result, (lambda oid: result.trees.get(oid) or history.load_tree(oid))
 
 
-@click.command("diff")
+@click.command("diff", cls=RefsThenPaths)
 @click.argument("args", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
@@ -44,7 +44,7 @@ def diff(ctx: Context, args: tuple[str, ...], as_json: bool) -> int:
     """
     history = ctx.open_history()
     with history.store:
-        refs, paths = split_refs(history, args, 2)
+        refs, paths = split_refs(history, args, 2, paths_after_dashdash())
         if len(refs) == 2:
             changes = list(diff_trees(history.load_tree, refs[0].tree, history.load_tree,
                                       refs[1].tree, paths))
@@ -81,9 +81,9 @@ def status(ctx: Context, as_json: bool, watcher: bool) -> int:
         changes = list(diff_trees(history.load_tree, head.tree if head else None, load, working.root))
     if not as_json:
         if head is None:
-            out_line(f"on branch {branch}, no snapshots yet")
+            out_line(f"on branch {shown(branch)}, no snapshots yet")
         elif not changes:
-            out_line(f"on branch {branch} at {head.oid.short}: nothing changed")
+            out_line(f"on branch {shown(branch)} at {head.oid.short}: nothing changed")
     _print(changes, as_json)
     return 0
 

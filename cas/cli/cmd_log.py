@@ -8,9 +8,9 @@ from ..errors import CasError
 from ..model.history import History
 from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE, SYMLINK
-from .history_args import split_refs, tree_path
+from .history_args import RefsThenPaths, paths_after_dashdash, split_refs, tree_path
 from .main import Context, pass_ctx
-from .output import human_bytes, out_json, out_line
+from .output import human_bytes, out_json, out_line, shown
 from .timespec import TimeParam, show_time
 
 
@@ -28,7 +28,7 @@ def _entry_key(history: History, snap: Snapshot, path: bytes):
     return None if e is None else (e.kind, e.oid, e.target, e.mode)
 
 
-@click.command("log")
+@click.command("log", cls=RefsThenPaths)
 @click.argument("args", nargs=-1)
 @click.option("--since", type=TimeParam(), help="Only snapshots at or after TIME.")
 @click.option("--until", type=TimeParam(), help="Only snapshots at or before TIME.")
@@ -42,10 +42,10 @@ def log(ctx: Context, args: tuple[str, ...], since: int | None, until: int | Non
     """
     history = ctx.open_history()
     with history.store:
-        refs, paths = split_refs(history, args, 1)
+        refs, paths = split_refs(history, args, 1, paths_after_dashdash())
         start = refs[0] if refs else history.resolve("HEAD")
         chain = list(history.ancestors(start))
-        shown = []
+        picked = []
         for i, snap in enumerate(chain):
             if since is not None and snap.time_ns < since:
                 continue
@@ -56,13 +56,13 @@ def log(ctx: Context, args: tuple[str, ...], since: int | None, until: int | Non
                 if not any(_entry_key(history, snap, p) != (_entry_key(history, parent, p) if parent else None)
                            for p in paths):
                     continue
-            shown.append(snap)
+            picked.append(snap)
     if as_json:
-        out_json([_snapshot_doc(s) for s in shown])
+        out_json([_snapshot_doc(s) for s in picked])
         return
-    for s in shown:
-        out_line(f"{s.oid.short}  {show_time(s.time_ns)}  {s.branch:<10} {s.stats['files']:>7} files "
-                 f"{human_bytes(s.stats['bytes']):>10}  {s.message}")
+    for s in picked:
+        out_line(f"{s.oid.short}  {show_time(s.time_ns)}  {shown(s.branch):<10} "
+                 f"{s.stats['files']:>7} files {human_bytes(s.stats['bytes']):>10}  {shown(s.message)}")
 
 
 @click.command("show")
@@ -78,10 +78,10 @@ def show(ctx: Context, spec: str, as_json: bool) -> None:
         out_json(_snapshot_doc(s))
         return
     out_line(f"snapshot {s.oid.hex}")
-    out_line(f"branch   {s.branch}")
+    out_line(f"branch   {shown(s.branch)}")
     out_line(f"parents  {' '.join(p.hex for p in s.parents) or '(none)'}")
     out_line(f"time     {show_time(s.time_ns)} ({s.time_iso})")
-    out_line(f"source   {s.user}@{s.host}:{s.source}")
+    out_line(f"source   {shown(s.user)}@{shown(s.host)}:{shown(s.source)}")
     out_line(f"tree     {s.tree.hex}")
     st = s.stats
     out_line(f"contents {st['files']} files, {st['dirs']} dirs, {st['symlinks']} symlinks, "
@@ -89,7 +89,7 @@ def show(ctx: Context, spec: str, as_json: bool) -> None:
     out_line(f"added    {st['new_objects']} new objects, {human_bytes(st['new_bytes'])} "
              f"({human_bytes(st['stored_bytes'])} stored)")
     out_line("")
-    out_line(f"    {s.message or '(no message)'}")
+    out_line(f"    {shown(s.message) or '(no message)'}")
 
 
 @click.command("ls")
@@ -119,9 +119,8 @@ def ls(ctx: Context, spec: str, recursive: bool, as_json: bool) -> None:
     for p, e in rows:
         kind = {FILE: "-", DIR: "d", SYMLINK: "l"}[e.kind]
         size = e.size if e.kind != DIR else ""
-        suffix = b" -> " + e.target if e.kind == SYMLINK else (b"/" if e.kind == DIR else b"")
-        line = f"{kind}{e.mode:04o}  {size:>12}  {show_time(e.mtime_ns)}  ".encode()
-        out_line(line + p + suffix)
+        suffix = " -> " + shown(e.target) if e.kind == SYMLINK else ("/" if e.kind == DIR else "")
+        out_line(f"{kind}{e.mode:04o}  {size:>12}  {show_time(e.mtime_ns)}  {shown(p)}{suffix}")
 
 
 commands = [log, show, ls]

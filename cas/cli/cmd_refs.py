@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import click
 
-from ..model.refs import HEADS, TAGS, check_ref_name
+from ..model.refs import HEADS, TAGS, check_new_ref_name, check_ref_name
 from .main import Context, pass_ctx
-from .output import out_json, out_line
+from .output import out_json, out_line, shown
 
 
 @click.command("tag")
@@ -24,6 +24,8 @@ def tag(ctx: Context, name: str | None, spec: str, delete: bool) -> None:
         if delete:
             history.refs.delete(TAGS + name)
             return
+        if history.refs.get(TAGS + name) is None:
+            check_new_ref_name(name)
         history.refs.set(TAGS + name, history.resolve(spec).oid)
 
 
@@ -49,12 +51,15 @@ def branch(ctx: Context, name: str | None, spec: str | None, delete: bool, switc
                 out_json(rows)
                 return
             for r in rows:
-                out_line(f"{'*' if r['head'] else ' '} {r['branch']:<20} {r['id'][:12]}  {r['source']}")
+                out_line(f"{'*' if r['head'] else ' '} {r['branch']:<20} {r['id'][:12]}  "
+                         f"{shown(r['source'])}")
             return
         check_ref_name(name)
         if delete:
             history.refs.delete(HEADS + name)
             return
+        if history.refs.get(HEADS + name) is None:
+            check_new_ref_name(name)
         if spec is not None or history.refs.get(HEADS + name) is None and not switch:
             history.refs.set(HEADS + name, history.resolve(spec or "HEAD").oid)
         if switch:

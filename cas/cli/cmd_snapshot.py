@@ -5,7 +5,7 @@ import click
 from ..errors import EXIT_USAGE
 from ..ops.scan import ScanPolicy
 from ..ops.snapshot import take_snapshot
-from ..ops.worktree import resolve_source
+from ..ops.worktree import plain_branch_name, resolve_source
 from .main import Context, pass_ctx
 from .output import byte_progress, error_line, human_bytes, info, out_json, out_line, path_text, warn, wants_progress
 
@@ -31,6 +31,7 @@ def command(ctx: Context, path: str | None, message: str, branch: str | None,
     .casignore (gitignore syntax) at the top of PATH.
     """
     history = ctx.open_history()
+    chosen = branch
     with history.store:
         source, branch = resolve_source(history, path, branch)
         with byte_progress("snapshot", None, wants_progress(ctx.quiet)) as advance:
@@ -51,6 +52,10 @@ def command(ctx: Context, path: str | None, message: str, branch: str | None,
         info(f"nothing changed on {branch} since {result.parent.oid.short}; no snapshot recorded",
              False)
     else:
+        plain = plain_branch_name(source)
+        if chosen is None and result.parent is None and branch.startswith(plain + "-"):
+            info(f"branch {plain} tracks another directory: {source} is recorded on "
+                 f"branch {branch}", ctx.quiet)
         out_line(f"{snap.oid.hex}")
         s = snap.stats
         info(f"[{branch} {snap.oid.short}] {message or '(no message)'}: {s['files']} files, "

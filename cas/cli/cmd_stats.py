@@ -5,7 +5,7 @@ import click
 from ..ops.usage import DirUsage, disk_usage, logical_bytes
 from .history_args import tree_path
 from .main import Context, pass_ctx
-from .output import human_bytes, out_json, out_line, path_text
+from .output import human_bytes, out_json, out_line, path_text, shown
 
 
 @click.command("stats")
@@ -81,7 +81,7 @@ def du(ctx: Context, spec: str, as_json: bool) -> None:
     for u in sorted(usage.children, key=lambda c: -c.logical_bytes) + [usage]:
         name = u.path + (b"/" if u is not usage and u.path else b"") or b"."
         out_line(f"{human_bytes(u.logical_bytes):>12} {human_bytes(u.unique_bytes):>12} "
-                 f"{u.files:>8}  ".encode() + name)
+                 f"{u.files:>8}  {shown(name)}")
 
 
 commands = [stats, du]

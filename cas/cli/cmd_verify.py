@@ -30,7 +30,7 @@ def command(ctx: Context, full: bool, as_json: bool) -> int:
             "ok": report.ok, "full": report.full, "objects": report.objects,
             "bytes_checked": report.bytes_checked,
             "snapshots": report.snapshots,
-            "damage": [{"id": d.oid.hex, "kind": d.what, "why": d.why,
+            "damage": [{"id": d.label, "kind": d.what, "why": d.why,
                         "used_by": [{"snapshot": s.hex, "path": path_text(os.fsdecode(p))}
                                     for s, p in d.used_by]} for d in report.damage],
             "unindexed_objects": report.unindexed_objects,
@@ -38,7 +38,7 @@ def command(ctx: Context, full: bool, as_json: bool) -> int:
         })
     else:
         for d in report.damage:
-            error_line(f"{d.what} {d.oid.hex}: {d.why}")
+            error_line(f"{d.what} {d.label}: {d.why}")
             for snap, path in d.used_by[:20]:
                 error_line(f"  used by snapshot {snap.short} at {path_text(os.fsdecode(path))}")
             if len(d.used_by) > 20:

@@ -5,8 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 from typing import Iterator
+
+# C0 controls, DEL and C1 controls: a name or message holding ESC [ ... or
+# an OSC sequence would otherwise drive the terminal it is printed on.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def path_bytes(path: str) -> bytes:
@@ -17,6 +22,23 @@ def path_bytes(path: str) -> bytes:
 def path_text(path: str) -> str:
     """A printable form of a path: undecodable bytes shown as \\xNN."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _escape_control(m: re.Match) -> str:
+    return f"\\x{ord(m.group()):02x}"
+
+
+def shown(text: str | bytes) -> str:
+    """Text from a store (a file name, a message) made safe for a terminal.
+
+    Control characters are written ``\\xNN``, and so are bytes that are not
+    UTF-8. Only human output goes through this; JSON keeps exact values.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "backslashreplace")
+    else:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(_escape_control, text)
 
 
 def out_line(text: str | bytes) -> None:
@@ -30,18 +52,20 @@ def out_json(doc) -> None:
 
 def warn(message: str) -> None:
     sys.stdout.flush()
-    sys.stderr.write(f"cas: warning: {message}\n")
+    sys.stderr.write(f"cas: warning: {shown(message)}\n")
 
 
 def error_line(message: str) -> None:
     sys.stdout.flush()
-    sys.stderr.write(f"cas: error: {message}\n")
+    sys.stderr.write(f"cas: error: {shown(message)}\n")
 
 
 def info(message: str, quiet: bool) -> None:
+    # Messages carry names from the store and the disk: one line each, no
+    # control characters reaching the terminal.
     if not quiet:
         sys.stdout.flush()
-        sys.stderr.write(message + "\n")
+        sys.stderr.write(shown(message) + "\n")
 
 
 def human_bytes(n: float) -> str:

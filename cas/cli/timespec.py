@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import click
 
 _UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600,
           "hour": 3600, "d": 86400, "day": 86400, "w": 604800, "week": 604800}
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+?)s?\s+ago\s*$")
 
 
@@ -19,16 +21,28 @@ def parse_time_ns(text: str) -> int:
     if text == "now":
         return time.time_ns()
     m = _RELATIVE.match(text.lower())
-    if m and m.group(2) in _UNITS:
-        return time.time_ns() - int(float(m.group(1)) * _UNITS[m.group(2)] * 1e9)
     try:
+        if m and m.group(2) in _UNITS:
+            # Decimal arithmetic: '1e400 days' must not become float infinity.
+            ago = Decimal(m.group(1)) * _UNITS[m.group(2)] * 10**9
+            return time.time_ns() - int(ago)
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if dt.tzinfo is None:
+            dt = _as_local(dt)
+        # Exact: timestamp() of year 1 in a zone west of UTC falls outside
+        # what datetime can represent, and floats lose nanoseconds.
+        return (dt - _EPOCH) // timedelta(microseconds=1) * 1000
+    except (ValueError, OverflowError, ArithmeticError):
         raise click.BadParameter(
             f"'{text}' is not a time: use ISO 8601 (2026-11-25T14:00) or '2h ago'") from None
-    if dt.tzinfo is None:
-        dt = dt.astimezone()
-    return int(dt.timestamp() * 1e9)
+
+
+def _as_local(dt: datetime) -> datetime:
+    try:
+        return dt.astimezone()
+    except (ValueError, OverflowError, OSError):
+        # Outside what the C library converts (year 1): today's offset.
+        return dt.replace(tzinfo=datetime.now().astimezone().tzinfo)
 
 
 class TimeParam(click.ParamType):
@@ -39,7 +53,11 @@ class TimeParam(click.ParamType):
 
 
 def show_time(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    """Local time for people; a crafted time beyond years 1-9999 is shown as a number."""
+    try:
+        return (_EPOCH + timedelta(microseconds=ns // 1000)).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except (ValueError, OverflowError, OSError):
+        return f"{'+' if ns > 0 else ''}{ns} ns"
 
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}

@@ -7,28 +7,46 @@ any point leaves a consistent store:
    and indexed;
 2. a copy of the manifest as ``snapshots/<id>.json``: the durable list of
    snapshots that history commands, gc and an index rebuild start from;
-3. the branch ref, moved to it.
+3. the branch ref, moved to it, by compare-and-swap under ``refs/lock``:
+   if another writer moved the branch since this snapshot began, the
+   snapshot is re-parented onto the new head (same tree, new parent) and
+   the swap tried again, so neither snapshot drops out of history.
+
+A record is trusted only when its bytes hash to its name, and every walk
+over history is iterative and stops at a loop: crafted or damaged files
+are reported, never followed forever.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections import OrderedDict
 from typing import Iterator
 
 from ..durable import atomic_output, fsync_dir, remove_quietly
-from ..errors import ManifestInvalid, ObjectNotFound, PathNotInSnapshot, RefNotFound
-from ..objectid import HEX_LENGTH, MIN_PREFIX, ObjectId, is_hex
+from ..errors import (AmbiguousRef, CasError, HistoryTooShort, ManifestInvalid, ObjectNotFound,
+                      PathNotInSnapshot, RefMovedMeanwhile, RefNotFound)
+from ..objectid import HEX_LENGTH, ObjectId, hash_bytes, is_hex
 from ..storage.store import Store
 from ..storage.writer import ObjectWriter
-from .refs import HEADS, TAGS, Refs
+from .refs import HEADS, TAGS, Refs, looks_like_id, read_small_file
 from .snapshot import Snapshot
 from .tree import DIR, Tree, TreeEntry
 
 SNAPSHOTS = "snapshots"
 TABLE = b"snapshots"
 _ANCESTRY = re.compile(r"^(.*?)((?:~\d*)*)$")
+# No history is a billion snapshots deep; more digits than this in ~N is
+# "beyond the start", not a number to convert (Python refuses 4,300 digits).
+_MAX_STEP_DIGITS = 12
+# A snapshot record is a few hundred bytes; a long message fits many times
+# over. More is damage (a link to /dev/zero), not something to read whole.
+MAX_RECORD_BYTES = 16 << 20
+# Each retry means another writer recorded a snapshot on the branch in the
+# meantime; this many in a row is a runaway loop, not contention.
+_RECORD_ATTEMPTS = 1000
 # Bounded by entries, not trees: a few trees of 100,000 files must not pin
 # hundreds of MB (a tree entry costs about 300 bytes in memory).
 _TREE_CACHE_ENTRIES = 1 << 18
@@ -62,8 +80,10 @@ class History:
         return tree
 
     def load_snapshot(self, oid: ObjectId) -> Snapshot:
+        # The index mirror is a cache: bytes that do not hash to the id
+        # (an edited record copied in by an old rebuild) are passed over.
         data = self.store.index.get(TABLE, oid.digest)
-        if data is None:
+        if data is None or hash_bytes(data) != oid:
             try:
                 data = self.store.read_object(oid)
             except ObjectNotFound:
@@ -74,11 +94,17 @@ class History:
         return os.path.join(self._dir, oid.hex + ".json")
 
     def _read_record(self, oid: ObjectId) -> bytes:
-        try:
-            with open(self._record_path(oid), "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            raise ObjectNotFound(oid.hex) from None
+        """``snapshots/<id>.json``, refused unless its bytes hash to ``<id>``."""
+        data = read_small_file(self._record_path(oid), MAX_RECORD_BYTES)
+        if data is None:
+            raise ObjectNotFound(oid.hex)
+        if hash_bytes(data) != oid:
+            raise ManifestInvalid(f"snapshot record {SNAPSHOTS}/{oid.hex}.json",
+                                  "its bytes do not hash to its name (edited or damaged)")
+        return data
+
+    def load_record(self, oid: ObjectId) -> Snapshot:
+        return Snapshot.from_json(self._read_record(oid), oid)
 
     def snapshots(self) -> list[Snapshot]:
         """Every recorded (not forgotten) snapshot, oldest first.
@@ -86,8 +112,20 @@ class History:
         Read from the ``snapshots/`` files, the durable list that gc marks
         from: a damaged file is an error here, never a snapshot skipped.
         """
-        snaps = [Snapshot.from_json(self._read_record(oid), oid) for oid in self._recorded_ids()]
+        snaps = [self.load_record(oid) for oid in self._recorded_ids()]
         return sorted(snaps, key=lambda s: (s.time_ns, s.oid))
+
+    def records(self) -> Iterator[tuple[ObjectId, Snapshot | None, CasError | None]]:
+        """Every recorded snapshot's id with its manifest, or the error reading it.
+
+        For checks that report each damaged record and go on (verify,
+        index rebuild), where ``snapshots()`` stops at the first.
+        """
+        for oid in sorted(self._recorded_ids()):
+            try:
+                yield oid, self.load_record(oid), None
+            except CasError as e:
+                yield oid, None, e
 
     def _recorded_ids(self) -> list[ObjectId]:
         try:
@@ -111,7 +149,11 @@ class History:
         the end of the recorded history, not damage.
         """
         snap: Snapshot | None = start
+        seen: set[ObjectId] = set()
         while snap is not None:
+            if snap.oid in seen:
+                raise ManifestInvalid(f"snapshot {snap.oid.hex}", "its chain of parents loops back to it")
+            seen.add(snap.oid)
             yield snap
             parent = snap.parent
             snap = self.load_snapshot(parent) if parent and self.is_recorded(parent) else None
@@ -119,14 +161,18 @@ class History:
     def resolve(self, spec: str) -> Snapshot:
         """HEAD, a branch, a tag, an id or unique prefix, each optionally with ~N."""
         base, tildes = _ANCESTRY.match(spec.strip()).groups()
-        steps = sum(int(t) if t else 1 for t in tildes.split("~")[1:]) if tildes else 0
+        counts = tildes.split("~")[1:] if tildes else []
         snap = self._resolve_base(base or "HEAD", spec)
-        for _ in range(steps):
-            parent = snap.parent
-            if parent is None or not self.is_recorded(parent):
-                raise RefNotFound(spec)
-            snap = self.load_snapshot(parent)
-        return snap
+        if any(len(t) > _MAX_STEP_DIGITS for t in counts):
+            raise HistoryTooShort(spec, sum(1 for _ in self.ancestors(snap)))
+        steps = sum(int(t) if t else 1 for t in counts)
+        if steps == 0:
+            return snap
+        chain = self.ancestors(snap)
+        for depth, ancestor in enumerate(chain):
+            if depth == steps:
+                return ancestor
+        raise HistoryTooShort(spec, depth + 1)
 
     def _resolve_base(self, base: str, spec: str) -> Snapshot:
         if base == "HEAD":
@@ -134,17 +180,27 @@ class History:
             if snap is None:
                 raise RefNotFound(f"HEAD (branch {self.refs.head_branch()} has no snapshots yet)")
             return snap
+        by_id = self._by_id_prefix(base)
+        if by_id is not None and len(base) == HEX_LENGTH:
+            return self.load_snapshot(by_id)  # a whole id is never shadowed by a ref
         for ref in (base, HEADS + base, TAGS + base):
             if ref.startswith("refs/"):
                 oid = self.refs.get(ref)
                 if oid is not None:
+                    if by_id is not None and by_id != oid and ref != base:
+                        raise AmbiguousRef(base, ref, by_id.hex)
                     return self.load_snapshot(oid)
-        text = base.lower()
-        if MIN_PREFIX <= len(text) <= HEX_LENGTH and is_hex(text):
-            matches = [o for o in self._recorded_ids() if o.hex.startswith(text)]
-            if len(matches) == 1:
-                return self.load_snapshot(matches[0])
+        if by_id is not None:
+            return self.load_snapshot(by_id)
         raise RefNotFound(spec)
+
+    def _by_id_prefix(self, text: str) -> ObjectId | None:
+        """The one recorded snapshot whose id starts with ``text``, if any."""
+        if not looks_like_id(text):
+            return None
+        text = text.lower()
+        matches = [o for o in self._recorded_ids() if o.hex.startswith(text)]
+        return matches[0] if len(matches) == 1 else None
 
     def entry_at(self, tree_id: ObjectId, path: bytes, snapshot: str = "") -> TreeEntry | None:
         """The entry at ``path`` (relative, '/'-separated) in a tree; None for the root."""
@@ -159,41 +215,86 @@ class History:
         return entry
 
     def walk(self, tree_id: ObjectId, prefix: bytes = b"") -> Iterator[tuple[bytes, TreeEntry]]:
-        """Every entry below a tree, depth first, with its relative path."""
-        for entry in self.load_tree(tree_id).entries:
-            path = prefix + entry.name
+        """Every entry below a tree, depth first, with its relative path.
+
+        An explicit stack, not recursion: a crafted chain of thousands of
+        nested trees must not end in RecursionError.
+        """
+        stack = [(prefix, iter(self.load_tree(tree_id).entries))]
+        while stack:
+            base, entries = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                stack.pop()
+                continue
+            path = base + entry.name
             yield path, entry
             if entry.kind == DIR:
-                yield from self.walk(entry.oid, path + b"/")
+                stack.append((path + b"/", iter(self.load_tree(entry.oid).entries)))
 
     # -- writing -------------------------------------------------------------
 
     def record(self, snapshot: Snapshot, writer: ObjectWriter, ref: str | None = None) -> Snapshot:
-        """Store a snapshot, list it, and move its ref (by default its branch) to it."""
-        data = snapshot.to_json()
-        oid = writer.put_bytes(data)
-        writer.flush()
-        with atomic_output(self._record_path(oid), self.store.layout.tmp) as f:
-            f.write(data)
-        self.store.index.update(TABLE, put=[(oid.digest, data)])
-        self.refs.set(ref or HEADS + snapshot.branch, oid)
-        return Snapshot.from_json(data, oid)
+        """Store a snapshot, list it, and move its ref (by default its branch) to it.
+
+        The ref moves only if it still names the snapshot's first parent
+        (compare-and-swap under the refs lock). If another writer moved it
+        meanwhile, the snapshot is re-parented onto the new head and stored
+        again; only the snapshot that lands is recorded.
+        """
+        ref = ref or HEADS + snapshot.branch
+        for _ in range(_RECORD_ATTEMPTS):
+            data = snapshot.to_json()
+            oid = writer.put_bytes(data)
+            writer.flush()
+            with self.refs.locked():
+                current = self.refs.get(ref)
+                if current == snapshot.parent:
+                    with atomic_output(self._record_path(oid), self.store.layout.tmp) as f:
+                        f.write(data)
+                    self.store.index.update(TABLE, put=[(oid.digest, data)])
+                    self.refs.write_locked(ref, oid)
+                    return Snapshot.from_json(data, oid)
+            snapshot = self._reparented(snapshot, current, ref)
+        raise RefMovedMeanwhile(ref, f"moved {_RECORD_ATTEMPTS} times while this snapshot was recorded")
+
+    def _reparented(self, snapshot: Snapshot, head_id: ObjectId | None, ref: str) -> Snapshot:
+        """``snapshot`` with ``head_id`` (the ref's new value) as its first parent."""
+        if head_id is None:  # the ref was deleted meanwhile: start it again
+            return dataclasses.replace(snapshot, parents=(), oid=None)
+        head = self.load_snapshot(head_id)
+        if ref.startswith(HEADS) and head.source != snapshot.source:
+            # Two directories raced for one new branch name: putting one's
+            # snapshot on top of the other's would mix their histories.
+            raise RefMovedMeanwhile(ref, f"was taken by {head.source} meanwhile")
+        number = snapshot.model_version
+        if number is not None and head.model_version is not None:
+            number = head.model_version + 1  # a model version is its parent's number plus one
+        return dataclasses.replace(snapshot, parents=(head_id,) + snapshot.parents[1:],
+                                   model_version=number, oid=None)
 
     def forget(self, oid: ObjectId) -> None:
         remove_quietly(self._record_path(oid))
         fsync_dir(self._dir)
         self.store.index.update(TABLE, delete=[oid.digest])
 
-    def reload_index(self) -> None:
-        """Repopulate the snapshots and refs tables from the files."""
+    def reload_index(self) -> list[tuple[str, str]]:
+        """Repopulate the snapshots and refs tables from the files.
+
+        Returns (path, why) for each record left out of the cache because it
+        is unreadable, invalid or does not hash to its name; verify and gc
+        report it from the file.
+        """
         self.store.index.clear(TABLE)
-        items = []
+        items, bad = [], []
         for oid in self._recorded_ids():
-            data = self._read_record(oid)
             try:
+                data = self._read_record(oid)
                 Snapshot.from_json(data, oid)
-            except ManifestInvalid:
-                continue  # left out of the cache; verify and gc report it from the file
+            except CasError as e:
+                bad.append((self._record_path(oid), str(e)))
+                continue
             items.append((oid.digest, data))
         self.store.index.update(TABLE, put=items)
         self.refs.reload_index()
+        return bad

@@ -4,32 +4,99 @@ Refs are small plain files in the store (``HEAD``, ``refs/heads/<name>``,
 ``refs/tags/<name>``), written atomically, and mirrored in the index's
 ``refs`` table for fast lookups. The files are the truth: an index rebuild
 reads them back.
+
+Every ref write happens under ``refs/lock`` (an exclusive ``flock``), so a
+writer can compare a ref with the value it started from and move it in one
+step: two snapshots of one branch taken at once both land in its history.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import os
 import re
+import stat
+from typing import Iterator
 
 from ..durable import atomic_output, fsync_dir, remove_quietly
-from ..errors import InvalidRefName, RefNotFound
-from ..objectid import ObjectId
+from ..errors import InvalidRefName, MetadataUnreadable, RefNameLooksLikeId, RefNotFound
+from ..objectid import HEX_LENGTH, MIN_PREFIX, ObjectId, is_hex
 from ..storage.store import Store
 
 HEADS = "refs/heads/"
 TAGS = "refs/tags/"
 MODELS = "refs/models/"
+NAMESPACES = (HEADS, TAGS, MODELS)
 DEFAULT_BRANCH = "main"
+LOCK = "refs/lock"
 # One path component: no '/', no leading '-' or '.', no '..', no '.lock'
 # suffix (git's rules, minus nesting, which keeps refs/ a flat directory).
 _NAME = re.compile(r"^(?![-.])(?!.*\.\.)[A-Za-z0-9._-]+(?<!\.lock)\Z")
 TABLE = b"refs"
+# A ref is 65 bytes and HEAD about 30: anything much larger is not a ref,
+# and reading it whole (a link to /dev/zero) must not eat memory.
+MAX_REF_BYTES = 4096
 
 
 def check_ref_name(name: str) -> str:
     if not _NAME.match(name) or name == "HEAD" or len(name) > 200:
         raise InvalidRefName(name)
     return name
+
+
+def looks_like_id(name: str) -> bool:
+    return MIN_PREFIX <= len(name) <= HEX_LENGTH and is_hex(name.lower())
+
+
+def check_new_ref_name(name: str) -> str:
+    """A name for a ref about to be created: also refused when it would hide a snapshot id."""
+    check_ref_name(name)
+    if looks_like_id(name):
+        raise RefNameLooksLikeId(name)
+    return name
+
+
+def read_small_file(path: str, limit: int) -> bytes | None:
+    """A small metadata file's bytes, or None when it does not exist.
+
+    Opened without following a link and without blocking (a FIFO), and
+    read only if it is a regular file of at most ``limit`` bytes: anything
+    else is damage, reported, never read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        why = "is a symbolic link" if e.errno == errno.ELOOP else f"cannot be read ({e.strerror})"
+        raise MetadataUnreadable(path, why) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise MetadataUnreadable(path, "is not a regular file")
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(fd, limit + 1 - total)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > limit:
+            raise MetadataUnreadable(path, f"is larger than {limit} bytes")
+        return b"".join(chunks)
+    except OSError as e:
+        raise MetadataUnreadable(path, f"cannot be read ({e.strerror})") from None
+    finally:
+        os.close(fd)
+
+
+def _valid_ref(ref: str) -> bool:
+    """``HEAD`` or ``refs/<kind>/<name>``: a ref never names a path elsewhere."""
+    if ref == "HEAD":
+        return True
+    return any(ref.startswith(ns) and _NAME.match(ref[len(ns):]) is not None for ns in NAMESPACES)
 
 
 class Refs:
@@ -40,14 +107,34 @@ class Refs:
     def _path(self, ref: str) -> str:
         return os.path.join(self._root, *ref.split("/"))
 
+    # -- the lock ----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold ``refs/lock`` exclusively: refs read inside stay as read until written."""
+        path = self._path(LOCK)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         0o600)
+        except OSError as e:
+            why = "is a symbolic link" if e.errno == errno.ELOOP else f"cannot be opened ({e.strerror})"
+            raise MetadataUnreadable(path, why) from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise MetadataUnreadable(path, "is not a regular file")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the last descriptor releases the flock
+
     # -- HEAD --------------------------------------------------------------
 
     def head_branch(self) -> str:
-        try:
-            with open(self._path("HEAD")) as f:
-                text = f.read().strip()
-        except FileNotFoundError:
+        data = read_small_file(self._path("HEAD"), MAX_REF_BYTES)
+        if data is None:
             return DEFAULT_BRANCH
+        text = data.decode("utf-8", "replace").strip()
         name = text[len("ref: " + HEADS):] if text.startswith("ref: " + HEADS) else ""
         return check_ref_name(name)
 
@@ -60,17 +147,26 @@ class Refs:
 
     def get(self, ref: str) -> ObjectId | None:
         # The files are the truth (written first); the index table mirrors them.
-        return self._read_file(ref)
+        return self._read_file(ref) if _valid_ref(ref) and ref != "HEAD" else None
 
     def _read_file(self, ref: str) -> ObjectId | None:
-        try:
-            with open(self._path(ref)) as f:
-                return ObjectId.parse(f.read().strip())
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError):
+        data = read_small_file(self._path(ref), MAX_REF_BYTES)
+        if data is None:
             return None
+        try:
+            return ObjectId.parse(data.decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError):
+            return None  # not a ref (FORMAT §11): listings skip it
 
     def set(self, ref: str, oid: ObjectId) -> None:
+        with self.locked():
+            self.write_locked(ref, oid)
+
+    def write_locked(self, ref: str, oid: ObjectId) -> None:
+        """Move a ref; the caller holds ``locked()``."""
         check_ref_name(ref.rpartition("/")[2])
+        if not _valid_ref(ref):
+            raise InvalidRefName(ref)
         path = self._path(ref)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with atomic_output(path, self._store.layout.tmp) as f:
@@ -79,26 +175,52 @@ class Refs:
 
     def delete(self, ref: str) -> None:
         """Remove a ref; a ref that does not exist is an error the user can act on."""
-        if self._read_file(ref) is None:
-            raise RefNotFound(ref.rpartition("/")[2])
-        remove_quietly(self._path(ref))
-        fsync_dir(os.path.dirname(self._path(ref)))
-        self._store.index.update(TABLE, delete=[ref.encode()])
+        with self.locked():
+            if self.get(ref) is None:
+                raise RefNotFound(ref.rpartition("/")[2])
+            remove_quietly(self._path(ref))
+            fsync_dir(os.path.dirname(self._path(ref)))
+            self._store.index.update(TABLE, delete=[ref.encode()])
 
     def list(self, prefix: str) -> dict[str, ObjectId]:
-        """Refs under ``prefix`` (e.g. ``refs/heads/``) by short name, read from the files."""
+        """Refs under ``prefix`` (e.g. ``refs/heads/``) by short name, read from the files.
+
+        A file that is not a ref (bad content, a link, a FIFO) is left out;
+        ``cas verify`` reports it.
+        """
         base = self._path(prefix.rstrip("/"))
         found = {}
         try:
             names = os.listdir(base)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             names = []
         for name in names:
             if _NAME.match(name):
-                oid = self._read_file(prefix + name)
+                try:
+                    oid = self._read_file(prefix + name)
+                except MetadataUnreadable:
+                    continue
                 if oid is not None:
                     found[name] = oid
         return dict(sorted(found.items()))
+
+    def unreadable(self) -> list[tuple[str, str]]:
+        """(ref, why) for every file under refs/ that is not a readable ref."""
+        bad = []
+        for prefix in NAMESPACES:
+            try:
+                names = sorted(os.listdir(self._path(prefix.rstrip("/"))))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for name in names:
+                if not _NAME.match(name):
+                    continue
+                try:
+                    if self._read_file(prefix + name) is None:
+                        bad.append((prefix + name, "does not hold a snapshot id"))
+                except MetadataUnreadable as e:
+                    bad.append((prefix + name, str(e)))
+        return bad
 
     def branches(self) -> dict[str, ObjectId]:
         return self.list(HEADS)

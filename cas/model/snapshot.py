@@ -35,9 +35,7 @@ class Snapshot:
 
     @property
     def time_iso(self) -> str:
-        seconds, nanos = divmod(self.time_ns, 10**9)
-        dt = datetime.fromtimestamp(seconds, timezone.utc)
-        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{nanos:09d}Z"
+        return iso_time(self.time_ns)
 
     def to_json(self) -> bytes:
         doc = {
@@ -80,6 +78,17 @@ class Snapshot:
             model=_oid(doc["model"], what) if "model" in doc else None,
             model_version=number, oid=oid,
         )
+
+
+def iso_time(time_ns: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ``; a time outside years 1-9999 (a
+    crafted record) says so instead of failing to format."""
+    seconds, nanos = divmod(time_ns, 10**9)
+    try:
+        dt = datetime.fromtimestamp(seconds, timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return f"(out of range: {time_ns} ns)"
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{nanos:09d}Z"
 
 
 def _oid(text, what: str) -> ObjectId:

@@ -44,10 +44,31 @@ def _within(path: bytes, filters: list[bytes] | None, is_dir: bool) -> bool:
 
 def diff_trees(load_a: TreeLoader, a: ObjectId | None, load_b: TreeLoader, b: ObjectId | None,
                filters: list[bytes] | None = None, prefix: bytes = b"") -> Iterator[Change]:
+    """Changes from tree ``a`` to tree ``b``, in path order.
+
+    Each level yields changes and deferred work for the levels below; an
+    explicit stack of those (not recursion) keeps a crafted chain of
+    thousands of nested trees from ending in RecursionError.
+    """
+    stack = [iter(_level(load_a, a, load_b, b, filters, prefix))]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+        elif isinstance(item, Change):
+            yield item
+        else:
+            stack.append(iter(item()))
+
+
+def _level(load_a: TreeLoader, a: ObjectId | None, load_b: TreeLoader, b: ObjectId | None,
+           filters, prefix: bytes) -> list:
+    """One directory's changes, and a callable for each subdirectory to descend into."""
     if a == b:
-        return
+        return []
     old = {e.name: e for e in load_a(a).entries} if a else {}
     new = {e.name: e for e in load_b(b).entries} if b else {}
+    items: list = []
     for name in sorted(old.keys() | new.keys()):
         path = prefix + name
         o, n = old.get(name), new.get(name)
@@ -57,31 +78,38 @@ def diff_trees(load_a: TreeLoader, a: ObjectId | None, load_b: TreeLoader, b: Ob
         if o is not None and n is not None and _same(o, n):
             continue
         if o is not None and n is not None and o.kind == DIR and n.kind == DIR:
-            yield from diff_trees(load_a, o.oid, load_b, n.oid, filters, path + b"/")
+            items.append(lambda o=o, n=n, p=path + b"/": _level(load_a, o.oid, load_b, n.oid, filters, p))
         elif o is not None and n is not None and o.kind != n.kind:
             if DIR not in (o.kind, n.kind):
-                yield Change(TYPE_CHANGED, path, o, n)
+                items.append(Change(TYPE_CHANGED, path, o, n))
             else:
-                yield from _side(load_a, o, path, DELETED, filters)
-                yield from _side(load_b, n, path, ADDED, filters)
+                items.append(lambda o=o, p=path: _side(load_a, o, p, DELETED, filters))
+                items.append(lambda n=n, p=path: _side(load_b, n, p, ADDED, filters))
         elif o is None:
-            yield from _side(load_b, n, path, ADDED, filters)
+            items.append(lambda n=n, p=path: _side(load_b, n, p, ADDED, filters))
         elif n is None:
-            yield from _side(load_a, o, path, DELETED, filters)
+            items.append(lambda o=o, p=path: _side(load_a, o, p, DELETED, filters))
         else:
-            yield Change(MODIFIED, path, o, n)
+            items.append(Change(MODIFIED, path, o, n))
+    return items
 
 
-def _side(load: TreeLoader, entry: TreeEntry, path: bytes, kind: str, filters) -> Iterator[Change]:
+def _side(load: TreeLoader, entry: TreeEntry, path: bytes, kind: str, filters) -> list:
     """An entry present on one side only: a file, or every file below a directory."""
     if entry.kind != DIR:
-        yield Change(kind, path, entry if kind == DELETED else None, entry if kind == ADDED else None)
-        return
+        return [Change(kind, path, entry if kind == DELETED else None, entry if kind == ADDED else None)]
     children = load(entry.oid).entries
+    items: list = []
     if not children and _within(path, filters, False):
-        yield Change(kind, path + b"/", entry if kind == DELETED else None,
-                     entry if kind == ADDED else None)
+        items.append(Change(kind, path + b"/", entry if kind == DELETED else None,
+                            entry if kind == ADDED else None))
     for child in children:
         child_path = path + b"/" + child.name
-        if _within(child_path, filters, child.kind == DIR):
-            yield from _side(load, child, child_path, kind, filters)
+        if not _within(child_path, filters, child.kind == DIR):
+            continue
+        if child.kind == DIR:
+            items.append(lambda c=child, p=child_path: _side(load, c, p, kind, filters))
+        else:
+            items.append(Change(kind, child_path, child if kind == DELETED else None,
+                                child if kind == ADDED else None))
+    return items

@@ -91,26 +91,38 @@ def live_set(history: History) -> set[bytes]:
     size, and gc's memory is mostly this set.
     """
     live: set[bytes] = set()
+    walked: set[bytes] = set()
     for snap in history.snapshots():
         live.add(snap.oid.digest)
         if snap.model is not None:
             live.add(snap.model.digest)
-        _mark_tree(history, snap.tree, live)
+        _mark_tree(history, snap.tree, live, walked)
     return live
 
 
-def _mark_tree(history: History, tree_id: ObjectId, live: set[bytes]) -> None:
-    if tree_id.digest in live:
-        return  # a shared subtree is walked once
-    live.add(tree_id.digest)
-    for entry in history.load_tree(tree_id).entries:
-        if entry.kind == DIR:
-            _mark_tree(history, entry.oid, live)
-        elif entry.kind == FILE and entry.oid.digest not in live:
-            live.add(entry.oid.digest)
-            stored = history.store.index.lookup(entry.oid)
-            if stored is not None and stored.encoding is Encoding.CHUNKED:
-                live.update(c.digest for c, _ in history.store.chunk_list(entry.oid).chunks)
+def _mark_tree(history: History, tree_id: ObjectId, live: set[bytes], walked: set[bytes]) -> None:
+    """Add a tree, every tree and file below it, and the chunks of chunked files.
+
+    An explicit stack, not recursion: a crafted chain of thousands of nested
+    trees must not end in RecursionError. A shared subtree is walked once;
+    ``walked`` (trees only) is kept apart from ``live`` because a file's
+    content can have the same bytes, and so the same id, as a tree.
+    """
+    pending = [tree_id]
+    while pending:
+        oid = pending.pop()
+        if oid.digest in walked:
+            continue
+        walked.add(oid.digest)
+        live.add(oid.digest)
+        for entry in history.load_tree(oid).entries:
+            if entry.kind == DIR:
+                pending.append(entry.oid)
+            elif entry.kind == FILE and entry.oid.digest not in live:
+                live.add(entry.oid.digest)
+                stored = history.store.index.lookup(entry.oid)
+                if stored is not None and stored.encoding is Encoding.CHUNKED:
+                    live.update(c.digest for c, _ in history.store.chunk_list(entry.oid).chunks)
 
 
 @dataclass

@@ -34,12 +34,13 @@ def logical_bytes(history: History) -> int:
 def disk_usage(history: History, snapshot: Snapshot, path: bytes = b"") -> DirUsage:
     store = history.store
     others: set[bytes] = set()   # digests reached by every other snapshot
+    walked: set[bytes] = set()
     for snap in history.snapshots():
         if snap.oid != snapshot.oid:
             others.add(snap.oid.digest)
             if snap.model is not None:
                 others.add(snap.model.digest)
-            _mark_tree(history, snap.tree, others)
+            _mark_tree(history, snap.tree, others, walked)
     counted: set[ObjectId] = set()
 
     def objects_of(oid: ObjectId) -> list[ObjectId]:
@@ -59,19 +60,30 @@ def disk_usage(history: History, snapshot: Snapshot, path: bytes = b"") -> DirUs
         return total
 
     def walk(tree_id: ObjectId, rel: bytes) -> DirUsage:
-        usage = DirUsage(rel, unique_bytes=unique([tree_id]))
-        for entry in history.load_tree(tree_id).entries:
-            if entry.kind == DIR:
-                child = walk(entry.oid, rel + b"/" + entry.name if rel else entry.name)
+        # Post-order with an explicit stack: a crafted chain of thousands of
+        # nested trees must not end in RecursionError.
+        top = DirUsage(rel, unique_bytes=unique([tree_id]))
+        stack = [(top, iter(history.load_tree(tree_id).entries))]
+        while stack:
+            usage, entries = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                stack.pop()
+                if stack:
+                    parent = stack[-1][0]
+                    parent.files += usage.files
+                    parent.logical_bytes += usage.logical_bytes
+                    parent.unique_bytes += usage.unique_bytes
+            elif entry.kind == DIR:
+                path = usage.path + b"/" + entry.name if usage.path else entry.name
+                child = DirUsage(path, unique_bytes=unique([entry.oid]))
                 usage.children.append(child)
-                usage.files += child.files
-                usage.logical_bytes += child.logical_bytes
-                usage.unique_bytes += child.unique_bytes
+                stack.append((child, iter(history.load_tree(entry.oid).entries)))
             elif entry.kind == FILE:
                 usage.files += 1
                 usage.logical_bytes += entry.size
                 usage.unique_bytes += unique(objects_of(entry.oid))
-        return usage
+        return top
 
     entry = history.entry_at(snapshot.tree, path, snapshot.oid.short)
     if entry is None:

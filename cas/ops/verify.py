@@ -3,6 +3,9 @@
 The quick check compares the index with what is on disk (files exist,
 sizes match). ``full`` also reads every byte back and checks that each
 object hashes to its id and each pack to its name, on all cores.
+
+Every problem found is reported and the check goes on: one damaged object,
+record, pack or tree never hides the next.
 """
 
 from __future__ import annotations
@@ -17,18 +20,26 @@ from ..errors import CasError, ObjectDamaged
 from ..objectid import ObjectId, hash_bytes, hash_path
 from ..storage.encoding import Encoding, ZstdError, decode
 from ..storage.index import IndexEntry
+from ..storage.pack import PackFormatError, read_entries
 from ..storage.store import Store
 from ..model.history import History
+from ..model.refs import HEADS
 from ..model.tree import DIR, FILE
+from .reindex import LOOSE_ERRORS, loose_sizes
 
 
 @dataclass(frozen=True, slots=True)
 class Damage:
-    oid: ObjectId
-    what: str           # "object", "pack", "snapshot" or "tree"
+    oid: ObjectId | None  # None for a ref, which is named by ``name``
+    what: str           # "object", "pack", "snapshot", "tree" or "ref"
     why: str
     # (snapshot id, path) pairs that use the damaged object, when known
     used_by: tuple[tuple[ObjectId, bytes], ...] = ()
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.oid.hex if self.oid is not None else self.name
 
 
 @dataclass
@@ -87,10 +98,10 @@ def _verify_objects(store: Store, full: bool, on_progress) -> VerifyReport:
             if on_progress is not None:
                 on_progress(checked)
     _attribute_chunk_damage(store, report, loose)
-    unique: dict[tuple[str, ObjectId], Damage] = {}
+    unique: dict[tuple[str, str], Damage] = {}
     for d in report.damage:  # a chunk shared by several files is reported once
-        unique.setdefault((d.what, d.oid), d)
-    report.damage = sorted(unique.values(), key=lambda d: (d.what, d.oid))
+        unique.setdefault((d.what, d.label), d)
+    report.damage = sorted(unique.values(), key=lambda d: (d.what, d.label))
     return report
 
 
@@ -131,40 +142,22 @@ def _attribute_chunk_damage(store: Store, report: VerifyReport, loose: list[Inde
             bad.add(entry.oid)
 
 
+# (path below the tree, id of what is damaged, its kind, why)
+Problem = tuple[bytes, ObjectId, str, str]
+
+
 def _verify_history(history: History, report: VerifyReport) -> None:
-    """Every snapshot's trees and files present and sound; name who uses damage."""
+    """Every snapshot's record, trees and files present and sound; name who uses damage."""
     store = history.store
     bad = {d.oid for d in report.damage if d.what == "object"}
-    memo: dict[ObjectId, list[tuple[bytes, ObjectId, str]]] = {}
-
-    def problems_in(tree_id: ObjectId) -> list[tuple[bytes, ObjectId, str]]:
-        """(path, id, why) for every missing or damaged object below a tree."""
-        if tree_id in memo:
-            return memo[tree_id]
-        memo[tree_id] = found = []
-        if tree_id in bad:
-            found.append((b"", tree_id, "tree is damaged"))
-            return found
-        try:
-            tree = history.load_tree(tree_id)
-        except CasError as e:
-            found.append((b"", tree_id, str(e)))
-            return found
-        for entry in tree.entries:
-            if entry.kind == DIR:
-                for path, oid, why in problems_in(entry.oid):
-                    found.append((entry.name + (b"/" + path if path else b""), oid, why))
-            elif entry.kind == FILE:
-                if entry.oid in bad:
-                    found.append((entry.name, entry.oid, "content is damaged"))
-                elif not store.has(entry.oid):
-                    found.append((entry.name, entry.oid, "content is missing"))
-        return found
-
+    trees = _TreeCheck(history, bad)
     usages: dict[ObjectId, list[tuple[ObjectId, bytes]]] = defaultdict(list)
-    reasons: dict[ObjectId, str] = {}
-    for snap in history.snapshots():
+    reasons: dict[ObjectId, tuple[str, str]] = {}
+    for oid, snap, error in history.records():
         report.snapshots += 1
+        if error is not None:
+            report.damage.append(Damage(oid, "snapshot", _why(error)))
+            continue
         if not store.has(snap.oid):
             report.damage.append(Damage(snap.oid, "snapshot", "its manifest object is missing"))
         elif snap.oid in bad:
@@ -175,10 +168,10 @@ def _verify_history(history: History, report: VerifyReport) -> None:
                 usages[snap.model].append((snap.oid, b"(its model manifest)"))
             elif not store.has(snap.model):
                 usages[snap.model].append((snap.oid, b"(its model manifest)"))
-                reasons.setdefault(snap.model, "model manifest is missing")
-        for path, oid, why in problems_in(snap.tree):
-            usages[oid].append((snap.oid, path))
-            reasons.setdefault(oid, why)
+                reasons.setdefault(snap.model, ("object", "model manifest is missing"))
+        for path, bad_id, what, why in trees.problems(snap.tree):
+            usages[bad_id].append((snap.oid, path))
+            reasons.setdefault(bad_id, (what, why))
     damage = []
     for d in report.damage:
         if d.oid in usages:
@@ -186,8 +179,100 @@ def _verify_history(history: History, report: VerifyReport) -> None:
         else:
             damage.append(d)
     for oid, used in usages.items():
-        damage.append(Damage(oid, "object", reasons[oid], tuple(used)))
-    report.damage = damage
+        what, why = reasons[oid]
+        damage.append(Damage(oid, what, why, tuple(used)))
+    report.damage = damage + _ref_damage(history)
+
+
+def _text(name: bytes) -> str:
+    return name.decode("utf-8", "backslashreplace")
+
+
+def _why(error: Exception) -> str:
+    return str(error).removesuffix("; nothing was written for it")
+
+
+def _ref_damage(history: History) -> list[Damage]:
+    """Refs that are not readable refs, or that name a snapshot the store lacks."""
+    damage = [Damage(None, "ref", why, name=ref) for ref, why in history.refs.unreadable()]
+    refs = [(HEADS + n, o) for n, o in history.refs.branches().items()]
+    refs += [("refs/tags/" + n, o) for n, o in history.refs.tags().items()]
+    refs += [("refs/models/" + n, o) for n, o in history.refs.models().items()]
+    for ref, oid in refs:
+        if not history.is_recorded(oid) and not history.store.has(oid):
+            damage.append(Damage(None, "ref", f"names snapshot {oid.hex}, which is not in the store",
+                                 name=ref))
+    return damage
+
+
+class _TreeCheck:
+    """Problems below a tree, each tree checked once however many snapshots share it.
+
+    Post-order over an explicit stack (a crafted chain of thousands of
+    nested trees must not end in RecursionError); a tree that would contain
+    itself is reported, not walked forever.
+    """
+
+    def __init__(self, history: History, bad: set[ObjectId]):
+        self.history = history
+        self.bad = bad
+        self.memo: dict[ObjectId, list[Problem]] = {}
+
+    def problems(self, root: ObjectId) -> list[Problem]:
+        stack, open_trees = [root], set()
+        while stack:
+            tree_id = stack[-1]
+            if tree_id in self.memo:
+                stack.pop()
+                continue
+            tree = self._load(tree_id)
+            if tree is None:
+                stack.pop()
+                continue
+            below = [e.oid for e in tree.entries if e.kind == DIR and e.oid not in self.memo]
+            if tree_id not in open_trees and below:
+                open_trees.add(tree_id)
+                for child in below:
+                    if child in open_trees:
+                        self.memo[child] = [(b"", child, "tree", "it contains itself")]
+                    else:
+                        stack.append(child)
+                continue
+            stack.pop()
+            open_trees.discard(tree_id)
+            self.memo[tree_id] = self._collect(tree_id, tree)
+        return self.memo[root]
+
+    def _load(self, tree_id: ObjectId):
+        """The tree, or None once its own damage is recorded."""
+        if tree_id in self.bad:
+            self.memo[tree_id] = [(b"", tree_id, "object", "tree is damaged")]
+            return None
+        try:
+            return self.history.load_tree(tree_id)
+        except (CasError, OSError) as e:
+            self.memo[tree_id] = [(b"", tree_id, "tree", _why(e))]
+            return None
+
+    def _collect(self, tree_id: ObjectId, tree) -> list[Problem]:
+        store = self.history.store
+        found: list[Problem] = []
+        for entry in tree.entries:
+            if entry.kind == DIR:
+                for path, oid, what, why in self.memo.get(entry.oid, ()):
+                    found.append((entry.name + (b"/" + path if path else b""), oid, what, why))
+            elif entry.kind == FILE:
+                if entry.oid in self.bad:
+                    found.append((entry.name, entry.oid, "object", "content is damaged"))
+                    continue
+                stored = store.index.lookup(entry.oid)
+                if stored is None:
+                    found.append((entry.name, entry.oid, "object", "content is missing"))
+                elif stored.size != entry.size:
+                    found.append((entry.name, tree_id, "tree",
+                                  f"records {entry.size} bytes for '{_text(entry.name)}', whose content "
+                                  f"object {entry.oid.short} has {stored.size}"))
+        return found
 
 
 def _compare_with_disk(store, report, by_pack, loose) -> None:
@@ -197,8 +282,9 @@ def _compare_with_disk(store, report, by_pack, loose) -> None:
         path = layout.pack_path(pack)
         try:
             size = os.stat(path).st_size
-        except FileNotFoundError:
-            report.damage.append(Damage(pack, "pack", f"pack file is missing ({len(entries)} objects lost)"))
+        except OSError as e:
+            why = "is missing" if isinstance(e, FileNotFoundError) else f"cannot be read ({e.strerror})"
+            report.damage.append(Damage(pack, "pack", f"pack file {why} ({len(entries)} objects lost)"))
             for e in entries:
                 report.damage.append(Damage(e.oid, "object", f"its pack {pack.short} is missing"))
             continue
@@ -212,23 +298,50 @@ def _compare_with_disk(store, report, by_pack, loose) -> None:
         path = layout.loose_path(e.oid, e.encoding)
         try:
             size = os.stat(path).st_size
-        except FileNotFoundError:
-            report.damage.append(Damage(e.oid, "object", "its file is missing"))
+        except OSError as err:
+            why = "is missing" if isinstance(err, FileNotFoundError) else f"cannot be read ({err.strerror})"
+            report.damage.append(Damage(e.oid, "object", f"its file {why}"))
             continue
         if size != e.stored_length:
             report.damage.append(Damage(e.oid, "object", f"its file has {size} bytes, {e.stored_length} recorded"))
-    indexed_loose = {e.oid for e in loose}
-    report.unindexed_objects = sum(1 for oid, _, _ in layout.scan_loose() if oid not in indexed_loose)
-    report.unindexed_packs = sum(1 for pack, _ in layout.scan_packs() if pack not in indexed_packs)
+    _check_unindexed(store, report, {e.oid for e in loose}, indexed_packs)
     try:
         report.temp_files = len(os.listdir(layout.tmp))
-    except FileNotFoundError:
+    except OSError:
         pass
 
 
+def _check_unindexed(store: Store, report: VerifyReport, indexed_loose, indexed_packs) -> None:
+    """Files the index does not list: complete ones are harmless (an
+    interrupted write left them; rebuild adopts them), but one that
+    ``cas index rebuild`` would reject is damage, and is reported as such."""
+    for oid, encoding, path in store.layout.scan_loose():
+        if oid in indexed_loose:
+            continue
+        try:
+            loose_sizes(oid, encoding, path)
+            report.unindexed_objects += 1
+        except LOOSE_ERRORS as e:
+            # Named by its path: the id may also be indexed in a sound pack.
+            report.damage.append(Damage(None, "file", f"not in the index and unreadable ({e}); "
+                                        "'cas index rebuild' leaves it out", name=path))
+    for pack, path in store.layout.scan_packs():
+        if pack in indexed_packs:
+            continue
+        try:
+            read_entries(path)
+            report.unindexed_packs += 1
+        except (PackFormatError, OSError) as e:
+            report.damage.append(Damage(pack, "pack", f"not in the index and unreadable ({e}); "
+                                        "'cas index rebuild' leaves it out"))
+
+
 def _check_pack(store: Store, pack: ObjectId, entries: list[IndexEntry]) -> tuple[int, list[Damage]]:
-    with open(store.layout.pack_path(pack), "rb") as f:
-        data = f.read()
+    try:
+        with open(store.layout.pack_path(pack), "rb") as f:
+            data = f.read()
+    except OSError as e:
+        return 0, [Damage(pack, "pack", f"cannot be read ({e.strerror})")]
     damage = []
     if hash_bytes(data) != pack:
         damage.append(Damage(pack, "pack", "file does not hash to its name"))
