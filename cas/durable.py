@@ -6,14 +6,20 @@ fsynced, then renamed into place, and the directory that received it is
 fsynced before anything (an index entry, a ref) points at it. A crash
 therefore leaves either the old state or the new one, plus at worst an
 orphaned temp file.
+
+Files are private unless a caller asks otherwise: temp files are created
+with the mode they will keep, and a mode with group bits is set with
+``fchmod`` because the umask would take them away.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import secrets
+import stat
 import sys
 from typing import BinaryIO, Iterable, Iterator
 
@@ -76,10 +82,61 @@ def temp_name(tmp_dir: str, kind: str) -> str:
     return os.path.join(tmp_dir, f"{kind}-{os.getpid()}-{secrets.token_hex(8)}.tmp")
 
 
-def open_temp(tmp_dir: str, kind: str) -> tuple[str, int]:
+# Objects and packs are never written again once renamed into place.
+READ_ONLY_FILE = 0o400
+PRIVATE_FILE = 0o600
+# Metadata files (config, index meta, lock) are a few hundred bytes.
+SMALL_FILE_LIMIT = 1 << 20
+
+
+def open_temp(tmp_dir: str, kind: str, mode: int = READ_ONLY_FILE) -> tuple[str, int]:
+    """A new temp file (random name, never an existing file or a link) and its fd."""
     path = temp_name(tmp_dir, kind)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 mode)
+    if mode & 0o077:
+        # Group bits for a shared store: the umask may have removed them.
+        try:
+            os.fchmod(fd, mode)
+        except OSError:
+            os.close(fd)
+            remove_quietly(path)
+            raise
     return path, fd
+
+
+def read_bounded(path: str, limit: int = SMALL_FILE_LIMIT) -> bytes:
+    """The bytes of a small regular file, refusing links, FIFOs, devices and
+    anything over ``limit`` bytes (a link to /dev/zero must not eat memory,
+    a FIFO must not hang). Raises ``OSError`` with a message a user can act on.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "is a symbolic link; not followed", path) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "is not a regular file", path)
+        data = read_upto(fd, limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"is larger than {limit} bytes", path)
+    return data
+
+
+def read_upto(fd: int, limit: int) -> bytes:
+    """Read until end of file or ``limit`` bytes, whichever comes first."""
+    chunks = []
+    while limit > 0:
+        chunk = os.read(fd, min(limit, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        limit -= len(chunk)
+    return b"".join(chunks)
 
 
 def remove_quietly(path: str) -> None:
@@ -97,28 +154,50 @@ def publish(temp_path: str, final_path: str) -> None:
     try:
         os.rename(temp_path, final_path)
     except FileNotFoundError:
-        os.makedirs(os.path.dirname(final_path), exist_ok=True)
+        make_dir_like_parent(os.path.dirname(final_path))
         os.rename(temp_path, final_path)
 
 
+def make_dir(path: str, mode: int) -> None:
+    """Create a directory with exactly ``mode`` (the umask does not apply);
+    an existing directory is left as it is."""
+    try:
+        os.mkdir(path, mode & 0o777)
+    except FileExistsError:
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def make_dir_like_parent(path: str) -> None:
+    """Create a directory (a fan-out directory) with its parent's mode, so a
+    private store stays private and a shared one shared, whatever the umask."""
+    make_dir(path, stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode))
+
+
 @contextlib.contextmanager
-def atomic_output(path: str, tmp_dir: str | None = None, mode: int = 0o644,
+def atomic_output(path: str, tmp_dir: str | None = None, mode: int = PRIVATE_FILE,
                   durable: bool = True) -> Iterator[BinaryIO]:
     """A file that appears at ``path`` only if the block completes.
 
     The bytes go to a temp file beside ``path`` (or in ``tmp_dir``), which is
     fsynced (when ``durable``) and renamed over ``path``; on any error the
-    temp file is removed and ``path`` is untouched.
+    temp file is removed and ``path`` is untouched. The file gets exactly
+    ``mode`` (private by default), set on the open file, never by path.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    temp_path, fd = open_temp(tmp_dir or directory, ".cas-out")
+    temp_path, fd = open_temp(tmp_dir or directory, ".cas-out", PRIVATE_FILE)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             if durable:
                 os.fsync(f.fileno())
-        os.chmod(temp_path, mode)
+            if mode != PRIVATE_FILE:
+                os.fchmod(f.fileno(), mode)
         os.replace(temp_path, path)
     except BaseException:
         remove_quietly(temp_path)
@@ -127,7 +206,8 @@ def atomic_output(path: str, tmp_dir: str | None = None, mode: int = 0o644,
         fsync_dir(directory)
 
 
-def write_atomic(path: str, data: bytes, tmp_dir: str | None = None) -> None:
+def write_atomic(path: str, data: bytes, tmp_dir: str | None = None,
+                 mode: int = PRIVATE_FILE) -> None:
     """Replace ``path`` with ``data`` durably (for small metadata files)."""
-    with atomic_output(path, tmp_dir) as f:
+    with atomic_output(path, tmp_dir, mode) as f:
         f.write(data)

@@ -13,15 +13,25 @@ from .main import Context, pass_ctx
 
 
 def _resolve(history, ref: str):
-    """An object id or prefix, or SNAP:PATH for a file in a snapshot."""
+    """(object id, the mode to write it with) for an object id or prefix, or
+    SNAP:PATH for a file in a snapshot. A bare object has no recorded mode:
+    its content may be anyone's file, so it is written private (0600)."""
     if ":" not in ref:
-        return history.store.resolve(ref)
+        return history.store.resolve(ref), 0o600
     spec, _, path = ref.partition(":")
     snap = history.resolve(spec or "HEAD")
     entry = history.entry_at(snap.tree, tree_path(path), snap.oid.short)
     if entry is None or entry.kind != FILE:
         raise SourceError(ref, "is not a file in that snapshot")
-    return entry.oid
+    # Permission bits only: no owner is restored, so no setuid or setgid.
+    return entry.oid, entry.mode & 0o777 & ~_umask()
+
+
+def _umask() -> int:
+    # Read by setting it: no thread runs yet that could create a file meanwhile.
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 @click.command("cat")
@@ -35,11 +45,13 @@ def command(ctx: Context, object_ref: str, output: str | None) -> None:
     ID is a full id, a unique prefix of at least 6 hex digits, or SNAP:PATH
     (a file as it was in a snapshot, e.g. HEAD~2:db/state.db). The content
     is checked against its id as it streams: a damaged object ends with an
-    error (exit 1), and with -o the file is not written at all.
+    error (exit 1), and with -o the file is not written at all. A file of
+    a snapshot written with -o gets its recorded permissions less the
+    umask; an object given by id, 0600.
     """
     history = ctx.open_history()
     with history.store as store:
-        oid = _resolve(history, object_ref)
+        oid, mode = _resolve(history, object_ref)
         if output is None:
             out = sys.stdout.buffer
             for block in store.iter_content(oid):
@@ -49,7 +61,7 @@ def command(ctx: Context, object_ref: str, output: str | None) -> None:
         if os.path.isdir(output):
             raise SourceError(output, "is a directory; give a file name to -o")
         try:
-            with atomic_output(output, durable=False) as f:
+            with atomic_output(output, durable=False, mode=mode) as f:
                 f.flush()
                 store.write_content(oid, f.fileno())
         except OSError as e:

@@ -12,13 +12,14 @@ import errno
 import gc
 import importlib
 import os
+import shlex
 import sys
 
 import click
 
 from ..errors import EXIT_PROBLEM_FOUND, EXIT_USAGE, CasError
-from ..storage.store import Store, find_store
-from .output import error_line
+from ..storage.store import Store, find_store, locate_store
+from .output import error_line, warn
 
 
 class Context:
@@ -27,15 +28,36 @@ class Context:
         self.quiet = quiet
 
     def open_store(self, **kwargs) -> Store:
-        path = self.store_path or find_store(os.getcwd())
-        return Store.open(path, **kwargs)
+        store = Store.open(self.resolve_store_path(), **kwargs)
+        try:
+            _warn_if_exposed(store)
+        except BaseException:
+            store.close()
+            raise
+        return store
 
     def open_history(self, **kwargs):
         from ..model.history import History
         return History(self.open_store(**kwargs))
 
     def resolve_store_path(self) -> str:
-        return os.path.abspath(self.store_path) if self.store_path else find_store(os.getcwd())
+        """--store / CAS_STORE (a store directory, or a tree holding .cas/),
+        else the nearest store above the current directory."""
+        return locate_store(self.store_path) if self.store_path else find_store(os.getcwd())
+
+
+def _warn_if_exposed(store: Store) -> None:
+    """One line when a store gives others more access than it should: a
+    store made by an older cas, or under a lax umask, lets every local user
+    read the files it holds copies of."""
+    exposed = store.exposed_paths()
+    if not exposed:
+        return
+    who, bits = ("users outside its group", "o-rwx") if store.config.shared \
+        else ("other users", "go-rwx")
+    more = f" and {len(exposed) - 1} more" if len(exposed) > 1 else ""
+    warn(f"store {store.path} is open to {who} ({exposed[0]}{more}); "
+         f"close it with: chmod -R {bits} {shlex.quote(store.path)}")
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -142,7 +164,9 @@ def run(argv: list[str] | None = None) -> int:
     except OSError as e:
         where = f" ({e.filename})" if e.filename else ""
         error_line(f"{e.strerror or e}{where}")
-        return EXIT_PROBLEM_FOUND if e.errno in (errno.EIO, errno.ENOSPC) else EXIT_USAGE
+        # A write that failed is a problem found (exit 1), like StoreWriteError.
+        failed_write = (errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+        return EXIT_PROBLEM_FOUND if e.errno in failed_write else EXIT_USAGE
     except Exception as e:  # a bug: still one line, with a way to get details
         if os.environ.get("CAS_DEBUG"):
             raise

@@ -11,15 +11,21 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 
-from ..durable import write_atomic
+from ..durable import read_bounded, write_atomic
 from ..errors import ConfigDamaged, UnsupportedFormat
+from ..objectid import is_hex
 
 FORMAT_NAME = "cas-store"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
+ID_HASH = "blake3-256"
+ALGORITHM = "zstd"
+# Sizes outside these bounds are damage, not settings: no writer makes them.
+_SIZE_RANGE = (1, 1 << 50)
+_LEVEL_RANGE = (-(1 << 17), 22)   # zstd's fast (negative) levels up to its maximum
 
 
 @dataclass(frozen=True)
@@ -49,43 +55,106 @@ class StoreConfig:
     # Files of this size and up are cut into chunks (docs/PERFORMANCE.md).
     chunk_min_size: int = 1 << 20
     compression: Compression = field(default_factory=Compression)
+    # Group-shared store (cas init --shared): directories 2770, files 0660.
+    shared: bool = False
 
     def to_json(self) -> bytes:
         doc = {"format": FORMAT_NAME, **asdict(self)}
         return (json.dumps(doc, sort_keys=True, indent=2) + "\n").encode()
 
-    def save(self, store_path: str) -> None:
-        write_atomic(os.path.join(store_path, CONFIG_FILE), self.to_json())
+    def save(self, store_path: str, mode: int = 0o600) -> None:
+        write_atomic(os.path.join(store_path, CONFIG_FILE), self.to_json(), mode=mode)
 
     @classmethod
     def load(cls, store_path: str) -> "StoreConfig":
         path = os.path.join(store_path, CONFIG_FILE)
         try:
-            with open(path, "rb") as f:
-                doc = json.loads(f.read())
-        except (OSError, ValueError) as e:
-            raise ConfigDamaged(path, str(e)) from None
+            doc = json.loads(read_bounded(path))
+        except OSError as e:
+            raise ConfigDamaged(path, e.strerror or str(e)) from None
+        except ValueError as e:
+            raise ConfigDamaged(path, f"not JSON ({e})") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
             raise ConfigDamaged(path, "it is not a cas store config")
         version = doc.get("version")
-        if not isinstance(version, int) or version < 1:
+        if type(version) is not int or version < 1:
             raise ConfigDamaged(path, f"bad format version {version!r}")
         if version > FORMAT_VERSION:
             raise UnsupportedFormat(store_path, version, FORMAT_VERSION)
         if doc.get("encryption") is not None:
             raise UnsupportedFormat(store_path, f"{version} (encrypted)", FORMAT_VERSION)
         try:
-            comp = Compression(**doc.get("compression", {}))
-            return cls(
-                store_id=doc["store_id"],
-                created=doc["created"],
-                version=version,
-                id_hash=doc["id_hash"],
-                encryption=None,
-                loose_min_size=int(doc["loose_min_size"]),
-                pack_target_size=int(doc["pack_target_size"]),
-                chunk_min_size=int(doc.get("chunk_min_size", 1 << 20)),
-                compression=comp,
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise ConfigDamaged(path, f"missing or bad setting {e}") from None
+            return _from_doc(doc, store_path, version)
+        except _BadSetting as e:
+            raise ConfigDamaged(path, str(e)) from None
+
+
+class _BadSetting(Exception):
+    pass
+
+
+def _from_doc(doc: dict, store_path: str, version: int) -> StoreConfig:
+    """Every setting checked for type and range: a config is read by every
+    command, and a bad value must be one clear error, not a crash later."""
+    id_hash = _setting(doc, "id_hash", str)
+    if id_hash != ID_HASH:
+        # "blake3-256-keyed" is reserved for encrypted stores (FORMAT §8).
+        raise UnsupportedFormat(store_path, f"{version} with ids by {id_hash!r}", FORMAT_VERSION)
+    store_id = _setting(doc, "store_id", str)
+    if not 1 <= len(store_id) <= 64 or not is_hex(store_id):
+        raise _BadSetting(f"store_id must be hex digits, not {store_id!r}")
+    shared = doc.get("shared", False)
+    if type(shared) is not bool:
+        raise _BadSetting(f"shared must be true or false, not {shared!r}")
+    return StoreConfig(
+        store_id=store_id,
+        created=_setting(doc, "created", str),
+        version=version,
+        id_hash=id_hash,
+        encryption=None,
+        loose_min_size=_number(doc, "loose_min_size", int, _SIZE_RANGE),
+        pack_target_size=_number(doc, "pack_target_size", int, _SIZE_RANGE),
+        chunk_min_size=_number(doc, "chunk_min_size", int, _SIZE_RANGE, default=1 << 20),
+        compression=_compression(doc.get("compression", {}), store_path, version),
+        shared=shared,
+    )
+
+
+def _compression(doc, store_path: str, version: int) -> Compression:
+    if not isinstance(doc, dict):
+        raise _BadSetting(f"compression must be an object, not {doc!r}")
+    unknown = set(doc) - {f.name for f in fields(Compression)}
+    if unknown:
+        raise _BadSetting(f"unknown compression settings {sorted(unknown)}")
+    defaults = Compression()
+    algorithm = _setting(doc, "algorithm", str, defaults.algorithm)
+    if algorithm != ALGORITHM:
+        raise UnsupportedFormat(store_path, f"{version} compressed with {algorithm!r}",
+                                FORMAT_VERSION)
+    return Compression(
+        algorithm=algorithm,
+        small_level=_number(doc, "small_level", int, _LEVEL_RANGE, defaults.small_level),
+        large_level=_number(doc, "large_level", int, _LEVEL_RANGE, defaults.large_level),
+        min_saving=float(_number(doc, "min_saving", (int, float), (0, 1), defaults.min_saving)),
+    )
+
+
+_MISSING = object()
+
+
+def _setting(doc: dict, key: str, kind, default=_MISSING):
+    value = doc.get(key, default)
+    if value is _MISSING:
+        raise _BadSetting(f"{key} is missing")
+    # bool is an int to Python, never a size or level in a config.
+    if type(value) is bool or not isinstance(value, kind):
+        raise _BadSetting(f"{key} has the wrong type ({value!r})")
+    return value
+
+
+def _number(doc: dict, key: str, kind, bounds: tuple, default=_MISSING):
+    value = _setting(doc, key, kind, default)
+    low, high = bounds
+    if not low <= value <= high:  # NaN fails this too
+        raise _BadSetting(f"{key} is {value!r}, outside {low}..{high}")
+    return value

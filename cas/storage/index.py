@@ -12,25 +12,40 @@ Named databases:
 ``meta``     ascii key -> value: ``format``, ``store_id``
 ``refs``, ``snapshots``, ``statcache``  reserved for history (created empty)
 ``verified``                         model files checked, by the stat of their object files
+``longkeys`` keys LMDB cannot hold (over ``max_key_size()``, or empty) of the tables above
+
+LMDB keys are at most 511 bytes, and a stat cache key (branch, NUL, path) can
+be 4 KiB. ``get``, ``update`` and ``scan`` take keys of any length: a key
+LMDB cannot hold is kept in ``longkeys`` under ``table NUL head digest`` (its
+first bytes, for ordered prefix scans, then the BLAKE3 of the whole key),
+with the whole key in the value. Callers never see the difference.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import lmdb
 
-from ..errors import IndexUnavailable
-from ..objectid import ObjectId
+from ..durable import make_dir
+from ..errors import IndexUnavailable, StoreFileInvalid, StoreWriteError
+from ..objectid import DIGEST_SIZE, ObjectId, hash_bytes
 from .encoding import Encoding
+from .layout import PRIVATE, StoreModes
 
 INDEX_FORMAT = b"1"
 DATA_FILE = "data.mdb"
-TABLES = (b"objects", b"packs", b"meta", b"refs", b"snapshots", b"statcache", b"verified")
+LOCK_FILE = "lock.mdb"
+LONG_KEYS = b"longkeys"
+TABLES = (b"objects", b"packs", b"meta", b"refs", b"snapshots", b"statcache", b"verified",
+          LONG_KEYS)
+_KEY_LENGTH = struct.Struct("<I")
 # Virtual address space only: LMDB grows the file as pages are used.
 MAP_SIZE = 1 << 40
 
@@ -87,58 +102,96 @@ class PackRecord:
     entry_count: int
 
 
-def _guarded(method):
-    """Turn LMDB failures into one actionable error about the index."""
+# LMDB errors that mean the files are not a sound LMDB environment.
+_DAMAGE = (lmdb.CorruptedError, lmdb.InvalidError, lmdb.PageNotFoundError,
+           lmdb.VersionMismatchError)
+
+
+def _translate(index: "Index", e: Exception, writing: bool) -> Exception:
+    if isinstance(e, _DAMAGE) or isinstance(e, (struct.error, ValueError)):
+        return IndexUnavailable(index.path, f"damaged ({e})")
+    if writing or isinstance(e, lmdb.ReadonlyError):
+        # A full disk (ENOSPC, often reported as an I/O error at commit), a
+        # full map, a read-only store: a write failed; the index is sound.
+        return StoreWriteError(index.path, str(e) or type(e).__name__)
+    return IndexUnavailable(index.path, f"unreadable ({e})")
+
+
+def _guarded(method=None, *, writing: bool = False):
+    """Turn LMDB failures into one actionable error: damage of the index, or a
+    write that failed. Never a key-size error: long keys are handled above."""
+    if method is None:
+        return functools.partial(_guarded, writing=writing)
+    caught = (lmdb.Error, struct.error, ValueError)
+
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def generator(self, *args, **kwargs):
+            try:
+                yield from method(self, *args, **kwargs)
+            except caught as e:
+                raise _translate(self, e, writing) from None
+        return generator
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
-        except (lmdb.CorruptedError, lmdb.InvalidError, lmdb.PageNotFoundError,
-                lmdb.BadValsizeError, lmdb.VersionMismatchError) as e:
-            raise IndexUnavailable(self.path, f"damaged ({e})") from None
-        except (struct.error, ValueError) as e:
-            raise IndexUnavailable(self.path, f"damaged (bad record: {e})") from None
+        except caught as e:
+            raise _translate(self, e, writing) from None
 
     return wrapper
 
 
 class Index:
-    def __init__(self, env: lmdb.Environment, path: str):
+    def __init__(self, env: lmdb.Environment, path: str, read_only: bool = False):
         self._env = env
         self.path = path
-        self._db = {name: env.open_db(name) for name in TABLES}
+        self.read_only = read_only
+        # A read-only index cannot create a table an older cas did not make;
+        # a missing one reads as empty (None).
+        self._db = {name: _open_table(env, name, read_only) for name in TABLES}
+        self._max_key = env.max_key_size()
 
     @classmethod
-    def create(cls, path: str, store_id: str) -> "Index":
-        os.makedirs(path, exist_ok=True)
-        index = cls(cls._open_env(path), path)
+    def create(cls, path: str, store_id: str, modes: StoreModes = PRIVATE) -> "Index":
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        make_dir(path, modes.directory)
+        index = cls(cls._open_env(path, modes), path)
         with index._env.begin(write=True) as txn:
             txn.put(b"format", INDEX_FORMAT, db=index._db[b"meta"])
             txn.put(b"store_id", store_id.encode(), db=index._db[b"meta"])
+        for name in (DATA_FILE, LOCK_FILE):
+            # LMDB creates its files with the umask applied.
+            os.chmod(os.path.join(path, name), modes.file)
         return index
 
     @classmethod
-    def open(cls, path: str, store_id: str) -> "Index":
-        if not os.path.exists(os.path.join(path, DATA_FILE)):
-            raise IndexUnavailable(path, "missing")
+    def open(cls, path: str, store_id: str, modes: StoreModes = PRIVATE) -> "Index":
+        _check_files(path)
+        read_only = not _writable(path)
         try:
-            index = cls(cls._open_env(path), path)
+            index = cls(cls._open_env(path, modes, read_only), path, read_only)
             with index._env.begin() as txn:
                 fmt = txn.get(b"format", db=index._db[b"meta"])
                 owner = txn.get(b"store_id", db=index._db[b"meta"])
         except lmdb.Error as e:
-            raise IndexUnavailable(path, f"damaged ({e})") from None
+            why = "unreadable" if isinstance(e, lmdb.ReadonlyError) else "damaged"
+            raise IndexUnavailable(path, f"{why} ({e})") from None
         if fmt != INDEX_FORMAT or owner != store_id.encode():
             index.close()
             raise IndexUnavailable(path, "not this store's index, or of an unknown format")
         return index
 
     @staticmethod
-    def _open_env(path: str) -> lmdb.Environment:
+    def _open_env(path: str, modes: StoreModes, read_only: bool = False) -> lmdb.Environment:
+        # A read-only store (a read-only mount, no write permission) is read
+        # without LMDB's reader table when its lock file cannot be written.
+        lock = not read_only or _writable(os.path.join(path, LOCK_FILE))
         return lmdb.open(
             path, map_size=MAP_SIZE, max_dbs=len(TABLES) + 4, subdir=True,
-            readahead=False, metasync=True, sync=True,
+            readahead=False, metasync=True, sync=True, mode=modes.file,
+            readonly=read_only, lock=lock, create=not read_only,
         )
 
     def close(self) -> None:
@@ -169,10 +222,10 @@ class Index:
                     break
         return found
 
-    @_guarded
+    @_guarded(writing=True)
     def record(self, entries: Iterable[IndexEntry], packs: Iterable[PackRecord] = ()) -> None:
         """Add entries in one transaction; call only once their bytes are durable."""
-        with self._env.begin(write=True) as txn:
+        with self._write() as txn:
             objects = self._db[b"objects"]
             for entry in entries:
                 txn.put(entry.oid.digest, entry.to_record(), db=objects)
@@ -180,45 +233,77 @@ class Index:
                 txn.put(pack.pack.digest, _PACK.pack(pack.file_size, pack.entry_count),
                         db=self._db[b"packs"])
 
-    @_guarded
+    @_guarded(writing=True)
     def remove(self, oids: Iterable[ObjectId], packs: Iterable[ObjectId] = ()) -> None:
-        with self._env.begin(write=True) as txn:
+        with self._write() as txn:
             for oid in oids:
                 txn.delete(oid.digest, db=self._db[b"objects"])
             for pack in packs:
                 txn.delete(pack.digest, db=self._db[b"packs"])
 
+    def _write(self) -> lmdb.Transaction:
+        if self.read_only:
+            raise StoreWriteError(self.path, "the store is read-only (a read-only filesystem "
+                                             "or no write permission)")
+        return self._env.begin(write=True)
+
     # -- key/value tables for the layers above (refs, snapshots, stat cache)
+
+    def _fits(self, key: bytes) -> bool:
+        return 0 < len(key) <= self._max_key
+
+    def _long_key(self, table: bytes, key: bytes) -> bytes:
+        """Where ``key`` of ``table`` lives in ``longkeys``: ordered by its head, unique by its hash."""
+        head = self._max_key - len(table) - 1 - DIGEST_SIZE
+        return table + b"\0" + key[:head] + hash_bytes(key).digest
 
     @_guarded
     def get(self, table: bytes, key: bytes) -> bytes | None:
-        with self._env.begin(db=self._db[table]) as txn:
-            value = txn.get(key)
-        return None if value is None else bytes(value)
+        if self._fits(key):
+            if self._db[table] is None:
+                return None
+            with self._env.begin(db=self._db[table]) as txn:
+                value = txn.get(key)
+            return None if value is None else bytes(value)
+        if self._db[LONG_KEYS] is None:
+            return None
+        with self._env.begin(db=self._db[LONG_KEYS]) as txn:
+            stored = txn.get(self._long_key(table, key))
+        return None if stored is None else _split_long(stored)[1]
 
-    @_guarded
+    @_guarded(writing=True)
     def update(self, table: bytes, put: Iterable[tuple[bytes, bytes]] = (),
                delete: Iterable[bytes] = ()) -> None:
-        with self._env.begin(write=True, db=self._db[table]) as txn:
+        with self._write() as txn:
+            db, long_db = self._db[table], self._db[LONG_KEYS]
             for key in delete:
-                txn.delete(key)
+                if self._fits(key):
+                    txn.delete(key, db=db)
+                else:
+                    txn.delete(self._long_key(table, key), db=long_db)
             for key, value in put:
-                txn.put(key, value)
+                if self._fits(key):
+                    txn.put(key, value, db=db)
+                else:
+                    txn.put(self._long_key(table, key),
+                            _KEY_LENGTH.pack(len(key)) + key + value, db=long_db)
 
     @_guarded
     def scan(self, table: bytes, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
-        with self._env.begin(db=self._db[table]) as txn:
-            cursor = txn.cursor()
-            if not cursor.set_range(prefix):
-                return []
-            out = []
-            for key, value in cursor:
-                if not bytes(key).startswith(prefix):
-                    break
-                out.append((bytes(key), bytes(value)))
+        """Every (key, value) whose key starts with ``prefix``, in key order."""
+        out = []
+        if self._db[table] is not None:
+            with self._env.begin(db=self._db[table]) as txn:
+                out = _scan_prefix(txn.cursor(), prefix)
+        if self._db[LONG_KEYS] is None:
             return out
+        head = self._long_key(table, prefix)[:-DIGEST_SIZE]
+        with self._env.begin(db=self._db[LONG_KEYS]) as txn:
+            long = [_split_long(v) for _, v in _scan_prefix(txn.cursor(), head)]
+        long = [(k, v) for k, v in long if k.startswith(prefix)]
+        return sorted(out + long) if long else out
 
-    @_guarded
+    @_guarded(writing=True)
     def clear(self, table: bytes, prefix: bytes = b"") -> None:
         keys = [k for k, _ in self.scan(table, prefix)]
         self.update(table, delete=keys)
@@ -239,3 +324,49 @@ class Index:
     def object_count(self) -> int:
         with self._env.begin() as txn:
             return txn.stat(self._db[b"objects"])["entries"]
+
+
+def _open_table(env: lmdb.Environment, name: bytes, read_only: bool):
+    try:
+        return env.open_db(name, create=not read_only)
+    except lmdb.NotFoundError:
+        return None
+
+
+def _scan_prefix(cursor, prefix: bytes) -> list[tuple[bytes, bytes]]:
+    if not cursor.set_range(prefix):
+        return []
+    out = []
+    for key, value in cursor:
+        if not bytes(key).startswith(prefix):
+            break
+        out.append((bytes(key), bytes(value)))
+    return out
+
+
+def _split_long(stored: bytes) -> tuple[bytes, bytes]:
+    """(whole key, value) of a ``longkeys`` record."""
+    (length,) = _KEY_LENGTH.unpack_from(stored)
+    end = _KEY_LENGTH.size + length
+    if end > len(stored):
+        raise ValueError("a long key record is shorter than its key")
+    return bytes(stored[_KEY_LENGTH.size:end]), bytes(stored[end:])
+
+
+def _writable(path: str) -> bool:
+    return os.access(path, os.W_OK, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _check_files(path: str) -> None:
+    """The index's files must be LMDB's own regular files: a link or a FIFO
+    planted there is refused, never opened (a FIFO would hang the open)."""
+    for name in (DATA_FILE, LOCK_FILE):
+        try:
+            st = os.lstat(os.path.join(path, name))
+        except FileNotFoundError:
+            if name == DATA_FILE:
+                raise IndexUnavailable(path, "missing") from None
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            raise StoreFileInvalid(os.path.join(path, name),
+                                   "is not a regular file (a link, FIFO or device)")

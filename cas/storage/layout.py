@@ -18,8 +18,35 @@ PACK_SUFFIX = ".pack"
 
 
 @dataclass(frozen=True)
+class StoreModes:
+    """Permission bits of what a store creates: directories, files that are
+    replaced (config, refs, index, lock), and objects and packs (never
+    written again)."""
+    directory: int
+    file: int
+    object: int
+
+    def exposed(self, mode: int, is_dir: bool) -> int:
+        """The permission bits of ``mode`` that give more access than the store allows."""
+        allowed = self.directory if is_dir else self.file
+        return mode & 0o777 & ~allowed
+
+
+# A store holds copies of files only their owner may read: nobody else gets in.
+PRIVATE = StoreModes(directory=0o700, file=0o600, object=0o400)
+# Group-shared, as git's core.sharedRepository=group: the setgid bit keeps
+# new files in the store's group.
+SHARED = StoreModes(directory=0o2770, file=0o660, object=0o440)
+
+
+@dataclass(frozen=True)
 class Layout:
     root: str
+    shared: bool = False
+
+    @property
+    def modes(self) -> StoreModes:
+        return SHARED if self.shared else PRIVATE
 
     @property
     def objects(self) -> str:
@@ -50,10 +77,12 @@ class Layout:
         return os.path.join(self.packs, fan, pack.hex + PACK_SUFFIX)
 
     def directories(self) -> list[str]:
+        """Every directory a store starts with, parents first (index/ is LMDB's)."""
         # snapshots/ and refs/ belong to the history layer; they are made
         # here so that init fsyncs every directory a store starts with.
+        refs = os.path.join(self.root, "refs")
         return [self.objects, self.packs, self.tmp, os.path.join(self.root, "snapshots"),
-                os.path.join(self.root, "refs", "heads"), os.path.join(self.root, "refs", "tags")]
+                refs, os.path.join(refs, "heads"), os.path.join(refs, "tags")]
 
     def scan_loose(self) -> Iterator[tuple[ObjectId, Encoding, str]]:
         """Every loose object file on disk, whatever the index says."""

@@ -4,27 +4,31 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import fcntl
 import io
+import json
 import mmap
 import os
 import queue
+import stat
 import threading
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
-from ..durable import fsync_dir, fsync_dirs, write_all
+from ..durable import fsync_dir, fsync_dirs, make_dir, read_bounded, read_upto, write_all
 from ..errors import (AmbiguousPrefix, CasError, InvalidObjectId, ObjectDamaged,
-                      ObjectNotFound, StoreExists, StoreLocked, StoreNotFound)
+                      ObjectNotFound, StoreExists, StoreFileInvalid, StoreLocked,
+                      StoreNotFound, StoreWriteError)
 from ..objectid import HEX_LENGTH, MIN_PREFIX, Hasher, ObjectId, hash_bytes, is_hex
-from .config import CONFIG_FILE, StoreConfig
+from .config import CONFIG_FILE, FORMAT_NAME, StoreConfig
 from .encoding import Encoding, ZstdError, decode
 from .chunklist import ChunkList, ChunkListError
 from .seekable import (BlockReader, SeekTableError, iter_blocks, read_frame, read_seek_table,
                        seekable_reader)
 from .workers import ordered_map
 from .index import Index, IndexEntry
-from .layout import Layout
+from .layout import Layout, StoreModes
 from .writer import Placement, ObjectWriter
 
 STORE_DIR = ".cas"
@@ -37,16 +41,49 @@ _MAX_OPEN_PACKS = 64
 
 
 def find_store(start: str) -> str:
-    """Walk up from ``start`` to the nearest directory holding ``.cas/``."""
+    """The store for a working directory: walking up from ``start``, the first
+    directory that is a store itself or holds ``.cas/``."""
     here = os.path.abspath(start)
     while True:
+        if _holds_store(here):
+            return here
         candidate = os.path.join(here, STORE_DIR)
-        if os.path.isfile(os.path.join(candidate, CONFIG_FILE)):
+        if os.path.lexists(os.path.join(candidate, CONFIG_FILE)):
             return candidate
         parent = os.path.dirname(here)
         if parent == here:
             raise StoreNotFound(os.path.abspath(start))
         here = parent
+
+
+def locate_store(path: str) -> str:
+    """The store a path given explicitly names (``--store``, ``CAS_STORE``, a
+    registered store, ``store=`` in the Python API): the directory itself when
+    it is a store (``cas --store PATH init`` made it), else ``PATH/.cas``.
+    Never a store further up: an explicit path means that store."""
+    path = os.path.abspath(path)
+    if _holds_store(path):
+        return path
+    candidate = os.path.join(path, STORE_DIR)
+    if os.path.lexists(os.path.join(candidate, CONFIG_FILE)):
+        return candidate
+    if os.path.lexists(os.path.join(path, CONFIG_FILE)):
+        return path  # some other config.json: opening it says it is not a store's
+    raise StoreNotFound(path)
+
+
+def _holds_store(directory: str) -> bool:
+    """A directory is a store if its config.json says so (FORMAT §1). Model
+    directories have a config.json too: the content decides. A config that
+    cannot be read beside ``objects/`` is a damaged store, reported by
+    opening it rather than passed over for another store."""
+    try:
+        doc = json.loads(read_bounded(os.path.join(directory, CONFIG_FILE)))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except (OSError, ValueError, RecursionError):
+        return os.path.isdir(os.path.join(directory, "objects"))
+    return isinstance(doc, dict) and doc.get("format") == FORMAT_NAME
 
 
 @dataclass(frozen=True)
@@ -73,7 +110,7 @@ class Store:
         self.layout = Layout(path)
         self._index = index
         self._lock_fd = lock_fd
-        self._packs: dict[ObjectId, int] = {}
+        self._packs: dict[ObjectId, tuple[int, int]] = {}   # open pack files: fd, size
         self._packs_lock = threading.Lock()
         self._chunk_cache: dict[ObjectId, tuple[list[int], tuple]] = {}
         self._frame_cache: dict[ObjectId, list] = {}
@@ -83,39 +120,70 @@ class Store:
     @classmethod
     def init(cls, path: str, config: StoreConfig | None = None) -> "Store":
         path = os.path.abspath(path)
-        if os.path.exists(os.path.join(path, CONFIG_FILE)):
+        if os.path.lexists(os.path.join(path, CONFIG_FILE)):
             raise StoreExists(path)
         config = config or StoreConfig()
-        layout = Layout(path)
-        os.makedirs(path, exist_ok=True)
+        layout = Layout(path, config.shared)
+        modes = layout.modes
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        make_dir(path, modes.directory)
+        # Also when the directory was there: it is the store now.
+        os.chmod(path, modes.directory)
         for d in layout.directories():
-            os.makedirs(d, exist_ok=True)
-        fsync_dirs([path, os.path.join(path, "refs")] + layout.directories())
-        Index.create(layout.index, config.store_id).close()
-        open(layout.lock, "ab").close()
+            make_dir(d, modes.directory)
+        fsync_dirs([path] + layout.directories())
+        Index.create(layout.index, config.store_id, modes).close()
+        os.close(_create_lock(layout.lock, modes))
         # The config is written last: its presence is what makes a store.
-        config.save(path)
+        config.save(path, modes.file)
         fsync_dir(os.path.dirname(path))
         return cls.open(path)
 
     @classmethod
     def open(cls, path: str, *, exclusive: bool = False, with_index: bool = True) -> "Store":
-        path = os.path.abspath(path)
-        if not os.path.isfile(os.path.join(path, CONFIG_FILE)):
-            raise StoreNotFound(path)
+        """Open the store at ``path`` (a store directory, or a tree holding ``.cas/``).
+
+        A store that cannot be written (a read-only mount, no write
+        permission) opens read-only: every read works, every write fails
+        with ``StoreWriteError``.
+        """
+        path = locate_store(path)
         config = StoreConfig.load(path)
-        layout = Layout(path)
-        lock_fd = _lock(layout.lock, exclusive, path)
+        layout = Layout(path, config.shared)
+        lock_fd = _lock(layout, exclusive)
         try:
-            index = Index.open(layout.index, config.store_id) if with_index else None
+            index = Index.open(layout.index, config.store_id, layout.modes) if with_index else None
         except CasError:
-            os.close(lock_fd)
+            if lock_fd >= 0:
+                os.close(lock_fd)
             raise
         return cls(path, config, index, lock_fd)
 
+    @property
+    def read_only(self) -> bool:
+        """True when the store could only be opened for reading."""
+        return self._index.read_only if self._index is not None else not _writable(self.path)
+
+    def exposed_paths(self) -> list[str]:
+        """The store itself and the top-level entries of it that give more
+        access than its config allows (group or others on a private store,
+        others on a shared one): a store made by an older cas, or under a
+        lax umask, or chmod'ed since."""
+        modes = self.layout.modes
+        found = []
+        for path in [self.path] + [os.path.join(self.path, n) for n in _top_level(self.path)]:
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if not stat.S_ISLNK(st.st_mode) and \
+                    modes.exposed(st.st_mode, stat.S_ISDIR(st.st_mode)):
+                found.append(path)
+        return found
+
     def close(self) -> None:
         with self._packs_lock:
-            for fd in self._packs.values():
+            for fd, _ in self._packs.values():
                 os.close(fd)
             self._packs.clear()
         if self._index is not None:
@@ -135,7 +203,7 @@ class Store:
         """Open the index again (after a rebuild swapped a new one in)."""
         if self._index is not None:
             self._index.close()
-        self._index = Index.open(self.layout.index, self.config.store_id)
+        self._index = Index.open(self.layout.index, self.config.store_id, self.layout.modes)
 
     @property
     def index(self) -> Index:
@@ -186,7 +254,11 @@ class Store:
 
     def read_stored(self, entry: IndexEntry) -> bytes:
         """The bytes as stored (possibly compressed) of a packed object."""
-        fd = self._pack_fd(entry.pack)
+        fd, size = self._pack_file(entry.pack)
+        if entry.offset + entry.stored_length > size:
+            # Checked before reading: a damaged index record must not make
+            # pread allocate whatever length it claims.
+            raise ObjectDamaged(entry.oid.hex, f"its record lies outside pack {entry.pack.short}")
         data = os.pread(fd, entry.stored_length, entry.offset)
         if len(data) != entry.stored_length:
             raise ObjectDamaged(entry.oid.hex, f"pack {entry.pack.short} is truncated")
@@ -196,19 +268,16 @@ class Store:
         """A stream of the object's content, not checked against its id."""
         if entry.pack is not None:
             return io.BytesIO(self._decode(entry, self.read_stored(entry)))
-        path = self.layout.loose_path(entry.oid, entry.encoding)
-        try:
-            f = open(path, "rb")
-        except FileNotFoundError:
-            raise ObjectDamaged(entry.oid.hex, f"its file {path} is missing") from None
+        if entry.encoding is Encoding.CHUNKED:
+            chunks = self._chunk_list(entry)
+            return io.BufferedReader(BlockReader(
+                [n for _, n in chunks.chunks],
+                lambda i: self._chunk_content(chunks.chunks[i])), READ_BLOCK)
+        f = os.fdopen(self._open_file(self.layout.loose_path(entry.oid, entry.encoding),
+                                      entry.oid)[0], "rb")
         if entry.encoding is Encoding.RAW:
             return f
         try:
-            if entry.encoding is Encoding.CHUNKED:
-                chunks = self._chunk_list(entry, f)
-                return io.BufferedReader(BlockReader(
-                    [n for _, n in chunks.chunks],
-                    lambda i: self._chunk_content(chunks.chunks[i])), READ_BLOCK)
             return io.BufferedReader(seekable_reader(f), READ_BLOCK)
         except SeekTableError as e:
             f.close()
@@ -218,8 +287,11 @@ class Store:
         return self.open_raw(self.entry(oid))
 
     def read_object(self, oid: ObjectId) -> bytes:
-        with self.open_object(oid) as f:
-            return f.read()
+        """The whole content of an object (a tree, a manifest, a chunk list),
+        checked to hash to ``oid``: what is loaded to decide what to restore
+        or trust is never taken on faith. Hashing a small object costs
+        microseconds (docs/PERFORMANCE.md)."""
+        return b"".join(self.iter_content(oid))
 
     def iter_content(self, oid: ObjectId, check_chunks: bool = False) -> Iterator[bytes]:
         """Stream an object's content, checking it hashes to its id.
@@ -314,12 +386,9 @@ class Store:
             path, offset = self.layout.pack_path(entry.pack), entry.offset
         else:
             path, offset = self.layout.loose_path(entry.oid, entry.encoding), 0
+        fd, size = self._open_file(path, entry.oid)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise ObjectDamaged(entry.oid.hex, f"its file {path} is missing") from None
-        try:
-            if os.fstat(fd).st_size < offset + length:
+            if size < offset + length:
                 raise ObjectDamaged(entry.oid.hex, f"its file {path} is truncated")
             if length == 0:
                 yield memoryview(b"")
@@ -350,6 +419,7 @@ class Store:
         pieces = []
         for chunk, length in self._chunk_starts(entry)[1]:
             stored = self.index.lookup(chunk)
+            # Anything else is read (and reported) the slow way.
             if stored is None or stored.encoding is not Encoding.RAW or stored.size != length:
                 return None
             pieces.append((stored, length))
@@ -360,27 +430,32 @@ class Store:
         if entry.pack is not None:
             yield self._decode(entry, self.read_stored(entry))
             return
-        path = self.layout.loose_path(entry.oid, entry.encoding)
-        try:
-            f = open(path, "rb")
-        except FileNotFoundError:
-            raise ObjectDamaged(entry.oid.hex, f"its file {path} is missing") from None
-        with f:
-            if entry.encoding is Encoding.CHUNKED:
-                chunks = self._chunk_list(entry, f).chunks
-                load = self._checked_chunk if check_chunks else self._chunk_content
-                yield from ordered_map(load, chunks, ahead=8)
-            elif entry.encoding is Encoding.ZSTD:
+        if entry.encoding is Encoding.CHUNKED:
+            load = self._checked_chunk if check_chunks else self._chunk_content
+            yield from ordered_map(load, self._chunk_list(entry).chunks, ahead=8)
+            return
+        fd = self._open_file(self.layout.loose_path(entry.oid, entry.encoding), entry.oid)[0]
+        with os.fdopen(fd, "rb") as f:
+            if entry.encoding is Encoding.ZSTD:
                 yield from iter_blocks(f.fileno(), read_seek_table(f.fileno()))
             else:
                 while block := f.read(READ_BLOCK):
                     yield block
 
-    def _chunk_list(self, entry: IndexEntry, f) -> ChunkList:
+    def _chunk_list(self, entry: IndexEntry) -> ChunkList:
+        """A chunked object's chunk list, read no further than its recorded length."""
+        fd = self._open_file(self.layout.loose_path(entry.oid, entry.encoding), entry.oid)[0]
         try:
-            chunks = ChunkList.from_json(f.read())
-        except ChunkListError as e:
-            raise ObjectDamaged(entry.oid.hex, str(e)) from None
+            data = read_upto(fd, entry.stored_length + 1)
+        finally:
+            os.close(fd)
+        if len(data) != entry.stored_length:
+            raise ObjectDamaged(entry.oid.hex, f"its chunk list has {len(data)} bytes or more, "
+                                               f"{entry.stored_length} recorded")
+        try:
+            chunks = ChunkList.from_json(data)
+        except (ChunkListError, RecursionError) as e:
+            raise ObjectDamaged(entry.oid.hex, str(e) or "malformed chunk list") from None
         if chunks.oid != entry.oid or chunks.size != entry.size:
             raise ObjectDamaged(entry.oid.hex, "its chunk list belongs to another file")
         return chunks
@@ -390,14 +465,23 @@ class Store:
         entry = self.entry(oid)
         if entry.encoding is not Encoding.CHUNKED:
             return None
-        with open(self.layout.loose_path(oid, entry.encoding), "rb") as f:
-            return self._chunk_list(entry, f)
+        return self._chunk_list(entry)
 
-    def _chunk_content(self, chunk: tuple[ObjectId, int]) -> bytes:
-        oid, length = chunk
+    def _chunk_entry(self, oid: ObjectId) -> IndexEntry:
+        """The stored chunk a chunk list names. Chunks are stored whole: a
+        chunk that is itself chunked (a list naming itself, a loop, nesting)
+        is damage, refused here so no read path can recurse on it."""
         entry = self.index.lookup(oid)
         if entry is None:
             raise ObjectDamaged(oid.hex, "a chunk is missing from the store")
+        if entry.encoding is Encoding.CHUNKED:
+            raise ObjectDamaged(oid.hex, "a chunk list names a chunked object as a chunk "
+                                         "(itself, or a loop); chunks are stored whole")
+        return entry
+
+    def _chunk_content(self, chunk: tuple[ObjectId, int]) -> bytes:
+        oid, length = chunk
+        entry = self._chunk_entry(oid)
         try:
             data = b"".join(self._blocks(entry))
         except ZstdError as e:
@@ -432,9 +516,7 @@ class Store:
             return [path]
         found = {path}
         for chunk, _ in self._chunk_starts(entry)[1]:
-            stored = self.index.lookup(chunk)
-            if stored is None:
-                raise ObjectDamaged(chunk.hex, "a chunk is missing from the store")
+            stored = self._chunk_entry(chunk)
             found.add(self.layout.pack_path(stored.pack) if stored.pack is not None
                       else self.layout.loose_path(chunk, stored.encoding))
         return sorted(found)
@@ -463,7 +545,7 @@ class Store:
             return
         if entry.pack is not None:
             if entry.encoding is Encoding.RAW:
-                _pread_exact(self._pack_fd(entry.pack), view, entry.offset + offset, entry.oid)
+                _pread_exact(self._pack_file(entry.pack)[0], view, entry.offset + offset, entry.oid)
             else:
                 view[:] = memoryview(self._decode(entry, self.read_stored(entry)))[
                     offset:offset + len(view)]
@@ -476,18 +558,12 @@ class Store:
                 chunk, length = chunks[i]
                 inner = offset + pos - starts[i]
                 take = min(length - inner, len(view) - pos)
-                stored = self.index.lookup(chunk)
-                if stored is None:
-                    raise ObjectDamaged(chunk.hex, "a chunk is missing from the store")
-                self._read_into(stored, inner, view[pos:pos + take])
+                # Never chunked itself: this recursion is one level deep.
+                self._read_into(self._chunk_entry(chunk), inner, view[pos:pos + take])
                 pos += take
                 i += 1
             return
-        path = self.layout.loose_path(entry.oid, entry.encoding)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise ObjectDamaged(entry.oid.hex, f"its file {path} is missing") from None
+        fd = self._open_file(self.layout.loose_path(entry.oid, entry.encoding), entry.oid)[0]
         try:
             if entry.encoding is Encoding.RAW:
                 _pread_exact(fd, view, offset, entry.oid)
@@ -520,8 +596,7 @@ class Store:
         model's tensors are read a few at a time from the same few files."""
         cached = self._chunk_cache.get(entry.oid)
         if cached is None:
-            with open(self.layout.loose_path(entry.oid, entry.encoding), "rb") as f:
-                chunks = self._chunk_list(entry, f).chunks
+            chunks = self._chunk_list(entry).chunks
             starts, pos = [], 0
             for _, n in chunks:
                 starts.append(pos)
@@ -538,21 +613,35 @@ class Store:
         except ZstdError as e:
             raise ObjectDamaged(entry.oid.hex, f"cannot be decompressed ({e})") from None
 
-    def _pack_fd(self, pack: ObjectId) -> int:
+    def _open_file(self, path: str, oid: ObjectId, what: str = "its file") -> tuple[int, int]:
+        """(fd, size) of an object or pack file: missing, a link, or anything
+        but a regular file (a FIFO would hang a read, /dev/zero never end) is damage."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ObjectDamaged(oid.hex, f"{what} {path} is missing") from None
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            raise ObjectDamaged(oid.hex, f"{what} {path} is a symbolic link") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise ObjectDamaged(oid.hex, f"{what} {path} is not a regular file")
+        return fd, st.st_size
+
+    def _pack_file(self, pack: ObjectId) -> tuple[int, int]:
+        """An open pack file's (fd, size), kept open for the next read."""
         with self._packs_lock:
-            fd = self._packs.get(pack)
-            if fd is None:
-                path = self.layout.pack_path(pack)
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    raise ObjectDamaged(pack.hex, f"pack file {path} is missing") from None
+            opened = self._packs.get(pack)
+            if opened is None:
+                opened = self._open_file(self.layout.pack_path(pack), pack, "pack file")
                 if len(self._packs) >= _MAX_OPEN_PACKS:
-                    old_pack, old_fd = next(iter(self._packs.items()))
+                    old_pack, (old_fd, _) = next(iter(self._packs.items()))
                     del self._packs[old_pack]
                     os.close(old_fd)
-                self._packs[pack] = fd
-            return fd
+                self._packs[pack] = opened
+            return opened
 
     # -- listing --------------------------------------------------------
 
@@ -591,13 +680,79 @@ def _pread_exact(fd: int, view: memoryview, offset: int, oid: ObjectId) -> None:
         view, offset = view[got:], offset + got
 
 
-def _lock(path: str, exclusive: bool, store: str) -> int:
-    """Shared for ordinary work, exclusive for index rebuilds."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+def _lock(layout: Layout, exclusive: bool) -> int:
+    """Shared for ordinary work, exclusive for index rebuilds and gc; -1 when
+    the store is read-only and has no lock file to take (nothing can write
+    such a store, so nothing needs to be kept out)."""
+    fd = _open_lock(layout)
+    if fd < 0:
+        if exclusive:
+            raise StoreWriteError(layout.root, "the store is read-only (a read-only filesystem "
+                                               "or no write permission)")
+        return fd
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StoreFileInvalid(layout.lock, "is not a regular file (a FIFO or device)")
         fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise StoreLocked(store) from None
+        raise StoreLocked(layout.root) from None
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
+
+_READ_ONLY_ERRORS = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _open_lock(layout: Layout) -> int:
+    # O_NOFOLLOW: a link planted as the lock must not make cas create or
+    # lock a file elsewhere; O_NONBLOCK: a FIFO must not hang the open.
+    flags = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        return os.open(layout.lock, os.O_RDWR | flags)
+    except FileNotFoundError:
+        try:
+            return _create_lock(layout.lock, layout.modes)
+        except OSError as e:
+            if e.errno in _READ_ONLY_ERRORS:
+                return -1
+            raise
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise StoreFileInvalid(layout.lock, "is a symbolic link") from None
+        if e.errno not in _READ_ONLY_ERRORS:
+            raise
+    # flock works on a descriptor opened for reading, so a read-only store
+    # still keeps out a writer that can write it (root on a chmod'ed store).
+    try:
+        return os.open(layout.lock, os.O_RDONLY | flags)
+    except OSError as e:
+        if e.errno in _READ_ONLY_ERRORS:
+            return -1
+        raise
+
+
+def _create_lock(path: str, modes: StoreModes) -> int:
+    """The lock file, created private (or group-writable in a shared store, so
+    every member can take it): a lock others could open, they could hold."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                 modes.file)
+    try:
+        os.fchmod(fd, modes.file)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _writable(path: str) -> bool:
+    return os.access(path, os.W_OK, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _top_level(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
