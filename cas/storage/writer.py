@@ -222,7 +222,8 @@ class ObjectWriter:
 
     def _write_temp(self, kind: str, parts: list) -> str:
         """Write and fsync a temp file in the store; returns its path."""
-        temp_path, fd = self._store_side(open_temp, self._layout.tmp, kind)
+        temp_path, fd = self._store_side(open_temp, self._layout.tmp, kind,
+                                           self._layout.modes.object)
         try:
             for part in parts:
                 write_all(fd, part)
@@ -294,7 +295,8 @@ class ObjectWriter:
         encoding = Encoding.RAW if self._placement.raw else \
             Encoding.ZSTD if worth_compressing(sample, comp.large_level, comp.min_saving) \
             else Encoding.RAW
-        temp_path, fd = self._store_side(open_temp, self._layout.tmp, "obj")
+        temp_path, fd = self._store_side(open_temp, self._layout.tmp, "obj",
+                                           self._layout.modes.object)
         published = False
         try:
             try:
