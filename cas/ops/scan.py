@@ -132,7 +132,7 @@ class _Dir:
     parent: "_Dir | None" = None
     # The parent's open fd while directories under it wait to be listed.
     handle: DirHandle | None = None
-    is_store: bool = False
+    left_out: bool = False   # a store, or a directory that could not be opened
 
 
 @dataclass
@@ -200,7 +200,7 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
                 pushed: list[_Dir] = []
                 try:
                     if _is_store(dir_fd, items):
-                        node.is_store = True
+                        node.left_out = True
                         result.problems.append(Problem(_shown(source_b, node.rel),
                                                        "is a cas store; not recorded", WARNING))
                         continue
@@ -327,7 +327,7 @@ def _list_dir(source_b: bytes, node: _Dir, root: _Dir,
             # An unmounted or vanished source must not become an empty snapshot.
             raise SourceError(os.fsdecode(source_b), f"cannot be listed ({e.strerror})") from None
         result.problems.append(Problem(_shown(source_b, node.rel), f"{e.strerror}; skipped"))
-        node.is_store = True  # recorded as nothing, like a directory that vanished
+        node.left_out = True  # recorded as nothing, like a directory that vanished
         return None
     try:
         with os.scandir(fd) as it:
@@ -433,50 +433,71 @@ def _load_tree(store: Store, oid: ObjectId) -> Tree:
 
 def _count_delta(load: Callable[[ObjectId], Tree], old: ObjectId | None,
                  new: ObjectId | None) -> list[int]:
-    """[files, dirs, symlinks, bytes] of tree ``new`` minus those of ``old``."""
+    """[files, dirs, symlinks, bytes] of tree ``new`` minus those of ``old``.
+
+    Without recursion: a tree may be deeper than Python's stack.
+    """
     delta = [0, 0, 0, 0]
-    if old == new:
-        return delta
-    before = {e.name: e for e in load(old).entries} if old is not None else {}
-    after = {e.name: e for e in load(new).entries} if new is not None else {}
-    for name in before.keys() | after.keys():
-        o, n = before.get(name), after.get(name)
-        if o == n:
+    pairs = [(old, new)]
+    while pairs:
+        old, new = pairs.pop()
+        if old == new:
             continue
-        if o is not None and n is not None and o.kind == DIR and n.kind == DIR:
-            parts = _count_delta(load, o.oid, n.oid)
-        else:
-            parts = [0, 0, 0, 0]
+        before = {e.name: e for e in load(old).entries} if old is not None else {}
+        after = {e.name: e for e in load(new).entries} if new is not None else {}
+        for name in before.keys() | after.keys():
+            o, n = before.get(name), after.get(name)
+            if o == n:
+                continue
+            if o is not None and n is not None and o.kind == DIR and n.kind == DIR:
+                pairs.append((o.oid, n.oid))
+                continue
             for entry, sign in ((o, -1), (n, 1)):
                 if entry is None:
                     continue
                 if entry.kind == FILE:
-                    sub = [1, 0, 0, entry.size]
+                    delta[0] += sign
+                    delta[3] += sign * entry.size
                 elif entry.kind == SYMLINK:
-                    sub = [0, 0, 1, 0]
+                    delta[2] += sign
                 else:
-                    sub = _count_delta(load, None, entry.oid)
-                    sub[1] += 1
-                parts = [p + sign * x for p, x in zip(parts, sub)]
-        delta = [d + p for d, p in zip(delta, parts)]
+                    delta[1] += sign
+                    pairs.append((entry.oid, None) if sign < 0 else (None, entry.oid))
     return delta
 
 
-def _finish(node: _Dir, result: ScanResult, writer: ObjectWriter | None, started_ns: int,
+def _finish(root: _Dir, result: ScanResult, writer: ObjectWriter | None, started_ns: int,
             batches: FileBatches,
             previous: Callable[[bytes], TreeEntry | None] | None = None) -> ObjectId:
-    """Resolve pending files and build trees bottom-up; returns the node's tree id."""
+    """Resolve pending files and build trees bottom-up; returns the root's tree id.
+
+    Without recursion: a tree may be deeper than Python's stack.
+    """
+    built: dict[int, ObjectId] = {}
+    stack: list[tuple[_Dir, bool]] = [(root, False)]
+    while stack:
+        node, children_built = stack.pop()
+        if not children_built:
+            stack.append((node, True))
+            stack.extend((d, False) for d in node.entries if isinstance(d, _Dir) and not d.left_out)
+            continue
+        built[id(node)] = _build_tree(node, built, result, writer, started_ns, batches, previous)
+    return built[id(root)]
+
+
+def _build_tree(node: _Dir, built: dict[int, ObjectId], result: ScanResult,
+                writer: ObjectWriter | None, started_ns: int, batches: FileBatches,
+                previous: Callable[[bytes], TreeEntry | None] | None) -> ObjectId:
     entries: list[TreeEntry] = []
     for item in node.entries:
         if isinstance(item, TreeEntry):
             entries.append(item)
         elif isinstance(item, _Dir):
-            if item.is_store:
+            if item.left_out:
                 continue
-            sub = _finish(item, result, writer, started_ns, batches, previous)
             entries.append(TreeEntry(item.rel.rsplit(b"/", 1)[-1], DIR,
-                                     stat.S_IMODE(item.st.st_mode), item.st.st_mtime_ns, 0, sub,
-                                     None, owner_of(item.st)))
+                                     stat.S_IMODE(item.st.st_mode), item.st.st_mtime_ns, 0,
+                                     built[id(item)], None, owner_of(item.st)))
             result.dirs += 1
         else:
             try:
