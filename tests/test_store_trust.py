@@ -1,0 +1,279 @@
+"""The store itself under hostile or odd conditions: long paths, other local
+users, read-only media, crafted config and chunk lists, a full disk at the
+index commit, stores named by their own directory.
+
+Every test runs the real ``cas`` in a subprocess (as root, and where it
+matters as the unprivileged user 65534 through ``setpriv``) against real
+files, a real LMDB index and, for read-only and full disks, a real tmpfs.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from cas.errors import ObjectDamaged, StoreWriteError
+from cas.objectid import hash_bytes
+from cas.storage.chunklist import ChunkList
+from cas.storage.encoding import Encoding
+from cas.storage.index import Index
+from cas.storage.store import Store, find_store, locate_store
+
+from .conftest import write
+
+ROOT = os.geteuid() == 0
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+needs_root = pytest.mark.skipif(not ROOT, reason="needs root (setpriv, mount)")
+
+
+def cas(*args: str, cwd: Path, umask: int | None = None, as_nobody: bool = False,
+        timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "cas.cli", *args]
+    if as_nobody:
+        cmd = NOBODY + cmd
+    full_env = {k: v for k, v in os.environ.items() if k != "CAS_STORE"}
+    full_env.update(env or {})
+    preexec = (lambda: os.umask(umask)) if umask is not None else None
+    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, timeout=timeout,
+                          preexec_fn=preexec)
+
+
+def one_line_error(r: subprocess.CompletedProcess) -> str:
+    err = r.stderr.decode()
+    assert "Traceback" not in err and r.returncode in (1, 2), (r.returncode, err)
+    assert len(err.strip().splitlines()) == 1, err
+    return err
+
+
+@pytest.fixture
+def public_tmp():
+    """A directory every user can reach (pytest's own is root-only, which would
+    hide what a store's own modes let other users do)."""
+    path = Path(tempfile.mkdtemp(prefix="cas-trust-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    subprocess.run(["chmod", "-R", "u+rwx", str(path)], capture_output=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path):
+    mounted = []
+
+    def mount(name: str, size: str) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                           str(path)]).returncode:
+            pytest.skip("cannot mount a tmpfs here")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)])
+
+
+# -- item 4: keys of any length in the index -----------------------------------------------
+
+
+def make_deep_file(root: Path, total: int, data: bytes) -> str:
+    """A file about ``total`` bytes of path below ``root``, through directories
+    of 255-byte names; made with directory fds, since the absolute path may
+    be longer than PATH_MAX. Returns its path relative to ``root``."""
+    names = []
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        while sum(len(n) + 1 for n in names) < total - 520:
+            name = f"{len(names):03d}" + "d" * 252
+            os.mkdir(name, dir_fd=fd)
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+            names.append(name)
+        names.append("f" * 200)
+        out = os.open(names[-1], os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(out, data)
+        os.close(out)
+        # Older than the scan's clock tick, so the stat cache may trust it.
+        os.utime(names[-1], (1_600_000_000, 1_600_000_000), dir_fd=fd)
+    finally:
+        os.close(fd)
+    return "/".join(names)
+
+
+def test_a_4000_byte_path_is_snapshotted_cached_and_survives_an_index_rebuild(tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    rel = make_deep_file(tree, 4000, b"deep content\n")
+    assert 3700 < len(rel) < 4000
+    write(tree / "short.txt", b"short\n")
+    assert cas("init", cwd=tree).returncode == 0
+    first = cas("snapshot", cwd=tree)
+    assert first.returncode == 0, first.stderr
+    assert b"2 read" in first.stderr + first.stdout
+    # The second run finds the deep file in the stat cache: only the changed one is read.
+    write(tree / "short.txt", b"changed\n")
+    second = cas("snapshot", cwd=tree)
+    assert second.returncode == 0, second.stderr
+    assert b"2 files" in second.stderr and b"1 read" in second.stderr, second.stderr
+    assert cas("cat", f"HEAD:{rel}", cwd=tree).stdout == b"deep content\n"
+    rebuilt = cas("index", "rebuild", cwd=tree)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    third = cas("snapshot", cwd=tree)
+    assert third.returncode == 0, third.stderr
+    assert cas("cat", f"HEAD:{rel}", cwd=tree).stdout == b"deep content\n"
+
+
+def test_index_tables_take_keys_of_any_length_and_scan_them_in_order(store):
+    index = store.index
+    keys = [b"b\0" + b"x" * n for n in (1, 400, 510, 511, 512, 600, 4096)] + \
+           [b"b\0" + b"x" * 600 + b"y", b"a\0" + b"z" * 5000, b"c\0short"]
+    index.update(b"statcache", put=[(k, b"v" + k[-8:]) for k in keys] + [(b"", b"empty")])
+    for k in keys:
+        assert index.get(b"statcache", k) == b"v" + k[-8:]
+    assert index.get(b"statcache", b"") == b"empty"
+    assert index.get(b"statcache", b"b\0" + b"x" * 700) is None
+    scanned = index.scan(b"statcache", b"b\0")
+    assert [k for k, _ in scanned] == sorted(k for k in keys if k.startswith(b"b\0"))
+    long_prefix = b"b\0" + b"x" * 600
+    assert [k for k, _ in index.scan(b"statcache", long_prefix)] == \
+        [b"b\0" + b"x" * 600, b"b\0" + b"x" * 4096, b"b\0" + b"x" * 600 + b"y"]
+    # Other tables do not see these keys.
+    assert index.scan(b"refs") == []
+    index.update(b"statcache", delete=[b"b\0" + b"x" * 4096, b"a\0" + b"z" * 5000])
+    assert index.get(b"statcache", b"b\0" + b"x" * 4096) is None
+    index.clear(b"statcache", b"b\0")
+    assert [k for k, _ in index.scan(b"statcache")] == [b"", b"c\0short"]
+
+
+# -- item 9: a private store, whatever the umask ------------------------------------------
+
+
+def modes_below(root: Path) -> dict[str, int]:
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            found[str(path.relative_to(root))] = stat.S_IMODE(path.lstat().st_mode)
+    return found
+
+
+def make_history(tree: Path, umask: int, *init_args: str) -> Path:
+    write(tree / "small.txt", b"small\n")
+    write(tree / "big.bin", os.urandom(3 << 20))   # chunked: a chunk list file in objects/
+    write(tree / "secret", b"root only\n").chmod(0o600)
+    for args in (("init", *init_args), ("snapshot", "-m", "one"), ("tag", "first")):
+        r = cas(*args, cwd=tree, umask=umask)
+        assert r.returncode == 0, r.stderr
+    return tree / ".cas"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_a_store_is_private_whatever_the_umask(tmp_path, umask):
+    store = make_history(tmp_path / "tree", umask)
+    assert stat.S_IMODE(store.stat().st_mode) == 0o700
+    modes = modes_below(store)
+    assert any(p.startswith("packs/") and p.endswith(".pack") for p in modes)
+    assert any(p.endswith(".chunks") for p in modes)
+    for path, mode in modes.items():
+        if (store / path).is_dir():
+            assert mode == 0o700, path
+        elif path.startswith(("objects/", "packs/")):
+            assert mode == 0o400, path
+        else:
+            assert mode == 0o600, path
+
+
+@needs_root
+def test_another_user_can_neither_read_nor_lock_a_store_root_made(public_tmp):
+    store = make_history(public_tmp / "tree", 0o022)
+    (public_tmp / "tree").chmod(0o755)
+    r = cas("--store", str(store), "cat", "HEAD:secret", cwd=public_tmp, as_nobody=True)
+    assert r.returncode != 0 and b"root only" not in r.stdout
+    # Every file of the store, the object files included, is out of reach.
+    probe = ("import os, sys\n"
+             "for dirpath, _, names in os.walk(sys.argv[1]):\n"
+             "    for n in names:\n"
+             "        try: open(os.path.join(dirpath, n), 'rb').read(); print(n)\n"
+             "        except OSError: pass\n"
+             "try:\n"
+             "    import fcntl; fd = os.open(sys.argv[1] + '/lock', os.O_RDONLY)\n"
+             "    fcntl.flock(fd, fcntl.LOCK_EX); print('locked')\n"
+             "except OSError: pass\n")
+    seen = subprocess.run(NOBODY + [sys.executable, "-c", probe, str(store)],
+                          capture_output=True, timeout=30)
+    assert seen.returncode == 0 and seen.stdout == b"", seen
+
+
+def test_a_shared_store_gives_its_group_access(tmp_path):
+    store = make_history(tmp_path / "tree", 0o077, "--shared")
+    assert json.loads((store / "config.json").read_text())["shared"] is True
+    assert stat.S_IMODE(store.stat().st_mode) == 0o2770
+    modes = modes_below(store)
+    for path in ("objects", "packs", "index", "refs", "snapshots", "tmp"):
+        assert modes[path] == 0o2770, path
+    for path in ("config.json", "lock", "index/data.mdb", "index/lock.mdb"):
+        assert modes[path] == 0o660, path
+    chunk_lists = [p for p in modes if p.endswith(".chunks")]
+    assert chunk_lists and all(modes[p] == 0o440 for p in chunk_lists)
+    fan_out = [p for p in modes if p.startswith(("objects/", "packs/")) and p.count("/") == 1]
+    assert fan_out and all(modes[p] == 0o2770 for p in fan_out)
+
+
+def test_an_open_store_warns_once_with_the_command_that_closes_it(tmp_path):
+    store = make_history(tmp_path / "tree", 0o022)
+    quiet = cas("log", cwd=tmp_path / "tree")
+    assert quiet.returncode == 0 and b"warning" not in quiet.stderr
+    # What an older cas left: world-readable directories and files.
+    subprocess.run(["chmod", "-R", "go+rX", str(store)], check=True)
+    r = cas("log", cwd=tmp_path / "tree")
+    assert r.returncode == 0
+    warning = r.stderr.decode()
+    assert len(warning.splitlines()) == 1 and "other users" in warning
+    command = re.search(r"close it with: (.*)$", warning.strip()).group(1)
+    subprocess.run(command, shell=True, check=True)
+    assert all(m & 0o077 == 0 for m in modes_below(store).values())
+    assert b"warning" not in cas("log", cwd=tmp_path / "tree").stderr
+
+
+@pytest.mark.parametrize("recorded,umask,expected", [
+    (0o640, 0o022, 0o640), (0o755, 0o022, 0o755), (0o644, 0o077, 0o600),
+    (0o4755, 0o022, 0o755), (0o666, 0o000, 0o666)])
+def test_cat_o_writes_the_recorded_mode_less_the_umask(tmp_path, recorded, umask, expected):
+    tree = tmp_path / "tree"
+    write(tree / "f", b"data\n").chmod(recorded)
+    for args in (("init",), ("snapshot",)):
+        assert cas(*args, cwd=tree).returncode == 0
+    r = cas("cat", "HEAD:f", "-o", str(tmp_path / "out"), cwd=tree, umask=umask)
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == expected
+
+
+def test_cat_o_of_an_object_by_id_is_private(tmp_path):
+    tree = tmp_path / "tree"
+    write(tree / "f", b"data\n")
+    assert cas("init", cwd=tree).returncode == 0
+    oid = cas("add", "f", cwd=tree).stdout.split()[0].decode()
+    assert cas("cat", oid, "-o", str(tmp_path / "out"), cwd=tree, umask=0).returncode == 0
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o600
+
+
+@pytest.mark.xfail(strict=False, reason="packs, refs, HEAD and snapshot records are created "
+                   "private until pack.py, refs.py and history.py pass the store's modes")
+def test_every_file_of_a_shared_store_is_readable_by_its_group(tmp_path):
+    store = make_history(tmp_path / "tree", 0o077, "--shared")
+    modes = modes_below(store)
+    assert [p for p, m in modes.items() if m & 0o040 == 0] == []
