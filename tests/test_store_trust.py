@@ -277,3 +277,55 @@ def test_every_file_of_a_shared_store_is_readable_by_its_group(tmp_path):
     store = make_history(tmp_path / "tree", 0o077, "--shared")
     modes = modes_below(store)
     assert [p for p, m in modes.items() if m & 0o040 == 0] == []
+
+
+# -- item 15: read-only stores -------------------------------------------------------------
+
+READS = [("log",), ("ls", "-r", "HEAD"), ("cat", "HEAD:d/b"), ("verify", "--full"),
+         ("objects",), ("status",), ("diff", "HEAD", "HEAD")]
+WRITES = [("snapshot", "."), ("tag", "later"), ("gc",), ("index", "rebuild"), ("forget", "HEAD")]
+
+
+def check_read_only(tree: Path, store: Path, out: Path, as_nobody: bool) -> None:
+    env = {"CAS_STORE": str(store)}
+    before = modes_below(store)
+    for args in READS:
+        r = cas(*args, cwd=tree, as_nobody=as_nobody, env=env)
+        assert r.returncode == 0 and b"Traceback" not in r.stderr, (args, r.stderr)
+    r = cas("restore", "HEAD", "--to", str(out / "restored"), cwd=tree, as_nobody=as_nobody,
+            env=env)
+    assert r.returncode == 0, r.stderr
+    assert (out / "restored" / "d" / "b").read_bytes() == b"x" * 5000
+    write(tree / "new.txt", b"new\n")
+    for args in WRITES:
+        one_line_error(cas(*args, cwd=tree, as_nobody=as_nobody, env=env))
+    assert modes_below(store) == before
+    assert cas("log", cwd=tree, as_nobody=as_nobody, env=env).stdout.count(b"\n") == 1
+
+
+def small_history(tree: Path, store: Path) -> None:
+    write(tree / "a", b"hi\n")
+    write(tree / "d" / "b", b"x" * 5000)
+    for args in (("init",), ("snapshot", ".")):
+        assert cas(*args, cwd=tree, env={"CAS_STORE": str(store)}).returncode == 0
+
+
+@needs_root
+def test_a_store_on_a_read_only_mount_can_be_read(mount_tmpfs, tmp_path):
+    disk = mount_tmpfs("disk", "20m")
+    small_history(tmp_path / "tree", disk / "store")
+    assert subprocess.run(["mount", "-o", "remount,ro", str(disk)]).returncode == 0
+    with pytest.raises(OSError):
+        (disk / "probe").write_bytes(b"")
+    check_read_only(tmp_path / "tree", disk / "store", tmp_path, as_nobody=False)
+
+
+@needs_root
+def test_a_write_protected_store_can_be_read_by_its_unprivileged_owner(public_tmp):
+    tree = public_tmp / "tree"
+    small_history(tree, tree / ".cas")
+    out = public_tmp / "out"
+    out.mkdir()
+    subprocess.run(["chown", "-R", "65534:65534", str(public_tmp)], check=True)
+    subprocess.run(["chmod", "-R", "a-w", str(tree / ".cas")], check=True)
+    check_read_only(tree, tree / ".cas", out, as_nobody=True)

@@ -243,8 +243,8 @@ class Index:
 
     def _write(self) -> lmdb.Transaction:
         if self.read_only:
-            raise StoreWriteError(self.path, "the store is read-only (a read-only filesystem "
-                                             "or no write permission)")
+            raise StoreWriteError(self.path, "read-only: a read-only filesystem, or no "
+                                             "permission to write")
         return self._env.begin(write=True)
 
     # -- key/value tables for the layers above (refs, snapshots, stat cache)

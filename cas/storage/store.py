@@ -107,7 +107,7 @@ class Store:
     def __init__(self, path: str, config: StoreConfig, index: Index | None, lock_fd: int):
         self.path = path
         self.config = config
-        self.layout = Layout(path)
+        self.layout = Layout(path, config.shared)
         self._index = index
         self._lock_fd = lock_fd
         self._packs: dict[ObjectId, tuple[int, int]] = {}   # open pack files: fd, size
@@ -687,8 +687,8 @@ def _lock(layout: Layout, exclusive: bool) -> int:
     fd = _open_lock(layout)
     if fd < 0:
         if exclusive:
-            raise StoreWriteError(layout.root, "the store is read-only (a read-only filesystem "
-                                               "or no write permission)")
+            raise StoreWriteError(layout.root, "read-only: a read-only filesystem, or no "
+                                               "permission to write")
         return fd
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
