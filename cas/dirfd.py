@@ -172,14 +172,15 @@ class DirHandle:
         self.holds += 1
 
     def release(self) -> None:
-        self.holds -= 1
-        if self.holds:
-            return
-        try:
-            if self.on_done is not None:
-                self.on_done(self.fd)
-        finally:
-            os.close(self.fd)
-            self.fd = -1
-            if self.parent is not None:
-                self.parent.release()
+        handle: DirHandle | None = self
+        while handle is not None:  # a loop, not recursion: trees can be deep
+            handle.holds -= 1
+            if handle.holds:
+                return
+            try:
+                if handle.on_done is not None:
+                    handle.on_done(handle.fd)
+            finally:
+                os.close(handle.fd)
+                handle.fd = -1
+            handle = handle.parent
