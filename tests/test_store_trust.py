@@ -329,3 +329,67 @@ def test_a_write_protected_store_can_be_read_by_its_unprivileged_owner(public_tm
     subprocess.run(["chown", "-R", "65534:65534", str(public_tmp)], check=True)
     subprocess.run(["chmod", "-R", "a-w", str(tree / ".cas")], check=True)
     check_read_only(tree, tree / ".cas", out, as_nobody=True)
+
+
+# -- item 7: config values, and metadata files that are not small regular files -----------
+
+def edit_config(store: Path, **changes) -> None:
+    doc = json.loads((store / "config.json").read_text())
+    for key, value in changes.items():
+        if "." in key:
+            outer, inner = key.split(".")
+            doc[outer][inner] = value
+        else:
+            doc[key] = value
+    (store / "config.json").write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("key,value,code", [
+    ("id_hash", "sha256", 2), ("id_hash", "blake3-256-keyed", 2), ("id_hash", 7, 1),
+    ("compression.algorithm", "lz4", 2), ("compression.small_level", 99, 1),
+    ("compression.large_level", "1", 1), ("compression.min_saving", -0.5, 1),
+    ("compression.min_saving", float("nan"), 1), ("compression.bogus", 1, 1),
+    ("compression", [], 1), ("loose_min_size", -1, 1), ("loose_min_size", True, 1),
+    ("pack_target_size", 1.5, 1), ("pack_target_size", 10 ** 30, 1),
+    ("chunk_min_size", 0, 1), ("chunk_min_size", "1MiB", 1), ("store_id", 5, 1),
+    ("store_id", "../x", 1), ("created", None, 1), ("shared", "yes", 1), ("version", "1", 1)])
+def test_a_config_with_an_odd_value_is_one_clear_error(tmp_path, key, value, code):
+    tree = tmp_path / "tree"
+    write(tree / "f", b"data\n")
+    assert cas("init", cwd=tree).returncode == 0
+    edit_config(tree / ".cas", **{key: value})
+    # Every command reads the config the same way, when it opens the store.
+    r = cas("snapshot", cwd=tree)
+    assert r.returncode == code, r.stderr
+    err = one_line_error(r)
+    assert "config" in err or "upgrade cas" in err
+
+
+def replace_with(path: Path, kind: str) -> None:
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "huge":
+        with open(path, "wb") as f:
+            f.write(b'{"format": "cas-store", "pad": "' + b" " * (4 << 20) + b'"}')
+    elif kind == "deep":
+        path.write_bytes(b"[" * 100_000 + b"]" * 100_000)
+
+
+@pytest.mark.parametrize("name,kind", [
+    ("config.json", "fifo"), ("config.json", "zero"), ("config.json", "huge"),
+    ("config.json", "deep"), ("lock", "fifo"), ("lock", "zero"),
+    ("index/data.mdb", "fifo"), ("index/data.mdb", "zero"), ("index/lock.mdb", "fifo")])
+def test_a_store_file_that_is_a_fifo_a_link_or_huge_is_refused_without_hanging(
+        tmp_path, name, kind):
+    tree = tmp_path / "tree"
+    write(tree / "f", b"data\n")
+    assert cas("init", cwd=tree).returncode == 0
+    assert cas("snapshot", cwd=tree).returncode == 0
+    replace_with(tree / ".cas" / name, kind)
+    for args in (("log",), ("cat", "HEAD:f")):
+        r = cas(*args, cwd=tree, timeout=20)
+        err = one_line_error(r)
+        assert name.split("/")[-1] in err, err

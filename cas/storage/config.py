@@ -72,7 +72,7 @@ class StoreConfig:
             doc = json.loads(read_bounded(path))
         except OSError as e:
             raise ConfigDamaged(path, e.strerror or str(e)) from None
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # nesting too deep is not a config either
             raise ConfigDamaged(path, f"not JSON ({e})") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
             raise ConfigDamaged(path, "it is not a cas store config")
