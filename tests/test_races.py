@@ -1,0 +1,199 @@
+"""Symlink races: root must never act outside the target while its directories are swapped.
+
+An unprivileged user who can write in a restore target, a working tree or a
+snapshot source exchanges its directories with symbolic links to a
+root-only directory, as fast as it can, while root runs cas on it (see
+tests/race_support.py). Every attempt must leave everything outside the
+target exactly as it was (no file created, deleted or changed in content,
+mode, owner or mtime), a snapshot must hold nothing read from outside its
+source, and cas must exit 0, 1 or 2 without a traceback. An attempt counts
+only if the attacker swapped while cas ran; most attempts must count.
+
+Each case makes a few attempts so the file stays within about a minute;
+``CAS_RACE_ATTEMPTS=200 pytest tests/test_races.py`` makes as many as asked.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+
+import pytest
+
+from .race_support import (SECRET_CONTENT, SECRET_NAME, Attempt, World, attack, attempts,
+                           cas, cas_argv, make_secret, make_tree, make_world, remove_world,
+                           skip_reason, verdict)
+
+pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
+
+DIRS = 10
+
+
+@pytest.fixture
+def world():
+    w = make_world()
+    yield w
+    remove_world(w)
+
+
+def files(prefix: str, count: int, tag: str = "") -> dict:
+    return {f"{prefix}{i:03}": f"{tag}{prefix}{i}\n".encode() for i in range(count)}
+
+
+def victims(root, names, world: World, beside: bool = False) -> list:
+    """(directory, where its stand-in link goes): in the attacker's space or beside it."""
+    return [(root / n, (root / f".swap-{n}") if beside else (world.attacker / f"swap-{n}"))
+            for n in names]
+
+
+def hold(attempt: int) -> float:
+    """Half the attempts toggle as fast as possible, half keep each state up to 2 ms."""
+    return 0.002 * (attempt % 2)
+
+
+def run_attempts(world: World, count: int, one_attempt) -> list[Attempt]:
+    rng = random.Random(11)
+    return [one_attempt(rng, i) for i in range(count)]
+
+
+# (a) restore into a target the attacker owns, through directories it owns.
+
+def test_restore_into_a_hostile_target_writes_nothing_outside(world):
+    names = [f"d{i}" for i in range(DIRS)]
+    make_tree(world.base / "src", {n: {**files("f", 150), "sub": files("s", 50)} for n in names}, 0)
+    cas(world, "init")
+    cas(world, "snapshot", str(world.base / "src"))
+    target = world.base / "target"
+
+    def one(rng, i):
+        make_secret(world, {"f000": b"bait\n", "sub": files("s", 3, "bait-")})
+        shutil.rmtree(target, ignore_errors=True)
+        make_tree(target, {n: {} for n in names})
+        return attack(world, ["restore", "HEAD", "--to", str(target)],
+                      victims(target, names, world), world.base,
+                      (target, world.store, world.attacker), rng.uniform(0, 0.2), hold(i))
+
+    problem = verdict(run_attempts(world, attempts(6), one), "restore")
+    assert problem is None, problem
+
+
+# (d) the directory modes and mtimes restore applies last.
+
+def test_restore_never_applies_directory_metadata_through_a_swapped_link(world):
+    names = [f"d{i}" for i in range(DIRS)]
+    src = world.base / "src"
+    make_tree(src, {n: {**files("f", 40), "sub": files("s", 10)} for n in names}, 0)
+    recorded = 1_262_304_000_000_000_000   # 2010-01-01
+    for n in names:
+        for d in (src / n / "sub", src / n):
+            os.chmod(d, 0o777)   # the secret directory is 0700: any chmod through a link shows
+            os.utime(d, ns=(recorded, recorded))
+    cas(world, "init")
+    cas(world, "snapshot", str(src))
+    target = world.base / "target"
+
+    def one(rng, i):
+        make_secret(world, {"sub": {}})
+        shutil.rmtree(target, ignore_errors=True)
+        make_tree(target, {})
+        # The directories are restore's own (root's, 0700): the links go beside them.
+        return attack(world, ["restore", "HEAD", "--to", str(target)],
+                      victims(target, names, world, beside=True), world.base,
+                      (target, world.store, world.attacker), rng.uniform(0, 0.15), hold(i))
+
+    problem = verdict(run_attempts(world, attempts(6), one), "restore (directory metadata)")
+    assert problem is None, problem
+
+
+# (b) checkout deletes from and writes into directories the attacker swaps.
+
+def test_checkout_in_a_hostile_working_tree_touches_nothing_outside(world):
+    names = [f"p{i}" for i in range(DIRS)]
+    work = world.base / "work"
+    older = {n: files("f", 50) for n in names}
+    newer = {n: {**files("g", 50), "x": {**files("y", 10), "z": files("y", 5)}} for n in names}
+    make_tree(work, older)
+    cas(world, "init")
+    cas(world, "snapshot", str(work))
+    shutil.rmtree(work)
+    make_tree(work, newer)
+    cas(world, "snapshot", str(work))
+
+    def one(rng, i):
+        # Bait: the names checkout deletes (files and a whole directory).
+        make_secret(world, {**files("g", 5, "bait-"), "x": files("y", 3, "bait-")})
+        shutil.rmtree(work, ignore_errors=True)
+        make_tree(work, newer)
+        return attack(world, ["checkout", "-f", "HEAD~1"], victims(work, names, world),
+                      world.base, (work, world.store, world.attacker), rng.uniform(0, 0.3), hold(i))
+
+    problem = verdict(run_attempts(world, attempts(6), one), "checkout")
+    assert problem is None, problem
+
+
+def test_checkout_removal_of_a_nested_directory_stays_in_the_tree(world):
+    """shutil.rmtree(path) resolves every component but the last: a swapped parent is followed."""
+    names = [f"p{i}" for i in range(DIRS)]
+    work = world.base / "work"
+    older = {n: {"keep": b"keep\n"} for n in names}
+    newer = {n: {"keep": b"keep\n", "x": {**files("y", 30), "z": files("y", 20)}} for n in names}
+    make_tree(work, older)
+    cas(world, "init")
+    cas(world, "snapshot", str(work))
+    shutil.rmtree(work)
+    make_tree(work, newer)
+    cas(world, "snapshot", str(work))
+
+    def one(rng, i):
+        make_secret(world, {"x": {**files("y", 3, "bait-"), "z": files("y", 2, "bait-")}})
+        shutil.rmtree(work, ignore_errors=True)
+        make_tree(work, newer)
+        return attack(world, ["checkout", "-f", "HEAD~1"], victims(work, names, world),
+                      world.base, (work, world.store, world.attacker), rng.uniform(0, 0.25), hold(i))
+
+    problem = verdict(run_attempts(world, attempts(6), one), "checkout (directory removal)")
+    assert problem is None, problem
+
+
+# (c) snapshot of a source the attacker owns.
+
+def snapshot_leaks(world: World, branch: str, check: str) -> list[str]:
+    """What of the secret directory the snapshot on ``branch`` holds: names or content."""
+    listing = subprocess.run(
+        cas_argv(world, "ls", "-r", branch), capture_output=True, cwd=world.base)
+    if listing.returncode != 0:
+        return []   # no snapshot was recorded: nothing can have leaked into one
+    leaks = [f"listed: {line!r}" for line in listing.stdout.splitlines()
+             if SECRET_NAME.encode() in line]
+    out = world.base / check
+    cas(world, "restore", branch, "--to", str(out))
+    for dirpath, _, names in os.walk(out):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                with open(path, "rb") as f:
+                    if SECRET_CONTENT in f.read():
+                        leaks.append(f"secret content recorded as {path}")
+    shutil.rmtree(out)
+    return leaks
+
+
+def test_snapshot_of_a_hostile_source_records_nothing_from_outside(world):
+    names = [f"d{i}" for i in range(DIRS)]
+    src = world.base / "src"
+    make_tree(src, {n: files("f", 200) for n in names})
+    cas(world, "init")
+
+    def one(rng, i):
+        make_secret(world)
+        branch = f"attempt{i}"   # a branch of its own: no stat cache, every file is read
+        attempt = attack(world, ["snapshot", "--branch", branch, str(src)],
+                         victims(src, names, world), world.base,
+                         (src, world.store, world.attacker), rng.uniform(0, 0.15), hold(i))
+        attempt.damage += snapshot_leaks(world, branch, f"check{i}")
+        return attempt
+
+    problem = verdict(run_attempts(world, attempts(6), one), "snapshot")
+    assert problem is None, problem
