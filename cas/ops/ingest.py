@@ -71,7 +71,8 @@ def add_paths(
 
     with store.writer() as writer:
         def store_one(found: FoundFile) -> AddedFile:
-            oid, st = writer.put_file(found.path, follow_symlinks=found.via_link)
+            oid, st = writer.put_file(found.path, follow_symlinks=found.via_link,
+                                     expect=found.identity)
             return AddedFile(found.path, oid, st.st_size)
 
         with FileBatches(store_one, store.config.chunk_min_size, "cas-add",

@@ -4,6 +4,11 @@ Named paths follow symbolic links (as ``cp`` and ``b3sum`` do); inside a
 directory, links to files are followed but links to directories are not,
 which is what keeps a walk finite. Problems are reported, never raised:
 one unreadable file must not stop the rest from being stored.
+
+Directories are descended through their parent's fd (``cas.dirfd``) and
+each found file carries the (device, inode) its listing gave, which the
+reader checks when it opens the path: a directory swapped for a link while
+the walk runs leads nowhere outside what was listed.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import os
 import stat
 from dataclasses import dataclass
 from typing import Callable, Iterator
+
+from ..dirfd import DirHandle, open_dir_at
 
 WARNING = "warning"
 ERROR = "error"
@@ -29,6 +36,7 @@ class Problem:
 class FoundFile:
     path: str       # as the user will see it
     via_link: bool = False  # a symbolic link to a file, to be followed
+    identity: tuple[int, int] | None = None  # (st_dev, st_ino) the listing gave
 
 
 def _special_kind(mode: int) -> str | None:
@@ -76,42 +84,70 @@ def walk(paths: list[str], skip: Callable[[os.stat_result], bool]) -> Iterator[F
 
 
 def _walk_dir(top: str, skip: Callable[[os.stat_result], bool]) -> Iterator[FoundFile | Problem]:
-    stack = [top]
-    while stack:
-        directory = stack.pop()
-        try:
-            with os.scandir(directory) as it:
-                entries = sorted(it, key=lambda e: os.fsencode(e.name))
-        except OSError as e:
-            yield _stat_problem(directory, e)
-            continue
-        subdirs = []
-        for entry in entries:
-            path = entry.path
+    try:
+        top_fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        yield _stat_problem(top, e)
+        return
+    # (directory fd shared with its pending subdirectories, path, expected stat)
+    stack: list[tuple[DirHandle | None, str, os.stat_result | None]] = [(None, top, None)]
+    try:
+        while stack:
+            parent, directory, expect = stack.pop()
             try:
-                # d_type answers for plain files and directories without a
-                # stat call; links and odd types need one.
-                if entry.is_symlink():
-                    st = os.stat(path)
-                    if stat.S_ISDIR(st.st_mode):
-                        yield Problem(path, "symbolic link to a directory; not followed", WARNING)
-                        continue
-                    if stat.S_ISREG(st.st_mode):
-                        yield FoundFile(path, True)
-                        continue
-                elif entry.is_file(follow_symlinks=False):
-                    yield FoundFile(path)
-                    continue
-                else:
-                    st = entry.stat(follow_symlinks=False)
+                fd = top_fd if parent is None else \
+                    open_dir_at(parent.fd, os.fsencode(os.path.basename(directory)), expect)
             except OSError as e:
-                yield _stat_problem(path, e)
+                yield _stat_problem(directory, e)
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                if not skip(st):
-                    subdirs.append(path)
+            finally:
+                if parent is not None:
+                    parent.release()
+            handle = DirHandle(fd)
+            try:
+                subdirs = yield from _list(fd, directory, skip)
+                for path, st in reversed(subdirs):  # reversed: popped in sorted order
+                    handle.hold()
+                    stack.append((handle, path, st))
+            finally:
+                handle.release()
+    finally:
+        for parent, _, _ in stack:
+            if parent is not None:
+                parent.release()
+
+
+def _list(fd: int, directory: str, skip: Callable[[os.stat_result], bool]):
+    """Yield the files of one directory; return its subdirectories to walk."""
+    try:
+        with os.scandir(fd) as it:
+            entries = sorted(it, key=lambda e: os.fsencode(e.name))
+    except OSError as e:
+        yield _stat_problem(directory, e)
+        return []
+    subdirs = []
+    for entry in entries:
+        path = os.path.join(directory, entry.name)
+        try:
+            if entry.is_symlink():
+                st = os.stat(entry.name, dir_fd=fd)
+                if stat.S_ISDIR(st.st_mode):
+                    yield Problem(path, "symbolic link to a directory; not followed", WARNING)
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    yield FoundFile(path, True)
+                    continue
             else:
-                yield Problem(path, f"is {_special_kind(st.st_mode) or 'not a regular file'}; skipped",
-                              WARNING)
-        # Reversed onto the stack so directories come out in sorted order.
-        stack.extend(reversed(subdirs))
+                st = entry.stat(follow_symlinks=False)
+        except OSError as e:
+            yield _stat_problem(path, e)
+            continue
+        if stat.S_ISREG(st.st_mode):
+            yield FoundFile(path, False, (st.st_dev, st.st_ino))
+        elif stat.S_ISDIR(st.st_mode):
+            if not skip(st):
+                subdirs.append((path, st))
+        else:
+            yield Problem(path, f"is {_special_kind(st.st_mode) or 'not a regular file'}; skipped",
+                          WARNING)
+    return subdirs
