@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import click
 
 from ..ops.usage import DirUsage, disk_usage, logical_bytes
@@ -53,10 +55,34 @@ def stats(ctx: Context, spec: str | None, as_json: bool) -> None:
     out_line(f"stored/unique:   {s.compression_ratio:.3f} (compression)")
 
 
-def _usage_doc(u: DirUsage) -> dict:
-    return {"path": path_text(u.path.decode("utf-8", "surrogateescape")) or ".", "files": u.files,
-            "bytes": u.logical_bytes, "unique_bytes": u.unique_bytes,
-            "children": [_usage_doc(c) for c in u.children]}
+def _usage_path(u: DirUsage) -> str:
+    return path_text(u.path.decode("utf-8", "surrogateescape")) or "."
+
+
+def _usage_json(root: DirUsage) -> str:
+    """The directory tree as ``json.dumps(doc, indent=2, sort_keys=True)`` would
+    print it, built with an explicit stack: json's own encoder recurses, and a
+    crafted chain of thousands of nested trees must not end in RecursionError."""
+    parts: list[str] = []
+    stack: list[tuple[str, object, int]] = [("node", root, 0)]
+    while stack:
+        kind, value, indent = stack.pop()
+        if kind == "text":
+            parts.append(value)
+            continue
+        u, pad, inner = value, " " * indent, " " * (indent + 2)
+        parts.append(f'{{\n{inner}"bytes": {u.logical_bytes},\n{inner}"children": ')
+        tail = (f',\n{inner}"files": {u.files},\n{inner}"path": {json.dumps(_usage_path(u))},'
+                f'\n{inner}"unique_bytes": {u.unique_bytes}\n{pad}}}')
+        if not u.children:
+            parts.append("[]" + tail)
+            continue
+        stack.append(("text", f"\n{inner}]" + tail, 0))
+        child_pad = " " * (indent + 4)
+        for i in range(len(u.children) - 1, -1, -1):
+            stack.append(("node", u.children[i], indent + 4))
+            stack.append(("text", ("[" if i == 0 else ",") + "\n" + child_pad, 0))
+    return "".join(parts)
 
 
 @click.command("du")
@@ -75,7 +101,7 @@ def du(ctx: Context, spec: str, as_json: bool) -> None:
         snap = history.resolve(ref or "HEAD")
         usage = disk_usage(history, snap, tree_path(path))
     if as_json:
-        out_json(_usage_doc(usage))
+        out_line(_usage_json(usage))
         return
     out_line(f"{'bytes':>12} {'unique':>12} {'files':>8}  path")
     for u in sorted(usage.children, key=lambda c: -c.logical_bytes) + [usage]:
