@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import copy
 import json
+import grp
 import os
+import pwd
 import sys
 from pathlib import Path
 
@@ -186,7 +188,10 @@ def test_every_manifest_of_a_real_snapshot_validates(snapshotted):
     assert "emoji-\U0001F600" in by_name and 'quote"back\\slash' in by_name
     assert "Y2Fm6S50eHQ=" in by_name                                  # b"caf\xe9.txt"
     assert by_name["link"] == {"kind": "symlink", "mode": by_name["link"]["mode"],
-                               "mtime_ns": OLD_NS, "name": "link", "target": "sub/deep/b.txt"}
+                               "mtime_ns": OLD_NS, "name": "link", "target": "sub/deep/b.txt",
+                               "uid": os.getuid(), "gid": os.getgid(),
+                               **({"user": pwd.getpwuid(os.getuid()).pw_name}),
+                               **({"group": grp.getgrgid(os.getgid()).gr_name})}
     assert "target_b64" in by_name["link-latin1"]
     assert by_name["dangling"]["target"] == "does/not/exist"
 
@@ -300,7 +305,7 @@ BROKEN_TREES = {
     "mode 5 digits": _with_entry(_file_entry(name="a", mode="10644")),
     "no mtime_ns": _with_entry({k: v for k, v in _file_entry(name="a").items() if k != "mtime_ns"}),
     "not a tree": {**_tree_doc(), "type": "snapshot"},
-    "version 2": {**_tree_doc(), "version": 2},
+    "version 3": {**_tree_doc(), "version": 3},
     "entries not a list": {**_tree_doc(), "entries": {}},
 }
 

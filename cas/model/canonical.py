@@ -17,8 +17,9 @@ def dumps(doc: dict) -> bytes:
                       allow_nan=False).encode("utf-8")
 
 
-def loads(data: bytes, what: str, kind: str, version: int) -> dict:
-    """Parse a manifest, refusing anything but a ``kind`` manifest of ``version``."""
+def loads(data: bytes, what: str, kind: str, version: int | tuple[int, ...]) -> dict:
+    """Parse a manifest, refusing anything but a ``kind`` manifest of ``version``
+    (or of one of several versions a reader knows)."""
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
@@ -27,7 +28,8 @@ def loads(data: bytes, what: str, kind: str, version: int) -> dict:
         raise ManifestInvalid(what, "not a JSON object")
     if doc.get("type") != kind:
         raise ManifestInvalid(what, f"not a {kind} manifest")
-    if doc.get("version") != version:
+    known = version if isinstance(version, tuple) else (version,)
+    if type(doc.get("version")) is not int or doc.get("version") not in known:
         raise ManifestInvalid(what, f"unknown {kind} version {doc.get('version')!r}")
     return doc
 

@@ -23,7 +23,11 @@ FILE = "file"
 DIR = "dir"
 SYMLINK = "symlink"
 KINDS = (FILE, DIR, SYMLINK)
-TREE_VERSION = 1
+# Version 2 trees carry owners (uid, gid, user, group); a tree none of whose
+# entries has one is written as version 1, byte for byte as before, so model
+# trees and empty directories keep their ids.
+TREE_VERSION = 2
+OWNERLESS_VERSION = 1
 # What a timestamp can hold and a datetime can show: years 1 to 9999.
 MIN_MTIME_NS = -62_135_596_800 * 10**9
 MAX_MTIME_NS = 253_402_300_799 * 10**9
@@ -98,7 +102,9 @@ class Tree:
     entries: tuple[TreeEntry, ...]
 
     def to_json(self) -> bytes:
-        return dumps({"type": "tree", "version": TREE_VERSION,
+        version = TREE_VERSION if any(e.owner is not None for e in self.entries) \
+            else OWNERLESS_VERSION
+        return dumps({"type": "tree", "version": version,
                       "entries": [e.to_doc() for e in self.entries]})
 
     def get(self, name: bytes) -> TreeEntry | None:
@@ -114,13 +120,15 @@ class Tree:
     @classmethod
     def from_json(cls, data: bytes, oid: ObjectId) -> "Tree":
         what = f"tree {oid.hex}"
-        doc = loads(data, what, "tree", TREE_VERSION)
+        doc = loads(data, what, "tree", (OWNERLESS_VERSION, TREE_VERSION))
         if set(doc) != {"type", "version", "entries"}:
             raise ManifestInvalid(what, f"unexpected fields {sorted(set(doc) - {'type', 'version', 'entries'})}")
         raw = doc.get("entries")
         if not isinstance(raw, list):
             raise ManifestInvalid(what, "entries is not a list")
         entries = [_entry(e, what) for e in raw]
+        if doc["version"] == OWNERLESS_VERSION and any(e.owner is not None for e in entries):
+            raise ManifestInvalid(what, "a version 1 tree carries owners")
         names = [e.name for e in entries]
         if len(set(names)) != len(names):
             dup = next(n for n in names if names.count(n) > 1)
