@@ -393,3 +393,177 @@ def test_a_store_file_that_is_a_fifo_a_link_or_huge_is_refused_without_hanging(
         r = cas(*args, cwd=tree, timeout=20)
         err = one_line_error(r)
         assert name.split("/")[-1] in err, err
+
+
+# -- items 5 and 6: what read_object returns is what its id names; chunk lists cannot loop --
+
+
+@pytest.fixture
+def chunky_store(tmp_path):
+    from cas.storage.config import StoreConfig
+    s = Store.init(str(tmp_path / "store"), StoreConfig(
+        loose_min_size=128 << 10, pack_target_size=256 << 10, chunk_min_size=64 << 10))
+    yield s
+    s.close()
+
+
+def put_chunked(store: Store, tmp_path: Path, name: str, size: int = 300_000):
+    path = write(tmp_path / name, os.urandom(size))
+    oid = store.put_file(str(path))
+    assert store.entry(oid).encoding is Encoding.CHUNKED
+    return oid
+
+
+def rewrite_chunk_list(store: Store, oid, chunks) -> None:
+    """Replace a chunk list with one naming ``chunks``, padded to the recorded
+    length so that only what it names is wrong."""
+    entry = store.entry(oid)
+    data = ChunkList(oid, entry.size, tuple(chunks)).to_json()
+    assert len(data) <= entry.stored_length
+    path = store.layout.loose_path(oid, Encoding.CHUNKED)
+    os.chmod(path, 0o600)
+    Path(path).write_bytes(data + b" " * (entry.stored_length - len(data)))
+
+
+def every_read_is_damage(store: Store, oid) -> None:
+    reads = [lambda: store.read_object(oid), lambda: b"".join(store.iter_content(oid)),
+             lambda: b"".join(store.iter_content(oid, check_chunks=True)),
+             lambda: store.open_object(oid).read(), lambda: store.backing_files(oid),
+             lambda: store.read_into(oid, 1000, bytearray(5000)),
+             lambda: store.write_content(oid, os.open(os.devnull, os.O_WRONLY))]
+    for read in reads:
+        with pytest.raises(ObjectDamaged, match="chunk"):
+            read()
+
+
+def test_a_chunk_list_naming_itself_is_damage_not_a_recursion_error(chunky_store, tmp_path):
+    oid = put_chunked(chunky_store, tmp_path, "a")
+    rewrite_chunk_list(chunky_store, oid, [(oid, chunky_store.entry(oid).size)])
+    every_read_is_damage(chunky_store, oid)
+
+
+def test_a_loop_of_chunk_lists_is_damage(chunky_store, tmp_path):
+    a = put_chunked(chunky_store, tmp_path, "a")
+    b = put_chunked(chunky_store, tmp_path, "b")
+    rewrite_chunk_list(chunky_store, a, [(b, chunky_store.entry(a).size)])
+    rewrite_chunk_list(chunky_store, b, [(a, chunky_store.entry(b).size)])
+    every_read_is_damage(chunky_store, a)
+    every_read_is_damage(chunky_store, b)
+
+
+def test_cat_and_verify_report_a_self_naming_chunk_list_in_one_line(tmp_path):
+    tree = tmp_path / "tree"
+    write(tree / "big", os.urandom(3 << 20))
+    for args in (("init",), ("snapshot",)):
+        assert cas(*args, cwd=tree).returncode == 0
+    with Store.open(str(tree / ".cas")) as store:
+        oid = hash_bytes((tree / "big").read_bytes())
+        rewrite_chunk_list(store, oid, [(oid, store.entry(oid).size)])
+    for args in (("cat", "HEAD:big"), ("cat", oid.hex), ("verify", "--full"),
+                 ("restore", "HEAD", "--to", str(tmp_path / "out"))):
+        r = cas(*args, cwd=tree)
+        assert r.returncode == 1 and b"RecursionError" not in r.stderr, (args, r.stderr)
+        assert b"Traceback" not in r.stderr
+
+
+def test_read_object_refuses_bytes_that_do_not_hash_to_the_id(chunky_store):
+    small = os.urandom(2000)            # incompressible: packed raw
+    large = os.urandom(200_000)         # a loose raw file
+    with chunky_store.writer() as w:
+        small_id, large_id = w.put_bytes(small), w.put_bytes(large)
+    entry = chunky_store.entry(small_id)
+    assert entry.pack is not None and entry.encoding is Encoding.RAW
+    from .conftest import flip_byte
+    flip_byte(chunky_store.layout.pack_path(entry.pack), entry.offset + 100)
+    flip_byte(chunky_store.layout.loose_path(large_id, Encoding.RAW), 100)
+    for oid in (small_id, large_id):
+        with pytest.raises(ObjectDamaged, match="does not hash to its id"):
+            chunky_store.read_object(oid)
+
+
+def test_an_index_record_claiming_a_huge_length_is_damage_not_memory_error(chunky_store):
+    from cas.storage.index import IndexEntry
+    oid = chunky_store.put_bytes(os.urandom(2000))
+    entry = chunky_store.entry(oid)
+    chunky_store.index.record([IndexEntry(oid, entry.encoding, entry.size, 1 << 45,
+                                          entry.pack, entry.offset)])
+    with pytest.raises(ObjectDamaged, match="outside pack"):
+        chunky_store.read_object(oid)
+
+
+# -- item 18: a store named by its own directory -------------------------------------------
+
+
+def test_a_store_made_with_store_path_is_found_from_its_own_directory(tmp_path):
+    store = tmp_path / "disk" / "backups"
+    tree = tmp_path / "models"
+    write(tree / "config.json", b'{"model_type": "llama"}')   # a model's, not a store's
+    assert cas("--store", str(store), "init", cwd=tmp_path).returncode == 0
+    assert cas("--store", str(store), "snapshot", str(tree), cwd=tmp_path).returncode == 0
+    assert locate_store(str(store)) == str(store)
+    assert find_store(str(store)) == str(store)
+    assert find_store(str(store / "objects")) == str(store)
+    # Inside the store, or pointing at it by its own directory, commands find it.
+    for cwd, env in ((store, {}), (store / "objects", {}), (tmp_path, {"CAS_STORE": str(store)})):
+        r = cas("log", "models", cwd=cwd, env=env)
+        assert r.returncode == 0 and r.stdout.count(b"\n") == 1, r.stderr
+    # A model directory's config.json does not make it a store.
+    with pytest.raises(Exception, match="no cas store"):
+        find_store(str(tree))
+
+
+def test_store_given_as_a_tree_means_its_dot_cas_and_never_one_further_up(tmp_path):
+    outer = tmp_path / "outer"
+    inner = outer / "inner"
+    write(inner / "f", b"data\n")
+    assert cas("init", cwd=outer).returncode == 0
+    assert cas("init", cwd=inner).returncode == 0
+    assert locate_store(str(inner)) == str(inner / ".cas")
+    assert locate_store(str(inner / ".cas")) == str(inner / ".cas")
+    with pytest.raises(Exception, match="no cas store"):
+        locate_store(str(inner / "sub-that-is-not-a-store"))
+    r = cas("--store", str(inner), "snapshot", str(inner), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert Store.open(str(inner)).path == str(inner / ".cas")
+
+
+# -- item 8: a full disk at the index commit -----------------------------------------------
+
+
+@needs_root
+def test_a_full_disk_at_the_index_commit_is_a_write_error(mount_tmpfs):
+    disk = mount_tmpfs("disk", "4m")
+    store = Store.init(str(disk / "store"))
+    try:
+        # Fill the disk, so the next commit that grows data.mdb cannot.
+        with open(disk / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+        many = [(b"main\0" + b"p" * 200 + str(n).encode(), os.urandom(80)) for n in range(20_000)]
+        with pytest.raises(StoreWriteError):
+            store.index.update(b"statcache", put=many)
+        (disk / "filler").unlink()
+        store.index.update(b"statcache", put=many[:10])
+        assert store.index.get(b"statcache", many[0][0]) == many[0][1]
+    finally:
+        store.close()
+
+
+@needs_root
+def test_a_snapshot_that_fills_the_disk_at_the_index_commit_exits_1(mount_tmpfs, tmp_path):
+    disk = mount_tmpfs("disk", "4m")
+    tree = tmp_path / "tree"
+    for n in range(3000):
+        write(tree / f"d{n % 30}" / f"{n:05d}-{'n' * 150}", b"same")
+    env = {"CAS_STORE": str(disk / "store")}
+    assert cas("init", cwd=tree, env=env).returncode == 0
+    # Room for the packs (one copy of "same", the trees), not for the index.
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    (disk / "filler").write_bytes(b"\0" * (free - (150 << 10)))
+    r = cas("snapshot", ".", cwd=tree, env=env)
+    err = one_line_error(r)
+    assert r.returncode == 1 and ("space" in err or "write" in err), err
