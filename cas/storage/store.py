@@ -165,21 +165,24 @@ class Store:
         return self._index.read_only if self._index is not None else not _writable(self.path)
 
     def exposed_paths(self) -> list[str]:
-        """The store itself and the top-level entries of it that give more
-        access than its config allows (group or others on a private store,
-        others on a shared one): a store made by an older cas, or under a
-        lax umask, or chmod'ed since."""
-        modes = self.layout.modes
-        found = []
-        for path in [self.path] + [os.path.join(self.path, n) for n in _top_level(self.path)]:
-            try:
-                st = os.lstat(path)
-            except OSError:
-                continue
-            if not stat.S_ISLNK(st.st_mode) and \
-                    modes.exposed(st.st_mode, stat.S_ISDIR(st.st_mode)):
-                found.append(path)
-        return found
+        """The store directory and its top-level entries that give more access
+        than the config allows (group or others on a private store, others
+        on a shared one): a store made by an older cas, or chmod'ed since.
+        Empty when the store directory itself is closed: then nothing in it
+        can be reached, whatever the modes of what other code made inside."""
+        # The store directory may be a link (.cas to another disk): its target counts.
+        if not self._exposed(self.path, follow=True):
+            return []
+        inside = [os.path.join(self.path, n) for n in _top_level(self.path)]
+        return [self.path] + [p for p in inside if self._exposed(p)]
+
+    def _exposed(self, path: str, follow: bool = False) -> bool:
+        try:
+            st = os.stat(path, follow_symlinks=follow)
+        except OSError:
+            return False
+        return not stat.S_ISLNK(st.st_mode) and \
+            bool(self.layout.modes.exposed(st.st_mode, stat.S_ISDIR(st.st_mode)))
 
     def close(self) -> None:
         with self._packs_lock:
