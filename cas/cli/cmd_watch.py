@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -10,10 +11,11 @@ import time
 
 import click
 
+from ..errors import EXIT_PROBLEM_FOUND
 from ..ops.watch import WatchOptions, Watcher, watch_status
 from ..ops.worktree import resolve_source
 from .main import Context, pass_ctx
-from .output import out_json, out_line
+from .output import out_json, out_line, shown
 from .timespec import DurationParam
 
 
@@ -27,7 +29,8 @@ from .timespec import DurationParam
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=str),
               help="Append the JSON log lines here instead of stderr.")
 @click.option("--status", is_flag=True,
-              help="Tell whether a watcher runs on PATH, and its state (exit 0 if one runs, 3 if not).")
+              help="Tell whether a watcher runs on PATH, and its state (exit 0 if one runs, "
+                   "1 if it runs but stalled, 3 if none runs).")
 @click.option("--json", "as_json", is_flag=True, help="With --status: print JSON.")
 @pass_ctx
 def command(ctx: Context, path: str | None, quiet_period: float, max_interval: float,
@@ -39,7 +42,9 @@ def command(ctx: Context, path: str | None, quiet_period: float, max_interval: f
     found and snapshotted first. Files are taken once complete (closed after
     writing, renamed into place, or quiet for the quiet period); SQLite
     databases through SQLite's backup API. One JSON line per ingest and per
-    snapshot goes to stderr (or --log-file).
+    snapshot goes to stderr (or --log-file). An unexpected error is logged
+    and answered with a full scan; after repeated ones in a row the watcher
+    exits 1, for a service manager to restart it.
     """
     history = ctx.open_history()
     with history.store:
@@ -49,14 +54,20 @@ def command(ctx: Context, path: str | None, quiet_period: float, max_interval: f
         return report_status(store_path, source, as_json)
     if quiet_period <= 0 or max_interval < quiet_period:
         raise click.UsageError("need 0 < --quiet-period <= --max-interval")
-    sink = open(log_file, "a", buffering=1) if log_file else sys.stderr
+    sink = _open_log(log_file) if log_file else sys.stderr
+    sink_lock = threading.Lock()
 
     def log(record: dict) -> None:
+        # Lines come from the loop and, for faults, from other threads.
         now = time.time()
         line = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) +
                 f".{int(now * 1000) % 1000:03d}Z", **record}
-        sink.write(json.dumps(line, sort_keys=True) + "\n")
-        sink.flush()
+        try:
+            with sink_lock:
+                sink.write(json.dumps(line, sort_keys=True) + "\n")
+                sink.flush()
+        except (OSError, ValueError):
+            pass  # a full disk under the log must not stop the snapshots
 
     stop = threading.Event()
     watcher = Watcher(store_path, source, WatchOptions(branch, quiet_period, max_interval), log,
@@ -76,14 +87,26 @@ def command(ctx: Context, path: str | None, quiet_period: float, max_interval: f
     return 0
 
 
+def _open_log(path: str):
+    """The log, appended to; created private (it names the tree's files)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise click.UsageError(f"cannot open the log file {path}: {e.strerror}") from None
+    return os.fdopen(fd, "a", buffering=1)
+
+
 def report_status(store_path: str, source: str, as_json: bool) -> int:
-    """Print a watcher's state; exit 0 if one runs, 3 if not."""
+    """Print a watcher's state; exit 0 if one runs, 1 if it runs but has
+    stopped beating (stalled), 3 if none runs."""
     state = watch_status(store_path, source)
     if as_json:
         out_json(state)
     else:
         _print_status(state)
-    return 0 if state["running"] else 3
+    if not state["running"]:
+        return 3
+    return EXIT_PROBLEM_FOUND if state["stalled"] else 0
 
 
 def _print_status(state: dict) -> None:
@@ -93,6 +116,19 @@ def _print_status(state: dict) -> None:
         out_line(f"watching {state['source']} (pid {state.get('pid')}, branch {state.get('branch')}, "
                  f"since {state.get('started')})")
         out_line(f"backlog: {state.get('backlog', 0)} changed path(s) not yet snapshotted")
+    if state.get("stalled"):
+        age = state.get("heartbeat_age")
+        out_line(f"STALLED: no heartbeat for {'an unknown time' if age is None else f'{age:.0f} s'}"
+                 + (f" (a snapshot started {state['snapshot_started']})"
+                    if state.get("snapshot_started") else "")
+                 + "; restart it (its service manager, or SIGTERM and start it again)")
     last = state.get("last_snapshot")
-    if last:
-        out_line(f"last snapshot: {last['id'][:12]} at {last['time']} ({last['files']} files)")
+    if isinstance(last, dict) and last.get("id"):
+        out_line(f"last snapshot: {str(last['id'])[:12]} at {last.get('time')} "
+                 f"({last.get('files')} files)")
+    fault = state.get("last_fault")
+    if isinstance(fault, dict):
+        out_line(shown(f"faults: {state.get('faults')}, the last at {fault.get('time')} in "
+                       f"{fault.get('thread')}: {fault.get('error')} (details in the log)"))
+    if state.get("failed"):
+        out_line(shown(f"stopped: {state['failed']}"))

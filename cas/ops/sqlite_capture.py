@@ -12,13 +12,22 @@ SQLite's locks in rollback-journal mode are POSIX record locks, which belong
 to the process: closing *any* descriptor of the database file drops them.
 So while a backup may run, nothing else in the process opens a database
 file: ``is_sqlite`` is called only just before the backup, in the same
-thread, and the watcher tells databases apart with stat calls alone.
+thread; a scan reads a directory's headers (``sqlite_side_files``) when it
+lists the directory, before any of its files is queued for reading; and the
+watcher's event thread tells databases apart with stat calls alone, leaving
+the header reads to its loop thread between snapshots.
+
+A file is a database only if it is a regular file starting with the SQLite
+magic. ``X-wal``, ``X-shm`` and ``X-journal`` are side files only beside
+such an ``X``; anything else (a text file ``diary`` beside ``diary-journal``)
+is read byte for byte, and is never given to the backup API.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import urllib.parse
 
 from ..errors import SourceError
@@ -31,20 +40,60 @@ BUSY_TIMEOUT_S = 10
 SQLITE_SIDE_FILES = (b"-wal", b"-shm", b"-journal")
 
 
-def sqlite_side_files(directory: bytes, names: set[bytes]) -> set[bytes]:
+def side_file_base(name: bytes) -> bytes | None:
+    """``X`` if ``name`` is named like a side file of ``X`` (``X-wal``...), else None."""
+    for suffix in SQLITE_SIDE_FILES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[:-len(suffix)]
+    return None
+
+
+def sqlite_side_files(directory: bytes, names: set[bytes], dir_fd: int | None = None) -> set[bytes]:
     """The names in ``directory`` that are a SQLite database's side files
     (``X-wal``, ``X-shm``, ``X-journal`` beside a database ``X``): a backup
-    of ``X`` already holds what they add."""
-    return {name for name in names
-            if any(name.endswith(s) and name[:-len(s)] in names for s in SQLITE_SIDE_FILES)}
+    of ``X`` already holds what they add.
 
-
-def is_sqlite(path: str) -> bool:
+    Reads the first bytes of each such ``X`` (relative to ``dir_fd``, or to
+    ``directory`` opened here). The scan calls this when it lists a
+    directory, before it queues any of the directory's files, so this never
+    opens a file whose backup is in progress (see the module docstring).
+    Directories without names like side files cost nothing more.
+    """
+    bases = {}
+    for name in names:
+        base = side_file_base(name)
+        if base is not None and base in names:
+            bases.setdefault(base, []).append(name)
+    if not bases:
+        return set()
+    own_fd = dir_fd is None
+    if own_fd:
+        try:
+            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return set()  # the listing's own error reports the directory
     try:
-        with open(path, "rb") as f:
-            return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+        return {side for base, sides in bases.items() if is_sqlite(base, dir_fd) for side in sides}
+    finally:
+        if own_fd:
+            os.close(dir_fd)
+
+
+def is_sqlite(path: str | bytes, dir_fd: int | None = None) -> bool:
+    """Whether ``path`` is a regular file starting with the SQLite magic.
+    Never follows a symbolic link, never blocks on a FIFO or a device."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
     except OSError:
         return False  # the plain read reports why
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and \
+            os.pread(fd, len(SQLITE_MAGIC), 0) == SQLITE_MAGIC
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def backup_to(path: str, dest: str) -> None:
@@ -66,9 +115,18 @@ def backup_to(path: str, dest: str) -> None:
         src.close()
 
 
-def read_sqlite(writer: ObjectWriter, path: str, tmp_dir: str) -> tuple[ObjectId, os.stat_result, int]:
+def read_sqlite(writer: ObjectWriter, path: str, tmp_dir: str,
+                expect: tuple[int, int] | None = None) -> tuple[ObjectId, os.stat_result, int]:
     """Store a consistent copy of a database: its id, the stat of the live
-    file (for the stat cache and the tree's mode and mtime), and the copy's size."""
+    file (for the stat cache and the tree's mode and mtime), and the copy's size.
+
+    A file that is not a database (whatever lies beside it) is stored byte
+    for byte instead: the backup API would fail on it, or worse, succeed on
+    something else. ``expect`` is as for ``ObjectWriter.put_file``.
+    """
+    if not is_sqlite(path):
+        oid, st = writer.put_file(path, expect=expect)
+        return oid, st, st.st_size
     try:
         st = os.stat(path)
     except OSError as e:
