@@ -7,6 +7,7 @@ failing disk would.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -216,6 +217,30 @@ def test_concurrent_snapshots_on_one_branch_are_all_kept(tree, cas):
     docs = json.loads(cas("log", "--json", cwd=tree).out)
     assert all(d["parents"] == [n["id"]] for d, n in zip(docs, docs[1:]))
     assert cas("verify", cwd=tree).code == 0
+
+
+def test_a_watcher_and_manual_snapshots_on_one_branch_lose_nothing(tree, cas):
+    snap(cas, tree, "-m", "base")
+    log_file = tree.parent / "watch.log"
+    watcher = subprocess.Popen([sys.executable, "-m", "cas.cli", "watch", "--quiet-period", "0.1s",
+                                "--log-file", str(log_file)], cwd=tree, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not (log_file.exists() and log_file.read_text().strip()):
+            assert time.monotonic() < deadline and watcher.poll() is None, "the watcher did not start"
+            time.sleep(0.05)
+        manual = _snapshot_loop(tree, "manual", 10)
+        out, err = manual.communicate(timeout=600)
+        assert manual.returncode == 0, err
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        assert watcher.wait(timeout=60) == 0, watcher.stderr.read().decode()
+    events = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
+    assert any(e["event"] == "snapshot" for e in events)
+    history = [s["id"] for s in json.loads(cas("log", "--json", cwd=tree).out)]
+    assert set(out.split()) <= set(history)
+    listed = {p.name[:-5] for p in (tree / ".cas" / "snapshots").iterdir()}
+    assert listed == set(history)  # every snapshot either process recorded is on the branch
 
 
 def test_a_snapshot_recorded_after_the_branch_moved_is_re_parented(tree, cas):
