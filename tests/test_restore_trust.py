@@ -45,7 +45,8 @@ def record_tree(store: Store, entries: list[dict], branch: str = "main", source:
         if e["kind"] == "file":
             e.setdefault("id", payload.hex)
             e.setdefault("size", 7)
-    tree = store.put_bytes(dumps({"type": "tree", "version": 1, "entries": entries}))
+    owners = any(k in e for e in entries for k in ("uid", "gid", "user", "group"))
+    tree = store.put_bytes(dumps({"type": "tree", "version": 2 if owners else 1, "entries": entries}))
     parent = history.branch_head(branch)
     snap = Snapshot(tree, (parent.oid,) if parent else (), time.time_ns(), "crafted", branch,
                     "h", "u", source)
@@ -121,9 +122,11 @@ def test_owners_are_restored_by_name_unless_numeric_owner(tmp_path, cas):
 
 
 @pytest.mark.parametrize("owner", [{"uid": -1, "gid": 0}, {"uid": 2**32 - 1, "gid": 0},
-                                   {"uid": "0", "gid": 0}, {"user": "root"},
+                                   {"uid": "0", "gid": 0}, {"user": "root"}, {"uid": 0},
+                                   {"uid": [0], "gid": 0},
                                    {"uid": 0, "gid": 0, "user": "a\nb"}])
 def test_a_crafted_owner_is_refused(tmp_path, cas, owner):
+    """Bad ids or names, and owners in a version 1 tree."""
     store_path = tmp_path / "s"
     with Store.init(str(store_path)) as store:
         record_tree(store, [{"name": "f", **owner}])

@@ -60,6 +60,20 @@ class Owner:
             if "user" in doc or "group" in doc:
                 raise ManifestInvalid(what, f"entry {name!r} has owner names without ids")
             return None
+        key = (doc.get("uid"), doc.get("gid"), doc.get("user"), doc.get("group"))
+        try:
+            known = _OWNERS_SEEN.get(key)
+        except TypeError:  # an unhashable value: checked, and refused, below
+            known = None
+        if known is not None:
+            return known  # a tree's entries mostly share one owner: check it once
+        owner = cls._checked(doc, what, name)
+        if len(_OWNERS_SEEN) < 1024:
+            _OWNERS_SEEN[key] = owner
+        return owner
+
+    @classmethod
+    def _checked(cls, doc: dict, what: str, name: bytes) -> "Owner":
         uid, gid = doc.get("uid"), doc.get("gid")
         if type(uid) is not int or type(gid) is not int or not 0 <= uid <= MAX_ID \
                 or not 0 <= gid <= MAX_ID:
@@ -70,6 +84,9 @@ class Owner:
                                      or not text.isprintable() or ":" in text):
                 raise ManifestInvalid(what, f"entry {name!r} has a bad user or group name")
         return cls(uid, gid, user, group)
+
+
+_OWNERS_SEEN: dict[tuple, Owner] = {}
 
 
 @dataclass(frozen=True, slots=True)

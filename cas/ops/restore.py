@@ -23,6 +23,7 @@ directory should be) is reported for that entry and the rest is restored.
 
 from __future__ import annotations
 
+import functools
 import grp
 import os
 import pwd
@@ -73,6 +74,8 @@ class OwnerPolicy:
         return _uid_for(owner.user, owner.uid), _gid_for(owner.group, owner.gid)
 
 
+# A name lookup reads /etc/passwd (or asks NSS) each time: once per name is enough.
+@functools.lru_cache(maxsize=4096)
 def _uid_for(name: str | None, uid: int) -> int:
     try:
         return pwd.getpwnam(name).pw_uid if name else uid
@@ -80,6 +83,7 @@ def _uid_for(name: str | None, uid: int) -> int:
         return uid
 
 
+@functools.lru_cache(maxsize=4096)
 def _gid_for(name: str | None, gid: int) -> int:
     try:
         return grp.getgrnam(name).gr_gid if name else gid
