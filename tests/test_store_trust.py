@@ -237,6 +237,9 @@ def test_an_open_store_warns_once_with_the_command_that_closes_it(tmp_path):
     store = make_history(tmp_path / "tree", 0o022)
     quiet = cas("log", cwd=tmp_path / "tree")
     assert quiet.returncode == 0 and b"warning" not in quiet.stderr
+    # Inside a closed store directory, nothing can be reached: no warning.
+    (store / "objects").chmod(0o755)
+    assert b"warning" not in cas("log", cwd=tmp_path / "tree").stderr
     # What an older cas left: world-readable directories and files.
     subprocess.run(["chmod", "-R", "go+rX", str(store)], check=True)
     r = cas("log", cwd=tmp_path / "tree")

@@ -176,7 +176,8 @@ class Index:
                 fmt = txn.get(b"format", db=index._db[b"meta"])
                 owner = txn.get(b"store_id", db=index._db[b"meta"])
         except lmdb.Error as e:
-            why = "unreadable" if isinstance(e, lmdb.ReadonlyError) else "damaged"
+            # Damage only when LMDB says so: a full disk or a permission is not.
+            why = "damaged" if isinstance(e, _DAMAGE) else "unreadable"
             raise IndexUnavailable(path, f"{why} ({e})") from None
         if fmt != INDEX_FORMAT or owner != store_id.encode():
             index.close()
