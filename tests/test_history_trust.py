@@ -430,3 +430,20 @@ def test_verify_reports_every_problem_and_goes_on(tree, cas):
     assert text.code == 1 and "harmless" not in text.err and junk in text.err
     rebuilt = cas("index", "rebuild", cwd=tree)
     assert rebuilt.code == 0 and junk in rebuilt.err
+
+
+def test_gc_removes_a_stale_view_deeper_than_the_recursion_limit(tree, cas):
+    snap(cas, tree)
+    stale = tree / ".cas" / "views" / ("ab" * 32 + ".building-1234abcd")
+    stale.mkdir(parents=True)
+    fd = os.open(stale, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(max(1100, sys.getrecursionlimit() + 100)):  # deeper than PATH_MAX allows by name
+        os.mkdir("d", dir_fd=fd)
+        fd, old = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+        os.close(old)
+    os.close(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+    os.close(fd)
+    os.symlink("/etc", stale / "link-out")
+    r = cas("gc", "--grace", "0", cwd=tree)
+    assert r.code == 0, r.err
+    assert not stale.exists() and os.path.isdir("/etc")

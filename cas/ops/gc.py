@@ -16,7 +16,6 @@ reports and rebuild adopts), never an index entry pointing at nothing.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from ..objectid import ObjectId
 from ..model.history import History
 from ..model.refs import HEADS, MODELS, TAGS
 from ..model.tree import DIR, FILE
+from ..dirfd import remove_at
 from ..durable import fsync_dirs, publish
 from ..storage.encoding import Encoding
 from ..storage.index import IndexEntry, PackRecord
@@ -215,23 +215,33 @@ def gc(history: History, dry_run: bool = False, grace_seconds: int = GRACE_SECON
 
 def _remove_stale_views(history: History) -> int:
     """Views of model versions no longer recorded (forgotten, or half built
-    by an interrupted process): their links may name objects gc just removed."""
+    by an interrupted process): their links may name objects gc just removed.
+
+    Removed through directory fds, without following links and without
+    recursion (a crafted deep view must not stop gc with RecursionError).
+    """
     root = os.path.join(history.store.path, VIEWS)
     try:
-        names = os.listdir(root)
-    except FileNotFoundError:
-        return 0
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return 0  # none, or not a directory of ours
     removed = 0
-    for name in names:
-        stale = ".building-" in name
-        if not stale:
-            try:
-                stale = not history.is_recorded(ObjectId.parse(name))
-            except ValueError:
-                continue  # not ours
-        if stale:
-            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-            removed += 1
+    try:
+        for name in os.listdir(fd):
+            stale = ".building-" in name
+            if not stale:
+                try:
+                    stale = not history.is_recorded(ObjectId.parse(name))
+                except ValueError:
+                    continue  # not ours
+            if stale:
+                try:
+                    remove_at(fd, os.fsencode(name))
+                    removed += 1
+                except OSError:
+                    continue  # left for the next gc
+    finally:
+        os.close(fd)
     return removed
 
 
