@@ -15,6 +15,7 @@ clock tick as its scan could change again without changing its mtime.
 from __future__ import annotations
 
 import grp
+import operator
 import os
 import pwd
 import stat
@@ -38,6 +39,7 @@ from .walk import ERROR, WARNING, Problem
 STAT_TABLE = b"statcache"
 RACY_NS = 2_000_000_000
 STORE_MARKERS = {CONFIG_FILE.encode(), b"objects", b"packs", b"refs"}
+_NAME = operator.attrgetter("name")
 _STAT = struct.Struct("<QqqQ32s")
 
 
@@ -331,7 +333,8 @@ def _list_dir(source_b: bytes, node: _Dir, root: _Dir,
         return None
     try:
         with os.scandir(fd) as it:
-            items = sorted(((os.fsencode(e.name), e) for e in it), key=lambda pair: pair[0])
+            # Sorted for a steady reading order; trees sort their entries by bytes themselves.
+            items = [(os.fsencode(e.name), e) for e in sorted(it, key=_NAME)]
     except OSError as e:
         os.close(fd)
         if node is root:
