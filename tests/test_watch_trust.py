@@ -452,3 +452,20 @@ def test_the_watcher_rescans_after_the_head_moved_back(tree, cas, how):
         assert w.stop() == 0
     _same_as_a_full_scan(tree)
 
+
+
+def test_watch_files_and_the_log_are_private_whatever_the_umask(tree):
+    old = os.umask(0o022)
+    try:
+        w = Watch(tree)  # the child inherits the umask
+    finally:
+        os.umask(old)
+    try:
+        lock_path, state_path = state_paths(str(tree / ".cas"), str(tree))
+        wait_for(lambda: os.path.exists(state_path), what="the state file")
+        assert os.stat(os.path.dirname(lock_path)).st_mode & 0o077 == 0
+        assert os.stat(lock_path).st_mode & 0o077 == 0
+        assert os.stat(state_path).st_mode & 0o077 == 0
+        assert os.stat(w.log).st_mode & 0o077 == 0
+    finally:
+        assert w.stop() == 0

@@ -67,7 +67,7 @@ from watchdog.events import (DirAttribEvent, DirCreatedEvent, DirDeletedEvent, D
                              FileSystemEvent, FileSystemEventHandler)
 from watchdog.observers import Observer
 
-from ..durable import atomic_output
+from ..durable import atomic_output, make_dir_like_parent
 from ..errors import CasError, WatcherFailed
 from ..model.history import History
 from ..model.tree import FILE, TreeEntry
@@ -254,6 +254,7 @@ class Watcher:
         # cause snapshots, or each snapshot would cause the next.
         self._quiet_paths = {os.path.abspath(p) for p in quiet_paths}
         self._lock_fd = -1
+        self._file_mode = 0o600
         self._wake = threading.Event()
         self._events = 0   # events noted so far, to tell when the queue is drained
         self._full_scan = True          # the first scan reconciles: everything is looked at
@@ -396,10 +397,12 @@ class Watcher:
 
     def acquire(self) -> None:
         lock_path, _ = state_paths(self.store_path, self.source)
-        os.makedirs(os.path.dirname(lock_path), exist_ok=True)
         try:
+            # The store's modes, whatever the umask: private, or group-shared.
+            make_dir_like_parent(os.path.dirname(lock_path))
+            self._file_mode = stat.S_IMODE(os.stat(os.path.dirname(lock_path)).st_mode) & 0o666
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
-                         | os.O_CLOEXEC, 0o644)
+                         | os.O_CLOEXEC, self._file_mode)
         except OSError as e:
             raise WatcherFailed(self.source, f"its lock file {lock_path} cannot be opened "
                                              f"({e.strerror})") from None
@@ -766,7 +769,7 @@ class Watcher:
                      "faults": self.faults, "last_fault": self.last_fault,
                      **({"failed": failed} if failed else {})}
             _, state_path = state_paths(self.store_path, self.source)
-            with atomic_output(state_path, durable=False) as f:
+            with atomic_output(state_path, mode=self._file_mode, durable=False) as f:
                 f.write((json.dumps(state, sort_keys=True) + "\n").encode())
         except OSError:
             pass  # the state file is advisory
