@@ -12,9 +12,9 @@ from ..errors import EXIT_PROBLEM_FOUND, CasError, ModelNotFound
 from ..model.history import History
 from ..ops.models import (ModelRow, check_model, export_model, import_model, link_hf_cache,
                           list_models, model_view, readable_versions, remove_model,
-                          resolve_model, store_dir_of)
+                          resolve_model)
 from ..storage.config import StoreConfig
-from ..storage.store import Store
+from ..storage.store import Store, locate_store
 from . import user_config
 from .main import Context, pass_ctx
 from .output import (byte_progress, error_line, human_bytes, info, out_json, out_line,
@@ -349,13 +349,7 @@ def stores() -> None:
 def stores_add(name: str, store_path: str) -> None:
     """Register a store (e.g. one on an external SSD) under NAME: PATH is the
     store directory itself, or a directory holding one as .cas/."""
-    path = os.path.abspath(store_path)
-    found = store_dir_of(path)
-    if found not in (path, os.path.join(path, ".cas")):
-        # A registration outlives this moment: a store found further up
-        # (PATH missing, a disk not mounted) is not the one that was meant.
-        raise CasError(f"{store_path} is not a store and holds none in .cas/ (the nearest is "
-                       f"{found}; register that path if it is the one you mean)")
+    found = locate_store(store_path)
     StoreConfig.load(found)  # a config this cas can read
     user_config.register_store(name, found)
 

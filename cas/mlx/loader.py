@@ -21,9 +21,8 @@ from ..errors import CasError, ModelNotFound, WeightsDamaged
 from ..model.history import History
 from ..model.model_manifest import TensorInfo
 from ..objectid import hash_bytes
-from ..ops.models import (ModelVersion, is_checked, mark_checked, model_view, resolve_model,
-                          store_dir_of)
-from ..storage.store import Store
+from ..ops.models import ModelVersion, is_checked, mark_checked, model_view, resolve_model
+from ..storage.store import Store, find_store, locate_store
 from ..storage.workers import ordered_map
 
 MX_DTYPES = {
@@ -38,10 +37,12 @@ class _Opened:
 
     def __init__(self, ref: str, store: "str | os.PathLike | Store | None", at_ns: int | None):
         self._owned = not isinstance(store, Store)
-        # A path is a store directory, or a directory with .cas/ in or above
-        # it: the rule 'cas stores add' and the CLI's own lookup follow.
+        # A path given names that store (the directory itself, or its .cas/),
+        # as --store and 'cas stores add' take one; only the default looks
+        # upwards from the current directory, as the CLI does.
         self.store = store if isinstance(store, Store) else \
-            Store.open(store_dir_of(store if store is not None else os.getcwd()))
+            Store.open(locate_store(os.fspath(store)) if store is not None
+                       else find_store(os.getcwd()))
         try:
             self.history = History(self.store)
             self.version: ModelVersion = resolve_model(self.history, ref, at_ns)
@@ -70,8 +71,8 @@ def load_weights(ref: str, *, store: "str | Store | None" = None, keys: Iterable
 
     ``ref`` is ``NAME``, ``NAME@N`` or ``NAME@<snapshot id>``; ``at_ns`` picks
     the version current at that moment. ``store`` is an open ``Store`` or a
-    path: a store directory (one holding config.json), or a directory with
-    ``.cas/`` in or above it (default: the current directory).
+    path: a store directory, or a directory holding one as ``.cas/`` (default:
+    the nearest store in or above the current directory).
 
     Checking: by default, tensors are hashed and compared with the BLAKE3
     recorded at import whenever one of the files holding them changed

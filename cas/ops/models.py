@@ -43,8 +43,7 @@ from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE, Tree, TreeEntry
 from ..objectid import Hasher, ObjectId
 from ..storage.encoding import Encoding
-from ..storage.config import CONFIG_FILE
-from ..storage.store import Store, find_store
+from ..storage.store import Store
 from ..storage.workers import ordered_map
 from ..storage.writer import ObjectWriter, Placement
 from .restore import restore
@@ -99,19 +98,6 @@ class ModelRow:
     version: ModelVersion
     stored_bytes: int            # what its files take on disk (compressed, each piece once)
     shared_bytes: int            # of those, bytes other models' newest versions use too
-
-
-# -- which store a path names ------------------------------------------------
-
-def store_dir_of(path: str) -> str:
-    """The store a path given by a user names: the path itself when it holds
-    a store's config.json (a store made with ``cas --store PATH init``), else
-    the nearest ``.cas/`` in or above it, as the CLI finds one from the
-    current directory."""
-    path = os.path.abspath(os.fspath(path))
-    if os.path.isfile(os.path.join(path, CONFIG_FILE)):
-        return path
-    return find_store(path)
 
 
 # -- reading inside one directory -------------------------------------------
