@@ -207,7 +207,7 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
                                                        "is a cas store; not recorded", WARNING))
                         continue
                     names = {name for name, _ in items} if policy.sqlite_backup else set()
-                    side_files = sqlite_side_files(_joined(source_b, node.rel), names) \
+                    side_files = sqlite_side_files(_joined(source_b, node.rel), names, dir_fd=dir_fd) \
                         if policy.sqlite_backup else set()
                     for name, item in items:
                         rel = node.rel + b"/" + name if node.rel else name
