@@ -168,7 +168,8 @@ class WeightsDamaged(CasError):
 
     def __init__(self, model: str, file: str, tensor: str, why: str):
         super().__init__(f"model {model}: tensor '{tensor}' in {file} is damaged: {why} "
-                         "(run 'cas verify --full'; re-import the model to repair it)")
+                         f"(run 'cas model verify {model}': it names every damaged "
+                         "file and says how to repair it)")
         self.model, self.file, self.tensor = model, file, tensor
 
 

@@ -480,6 +480,8 @@ def test_a_tool_writing_into_a_view_cannot_change_the_store(nobody_home):
 
 
 def test_view_files_are_clones_or_links_to_read_only_objects(history, tmp_path):
+    """Clones where the filesystem has them (run with --basetemp on XFS or
+    btrfs to take that branch), else links to objects no write bit allows."""
     src = make_model_dir(tmp_path / "src")
     v = import_model(history, str(src), "m").version
     obj = history.store.plain_path(v.manifest.file("model.safetensors").id)
@@ -488,8 +490,13 @@ def test_view_files_are_clones_or_links_to_read_only_objects(history, tmp_path):
     view = Path(model_view(history, v).path) / "model.safetensors"
     if view.is_symlink():
         assert os.path.realpath(view) == obj and os.stat(obj).st_mode & 0o222 == 0
-    else:  # a copy-on-write clone: its writes never reach the object
+    else:  # a copy-on-write clone: even root's writes never reach the object
         assert os.stat(view).st_mode & 0o777 == 0o444 and not os.path.samefile(view, obj)
+        os.chmod(view, 0o644)
+        with open(view, "r+b") as f:
+            f.seek(100)
+            f.write(b"XXXX")
+        assert Path(obj).read_bytes() == (src / "model.safetensors").read_bytes()
     hub = Path(link_hf_cache(history, v, str(tmp_path / "hub")))
     assert (hub / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
 
@@ -497,3 +504,22 @@ def test_view_files_are_clones_or_links_to_read_only_objects(history, tmp_path):
 @pytest.fixture
 def history(store) -> History:
     return History(store)
+
+
+def test_model_verify_says_how_to_repair_and_following_it_repairs(cas, imported, tmp_path):
+    with Store.open(str(tmp_path / ".cas")) as store:
+        v = resolve_model(History(store), "m")
+        path = store.plain_path(v.manifest.file("model.safetensors").id)
+    flip_byte(path, 1000)  # as a tool writing into the view would, where modes do not stop it
+    r = cas("model", "verify", "m")
+    assert r.code == 1 and "model.safetensors" in r.err
+    hint = next(line for line in r.err.splitlines() if line.startswith("to repair m@1"))
+    assert f"delete '{path}'" in hint and f"cas model import {imported} --name m" in hint
+    # Importing alone does not repair: the index already has that id.
+    assert cas("model", "import", str(imported), "--name", "m").code == 0
+    assert cas("model", "verify", "m").code == 1
+    os.unlink(path)
+    assert cas("index", "rebuild").code == 0
+    assert cas("model", "import", str(imported), "--name", "m").code == 0
+    assert cas("model", "verify", "m").code == 0
+    assert cas("verify", "--full").code == 0

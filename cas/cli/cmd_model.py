@@ -260,7 +260,22 @@ def verify(ctx: Context, spec: str, at_ns: int | None) -> int:
     verdict = "ok" if not report.problems else f"{len(report.problems)} problem(s) found"
     info(f"{v.label}: {report.files} files, {human_bytes(report.bytes)} read and rehashed: {verdict}",
          ctx.quiet and not report.problems)
+    if report.problems:
+        _repair_hint(v, report.to_delete)
     return 0 if not report.problems else EXIT_PROBLEM_FOUND
+
+
+def _repair_hint(v, to_delete: list[str] | None) -> None:
+    """What repairs the damage today: importing alone does not, since content
+    the index already has (damaged or not) is not written again."""
+    source = v.manifest.source.get("path") or "the model's source"
+    if to_delete is None:
+        info(f"{v.label}: the damaged content is stored in packs or chunks shared with other "
+             f"files, which cas cannot repair in place yet; keep {source} (the good copy)", False)
+        return
+    steps = " ".join(f"'{p}'" for p in to_delete)
+    info(f"to repair {v.label} from {source} (if it still holds the model): delete {steps}, "
+         f"run 'cas index rebuild', then 'cas model import {source} --name {v.name}'", False)
 
 
 @model.command("export")

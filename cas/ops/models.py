@@ -493,6 +493,11 @@ class ModelCheck:
     files: int = 0
     bytes: int = 0
     problems: list[str] = field(default_factory=list)  # "file[: tensor]: what is wrong"
+    damaged: list[ModelFile] = field(default_factory=list)
+    # The object files to delete so that importing the source again stores
+    # the damaged files anew; None when one of them is shared with other
+    # content (a pack, chunks), which cas cannot repair in place yet.
+    to_delete: list[str] | None = None
 
 
 def check_model(history: History, version: ModelVersion,
@@ -505,7 +510,7 @@ def check_model(history: History, version: ModelVersion,
     for t in version.manifest.tensors:
         tensors_of.setdefault(t.file, []).append(t)
 
-    def check(f: ModelFile) -> tuple[int, list[str]]:
+    def check(f: ModelFile) -> tuple[ModelFile, list[str]]:
         found: list[str] = []
         try:
             for _ in store.iter_content(f.id, check_chunks=True):
@@ -515,17 +520,36 @@ def check_model(history: History, version: ModelVersion,
             for t in tensors_of.get(f.path, []):
                 if not _tensor_ok(store, f.id, t):
                     found.append(f"{f.path}: tensor '{t.name}' does not match its recorded BLAKE3")
-        return f.size, found
+        return f, found
 
-    for size, found in ordered_map(check, version.manifest.files, ahead=2):
+    for f, found in ordered_map(check, version.manifest.files, ahead=2):
         report.files += 1
-        report.bytes += size
+        report.bytes += f.size
         report.problems.extend(found)
+        if found:
+            report.damaged.append(f)
         if on_file is not None:
-            on_file(size)
+            on_file(f.size)
     if not report.problems:
         mark_checked(store, [f.id for f in version.manifest.files if f.path in tensors_of])
+    report.to_delete = _repair_files(store, report.damaged)
     return report
+
+
+def _repair_files(store: Store, damaged: list[ModelFile]) -> list[str] | None:
+    """The object files holding only the damaged files' content (each a plain
+    object of its own), or None if any is held otherwise. Importing skips
+    content the index already has, damaged or not, so these must go first."""
+    paths = []
+    for f in damaged:
+        try:
+            path = store.plain_path(f.id)
+        except CasError:
+            continue  # missing: nothing to delete, importing stores it again
+        if path is None:
+            return None
+        paths.append(path)
+    return sorted(set(paths))
 
 
 def _tensor_ok(store: Store, file_id: ObjectId, t: TensorInfo) -> bool:
