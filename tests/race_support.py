@@ -24,10 +24,10 @@ import ctypes
 import json
 import mmap
 import os
-import random
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -39,7 +39,7 @@ NOBODY = 65534
 SECRET_CONTENT = b"TOPSECRET-"
 SECRET_NAME = "hidden-file-"
 
-ATTACKER = r"""
+SWAPPER = r"""
 import ctypes, json, mmap, os, random, signal, sys, time
 cfg = json.loads(sys.argv[1])
 libc = ctypes.CDLL(None, use_errno=True)
@@ -53,7 +53,12 @@ fd = os.open(cfg["counter"], os.O_RDWR)
 shared = mmap.mmap(fd, 16)
 stop = []
 signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+if cfg.get("trigger"):   # start at the first deletion there, not after a delay
+    watch = libc.inotify_init1(0)
+    libc.inotify_add_watch(watch, cfg["trigger"].encode(), 0x200)   # IN_DELETE
 shared[0:8] = (1).to_bytes(8, "little")
+if cfg.get("trigger"):
+    os.read(watch, 4096)
 time.sleep(cfg["delay"])
 swapped = [False] * len(pairs)
 swaps = 0
@@ -77,6 +82,100 @@ for _, link in pairs:
     if os.path.islink(link):
         os.unlink(link)
 print(json.dumps({"swaps": swaps}))
+"""
+
+
+# Replaces each temp name restore creates in ``dirs`` (inotify IN_CREATE) by a
+# hard link to ``victim``, a root-owned file the attacker may link to (it
+# can read and write it), hoping root then changes that file's owner or
+# times through the name.
+LINKER = r"""
+import ctypes, json, mmap, os, select, signal, struct, sys, time
+cfg = json.loads(sys.argv[1])
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(os.O_NONBLOCK)
+dirs = {libc.inotify_add_watch(fd, d.encode(), 0x100): d.encode() for d in cfg["dirs"]}
+victim = cfg["victim"].encode()
+shared = mmap.mmap(os.open(cfg["counter"], os.O_RDWR), 16)
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+shared[0:8] = (1).to_bytes(8, "little")
+swaps, parent, deadline = 0, os.getppid(), time.monotonic() + cfg["limit"]
+while not stop and time.monotonic() < deadline and os.getppid() == parent:
+    if not select.select([fd], [], [], 0.05)[0]:
+        continue
+    try:
+        buf = os.read(fd, 65536)
+    except BlockingIOError:
+        continue
+    at = 0
+    while at < len(buf):
+        wd, mask, _, size = struct.unpack_from("iIII", buf, at)
+        name = buf[at + 16:at + 16 + size].rstrip(b"\0")
+        at += 16 + size
+        if not name.startswith(cfg["prefix"].encode()):
+            continue
+        path = dirs[wd] + b"/" + name
+        spare = dirs[wd] + b"/.hl-" + name
+        try:
+            os.link(victim, spare)
+            os.rename(spare, path)
+            swaps += 1
+        except OSError:
+            try:
+                os.unlink(spare)
+            except OSError:
+                pass
+    shared[8:16] = swaps.to_bytes(8, "little")
+"""
+
+# Swaps a directory for a link the moment a file in it ending in ``suffix``
+# has been closed for the ``nth`` time (inotify IN_CLOSE_NOWRITE), then
+# swaps back after ``hold`` seconds: aimed at a check by path followed by a
+# use by path.
+ON_CLOSE = r"""
+import collections, ctypes, json, mmap, os, select, signal, struct, sys, time
+cfg = json.loads(sys.argv[1])
+libc = ctypes.CDLL(None, use_errno=True)
+exchange = libc.renameat2
+exchange.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+fd = libc.inotify_init1(os.O_NONBLOCK)
+pairs = {}
+for victim, link in cfg["pairs"]:
+    os.symlink(cfg["link_to"], link)
+    pairs[libc.inotify_add_watch(fd, victim.encode(), 0x10)] = (victim.encode(), link.encode())
+shared = mmap.mmap(os.open(cfg["counter"], os.O_RDWR), 16)
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+shared[0:8] = (1).to_bytes(8, "little")
+closes = collections.Counter()
+swaps, parent, deadline = 0, os.getppid(), time.monotonic() + cfg["limit"]
+while not stop and time.monotonic() < deadline and os.getppid() == parent:
+    if not select.select([fd], [], [], 0.05)[0]:
+        continue
+    buf = os.read(fd, 65536)
+    at = 0
+    while at < len(buf):
+        wd, mask, _, size = struct.unpack_from("iIII", buf, at)
+        name = buf[at + 16:at + 16 + size].rstrip(b"\0")
+        at += 16 + size
+        if not name.endswith(cfg["suffix"].encode()):
+            continue
+        closes[wd, name] += 1
+        if closes[wd, name] != cfg["nth"]:
+            continue
+        victim, link = pairs[wd]
+        if exchange(-100, victim, -100, link, 2) == 0:
+            swaps += 1
+            time.sleep(cfg["hold"])
+            for _ in range(1000):
+                if exchange(-100, victim, -100, link, 2) == 0:
+                    break
+                time.sleep(0.001)
+    shared[8:16] = swaps.to_bytes(8, "little")
+for _, link in pairs.values():
+    if os.path.islink(link):
+        os.unlink(link)
 """
 
 
@@ -225,10 +324,13 @@ def cas(world: World, *args: str, timeout: float = 120) -> subprocess.CompletedP
 
 
 class Attacker:
-    """The uid 65534 process exchanging ``victim`` directories with links to ``link_to``."""
+    """A uid 65534 process running ``script`` with ``cfg`` (plus the shared counter's path).
 
-    def __init__(self, world: World, pairs: list[tuple[Path, Path]], link_to: Path, delay: float,
-                 hold: float = 0):
+    The script sets slot 0 of the counter to 1 once it is ready, counts its
+    successful moves in slot 1, and stops on SIGTERM or when its parent dies.
+    """
+
+    def __init__(self, world: World, script: str, cfg: dict):
         # What an earlier attempt left: a directory checkout deleted while it
         # was swapped out stays here with its link.
         for leftover in world.attacker.iterdir():
@@ -238,13 +340,10 @@ class Attacker:
                 leftover.unlink()
         world.counter.write_bytes(bytes(16))
         os.chown(world.counter, NOBODY, NOBODY)
-        self.world = world
-        cfg = {"pairs": [(os.fspath(v), os.fspath(l)) for v, l in pairs],
-               "link_to": os.fspath(link_to), "counter": os.fspath(world.counter), "delay": delay,
-               "hold": hold, "limit": 600}
+        cfg = {**cfg, "counter": os.fspath(world.counter), "limit": 600}
         self.proc = subprocess.Popen(
             ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-             sys.executable, "-I", "-S", "-c", ATTACKER, json.dumps(cfg)],
+             sys.executable, "-I", "-S", "-c", script, json.dumps(cfg)],
             cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._fd = os.open(world.counter, os.O_RDONLY)
         self._shared = mmap.mmap(self._fd, 16, prot=mmap.PROT_READ)
@@ -270,6 +369,44 @@ class Attacker:
         assert self.proc.returncode == 0, f"the attacker failed: {err.decode(errors='replace')}"
 
 
+class OpenWatch:
+    """Root's inotify watch on a directory tree: did anything open or read in it?
+
+    The attacker cannot (the tree is root-only), so any event while cas ran
+    is cas reaching outside its source.
+    """
+
+    IN_ACCESS, IN_OPEN = 0x1, 0x20
+
+    def __init__(self, root: Path):
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        assert self.fd >= 0
+        self.dirs = {}
+        for path in [root, *[p for p in root.rglob("*") if p.is_dir() and not p.is_symlink()]]:
+            wd = self._libc.inotify_add_watch(self.fd, os.fsencode(path), self.IN_ACCESS | self.IN_OPEN)
+            self.dirs[wd] = path
+
+    def events(self) -> list[str]:
+        out = []
+        try:
+            while True:
+                buf = os.read(self.fd, 65536)
+                at = 0
+                while at < len(buf):
+                    wd, mask, _, size = struct.unpack_from("iIII", buf, at)
+                    name = buf[at + 16:at + 16 + size].rstrip(b"\0").decode(errors="replace")
+                    what = "read" if mask & self.IN_ACCESS else "opened"
+                    out.append(f"{what} {self.dirs.get(wd)}/{name}")
+                    at += 16 + size
+        except BlockingIOError:
+            pass
+        return out
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 @dataclass
 class Attempt:
     swaps: int
@@ -288,16 +425,30 @@ class Attempt:
 
 
 def attack(world: World, args: list[str], pairs: list[tuple[Path, Path]], watched: Path,
-           exclude: tuple[Path, ...], delay: float, hold: float = 0) -> Attempt:
+           exclude: tuple[Path, ...], delay: float, hold: float = 0,
+           link_to: Path | None = None, watch_opens: bool = False,
+           trigger: Path | None = None) -> Attempt:
     """Run ``cas args`` as root while the attacker swaps ``pairs``; report any damage.
 
     ``watched`` (minus ``exclude``: the target, the store, the attacker's
     scratch space) must come out exactly as it went in. The attacker starts
     ``delay`` seconds in and, with ``hold``, keeps each state up to that
-    long (a scan must see a swapped directory through several calls).
+    long (a scan must see a swapped directory through several calls); with
+    ``trigger``, it starts at the first deletion in that directory. With
+    ``watch_opens``, cas opening or reading anything in the secret
+    directory is damage too.
     """
+    cfg = {"pairs": [(os.fspath(v), os.fspath(l)) for v, l in pairs],
+           "link_to": os.fspath(link_to or world.secret), "delay": delay, "hold": hold,
+           "trigger": os.fspath(trigger) if trigger else None}
+    return run_attacked(world, args, SWAPPER, cfg, watched, exclude, watch_opens)
+
+
+def run_attacked(world: World, args: list[str], script: str, cfg: dict, watched: Path,
+                 exclude: tuple[Path, ...], watch_opens: bool = False) -> Attempt:
     before = fingerprint(watched, exclude)
-    attacker = Attacker(world, pairs, world.secret, delay, hold)
+    attacker = Attacker(world, script, cfg)
+    opens = OpenWatch(world.secret) if watch_opens else None
     try:
         start = attacker.swaps()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CAS_")}
@@ -306,13 +457,12 @@ def attack(world: World, args: list[str], pairs: list[tuple[Path, Path]], watche
         swaps = attacker.swaps() - start
     finally:
         attacker.stop()
+        seen = opens.events() if opens else []
+        if opens:
+            opens.close()
     after = fingerprint(watched, exclude)
     return Attempt(swaps, proc.returncode, proc.stderr.decode(errors="replace"),
-                   differences(before, after))
-
-
-def random_delay(rng: random.Random, longest: float) -> float:
-    return rng.uniform(0, longest)
+                   differences(before, after) + seen)
 
 
 def verdict(attempts: list[Attempt], what: str) -> str | None:

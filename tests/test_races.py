@@ -18,13 +18,14 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import sqlite3
 import subprocess
 
 import pytest
 
-from .race_support import (SECRET_CONTENT, SECRET_NAME, Attempt, World, attack, attempts,
-                           cas, cas_argv, make_secret, make_tree, make_world, remove_world,
-                           skip_reason, verdict)
+from .race_support import (LINKER, NOBODY, ON_CLOSE, SECRET_CONTENT, SECRET_NAME, Attempt, World,
+                           attack, attempts, cas, cas_argv, make_secret, make_tree, make_world,
+                           remove_world, run_attacked, skip_reason, verdict)
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
 
@@ -196,4 +197,140 @@ def test_snapshot_of_a_hostile_source_records_nothing_from_outside(world):
         return attempt
 
     problem = verdict(run_attempts(world, attempts(6), one), "snapshot")
+    assert problem is None, problem
+
+
+# What a reading of the fd-based walks found still open to the same attacker.
+
+@pytest.mark.xfail(strict=False, reason="checkout resolves the tree's path three times (scan, "
+                   "deletions, restore); it should open it once and walk from that fd")
+def test_checkout_when_the_working_tree_itself_is_swapped(world):
+    """The user owns the directory holding the working tree (a home directory).
+
+    Checkout resolves the tree's path once to scan it, again to delete and a
+    third time to write: the deletions the scan chose must not land in
+    whatever the path names by then.
+    """
+    home = world.base / "home"
+    make_tree(home, {})
+    work = home / "work"
+    names = [f"p{i}" for i in range(4)]
+    older = {n: files("f", 50) for n in names}
+    newer = {**files("gone-", 100), **{n: files("g", 50) for n in names}}
+    make_tree(work, older)
+    cas(world, "init")
+    cas(world, "snapshot", str(work))
+    shutil.rmtree(work)
+    make_tree(work, newer)
+    cas(world, "snapshot", str(work))
+
+    def one(rng, i):
+        make_secret(world, {**files("gone-", 5, "bait-"), "p0": files("g", 5, "bait-")})
+        shutil.rmtree(work, ignore_errors=True)
+        make_tree(work, newer)
+        # No --force: every deletion checkout makes is of content it has stored.
+        # The swap starts once checkout deletes (its scan is done) and holds.
+        return attack(world, ["checkout", "HEAD~1"], [(work, world.attacker / "swap-work")],
+                      world.base, (home, world.store, world.attacker), rng.uniform(0, 0.01),
+                      0.05, trigger=work)
+
+    problem = verdict(run_attempts(world, attempts(6), one), "checkout (tree swapped)")
+    assert problem is None, problem
+
+
+@pytest.mark.xfail(strict=False, reason="scan opens files by joined path (then checks dev/ino); "
+                   "it should openat the verified directory fd")
+def test_snapshot_opens_nothing_outside_the_source(world):
+    """A file is opened by its joined path: through a swapped directory that
+    open reaches outside (a device there is opened, with whatever that does)
+    even though the (dev, ino) check then refuses to read it."""
+    names = [f"d{i}" for i in range(DIRS)]
+    src = world.base / "src"
+    make_tree(src, {n: files("f", 200) for n in names})
+    cas(world, "init")
+
+    def one(rng, i):
+        make_secret(world, files("f", 200, "bait-"))   # the names the scan opens
+        return attack(world, ["snapshot", "--branch", f"attempt{i}", str(src)],
+                      victims(src, names, world), world.base,
+                      (src, world.store, world.attacker), rng.uniform(0, 0.15), hold(i),
+                      watch_opens=True)
+
+    problem = verdict(run_attempts(world, attempts(6), one), "snapshot (opens)")
+    assert problem is None, problem
+
+
+def sqlite_db(path, rows: list[str]) -> bytes:
+    """The bytes of a small SQLite database holding ``rows`` (made at ``path``, then removed)."""
+    db = sqlite3.connect(path)
+    db.execute("create table t (v text)")
+    db.executemany("insert into t values (?)", [(r,) for r in rows])
+    db.commit()
+    db.close()
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+@pytest.mark.xfail(strict=False, reason="read_sqlite stats the path, then SQLite opens it again "
+                   "by path: the stat passes the check, the copy is of another database")
+def test_snapshot_sqlite_backup_copies_no_database_from_outside(world):
+    """--sqlite-backup (and the watcher) hand SQLite a joined path, after a stat.
+
+    The attacker swaps a directory the moment a database in it has been
+    read for its header, and back 2 ms later.
+    """
+    names = [f"d{i}" for i in range(4)]
+    dbs = [f"db{i}.db" for i in range(5)]
+    public = sqlite_db(world.base / "public.db", ["public"] * 50)
+    secret = sqlite_db(world.base / "secret.db", [SECRET_CONTENT.decode() + "row"] * 50)
+    src = world.base / "src"
+    make_tree(src, {n: {d: public for d in dbs} for n in names})
+    cas(world, "init")
+
+    def one(rng, i):
+        make_secret(world, {d: secret for d in dbs})
+        branch = f"attempt{i}"
+        cfg = {"pairs": [(os.fspath(v), os.fspath(l)) for v, l in victims(src, names, world)],
+               "link_to": os.fspath(world.secret), "suffix": ".db", "nth": 1, "hold": 0.002}
+        attempt = run_attacked(world, ["snapshot", "--sqlite-backup", "--branch", branch, str(src)],
+                               ON_CLOSE, cfg, world.base, (src, world.store, world.attacker))
+        attempt.damage += snapshot_leaks(world, branch, f"check{i}")
+        return attempt
+
+    problem = verdict(run_attempts(world, attempts(6), one), "snapshot --sqlite-backup")
+    assert problem is None, problem
+
+
+@pytest.mark.xfail(strict=False, reason="_write_symlink lchowns and utimes the temp link by name "
+                   "in a directory the user can write")
+def test_restore_of_links_never_changes_a_file_hard_linked_in_their_place(world):
+    """Root gives a restored symbolic link its owner and times by name
+    (lchown, utimensat) before renaming it into place; the user who owns the
+    directory can put a hard link to any file it may write under that name
+    first, and root then hands that file to the link's recorded owner."""
+    src = world.base / "src"
+    spec = {f"a{i}": files("f", 120) for i in range(4)}   # keeps restore's workers busy
+    make_tree(src, spec)
+    for i in range(400):
+        os.symlink(f"target-{i}", src / f"link{i:03}")
+        os.chown(src / f"link{i:03}", NOBODY, NOBODY, follow_symlinks=False)
+    cas(world, "init")
+    cas(world, "snapshot", str(src))
+    target = world.base / "target"
+    shared = world.base / "shared-file"   # root's, writable by all: linkable by the attacker
+
+    def one(rng, i):
+        make_secret(world)
+        shared.write_bytes(b"root's file\n")
+        os.chmod(shared, 0o666)
+        os.utime(shared, ns=(10**18, 10**18))
+        shutil.rmtree(target, ignore_errors=True)
+        make_tree(target, {})
+        cfg = {"dirs": [os.fspath(target)], "victim": os.fspath(shared),
+               "prefix": ".cas-restore-"}
+        return run_attacked(world, ["restore", "HEAD", "--to", str(target)], LINKER, cfg,
+                            world.base, (target, world.store, world.attacker))
+
+    problem = verdict(run_attempts(world, attempts(6), one), "restore (hard links)")
     assert problem is None, problem
