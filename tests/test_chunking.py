@@ -157,3 +157,16 @@ def test_shared_chunks_survive_forgetting_one_snapshot(tmp_path):
         report = restore(history, second, str(out))
         assert not report.problems
         assert (out / "model.bin").read_bytes() == data + b"fine-tuned tail" * 5000
+
+
+def test_a_chunk_list_nested_thousands_deep_or_naming_its_own_file_is_malformed():
+    import pytest
+    from cas.objectid import hash_bytes
+    from cas.storage.chunklist import ChunkList, ChunkListError
+    with pytest.raises(ChunkListError, match="nested too deeply"):
+        ChunkList.from_json(b"[" * 100_000 + b"]" * 100_000)
+    oid, other = hash_bytes(b"file"), hash_bytes(b"chunk")
+    good = ChunkList(oid, 7, ((other, 3), (other, 4))).to_json()
+    assert ChunkList.from_json(good).size == 7
+    with pytest.raises(ChunkListError, match="names its own file"):
+        ChunkList.from_json(ChunkList(oid, 7, ((other, 3), (oid, 4))).to_json())

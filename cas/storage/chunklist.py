@@ -46,9 +46,15 @@ class ChunkList:
             size = doc["size"]
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise ChunkListError(f"malformed chunk list ({e})") from None
+        except RecursionError:
+            # json nests by recursion: "[[[[..." thousands deep must be damage, not a crash.
+            raise ChunkListError("malformed chunk list (nested too deeply)") from None
         if type(size) is not int or any(type(n) is not int or n <= 0 for _, n in chunks) \
                 or sum(n for _, n in chunks) != size:
             raise ChunkListError("chunk lengths do not add up to the size")
+        if any(c == oid for c, _ in chunks):
+            # Reading it would read itself, without end.
+            raise ChunkListError("a chunk list names its own file as a chunk")
         return cls(oid, size, chunks)
 
 

@@ -28,6 +28,14 @@ class Encoding(enum.IntEnum):
 
 # Below this size zstd's frame overhead eats the saving.
 MIN_COMPRESS_SIZE = 64
+# A zstd block holds at most 128 KiB of content and takes at least 4 stored
+# bytes (a 3-byte header and the one byte of an RLE block), so no frame
+# expands more than this: a larger claimed size is damage, known for free.
+MAX_EXPANSION = (128 << 10) // 4
+# One-shot decompression allocates the whole output first; larger frames
+# (none that cas writes: its blocks are 4 MiB) are read in pieces.
+ONE_SHOT_MAX = 64 << 20
+STREAM_PIECE = 1 << 20
 
 _local = threading.local()
 
@@ -66,9 +74,13 @@ def worth_compressing(sample: bytes, level: int, min_saving: float) -> bool:
 
 
 def decode(encoding: Encoding, stored: bytes, size: int) -> bytes:
+    """A packed object's content from its stored bytes; ``size`` is what its
+    record says. Raises ``ZstdError`` for bytes that cannot be that content."""
     if encoding is Encoding.RAW:
         return stored
-    return _decompressor().decompress(stored, max_output_size=size)
+    if encoding is not Encoding.ZSTD:
+        raise ZstdError(f"encoding {encoding.name.lower()} cannot be decoded from a pack")
+    return decompress_frame(stored, size)
 
 
 def compress_frame(block: bytes | memoryview, level: int) -> bytes:
@@ -76,8 +88,41 @@ def compress_frame(block: bytes | memoryview, level: int) -> bytes:
     return _compressor(level).compress(block)
 
 
+def max_content_size(stored_length: int) -> int:
+    """The most content ``stored_length`` bytes of zstd frames can hold."""
+    return stored_length * MAX_EXPANSION
+
+
 def decompress_frame(frame: bytes | memoryview, size: int) -> bytes:
-    return _decompressor().decompress(frame, max_output_size=size)
+    """One frame's content, which its record says is ``size`` bytes.
+
+    Nothing is allocated on the word of stored bytes alone: zstd allocates
+    whatever a frame header claims (2^40 bytes in a crafted one), so the
+    header must agree with the record, and the record with what the frame's
+    length can hold, before any output buffer exists.
+    """
+    declared = zstandard.get_frame_parameters(frame).content_size
+    if declared != zstandard.CONTENTSIZE_UNKNOWN and declared != size:
+        raise ZstdError(f"its frame header says {declared} bytes, {size} recorded")
+    if size > max_content_size(len(frame)):
+        raise ZstdError(f"{len(frame)} compressed bytes cannot hold the {size} recorded")
+    if declared == size and size <= ONE_SHOT_MAX:
+        return _decompressor().decompress(frame)
+    return _decompress_bounded(frame, size)
+
+
+def _decompress_bounded(frame: bytes | memoryview, size: int) -> bytes:
+    """Decompress piece by piece, so memory follows the content the frame
+    really holds, and stop as soon as it holds more than ``size``."""
+    out = bytearray()
+    with _decompressor().stream_reader(frame) as reader:
+        while piece := reader.read(STREAM_PIECE):
+            out += piece
+            if len(out) > size:
+                raise ZstdError(f"frame holds more than the {size} bytes recorded")
+    if len(out) != size:
+        raise ZstdError(f"frame holds {len(out)} bytes, {size} recorded")
+    return bytes(out)
 
 
 ZstdError = zstandard.ZstdError

@@ -16,13 +16,15 @@ rebuilt from the packs alone.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import struct
 from dataclasses import dataclass
 
 from ..durable import open_temp, remove_quietly, start_writeback, write_all
 from ..objectid import DIGEST_SIZE, Hasher, ObjectId, hash_bytes
-from .encoding import Encoding
+from .encoding import Encoding, max_content_size
 
 MAGIC = b"CASPACK\0"
 VERSION = 1
@@ -130,8 +132,12 @@ class PackWriter:
 
 
 def read_entries(path: str) -> list[PackEntry]:
-    """Parse a pack's trailer, checking that it is whole and consistent."""
-    with open(path, "rb") as f:
+    """Parse a pack's trailer, checking that it is whole and consistent.
+
+    Every length is checked against the file's size before anything is read
+    by it, so a damaged or crafted footer costs at most the file's size.
+    """
+    with _open_pack(path) as f:
         file_size = os.fstat(f.fileno()).st_size
         if file_size < HEADER.size + FOOTER.size:
             raise PackFormatError("too short to be a pack")
@@ -144,23 +150,47 @@ def read_entries(path: str) -> list[PackEntry]:
         trailer_offset, count, trailer_hash, end_magic = FOOTER.unpack(f.read(FOOTER.size))
         if end_magic != MAGIC:
             raise PackFormatError("bad footer magic (truncated pack?)")
-        if trailer_offset + count * RECORD.size != file_size - FOOTER.size:
+        if trailer_offset < HEADER.size or \
+                trailer_offset + count * RECORD.size != file_size - FOOTER.size:
             raise PackFormatError("footer does not match the file size")
         f.seek(trailer_offset)
         records = f.read(count * RECORD.size)
     if hash_bytes(records).digest != trailer_hash:
         raise PackFormatError("trailer checksum mismatch")
-    entries = []
-    for i in range(count):
-        digest, enc, offset, stored_length, size = RECORD.unpack_from(records, i * RECORD.size)
-        if offset < HEADER.size or offset + stored_length > trailer_offset:
-            raise PackFormatError(f"entry {i} lies outside the blob area")
-        try:
-            encoding = Encoding(enc)
-        except ValueError:
-            raise PackFormatError(f"entry {i} has unknown encoding {enc}") from None
-        entries.append(PackEntry(ObjectId(digest), encoding, offset, stored_length, size))
-    return entries
+    return [_entry(records, i, trailer_offset) for i in range(count)]
+
+
+def _open_pack(path: str):
+    """The pack file, only if it is a regular file: never a FIFO (a read
+    would wait forever) or a device such as /dev/zero."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise PackFormatError("is a symbolic link, not a pack file") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PackFormatError("is not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def _entry(records: bytes, i: int, trailer_offset: int) -> PackEntry:
+    digest, enc, offset, stored_length, size = RECORD.unpack_from(records, i * RECORD.size)
+    if offset < HEADER.size or offset + stored_length > trailer_offset:
+        raise PackFormatError(f"entry {i} lies outside the blob area")
+    try:
+        encoding = Encoding(enc)
+    except ValueError:
+        raise PackFormatError(f"entry {i} has unknown encoding {enc}") from None
+    if encoding not in (Encoding.RAW, Encoding.ZSTD):
+        raise PackFormatError(f"entry {i} has encoding {encoding.name.lower()}, never packed")
+    if encoding is Encoding.RAW and size != stored_length:
+        raise PackFormatError(f"entry {i} is raw but records {size} bytes in {stored_length}")
+    if encoding is Encoding.ZSTD and size > max_content_size(stored_length):
+        raise PackFormatError(f"entry {i} records {size} bytes, more than its "
+                              f"{stored_length} compressed bytes can hold")
+    return PackEntry(ObjectId(digest), encoding, offset, stored_length, size)
 
 
 assert RECORD.size == 64 and FOOTER.size == 56 and DIGEST_SIZE == 32

@@ -26,7 +26,7 @@ import struct
 from dataclasses import dataclass
 from typing import Iterator
 
-from .encoding import ZstdError, decompress_frame
+from .encoding import ZstdError, decompress_frame, max_content_size
 from .workers import ordered_map
 
 SKIPPABLE_MAGIC = 0x184D2A5E
@@ -34,6 +34,7 @@ SEEKABLE_MAGIC = 0x8F92EAB1
 _HEADER = struct.Struct("<II")
 _ENTRY = struct.Struct("<II")
 _FOOTER = struct.Struct("<IBI")
+_RESERVED_BITS = 0x7C   # descriptor bits 2-6: zero in every version of the format
 
 
 class SeekTableError(ValueError):
@@ -70,10 +71,16 @@ def read_seek_table(fd: int) -> list[Frame]:
     skippable, length = _HEADER.unpack_from(table)
     if skippable != SKIPPABLE_MAGIC or length != table_size - _HEADER.size:
         raise SeekTableError("bad seek table header")
+    if descriptor & _RESERVED_BITS:
+        raise SeekTableError(f"seek table descriptor {descriptor:#04x} sets reserved bits")
     frames = []
     offset = content = 0
     for i in range(count):
         c, d = _ENTRY.unpack_from(table, _HEADER.size + i * entry_size)
+        # Checked here, once per frame, so no reader sizes a buffer by a
+        # content size its frame could never hold.
+        if c == 0 or d > max_content_size(c):
+            raise SeekTableError(f"frame {i} of the seek table cannot hold {d} bytes in {c}")
         frames.append(Frame(offset, c, content, d))
         offset += c
         content += d
