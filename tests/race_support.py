@@ -304,8 +304,8 @@ def differences(before: dict[str, tuple], after: dict[str, tuple]) -> list[str]:
         elif new is None:
             lines.append(f"deleted {path}")
         else:
-            what = [name for name, i in (("kind", 0), ("mode", 1), ("owner", 2), ("group", 3),
-                                         ("mtime", 4), ("content", 5)) if old[i:i + 1] != new[i:i + 1]]
+            fields = ("kind", "mode", "owner", "group", "mtime", "content")
+            what = [name for i, name in enumerate(fields) if old[i:i + 1] != new[i:i + 1]]
             lines.append(f"changed {'/'.join(what)} of {path}")
     return lines
 
@@ -384,7 +384,8 @@ class OpenWatch:
         assert self.fd >= 0
         self.dirs = {}
         for path in [root, *[p for p in root.rglob("*") if p.is_dir() and not p.is_symlink()]]:
-            wd = self._libc.inotify_add_watch(self.fd, os.fsencode(path), self.IN_ACCESS | self.IN_OPEN)
+            wd = self._libc.inotify_add_watch(self.fd, os.fsencode(path),
+                                              self.IN_ACCESS | self.IN_OPEN)
             self.dirs[wd] = path
 
     def events(self) -> list[str]:

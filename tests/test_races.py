@@ -23,9 +23,9 @@ import subprocess
 
 import pytest
 
-from .race_support import (LINKER, NOBODY, ON_CLOSE, SECRET_CONTENT, SECRET_NAME, Attempt, World,
-                           attack, attempts, cas, cas_argv, make_secret, make_tree, make_world,
-                           remove_world, run_attacked, skip_reason, verdict)
+from .race_support import (LINKER, NOBODY, ON_CLOSE, SECRET_CONTENT, SECRET_NAME, SWAPPER,
+                           Attacker, Attempt, World, attack, attempts, cas, cas_argv, make_secret,
+                           make_tree, make_world, remove_world, run_attacked, skip_reason, verdict)
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
 
@@ -152,7 +152,8 @@ def test_checkout_removal_of_a_nested_directory_stays_in_the_tree(world):
         shutil.rmtree(work, ignore_errors=True)
         make_tree(work, newer)
         return attack(world, ["checkout", "-f", "HEAD~1"], victims(work, names, world),
-                      world.base, (work, world.store, world.attacker), rng.uniform(0, 0.25), hold(i))
+                      world.base, (work, world.store, world.attacker), rng.uniform(0, 0.25),
+                      hold(i))
 
     problem = verdict(run_attempts(world, attempts(6), one), "checkout (directory removal)")
     assert problem is None, problem
@@ -334,3 +335,39 @@ def test_restore_of_links_never_changes_a_file_hard_linked_in_their_place(world)
 
     problem = verdict(run_attempts(world, attempts(6), one), "restore (hard links)")
     assert problem is None, problem
+
+
+def test_walks_under_attack_leak_no_file_descriptors(world):
+    """Every error path of the fd walks (a link where a directory was, a
+    directory replaced since it was listed) closes what it opened."""
+    from cas.model.history import History
+    from cas.ops.restore import restore
+    from cas.ops.scan import scan
+    from cas.storage.store import Store
+
+    names = [f"d{i}" for i in range(DIRS)]
+    src, target = world.base / "src", world.base / "target"
+    make_tree(src, {n: {**files("f", 30), "sub": files("s", 10)} for n in names})
+    cas(world, "init")
+    cas(world, "snapshot", str(src))
+    make_secret(world)
+    make_tree(target, {n: {} for n in names})
+    swapped = [*victims(target, names, world), *victims(src, names, world, beside=True)]
+    cfg = {"pairs": [(os.fspath(v), os.fspath(l)) for v, l in swapped],
+           "link_to": os.fspath(world.secret), "delay": 0, "hold": 0}
+    problems = 0
+    with Store.open(str(world.store)) as store:
+        history = History(store)
+        snap = history.branch_head("src")
+        restore(history, snap, str(target))   # opens what stays open (index, a pack)
+        open_before = len(os.listdir("/proc/self/fd"))
+        attacker = Attacker(world, SWAPPER, cfg)
+        try:
+            for _ in range(attempts(6)):
+                problems += len(restore(history, snap, str(target)).problems)
+                problems += len(scan(store, str(src), "src", None).problems)
+        finally:
+            attacker.stop()
+        open_after = len(os.listdir("/proc/self/fd"))
+    assert problems > 0, "the attacker never got in the way: nothing was tested"
+    assert open_after <= open_before
