@@ -76,7 +76,7 @@ def test_restore_into_a_hostile_target_writes_nothing_outside(world):
                       victims(target, names, world), world.base,
                       (target, world.store, world.attacker), rng.uniform(0, 0.2), hold(i))
 
-    problem = verdict(run_attempts(world, attempts(6), one), "restore")
+    problem = verdict(run_attempts(world, attempts(5), one), "restore")
     assert problem is None, problem
 
 
@@ -104,7 +104,7 @@ def test_restore_never_applies_directory_metadata_through_a_swapped_link(world):
                       victims(target, names, world, beside=True), world.base,
                       (target, world.store, world.attacker), rng.uniform(0, 0.15), hold(i))
 
-    problem = verdict(run_attempts(world, attempts(6), one), "restore (directory metadata)")
+    problem = verdict(run_attempts(world, attempts(5), one), "restore (directory metadata)")
     assert problem is None, problem
 
 
@@ -130,7 +130,7 @@ def test_checkout_in_a_hostile_working_tree_touches_nothing_outside(world):
         return attack(world, ["checkout", "-f", "HEAD~1"], victims(work, names, world),
                       world.base, (work, world.store, world.attacker), rng.uniform(0, 0.3), hold(i))
 
-    problem = verdict(run_attempts(world, attempts(6), one), "checkout")
+    problem = verdict(run_attempts(world, attempts(5), one), "checkout")
     assert problem is None, problem
 
 
@@ -155,7 +155,7 @@ def test_checkout_removal_of_a_nested_directory_stays_in_the_tree(world):
                       world.base, (work, world.store, world.attacker), rng.uniform(0, 0.25),
                       hold(i))
 
-    problem = verdict(run_attempts(world, attempts(6), one), "checkout (directory removal)")
+    problem = verdict(run_attempts(world, attempts(5), one), "checkout (directory removal)")
     assert problem is None, problem
 
 
@@ -197,7 +197,7 @@ def test_snapshot_of_a_hostile_source_records_nothing_from_outside(world):
         attempt.damage += snapshot_leaks(world, branch, f"check{i}")
         return attempt
 
-    problem = verdict(run_attempts(world, attempts(6), one), "snapshot")
+    problem = verdict(run_attempts(world, attempts(5), one), "snapshot")
     assert problem is None, problem
 
 
@@ -235,7 +235,7 @@ def test_checkout_when_the_working_tree_itself_is_swapped(world):
                       world.base, (home, world.store, world.attacker), rng.uniform(0, 0.01),
                       0.05, trigger=work)
 
-    problem = verdict(run_attempts(world, attempts(6), one), "checkout (tree swapped)")
+    problem = verdict(run_attempts(world, attempts(5), one), "checkout (tree swapped)")
     assert problem is None, problem
 
 
@@ -257,7 +257,7 @@ def test_snapshot_opens_nothing_outside_the_source(world):
                       (src, world.store, world.attacker), rng.uniform(0, 0.15), hold(i),
                       watch_opens=True)
 
-    problem = verdict(run_attempts(world, attempts(6), one), "snapshot (opens)")
+    problem = verdict(run_attempts(world, attempts(5), one), "snapshot (opens)")
     assert problem is None, problem
 
 
@@ -299,7 +299,7 @@ def test_snapshot_sqlite_backup_copies_no_database_from_outside(world):
         attempt.damage += snapshot_leaks(world, branch, f"check{i}")
         return attempt
 
-    problem = verdict(run_attempts(world, attempts(6), one), "snapshot --sqlite-backup")
+    problem = verdict(run_attempts(world, attempts(5), one), "snapshot --sqlite-backup")
     assert problem is None, problem
 
 
@@ -333,7 +333,7 @@ def test_restore_of_links_never_changes_a_file_hard_linked_in_their_place(world)
         return run_attacked(world, ["restore", "HEAD", "--to", str(target)], LINKER, cfg,
                             world.base, (target, world.store, world.attacker))
 
-    problem = verdict(run_attempts(world, attempts(6), one), "restore (hard links)")
+    problem = verdict(run_attempts(world, attempts(5), one), "restore (hard links)")
     assert problem is None, problem
 
 
@@ -363,7 +363,7 @@ def test_walks_under_attack_leak_no_file_descriptors(world):
         open_before = len(os.listdir("/proc/self/fd"))
         attacker = Attacker(world, SWAPPER, cfg)
         try:
-            for _ in range(attempts(6)):
+            for _ in range(attempts(5)):
                 problems += len(restore(history, snap, str(target)).problems)
                 problems += len(scan(store, str(src), "src", None).problems)
         finally:
