@@ -304,7 +304,16 @@ def commit_tree(store_path: Path, base: BaseStore, role: str, data: bytes) -> No
         snap_role = "parent" if role == "root_parent" else "head"
         record = json.loads((store_path / "snapshots" / f"{base.ids[snap_role]}.json").read_bytes())
         record["tree"] = new_id
-        commit_snapshot(store, store_path, canonical(record), move_ref=snap_role == "head")
+        new_snap = commit_snapshot(store, store_path, canonical(record), move_ref=snap_role == "head")
+        if snap_role == "parent":
+            relink_head(store, store_path, base, new_snap)
+
+
+def relink_head(store: Store, store_path: Path, base: BaseStore, parent: str) -> None:
+    """A new HEAD like the old one but with ``parent`` as its parent."""
+    head = json.loads((store_path / "snapshots" / f"{base.ids['head']}.json").read_bytes())
+    head["parents"] = [parent]
+    commit_snapshot(store, store_path, canonical(head))
 
 
 def commit_snapshot(store: Store, store_path: Path, data: bytes, move_ref: bool = True) -> str:
@@ -358,6 +367,16 @@ def command_lists(target: Path, base: BaseStore) -> list[tuple[str, ...]]:
         ("cat", "HEAD:big.bin"),
         ("cat", base.ids["mid.txt"]),
         ("diff", "HEAD~1", "HEAD"),
+        ("show", "HEAD"),
+        ("stats",),
+        ("du", "HEAD"),
+        ("ls", "t1"),
+        ("log", "--", "a/x.txt"),
+        ("cat", "HEAD:a/b/z.txt"),
+        # The same target twice: what the first restore left (a link to
+        # outside, say) must not be followed by the second.
+        ("restore", "HEAD~1", "--to", str(target / "t3")),
+        ("restore", "HEAD", "--to", str(target / "t3")),
         ("index", "rebuild"),
         ("verify", "--full"),
         ("log",),

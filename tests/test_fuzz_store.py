@@ -67,11 +67,13 @@ def check_commands(base: fz.BaseStore, damage, describe: str) -> None:
         canary = tmp / "outside" / "canary"
         canary.write_bytes(b"must not change\n")
         damage(store, canary)
-        before = fz.listing(tmp, {"S", "T"})
+        # The snapshots' source directory is outside too: nothing may write there.
+        before = fz.listing(tmp, {"S", "T"}), fz.listing(base.root / "src", set())
         outcomes = fz.run_all(store, tmp / "T", tmp / "cwd", base)
         found = fz.problems(outcomes)
-        after = fz.listing(tmp, {"S", "T"})
+        after = fz.listing(tmp, {"S", "T"}), fz.listing(base.root / "src", set())
         if after != before:
+            before, after = before[0] | before[1], after[0] | after[1]
             changed = sorted(set(after.items()) ^ set(before.items()))
             found.append(f"wrote outside the store and the target: {changed[:5]}")
     finally:
@@ -88,31 +90,33 @@ METADATA_FILES = ["config", "HEAD", "ref_branch", "ref_tag", "record_head", "rec
 BYTE_OPS = ["flip", "overwrite", "truncate", "extend", "tail"]
 
 
-def byte_damage():
-    return st.tuples(st.sampled_from(BYTE_OPS), st.floats(0, 1, allow_nan=False),
-                     st.binary(min_size=1, max_size=24))
+def byte_damage(roles):
+    """One to three (role, op, where, bytes) mutations."""
+    one = st.tuples(st.sampled_from(roles), st.sampled_from(BYTE_OPS),
+                    st.floats(0, 1, allow_nan=False), st.binary(min_size=1, max_size=24))
+    return st.lists(one, min_size=1, max_size=3)
 
 
-def damage_bytes(base, role, op, where, data):
+def damage_bytes(base, mutations):
     def damage(store, canary):
-        fz.mutate_bytes(store / base.files[role], op, where, data)
+        for role, op, where, data in mutations:
+            fz.mutate_bytes(store / base.files[role], op, where, data)
     return damage
 
 
 @FUZZ
-@given(role=st.sampled_from(OBJECT_FILES), mutation=byte_damage())
-@example(role="obj:z.txt", mutation=("tail", 0.5, b"\xff\xff\xff\xff\xff\xff\xff\x7f"))
-@example(role="obj:mid.txt", mutation=("tail", 0.0, b"\x00\x00\x00\x00\x00\x00\xff\xff"))
-def test_damaged_object_files(base, role, mutation):
-    op, where, data = mutation
-    check_commands(base, damage_bytes(base, role, op, where, data), f"{op} {role} at {where}: {data!r}")
+@given(mutations=byte_damage(OBJECT_FILES))
+@example(mutations=[("obj:z.txt", "tail", 0.5, b"\xff\xff\xff\xff\xff\xff\xff\x7f")])
+@example(mutations=[("obj:mid.txt", "tail", 0.0, b"\x00\x00\x00\x00\x00\x00\xff\xff")])
+def test_damaged_object_files(base, mutations):
+    check_commands(base, damage_bytes(base, mutations), f"{mutations!r}")
 
 
 @FUZZ
-@given(role=st.sampled_from(METADATA_FILES), mutation=byte_damage())
-def test_damaged_metadata_files(base, role, mutation):
-    op, where, data = mutation
-    check_commands(base, damage_bytes(base, role, op, where, data), f"{op} {role} at {where}: {data!r}")
+@given(mutations=byte_damage(METADATA_FILES))
+@example(mutations=[("index", "truncate", 0.56, b"\x00")])
+def test_damaged_metadata_files(base, mutations):
+    check_commands(base, damage_bytes(base, mutations), f"{mutations!r}")
 
 
 # -- files replaced by what is not a file ----------------------------------------
@@ -157,6 +161,7 @@ MANIFESTS = {"tree:root": "tree", "tree:a": "tree", "tree:a/b": "tree", "tree:ro
              "config": "config"}
 VALUES = st.one_of(st.sampled_from(fz.EXTREMES + [fz.DELETE]),
                    st.sampled_from(ID_SOURCES).map(lambda w: ("id", w)),
+                   st.sampled_from(["outside", "canary"]).map(lambda w: ("path", w)),
                    st.lists(st.sampled_from(ID_SOURCES).map(lambda w: ("id", w)), max_size=3))
 
 
@@ -167,15 +172,17 @@ def manifest_edits(draw):
     return manifest, location, draw(VALUES), draw(st.booleans())
 
 
-def _resolve(base, value, own):
+def _resolve(base, value, own, canary):
+    if isinstance(value, tuple) and value[0] == "path":
+        return str(canary if value[1] == "canary" else canary.parent)
     if isinstance(value, tuple):
         return fz.id_value(base, value[1], own)
     if isinstance(value, list):
-        return [_resolve(base, v, own) for v in value]
+        return [_resolve(base, v, own, canary) for v in value]
     return value
 
 
-def apply_manifest_edit(base, store, manifest, location, value, rehash):
+def apply_manifest_edit(base, store, canary, manifest, location, value, rehash):
     """Set one field of one manifest; ``rehash`` stores the result under its
     own hash and rewrites the manifests above it, so every hash checks."""
     kind = MANIFESTS[manifest]
@@ -184,7 +191,7 @@ def apply_manifest_edit(base, store, manifest, location, value, rehash):
         own = base.trees[role]
         with Store.open(str(store)) as s:
             doc = json.loads(s.read_object(ObjectId.parse(own)))
-        data = fz.canonical(fz.edit_json(doc, location, _resolve(base, value, own)))
+        data = fz.canonical(fz.edit_json(doc, location, _resolve(base, value, own, canary)))
         if rehash:
             fz.commit_tree(store, base, role, data)
         else:
@@ -194,21 +201,19 @@ def apply_manifest_edit(base, store, manifest, location, value, rehash):
         snap = "head" if manifest == "record_head" else "parent"
         own = base.ids[snap]
         path = store / base.files[manifest]
-        doc = fz.edit_json(json.loads(path.read_bytes()), location, _resolve(base, value, own))
+        doc = fz.edit_json(json.loads(path.read_bytes()), location, _resolve(base, value, own, canary))
         if rehash:
             with Store.open(str(store)) as s:
                 new = fz.commit_snapshot(s, store, fz.canonical(doc), move_ref=snap == "head")
                 if snap == "parent":
-                    head = json.loads((store / base.files["record_head"]).read_bytes())
-                    head["parents"] = [new]
-                    fz.commit_snapshot(s, store, fz.canonical(head))
+                    fz.relink_head(s, store, base, new)
         else:
             path.write_bytes(fz.canonical(doc))
         return
     path = store / base.files["obj:big.bin" if kind == "chunklist" else "config"]
     own = base.ids["big.bin"]
     os.chmod(path, 0o600)
-    doc = fz.edit_json(json.loads(path.read_bytes()), location, _resolve(base, value, own))
+    doc = fz.edit_json(json.loads(path.read_bytes()), location, _resolve(base, value, own, canary))
     path.write_bytes(fz.canonical(doc))
 
 
@@ -225,10 +230,25 @@ def test_crafted_manifests(base, edit):
     manifest, location, value, rehash = edit
 
     def damage(store, canary):
-        apply_manifest_edit(base, store, manifest, location, value, rehash)
+        apply_manifest_edit(base, store, canary, manifest, location, value, rehash)
     check_commands(base, damage, f"{manifest} {location} = {value!r} (rehash={rehash})")
 
 
 def test_a_tree_chain_deeper_than_the_interpreter_recurses(base):
     check_commands(base, lambda store, canary: fz.deep_chain(store, base, 1100),
                    "a HEAD tree nesting 1,100 directories")
+
+
+def test_a_link_restored_from_one_snapshot_is_not_followed_by_the_next(base):
+    """HEAD~1 holds ``a`` as a link to a directory outside the target, HEAD
+    holds ``a`` as a directory: restoring both into one target must not
+    write HEAD's files through the link."""
+    def damage(store, canary):
+        with Store.open(str(store)) as s:
+            doc = json.loads(s.read_object(ObjectId.parse(base.trees["root_parent"])))
+        doc["entries"] = [e for e in doc["entries"] if e["name"] != "a"] + [
+            {"kind": "symlink", "mode": "0777", "mtime_ns": 0, "name": "a",
+             "target": str(canary.parent)}]
+        doc["entries"].sort(key=lambda e: e["name"].encode())
+        fz.commit_tree(store, base, "root_parent", fz.canonical(doc))
+    check_commands(base, damage, "HEAD~1:a is a link to outside, HEAD:a a directory")
