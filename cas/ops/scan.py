@@ -24,16 +24,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..dirfd import DirHandle, open_dir_at
+from ..dirfd import DirHandle, open_beneath, open_dir_at
 from ..errors import SourceError
 from ..objectid import ObjectId, hash_bytes
 from ..model.tree import DIR, FILE, SYMLINK, Owner, Tree, TreeEntry
+from ..storage.chunking import SQLITE_MAGIC
 from ..storage.config import CONFIG_FILE, FORMAT_NAME
 from ..storage.store import Store
 from ..storage.workers import FileBatches
 from ..storage.writer import ObjectWriter, check_opened, identify_file
 from .ignore import load_ignore
-from .sqlite_capture import SQLITE_SIDE_FILES, is_sqlite, read_sqlite, sqlite_side_files
+from .sqlite_capture import SQLITE_SIDE_FILES, read_sqlite, sqlite_side_files
 from .walk import ERROR, WARNING, Problem
 
 STAT_TABLE = b"statcache"
@@ -147,143 +148,94 @@ class _PendingFile:
 
 def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
          on_file: Callable[[int], None] | None = None,
-         policy: ScanPolicy | None = None) -> ScanResult:
-    """Scan ``source``; with a writer, new file contents and trees are stored."""
-    policy = policy or ScanPolicy()
-    started_ns = time.time_ns()
-    prefix = cache_prefix(branch)
-    targets = policy.targets
-    if targets is None:
-        cache = {k[len(prefix):]: v for k, v in store.index.scan(STAT_TABLE, prefix)}
-        cached = cache.get
-    else:
-        cache = {}
+         policy: ScanPolicy | None = None, source_fd: int | None = None) -> ScanResult:
+    """Scan ``source``; with a writer, new file contents and trees are stored.
 
-        def cached(rel: bytes) -> bytes | None:
-            return store.index.get(STAT_TABLE, prefix + rel)
-
-        changed, ancestors = targets.changed, targets.ancestors()
-    seen: set[bytes] = set()
-    ignore = load_ignore(source)
-    own = os.stat(store.path)
-    result = ScanResult(root=ObjectId(bytes(32)), trees={}, problems=list(ignore.problems))
+    ``source_fd``, an open descriptor of ``source``, is used instead of
+    opening it by path (checkout scans and writes through one descriptor).
+    """
     source_b = os.fsencode(os.path.abspath(source))
+    own_fd = source_fd is None
+    if own_fd:
+        try:
+            # The source itself is named by the user: a link to it is followed.
+            source_fd = os.open(source_b, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            # An unmounted or vanished source must not become an empty snapshot.
+            raise SourceError(source, f"cannot be listed ({e.strerror})") from None
+    try:
+        return _Scan(store, source_b, source_fd, branch, writer, on_file, policy or ScanPolicy()).run()
+    finally:
+        if own_fd:
+            os.close(source_fd)
 
-    def read_file(path_b: bytes, expect: tuple[int, int],
-                  sqlite_sides: bool) -> tuple[ObjectId, os.stat_result, int]:
-        # Files are opened by path, with O_NOFOLLOW, and must be the very
-        # file the listing found: a directory on the way swapped for a link
-        # since it was listed leads to another file, which is refused.
-        path = os.fsdecode(path_b)
-        # A database being created has its journal or WAL before its header.
-        if policy.sqlite_backup and writer is not None and (
-                sqlite_sides or _is_listed_file(path, expect) and is_sqlite(path)):
-            oid, st, size = read_sqlite(writer, path, store.layout.tmp)
-            check_opened(path, st, expect)
+
+class _Scan:
+    """One scan's state: what it reads from, what it knows, what it found."""
+
+    def __init__(self, store: Store, source_b: bytes, source_fd: int, branch: str,
+                 writer: ObjectWriter | None, on_file: Callable[[int], None] | None,
+                 policy: ScanPolicy):
+        self.store, self.source_b, self.source_fd = store, source_b, source_fd
+        self.writer, self.on_file, self.policy = writer, on_file, policy
+        self.started_ns = time.time_ns()
+        self.prefix = cache_prefix(branch)
+        self.targets = policy.targets
+        if self.targets is None:
+            self.cache = {k[len(self.prefix):]: v for k, v in store.index.scan(STAT_TABLE, self.prefix)}
+            self.cached = self.cache.get
         else:
-            oid, st = identify_file(path, expect) if writer is None else \
-                writer.put_file(path, expect=expect)
-            size = st.st_size
-        if on_file is not None:
-            on_file(size)
-        return oid, st, size
+            self.cache = {}
+            self.cached = lambda rel: store.index.get(STAT_TABLE, self.prefix + rel)
+            self.changed, self.ancestors = self.targets.changed, self.targets.ancestors()
+        self.seen: set[bytes] = set()
+        self.ignore = load_ignore(os.fsdecode(source_b))
+        own = os.stat(store.path)
+        self.own = (own.st_dev, own.st_ino)
+        self.result = ScanResult(root=ObjectId(bytes(32)), trees={},
+                                 problems=list(self.ignore.problems))
 
-    with FileBatches(lambda item: read_file(*item), store.config.chunk_min_size, "cas-scan",
-                     catch=(SourceError,)) as batches:
-        root = _Dir(b"", None, base=_load_tree(store, targets.base) if targets else None)
+    def problem(self, rel: bytes, message: str, severity: str = ERROR) -> None:
+        self.result.problems.append(Problem(_shown(self.source_b, rel), message, severity))
+
+    def run(self) -> ScanResult:
+        store, targets, result = self.store, self.targets, self.result
+        with FileBatches(lambda item: self.read_file(*item), store.config.chunk_min_size,
+                         "cas-scan", catch=(SourceError,)) as self.batches:
+            root = _Dir(b"", None, base=_load_tree(store, targets.base) if targets else None)
+            self.walk(root)
+            self.batches.flush()
+            result.root = _finish(root, result, self.writer, self.started_ns, self.batches,
+                                  self.policy.previous)
+        prefix = self.prefix
+        if targets is None:
+            result.cache_deletes = [prefix + rel for rel in self.cache if rel not in self.seen]
+        else:
+            result.cache_deletes = [prefix + rel for rel in self.changed if rel not in self.seen]
+            # Counts of the whole tree: the base's, plus what differs between the
+            # two trees (shared subtrees are skipped by id).
+            delta = _count_delta(lambda oid: result.trees.get(oid) or _load_tree(store, oid),
+                                 targets.base, result.root)
+            result.files = targets.counts.get("files", 0) + delta[0]
+            result.dirs = targets.counts.get("dirs", 0) + delta[1]
+            result.symlinks = targets.counts.get("symlinks", 0) + delta[2]
+            result.bytes = targets.counts.get("bytes", 0) + delta[3]
+        result.cache_updates = {prefix + k: v for k, v in result.cache_updates.items()}
+        return result
+
+    def walk(self, root: _Dir) -> None:
+        """List every directory, depth first, each through its parent's descriptor."""
         stack = [root]
         try:
             while stack:
                 node = stack.pop()
-                listed = _list_dir(source_b, node, root, result)
+                listed = _list_dir(self.source_b, self.source_fd, node, root, self.result)
                 if listed is None:
                     continue
                 dir_fd, items = listed
                 pushed: list[_Dir] = []
                 try:
-                    if _is_store(dir_fd, items):
-                        node.left_out = True
-                        result.problems.append(Problem(_shown(source_b, node.rel),
-                                                       "is a cas store; not recorded", WARNING))
-                        continue
-                    names = {name for name, _ in items} if policy.sqlite_backup else set()
-                    side_files = sqlite_side_files(_joined(source_b, node.rel), names, dir_fd=dir_fd) \
-                        if policy.sqlite_backup else set()
-                    for name, item in items:
-                        rel = node.rel + b"/" + name if node.rel else name
-                        if name in side_files:
-                            continue
-                        if node.base is not None and rel not in changed:
-                            old = node.base.get(name)
-                            kind = _kind_of(item)
-                            if old is not None and old.kind == kind:
-                                if kind == DIR and rel in ancestors:
-                                    try:
-                                        st = item.stat(follow_symlinks=False)
-                                    except OSError as e:
-                                        result.problems.append(Problem(_shown(source_b, rel),
-                                                                       f"{e.strerror}; skipped"))
-                                        continue
-                                    child = _Dir(rel, st, base=_load_tree(store, old.oid))
-                                    node.entries.append(child)
-                                    pushed.append(child)
-                                    continue
-                                if kind == DIR or rel not in ancestors:
-                                    node.entries.append(old)  # untouched since the base: no stat call
-                                    continue
-                            # New here, or of another kind now: looked at as a full scan would.
-                        try:
-                            st = item.stat(follow_symlinks=False)
-                        except OSError as e:
-                            result.problems.append(Problem(_shown(source_b, rel), f"{e.strerror}; skipped"))
-                            continue
-                        is_dir = stat.S_ISDIR(st.st_mode)
-                        if ignore.matches(os.fsdecode(rel), is_dir):
-                            continue
-                        if is_dir:
-                            if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
-                                continue
-                            child = _Dir(rel, st)
-                            node.entries.append(child)
-                            pushed.append(child)
-                        elif stat.S_ISLNK(st.st_mode):
-                            try:
-                                target = os.readlink(name, dir_fd=dir_fd)
-                            except OSError as e:
-                                result.problems.append(Problem(_shown(source_b, rel), f"{e.strerror}; skipped"))
-                                continue
-                            node.entries.append(TreeEntry(name, SYMLINK, stat.S_IMODE(st.st_mode),
-                                                          st.st_mtime_ns, len(target), None, target,
-                                                          owner_of(st)))
-                            result.symlinks += 1
-                        elif stat.S_ISREG(st.st_mode) and rel in policy.held:
-                            kept = policy.held[rel]
-                            if kept is not None and kept.kind == FILE:
-                                node.entries.append(kept)
-                                result.files += 1
-                                result.bytes += kept.size
-                        elif stat.S_ISREG(st.st_mode):
-                            seen.add(rel)
-                            oid = _cached_oid(cached(rel), st)
-                            if oid is not None and policy.sqlite_backup and name + b"-wal" in names:
-                                oid = None  # committed pages may sit in the WAL, beyond the main file's stat
-                            if oid is not None and writer is not None and not store.has(oid):
-                                oid = None  # the cache outlived its object (gc, rebuild): read again
-                            if oid is not None:
-                                node.entries.append(TreeEntry(name, FILE, stat.S_IMODE(st.st_mode),
-                                                              st.st_mtime_ns, st.st_size, oid, None,
-                                                              owner_of(st)))
-                                result.files += 1
-                                result.bytes += st.st_size
-                            else:
-                                sides = policy.sqlite_backup and any(
-                                    name + side in names for side in SQLITE_SIDE_FILES)
-                                ticket = batches.add((source_b + b"/" + rel, (st.st_dev, st.st_ino),
-                                                      sides), st.st_size)
-                                node.entries.append(_PendingFile(name, rel, ticket, owner_of(st)))
-                        else:
-                            result.problems.append(Problem(_shown(source_b, rel),
-                                                           "is a special file; skipped", WARNING))
+                    self.visit(node, dir_fd, items, pushed)
                 finally:
                     _share(dir_fd, pushed)
                 stack.extend(reversed(pushed))
@@ -292,32 +244,136 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
                 if node.handle is not None:
                     node.handle.release()
 
-        batches.flush()
-        result.root = _finish(root, result, writer, started_ns, batches, policy.previous)
-    if targets is None:
-        result.cache_deletes = [prefix + rel for rel in cache if rel not in seen]
-    else:
-        result.cache_deletes = [prefix + rel for rel in changed if rel not in seen]
-        # Counts of the whole tree: the base's, plus what differs between the
-        # two trees (shared subtrees are skipped by id).
-        delta = _count_delta(lambda oid: result.trees.get(oid) or _load_tree(store, oid),
-                             targets.base, result.root)
-        result.files = targets.counts.get("files", 0) + delta[0]
-        result.dirs = targets.counts.get("dirs", 0) + delta[1]
-        result.symlinks = targets.counts.get("symlinks", 0) + delta[2]
-        result.bytes = targets.counts.get("bytes", 0) + delta[3]
-    result.cache_updates = {prefix + k: v for k, v in result.cache_updates.items()}
-    return result
+    def visit(self, node: _Dir, dir_fd: int, items: list, pushed: list[_Dir]) -> None:
+        """Turn one directory's listing into entries, subdirectories and files to read."""
+        if _is_store(dir_fd, items):
+            node.left_out = True
+            self.problem(node.rel, "is a cas store; not recorded", WARNING)
+            return
+        sqlite_backup = self.policy.sqlite_backup
+        names = {name for name, _ in items} if sqlite_backup else set()
+        side_files = sqlite_side_files(_joined(self.source_b, node.rel), names, dir_fd=dir_fd) \
+            if sqlite_backup else set()
+        for name, item in items:
+            rel = node.rel + b"/" + name if node.rel else name
+            if name in side_files or self.reuse_base(node, name, rel, item, pushed):
+                continue
+            try:
+                st = item.stat(follow_symlinks=False)
+            except OSError as e:
+                self.problem(rel, f"{e.strerror}; skipped")
+                continue
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if self.ignore.matches(os.fsdecode(rel), is_dir):
+                continue
+            if is_dir:
+                if (st.st_dev, st.st_ino) != self.own:
+                    child = _Dir(rel, st)
+                    node.entries.append(child)
+                    pushed.append(child)
+            elif stat.S_ISLNK(st.st_mode):
+                self.add_symlink(node, dir_fd, name, rel, st)
+            elif stat.S_ISREG(st.st_mode):
+                self.add_file(node, name, rel, st, names)
+            else:
+                self.problem(rel, "is a special file; skipped", WARNING)
+
+    def reuse_base(self, node: _Dir, name: bytes, rel: bytes, item: os.DirEntry,
+                   pushed: list[_Dir]) -> bool:
+        """With targets: take an entry the events did not touch from the base tree."""
+        if node.base is None or rel in self.changed:
+            return False
+        old = node.base.get(name)
+        kind = _kind_of(item)
+        if old is None or old.kind != kind:
+            return False  # new here, or of another kind now: looked at as a full scan would
+        if kind == DIR and rel in self.ancestors:
+            try:
+                st = item.stat(follow_symlinks=False)
+            except OSError as e:
+                self.problem(rel, f"{e.strerror}; skipped")
+                return True
+            child = _Dir(rel, st, base=_load_tree(self.store, old.oid))
+            node.entries.append(child)
+            pushed.append(child)
+            return True
+        if kind == DIR or rel not in self.ancestors:
+            node.entries.append(old)  # untouched since the base: no stat call
+            return True
+        return False
+
+    def add_symlink(self, node: _Dir, dir_fd: int, name: bytes, rel: bytes,
+                    st: os.stat_result) -> None:
+        try:
+            target = os.readlink(name, dir_fd=dir_fd)
+        except OSError as e:
+            self.problem(rel, f"{e.strerror}; skipped")
+            return
+        node.entries.append(TreeEntry(name, SYMLINK, stat.S_IMODE(st.st_mode), st.st_mtime_ns,
+                                      len(target), None, target, owner_of(st)))
+        self.result.symlinks += 1
+
+    def add_file(self, node: _Dir, name: bytes, rel: bytes, st: os.stat_result,
+                 names: set[bytes]) -> None:
+        result, policy = self.result, self.policy
+        if rel in policy.held:
+            kept = policy.held[rel]
+            if kept is not None and kept.kind == FILE:
+                node.entries.append(kept)
+                result.files += 1
+                result.bytes += kept.size
+            return
+        self.seen.add(rel)
+        oid = _cached_oid(self.cached(rel), st)
+        if oid is not None and policy.sqlite_backup and name + b"-wal" in names:
+            oid = None  # committed pages may sit in the WAL, beyond the main file's stat
+        if oid is not None and self.writer is not None and not self.store.has(oid):
+            oid = None  # the cache outlived its object (gc, rebuild): read again
+        if oid is not None:
+            node.entries.append(TreeEntry(name, FILE, stat.S_IMODE(st.st_mode), st.st_mtime_ns,
+                                          st.st_size, oid, None, owner_of(st)))
+            result.files += 1
+            result.bytes += st.st_size
+            return
+        sides = policy.sqlite_backup and any(name + side in names for side in SQLITE_SIDE_FILES)
+        ticket = self.batches.add((rel, (st.st_dev, st.st_ino), sides), st.st_size)
+        node.entries.append(_PendingFile(name, rel, ticket, owner_of(st)))
+
+    def read_file(self, rel: bytes, expect: tuple[int, int],
+                  sqlite_sides: bool) -> tuple[ObjectId, os.stat_result, int]:
+        # Opened beneath the source's descriptor following no link, and it
+        # must be the very file the listing found: a directory on the way
+        # swapped since it was listed makes the open or the check fail.
+        path = _shown(self.source_b, rel)
+
+        def opener(flags: int) -> int:
+            return open_beneath(self.source_fd, rel, flags)
+
+        writer = self.writer
+        # A database being created has its journal or WAL before its header.
+        if self.policy.sqlite_backup and writer is not None and (
+                sqlite_sides or _is_listed_sqlite(opener, expect)):
+            # SQLite opens the database by path: checked before and after.
+            oid, st, size = read_sqlite(writer, path, self.store.layout.tmp)
+            check_opened(path, st, expect)
+            if not _is_listed_sqlite(opener, expect, magic=False):
+                raise SourceError(path, "was replaced while it was read; skipped")
+        else:
+            oid, st = identify_file(path, expect, opener) if writer is None else \
+                writer.put_file(path, expect=expect, opener=opener)
+            size = st.st_size
+        if self.on_file is not None:
+            self.on_file(size)
+        return oid, st, size
 
 
-def _list_dir(source_b: bytes, node: _Dir, root: _Dir,
+def _list_dir(source_b: bytes, source_fd: int, node: _Dir, root: _Dir,
               result: ScanResult) -> tuple[int, list[tuple[bytes, os.DirEntry]]] | None:
     """Open a directory (through its parent's fd, checked against the
     listing) and list it sorted by name; None, with a problem, if it cannot be."""
     try:
         if node is root:
-            # The source itself is named by the user: a link to it is followed.
-            fd = os.open(source_b, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = os.dup(source_fd)
         else:
             try:
                 fd = open_dir_at(node.handle.fd, node.rel.rpartition(b"/")[2], node.st)
@@ -325,19 +381,18 @@ def _list_dir(source_b: bytes, node: _Dir, root: _Dir,
                 node.handle.release()
                 node.handle = None
     except OSError as e:
-        if node is root:
-            # An unmounted or vanished source must not become an empty snapshot.
-            raise SourceError(os.fsdecode(source_b), f"cannot be listed ({e.strerror})") from None
         result.problems.append(Problem(_shown(source_b, node.rel), f"{e.strerror}; skipped"))
         node.left_out = True  # recorded as nothing, like a directory that vanished
         return None
     try:
+        os.lseek(fd, 0, os.SEEK_SET)  # a dup shares its offset: list from the start
         with os.scandir(fd) as it:
             # Sorted for a steady reading order; trees sort their entries by bytes themselves.
             items = [(os.fsencode(e.name), e) for e in sorted(it, key=_NAME)]
     except OSError as e:
         os.close(fd)
         if node is root:
+            # An unmounted or vanished source must not become an empty snapshot.
             raise SourceError(os.fsdecode(source_b), f"cannot be listed ({e.strerror})") from None
         result.problems.append(Problem(_shown(source_b, node.rel), f"{e.strerror}; skipped"))
         return None
@@ -384,12 +439,22 @@ def _is_store(dir_fd: int, items: list[tuple[bytes, os.DirEntry]]) -> bool:
     return FORMAT_NAME.encode() in head
 
 
-def _is_listed_file(path: str, expect: tuple[int, int]) -> bool:
+def _is_listed_sqlite(opener: Callable[[int], int], expect: tuple[int, int],
+                      magic: bool = True) -> bool:
+    """Whether the listed file is (still) there, and starts with SQLite's magic."""
     try:
-        st = os.stat(path, follow_symlinks=False)
+        fd = opener(os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return False
-    return stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) == expect
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != expect:
+            return False
+        return not magic or os.pread(fd, len(SQLITE_MAGIC), 0) == SQLITE_MAGIC
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def owner_of(st: os.stat_result) -> Owner:

@@ -95,18 +95,21 @@ class ObjectWriter:
         return oid
 
     def put_file(self, path: str, follow_symlinks: bool = False,
-                 expect: tuple[int, int] | None = None) -> tuple[ObjectId, os.stat_result]:
+                 expect: tuple[int, int] | None = None,
+                 opener: Callable[[int], int] | None = None) -> tuple[ObjectId, os.stat_result]:
         """Store a regular file's content; returns its id and the stat it was read under.
 
         ``expect`` is the (st_dev, st_ino) a directory listing gave for the
         file: opening ``path`` must reach that very file, or a directory on
         the way was swapped (for a symbolic link, say) since it was listed.
+        ``opener(flags)``, when given, opens the file instead of ``os.open(path)``
+        (a scan opens it beneath its source's fd, following no link).
         Raises ``SourceError`` for a file that cannot be read, that is not
         the one expected, or that keeps changing while it is read.
         """
         for _ in range(READ_ATTEMPTS):
             try:
-                result = self._try_put_file(path, follow_symlinks, expect)
+                result = self._try_put_file(path, follow_symlinks, expect, opener)
             except _SourceReadError as e:
                 raise SourceError(path, _describe(e.error)) from None
             except OSError as e:
@@ -152,11 +155,11 @@ class ObjectWriter:
     def _known(self, oid: ObjectId) -> bool:
         return oid in self._pending or self._index.lookup(oid) is not None
 
-    def _try_put_file(self, path: str, follow: bool,
-                      expect: tuple[int, int] | None) -> tuple[ObjectId, os.stat_result] | None:
+    def _try_put_file(self, path: str, follow: bool, expect: tuple[int, int] | None,
+                      opener: Callable[[int], int] | None) -> tuple[ObjectId, os.stat_result] | None:
         # O_NONBLOCK: a FIFO swapped in for a file must not hang us.
         flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
-        fd = os.open(path, flags)
+        fd = opener(flags) if opener is not None else os.open(path, flags)
         try:
             before = os.fstat(fd)
             check_opened(path, before, expect)
@@ -478,11 +481,13 @@ def check_opened(path: str, st: os.stat_result, expect: tuple[int, int] | None) 
                                 "changed); skipped")
 
 
-def identify_file(path: str, expect: tuple[int, int] | None = None) -> tuple[ObjectId, os.stat_result]:
+def identify_file(path: str, expect: tuple[int, int] | None = None,
+                  opener: Callable[[int], int] | None = None) -> tuple[ObjectId, os.stat_result]:
     """A file's id without storing it (for status and diff), read consistently."""
     for _ in range(READ_ATTEMPTS):
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            fd = opener(flags) if opener is not None else os.open(path, flags)
             try:
                 before = os.fstat(fd)
                 check_opened(path, before, expect)
