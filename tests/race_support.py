@@ -53,9 +53,9 @@ fd = os.open(cfg["counter"], os.O_RDWR)
 shared = mmap.mmap(fd, 16)
 stop = []
 signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-if cfg.get("trigger"):   # start at the first deletion there, not after a delay
+if cfg.get("trigger"):   # start at the first such event there, then after the delay
     watch = libc.inotify_init1(0)
-    libc.inotify_add_watch(watch, cfg["trigger"].encode(), 0x200)   # IN_DELETE
+    libc.inotify_add_watch(watch, cfg["trigger"].encode(), cfg["trigger_mask"])
 shared[0:8] = (1).to_bytes(8, "little")
 if cfg.get("trigger"):
     os.read(watch, 4096)
@@ -428,20 +428,22 @@ class Attempt:
 def attack(world: World, args: list[str], pairs: list[tuple[Path, Path]], watched: Path,
            exclude: tuple[Path, ...], delay: float, hold: float = 0,
            link_to: Path | None = None, watch_opens: bool = False,
-           trigger: Path | None = None) -> Attempt:
+           trigger: Path | None = None, trigger_on: str = "delete") -> Attempt:
     """Run ``cas args`` as root while the attacker swaps ``pairs``; report any damage.
 
     ``watched`` (minus ``exclude``: the target, the store, the attacker's
     scratch space) must come out exactly as it went in. The attacker starts
     ``delay`` seconds in and, with ``hold``, keeps each state up to that
     long (a scan must see a swapped directory through several calls); with
-    ``trigger``, it starts at the first deletion in that directory. With
+    ``trigger``, it starts at the first deletion in that directory (or,
+    with ``trigger_on="open"``, when that directory is first opened). With
     ``watch_opens``, cas opening or reading anything in the secret
     directory is damage too.
     """
     cfg = {"pairs": [(os.fspath(v), os.fspath(l)) for v, l in pairs],
            "link_to": os.fspath(link_to or world.secret), "delay": delay, "hold": hold,
-           "trigger": os.fspath(trigger) if trigger else None}
+           "trigger": os.fspath(trigger) if trigger else None,
+           "trigger_mask": {"delete": 0x200, "open": 0x20}[trigger_on]}   # inotify IN_*
     return run_attacked(world, args, SWAPPER, cfg, watched, exclude, watch_opens)
 
 
