@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..dirfd import open_path, remove_at
-from ..errors import CasError, WouldLoseChanges
+from ..errors import CasError, SourceError, WouldLoseChanges
 from ..model.history import History
 from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE
@@ -37,8 +37,23 @@ class CheckoutReport:
 
 def checkout(history: History, snapshot: Snapshot, source: str, branch: str,
              paths: list[bytes] | None = None, force: bool = False) -> CheckoutReport:
+    # The tree is opened once: its scan, the deletions and the writes all go
+    # through this descriptor, so they act on one directory even if its path
+    # is made to name another meanwhile.
+    try:
+        root_fd = os.open(os.path.abspath(source), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise SourceError(source, f"cannot be opened ({e.strerror})") from None
+    try:
+        return _checkout(history, snapshot, source, root_fd, branch, paths, force)
+    finally:
+        os.close(root_fd)
+
+
+def _checkout(history: History, snapshot: Snapshot, source: str, root_fd: int, branch: str,
+              paths: list[bytes] | None, force: bool) -> CheckoutReport:
     store = history.store
-    working = scan(store, source, branch, writer=None)
+    working = scan(store, source, branch, writer=None, source_fd=root_fd)
 
     def load_working(oid):
         return working.trees.get(oid) or history.load_tree(oid)
@@ -51,23 +66,19 @@ def checkout(history: History, snapshot: Snapshot, source: str, branch: str,
         raise WouldLoseChanges([os.fsdecode(c.path) for c in at_risk])
     report = CheckoutReport(changes)
     source_b = os.fsencode(os.path.abspath(source))
-    root_fd = os.open(source_b, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        # Deletions first, so a file can become a directory and back.
-        for c in changes:
-            if c.new is None or (c.old is not None and c.old.kind != c.new.kind):
-                path = c.path.rstrip(b"/")
-                try:
-                    report.removed += _remove(root_fd, path)
-                    _prune_parents(history, snapshot, root_fd, path)
-                except OSError as e:
-                    report.problems.append(Problem(os.fsdecode(source_b + b"/" + path),
-                                                   f"{e.strerror or e}; not removed"))
-    finally:
-        os.close(root_fd)
+    # Deletions first, so a file can become a directory and back.
+    for c in changes:
+        if c.new is None or (c.old is not None and c.old.kind != c.new.kind):
+            path = c.path.rstrip(b"/")
+            try:
+                report.removed += _remove(root_fd, path)
+                _prune_parents(history, snapshot, root_fd, path)
+            except OSError as e:
+                report.problems.append(Problem(os.fsdecode(source_b + b"/" + path),
+                                               f"{e.strerror or e}; not removed"))
     targets = sorted({c.path.rstrip(b"/") for c in changes if c.new is not None})
-    report.restore = restore(history, snapshot, os.fsdecode(source_b), targets) if targets \
-        else RestoreReport()
+    report.restore = restore(history, snapshot, os.fsdecode(source_b), targets,
+                             target_fd=root_fd) if targets else RestoreReport()
     report.restore.problems[:0] = report.problems
     return report
 

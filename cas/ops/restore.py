@@ -34,7 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..dirfd import DirHandle, lstat_at, make_dir_at
+from ..dirfd import DirHandle, lstat_at, make_dir_at, open_dir_at
 from ..errors import CasError, ManifestInvalid, PathNotInSnapshot, SourceError
 from ..model.history import History
 from ..model.snapshot import Snapshot
@@ -93,16 +93,21 @@ def _gid_for(name: str | None, gid: int) -> int:
 
 def restore(history: History, snapshot: Snapshot, target: str, paths: list[bytes] | None = None,
             on_file: Callable[[int], None] | None = None,
-            owners: OwnerPolicy | None = None) -> RestoreReport:
+            owners: OwnerPolicy | None = None, target_fd: int | None = None) -> RestoreReport:
+    """Restore into ``target`` (or the open directory ``target_fd``, whose
+    path ``target`` is then only used in messages)."""
     report = RestoreReport()
     target_b = os.fsencode(os.path.abspath(target))
-    os.makedirs(os.path.dirname(target_b), exist_ok=True)
-    try:
-        os.mkdir(target_b, 0o777)  # the target is not in the snapshot: umask decides
-    except FileExistsError:
-        pass
-    # The target itself is named by the user, so a link to it is followed.
-    root_fd = os.open(target_b, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    if target_fd is None:
+        os.makedirs(os.path.dirname(target_b), exist_ok=True)
+        try:
+            os.mkdir(target_b, 0o777)  # the target is not in the snapshot: umask decides
+        except FileExistsError:
+            pass
+        # The target itself is named by the user, so a link to it is followed.
+        root_fd = os.open(target_b, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    else:
+        root_fd = os.dup(target_fd)
     restorer = _Restorer(history, report, on_file, owners or OwnerPolicy.default(),
                          os.stat(history.store.path))
     root = DirHandle(root_fd)
@@ -280,19 +285,45 @@ def _write_file(history: History, entry: TreeEntry, dir_fd: int, ids: tuple[int,
 
 
 def _write_symlink(entry: TreeEntry, dir_fd: int, ids: tuple[int, int] | None) -> None:
+    """Make the link in a private directory of our own, give it its owner and
+    times there, then rename it into place.
+
+    A link has no descriptor to chown or utime through, only its name; in a
+    directory someone else can write, that name could be swapped (for a hard
+    link to a file of theirs) between creating it and changing it. Nobody
+    but us can write in the private directory.
+    """
     existing = lstat_at(dir_fd, entry.name)
     if existing is not None and stat.S_ISDIR(existing.st_mode):
         raise SourceError(os.fsdecode(entry.name), "exists as a directory; not replaced")
-    temp = _temp_name()
-    os.symlink(entry.target, temp, dir_fd=dir_fd)
+    private = _temp_name()
+    os.mkdir(private, 0o700, dir_fd=dir_fd)
     try:
-        if ids is not None:
-            os.chown(temp, *ids, dir_fd=dir_fd, follow_symlinks=False)
-        os.utime(temp, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
-        os.rename(temp, entry.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        _unlink_quietly(temp, dir_fd)
-        raise
+        private_fd = open_dir_at(dir_fd, private)
+        try:
+            _check_private(private_fd)
+            os.symlink(entry.target, b"link", dir_fd=private_fd)
+            if ids is not None:
+                os.chown(b"link", *ids, dir_fd=private_fd, follow_symlinks=False)
+            os.utime(b"link", ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=private_fd,
+                     follow_symlinks=False)
+            os.rename(b"link", entry.name, src_dir_fd=private_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            _unlink_quietly(b"link", private_fd)
+            raise
+        finally:
+            os.close(private_fd)
+    finally:
+        try:
+            os.rmdir(private, dir_fd=dir_fd)
+        except OSError:
+            pass  # renamed away by someone else: theirs to remove
+
+
+def _check_private(fd: int) -> None:
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
+        raise SourceError("", "a private directory of the restore was replaced; not used")
 
 
 def _unlink_quietly(name: bytes, dir_fd: int) -> None:
