@@ -143,6 +143,20 @@ def _guarded(method=None, *, writing: bool = False):
     return wrapper
 
 
+def _check_not_truncated(env: lmdb.Environment, path: str) -> None:
+    """Refuse a data file shorter than its last page: LMDB maps it, and reading
+    a page past the end of the file kills the process with SIGBUS."""
+    try:
+        needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+        size = os.stat(os.path.join(path, "data.mdb")).st_size
+    except (lmdb.Error, OSError):
+        env.close()
+        raise
+    if size < needed:
+        env.close()
+        raise IndexUnavailable(path, f"damaged (truncated: {size} bytes of {needed})")
+
+
 class Index:
     def __init__(self, env: lmdb.Environment, path: str, read_only: bool = False):
         self._env = env
@@ -171,7 +185,9 @@ class Index:
         _check_files(path)
         read_only = not _writable(path)
         try:
-            index = cls(cls._open_env(path, modes, read_only), path, read_only)
+            env = cls._open_env(path, modes, read_only)
+            _check_not_truncated(env, path)
+            index = cls(env, path, read_only)
             with index._env.begin() as txn:
                 fmt = txn.get(b"format", db=index._db[b"meta"])
                 owner = txn.get(b"store_id", db=index._db[b"meta"])
