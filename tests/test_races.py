@@ -215,10 +215,8 @@ def test_snapshot_of_a_hostile_source_records_nothing_from_outside(world):
     assert problem is None, problem
 
 
-# What a reading of the fd-based walks found still open to the same attacker.
+# Holes the first fd-based walks still had, found by reading them as an attacker.
 
-@pytest.mark.xfail(strict=False, reason="checkout resolves the tree's path three times (scan, "
-                   "deletions, restore); it should open it once and walk from that fd")
 def test_checkout_when_the_working_tree_itself_is_swapped(world):
     """The user owns the directory holding the working tree (a home directory).
 
@@ -253,8 +251,6 @@ def test_checkout_when_the_working_tree_itself_is_swapped(world):
     assert problem is None, problem
 
 
-@pytest.mark.xfail(strict=False, reason="scan opens files by joined path (then checks dev/ino); "
-                   "it should openat the verified directory fd")
 def test_snapshot_opens_nothing_outside_the_source(world):
     """A file is opened by its joined path: through a swapped directory that
     open reaches outside (a device there is opened, with whatever that does)
@@ -317,8 +313,6 @@ def test_snapshot_sqlite_backup_copies_no_database_from_outside(world):
     assert problem is None, problem
 
 
-@pytest.mark.xfail(strict=False, reason="_write_symlink lchowns and utimes the temp link by name "
-                   "in a directory the user can write")
 def test_restore_of_links_never_changes_a_file_hard_linked_in_their_place(world):
     """Root gives a restored symbolic link its owner and times by name
     (lchown, utimensat) before renaming it into place; the user who owns the
