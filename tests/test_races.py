@@ -220,9 +220,9 @@ def test_snapshot_of_a_hostile_source_records_nothing_from_outside(world):
 def test_checkout_when_the_working_tree_itself_is_swapped(world):
     """The user owns the directory holding the working tree (a home directory).
 
-    Checkout resolves the tree's path once to scan it, again to delete and a
-    third time to write: the deletions the scan chose must not land in
-    whatever the path names by then.
+    The deletions and writes checkout chose from its scan must land in the
+    directory it scanned, whatever the tree's path names by then (resolving
+    the path again to delete and to write let them land in the secret).
     """
     home = world.base / "home"
     make_tree(home, {})
@@ -252,9 +252,9 @@ def test_checkout_when_the_working_tree_itself_is_swapped(world):
 
 
 def test_snapshot_opens_nothing_outside_the_source(world):
-    """A file is opened by its joined path: through a swapped directory that
-    open reaches outside (a device there is opened, with whatever that does)
-    even though the (dev, ino) check then refuses to read it."""
+    """No open reaches outside the source, not even one refused afterwards
+    by the (dev, ino) check: opening a device has effects of its own. Files
+    opened by their joined path did reach the secret."""
     names = [f"d{i}" for i in range(DIRS)]
     src = world.base / "src"
     make_tree(src, {n: files("f", 200) for n in names})
@@ -314,10 +314,10 @@ def test_snapshot_sqlite_backup_copies_no_database_from_outside(world):
 
 
 def test_restore_of_links_never_changes_a_file_hard_linked_in_their_place(world):
-    """Root gives a restored symbolic link its owner and times by name
-    (lchown, utimensat) before renaming it into place; the user who owns the
-    directory can put a hard link to any file it may write under that name
-    first, and root then hands that file to the link's recorded owner."""
+    """A link has no descriptor: its owner and times are set by name. Where
+    the user can write, that name can become a hard link to any file the
+    user may write (root's, here) before root changes it; root handed such
+    a file to the link's recorded owner while links were made in place."""
     src = world.base / "src"
     spec = {f"a{i}": files("f", 120) for i in range(4)}   # keeps restore's workers busy
     make_tree(src, spec)
