@@ -250,7 +250,8 @@ class History:
             with self.refs.locked():
                 current = self.refs.get(ref)
                 if current == snapshot.parent:
-                    with atomic_output(self._record_path(oid), self.store.layout.tmp) as f:
+                    with atomic_output(self._record_path(oid), self.store.layout.tmp,
+                                       self.store.layout.modes.file) as f:
                         f.write(data)
                     self.store.index.update(TABLE, put=[(oid.digest, data)])
                     self.refs.write_locked(ref, oid)

@@ -20,7 +20,7 @@ import re
 import stat
 from typing import Iterator
 
-from ..durable import atomic_output, fsync_dir, remove_quietly
+from ..durable import atomic_output, fsync_dir, make_dir, remove_quietly
 from ..errors import InvalidRefName, MetadataUnreadable, RefNameLooksLikeId, RefNotFound
 from ..objectid import HEX_LENGTH, MIN_PREFIX, ObjectId, is_hex
 from ..storage.store import Store
@@ -99,6 +99,21 @@ def _valid_ref(ref: str) -> bool:
     return any(ref.startswith(ns) and _NAME.match(ref[len(ns):]) is not None for ns in NAMESPACES)
 
 
+def _open_lock(path: str, mode: int) -> int:
+    """Open the lock file, creating it with the store's mode whatever the umask."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        return os.open(path, flags)  # as it is: a read-only store is not changed
+    try:
+        os.fchmod(fd, mode)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 class Refs:
     def __init__(self, store: Store):
         self._store = store
@@ -109,14 +124,20 @@ class Refs:
 
     # -- the lock ----------------------------------------------------------
 
+    def _make_dirs(self, path: str) -> None:
+        """refs/ and the directories below it, with the store's directory mode."""
+        if os.path.isdir(path):
+            return
+        self._make_dirs(os.path.dirname(path))
+        make_dir(path, self._store.layout.modes.directory)
+
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold ``refs/lock`` exclusively: refs read inside stay as read until written."""
         path = self._path(LOCK)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self._make_dirs(os.path.dirname(path))
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                         0o600)
+            fd = _open_lock(path, self._store.layout.modes.file)
         except OSError as e:
             why = "is a symbolic link" if e.errno == errno.ELOOP else f"cannot be opened ({e.strerror})"
             raise MetadataUnreadable(path, why) from None
@@ -140,7 +161,8 @@ class Refs:
 
     def set_head_branch(self, branch: str) -> None:
         check_ref_name(branch)
-        with atomic_output(self._path("HEAD"), self._store.layout.tmp) as f:
+        with atomic_output(self._path("HEAD"), self._store.layout.tmp,
+                           self._store.layout.modes.file) as f:
             f.write(f"ref: {HEADS}{branch}\n".encode())
 
     # -- branches and tags -------------------------------------------------
@@ -168,8 +190,8 @@ class Refs:
         if not _valid_ref(ref):
             raise InvalidRefName(ref)
         path = self._path(ref)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with atomic_output(path, self._store.layout.tmp) as f:
+        self._make_dirs(os.path.dirname(path))
+        with atomic_output(path, self._store.layout.tmp, self._store.layout.modes.file) as f:
             f.write(oid.hex.encode() + b"\n")
         self._store.index.update(TABLE, put=[(ref.encode(), oid.digest)])
 

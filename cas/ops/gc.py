@@ -277,7 +277,7 @@ def _repack(store, repack) -> None:
             if e.oid in dead_ids:
                 continue
             if writer is None:
-                writer = PackWriter(layout.tmp)
+                writer = PackWriter(layout.tmp, layout.modes.object)
             writer.add(e.oid, e.encoding, store.read_stored(e), e.size)
             if writer.size >= store.config.pack_target_size:
                 seal()

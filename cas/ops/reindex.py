@@ -41,7 +41,7 @@ def rebuild_index(store_path: str) -> RebuildReport:
         layout = store.layout
         new_path = layout.index + ".new"
         shutil.rmtree(new_path, ignore_errors=True)
-        index = Index.create(new_path, store.config.store_id)
+        index = Index.create(new_path, store.config.store_id, store.layout.modes)
         try:
             seen: set[ObjectId] = set()
             batch: list[IndexEntry] = []

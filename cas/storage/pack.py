@@ -22,7 +22,7 @@ import stat
 import struct
 from dataclasses import dataclass
 
-from ..durable import open_temp, remove_quietly, start_writeback, write_all
+from ..durable import READ_ONLY_FILE, open_temp, remove_quietly, start_writeback, write_all
 from ..objectid import DIGEST_SIZE, Hasher, ObjectId, hash_bytes
 from .encoding import Encoding, max_content_size
 
@@ -53,8 +53,8 @@ WRITEBACK_STEP = 4 << 20
 class PackWriter:
     """Appends objects to a temp pack file; ``finish`` seals and fsyncs it."""
 
-    def __init__(self, tmp_dir: str):
-        self.temp_path, self._fd = open_temp(tmp_dir, "pack")
+    def __init__(self, tmp_dir: str, mode: int = READ_ONLY_FILE):
+        self.temp_path, self._fd = open_temp(tmp_dir, "pack", mode)
         self._hasher = Hasher()
         self._offset = 0
         # Small objects are gathered and written a megabyte at a time: a

@@ -192,7 +192,7 @@ class ObjectWriter:
             if self._aborted:
                 raise StoreWriteError(self._layout.root, "the write was abandoned")
             if self._pack is None:
-                self._pack = self._store_side(PackWriter, self._layout.tmp)
+                self._pack = self._store_side(PackWriter, self._layout.tmp, self._layout.modes.object)
             try:
                 self._pack.add(oid, encoding, stored, len(data))
             except OSError as e:
