@@ -469,3 +469,24 @@ def test_watch_files_and_the_log_are_private_whatever_the_umask(tree):
         assert os.stat(w.log).st_mode & 0o077 == 0
     finally:
         assert w.stop() == 0
+
+
+def test_a_database_in_its_first_transaction_is_still_one_database(tree, tmp_path):
+    # SQLite writes a new database's header when it commits: until then the
+    # file is empty beside a journal. That is an (empty) database; an empty
+    # file beside a text "-journal" is not.
+    conn = sqlite3.connect(tree / "new.db", isolation_level=None)
+    conn.execute("BEGIN")
+    conn.execute("CREATE TABLE t (v)")
+    assert (tree / "new.db").stat().st_size == 0 and (tree / "new.db-journal").exists()
+    (tree / "blank").write_bytes(b"")
+    (tree / "blank-journal").write_text("text beside an empty file\n")
+    try:
+        r = cas_process("snapshot", "--sqlite-backup", cwd=tree)
+        assert r.returncode == 0, r.stderr
+    finally:
+        conn.execute("COMMIT")
+        conn.close()
+    files = head_files(tree)
+    assert "new.db" in files and "new.db-journal" not in files
+    assert files["blank"] == b"" and files["blank-journal"] == b"text beside an empty file\n"

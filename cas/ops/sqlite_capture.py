@@ -38,6 +38,8 @@ from ..durable import remove_quietly
 
 BUSY_TIMEOUT_S = 10
 SQLITE_SIDE_FILES = (b"-wal", b"-shm", b"-journal")
+# A rollback journal's header starts with this once synced, and with zeros before.
+JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")
 
 
 def side_file_base(name: bytes) -> bytes | None:
@@ -80,18 +82,29 @@ def sqlite_side_files(directory: bytes, names: set[bytes], dir_fd: int | None = 
 
 
 def is_sqlite(path: str | bytes, dir_fd: int | None = None) -> bool:
-    """Whether ``path`` is a regular file starting with the SQLite magic.
+    """Whether ``path`` is a SQLite database: a regular file starting with
+    the SQLite magic, or an empty one beside a rollback journal that starts
+    as SQLite's do (a database in its first transaction: SQLite writes the
+    header when it commits, and a text file is never mistaken for this).
     Never follows a symbolic link, never blocks on a FIFO or a device."""
+    head = _head(path, len(SQLITE_MAGIC), dir_fd)
+    if head != b"":
+        return head == SQLITE_MAGIC
+    journal = path + (b"-journal" if isinstance(path, bytes) else "-journal")
+    return _head(journal, len(JOURNAL_MAGIC), dir_fd) in (JOURNAL_MAGIC, bytes(len(JOURNAL_MAGIC)))
+
+
+def _head(path: str | bytes, size: int, dir_fd: int | None) -> bytes | None:
+    """The first ``size`` bytes of a regular file, or None."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                      dir_fd=dir_fd)
     except OSError:
-        return False  # the plain read reports why
+        return None  # the plain read reports why
     try:
-        return stat.S_ISREG(os.fstat(fd).st_mode) and \
-            os.pread(fd, len(SQLITE_MAGIC), 0) == SQLITE_MAGIC
+        return os.pread(fd, size, 0) if stat.S_ISREG(os.fstat(fd).st_mode) else None
     except OSError:
-        return False
+        return None
     finally:
         os.close(fd)
 
