@@ -19,11 +19,10 @@ class CasError(Exception):
 
 
 class StoreNotFound(CasError):
-    def __init__(self, start: str):
-        super().__init__(
-            f"no cas store found in {start} or any parent directory "
-            "(run 'cas init', or pass --store / set CAS_STORE)"
-        )
+    def __init__(self, start: str, searched_up: bool = True):
+        where = f"in {start} or any parent directory" if searched_up else f"at {start}"
+        super().__init__(f"no cas store found {where} "
+                         "(run 'cas init', or pass --store / set CAS_STORE)")
 
 
 class StoreExists(CasError):

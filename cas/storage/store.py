@@ -69,7 +69,7 @@ def locate_store(path: str) -> str:
         return candidate
     if os.path.lexists(os.path.join(path, CONFIG_FILE)):
         return path  # some other config.json: opening it says it is not a store's
-    raise StoreNotFound(path)
+    raise StoreNotFound(path, searched_up=False)
 
 
 def _holds_store(directory: str) -> bool:
