@@ -465,6 +465,10 @@ def is_checked(store: Store, file_id: ObjectId) -> bool:
 
 
 def mark_checked(store: Store, file_ids: list[ObjectId]) -> None:
+    """Remember the check, where the store can be written: a read-only store
+    (a write-protected disk) is checked again next time instead of failing."""
+    if store.read_only:
+        return
     store.index.update(VERIFIED_TABLE, put=[(f.digest, _mark(store, f)) for f in file_ids])
 
 
