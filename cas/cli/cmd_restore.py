@@ -6,13 +6,14 @@ from ..errors import EXIT_PROBLEM_FOUND, RefNotFound
 from ..ops.checkout import checkout as do_checkout
 from ..ops.restore import OwnerPolicy, restore as do_restore
 from ..ops.worktree import resolve_source
-from .history_args import source_relative, split_refs, tree_path
+from .history_args import (RefsThenPaths, paths_after_dashdash, source_relative, split_refs,
+                           tree_path)
 from .main import Context, pass_ctx
 from .output import byte_progress, error_line, human_bytes, info, path_text, wants_progress
 from .timespec import TimeParam, show_time
 
 
-@click.command("restore")
+@click.command("restore", cls=RefsThenPaths)
 @click.argument("args", nargs=-1)
 @click.option("--to", "target", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Directory to write into (created if missing).")
@@ -43,9 +44,9 @@ def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
             snap = next((s for s in history.ancestors(head) if s.time_ns <= at_ns), None) if head else None
             if snap is None:
                 raise RefNotFound(f"a snapshot on {branch} at or before {show_time(at_ns)}")
-            paths = [tree_path(a) for a in args]
+            paths = [tree_path(a) for a in (*args, *paths_after_dashdash())]
         else:
-            refs, paths = split_refs(history, args, 1)
+            refs, paths = split_refs(history, args, 1, paths_after_dashdash())
             if not refs:
                 raise click.UsageError("name a snapshot to restore (or use --at TIME)")
             snap = refs[0]
