@@ -276,7 +276,7 @@ def test_checkout_reads_no_ignore_file_from_outside_the_tree(world):
                       world.base, (home, world.store, world.attacker), 0, 0.1,
                       watch_opens=True, trigger=work, trigger_on="open")
 
-    problem = verdict(run_attempts(world, attempts(5), one), "checkout (ignore file)")
+    problem = verdict(run_attempts(world, attempts(3), one), "checkout (ignore file)")
     assert problem is None, problem
 
 
@@ -321,7 +321,7 @@ def test_snapshot_opens_nothing_outside_the_source(world):
                       (src, world.store, world.attacker), rng.uniform(0, 0.15), hold(i),
                       watch_opens=True)
 
-    problem = verdict(run_attempts(world, attempts(5), one), "snapshot (opens)")
+    problem = verdict(run_attempts(world, attempts(3), one), "snapshot (opens)")
     assert problem is None, problem
 
 
@@ -395,7 +395,7 @@ def test_restore_of_links_never_changes_a_file_hard_linked_in_their_place(world)
         return run_attacked(world, ["restore", "HEAD", "--to", str(target)], LINKER, cfg,
                             world.base, (target, world.store, world.attacker))
 
-    problem = verdict(run_attempts(world, attempts(5), one), "restore (hard links)")
+    problem = verdict(run_attempts(world, attempts(3), one), "restore (hard links)")
     assert problem is None, problem
 
 
