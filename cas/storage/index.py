@@ -143,18 +143,32 @@ def _guarded(method=None, *, writing: bool = False):
     return wrapper
 
 
-def _check_not_truncated(env: lmdb.Environment, path: str) -> None:
-    """Refuse a data file shorter than its last page: LMDB maps it, and reading
-    a page past the end of the file kills the process with SIGBUS."""
+def _cover_last_page(env: lmdb.Environment, path: str, read_only: bool) -> None:
+    """Make sure the data file reaches the last page LMDB may map.
+
+    A page past the end of a mapped file kills the process with SIGBUS
+    instead of raising an error. A healthy file can legitimately end short
+    of ``last_pgno`` (pages allocated and freed in one transaction are never
+    written), so the file is extended with zeros up to it, as LMDB itself
+    would: a truncated file's missing pages then read as zeros, which LMDB
+    reports as damage. A read-only store is left as it is.
+    """
+    data = os.path.join(path, "data.mdb")
     try:
         needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
-        size = os.stat(os.path.join(path, "data.mdb")).st_size
-    except (lmdb.Error, OSError):
+        if read_only or os.stat(data).st_size >= needed:
+            return
+        fd = os.open(data, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            if os.fstat(fd).st_size < needed:
+                os.ftruncate(fd, needed)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # not ours to extend (permissions): read as it is
+    except lmdb.Error:
         env.close()
         raise
-    if size < needed:
-        env.close()
-        raise IndexUnavailable(path, f"damaged (truncated: {size} bytes of {needed})")
 
 
 class Index:
@@ -186,7 +200,7 @@ class Index:
         read_only = not _writable(path)
         try:
             env = cls._open_env(path, modes, read_only)
-            _check_not_truncated(env, path)
+            _cover_last_page(env, path, read_only)
             index = cls(env, path, read_only)
             with index._env.begin() as txn:
                 fmt = txn.get(b"format", db=index._db[b"meta"])
