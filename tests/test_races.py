@@ -252,8 +252,6 @@ def test_checkout_when_the_working_tree_itself_is_swapped(world):
     assert problem is None, problem
 
 
-@pytest.mark.xfail(strict=False, reason="scan reads .casignore by the source's path, not through "
-                   "the descriptor checkout opened")
 def test_checkout_reads_no_ignore_file_from_outside_the_tree(world):
     """Checkout scans through the tree's descriptor; the ignore rules must
     come from that directory too, not from wherever its path names later
@@ -280,8 +278,6 @@ def test_checkout_reads_no_ignore_file_from_outside_the_tree(world):
     assert problem is None, problem
 
 
-@pytest.mark.xfail(strict=False, reason="checkout opens the recorded tree path following a "
-                   "final link; a tree replaced by a link is taken for the tree")
 def test_checkout_of_a_tree_replaced_by_a_link_writes_nothing_outside(world):
     """No race at all: the user who owns the tree's parent replaces the tree
     by a link to a root-only directory, then root runs ``checkout -f``."""
@@ -337,8 +333,6 @@ def sqlite_db(path, rows: list[str]) -> bytes:
     return data
 
 
-@pytest.mark.xfail(strict=False, reason="SQLite opens the database by its joined path: checks "
-                   "before and after pass when the directory is swapped only while it opens")
 def test_snapshot_sqlite_backup_copies_no_database_from_outside(world):
     """--sqlite-backup (and the watcher) hand SQLite a joined path, after a stat.
 

@@ -12,6 +12,7 @@ the tree is deleted.
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 
@@ -40,14 +41,32 @@ def checkout(history: History, snapshot: Snapshot, source: str, branch: str,
     # The tree is opened once: its scan, the deletions and the writes all go
     # through this descriptor, so they act on one directory even if its path
     # is made to name another meanwhile.
-    try:
-        root_fd = os.open(os.path.abspath(source), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as e:
-        raise SourceError(source, f"cannot be opened ({e.strerror})") from None
+    root_fd = _open_tree(source)
     try:
         return _checkout(history, snapshot, source, root_fd, branch, paths, force)
     finally:
         os.close(root_fd)
+
+
+def _open_tree(source: str) -> int:
+    """Open the working tree; a symbolic link in its place is followed only
+    if it is the user's own (as the kernel's protected_symlinks rule does in
+    shared directories): a link someone else put there would have checkout
+    delete and write wherever it points."""
+    path = os.path.abspath(source)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise SourceError(source, f"cannot be opened ({e.strerror})") from None
+    try:
+        if os.lstat(path).st_uid != os.geteuid():
+            raise SourceError(source, "is a symbolic link owned by another user; not followed "
+                                      "(check out in the directory it points to)")
+        return os.open(path, flags)
+    except OSError as e:
+        raise SourceError(source, f"cannot be opened ({e.strerror})") from None
 
 
 def _checkout(history: History, snapshot: Snapshot, source: str, root_fd: int, branch: str,

@@ -32,7 +32,7 @@ from ..storage.chunking import SQLITE_MAGIC
 from ..storage.config import CONFIG_FILE, FORMAT_NAME
 from ..storage.store import Store
 from ..storage.workers import FileBatches
-from ..storage.writer import ObjectWriter, check_opened, identify_file
+from ..storage.writer import ObjectWriter, identify_file
 from .ignore import load_ignore
 from .sqlite_capture import SQLITE_SIDE_FILES, read_sqlite, sqlite_side_files
 from .walk import ERROR, WARNING, Problem
@@ -189,7 +189,7 @@ class _Scan:
             self.cached = lambda rel: store.index.get(STAT_TABLE, self.prefix + rel)
             self.changed, self.ancestors = self.targets.changed, self.targets.ancestors()
         self.seen: set[bytes] = set()
-        self.ignore = load_ignore(os.fsdecode(source_b))
+        self.ignore = load_ignore(os.fsdecode(source_b), dir_fd=source_fd)
         own = os.stat(store.path)
         self.own = (own.st_dev, own.st_ino)
         self.result = ScanResult(root=ObjectId(bytes(32)), trees={},
@@ -274,7 +274,7 @@ class _Scan:
             elif stat.S_ISLNK(st.st_mode):
                 self.add_symlink(node, dir_fd, name, rel, st)
             elif stat.S_ISREG(st.st_mode):
-                self.add_file(node, name, rel, st, names)
+                self.add_file(node, name, rel, st, side_files)
             else:
                 self.problem(rel, "is a special file; skipped", WARNING)
 
@@ -314,7 +314,7 @@ class _Scan:
         self.result.symlinks += 1
 
     def add_file(self, node: _Dir, name: bytes, rel: bytes, st: os.stat_result,
-                 names: set[bytes]) -> None:
+                 side_files: set[bytes]) -> None:
         result, policy = self.result, self.policy
         if rel in policy.held:
             kept = policy.held[rel]
@@ -325,7 +325,7 @@ class _Scan:
             return
         self.seen.add(rel)
         oid = _cached_oid(self.cached(rel), st)
-        if oid is not None and policy.sqlite_backup and name + b"-wal" in names:
+        if oid is not None and name + b"-wal" in side_files:
             oid = None  # committed pages may sit in the WAL, beyond the main file's stat
         if oid is not None and self.writer is not None and not self.store.has(oid):
             oid = None  # the cache outlived its object (gc, rebuild): read again
@@ -335,7 +335,7 @@ class _Scan:
             result.files += 1
             result.bytes += st.st_size
             return
-        sides = policy.sqlite_backup and any(name + side in names for side in SQLITE_SIDE_FILES)
+        sides = any(name + side in side_files for side in SQLITE_SIDE_FILES)
         ticket = self.batches.add((rel, (st.st_dev, st.st_ino), sides), st.st_size)
         node.entries.append(_PendingFile(name, rel, ticket, owner_of(st)))
 
@@ -353,11 +353,7 @@ class _Scan:
         # A database being created has its journal or WAL before its header.
         if self.policy.sqlite_backup and writer is not None and (
                 sqlite_sides or _is_listed_sqlite(opener, expect)):
-            # SQLite opens the database by path: checked before and after.
-            oid, st, size = read_sqlite(writer, path, self.store.layout.tmp)
-            check_opened(path, st, expect)
-            if not _is_listed_sqlite(opener, expect, magic=False):
-                raise SourceError(path, "was replaced while it was read; skipped")
+            oid, st, size = read_sqlite(writer, path, self.store.layout.tmp, expect, opener)
         else:
             oid, st = identify_file(path, expect, opener) if writer is None else \
                 writer.put_file(path, expect=expect, opener=opener)
@@ -439,9 +435,8 @@ def _is_store(dir_fd: int, items: list[tuple[bytes, os.DirEntry]]) -> bool:
     return FORMAT_NAME.encode() in head
 
 
-def _is_listed_sqlite(opener: Callable[[int], int], expect: tuple[int, int],
-                      magic: bool = True) -> bool:
-    """Whether the listed file is (still) there, and starts with SQLite's magic."""
+def _is_listed_sqlite(opener: Callable[[int], int], expect: tuple[int, int]) -> bool:
+    """Whether the listed file is there and starts with SQLite's magic."""
     try:
         fd = opener(os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -450,7 +445,7 @@ def _is_listed_sqlite(opener: Callable[[int], int], expect: tuple[int, int],
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != expect:
             return False
-        return not magic or os.pread(fd, len(SQLITE_MAGIC), 0) == SQLITE_MAGIC
+        return os.pread(fd, len(SQLITE_MAGIC), 0) == SQLITE_MAGIC
     except OSError:
         return False
     finally:

@@ -29,6 +29,7 @@ import os
 import sqlite3
 import stat
 import urllib.parse
+from typing import Callable
 
 from ..errors import SourceError
 from ..objectid import ObjectId
@@ -109,14 +110,24 @@ def _head(path: str | bytes, size: int, dir_fd: int | None) -> bytes | None:
         os.close(fd)
 
 
-def backup_to(path: str, dest: str) -> None:
-    """Copy one committed state of the database at ``path`` into a new file ``dest``."""
+def backup_to(path: str, dest: str, expect: tuple[int, int] | None = None) -> None:
+    """Copy one committed state of the database at ``path`` into a new file ``dest``.
+
+    SQLite opens the database by its path, which someone who can write in a
+    directory on the way can point elsewhere for that moment. With
+    ``expect`` (the listed device and inode), the file SQLite opened must be
+    that one: one of this process's descriptors must be it once the
+    connection is open, or nothing is copied.
+    """
     uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
     try:
         src = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
     except sqlite3.Error as e:
         raise SourceError(path, f"cannot be opened as a SQLite database ({e})") from None
     try:
+        if expect is not None and not _holds_open(expect):
+            raise SourceError(path, "was replaced while it was opened (a directory on the way "
+                                    "changed); skipped")
         dst = sqlite3.connect(dest)
         try:
             src.backup(dst)
@@ -128,28 +139,58 @@ def backup_to(path: str, dest: str) -> None:
         src.close()
 
 
+def _holds_open(identity: tuple[int, int]) -> bool:
+    """Whether one of this process's descriptors is the file ``identity`` names."""
+    fd_dir = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    for name in os.listdir(fd_dir):
+        try:
+            st = os.fstat(int(name))
+        except (OSError, ValueError):
+            continue
+        if (st.st_dev, st.st_ino) == identity:
+            return True
+    return False
+
+
 def read_sqlite(writer: ObjectWriter, path: str, tmp_dir: str,
-                expect: tuple[int, int] | None = None) -> tuple[ObjectId, os.stat_result, int]:
+                expect: tuple[int, int] | None = None,
+                opener: Callable[[int], int] | None = None) -> tuple[ObjectId, os.stat_result, int]:
     """Store a consistent copy of a database: its id, the stat of the live
     file (for the stat cache and the tree's mode and mtime), and the copy's size.
 
     A file that is not a database (whatever lies beside it) is stored byte
     for byte instead: the backup API would fail on it, or worse, succeed on
-    something else. ``expect`` is as for ``ObjectWriter.put_file``.
+    something else. ``expect`` and ``opener`` are as for ``ObjectWriter.put_file``.
     """
-    if not is_sqlite(path):
-        oid, st = writer.put_file(path, expect=expect)
+    st = _listed_database(path, expect, opener)
+    if st is None:
+        oid, st = writer.put_file(path, expect=expect, opener=opener)
         return oid, st, st.st_size
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise SourceError(path, f"{e.strerror}; skipped") from None
     dest = os.path.join(tmp_dir, f"sqlite-{os.getpid()}-{os.urandom(6).hex()}")
     try:
-        backup_to(path, dest)
+        backup_to(path, dest, expect)
         oid, copied = writer.put_file(dest)
         return oid, st, copied.st_size
     finally:
         remove_quietly(dest)
         for side in ("-journal", "-wal", "-shm"):
             remove_quietly(dest + side)
+
+
+def _listed_database(path: str, expect: tuple[int, int] | None,
+                     opener: Callable[[int], int] | None) -> os.stat_result | None:
+    """The stat of the file if it is the listed one and a SQLite database, else None."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = opener(flags) if opener is not None else os.open(path, flags)
+    except OSError as e:
+        raise SourceError(path, f"{e.strerror}; skipped") from None
+    try:
+        st = os.fstat(fd)
+        if expect is not None and (st.st_dev, st.st_ino) != expect:
+            raise SourceError(path, "was replaced while the tree was read; skipped")
+        if not stat.S_ISREG(st.st_mode) or os.pread(fd, len(SQLITE_MAGIC), 0) != SQLITE_MAGIC:
+            return None
+        return st
+    finally:
+        os.close(fd)
