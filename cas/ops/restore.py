@@ -42,7 +42,10 @@ from ..model.tree import DIR, FILE, Owner, TreeEntry
 from ..storage.store import STORE_DIR
 from .walk import Problem
 
-WINDOW = 256
+# Tasks in flight at most, and what one task of small files holds.
+WINDOW = 16
+BATCH_FILES = 64
+BATCH_BYTES = 4 << 20
 SET_ID_BITS = stat.S_ISUID | stat.S_ISGID
 
 
@@ -134,7 +137,9 @@ class _Restorer:
         self.owners = owners
         self.store_id = (store_st.st_dev, store_st.st_ino)
         self.pool: ThreadPoolExecutor | None = None
-        self.in_flight: deque[tuple[bytes, DirHandle, Future]] = deque()
+        self.in_flight: deque[tuple[list, Future]] = deque()
+        self.batch: list = []
+        self.batch_bytes = 0
 
     def problem(self, path: bytes, message: str) -> None:
         self.report.problems.append(Problem(os.fsdecode(path), message))
@@ -216,26 +221,66 @@ class _Restorer:
             self.problem(path, e.strerror or str(e))
 
     def submit(self, entry: TreeEntry, parent: DirHandle, path: bytes) -> None:
+        """Queue a file; small ones go to the workers many to a task.
+
+        A task per small file cost more in hand-offs between threads (a
+        future, wake-ups, the GIL passed back and forth) than most small
+        files take to write, as with the scan's ``FileBatches``.
+        """
         parent.hold()
-        ids = self.owners.ids(entry.owner)
-        future = self.pool.submit(_write_file, self.history, entry, parent.fd, ids)
-        self.in_flight.append((path, parent, future))
+        item = (path, parent, entry, self.owners.ids(entry.owner))
+        if entry.size >= BATCH_BYTES:
+            self._send([item])
+            return
+        self.batch.append(item)
+        self.batch_bytes += entry.size
+        if len(self.batch) >= BATCH_FILES or self.batch_bytes >= BATCH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.batch:
+            self._send(self.batch)
+            self.batch, self.batch_bytes = [], 0
+
+    def _send(self, items: list) -> None:
+        work = [(entry, parent.fd, ids) for _, parent, entry, ids in items]
+        self.in_flight.append((items, self.pool.submit(_write_files, self.history, work)))
         self.drain(WINDOW)
 
     def drain(self, keep: int) -> None:
+        if keep == 0:
+            self.flush()
         while len(self.in_flight) > keep:
-            path, parent, future = self.in_flight.popleft()
+            items, future = self.in_flight.popleft()
             try:
-                size = future.result()
-            except (CasError, OSError) as e:
-                self.problem(path, _message(e))
-            else:
-                self.report.files += 1
-                self.report.bytes += size
-                if self.on_file is not None:
-                    self.on_file(size)
-            finally:
-                parent.release()
+                results = future.result()
+            except BaseException:
+                for _, parent, _, _ in items:
+                    parent.release()
+                raise
+            for (path, parent, _, _), result in zip(items, results):
+                self._collect(path, parent, result)
+
+    def _collect(self, path: bytes, parent: DirHandle, result: int | Exception) -> None:
+        if isinstance(result, Exception):
+            self.problem(path, _message(result))
+        else:
+            self.report.files += 1
+            self.report.bytes += result
+            if self.on_file is not None:
+                self.on_file(result)
+        parent.release()
+
+
+def _write_files(history: History, work: list) -> list[int | Exception]:
+    """Write a batch of files; each one's size, or the error that stopped it."""
+    results: list[int | Exception] = []
+    for entry, dir_fd, ids in work:
+        try:
+            results.append(_write_file(history, entry, dir_fd, ids))
+        except (CasError, OSError) as e:
+            results.append(e)
+    return results
 
 
 def _message(e: Exception) -> str:
