@@ -105,21 +105,29 @@ def open_temp(tmp_dir: str, kind: str, mode: int = READ_ONLY_FILE) -> tuple[str,
     return path, fd
 
 
-def read_bounded(path: str, limit: int = SMALL_FILE_LIMIT) -> bytes:
+def read_bounded(path: str, limit: int = SMALL_FILE_LIMIT, dir_fd: int | None = None) -> bytes:
     """The bytes of a small regular file, refusing links, FIFOs, devices and
     anything over ``limit`` bytes (a link to /dev/zero must not eat memory,
-    a FIFO must not hang). Raises ``OSError`` with a message a user can act on.
+    a FIFO must not hang). Raises ``OSError`` whose strerror is a message a
+    user can act on (a missing file stays FileNotFoundError).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise OSError(errno.ELOOP, "is a symbolic link; not followed", path) from None
-        raise
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise
+        raise OSError(e.errno, f"cannot be opened ({e.strerror})", path) from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "is not a regular file", path)
         data = read_upto(fd, limit + 1)
+    except OSError as e:
+        if e.errno == errno.EINVAL and e.strerror == "is not a regular file":
+            raise
+        raise OSError(e.errno, f"cannot be read ({e.strerror})", path) from None
     finally:
         os.close(fd)
     if len(data) > limit:

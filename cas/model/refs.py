@@ -20,7 +20,7 @@ import re
 import stat
 from typing import Iterator
 
-from ..durable import atomic_output, fsync_dir, make_dir, remove_quietly
+from ..durable import atomic_output, fsync_dir, make_dir, read_bounded, remove_quietly
 from ..errors import InvalidRefName, MetadataUnreadable, RefNameLooksLikeId, RefNotFound
 from ..objectid import HEX_LENGTH, MIN_PREFIX, ObjectId, is_hex
 from ..storage.store import Store
@@ -66,30 +66,11 @@ def read_small_file(path: str, limit: int) -> bytes | None:
     else is damage, reported, never read.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        return read_bounded(path, limit)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as e:
-        why = "is a symbolic link" if e.errno == errno.ELOOP else f"cannot be read ({e.strerror})"
-        raise MetadataUnreadable(path, why) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise MetadataUnreadable(path, "is not a regular file")
-        chunks, total = [], 0
-        while total <= limit:
-            chunk = os.read(fd, limit + 1 - total)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total > limit:
-            raise MetadataUnreadable(path, f"is larger than {limit} bytes")
-        return b"".join(chunks)
-    except OSError as e:
-        raise MetadataUnreadable(path, f"cannot be read ({e.strerror})") from None
-    finally:
-        os.close(fd)
+        raise MetadataUnreadable(path, e.strerror or str(e)) from None
 
 
 def _valid_ref(ref: str) -> bool:

@@ -15,12 +15,12 @@ from __future__ import annotations
 import errno
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 
 import pathspec
 from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
 
+from ..durable import read_bounded
 from .walk import WARNING, Problem
 
 IGNORE_FILE = ".casignore"
@@ -52,34 +52,13 @@ def load_ignore(source: str, dir_fd: int | None = None) -> IgnoreRules:
 def _read_bounded(path: str, dir_fd: int | None) -> tuple[bytes | None, str | None]:
     """The file's bytes, or None and why not (None and None: there is no file)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     dir_fd=dir_fd)
+        return read_bounded(path, MAX_IGNORE_BYTES, dir_fd), None
     except FileNotFoundError:
         return None, None
     except OSError as e:
-        if e.errno == errno.ELOOP:
-            return None, "is a symbolic link"
-        return None, f"cannot be opened ({e.strerror})"
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return None, "is not a regular file"
-        if st.st_size > MAX_IGNORE_BYTES:
+        if e.errno == errno.EFBIG:
             return None, f"is larger than {MAX_IGNORE_BYTES >> 20} MiB"
-        chunks, size = [], 0
-        while size <= MAX_IGNORE_BYTES:  # the file may grow while it is read
-            chunk = os.read(fd, MAX_IGNORE_BYTES + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > MAX_IGNORE_BYTES:
-            return None, f"is larger than {MAX_IGNORE_BYTES >> 20} MiB"
-        return b"".join(chunks), None
-    except OSError as e:
-        return None, f"cannot be read ({e.strerror})"
-    finally:
-        os.close(fd)
+        return None, e.strerror or f"cannot be read ({e})"
 
 
 def _compile(path: str, lines: list[str]) -> IgnoreRules:
