@@ -542,7 +542,12 @@ def _finish(root: _Dir, result: ScanResult, writer: ObjectWriter | None, started
         node, children_built = stack.pop()
         if not children_built:
             stack.append((node, True))
-            stack.extend((d, False) for d in node.entries if isinstance(d, _Dir) and not d.left_out)
+            # First subdirectory first, the order the walk listed them in:
+            # its files were queued first, so trees get built as their files
+            # come back, and the last trees are not left to build against
+            # the readers of the last (largest) files for the GIL.
+            stack.extend((d, False) for d in reversed(node.entries)
+                         if isinstance(d, _Dir) and not d.left_out)
             continue
         built[id(node)] = _build_tree(node, built, result, writer, started_ns, batches, previous)
     return built[id(root)]
