@@ -68,6 +68,16 @@ def run_attempts(world: World, count: int, one_attempt) -> list[Attempt]:
 
 # (a) restore into a target the attacker owns, through directories it owns.
 
+
+def snapshot_twice(world, work, older: dict, newer: dict) -> None:
+    """A store holding ``older`` then ``newer`` as two snapshots of ``work``."""
+    make_tree(work, older)
+    cas(world, "init")
+    cas(world, "snapshot", str(work))
+    shutil.rmtree(work)
+    make_tree(work, newer)
+    cas(world, "snapshot", str(work))
+
 def test_restore_into_a_hostile_target_writes_nothing_outside(world):
     names = [f"d{i}" for i in range(DIRS)]
     make_tree(world.base / "src", {n: {**files("f", 150), "sub": files("s", 50)} for n in names}, 0)
@@ -122,12 +132,7 @@ def test_checkout_in_a_hostile_working_tree_touches_nothing_outside(world):
     work = world.base / "work"
     older = {n: files("f", 50) for n in names}
     newer = {n: {**files("g", 50), "x": {**files("y", 10), "z": files("y", 5)}} for n in names}
-    make_tree(work, older)
-    cas(world, "init")
-    cas(world, "snapshot", str(work))
-    shutil.rmtree(work)
-    make_tree(work, newer)
-    cas(world, "snapshot", str(work))
+    snapshot_twice(world, work, older, newer)
 
     def one(rng, i):
         # Bait: the names checkout deletes (files and a whole directory).
@@ -149,12 +154,7 @@ def test_checkout_removal_of_a_nested_directory_stays_in_the_tree(world):
     work = world.base / "work"
     older = {n: {"keep": b"keep\n"} for n in names}
     newer = {n: {"keep": b"keep\n", "x": {**files("y", 30), "z": files("y", 20)}} for n in names}
-    make_tree(work, older)
-    cas(world, "init")
-    cas(world, "snapshot", str(work))
-    shutil.rmtree(work)
-    make_tree(work, newer)
-    cas(world, "snapshot", str(work))
+    snapshot_twice(world, work, older, newer)
 
     def one(rng, i):
         make_secret(world, {"x": {**files("y", 3, "bait-"), "z": files("y", 2, "bait-")}})
@@ -231,12 +231,7 @@ def test_checkout_when_the_working_tree_itself_is_swapped(world):
     names = [f"p{i}" for i in range(4)]
     older = {n: files("f", 50) for n in names}
     newer = {**files("gone-", 100), **{n: files("g", 50) for n in names}}
-    make_tree(work, older)
-    cas(world, "init")
-    cas(world, "snapshot", str(work))
-    shutil.rmtree(work)
-    make_tree(work, newer)
-    cas(world, "snapshot", str(work))
+    snapshot_twice(world, work, older, newer)
 
     def one(rng, i):
         make_secret(world, {**files("gone-", 5, "bait-"), "p0": files("g", 5, "bait-")})
