@@ -523,3 +523,25 @@ def test_model_verify_says_how_to_repair_and_following_it_repairs(cas, imported,
     assert cas("model", "import", str(imported), "--name", "m").code == 0
     assert cas("model", "verify", "m").code == 0
     assert cas("verify", "--full").code == 0
+
+
+def test_weights_load_from_a_store_on_a_read_only_disk(cas, tmp_path):
+    """A write-protected backup disk: loading checks the tensors and records nothing."""
+    mlx = pytest.importorskip("cas.mlx")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        store = disk / "store"
+        assert cas("--store", str(store), "init").code == 0
+        src = make_model_dir(tmp_path / "src")
+        assert cas("--store", str(store), "model", "import", str(src), "--name", "m").code == 0
+        for obj in (store / "objects").rglob("*"):
+            obj.chmod(obj.stat().st_mode)  # a new ctime: the recorded check no longer holds
+        assert subprocess.run(["mount", "-o", "remount,ro", str(disk)]).returncode == 0
+        for verify in (False, True):
+            got = mlx.load_weights("m", store=str(store), verify=verify)
+            assert bytes(memoryview(got["w"])) == weights(1)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
