@@ -51,6 +51,16 @@ def cas_process(*args: str, cwd: Path, env: dict | None = None, timeout: float =
 
 
 @pytest.fixture
+def tree(tmp_path, cas) -> Path:
+    """A cas tree holding one small file (the watcher tests' starting point)."""
+    t = tmp_path / "tree"
+    t.mkdir()
+    (t / "notes.txt").write_text("first\n")
+    assert cas("init", cwd=t).code == 0
+    return t
+
+
+@pytest.fixture
 def store(tmp_path) -> Store:
     s = Store.init(str(tmp_path / ".cas"))
     yield s

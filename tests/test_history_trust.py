@@ -22,6 +22,7 @@ from cas.objectid import ObjectId
 from cas.storage.store import Store
 
 from .conftest import cas_process, write
+from .test_snapshots import snap
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,12 +34,6 @@ def tree(tmp_path, cas):
     write(root / "sub" / "b.txt", b"beta\n")
     assert cas("init", str(root)).code == 0
     return root
-
-
-def snap(cas, root, *args):
-    r = cas("snapshot", *args, cwd=root)
-    assert r.code == 0, r.err
-    return r.text.strip()
 
 
 def two_snapshots(cas, root):

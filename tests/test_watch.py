@@ -89,15 +89,6 @@ def all_versions(tree: Path, path: str, branch: str = "main") -> list[bytes]:
         return out[::-1]
 
 
-@pytest.fixture
-def tree(tmp_path, cas) -> Path:
-    t = tmp_path / "tree"
-    t.mkdir()
-    (t / "notes.txt").write_text("first\n")
-    assert cas("init", cwd=t).code == 0
-    return t
-
-
 def save_like_an_editor(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.swp")
     with open(tmp, "wb") as f:

@@ -23,7 +23,6 @@ import pytest
 import cas.ops.watch as watch_module
 from cas.errors import WatcherFailed
 from cas.model.history import History
-from cas.model.tree import FILE
 from cas.ops.ignore import MAX_IGNORE_BYTES, load_ignore
 from cas.ops.sqlite_capture import sqlite_side_files
 from cas.ops.watch import WatchOptions, Watcher, state_paths, watch_status
@@ -33,15 +32,6 @@ from .conftest import cas_process
 from .test_watch import Watch, head_files, wait_for
 
 BAD_LINES = "*.log\n!\nfoo\\\n[z-a]\ncache/\n!keep.log\n"
-
-
-@pytest.fixture
-def tree(tmp_path, cas) -> Path:
-    t = tmp_path / "tree"
-    t.mkdir()
-    (t / "notes.txt").write_text("first\n")
-    assert cas("init", cwd=t).code == 0
-    return t
 
 
 def _files(tree: Path) -> None:
