@@ -73,6 +73,7 @@ COMMAND_MODULES = {
     "diff": "cmd_diff", "status": "cmd_diff", "restore": "cmd_restore",
     "checkout": "cmd_restore", "branch": "cmd_refs", "tag": "cmd_refs", "gc": "cmd_gc",
     "forget": "cmd_gc", "model": "cmd_model", "stores": "cmd_model", "watch": "cmd_watch",
+    "policy": "cmd_policy", "maintain": "cmd_maintain", "report": "cmd_report",
 }
 
 
