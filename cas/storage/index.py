@@ -43,7 +43,7 @@ INDEX_FORMAT = b"1"
 DATA_FILE = "data.mdb"
 LOCK_FILE = "lock.mdb"
 LONG_KEYS = b"longkeys"
-TABLES = (b"objects", b"packs", b"meta", b"refs", b"snapshots", b"statcache", b"verified",
+TABLES = (b"objects", b"packs", b"meta", b"refs", b"snapshots", b"timeline", b"statcache", b"verified",
           LONG_KEYS)
 _KEY_LENGTH = struct.Struct("<I")
 # Virtual address space only: LMDB grows the file as pages are used.
