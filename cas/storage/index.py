@@ -334,6 +334,29 @@ class Index:
         long = [(k, v) for k, v in long if k.startswith(prefix)]
         return sorted(out + long) if long else out
 
+    @_guarded
+    def scan_newest(self, table: bytes, prefix: bytes, limit: int | None = None) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` (key, value) pairs whose key starts with ``prefix``,
+        in reverse key order, reading only those: the newest entries of a
+        time-ordered table without walking all of it. Short keys only."""
+        if self._db[table] is None:
+            return []
+        out: list[tuple[bytes, bytes]] = []
+        with self._env.begin(db=self._db[table]) as txn:
+            cursor = txn.cursor()
+            after = _prefix_end(prefix)
+            if after and cursor.set_range(after):
+                found = cursor.prev()  # the last key before the prefix's end
+            else:
+                found = cursor.last()
+            while found and (limit is None or len(out) < limit):
+                key = bytes(cursor.key())
+                if not key.startswith(prefix):
+                    break
+                out.append((key, bytes(cursor.value())))
+                found = cursor.prev()
+        return out
+
     @_guarded(writing=True)
     def clear(self, table: bytes, prefix: bytes = b"") -> None:
         keys = [k for k, _ in self.scan(table, prefix)]
@@ -373,6 +396,13 @@ def _scan_prefix(cursor, prefix: bytes) -> list[tuple[bytes, bytes]]:
             break
         out.append((bytes(key), bytes(value)))
     return out
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with ``prefix``
+    (empty: there is none, the prefix is all 0xff)."""
+    head = prefix.rstrip(b"\xff")
+    return head[:-1] + bytes([head[-1] + 1]) if head else b""
 
 
 def _split_long(stored: bytes) -> tuple[bytes, bytes]:
