@@ -335,16 +335,20 @@ class Index:
         return sorted(out + long) if long else out
 
     @_guarded
-    def scan_newest(self, table: bytes, prefix: bytes, limit: int | None = None) -> list[tuple[bytes, bytes]]:
-        """Up to ``limit`` (key, value) pairs whose key starts with ``prefix``,
-        in reverse key order, reading only those: the newest entries of a
-        time-ordered table without walking all of it. Short keys only."""
+    def scan_newest(self, table: bytes, prefix: bytes, limit: int | None = None,
+                    before: bytes | None = None) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` (key, value) pairs whose key starts with ``prefix``
+        (and is less than ``before``, if given), in reverse key order, reading
+        only those: the newest entries of a time-ordered table without
+        walking all of it. Short keys only."""
         if self._db[table] is None:
             return []
         out: list[tuple[bytes, bytes]] = []
         with self._env.begin(db=self._db[table]) as txn:
             cursor = txn.cursor()
             after = _prefix_end(prefix)
+            if before is not None and before.startswith(prefix):
+                after = before
             if after and cursor.set_range(after):
                 found = cursor.prev()  # the last key before the prefix's end
             else:
