@@ -244,3 +244,17 @@ class StoreFileInvalid(CasError):
 
     def __init__(self, path: str, why: str):
         super().__init__(f"store file {path} {why}; nothing was read through it")
+
+
+class NothingToChart(CasError):
+    """A growth view asked of a store, or a branch, with no recorded snapshot."""
+
+    def __init__(self, what: str):
+        super().__init__(f"{what} has no recorded snapshots: nothing to show "
+                         "(take one with 'cas snapshot')")
+
+
+class BranchNotInHistory(CasError):
+    def __init__(self, branch: str):
+        super().__init__(f"no branch '{branch}' in this store's history "
+                         "(see 'cas branch' and 'cas log --all')")
