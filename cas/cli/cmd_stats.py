@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 
 import click
 
+from ..ops.growth import BY_DAY, BY_SNAPSHOT, GrowthRow, growth
 from ..ops.usage import DirUsage, disk_usage, logical_bytes
 from .history_args import tree_path
 from .main import Context, pass_ctx
@@ -12,13 +15,43 @@ from .output import human_bytes, out_json, out_line, path_text, shown
 
 @click.command("stats")
 @click.argument("spec", metavar="[SNAP]", required=False)
+@click.option("--history", "by_history", is_flag=True,
+              help="Growth over time, per day or per snapshot, with a chart.")
+@click.option("--branch", metavar="B", help="With --history: only branch B (default: every branch).")
+@click.option("--by", type=click.Choice([BY_DAY, BY_SNAPSHOT]), default=BY_DAY, show_default=True,
+              help="With --history: one row per local day, or per snapshot.")
+@click.option("-n", "--last", "last", type=click.IntRange(min=1), metavar="N",
+              help="With --history: only the newest N rows.")
+@click.option("--no-chart", is_flag=True,
+              help="With --history: no chart (it is drawn only when stdout is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
-def stats(ctx: Context, spec: str | None, as_json: bool) -> None:
+def stats(ctx: Context, spec: str | None, by_history: bool, branch: str | None, by: str,
+          last: int | None, no_chart: bool, as_json: bool) -> None:
     """Store totals: objects, logical, unique and stored bytes, dedup and compression.
 
     With SNAP, what that snapshot added to the store.
+
+    \b
+    With --history, how the store grew, from the snapshot records alone:
+      SNAPS    recorded snapshots taken in the row (KEPT: up to its end)
+      LOGICAL  size of the files the branches held at the row's end
+               (each branch's newest snapshot then, added up)
+      NEW      content new to the store in the row, as read
+      STORED   what the row's snapshots wrote to disk (compressed)
+      STORE    STORED of every recorded snapshot up to the row: what the
+               kept history cost (not what forgotten snapshots wrote,
+               nor pack framing; 'cas stats' gives the store's size now)
+      DEDUP    bytes of every recorded snapshot up to the row, each
+               counted whole, over STORE
     """
+    if by_history:
+        if spec is not None:
+            raise click.UsageError("--history takes no SNAP (use --branch B for one branch)")
+        _history(ctx, branch, by, last, no_chart, as_json)
+        return
+    if branch is not None or last is not None or no_chart or by != BY_DAY:
+        raise click.UsageError("--branch, --by, -n and --no-chart go with --history")
     history = ctx.open_history()
     with history.store as store:
         if spec is not None:
@@ -53,6 +86,87 @@ def stats(ctx: Context, spec: str | None, as_json: bool) -> None:
     if doc["dedup_ratio"]:
         out_line(f"dedup:           {doc['dedup_ratio']:.2f}x (snapshot bytes / unique bytes)")
     out_line(f"stored/unique:   {s.compression_ratio:.3f} (compression)")
+
+
+def _history(ctx: Context, branch: str | None, by: str, last: int | None, no_chart: bool,
+             as_json: bool) -> None:
+    history = ctx.open_history()
+    with history.store:
+        rows = growth(history, branch, by)
+    if last is not None:
+        rows = rows[-last:]
+    if as_json:
+        out_json({"by": by, "branch": branch, "rows": [r.to_doc(by) for r in rows]})
+        return
+    _print_growth(rows, by)
+    if not no_chart and sys.stdout.isatty():
+        out_line("")
+        out_line(growth_chart(rows, by, shutil.get_terminal_size().columns))
+
+
+def _ratio(r: GrowthRow) -> str:
+    return f"{r.dedup_ratio:.2f}x" if r.dedup_ratio is not None else "-"
+
+
+def _print_growth(rows: list[GrowthRow], by: str) -> None:
+    head = ["DAY" if by == BY_DAY else "SNAPSHOT", "SNAPS", "KEPT", "LOGICAL", "NEW", "STORED",
+            "STORE", "DEDUP"]
+    if by == BY_SNAPSHOT:
+        head[1:2] = ["BRANCH"]
+    lines = [head]
+    for r in rows:
+        first = [r.label, str(r.snapshots)] if by == BY_DAY else [r.label[:12], shown(r.branch)]
+        lines.append(first + [str(r.snapshots_total), human_bytes(r.logical_bytes),
+                              human_bytes(r.new_bytes), human_bytes(r.stored_bytes),
+                              human_bytes(r.store_bytes), _ratio(r)])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    for line in lines:
+        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))]
+        out_line("  ".join(cells).rstrip())
+
+
+# A chart of more points than a terminal has columns shows nothing more and
+# takes longer to draw: rows are merged into at most this many.
+_CHART_POINTS = 120
+
+
+def _merged(rows: list[GrowthRow], points: int) -> list[tuple[str, int, int]]:
+    """(label, store bytes at its end, stored bytes in it) for groups of
+    consecutive rows, at most ``points`` of them."""
+    step = max(1, -(-len(rows) // points))
+    return [(group[-1].label, group[-1].store_bytes, sum(r.stored_bytes for r in group))
+            for group in (rows[i:i + step] for i in range(0, len(rows), step))]
+
+
+def _unit(largest: int) -> tuple[int, str]:
+    for power, name in ((3, "GiB"), (2, "MiB"), (1, "KiB")):
+        if largest >= 1024 ** power:
+            return 1024 ** power, name
+    return 1, "bytes"
+
+
+def growth_chart(rows: list[GrowthRow], by: str, columns: int) -> str:
+    """The store size over the rows and what each wrote, drawn by plotext."""
+    import plotext as plt   # only when a chart is drawn: it is not needed otherwise
+
+    width = max(40, min(columns, 120))
+    points = _merged(rows, min(_CHART_POINTS, width - 12))
+    labels = [p[0] if by == BY_DAY else p[0][:8] for p in points]
+    xs = list(range(1, len(points) + 1))
+    ticks = xs[:: max(1, len(xs) // 5)]
+    plt.clear_figure()
+    plt.plot_size(width, 30)
+    plt.theme("clear")
+    plt.subplots(2, 1)
+    for n, (values, title, draw) in enumerate((
+            ([p[1] for p in points], "store size (STORE)", plt.plot),
+            ([p[2] for p in points], "stored per " + by + " (STORED)", plt.bar)), start=1):
+        scale, unit = _unit(max(values))
+        plt.subplot(n, 1)
+        draw(xs, [v / scale for v in values])
+        plt.title(f"{title}, {unit}")
+        plt.xticks(ticks, [labels[i - 1] for i in ticks])
+    return plt.build()
 
 
 def _usage_path(u: DirUsage) -> str:

@@ -1,0 +1,250 @@
+"""How a store grew: per day or per snapshot, from the snapshot records alone.
+
+Every number comes from the ``stats`` each snapshot recorded when it was
+taken (its tree's size, the content it added and what that took on disk),
+so a history of 100,000 snapshots is read without opening one tree.
+
+Definitions (the help of ``cas stats --history`` and the README say the same):
+
+- ``logical_bytes``: the size of the files the selected branches held at the
+  end of the row: each branch's newest snapshot at or before it, added up.
+- ``new_bytes`` / ``stored_bytes``: content new to the store in the row's
+  snapshots, as read and as written to disk (compressed, chunked).
+- ``store_bytes``: ``stored_bytes`` of every recorded snapshot up to the end
+  of the row. What forgotten snapshots wrote is not in it (a kept snapshot
+  that reuses it counted only what it added), nor models of other branches,
+  nor pack framing: it is what the kept history has cost, not the size of
+  the store directory (``cas stats`` gives that).
+- ``dedup_ratio``: bytes of every recorded snapshot up to the row, each
+  counted whole, over ``store_bytes``.
+
+``largest_growers`` compares consecutive snapshots of a branch tree by tree,
+skipping every subtree whose id did not change, to say which paths added
+the most stored bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from ..errors import BranchNotInHistory, CasError, NothingToChart
+from ..model.history import History
+from ..model.refs import HEADS
+from ..model.snapshot import Snapshot, iso_time
+from ..model.tree import DIR, FILE
+from ..objectid import ObjectId
+from ..storage.encoding import Encoding
+
+BY_DAY, BY_SNAPSHOT = "day", "snapshot"
+# Tree entries and chunk-list entries compared, at most, for the growers:
+# a few seconds of work, whatever the length of the history.
+GROWERS_BUDGET = 300_000
+
+
+@dataclass
+class GrowthRow:
+    label: str                 # local day YYYY-MM-DD, or the snapshot's full id
+    time_ns: int               # the newest snapshot in the row
+    snapshots: int = 0         # recorded snapshots taken in the row
+    snapshots_total: int = 0   # recorded snapshots taken up to the row's end
+    logical_bytes: int = 0
+    new_bytes: int = 0
+    stored_bytes: int = 0
+    store_bytes: int = 0
+    dedup_ratio: float | None = None
+    branch: str | None = None  # per snapshot: its branch
+
+    def to_doc(self, by: str) -> dict:
+        doc = {"time": iso_time(self.time_ns), "snapshots": self.snapshots,
+               "snapshots_total": self.snapshots_total, "logical_bytes": self.logical_bytes,
+               "new_bytes": self.new_bytes, "stored_bytes": self.stored_bytes,
+               "store_bytes": self.store_bytes, "dedup_ratio": self.dedup_ratio}
+        if by == BY_DAY:
+            doc["day"] = self.label
+        else:
+            doc["snapshot"], doc["branch"] = self.label, self.branch
+        return doc
+
+
+def selected_snapshots(history: History, branch: str | None) -> list[Snapshot]:
+    """The recorded snapshots a growth view covers, oldest first: every
+    branch's (models too), or one branch's. An unknown branch and an empty
+    selection are errors (exit 2), never an empty chart."""
+    snaps = history.snapshots()
+    if branch is None:
+        if not snaps:
+            raise NothingToChart("this store")
+        return snaps
+    mine = [s for s in snaps if s.branch == branch]
+    if not mine:
+        if history.refs.get(HEADS + branch) is None:
+            raise BranchNotInHistory(branch)
+        raise NothingToChart(f"branch '{branch}'")
+    return mine
+
+
+def _local_day(time_ns: int) -> str:
+    try:
+        return time.strftime("%Y-%m-%d", time.localtime(time_ns // 10**9))
+    except (ValueError, OverflowError, OSError):
+        return "(out of range)"  # a crafted record's time: still counted, in a row of its own
+
+
+def growth_rows(snaps: Iterable[Snapshot], by: str = BY_DAY) -> list[GrowthRow]:
+    """One pass over snapshot records (oldest first) into rows by day or by snapshot."""
+    rows: list[GrowthRow] = []
+    latest: dict[str, int] = {}         # branch -> bytes of its newest snapshot so far
+    logical = total = store = every_byte = 0
+    for snap in snaps:
+        st = snap.stats
+        label = snap.oid.hex if by == BY_SNAPSHOT else _local_day(snap.time_ns)
+        if not rows or rows[-1].label != label or by == BY_SNAPSHOT:
+            rows.append(GrowthRow(label, snap.time_ns,
+                                  branch=snap.branch if by == BY_SNAPSHOT else None))
+        row = rows[-1]
+        size = st.get("bytes", 0)
+        logical += size - latest.get(snap.branch, 0)
+        latest[snap.branch] = size
+        total += 1
+        store += st.get("stored_bytes", 0)
+        every_byte += size
+        row.time_ns = snap.time_ns
+        row.snapshots += 1
+        row.new_bytes += st.get("new_bytes", 0)
+        row.stored_bytes += st.get("stored_bytes", 0)
+        row.snapshots_total, row.logical_bytes, row.store_bytes = total, logical, store
+        row.dedup_ratio = round(every_byte / store, 4) if store > 0 else None
+    return rows
+
+
+def growth(history: History, branch: str | None = None, by: str = BY_DAY) -> list[GrowthRow]:
+    return growth_rows(selected_snapshots(history, branch), by)
+
+
+# -- which paths grew ----------------------------------------------------------
+
+@dataclass
+class Growers:
+    files: list[tuple[str, bytes, int, int]]   # branch, path, stored bytes added, changes
+    dirs: list[tuple[str, bytes, int]]         # branch, directory (b"" the top), bytes added
+    pairs_compared: int                        # consecutive snapshot pairs looked at
+    pairs_total: int                           # consecutive snapshot pairs in the history
+    since_ns: int | None                       # the oldest snapshot compared from
+    unreadable: list[str]                      # snapshots whose trees could not be read
+
+
+@dataclass
+class _GrowWalk:
+    history: History
+    budget: int
+    added: dict[tuple[str, bytes], list[int]] = field(default_factory=dict)
+    # Objects already counted or present before: a file that goes back to an
+    # earlier version, or a copy of another file, adds nothing to the store.
+    seen: set[ObjectId] = field(default_factory=set)
+
+
+def largest_growers(history: History, snaps: list[Snapshot], limit: int = 20,
+                    budget: int = GROWERS_BUDGET) -> Growers:
+    """The paths that added the most stored bytes between consecutive
+    recorded snapshots of each branch (``snaps``, oldest first). The first
+    snapshot of a branch is the baseline, not growth. The newest pairs are
+    compared first, until ``budget`` entries have been looked at; a pair
+    whose trees cannot be read (damage, which verify reports) is named and
+    passed over."""
+    pairs = _consecutive_pairs(snaps)
+    walk = _GrowWalk(history, budget)
+    compared, unreadable = [], []
+    for old, new in reversed(pairs):
+        if walk.budget <= 0:
+            break
+        compared.append(old)
+        walk.budget -= 1   # a pair with identical trees still costs a look
+        if old.tree != new.tree:
+            try:
+                _compare_trees(walk, new.branch, old.tree, new.tree)
+            except CasError:
+                unreadable.append(new.oid.hex)
+    files = sorted(((b, p, n, c) for (b, p), (n, c) in walk.added.items() if n > 0),
+                   key=lambda t: (-t[2], t[0], t[1]))
+    return Growers(files[:limit], _by_directory(files)[:limit], len(compared), len(pairs),
+                   min((o.time_ns for o in compared), default=None), unreadable)
+
+
+def _consecutive_pairs(snaps: list[Snapshot]) -> list[tuple[Snapshot, Snapshot]]:
+    """(older, newer) for each recorded snapshot and the one before it on its
+    branch, ordered by the newer one's time."""
+    last: dict[str, Snapshot] = {}
+    pairs = []
+    for snap in snaps:
+        before = last.get(snap.branch)
+        if before is not None:
+            pairs.append((before, snap))
+        last[snap.branch] = snap
+    return pairs
+
+
+def _compare_trees(walk: _GrowWalk, branch: str, old_root: ObjectId, new_root: ObjectId) -> None:
+    # An explicit stack: a crafted chain of nested trees must not recurse.
+    stack: list[tuple[ObjectId | None, ObjectId, bytes]] = [(old_root, new_root, b"")]
+    while stack and walk.budget > 0:
+        old_id, new_id, prefix = stack.pop()
+        old_entries = {e.name: e for e in walk.history.load_tree(old_id).entries} \
+            if old_id is not None else {}
+        for entry in walk.history.load_tree(new_id).entries:
+            walk.budget -= 1
+            before = old_entries.get(entry.name)
+            if before is not None and before.kind == entry.kind and before.oid == entry.oid:
+                continue  # unchanged file, or a whole unchanged subtree
+            path = prefix + entry.name
+            if entry.kind == DIR:
+                stack.append((before.oid if before is not None and before.kind == DIR else None,
+                              entry.oid, path + b"/"))
+            elif entry.kind == FILE:
+                old_file = before.oid if before is not None and before.kind == FILE else None
+                counts = walk.added.setdefault((branch, path), [0, 0])
+                counts[0] += _stored_added(walk, old_file, entry.oid)
+                counts[1] += 1
+
+
+def _stored_added(walk: _GrowWalk, old: ObjectId | None, new: ObjectId) -> int:
+    """Stored bytes of ``new``'s pieces that ``old`` (the same path's
+    previous version) and everything counted so far did not have."""
+    store = walk.history.store
+    if old is not None and old not in walk.seen:
+        walk.seen.add(old)
+        walk.seen.update(_pieces(walk, old))
+    if new in walk.seen:
+        return 0
+    walk.seen.add(new)
+    added = 0
+    for piece in _pieces(walk, new) or [new]:
+        if piece in walk.seen and piece != new:
+            continue
+        walk.seen.add(piece)
+        entry = store.index.lookup(piece)
+        added += entry.stored_length if entry is not None else 0
+    return added
+
+
+def _pieces(walk: _GrowWalk, oid: ObjectId) -> list[ObjectId]:
+    """The chunks of a chunked object (its list's own bytes are not counted:
+    they are small); [] for an object stored whole or missing."""
+    entry = walk.history.store.index.lookup(oid)
+    if entry is None or entry.encoding is not Encoding.CHUNKED:
+        return []
+    chunks = walk.history.store.chunk_list(oid).chunks
+    walk.budget -= len(chunks)
+    return [c for c, _ in chunks]
+
+
+def _by_directory(files: list[tuple[str, bytes, int, int]]) -> list[tuple[str, bytes, int]]:
+    """Each file's bytes added up into every directory above it."""
+    dirs: dict[tuple[str, bytes], int] = {}
+    for branch, path, added, _ in files:
+        parts = path.split(b"/")[:-1]
+        for depth in range(len(parts) + 1):
+            key = (branch, b"/".join(parts[:depth]))
+            dirs[key] = dirs.get(key, 0) + added
+    return sorted(((b, d, n) for (b, d), n in dirs.items()), key=lambda t: (-t[2], t[0], t[1]))
