@@ -258,3 +258,29 @@ class BranchNotInHistory(CasError):
     def __init__(self, branch: str):
         super().__init__(f"no branch '{branch}' in this store's history "
                          "(see 'cas branch' and 'cas log --all')")
+
+
+class RetentionRuleInvalid(CasError):
+    """A retention rule given on the command line (or read back) that means nothing."""
+
+    def __init__(self, why: str):
+        super().__init__(f"bad retention rule: {why}")
+
+
+class SnapshotTagged(CasError):
+    """A tag protects its snapshot: forgetting it must be asked for by name."""
+
+    def __init__(self, tags: dict[str, str]):
+        shown = ", ".join(f"{name} ({oid[:12]})" for name, oid in sorted(tags.items()))
+        super().__init__(f"refusing to forget tagged snapshots: {shown}; delete the tag first "
+                         "('cas tag -d NAME') or pass --force, which deletes it")
+
+
+class PolicyFileInvalid(CasError):
+    """A stored retention policy that cannot be read as one."""
+
+    exit_code = EXIT_PROBLEM_FOUND
+
+    def __init__(self, path: str, why: str):
+        super().__init__(f"retention policy {path} is unreadable: {why} (set it again with "
+                         "'cas policy set', or remove it with 'cas policy clear')")
