@@ -21,14 +21,18 @@ def setup_history(tmp_path, cas):
     return root, ids
 
 
-def test_forget_moves_refs_and_log_stops_at_the_gap(tmp_path, cas):
+def test_forget_in_the_middle_keeps_older_history_listed(tmp_path, cas):
     root, (s1, s2, s3) = setup_history(tmp_path, cas)
     cas("tag", "middle", s2, cwd=root)
     r = cas("forget", s2, cwd=root)
     assert r.code == 0 and f"forgot {s2}" in r.text
     assert "refs/tags/middle -> " + s1[:12] in r.err
-    log = [s["id"] for s in json.loads(cas("log", "--json", cwd=root).out)]
-    assert log == [s3]  # s3's parent was forgotten: history starts there now
+    log = json.loads(cas("log", "--json", cwd=root).out)
+    # History is every recorded snapshot: s1 is still listed, s3 marks the gap.
+    assert [s["id"] for s in log] == [s3, s1]
+    assert [s["parent_forgotten"] for s in log] == [True, False]
+    assert json.loads(cas("show", "--json", "HEAD~1", cwd=root).out)["id"] == s1
+    assert "~" in cas("log", "--oneline", cwd=root).text.splitlines()[0]
     assert json.loads(cas("show", "--json", s3, cwd=root).out)["parents"] == [s2]
     assert cas("verify", cwd=root).code == 0
 

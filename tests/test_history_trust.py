@@ -328,8 +328,10 @@ def test_absurd_times_in_records_and_trees_are_shown_not_crashed_on(tree, cas):
         return far, record_snapshot(history, writer, odd, time_ns=-10**30)
 
     far, odd = craft(tree / ".cas", build)
-    for args in (["log"], ["log", "--json"], ["show", "HEAD~1"], ["show", "--json", "HEAD~1"],
-                 ["ls", "HEAD~1"], ["ls", "--json", "HEAD~1"], ["log", "--since", "0001-01-01"],
+    # History is in time order: ``far`` (year ~3e13) is the newest, far~1 the first snapshot.
+    back = f"{far.oid.hex}~1"
+    for args in (["log"], ["log", "--json"], ["show", back], ["show", "--json", back],
+                 ["ls", back], ["ls", "--json", back], ["log", "--since", "0001-01-01"],
                  ["log", "--until", "9999-12-31"], ["log", "--since", "9" * 400 + " days ago"],
                  ["show", "HEAD"], ["restore", "--at", "0001-01-01", "--to", "out"]):
         r = cas(*args, cwd=tree)

@@ -30,39 +30,82 @@ def _entry_key(history: History, snap: Snapshot, path: bytes):
 
 @click.command("log", cls=RefsThenPaths)
 @click.argument("args", nargs=-1)
+@click.option("-n", "--max-count", "limit", type=click.IntRange(min=0), metavar="N",
+              help="Show at most N snapshots.")
+@click.option("--oneline", is_flag=True, help="One short line per snapshot: id and message.")
+@click.option("--all", "all_branches", is_flag=True, help="Every branch, newest first.")
 @click.option("--since", type=TimeParam(), help="Only snapshots at or after TIME.")
 @click.option("--until", type=TimeParam(), help="Only snapshots at or before TIME.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
-def log(ctx: Context, args: tuple[str, ...], since: int | None, until: int | None, as_json: bool) -> None:
-    """Show history: cas log [REF] [--since T] [--until T] [-- PATH].
+def log(ctx: Context, args: tuple[str, ...], limit: int | None, oneline: bool, all_branches: bool,
+        since: int | None, until: int | None, as_json: bool) -> None:
+    """Show history: cas log [REF] [-n N] [--since T] [--until T] [-- PATH].
 
-    REF defaults to HEAD. With a PATH, only the snapshots where that path
-    changed are shown. A snapshot whose parent was forgotten ends the log.
+    Lists every recorded snapshot of REF's branch (default HEAD) from REF
+    back, newest first, including those recorded before snapshots that were
+    forgotten: a '~' after the id marks a snapshot whose parent was
+    forgotten (history was thinned there). With a PATH, only the snapshots
+    where that path changed are shown. --all lists every branch.
     """
     history = ctx.open_history()
     with history.store:
         refs, paths = split_refs(history, args, 1, paths_after_dashdash())
-        start = refs[0] if refs else history.resolve("HEAD")
-        chain = list(history.ancestors(start))
-        picked = []
-        for i, snap in enumerate(chain):
-            if since is not None and snap.time_ns < since:
-                continue
-            if until is not None and snap.time_ns > until:
-                continue
-            if paths:
-                parent = chain[i + 1] if i + 1 < len(chain) else None
-                if not any(_entry_key(history, snap, p) != (_entry_key(history, parent, p) if parent else None)
-                           for p in paths):
-                    continue
-            picked.append(snap)
+        if all_branches and refs:
+            raise click.UsageError("--all lists every branch: give no REF with it")
+        whole = history.branch_named(args[0] if refs else "HEAD")
+        entries = iter(history.every_entry()) if all_branches else \
+            history.lineage(refs[0] if refs else history.resolve("HEAD"), whole_branch=whole is not None)
+        picked = _pick(history, entries, limit, since, until, paths)
+        rows = [(s, s.parent is not None and not history.is_recorded(s.parent)) for s in picked]
     if as_json:
-        out_json([_snapshot_doc(s) for s in picked])
+        out_json([{**_snapshot_doc(s), "parent_forgotten": gap} for s, gap in rows])
         return
-    for s in picked:
-        out_line(f"{s.oid.short}  {show_time(s.time_ns)}  {shown(s.branch):<10} "
+    for s, gap in rows:
+        mark = "~" if gap else " "
+        if oneline:
+            out_line(f"{s.oid.short}{mark} {shown(s.message)}")
+            continue
+        out_line(f"{s.oid.short}{mark} {show_time(s.time_ns)}  {shown(s.branch):<10} "
                  f"{s.stats['files']:>7} files {human_bytes(s.stats['bytes']):>10}  {shown(s.message)}")
+
+
+def _pick(history: History, entries, limit: int | None, since: int | None, until: int | None,
+          paths: list[bytes]) -> list[Snapshot]:
+    """The snapshots to show, reading only as many records as it takes.
+
+    Entries come newest first, so the first one older than --since ends
+    the listing; with paths, each snapshot is compared with the next older
+    one listed.
+    """
+    picked: list[Snapshot] = []
+    for snap, older in _with_next_older(history, entries):
+        if limit is not None and len(picked) >= limit:
+            break
+        if since is not None and snap.time_ns < since:
+            break
+        if until is not None and snap.time_ns > until:
+            continue
+        if paths and not _changed(history, snap, older, paths):
+            continue
+        picked.append(snap)
+    return picked
+
+
+def _with_next_older(history: History, entries):
+    newer = None
+    for entry in entries:
+        snap = history.load_snapshot(entry.oid)
+        if newer is not None:
+            yield newer, snap
+        newer = snap
+    if newer is not None:
+        yield newer, None
+
+
+def _changed(history: History, snap: Snapshot, older: Snapshot | None, paths: list[bytes]) -> bool:
+    return any(_entry_key(history, snap, p) != (_entry_key(history, older, p) if older else None)
+               for p in paths)
 
 
 @click.command("show")

@@ -40,8 +40,7 @@ def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
     with history.store:
         if at_ns is not None:
             branch = branch or history.refs.head_branch()
-            head = history.branch_head(branch)
-            snap = next((s for s in history.ancestors(head) if s.time_ns <= at_ns), None) if head else None
+            snap = history.at_time(branch, at_ns)
             if snap is None:
                 raise RefNotFound(f"a snapshot on {branch} at or before {show_time(at_ns)}")
             paths = [tree_path(a) for a in (*args, *paths_after_dashdash())]

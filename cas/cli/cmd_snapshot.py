@@ -7,6 +7,7 @@ from ..ops.scan import ScanPolicy
 from ..ops.snapshot import take_snapshot
 from ..ops.worktree import plain_branch_name, resolve_source
 from .main import Context, pass_ctx
+from .timespec import TimeParam
 from .output import byte_progress, error_line, human_bytes, info, out_json, out_line, path_text, warn, wants_progress
 
 
@@ -19,10 +20,13 @@ from .output import byte_progress, error_line, human_bytes, info, out_json, out_
               help="Copy SQLite databases through SQLite's online backup API, as cas watch "
                    "does: a consistent copy even while another process writes, and their "
                    "-wal, -shm and -journal files left out.")
+@click.option("--time", "time_ns", type=TimeParam(), metavar="TIME",
+              help="Record TIME (ISO 8601 or '3 days ago') as the snapshot's time instead of "
+                   "now: for importing old copies.")
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
 @pass_ctx
 def command(ctx: Context, path: str | None, message: str, branch: str | None,
-            allow_empty: bool, sqlite_backup: bool, as_json: bool) -> int:
+            allow_empty: bool, sqlite_backup: bool, time_ns: int | None, as_json: bool) -> int:
     """Record the state of a directory as a snapshot.
 
     PATH defaults to the tree the store tracks. Only files whose size, times
@@ -36,7 +40,7 @@ def command(ctx: Context, path: str | None, message: str, branch: str | None,
         source, branch = resolve_source(history, path, branch)
         with byte_progress("snapshot", None, wants_progress(ctx.quiet)) as advance:
             result = take_snapshot(history, source, branch, message, allow_empty, advance,
-                                   ScanPolicy(sqlite_backup=sqlite_backup))
+                                   ScanPolicy(sqlite_backup=sqlite_backup), time_ns=time_ns)
     scan = result.scan
     for p in scan.problems:
         (error_line if p.severity == "error" else warn)(f"{path_text(p.path)}: {p.message}")

@@ -33,7 +33,10 @@ from ..storage.store import Store
 from ..storage.writer import ObjectWriter
 from .refs import HEADS, TAGS, Refs, looks_like_id, read_small_file
 from .snapshot import Snapshot
+from .timeline import Timeline, TimelineEntry, entry_key
 from .tree import DIR, Tree, TreeEntry
+
+__all__ = ["History", "TimelineEntry"]
 
 SNAPSHOTS = "snapshots"
 TABLE = b"snapshots"
@@ -59,6 +62,7 @@ class History:
         self._trees: OrderedDict[ObjectId, Tree] = OrderedDict()
         self._cached_entries = 0
         self._dir = os.path.join(store.path, SNAPSHOTS)
+        self._timeline = Timeline(store, self._dir, self._timeline_entry)
 
     # -- reading -------------------------------------------------------------
 
@@ -138,6 +142,61 @@ class History:
     def is_recorded(self, oid: ObjectId) -> bool:
         return os.path.exists(self._record_path(oid))
 
+    # -- the timeline: recorded snapshots by branch and time -------------------
+
+    def _timeline_entry(self, oid: ObjectId) -> TimelineEntry:
+        snap = self.load_snapshot(oid)
+        return TimelineEntry(oid, snap.time_ns, snap.branch)
+
+    def timeline(self, branch: str) -> list[TimelineEntry]:
+        """Every recorded snapshot of ``branch``, newest first."""
+        return self._timeline.newest(branch)
+
+    def branches_in_history(self) -> list[str]:
+        """Every branch that has a recorded snapshot (its ref may be gone)."""
+        return sorted({e.branch for e in self._timeline.everything()})
+
+    def every_entry(self) -> list[TimelineEntry]:
+        """Every recorded snapshot of every branch, newest first."""
+        return sorted(self._timeline.everything(), key=lambda e: (e.time_ns, e.oid.digest), reverse=True)
+
+    def lineage(self, start: Snapshot, whole_branch: bool = False,
+                page: int = 64) -> Iterator[TimelineEntry]:
+        """``start`` and the recorded snapshots before it, newest first;
+        with ``whole_branch``, every recorded snapshot of its branch.
+
+        History is the set of recorded snapshots of the branch, not a chain
+        of parents: a forgotten snapshot in the middle hides nothing older.
+        A branch forked from another continues into the snapshots of that
+        branch before the fork.
+        """
+        snap, seen = start, {start.oid}
+        while True:
+            before = None if whole_branch else entry_key(snap.branch, snap.time_ns, snap.oid) + b"\0"
+            last, size, whole_branch = None, page, False
+            while True:
+                entries = self._timeline.newest(snap.branch, size, before)
+                yield from entries
+                last = entries[-1] if entries else last
+                if len(entries) < size:
+                    break
+                size = 1024  # later pages: fewer, larger reads
+                before = entry_key(last.branch, last.time_ns, last.oid)
+            oldest = self.load_snapshot(last.oid) if last else snap
+            parent = oldest.parent
+            if parent is None or parent in seen or not self.is_recorded(parent):
+                return
+            fork = self.load_snapshot(parent)
+            if fork.branch == snap.branch:
+                return
+            seen.add(parent)
+            snap = fork
+
+    def at_time(self, branch: str, time_ns: int) -> Snapshot | None:
+        """The newest recorded snapshot of ``branch`` at or before ``time_ns``."""
+        found = self._timeline.newest(branch, 1, entry_key(branch, time_ns + 1))
+        return self.load_snapshot(found[0].oid) if found else None
+
     def branch_head(self, branch: str) -> Snapshot | None:
         oid = self.refs.get(HEADS + branch)
         return self.load_snapshot(oid) if oid else None
@@ -164,15 +223,28 @@ class History:
         counts = tildes.split("~")[1:] if tildes else []
         snap = self._resolve_base(base or "HEAD", spec)
         if any(len(t) > _MAX_STEP_DIGITS for t in counts):
-            raise HistoryTooShort(spec, sum(1 for _ in self.ancestors(snap)))
+            raise HistoryTooShort(spec, sum(1 for _ in self.lineage(snap)))
         steps = sum(int(t) if t else 1 for t in counts)
         if steps == 0:
             return snap
-        chain = self.ancestors(snap)
-        for depth, ancestor in enumerate(chain):
+        # The Nth older recorded snapshot, counting from ``snap`` itself
+        # (which a ref may name without it being listed: then it is ~0 only).
+        older = (e for e in self.lineage(snap) if e.oid != snap.oid)
+        depth = 0
+        for depth, entry in enumerate(older, start=1):
             if depth == steps:
-                return ancestor
+                return self.load_snapshot(entry.oid)
         raise HistoryTooShort(spec, depth + 1)
+
+    def branch_named(self, spec: str) -> str | None:
+        """The branch ``spec`` names as a whole (HEAD or a branch name, no ~N)."""
+        spec = spec.strip()
+        if spec == "HEAD":
+            return self.refs.head_branch()
+        for ref in (spec, HEADS + spec):
+            if ref.startswith(HEADS) and self.refs.get(ref) is not None:
+                return ref[len(HEADS):]
+        return None
 
     def _resolve_base(self, base: str, spec: str) -> Snapshot:
         if base == "HEAD":
@@ -250,10 +322,13 @@ class History:
             with self.refs.locked():
                 current = self.refs.get(ref)
                 if current == snapshot.parent:
+                    before = self._timeline.stamp()
                     with atomic_output(self._record_path(oid), self.store.layout.tmp,
                                        self.store.layout.modes.file) as f:
                         f.write(data)
                     self.store.index.update(TABLE, put=[(oid.digest, data)])
+                    self._timeline.change(before, add=[TimelineEntry(oid, snapshot.time_ns,
+                                                                     snapshot.branch)])
                     self.refs.write_locked(ref, oid)
                     return Snapshot.from_json(data, oid)
             snapshot = self._reparented(snapshot, current, ref)
@@ -275,9 +350,32 @@ class History:
                                    model_version=number, oid=None)
 
     def forget(self, oid: ObjectId) -> None:
-        remove_quietly(self._record_path(oid))
-        fsync_dir(self._dir)
-        self.store.index.update(TABLE, delete=[oid.digest])
+        self.forget_many([oid])
+
+    def forget_many(self, items: list[ObjectId | TimelineEntry]) -> None:
+        """Drop records: one directory fsync and one index transaction for all.
+
+        Entries (from ``timeline``) carry what the timeline needs; for a bare
+        id the record is read first, and one that cannot be read leaves the
+        timeline to resynchronise.
+        """
+        entries, in_step = [], True
+        for item in items:
+            if isinstance(item, TimelineEntry):
+                entries.append(item)
+                continue
+            try:
+                entries.append(self._timeline_entry(item))
+            except CasError:
+                in_step = False
+                entries.append(TimelineEntry(item, 0, ""))
+        with self.refs.locked():
+            before = self._timeline.stamp() if in_step else None
+            for e in entries:
+                remove_quietly(self._record_path(e.oid))
+            fsync_dir(self._dir)
+            self.store.index.update(TABLE, delete=[e.oid.digest for e in entries])
+            self._timeline.change(before, remove=[e for e in entries if e.branch])
 
     def reload_index(self) -> list[tuple[str, str]]:
         """Repopulate the snapshots and refs tables from the files.
@@ -297,5 +395,7 @@ class History:
                 continue
             items.append((oid.digest, data))
         self.store.index.update(TABLE, put=items)
+        self._timeline.clear()
+        self._timeline.resync()
         self.refs.reload_index()
         return bad

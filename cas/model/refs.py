@@ -18,6 +18,7 @@ import fcntl
 import os
 import re
 import stat
+import threading
 from typing import Iterator
 
 from ..durable import atomic_output, fsync_dir, make_dir, read_bounded, remove_quietly
@@ -99,6 +100,8 @@ class Refs:
     def __init__(self, store: Store):
         self._store = store
         self._root = store.path
+        self._lock_thread = threading.Lock()
+        self._lock_owner: int | None = None
 
     def _path(self, ref: str) -> str:
         return os.path.join(self._root, *ref.split("/"))
@@ -114,7 +117,25 @@ class Refs:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold ``refs/lock`` exclusively: refs read inside stay as read until written."""
+        """Hold ``refs/lock`` exclusively: refs read inside stay as read until written.
+
+        Re-entrant within a thread: a flock taken twice through two
+        descriptors by one process would wait for itself forever.
+        """
+        me = threading.get_ident()
+        if self._lock_owner == me:
+            yield
+            return
+        with self._lock_thread:
+            self._lock_owner = me
+            try:
+                with self._flock():
+                    yield
+            finally:
+                self._lock_owner = None
+
+    @contextlib.contextmanager
+    def _flock(self) -> Iterator[None]:
         path = self._path(LOCK)
         self._make_dirs(os.path.dirname(path))
         try:

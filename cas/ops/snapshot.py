@@ -24,7 +24,8 @@ class SnapshotResult:
 def take_snapshot(history: History, source: str, branch: str, message: str = "",
                   allow_empty: bool = False,
                   on_file: Callable[[int], None] | None = None,
-                  policy: ScanPolicy | None = None) -> SnapshotResult:
+                  policy: ScanPolicy | None = None, time_ns: int | None = None) -> SnapshotResult:
+    """Scan ``source`` and record it on ``branch`` (at ``time_ns``, default now)."""
     store = history.store
     source = os.path.abspath(source)
     parent = history.branch_head(branch)
@@ -39,7 +40,7 @@ def take_snapshot(history: History, source: str, branch: str, message: str = "",
         snapshot = Snapshot(
             tree=result.root,
             parents=(parent.oid,) if parent else (),
-            time_ns=time.time_ns(),
+            time_ns=time.time_ns() if time_ns is None else time_ns,
             message=message,
             branch=branch,
             host=socket.gethostname(),

@@ -1,0 +1,160 @@
+"""The timeline: every recorded snapshot, by branch and time.
+
+History commands (``log``, ``HEAD~N``, ``--at``, retention policies) ask
+"the newest snapshots of this branch, older than that one". Reading every
+``snapshots/<id>.json`` to answer costs seconds at 100,000 snapshots; this
+table of the index answers from a few keys.
+
+Each key is ``H(branch)[:8] || be64(time_ns + 2**63) || id`` (48 bytes), so
+a branch's snapshots are one key range in time order; the value is the
+branch name. Like every table of the index it is a cache of the files:
+next to the entries, ``STAMP`` records the identity and modification time
+of ``snapshots/`` as of the last time the two were known to agree. Writers
+update entries and stamp in one transaction, under ``refs/lock``, and only
+move the stamp forward if it still matched the directory before their own
+change; anything else (a crash between file and index, a record copied in
+by hand, an old store) leaves the stamp behind, and the next reader
+resynchronises by listing the directory.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from ..errors import CasError
+from ..objectid import DIGEST_SIZE, HEX_LENGTH, ObjectId, hash_bytes, is_hex
+from ..storage.store import Store
+
+TABLE = b"timeline"
+STAMP = b"stamp"
+_TIME = struct.Struct(">Q")
+_STAMP = struct.Struct(">QQqq")
+_BRANCH_BYTES = 8
+_KEY_LENGTH = _BRANCH_BYTES + _TIME.size + DIGEST_SIZE
+_INT64 = 1 << 63
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    oid: ObjectId
+    time_ns: int
+    branch: str
+
+
+def branch_prefix(branch: str) -> bytes:
+    return hash_bytes(branch.encode("utf-8", "surrogateescape")).digest[:_BRANCH_BYTES]
+
+
+def entry_key(branch: str, time_ns: int, oid: ObjectId | None = None) -> bytes:
+    # A crafted record's time outside 64 bits still gets a place (its end).
+    biased = min(max(time_ns + _INT64, 0), (1 << 64) - 1)
+    return branch_prefix(branch) + _TIME.pack(biased) + (oid.digest if oid else b"")
+
+
+def _entry(key: bytes, value: bytes) -> TimelineEntry:
+    (biased,) = _TIME.unpack_from(key, _BRANCH_BYTES)
+    return TimelineEntry(ObjectId(key[-DIGEST_SIZE:]), biased - _INT64,
+                         value.decode("utf-8", "surrogateescape"))
+
+
+def _dir_stamp(path: str) -> bytes | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return _STAMP.pack(st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class Timeline:
+    """The index table of recorded snapshots, kept in step with ``snapshots/``."""
+
+    def __init__(self, store: Store, directory: str,
+                 read_entry: Callable[[ObjectId], TimelineEntry]):
+        self._index = store.index
+        self._dir = directory
+        self._read_entry = read_entry  # a record's branch and time, hash-checked
+        self._memory: list[tuple[bytes, bytes]] | None = None  # a read-only store's copy
+
+    # -- reading -----------------------------------------------------------
+
+    def newest(self, branch: str, limit: int | None = None,
+               before: bytes | None = None) -> list[TimelineEntry]:
+        """The branch's snapshots with keys below ``before``, newest first."""
+        self.ensure_fresh()
+        prefix = branch_prefix(branch)
+        if self._memory is not None:
+            rows = [(k, v) for k, v in reversed(self._memory)
+                    if k.startswith(prefix) and (before is None or k < before)]
+            rows = rows[:limit] if limit is not None else rows
+        else:
+            rows = self._index.scan_newest(TABLE, prefix, limit, before)
+        # Eight bytes of hash can collide; the stored name settles it.
+        return [e for e in (_entry(k, v) for k, v in rows) if e.branch == branch]
+
+    def everything(self) -> list[TimelineEntry]:
+        """Every recorded snapshot, grouped by branch, each group oldest first."""
+        self.ensure_fresh()
+        rows = self._memory if self._memory is not None else self._index.scan(TABLE)
+        return [_entry(k, v) for k, v in rows if len(k) == _KEY_LENGTH]
+
+    # -- keeping in step -----------------------------------------------------
+
+    def ensure_fresh(self) -> None:
+        if self._memory is not None:
+            return
+        stored = self._index.get(TABLE, STAMP)
+        if stored is None or stored != _dir_stamp(self._dir):
+            self.resync()
+
+    def resync(self) -> None:
+        """Make the table list exactly the records in ``snapshots/``."""
+        stamp = _dir_stamp(self._dir)
+        on_disk = set(_listed_ids(self._dir))
+        indexed = {k[-DIGEST_SIZE:]: k for k, _ in self._index.scan(TABLE) if len(k) == _KEY_LENGTH}
+        stale = [k for d, k in indexed.items() if d not in on_disk]
+        added = []
+        for digest in on_disk - indexed.keys():
+            try:
+                e = self._read_entry(ObjectId(digest))
+            except CasError:
+                continue  # a damaged record: verify reports it; it lists nothing
+            added.append((entry_key(e.branch, e.time_ns, e.oid), e.branch.encode("utf-8", "surrogateescape")))
+        put = added + ([(STAMP, stamp)] if stamp is not None else [])
+        if self._index.read_only:
+            kept = [(k, v) for k, v in self._index.scan(TABLE) if len(k) == _KEY_LENGTH and k not in stale]
+            self._memory = sorted(kept + added)
+            return
+        self._index.update(TABLE, put=put, delete=stale + ([] if stamp else [STAMP]))
+
+    def change(self, before_stamp: bytes | None, add: Iterable[TimelineEntry] = (),
+               remove: Iterable[TimelineEntry] = ()) -> None:
+        """Record added and removed snapshots; the caller holds ``refs/lock``
+        and took ``before_stamp`` (``stamp()``) before changing the files."""
+        put = [(entry_key(e.branch, e.time_ns, e.oid), e.branch.encode("utf-8", "surrogateescape"))
+               for e in add]
+        delete = [entry_key(e.branch, e.time_ns, e.oid) for e in remove]
+        if self._memory is not None:
+            return
+        stored = self._index.get(TABLE, STAMP)
+        now = _dir_stamp(self._dir)
+        if stored is not None and stored == before_stamp and now is not None:
+            put.append((STAMP, now))  # only our change happened: still in step
+        self._index.update(TABLE, put=put, delete=delete)
+
+    def stamp(self) -> bytes | None:
+        return _dir_stamp(self._dir)
+
+    def clear(self) -> None:
+        self._index.clear(TABLE)
+
+
+def _listed_ids(directory: str) -> list[bytes]:
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return [bytes.fromhex(n[:-5]) for n in names
+            if n.endswith(".json") and len(n) == HEX_LENGTH + 5 and is_hex(n[:-5])]
