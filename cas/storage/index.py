@@ -235,6 +235,13 @@ class Index:
         return None if record is None else IndexEntry.from_record(oid.digest, record)
 
     @_guarded
+    def contains(self, oid: ObjectId) -> bool:
+        """Whether ``oid`` is indexed, without decoding its record (a check per
+        snapshot of a large history)."""
+        with self._env.begin(db=self._db[b"objects"], buffers=True) as txn:
+            return txn.get(oid.digest) is not None
+
+    @_guarded
     def match_prefix(self, prefix: str, limit: int = 2) -> list[ObjectId]:
         """Ids whose hex starts with ``prefix`` (at most ``limit`` of them)."""
         start = bytes.fromhex(prefix[: len(prefix) // 2 * 2])
