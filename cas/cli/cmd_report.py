@@ -11,7 +11,6 @@ from .output import info, path_text
 
 @click.command("report")
 @click.option("--html", "html_path", required=True, metavar="FILE",
-              type=click.Path(dir_okay=False, path_type=str),
               help="Write the report to FILE (replaced whole, created 0600).")
 @click.option("--branch", metavar="B", help="Only branch B (default: every branch, models too).")
 @pass_ctx

@@ -43,7 +43,7 @@ BY_DAY, BY_SNAPSHOT = "day", "snapshot"
 GROWERS_BUDGET = 300_000
 
 
-@dataclass
+@dataclass(slots=True)
 class GrowthRow:
     label: str                 # local day YYYY-MM-DD, or the snapshot's full id
     time_ns: int               # the newest snapshot in the row
@@ -53,6 +53,7 @@ class GrowthRow:
     new_bytes: int = 0
     stored_bytes: int = 0
     store_bytes: int = 0
+    snapshot_bytes: int = 0    # bytes of every recorded snapshot up to the row's end, each whole
     dedup_ratio: float | None = None
     branch: str | None = None  # per snapshot: its branch
 
@@ -60,7 +61,8 @@ class GrowthRow:
         doc = {"time": iso_time(self.time_ns), "snapshots": self.snapshots,
                "snapshots_total": self.snapshots_total, "logical_bytes": self.logical_bytes,
                "new_bytes": self.new_bytes, "stored_bytes": self.stored_bytes,
-               "store_bytes": self.store_bytes, "dedup_ratio": self.dedup_ratio}
+               "store_bytes": self.store_bytes, "snapshot_bytes": self.snapshot_bytes,
+               "dedup_ratio": self.dedup_ratio}
         if by == BY_DAY:
             doc["day"] = self.label
         else:
@@ -85,9 +87,15 @@ def selected_snapshots(history: History, branch: str | None) -> list[Snapshot]:
     return mine
 
 
-def _local_day(time_ns: int) -> str:
+# Every time zone's offset is a whole number of quarter hours, so one local
+# day label holds for a whole quarter hour: one localtime call per quarter,
+# not per snapshot.
+_QUARTER_HOUR = 900
+
+
+def _local_day(quarter: int) -> str:
     try:
-        return time.strftime("%Y-%m-%d", time.localtime(time_ns // 10**9))
+        return time.strftime("%Y-%m-%d", time.localtime(quarter * _QUARTER_HOUR))
     except (ValueError, OverflowError, OSError):
         return "(out of range)"  # a crafted record's time: still counted, in a row of its own
 
@@ -97,25 +105,33 @@ def growth_rows(snaps: Iterable[Snapshot], by: str = BY_DAY) -> list[GrowthRow]:
     rows: list[GrowthRow] = []
     latest: dict[str, int] = {}         # branch -> bytes of its newest snapshot so far
     logical = total = store = every_byte = 0
+    quarter, label = None, ""
     for snap in snaps:
         st = snap.stats
-        label = snap.oid.hex if by == BY_SNAPSHOT else _local_day(snap.time_ns)
-        if not rows or rows[-1].label != label or by == BY_SNAPSHOT:
-            rows.append(GrowthRow(label, snap.time_ns,
-                                  branch=snap.branch if by == BY_SNAPSHOT else None))
+        if by == BY_SNAPSHOT:
+            rows.append(GrowthRow(snap.oid.hex, snap.time_ns, branch=snap.branch))
+        else:
+            if snap.time_ns // (_QUARTER_HOUR * 10**9) != quarter:
+                quarter = snap.time_ns // (_QUARTER_HOUR * 10**9)
+                label = _local_day(quarter)
+            if not rows or rows[-1].label != label:
+                rows.append(GrowthRow(label, snap.time_ns))
         row = rows[-1]
-        size = st.get("bytes", 0)
+        size, stored = st.get("bytes", 0), st.get("stored_bytes", 0)
         logical += size - latest.get(snap.branch, 0)
         latest[snap.branch] = size
         total += 1
-        store += st.get("stored_bytes", 0)
+        store += stored
         every_byte += size
         row.time_ns = snap.time_ns
         row.snapshots += 1
         row.new_bytes += st.get("new_bytes", 0)
-        row.stored_bytes += st.get("stored_bytes", 0)
-        row.snapshots_total, row.logical_bytes, row.store_bytes = total, logical, store
-        row.dedup_ratio = round(every_byte / store, 4) if store > 0 else None
+        row.stored_bytes += stored
+        row.snapshots_total, row.logical_bytes = total, logical
+        row.store_bytes, row.snapshot_bytes = store, every_byte
+    for row in rows:
+        row.dedup_ratio = round(row.snapshot_bytes / row.store_bytes, 4) \
+            if row.store_bytes > 0 else None
     return rows
 
 
@@ -133,6 +149,9 @@ class Growers:
     pairs_total: int                           # consecutive snapshot pairs in the history
     since_ns: int | None                       # the oldest snapshot compared from
     unreadable: list[str]                      # snapshots whose trees could not be read
+
+
+_Change = tuple[bytes, "ObjectId | None", ObjectId]   # path, its previous version, its new one
 
 
 @dataclass
@@ -155,21 +174,30 @@ def largest_growers(history: History, snaps: list[Snapshot], limit: int = 20,
     passed over."""
     pairs = _consecutive_pairs(snaps)
     walk = _GrowWalk(history, budget)
-    compared, unreadable = [], []
+    compared: list[tuple[Snapshot, list[_Change]]] = []
+    unreadable = []
     for old, new in reversed(pairs):
         if walk.budget <= 0:
             break
-        compared.append(old)
         walk.budget -= 1   # a pair with identical trees still costs a look
-        if old.tree != new.tree:
-            try:
-                _compare_trees(walk, new.branch, old.tree, new.tree)
-            except CasError:
-                unreadable.append(new.oid.hex)
+        try:
+            changes = _compare_trees(walk, old.tree, new.tree) if old.tree != new.tree else []
+        except CasError:
+            unreadable.append(new.oid.hex)
+            changes = []
+        compared.append((old, changes))
+    # Counted oldest first: a path's bytes are those its new version had
+    # that nothing before it in the compared history had (a file back to an
+    # earlier version, or a copy of another file, adds nothing).
+    for old, changes in reversed(compared):
+        for path, before, after in changes:
+            counts = walk.added.setdefault((old.branch, path), [0, 0])
+            counts[0] += _stored_added(walk, before, after)
+            counts[1] += 1
     files = sorted(((b, p, n, c) for (b, p), (n, c) in walk.added.items() if n > 0),
                    key=lambda t: (-t[2], t[0], t[1]))
     return Growers(files[:limit], _by_directory(files)[:limit], len(compared), len(pairs),
-                   min((o.time_ns for o in compared), default=None), unreadable)
+                   min((o.time_ns for o, _ in compared), default=None), unreadable)
 
 
 def _consecutive_pairs(snaps: list[Snapshot]) -> list[tuple[Snapshot, Snapshot]]:
@@ -185,7 +213,10 @@ def _consecutive_pairs(snaps: list[Snapshot]) -> list[tuple[Snapshot, Snapshot]]
     return pairs
 
 
-def _compare_trees(walk: _GrowWalk, branch: str, old_root: ObjectId, new_root: ObjectId) -> None:
+def _compare_trees(walk: _GrowWalk, old_root: ObjectId, new_root: ObjectId) -> list[_Change]:
+    """The files that differ from one tree to the next, skipping every
+    subtree whose id did not change."""
+    changes: list[_Change] = []
     # An explicit stack: a crafted chain of nested trees must not recurse.
     stack: list[tuple[ObjectId | None, ObjectId, bytes]] = [(old_root, new_root, b"")]
     while stack and walk.budget > 0:
@@ -202,10 +233,9 @@ def _compare_trees(walk: _GrowWalk, branch: str, old_root: ObjectId, new_root: O
                 stack.append((before.oid if before is not None and before.kind == DIR else None,
                               entry.oid, path + b"/"))
             elif entry.kind == FILE:
-                old_file = before.oid if before is not None and before.kind == FILE else None
-                counts = walk.added.setdefault((branch, path), [0, 0])
-                counts[0] += _stored_added(walk, old_file, entry.oid)
-                counts[1] += 1
+                changes.append((path, before.oid if before is not None and before.kind == FILE
+                                else None, entry.oid))
+    return changes
 
 
 def _stored_added(walk: _GrowWalk, old: ObjectId | None, new: ObjectId) -> int:
