@@ -2,29 +2,106 @@ from __future__ import annotations
 
 import click
 
-from ..ops.gc import GRACE_SECONDS, forget as do_forget, gc as do_gc
+from ..model.policy import Policies
+from ..model.snapshot import iso_time
+from ..ops.forget import ForgetReport, apply_policies, apply_policy, forget as do_forget
+from ..ops.gc import GRACE_SECONDS, gc as do_gc
+from .cmd_policy import policy_from_options, require_branch, rule_options
 from .main import Context, pass_ctx
-from .output import human_bytes, info, out_json, out_line
+from .output import human_bytes, info, out_json, out_line, shown
+from .timespec import show_time
 
 
 @click.command("forget")
-@click.argument("specs", metavar="SNAP...", nargs=-1, required=True)
+@click.argument("specs", metavar="[SNAP...]", nargs=-1)
+@rule_options
+@click.option("-b", "--branch", help="Branch the --keep rules apply to (default: HEAD's).")
+@click.option("--all-branches", is_flag=True,
+              help="Apply the rules (or each branch's stored policy) to every branch.")
+@click.option("-n", "--dry-run", is_flag=True, help="Say what would be kept and why; change nothing.")
+@click.option("--force", is_flag=True, help="Forget named snapshots even if tagged (deletes the tags).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
-def forget(ctx: Context, specs: tuple[str, ...]) -> None:
+def forget(ctx: Context, specs: tuple[str, ...], branch: str | None, all_branches: bool,
+           dry_run: bool, force: bool, as_json: bool, **rules) -> None:
     """Remove snapshots from history (their data goes at the next gc).
 
-    A branch or tag on a forgotten snapshot moves to its nearest surviving
-    ancestor; a snapshot whose parent was forgotten keeps the parent id, and
-    log and verify treat it as the start of history.
+    Either name snapshots, or give --keep rules (restic's: a snapshot is
+    kept if any rule keeps it; buckets in local time) for a branch; with
+    neither, the branch's stored policy ('cas policy') is applied. A tagged
+    snapshot is never forgotten by rules, and by name only with --force.
+    A branch on a forgotten snapshot moves to the newest surviving one
+    before it; older snapshots stay listed by 'cas log'.
     """
+    policy = policy_from_options(rules)
+    if specs and (policy is not None or branch or all_branches):
+        raise click.UsageError("give snapshots, or --keep rules for a branch, not both")
+    if force and not specs:
+        raise click.UsageError("--force applies to named snapshots: rules never forget a tagged one")
+    if branch and all_branches:
+        raise click.UsageError("give --branch or --all-branches, not both")
     history = ctx.open_history()
     with history.store:
-        snaps = [history.resolve(s) for s in specs]
-        moved = do_forget(history, [s.oid for s in snaps])
-    for s in snaps:
-        out_line(f"forgot {s.oid.hex}")
-    for ref, target in moved.items():
-        info(f"{ref} -> {target.short if target else '(deleted: no surviving ancestor)'}", ctx.quiet)
+        if specs:
+            if dry_run:
+                raise click.UsageError("--dry-run applies to --keep rules")
+            snaps = [history.resolve(s) for s in specs]
+            reports = [do_forget(history, [s.oid for s in snaps], force)]
+        else:
+            reports = _apply_rules(history, policy, branch, all_branches, dry_run)
+    if as_json:
+        out_json([_report_doc(r) for r in reports])
+        return
+    for r in reports:
+        _print_report(r, ctx.quiet)
+
+
+def _apply_rules(history, policy, branch: str | None, all_branches: bool,
+                 dry_run: bool) -> list[ForgetReport]:
+    if all_branches:
+        if policy is None:
+            return apply_policies(history, dry_run)
+        return [apply_policy(history, b, policy, dry_run) for b in history.branches_in_history()]
+    branch = require_branch(history, branch or history.refs.head_branch())
+    if policy is None:
+        policy = Policies(history).get(branch)
+        if policy is None:
+            raise click.UsageError(f"give snapshots or --keep rules ({branch} has no stored "
+                                   "policy: see 'cas policy set')")
+    return [apply_policy(history, branch, policy, dry_run)]
+
+
+def _print_report(r: ForgetReport, quiet: bool) -> None:
+    if r.policy is None:  # snapshots named
+        for d in r.forgotten:
+            out_line(f"forgot {d.oid.hex}")
+    else:
+        info(f"{shown(r.branch)}: {r.policy.describe()}", quiet)
+        verb = "would forget" if r.dry_run else "forget"
+        for d in r.kept:
+            out_line(f"{'keep':<{len(verb)}}  {d.oid.short}  {show_time(d.entry.time_ns)}  "
+                     f"{', '.join(d.reasons)}")
+        for d in r.forgotten:
+            out_line(f"{verb}  {d.oid.short}  {show_time(d.entry.time_ns)}")
+        done = "would forget" if r.dry_run else "forgot"
+        info(f"{shown(r.branch)}: kept {len(r.kept)}, {done} {len(r.forgotten)}", quiet)
+    if r.note:
+        info(r.note, quiet)
+    for name in r.deleted_tags:
+        info(f"deleted tag {name}", quiet)
+    for ref, target in r.moved.items():
+        info(f"{ref} -> {target.short if target else '(deleted: no surviving snapshot)'}", quiet)
+
+
+def _report_doc(r: ForgetReport) -> dict:
+    def row(d):
+        return {"id": d.oid.hex, "time_ns": d.entry.time_ns, "time": iso_time(d.entry.time_ns),
+                "reasons": list(d.reasons)}
+    return {"branch": r.branch, "policy": None if r.policy is None else r.policy.to_doc(),
+            "dry_run": r.dry_run, "kept": [row(d) for d in r.kept],
+            "forgotten": [row(d) for d in r.forgotten], "note": r.note or None,
+            "deleted_tags": r.deleted_tags,
+            "moved": {ref: t.hex if t else None for ref, t in r.moved.items()}}
 
 
 @click.command("gc")

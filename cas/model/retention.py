@@ -29,12 +29,13 @@ watcher can apply it after every snapshot.
 
 from __future__ import annotations
 
+import bisect
 import operator
 import re
 import time
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta, tzinfo
-from typing import Callable, Iterable, NamedTuple, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 from ..errors import RetentionRuleInvalid
 from ..objectid import ObjectId
@@ -288,78 +289,108 @@ def decide(entries: Sequence[TimelineEntry], tags_by_oid: dict[ObjectId, Iterabl
     ``now_ns`` only decides which snapshots are "in the future" and so
     cannot be the newest that ``within`` rules count back from (as restic).
     """
-    ordered = _newest_first(entries)
+    ordered, times = _newest_first(entries)
+    tagged = _tagged(ordered, tags_by_oid, policy.keep_tags)
+    reasons = keep_reasons(times, policy, tz, now_ns, tagged)
+    new = tuple.__new__  # the fastest way to build a named tuple
+    decided = [new(Decision, (e, False, ())) for e in ordered]
+    for i, why in reasons.items():
+        decided[i] = new(Decision, (ordered[i], True, tuple(why)))
+    return decided
+
+
+def keep_reasons(times: list[int], policy: Policy, tz: tzinfo | None = None,
+                 now_ns: int | None = None,
+                 tagged: dict[int, list[str]] | None = None) -> dict[int, list[str]]:
+    """decide() on times alone: the rules keeping each kept snapshot, by its
+    position in ``times`` (newest first, as decide orders them); ``tagged``
+    holds the reasons keep_tags gives, by the same positions."""
+    if not times:
+        return {}
     if policy.is_empty:
-        return [Decision(e, True, ("keep everything",)) for e in ordered]
-    if not ordered:
-        return []
-    times = [e.time_ns for e in ordered]
-    keys = _BucketKeys(times, tz)
+        return {i: ["keep everything"] for i in range(len(times))}
     latest = _latest(times, time.time_ns() if now_ns is None else now_ns)
-    reasons: dict[int, list[str]] = {}
-    _keep_tagged(ordered, tags_by_oid, policy.keep_tags, reasons)
+    reasons: dict[int, list[str]] = {i: list(why) for i, why in (tagged or {}).items()}
     if policy.keep_within:
-        _keep_newer(times, _cutoff(latest, policy.keep_within, tz), f"within {policy.keep_within}",
-                    reasons)
+        cutoff = _cutoff(latest, policy.keep_within, tz)
+        for i in range(_count_newer(times, cutoff)):
+            reasons.setdefault(i, []).append(f"within {policy.keep_within}")
     if policy.keep_last:
-        _keep_counted(range(len(ordered)), policy.keep_last, "last", reasons)
+        count = len(times) if policy.keep_last == ALL else min(policy.keep_last, len(times))
+        for i in range(count):
+            reasons.setdefault(i, []).append("last")
+    _keep_by_buckets(policy, times, _MinuteHeads(times, tz), latest, tz, reasons)
+    if not reasons:
+        reasons[0] = [NEWEST_FALLBACK]
+    return reasons
+
+
+def _keep_by_buckets(policy: Policy, times: list[int], heads: "_MinuteHeads", latest: int | None,
+                     tz: tzinfo | None, reasons: dict[int, list[str]]) -> None:
+    """The rules that keep the newest snapshot of each bucket (an hour, a day,
+    ten minutes...). Every bucket is whole local minutes, so only the newest
+    snapshot of each minute (its head) can be the newest of a bucket."""
+    last_index = len(times) - 1
     for unit in UNITS:
         count = getattr(policy, f"keep_{unit}")
         if count:
-            _keep_counted(keys.of(unit), count, unit, reasons)
+            _keep_counted(heads.keys(unit), heads.index, count, unit, last_index, reasons)
     for unit in UNITS:
         within = getattr(policy, f"keep_within_{unit}")
         if within:
-            _keep_newest_per_bucket(keys.of(unit), times, _cutoff(latest, within, tz),
+            limit = _count_newer(times, _cutoff(latest, within, tz))
+            _keep_newest_per_bucket(heads.keys(unit), heads.index, limit,
                                     f"{unit} within {within}", reasons)
     for tier in policy.keep_every:
-        cutoff = _cutoff(latest, tier.within, tz) if tier.within else None
-        _keep_newest_per_bucket(keys.every(tier.every.fixed_seconds()), times, cutoff, str(tier),
-                                reasons)
-    if not reasons:
-        reasons[0] = [NEWEST_FALLBACK]
-    new, forgotten = tuple.__new__, ()  # the fastest way to build a named tuple
-    return [new(Decision, (e, True, tuple(reasons[i])) if i in reasons else (e, False, forgotten))
-            for i, e in enumerate(ordered)]
+        limit = _count_newer(times, _cutoff(latest, tier.within, tz) if tier.within else None)
+        _keep_newest_per_bucket(heads.every(tier.every.fixed_seconds()), heads.index, limit,
+                                str(tier), reasons)
 
 
-def _newest_first(entries: Sequence[TimelineEntry]) -> list[TimelineEntry]:
-    """Newest first; equal times keep their given order (restic's stable sort)."""
+def _newest_first(entries: Sequence[TimelineEntry]) -> tuple[list[TimelineEntry], list[int]]:
+    """Newest first, and their times; equal times keep their given order
+    (restic's stable sort)."""
     entries = list(entries)
     times = [e.time_ns for e in entries]
-    if all(map(operator.ge, times, times[1:])):
-        return entries
-    return sorted(entries, key=lambda e: e.time_ns, reverse=True)
+    if not all(map(operator.ge, times, times[1:])):
+        entries.sort(key=lambda e: e.time_ns, reverse=True)
+        times = [e.time_ns for e in entries]
+    return entries, times
 
 
 def _latest(times: list[int], now_ns: int) -> int | None:
     """The newest time not in the future; None when every one is (restic then
     counts from year 1, so every snapshot is "within")."""
-    return next((t for t in times if t < now_ns), None)
+    first = bisect.bisect_right(times, -now_ns, key=operator.neg)
+    return times[first] if first < len(times) else None
 
 
-def _keep_tagged(ordered, tags_by_oid, keep_tags, reasons) -> None:
+def _count_newer(times: list[int], cutoff: int | None) -> int:
+    """How many of the (newest first) times are after ``cutoff``."""
+    if cutoff is None:
+        return len(times)
+    return bisect.bisect_left(times, -cutoff, key=operator.neg)
+
+
+def _tagged(ordered: list[TimelineEntry], tags_by_oid: dict[ObjectId, Iterable[str]],
+            keep_tags: tuple[str, ...]) -> dict[int, list[str]]:
+    """keep_tags' reasons, by position."""
     if not keep_tags or not tags_by_oid:
-        return
-    wanted = set(keep_tags)
+        return {}
+    wanted, found = set(keep_tags), {}
     for i, e in enumerate(ordered):
-        for name in sorted(wanted.intersection(tags_by_oid.get(e.oid, ()))):
-            reasons.setdefault(i, []).append(f"tag {name}")
+        names = tags_by_oid.get(e.oid)
+        if names and wanted.intersection(names):
+            found[i] = [f"tag {name}" for name in sorted(wanted.intersection(names))]
+    return found
 
 
-def _keep_newer(times, cutoff: int | None, reason: str, reasons) -> None:
-    for i, t in enumerate(times):
-        if cutoff is not None and t <= cutoff:
-            break  # newest first: everything after is older still
-        reasons.setdefault(i, []).append(reason)
-
-
-def _keep_counted(keys: Sequence, count: int, reason: str, reasons) -> None:
+def _keep_counted(keys: list, index: list[int], count: int, reason: str, last_index: int,
+                  reasons: dict[int, list[str]]) -> None:
     """The newest of each of the first ``count`` buckets; and the oldest
     snapshot if counts are left when the rule reaches it (restic)."""
-    last_index = len(keys) - 1
     previous = object()
-    for i, key in enumerate(keys):
+    for key, i in zip(keys, index):
         if count == 0:
             return
         if key != previous or i == last_index:
@@ -367,12 +398,16 @@ def _keep_counted(keys: Sequence, count: int, reason: str, reasons) -> None:
             previous = key
             if count > 0:
                 count -= 1
+    if count != 0 and index[-1] != last_index:
+        reasons.setdefault(last_index, []).append(reason)
 
 
-def _keep_newest_per_bucket(keys: Sequence, times, cutoff: int | None, reason: str, reasons) -> None:
+def _keep_newest_per_bucket(keys: list, index: list[int], limit: int, reason: str,
+                            reasons: dict[int, list[str]]) -> None:
+    """The newest snapshot of each bucket among the first ``limit``."""
     previous = object()
-    for i, key in enumerate(keys):
-        if cutoff is not None and times[i] <= cutoff:
+    for key, i in zip(keys, index):
+        if i >= limit:
             return
         if key != previous:
             reasons.setdefault(i, []).append(reason)
@@ -397,18 +432,37 @@ def _cutoff(latest: int | None, span: Duration, tz: tzinfo | None) -> int | None
     return shifted_seconds * NS + fraction
 
 
-class _BucketKeys:
-    """Each entry's bucket for each unit, from one local-time conversion per entry."""
+class _MinuteHeads:
+    """The newest snapshot of each local minute, with its local time.
+
+    Found by bisection from one minute to the next, so a history of 30
+    snapshots a minute costs a few conversions a minute, not one per
+    snapshot; bucket keys are computed for heads only.
+    """
 
     def __init__(self, times: list[int], tz: tzinfo | None):
-        self._local = _local_seconds(times, _offset_function(tz))
-        self._days: list[int] | None = None
+        offsets = _Offsets(tz)
+        self.index: list[int] = []
+        self._local: list[int] = []
+        i, n = 0, len(times)
+        while i < n:
+            seconds = times[i] // NS
+            offset = offsets(seconds)
+            local = seconds + offset
+            self.index.append(i)
+            self._local.append(local)
+            start = local - local % 60 - offset  # when this local minute began, in UTC
+            i += 1
+            if i < n and times[i] >= start * NS and offsets(start) == offset:
+                # More of this minute follow (and the offset did not change
+                # within it, else they go one at a time): skip them.
+                i = bisect.bisect_right(times, -start * NS, lo=i, key=operator.neg)
         self._civil: dict[int, tuple[int, int]] = {}
 
-    def of(self, unit: str) -> list:
+    def keys(self, unit: str) -> list:
         if unit == "hourly":
             return [s // 3600 for s in self._local]
-        days = self._day_numbers()
+        days = [s // 86400 for s in self._local]
         if unit == "daily":
             return days
         if unit == "weekly":
@@ -421,11 +475,6 @@ class _BucketKeys:
         # interval dividing a day is aligned to midnight either way.
         shift = _MONDAY_SHIFT_DAYS * 86400
         return [(s + shift) // seconds for s in self._local]
-
-    def _day_numbers(self) -> list[int]:
-        if self._days is None:
-            self._days = [s // 86400 for s in self._local]
-        return self._days
 
     def _year_month(self, day: int) -> tuple[int, int]:
         found = self._civil.get(day)
@@ -440,38 +489,27 @@ class _BucketKeys:
         return found
 
 
-def _offset_function(tz: tzinfo | None) -> Callable[[int], int]:
-    def local_offset(seconds: int) -> int:
+class _Offsets:
+    """The UTC offset (seconds) at a time, cached per UTC hour when both
+    ends of the hour agree (no zone changes its offset twice in an hour)."""
+
+    def __init__(self, tz: tzinfo | None):
+        self._tz = tz
+        self._hours: dict[int, int | None] = {}
+
+    def __call__(self, seconds: int) -> int:
+        hour = seconds // 3600
         try:
-            if tz is None:
+            offset = self._hours[hour]
+        except KeyError:
+            start, end = self._exact(hour * 3600), self._exact(hour * 3600 + 3599)
+            offset = self._hours[hour] = start if start == end else None
+        return offset if offset is not None else self._exact(seconds)
+
+    def _exact(self, seconds: int) -> int:
+        try:
+            if self._tz is None:
                 return time.localtime(seconds).tm_gmtoff
-            return int(datetime.fromtimestamp(seconds, tz).utcoffset().total_seconds())
+            return int(datetime.fromtimestamp(seconds, self._tz).utcoffset().total_seconds())
         except (ValueError, OverflowError, OSError):
             return 0  # a crafted time outside the C library's range
-    return local_offset
-
-
-def _local_seconds(times: list[int], offset_at: Callable[[int], int]) -> list[int]:
-    """Each time (ns, newest first) on the local wall clock, as seconds since
-    1970-01-01 local.
-
-    An hour's offset is taken from its first snapshot and trusted for the
-    rest once both ends of the hour agree (no zone changes its offset twice
-    within an hour): a dense history pays three conversions an hour, not
-    one per snapshot.
-    """
-    local = []
-    append = local.append
-    hour, offset, uniform = None, 0, False
-    for t in times:
-        seconds = t // NS
-        if seconds // 3600 != hour:
-            hour = seconds // 3600
-            offset, uniform = offset_at(seconds), None
-        elif uniform is None:
-            start = hour * 3600
-            uniform = offset_at(start) == offset_at(start + 3599) == offset
-        if uniform is False:
-            offset = offset_at(seconds)  # the offset changes within this hour
-        append(seconds + offset)
-    return local

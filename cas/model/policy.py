@@ -1,0 +1,147 @@
+"""Retention policies stored in the store, one per branch.
+
+``policies/<branch>.json`` holds a branch's rules as canonical JSON
+(FORMAT.md, "Retention policies"). Files are written atomically (temp file,
+fsync, rename) with the store's modes, under ``refs/lock`` so that a policy
+never changes while forget applies it; they are read bounded and without
+following links, like refs. A policy with no rules is stored too: it keeps
+everything, and is how a branch opts out of the watcher's default.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+
+from ..durable import atomic_output, fsync_dir, make_dir, read_bounded, remove_quietly
+from ..errors import (InvalidRefName, PolicyFileInvalid, RetentionRuleInvalid,
+                      StoreFileInvalid)
+from .canonical import dumps
+from .refs import check_ref_name
+from .retention import Policy
+
+POLICIES = "policies"
+POLICY_VERSION = 1
+SUFFIX = ".json"
+# A policy is a few hundred bytes; a file far larger is damage, not a policy.
+MAX_POLICY_BYTES = 64 << 10
+
+
+class Policies:
+    """The stored policies of a store's branches (``history`` gives the store
+    and its refs lock)."""
+
+    def __init__(self, history):
+        self._store = history.store
+        self._refs = history.refs
+        self._dir = os.path.join(history.store.path, POLICIES)
+
+    def get(self, branch: str) -> Policy | None:
+        """The branch's stored policy; None when it has none."""
+        check_ref_name(branch)
+        fd = self._open_dir()
+        if fd is None:
+            return None
+        try:
+            return self._read(fd, branch + SUFFIX, branch)
+        finally:
+            os.close(fd)
+
+    def all(self) -> dict[str, Policy]:
+        """Every stored policy, by branch name."""
+        fd = self._open_dir()
+        if fd is None:
+            return {}
+        try:
+            found = {}
+            for name in sorted(os.listdir(fd)):
+                branch = _branch_of(name)
+                if branch is not None:
+                    policy = self._read(fd, name, branch)
+                    if policy is not None:
+                        found[branch] = policy
+            return found
+        finally:
+            os.close(fd)
+
+    def set(self, branch: str, policy: Policy) -> None:
+        check_ref_name(branch)
+        doc = {"type": "policy", "version": POLICY_VERSION, "branch": branch,
+               "keep": policy.to_doc()}
+        with self._refs.locked():
+            self._make_dir()
+            with atomic_output(self._path(branch), self._store.layout.tmp,
+                               self._store.layout.modes.file) as f:
+                f.write(dumps(doc) + b"\n")
+
+    def set_if_missing(self, branch: str, policy: Policy) -> bool:
+        """Store ``policy`` unless the branch has one; True if it was stored."""
+        with self._refs.locked():
+            if self.get(branch) is not None:
+                return False
+            self.set(branch, policy)
+            return True
+
+    def clear(self, branch: str) -> bool:
+        """Remove the branch's policy; False when it had none."""
+        check_ref_name(branch)
+        with self._refs.locked():
+            if self.get(branch) is None:
+                return False
+            remove_quietly(self._path(branch))
+            fsync_dir(self._dir)
+            return True
+
+    # -- files ---------------------------------------------------------------
+
+    def _path(self, branch: str) -> str:
+        return os.path.join(self._dir, branch + SUFFIX)
+
+    def _open_dir(self) -> int | None:
+        """``policies/`` opened without following a link; None if absent."""
+        try:
+            return os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise StoreFileInvalid(self._dir, "is not a directory") from None
+            raise PolicyFileInvalid(self._dir, e.strerror or str(e)) from None
+
+    def _make_dir(self) -> None:
+        """Create ``policies/``; refuse one that is a link (writes would land elsewhere)."""
+        make_dir(self._dir, self._store.layout.modes.directory)
+        if not stat.S_ISDIR(os.lstat(self._dir).st_mode):
+            raise StoreFileInvalid(self._dir, "is not a directory")
+
+    def _read(self, dir_fd: int, name: str, branch: str) -> Policy | None:
+        path = os.path.join(self._dir, name)
+        try:
+            data = read_bounded(name, MAX_POLICY_BYTES, dir_fd=dir_fd)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            raise PolicyFileInvalid(path, e.strerror or str(e)) from None
+        try:
+            doc = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            raise PolicyFileInvalid(path, "it is not JSON") from None
+        if not isinstance(doc, dict) or doc.get("type") != "policy" or \
+                doc.get("version") != POLICY_VERSION or doc.get("branch") != branch:
+            raise PolicyFileInvalid(path, f"it is not a version {POLICY_VERSION} policy "
+                                          f"of branch {branch}")
+        try:
+            return Policy.from_doc(doc.get("keep"))
+        except RetentionRuleInvalid as e:
+            raise PolicyFileInvalid(path, str(e)) from None
+
+
+def _branch_of(name: str) -> str | None:
+    if not name.endswith(SUFFIX):
+        return None
+    try:
+        return check_ref_name(name[:-len(SUFFIX)])
+    except InvalidRefName:
+        return None

@@ -1,0 +1,187 @@
+"""Forgetting snapshots: by name, or by a branch's retention policy.
+
+A forgotten snapshot's record leaves ``snapshots/``; its data stays until
+gc. Refs never point at a forgotten snapshot: a branch moves to the newest
+surviving snapshot of the branch at or before it, a model ref to its
+nearest surviving ancestor, and a tag never moves on its own. A tag
+protects its snapshot: forgetting it by name is refused unless forced
+(which deletes the tag), and a policy always keeps it.
+
+Order, for a SIGKILL at any moment: everything happens under ``refs/lock``
+(no snapshot lands meanwhile); refs move off the doomed snapshots first,
+then the records go (``History.forget_many``). A crash in between leaves
+refs on kept snapshots and some doomed records still listed: nothing kept
+is lost, no ref dangles, and running forget again finishes the job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import tzinfo
+
+from ..errors import CasError, SnapshotTagged
+from ..model.history import History, TimelineEntry
+from ..model.policy import Policies
+from ..model.refs import HEADS, MODELS, TAGS
+from ..model.retention import NEWEST_FALLBACK, WATCH_DEFAULT, Decision, Policy, decide
+from ..objectid import ObjectId
+
+
+@dataclass
+class ForgetReport:
+    branch: str | None = None
+    policy: Policy | None = None
+    kept: list[Decision] = field(default_factory=list)        # newest first
+    forgotten: list[Decision] = field(default_factory=list)   # newest first
+    moved: dict[str, ObjectId | None] = field(default_factory=dict)  # None: deleted
+    deleted_tags: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    note: str = ""   # e.g. that the policy would have forgotten everything
+
+
+def forget(history: History, oids: list[ObjectId], force: bool = False) -> ForgetReport:
+    """Forget the named snapshots; a tagged one only with ``force``, which deletes its tags."""
+    doomed = list(dict.fromkeys(oids))
+    with history.refs.locked():
+        tagged = {name: oid for name, oid in history.refs.tags().items() if oid in set(doomed)}
+        if tagged and not force:
+            raise SnapshotTagged({name: oid.hex for name, oid in tagged.items()})
+        entries = [_entry(history, oid) for oid in doomed]
+        report = ForgetReport(forgotten=[Decision(e, False, ("named",)) for e in entries],
+                              deleted_tags=sorted(tagged))
+        for name in report.deleted_tags:
+            history.refs.delete(TAGS + name)
+        report.moved = _forget_locked(history, entries)
+    return report
+
+
+def apply_policy(history: History, branch: str, policy: Policy, dry_run: bool = False,
+                 now_ns: int | None = None, tz: tzinfo | None = None) -> ForgetReport:
+    """Forget what ``policy`` does not keep of ``branch``'s recorded snapshots.
+
+    Tagged snapshots are always kept. Decided and done under ``refs/lock``,
+    so a snapshot recorded meanwhile waits instead of being judged by a
+    stale list. Only records and refs are read: the watcher runs this
+    after every snapshot.
+    """
+    with history.refs.locked():
+        tags = _tags_by_oid(history)
+        decisions = _protect_tagged(decide(history.timeline(branch), tags, policy, tz, now_ns), tags)
+        report = ForgetReport(branch=branch, policy=policy, dry_run=dry_run,
+                              kept=[d for d in decisions if d.keep],
+                              forgotten=[d for d in decisions if not d.keep])
+        if report.kept and NEWEST_FALLBACK in report.kept[0].reasons:
+            report.note = (f"the policy would forget every snapshot of {branch}; "
+                           "the newest is kept")
+        if report.forgotten and not dry_run:
+            report.moved = _forget_locked(history, [d.entry for d in report.forgotten])
+    return report
+
+
+def apply_policies(history: History, dry_run: bool = False,
+                   now_ns: int | None = None) -> list[ForgetReport]:
+    """Every stored policy applied to its branch."""
+    return [apply_policy(history, branch, policy, dry_run, now_ns)
+            for branch, policy in Policies(history).all().items()]
+
+
+def thin_branch(history: History, branch: str) -> ForgetReport | None:
+    """The branch's stored policy applied (None when it has none): for the
+    watcher, after each snapshot; it reads the policy, records and refs only."""
+    policy = Policies(history).get(branch)
+    return None if policy is None else apply_policy(history, branch, policy)
+
+
+def ensure_default_policy(history: History, branch: str) -> None:
+    """Store the watcher's default policy for a branch that has none
+    (``cas policy set --keep-all`` is how a branch opts out)."""
+    Policies(history).set_if_missing(branch, WATCH_DEFAULT)
+
+
+# -- under refs/lock ---------------------------------------------------------------
+
+def _forget_locked(history: History, entries: list[TimelineEntry]) -> dict[str, ObjectId | None]:
+    """Move refs off ``entries``, then drop their records; returns the refs moved."""
+    doomed = {e.oid for e in entries}
+    moved = _new_ref_targets(history, doomed)
+    for ref, target in moved.items():
+        if target is None:
+            history.refs.delete(ref)
+        else:
+            history.refs.write_locked(ref, target)
+    history.forget_many(entries)
+    return moved
+
+
+def _new_ref_targets(history: History, doomed: set[ObjectId]) -> dict[str, ObjectId | None]:
+    """Where each branch and model ref on a doomed snapshot goes (None: deleted)."""
+    targets: dict[str, ObjectId | None] = {}
+    for name, oid in history.refs.branches().items():
+        if oid in doomed:
+            targets[HEADS + name] = _branch_survivor(history, name, oid, doomed)
+    for name, oid in history.refs.models().items():
+        if oid in doomed:
+            targets[MODELS + name] = _surviving_ancestor(history, oid, doomed)
+    return targets
+
+
+def _branch_survivor(history: History, branch: str, head: ObjectId,
+                     doomed: set[ObjectId]) -> ObjectId | None:
+    """The newest surviving snapshot of the branch no newer than its head;
+    for a branch made from another's snapshot, the head's nearest surviving
+    ancestor; else the branch's newest survivor; else None."""
+    survivors = [e for e in history.timeline(branch) if e.oid not in doomed]
+    head_time = _time_of(history, head)
+    older = [e for e in survivors if head_time is None or e.time_ns <= head_time]
+    if older:
+        return older[0].oid
+    ancestor = _surviving_ancestor(history, head, doomed)
+    if ancestor is not None:
+        return ancestor
+    return survivors[0].oid if survivors else None
+
+
+def _surviving_ancestor(history: History, oid: ObjectId, doomed: set[ObjectId]) -> ObjectId | None:
+    seen: set[ObjectId] = set()
+    current: ObjectId | None = oid
+    while current is not None and current not in seen:
+        seen.add(current)
+        if current not in doomed and history.is_recorded(current):
+            return current
+        try:
+            current = history.load_snapshot(current).parent  # forgotten manifests stay until gc
+        except CasError:
+            return None  # a manifest already collected ends the walk
+    return None
+
+
+def _time_of(history: History, oid: ObjectId) -> int | None:
+    try:
+        return history.load_snapshot(oid).time_ns
+    except CasError:
+        return None
+
+
+def _entry(history: History, oid: ObjectId) -> TimelineEntry:
+    snap = history.load_snapshot(oid)
+    return TimelineEntry(oid, snap.time_ns, snap.branch)
+
+
+def _tags_by_oid(history: History) -> dict[ObjectId, list[str]]:
+    found: dict[ObjectId, list[str]] = {}
+    for name, oid in history.refs.tags().items():
+        found.setdefault(oid, []).append(name)
+    return found
+
+
+def _protect_tagged(decisions: list[Decision], tags: dict[ObjectId, list[str]]) -> list[Decision]:
+    """A tag protects its snapshot whatever the policy says."""
+    if not tags:
+        return decisions
+    protected = []
+    for d in decisions:
+        names = tags.get(d.entry.oid)
+        if names and not d.keep:
+            d = Decision(d.entry, True, tuple(f"tagged {n}" for n in sorted(names)))
+        protected.append(d)
+    return protected
