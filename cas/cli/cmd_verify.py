@@ -10,21 +10,41 @@ import os
 from .output import path_text, byte_progress, error_line, human_bytes, info, out_json, wants_progress
 
 
+SAMPLE_PERCENT = click.FloatRange(0, 100, min_open=True)
+
+
+def sample_range(sample) -> str:
+    """A slice of the digest space as the hex prefixes it runs between."""
+    return f"{sample.start >> 48:04x}..{sample.end >> 48:04x}"
+
+
+def sample_doc(report) -> dict | None:
+    if report.sample is None:
+        return None
+    return {"objects": report.sampled_objects, "bytes": report.bytes_checked,
+            "from": f"{report.sample.start:016x}", "to": f"{report.sample.end:016x}"}
+
+
 @click.command("verify")
 @click.option("--full", is_flag=True, help="Read back every byte and check it hashes to its id.")
+@click.option("--sample", "sample", type=SAMPLE_PERCENT, metavar="PERCENT",
+              help="Also reread and rehash PERCENT% of the objects, the next slice of a "
+                   "rotation: every object is reread at least once every ceil(100/PERCENT) runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_ctx
-def command(ctx: Context, full: bool, as_json: bool) -> int:
+def command(ctx: Context, full: bool, sample: float | None, as_json: bool) -> int:
     """Check the store: every indexed object is present with its recorded size.
 
     With --full every object and pack is read and rehashed (on all cores)
-    and each damaged object is named. Exit 1 when anything is damaged.
+    and each damaged object is named. With --sample a slice of the objects
+    is rehashed, a different slice each run. Exit 1 when anything is damaged.
     """
     history = ctx.open_history()
     with history.store as store:
         total = sum(p.file_size for p in store.index.packs()) if full else None
         with byte_progress("verifying", total, full and wants_progress(ctx.quiet), "objects") as advance:
-            report = verify(store, full=full, on_progress=advance, history=history)
+            report = verify(store, full=full, on_progress=advance, history=history,
+                            sample_percent=sample)
     if as_json:
         out_json({
             "ok": report.ok, "full": report.full, "objects": report.objects,
@@ -35,6 +55,7 @@ def command(ctx: Context, full: bool, as_json: bool) -> int:
                                     for s, p in d.used_by]} for d in report.damage],
             "unindexed_objects": report.unindexed_objects,
             "unindexed_packs": report.unindexed_packs, "temp_files": report.temp_files,
+            "sample": sample_doc(report),
         })
     else:
         for d in report.damage:
@@ -44,6 +65,9 @@ def command(ctx: Context, full: bool, as_json: bool) -> int:
             if len(d.used_by) > 20:
                 error_line(f"  ... and {len(d.used_by) - 20} more places")
         checked = f", {human_bytes(report.bytes_checked)} read and rehashed" if full else ""
+        if report.sample is not None:
+            checked = (f", a sample of {report.sampled_objects} ({human_bytes(report.bytes_checked)}) "
+                       f"read and rehashed ({sample_range(report.sample)} of the digest space)")
         if report.unindexed_objects or report.unindexed_packs:
             info(f"note: {report.unindexed_objects} object files and {report.unindexed_packs} "
                  "packs on disk are not in the index (left by an interrupted write; "

@@ -19,17 +19,17 @@ import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Iterator
 
 from ..objectid import ObjectId
 from ..model.history import History
 from ..model.refs import HEADS, MODELS, TAGS
 from ..model.tree import DIR, FILE
 from ..dirfd import remove_at
-from ..durable import fsync_dirs, publish
 from ..storage.encoding import Encoding
-from ..storage.index import IndexEntry, PackRecord
-from ..storage.pack import PackWriter
+from ..storage.index import IndexEntry
 from .models import VIEWS
+from .packs import rewrite_packs
 from .scan import STAT_TABLE
 
 GRACE_SECONDS = 3600
@@ -196,7 +196,7 @@ def gc(history: History, dry_run: bool = False, grace_seconds: int = GRACE_SECON
     if dry_run:
         return report
     if repack:
-        _repack(store, [(p, entries, dead) for p, (entries, dead) in repack.items()])
+        rewrite_packs(store, _survivors(repack.values()))
         for pack, (entries, dead) in repack.items():
             remove_entries.extend(dead)
             remove_files.append(layout.pack_path(pack))
@@ -245,45 +245,11 @@ def _remove_stale_views(history: History) -> int:
     return removed
 
 
-def _repack(store, repack) -> None:
-    """Copy the live objects of mostly-dead packs into new packs.
-
-    The new packs are fsynced, renamed and indexed (their index records
-    replace the old locations in one transaction) before any old pack is
-    removed: a live object is never without a durable copy.
-    """
-    layout = store.layout
-    writer = None
-    new_entries: list[IndexEntry] = []
-    records: list[PackRecord] = []
-    dirs: set[str] = set()
-
-    def seal() -> None:
-        nonlocal writer
-        if writer is None:
-            return
-        pack_id = writer.finish()
-        final = layout.pack_path(pack_id)
-        publish(writer.temp_path, final)
-        dirs.add(os.path.dirname(final))
-        new_entries.extend(IndexEntry(e.oid, e.encoding, e.size, e.stored_length, pack_id, e.offset)
-                           for e in writer.entries)
-        records.append(PackRecord(pack_id, writer.size, len(writer.entries)))
-        writer = None
-
-    for pack, entries, dead in repack:
+def _survivors(groups) -> Iterator[IndexEntry]:
+    """The live entries of packs being rewritten (entries, dead entries)."""
+    for entries, dead in groups:
         dead_ids = {e.oid for e in dead}
-        for e in entries:
-            if e.oid in dead_ids:
-                continue
-            if writer is None:
-                writer = PackWriter(layout.tmp, layout.modes.object)
-            writer.add(e.oid, e.encoding, store.read_stored(e), e.size)
-            if writer.size >= store.config.pack_target_size:
-                seal()
-    seal()
-    fsync_dirs(dirs)
-    store.index.record(new_entries, records)
+        yield from (e for e in entries if e.oid not in dead_ids)
 
 
 def _prune_stat_cache(store, removed: set[ObjectId]) -> None:

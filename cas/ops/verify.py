@@ -15,6 +15,7 @@ import stat
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Callable, Iterator
 
 from ..errors import CasError, ObjectDamaged
@@ -54,23 +55,72 @@ class VerifyReport:
     unindexed_objects: int = 0
     unindexed_packs: int = 0
     temp_files: int = 0
+    sample: "SampleSlice | None" = None   # the slice a rotating sample reread
+    sampled_objects: int = 0
 
     @property
     def ok(self) -> bool:
         return not self.damage
 
 
+# A rotating sample rereads the objects whose first 8 bytes fall in one slice
+# of the digest space; the next run starts where this one ended (a cursor
+# in the index's meta table), so PERCENT% a run rereads every object at
+# least once in ceil(100 / PERCENT) runs, whatever was added meanwhile.
+SAMPLE_CURSOR = b"verify_sample_cursor"
+_SPACE = 1 << 64
+
+
+@dataclass(frozen=True)
+class SampleSlice:
+    start: int   # in [0, 2**64)
+    width: int   # in (0, 2**64]
+
+    @classmethod
+    def after(cls, cursor: int, percent: float) -> "SampleSlice":
+        width = min(_SPACE, -(-_SPACE * Fraction(str(percent)) // 100))
+        return cls(cursor % _SPACE, max(1, int(width)))
+
+    @property
+    def end(self) -> int:
+        return (self.start + self.width) % _SPACE
+
+    def holds(self, oid: ObjectId) -> bool:
+        return (int.from_bytes(oid.digest[:8], "big") - self.start) % _SPACE < self.width
+
+
 def verify(store: Store, full: bool = False,
            on_progress: Callable[[int], None] | None = None,
-           history: History | None = None) -> VerifyReport:
-    report = _verify_objects(store, full, on_progress)
+           history: History | None = None,
+           sample_percent: float | None = None) -> VerifyReport:
+    """Check the store; ``sample_percent`` also rereads the next slice of a
+    rotating sample (ignored with ``full``, which rereads everything)."""
+    sample = None
+    if sample_percent is not None and not full:
+        sample = SampleSlice.after(_sample_cursor(store), sample_percent)
+    report = _verify_objects(store, full, on_progress, sample)
     if history is not None:
         _verify_history(history, report)
+    if sample is not None:
+        _save_sample_cursor(store, sample.start + sample.width)
     return report
 
 
-def _verify_objects(store: Store, full: bool, on_progress) -> VerifyReport:
-    report = VerifyReport(full)
+def _sample_cursor(store: Store) -> int:
+    value = store.index.get(b"meta", SAMPLE_CURSOR)
+    return int.from_bytes(value, "big") % _SPACE if value and len(value) == 8 else 0
+
+
+def _save_sample_cursor(store: Store, cursor: int) -> None:
+    """Saved once the slice was checked: an interrupted run rereads it next time."""
+    if store.read_only:
+        return  # nothing to keep it in; the next run starts from the same place
+    store.index.update(b"meta", put=[(SAMPLE_CURSOR, (cursor % _SPACE).to_bytes(8, "big"))])
+
+
+def _verify_objects(store: Store, full: bool, on_progress,
+                    sample: SampleSlice | None = None) -> VerifyReport:
+    report = VerifyReport(full, sample=sample)
     by_pack: dict[ObjectId, list[IndexEntry]] = defaultdict(list)
     loose: list[IndexEntry] = []
     for entry in store.entries():
@@ -80,19 +130,12 @@ def _verify_objects(store: Store, full: bool, on_progress) -> VerifyReport:
     _compare_with_disk(store, report, by_pack, loose)
 
     chunks = _check_chunk_lists(store, report, loose)
-    if not full:
+    if full:
+        jobs = _full_jobs(store, report, by_pack, loose, chunks)
+    elif sample is not None:
+        jobs = _sample_jobs(store, report, by_pack, loose, sample)
+    else:
         return report
-    damaged_already = {d.oid for d in report.damage}
-    jobs: list[Callable[[], tuple[int, list[Damage]]]] = []
-    # Chunks are checked once, while their files are reassembled (which the
-    # whole-file check needs anyway), so packs decode only what is not a chunk.
-    for pack, entries in by_pack.items():
-        if pack not in damaged_already:
-            rest = [e for e in entries if e.oid not in chunks]
-            jobs.append(lambda p=pack, es=rest: _check_pack(store, p, es))
-    for entry in loose:
-        if entry.oid not in damaged_already:
-            jobs.append(lambda e=entry: _check_loose(store, e))
     with ThreadPoolExecutor(min(2, os.cpu_count() or 1), "cas-verify") as pool:
         for checked, damage in pool.map(lambda job: job(), jobs):
             report.bytes_checked += checked
@@ -105,6 +148,50 @@ def _verify_objects(store: Store, full: bool, on_progress) -> VerifyReport:
         unique.setdefault((d.what, d.label), d)
     report.damage = sorted(unique.values(), key=lambda d: (d.what, d.label))
     return report
+
+
+Job = Callable[[], tuple[int, list[Damage]]]
+
+
+def _full_jobs(store, report, by_pack, loose, chunks) -> list[Job]:
+    damaged_already = {d.oid for d in report.damage}
+    jobs: list[Job] = []
+    # Chunks are checked once, while their files are reassembled (which the
+    # whole-file check needs anyway), so packs decode only what is not a chunk.
+    for pack, entries in by_pack.items():
+        if pack not in damaged_already:
+            rest = [e for e in entries if e.oid not in chunks]
+            jobs.append(lambda p=pack, es=rest: _check_pack(store, p, es))
+    for entry in loose:
+        if entry.oid not in damaged_already:
+            jobs.append(lambda e=entry: _check_loose(store, e))
+    return jobs
+
+
+def _sample_jobs(store, report, by_pack, loose, sample: SampleSlice) -> list[Job]:
+    """The objects of the slice, each reread once: a pack whose own id is in
+    the slice is rehashed whole (its objects with it); elsewhere only the
+    sampled objects are read. A chunked file's chunks are objects of their
+    own, sampled by their ids; its chunk list was checked above."""
+    damaged_already = {d.oid for d in report.damage}
+    jobs: list[Job] = []
+    for pack, entries in by_pack.items():
+        if pack in damaged_already:
+            continue
+        if sample.holds(pack):
+            picked = entries
+            jobs.append(lambda p=pack, es=entries: _check_pack(store, p, es))
+        else:
+            picked = [e for e in entries if sample.holds(e.oid)]
+            if picked:
+                jobs.append(lambda p=pack, es=picked: _check_packed(store, p, es))
+        report.sampled_objects += len(picked)
+    for entry in loose:
+        if sample.holds(entry.oid) and entry.oid not in damaged_already \
+                and entry.encoding is not Encoding.CHUNKED:
+            report.sampled_objects += 1
+            jobs.append(lambda e=entry: _check_loose(store, e))
+    return jobs
 
 
 def _check_chunk_lists(store: Store, report: VerifyReport, loose: list[IndexEntry]) -> set[ObjectId]:
@@ -394,6 +481,22 @@ def _check_pack(store: Store, pack: ObjectId, entries: list[IndexEntry]) -> tupl
         if why:
             damage.append(Damage(e.oid, "object", f"{why} (in pack {pack.short})"))
     return len(data), damage
+
+
+def _check_packed(store: Store, pack: ObjectId, entries: list[IndexEntry]) -> tuple[int, list[Damage]]:
+    """Some objects of a pack, each read and hashed (the pack as a whole is not)."""
+    checked, damage = 0, []
+    for e in entries:
+        try:
+            stored = store.read_stored(e)
+        except (CasError, OSError) as err:
+            damage.append(Damage(e.oid, "object", f"unreadable ({err})"))
+            continue
+        checked += len(stored)
+        why = _check_content(e, stored)
+        if why:
+            damage.append(Damage(e.oid, "object", f"{why} (in pack {pack.short})"))
+    return checked, damage
 
 
 def _check_content(entry: IndexEntry, stored: bytes) -> str | None:
