@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -31,7 +32,11 @@ from ..storage.store import Store
 TABLE = b"timeline"
 STAMP = b"stamp"
 _TIME = struct.Struct(">Q")
-_STAMP = struct.Struct(">QQqq")
+_STAMP = struct.Struct(">QQqqq")
+# Directory times move in clock ticks (a few ms): a change within the tick
+# of a stamp leaves the times as they were. A stamp taken this long after
+# the directory's last change cannot have missed one.
+_SETTLED_NS = 200_000_000
 _BRANCH_BYTES = 8
 _KEY_LENGTH = _BRANCH_BYTES + _TIME.size + DIGEST_SIZE
 _INT64 = 1 << 63
@@ -61,11 +66,20 @@ def _entry(key: bytes, value: bytes) -> TimelineEntry:
 
 
 def _dir_stamp(path: str) -> bytes | None:
+    """The directory's identity and times, and when they were read."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return None
-    return _STAMP.pack(st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+    return _STAMP.pack(st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, time.time_ns())
+
+
+def _agrees(stored: bytes | None, current: bytes | None) -> bool:
+    """Whether a stored stamp still describes the directory, for sure."""
+    if stored is None or current is None or len(stored) != _STAMP.size:
+        return False
+    old, now = _STAMP.unpack(stored), _STAMP.unpack(current)
+    return old[:4] == now[:4] and old[4] - max(old[2], old[3]) >= _SETTLED_NS
 
 
 class Timeline:
@@ -105,8 +119,7 @@ class Timeline:
     def ensure_fresh(self) -> None:
         if self._memory is not None:
             return
-        stored = self._index.get(TABLE, STAMP)
-        if stored is None or stored != _dir_stamp(self._dir):
+        if not _agrees(self._index.get(TABLE, STAMP), _dir_stamp(self._dir)):
             self.resync()
 
     def resync(self) -> None:
@@ -140,8 +153,11 @@ class Timeline:
             return
         stored = self._index.get(TABLE, STAMP)
         now = _dir_stamp(self._dir)
-        if stored is not None and stored == before_stamp and now is not None:
-            put.append((STAMP, now))  # only our change happened: still in step
+        if stored is not None and before_stamp is not None and now is not None and \
+                _STAMP.unpack(stored)[:4] == _STAMP.unpack(before_stamp)[:4]:
+            # Only our change happened since the table was in step; the new
+            # stamp is not settled yet, so the next reader checks once.
+            put.append((STAMP, now))
         self._index.update(TABLE, put=put, delete=delete)
 
     def stamp(self) -> bytes | None:
