@@ -33,7 +33,7 @@ from typing import Iterable, Iterator
 
 import lmdb
 
-from ..durable import make_dir
+from ..durable import fsync_dir, make_dir, open_temp, remove_quietly
 from ..errors import IndexUnavailable, StoreFileInvalid, StoreWriteError
 from ..objectid import DIGEST_SIZE, ObjectId, hash_bytes
 from .encoding import Encoding
@@ -43,6 +43,7 @@ INDEX_FORMAT = b"1"
 DATA_FILE = "data.mdb"
 LOCK_FILE = "lock.mdb"
 LONG_KEYS = b"longkeys"
+COMPACT_PREFIX = "compact"
 TABLES = (b"objects", b"packs", b"meta", b"refs", b"snapshots", b"timeline", b"statcache", b"verified",
           LONG_KEYS)
 _KEY_LENGTH = struct.Struct("<I")
@@ -228,6 +229,44 @@ class Index:
     def close(self) -> None:
         self._env.close()
 
+    @_guarded(writing=True)
+    def compact(self) -> tuple[int, int]:
+        """Rewrite the data file without its free pages; (bytes before, after).
+
+        LMDB files never shrink: pages freed by gc and forget are reused,
+        never returned. Call only with the store's exclusive lock (no other
+        process may have the environment open). The copy is written to a
+        temp file beside ``data.mdb``, fsynced, then renamed over it: a crash
+        at any moment leaves one whole index in place, the old or the new.
+        """
+        data = os.path.join(self.path, DATA_FILE)
+        before = os.stat(data).st_size
+        if self.read_only:
+            raise StoreWriteError(self.path, "read-only: the index cannot be compacted")
+        _remove_stale_copies(self.path)
+        temp, fd = open_temp(self.path, COMPACT_PREFIX, stat.S_IMODE(os.stat(data).st_mode))
+        try:
+            self._env.copyfd(fd, compact=True)
+            os.fsync(fd)
+            after = os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            remove_quietly(temp)
+            raise
+        os.close(fd)
+        self._env.close()
+        try:
+            os.rename(temp, data)
+            fsync_dir(self.path)
+        finally:
+            self._reopen()
+        return before, after
+
+    def _reopen(self) -> None:
+        self._env = lmdb.open(self.path, map_size=MAP_SIZE, max_dbs=len(TABLES) + 4, subdir=True,
+                              readahead=False, metasync=True, sync=True, create=False)
+        self._db = {name: _open_table(self._env, name, False) for name in TABLES}
+
     @_guarded
     def lookup(self, oid: ObjectId) -> IndexEntry | None:
         with self._env.begin(db=self._db[b"objects"]) as txn:
@@ -389,6 +428,14 @@ class Index:
     def object_count(self) -> int:
         with self._env.begin() as txn:
             return txn.stat(self._db[b"objects"])["entries"]
+
+
+def _remove_stale_copies(path: str) -> None:
+    """Temp copies an interrupted compaction left (none can be in use: the
+    caller holds the store's exclusive lock)."""
+    for name in os.listdir(path):
+        if name.startswith(COMPACT_PREFIX + "-") and name.endswith(".tmp"):
+            remove_quietly(os.path.join(path, name))
 
 
 def _open_table(env: lmdb.Environment, name: bytes, read_only: bool):
