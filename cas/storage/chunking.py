@@ -14,6 +14,13 @@ Three ways to cut, chosen by what the file is:
 * **anything else**: FastCDC with a 64 KiB average, so appending to a log or
   inserting bytes shifts only the chunks around the edit.
 
+Files below the store's ``chunk_min_size`` are cut only if they are *live*:
+a SQLite database (by its header) or a log (by its name: ``.jsonl``,
+``.ndjson``, ``.log``). A snapshot every few seconds stores such a file
+again after every change; cut, it costs the pages or the tail that changed.
+Logs that small are cut finer (``LIVE_CDC``, 16 KiB average): an append
+stores again the chunk it extends, so the average is what each append costs.
+
 Every chunk is at most ``MAX_CHUNK`` bytes.
 """
 
@@ -37,6 +44,9 @@ class CdcParams:
 
 # See docs/PERFORMANCE.md ("Chunk sizes") for the measurements behind these.
 GENERAL_CDC = CdcParams(16 << 10, 64 << 10, 256 << 10)
+# See docs/PERFORMANCE.md ("Small live files").
+LIVE_CDC = CdcParams(4 << 10, 16 << 10, 64 << 10)
+LOG_SUFFIXES = (".jsonl", ".ndjson", ".log")
 MAX_CHUNK = 4 << 20
 SQLITE_MAGIC = b"SQLite format 3\0"
 _SAFETENSORS_MAX_HEADER = 100 << 20
@@ -138,8 +148,16 @@ def sqlite_page_size(fd: int, size: int) -> int | None:
     return page
 
 
-def iter_chunks(fd: int, size: int) -> Iterator[bytes]:
-    """The file's content as consecutive chunks, each at most MAX_CHUNK bytes."""
+def is_live(name: str | bytes, fd: int, size: int) -> bool:
+    """A file that changes a little at a time: a log by its name, or a SQLite database."""
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "surrogateescape")
+    return name.lower().endswith(LOG_SUFFIXES) or sqlite_page_size(fd, size) is not None
+
+
+def iter_chunks(fd: int, size: int, cdc: CdcParams = GENERAL_CDC) -> Iterator[bytes]:
+    """The file's content as consecutive chunks, each at most MAX_CHUNK bytes;
+    ``cdc`` for content that has no format of its own to cut by."""
     spans = safetensors_spans(fd, size)
     if spans is not None:
         for offset, length in spans:
@@ -149,4 +167,4 @@ def iter_chunks(fd: int, size: int) -> Iterator[bytes]:
     if page is not None:
         yield from _fixed_chunks(fd, 0, size, page)
         return
-    yield from _cdc_chunks(fd, 0, size, GENERAL_CDC)
+    yield from _cdc_chunks(fd, 0, size, cdc)

@@ -2,8 +2,9 @@
 
 The config is written once at ``cas init`` and read on every open. A store
 written by a newer cas (a higher ``version``) is refused rather than
-misread; an older one will be migrated in place by the version that
-introduces a new format.
+misread. An older one is read as it is and keeps its version: version 2
+adds binary chunk lists (docs/FORMAT.md §14), which a version 1 reader
+would take for damage, so a version 1 store goes on getting JSON ones.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ..errors import ConfigDamaged, UnsupportedFormat
 from ..objectid import is_hex
 
 FORMAT_NAME = "cas-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG_FILE = "config.json"
 ID_HASH = "blake3-256"
 ALGORITHM = "zstd"
@@ -54,6 +55,9 @@ class StoreConfig:
     pack_target_size: int = 16 << 20
     # Files of this size and up are cut into chunks (docs/PERFORMANCE.md).
     chunk_min_size: int = 1 << 20
+    # SQLite databases and logs, which change a few pages or lines at a time,
+    # are cut from this size up ("Small live files" in docs/PERFORMANCE.md).
+    live_chunk_min_size: int = 64 << 10
     compression: Compression = field(default_factory=Compression)
     # Group-shared store (cas init --shared): directories 2770, files 0660.
     shared: bool = False
@@ -115,6 +119,9 @@ def _from_doc(doc: dict, store_path: str, version: int) -> StoreConfig:
         loose_min_size=_number(doc, "loose_min_size", int, _SIZE_RANGE),
         pack_target_size=_number(doc, "pack_target_size", int, _SIZE_RANGE),
         chunk_min_size=_number(doc, "chunk_min_size", int, _SIZE_RANGE, default=1 << 20),
+        # Absent in configs older than the setting: those stores get it too.
+        live_chunk_min_size=_number(doc, "live_chunk_min_size", int, _SIZE_RANGE,
+                                    default=StoreConfig.live_chunk_min_size),
         compression=_compression(doc.get("compression", {}), store_path, version),
         shared=shared,
     )

@@ -27,7 +27,7 @@ from ..errors import SourceError, StoreWriteError
 from ..objectid import Hasher, ObjectId, hash_bytes, hash_fd
 from .config import StoreConfig
 from .encoding import Encoding, compress_frame, encode_small, worth_compressing
-from .chunking import iter_chunks
+from .chunking import GENERAL_CDC, LIVE_CDC, CdcParams, is_live, iter_chunks
 from .chunklist import ChunkList
 from .seekable import seek_table
 from .workers import ordered_map
@@ -164,18 +164,27 @@ class ObjectWriter:
             before = os.fstat(fd)
             check_opened(path, before, expect)
             size = before.st_size
-            if size < min(self._config.loose_min_size, self._config.chunk_min_size):
+            if self._is_live(path, fd, size):
+                oid = self._put_chunked(fd, size, before, LIVE_CDC)
+            elif size < min(self._config.loose_min_size, self._config.chunk_min_size):
                 data = _read_upto(fd, size + 1)
                 if len(data) != size or _stat_key(os.fstat(fd)) != _stat_key(before):
                     return None
                 return self.put_bytes(data), before
-            if size >= self._config.chunk_min_size and not self._placement.whole:
+            elif size >= self._config.chunk_min_size and not self._placement.whole:
                 oid = self._put_chunked(fd, size, before)
             else:
                 oid = self._put_large(fd, size, before)
             return None if oid is None else (oid, before)
         finally:
             os.close(fd)
+
+    def _is_live(self, path: str, fd: int, size: int) -> bool:
+        """Below the chunking threshold, a database or log worth cutting anyway.
+        Only files in that size band pay the check (a 100-byte read at most)."""
+        config = self._config
+        return (config.live_chunk_min_size <= size < config.chunk_min_size
+                and not self._placement.whole and is_live(os.path.basename(path), fd, size))
 
     def _add_small(self, oid: ObjectId, data: bytes, level: int | None = None) -> None:
         comp = self._config.compression
@@ -238,7 +247,8 @@ class ObjectWriter:
             os.close(fd)
         return temp_path
 
-    def _put_chunked(self, src: int, size: int, before: os.stat_result) -> ObjectId | None:
+    def _put_chunked(self, src: int, size: int, before: os.stat_result,
+                     cdc: CdcParams = GENERAL_CDC) -> ObjectId | None:
         """Store a large file as chunks plus a chunk list named by the file's id.
 
         Chunks are hashed, deduplicated, compressed and packed on all cores
@@ -252,7 +262,7 @@ class ObjectWriter:
         def chunks() -> Iterator[bytes]:
             nonlocal read
             try:
-                for data in iter_chunks(src, size):
+                for data in iter_chunks(src, size, cdc):
                     hasher.update(data)
                     read += len(data)
                     yield data
@@ -273,9 +283,10 @@ class ObjectWriter:
         if read != size or _stat_key(os.fstat(src)) != _stat_key(before):
             return None
         oid = hasher.object_id()
+        # A file of one chunk is that chunk, stored whole under the file's id.
         if self._known(oid):
             return oid
-        data = ChunkList(oid, size, tuple(listed)).to_json()
+        data = ChunkList(oid, size, tuple(listed)).encode(self._config.version)
         temp_path = self._write_temp("chunks", [data])
         with self._lock:
             # Published by the seal that makes its last chunk durable.
