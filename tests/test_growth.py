@@ -183,6 +183,28 @@ def test_one_pass_over_100000_records_is_fast():
     assert min(seconds) < 1.0, seconds
 
 
+def test_the_store_size_starts_from_what_the_oldest_kept_snapshot_reaches(tmp_path):
+    """Files stored by 'cas add', or by snapshots since forgotten, are part
+    of the store the oldest kept snapshot stands on."""
+    t = tmp_path / "t"
+    for name in ("a.bin", "b.bin", "c.bin"):
+        write(t / name, os.urandom(50_000))
+    assert cas("init", str(t), cwd=tmp_path).returncode == 0
+    assert cas("add", ".", cwd=t).returncode == 0
+    snapshot_at(t, "2025-02-01T12:00:00")
+    write(t / "c.bin", os.urandom(50_000))
+    snapshot_at(t, "2025-02-02T12:00:00")
+    rows = history_json(t / ".cas", "--by", "snapshot")["rows"]
+    assert rows[0]["stored_bytes"] < 10_000 <= 150_000 <= rows[0]["store_bytes"] < 152_000
+    assert 200_000 <= rows[1]["store_bytes"] < 203_000
+    with Store.open(str(t / ".cas")) as s:
+        oldest = History(s).snapshots()[0].oid.hex
+    r = cas("forget", oldest, cwd=t)
+    assert r.returncode == 0, r.stderr.decode()
+    rows = history_json(t / ".cas", "--by", "snapshot")["rows"]
+    assert len(rows) == 1 and 150_000 <= rows[0]["store_bytes"] < 152_000
+
+
 # -- errors --------------------------------------------------------------------
 
 def test_an_empty_store_and_an_unknown_branch_are_one_line_errors(tmp_path):

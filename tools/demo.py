@@ -6,8 +6,8 @@ file back and checks it against b3sum, takes snapshots around a day's
 changes, shows status, log and diff, restores the earlier snapshot, verifies
 every byte, and shows a flipped bit being found. Then it imports a tiny MLX
 model, lists it, loads its weights straight from the store and checks a
-forward pass against the original files. Each step prints the command it
-runs.
+forward pass against the original files, and writes an HTML report of how
+the store grew. Each step prints the command it runs.
 """
 
 from __future__ import annotations
@@ -83,22 +83,41 @@ def main() -> None:
     step("and everything still verifies", "verify", "--full", cwd=tree)
     damaged = work / "damaged-copy"
     shutil.copytree(tree / ".cas", damaged)
-    # Flip one bit inside the stored bytes of this morning's event log.
+    # Flip one bit inside the stored bytes of this morning's event log (its
+    # first chunk, if it is stored in chunks), in a pack or a loose file.
     from cas.objectid import ObjectId
     from cas.storage.store import Store
     with Store.open(str(damaged)) as store:
-        entry = store.entry(ObjectId.parse(log_id))
-        pack = Path(store.layout.pack_path(entry.pack))
-        offset = entry.offset + entry.stored_length // 2
-    pack.chmod(0o644)
-    data = bytearray(pack.read_bytes())
+        target = ObjectId.parse(log_id)
+        chunks = store.chunk_list(target)
+        target = chunks.chunks[0][0] if chunks else target
+        entry = store.entry(target)
+        if entry.pack is not None:
+            holder = Path(store.layout.pack_path(entry.pack))
+            offset = entry.offset + entry.stored_length // 2
+        else:
+            holder = Path(store.layout.loose_path(target, entry.encoding))
+            offset = entry.stored_length // 2
+    holder.chmod(0o644)
+    data = bytearray(holder.read_bytes())
     data[offset] ^= 0x01
-    pack.write_bytes(bytes(data))
+    holder.write_bytes(bytes(data))
     print("\n(flipped one bit inside events/2026-11-25.jsonl as stored, in a copy of the store)")
     step("a flipped bit is found, with the snapshots and paths it hurts (exit 1)",
          "--store", str(damaged), "verify", "--full", cwd=work, expect=1)
     models_demo(work, tree)
+    growth_demo(work, tree)
     print(f"\ndemo store left in {tree / '.cas'}")
+
+
+def growth_demo(work: Path, tree: Path) -> None:
+    """How the store grew, as a table and as an offline HTML page."""
+    step("growth per snapshot (on a terminal, a chart follows the table)",
+         "stats", "--history", "--by", "snapshot", cwd=tree)
+    report = work / "report.html"
+    step("one self-contained page: growth charts, the paths that grew most, models by size",
+         "report", "--html", str(report), cwd=tree)
+    print(f"report: {report}")
 
 
 def models_demo(work: Path, tree: Path) -> None:

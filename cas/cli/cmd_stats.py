@@ -33,15 +33,18 @@ def stats(ctx: Context, spec: str | None, by_history: bool, branch: str | None, 
     With SNAP, what that snapshot added to the store.
 
     \b
-    With --history, how the store grew, from the snapshot records alone:
+    With --history, how the store grew, from the snapshot records (and one
+    tree walk per branch):
       SNAPS    recorded snapshots taken in the row (KEPT: up to its end)
       LOGICAL  size of the files the branches held at the row's end
                (each branch's newest snapshot then, added up)
       NEW      content new to the store in the row, as read
       STORED   what the row's snapshots wrote to disk (compressed)
-      STORE    STORED of every recorded snapshot up to the row: what the
-               kept history cost (not what forgotten snapshots wrote,
-               nor pack framing; 'cas stats' gives the store's size now)
+      STORE    what each branch's oldest kept snapshot reaches, stored,
+               plus STORED of every later recorded snapshot up to the row:
+               what the kept history cost (not what forgotten snapshots in
+               between wrote, nor pack framing; 'cas stats' gives the
+               store's size now)
       DEDUP    bytes of every recorded snapshot up to the row, each
                counted whole, over STORE
     """

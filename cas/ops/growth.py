@@ -1,8 +1,9 @@
 """How a store grew: per day or per snapshot, from the snapshot records alone.
 
-Every number comes from the ``stats`` each snapshot recorded when it was
-taken (its tree's size, the content it added and what that took on disk),
-so a history of 100,000 snapshots is read without opening one tree.
+Every number but one baseline per branch comes from the ``stats`` each
+snapshot recorded when it was taken (its tree's size, the content it added
+and what that took on disk), so a history of 100,000 snapshots is read
+without opening a tree per snapshot.
 
 Definitions (the help of ``cas stats --history`` and the README say the same):
 
@@ -10,11 +11,12 @@ Definitions (the help of ``cas stats --history`` and the README say the same):
   end of the row: each branch's newest snapshot at or before it, added up.
 - ``new_bytes`` / ``stored_bytes``: content new to the store in the row's
   snapshots, as read and as written to disk (compressed, chunked).
-- ``store_bytes``: ``stored_bytes`` of every recorded snapshot up to the end
-  of the row. What forgotten snapshots wrote is not in it (a kept snapshot
-  that reuses it counted only what it added), nor models of other branches,
-  nor pack framing: it is what the kept history has cost, not the size of
-  the store directory (``cas stats`` gives that).
+- ``store_bytes``: for each branch, the stored size of everything its
+  oldest kept snapshot reaches (one tree walk per branch, not per
+  snapshot), then ``stored_bytes`` of every later recorded snapshot up to
+  the end of the row. What forgotten snapshots in between wrote and later
+  ones reuse is not in it, nor pack framing: it is what the kept history
+  has cost, not the size of the store directory (``cas stats`` gives that).
 - ``dedup_ratio``: bytes of every recorded snapshot up to the row, each
   counted whole, over ``store_bytes``.
 
@@ -100,9 +102,15 @@ def _local_day(quarter: int) -> str:
         return "(out of range)"  # a crafted record's time: still counted, in a row of its own
 
 
-def growth_rows(snaps: Iterable[Snapshot], by: str = BY_DAY) -> list[GrowthRow]:
-    """One pass over snapshot records (oldest first) into rows by day or by snapshot."""
+def growth_rows(snaps: Iterable[Snapshot], by: str = BY_DAY,
+                baselines: dict[ObjectId, int] | None = None) -> list[GrowthRow]:
+    """One pass over snapshot records (oldest first) into rows by day or by
+    snapshot. ``baselines`` gives, for a branch's oldest kept snapshot, the
+    stored size of everything it reaches: it counts in ``store_bytes`` in
+    place of what that snapshot wrote when it is larger (its files were
+    stored by 'cas add' or by snapshots since forgotten)."""
     rows: list[GrowthRow] = []
+    baselines = baselines or {}
     latest: dict[str, int] = {}         # branch -> bytes of its newest snapshot so far
     logical = total = store = every_byte = 0
     quarter, label = None, ""
@@ -118,6 +126,8 @@ def growth_rows(snaps: Iterable[Snapshot], by: str = BY_DAY) -> list[GrowthRow]:
                 rows.append(GrowthRow(label, snap.time_ns))
         row = rows[-1]
         size, stored = st.get("bytes", 0), st.get("stored_bytes", 0)
+        if snap.branch not in latest:
+            store += max(stored, baselines.get(snap.oid, 0)) - stored
         logical += size - latest.get(snap.branch, 0)
         latest[snap.branch] = size
         total += 1
@@ -136,7 +146,61 @@ def growth_rows(snaps: Iterable[Snapshot], by: str = BY_DAY) -> list[GrowthRow]:
 
 
 def growth(history: History, branch: str | None = None, by: str = BY_DAY) -> list[GrowthRow]:
-    return growth_rows(selected_snapshots(history, branch), by)
+    snaps = selected_snapshots(history, branch)
+    return growth_rows(snaps, by, baseline_bytes(history, snaps))
+
+
+def baseline_bytes(history: History, snaps: list[Snapshot]) -> dict[ObjectId, int]:
+    """For each branch's oldest kept snapshot, the stored bytes of the
+    distinct objects it reaches (its trees, files and chunks; an object
+    reached from two branches counts for the first). One walk per branch,
+    skipping subtrees already counted: the cost follows the size of the
+    trees, not the number of snapshots."""
+    seen: set[ObjectId] = set()
+    first: dict[str, Snapshot] = {}
+    for snap in snaps:
+        first.setdefault(snap.branch, snap)
+    out = {}
+    for snap in first.values():
+        try:
+            out[snap.oid] = _reached_bytes(history, snap.tree, seen)
+        except CasError:
+            pass   # a damaged tree: the recorded stats stand (verify reports it)
+    return out
+
+
+def _reached_bytes(history: History, root: ObjectId, seen: set[ObjectId]) -> int:
+    index, total = history.store.index, 0
+    stack = [root]
+    while stack:
+        tree_id = stack.pop()
+        if tree_id in seen:
+            continue
+        seen.add(tree_id)
+        entry = index.lookup(tree_id)
+        total += entry.stored_length if entry is not None else 0
+        for item in history.load_tree(tree_id).entries:
+            if item.kind == DIR:
+                stack.append(item.oid)
+            elif item.kind == FILE and item.oid not in seen:
+                total += _file_bytes(history, item.oid, seen)
+    return total
+
+
+def _file_bytes(history: History, oid: ObjectId, seen: set[ObjectId]) -> int:
+    """Stored bytes of a file's object and, if chunked, of its chunks not yet seen."""
+    seen.add(oid)
+    entry = history.store.index.lookup(oid)
+    if entry is None:
+        return 0   # missing: verify reports it
+    total = entry.stored_length
+    if entry.encoding is Encoding.CHUNKED:
+        for chunk, _ in history.store.chunk_list(oid).chunks:
+            if chunk not in seen:
+                seen.add(chunk)
+                piece = history.store.index.lookup(chunk)
+                total += piece.stored_length if piece is not None else 0
+    return total
 
 
 # -- which paths grew ----------------------------------------------------------
