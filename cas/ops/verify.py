@@ -92,16 +92,17 @@ class SampleSlice:
 def verify(store: Store, full: bool = False,
            on_progress: Callable[[int], None] | None = None,
            history: History | None = None,
-           sample_percent: float | None = None) -> VerifyReport:
+           sample_percent: float | None = None, advance_sample: bool = True) -> VerifyReport:
     """Check the store; ``sample_percent`` also rereads the next slice of a
-    rotating sample (ignored with ``full``, which rereads everything)."""
+    rotating sample (ignored with ``full``, which rereads everything), and
+    moves the rotation on unless ``advance_sample`` is false (a dry run)."""
     sample = None
     if sample_percent is not None and not full:
         sample = SampleSlice.after(_sample_cursor(store), sample_percent)
     report = _verify_objects(store, full, on_progress, sample)
     if history is not None:
         _verify_history(history, report)
-    if sample is not None:
+    if sample is not None and advance_sample:
         _save_sample_cursor(store, sample.start + sample.width)
     return report
 

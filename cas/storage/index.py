@@ -262,6 +262,10 @@ class Index:
             self._reopen()
         return before, after
 
+    def size(self) -> int:
+        """Bytes of the data file."""
+        return os.stat(os.path.join(self.path, DATA_FILE)).st_size
+
     def _reopen(self) -> None:
         self._env = lmdb.open(self.path, map_size=MAP_SIZE, max_dbs=len(TABLES) + 4, subdir=True,
                               readahead=False, metasync=True, sync=True, create=False)
