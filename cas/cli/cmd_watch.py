@@ -25,16 +25,19 @@ from .timespec import DurationParam
               help="How long a change must rest before it is snapshotted.")
 @click.option("--max-interval", type=DurationParam(), default="5m", show_default=True,
               help="Snapshot at least this often while changes keep coming.")
+@click.option("--maintain-interval", type=DurationParam(), default="1d", show_default=True,
+              help="Run 'cas maintain' this often, while idle (0: never).")
 @click.option("-b", "--branch", help="Branch to record on (default: the one tracking PATH).")
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=str),
               help="Append the JSON log lines here instead of stderr.")
 @click.option("--status", is_flag=True,
               help="Tell whether a watcher runs on PATH, and its state (exit 0 if one runs, "
-                   "1 if it runs but stalled, 3 if none runs).")
+                   "1 if it runs but is in trouble or stalled, 3 if none runs).")
 @click.option("--json", "as_json", is_flag=True, help="With --status: print JSON.")
 @pass_ctx
 def command(ctx: Context, path: str | None, quiet_period: float, max_interval: float,
-            branch: str | None, log_file: str | None, status: bool, as_json: bool) -> int:
+            maintain_interval: float, branch: str | None, log_file: str | None, status: bool,
+            as_json: bool) -> int:
     """Watch a directory and snapshot its changes as they happen.
 
     Runs in the foreground until SIGINT or SIGTERM, then takes a final
@@ -42,9 +45,14 @@ def command(ctx: Context, path: str | None, quiet_period: float, max_interval: f
     found and snapshotted first. Files are taken once complete (closed after
     writing, renamed into place, or quiet for the quiet period); SQLite
     databases through SQLite's backup API. One JSON line per ingest and per
-    snapshot goes to stderr (or --log-file). An unexpected error is logged
-    and answered with a full scan; after repeated ones in a row the watcher
-    exits 1, for a service manager to restart it.
+    snapshot goes to stderr (or --log-file). After each snapshot the
+    branch's retention policy thins its history (a branch without one gets
+    the watcher's default, see 'cas policy show'); once a maintain interval,
+    while idle, 'cas maintain' runs. A full disk, a store it may not write or
+    a dead event source is retried with a growing delay (up to a minute),
+    logged once, and shown by --status (exit 1). An unexpected error is
+    logged and answered with a full scan; after repeated ones in a row the
+    watcher exits 1, for a service manager to restart it.
     """
     history = ctx.open_history()
     with history.store:
@@ -70,7 +78,8 @@ def command(ctx: Context, path: str | None, quiet_period: float, max_interval: f
             pass  # a full disk under the log must not stop the snapshots
 
     stop = threading.Event()
-    watcher = Watcher(store_path, source, WatchOptions(branch, quiet_period, max_interval), log,
+    options = WatchOptions(branch, quiet_period, max_interval, maintain_interval=maintain_interval)
+    watcher = Watcher(store_path, source, options, log,
                       quiet_paths=(log_file,) if log_file else ())
 
     def on_signal(signum, frame) -> None:
@@ -97,8 +106,8 @@ def _open_log(path: str):
 
 
 def report_status(store_path: str, source: str, as_json: bool) -> int:
-    """Print a watcher's state; exit 0 if one runs, 1 if it runs but has
-    stopped beating (stalled), 3 if none runs."""
+    """Print a watcher's state; exit 0 if one runs, 1 if it runs but is in
+    trouble (a full disk, say) or has stopped beating (stalled), 3 if none runs."""
     state = watch_status(store_path, source)
     if as_json:
         out_json(state)
@@ -106,7 +115,7 @@ def report_status(store_path: str, source: str, as_json: bool) -> int:
         _print_status(state)
     if not state["running"]:
         return 3
-    return EXIT_PROBLEM_FOUND if state["stalled"] else 0
+    return EXIT_PROBLEM_FOUND if state["stalled"] or state["in_trouble"] else 0
 
 
 def _print_status(state: dict) -> None:
@@ -122,6 +131,12 @@ def _print_status(state: dict) -> None:
                  + (f" (a snapshot started {state['snapshot_started']})"
                     if state.get("snapshot_started") else "")
                  + "; restart it (its service manager, or SIGTERM and start it again)")
+    troubles = state.get("trouble") if state["running"] else None
+    for activity, t in sorted((troubles or {}).items()):
+        if isinstance(t, dict):
+            out_line(shown(f"TROUBLE ({activity}, {t.get('kind')}) since {t.get('since')}: "
+                           f"{t.get('error')}; {t.get('attempts')} attempt(s), the next in "
+                           f"{t.get('retry_in')} s"))
     last = state.get("last_snapshot")
     if isinstance(last, dict) and last.get("id"):
         out_line(f"last snapshot: {str(last['id'])[:12]} at {last.get('time')} "
@@ -130,5 +145,7 @@ def _print_status(state: dict) -> None:
     if isinstance(fault, dict):
         out_line(shown(f"faults: {state.get('faults')}, the last at {fault.get('time')} in "
                        f"{fault.get('thread')}: {fault.get('error')} (details in the log)"))
+    if state.get("last_maintenance"):
+        out_line(shown(f"last maintenance: {state['last_maintenance']}"))
     if state.get("failed"):
         out_line(shown(f"stopped: {state['failed']}"))

@@ -34,7 +34,7 @@ from ..storage.store import Store
 from ..storage.workers import FileBatches
 from ..storage.writer import ObjectWriter, identify_file
 from .ignore import load_ignore
-from .sqlite_capture import SQLITE_SIDE_FILES, read_sqlite, sqlite_side_files
+from .sqlite_capture import SQLITE_SIDE_FILES, identify_sqlite, read_sqlite, sqlite_side_files
 from .walk import ERROR, WARNING, Problem
 
 STAT_TABLE = b"statcache"
@@ -95,6 +95,10 @@ class ScanPolicy:
     # as if deleted; None, or no entry: it is left out.
     previous: Callable[[bytes], TreeEntry | None] | None = None
     targets: "ScanTargets | None" = None
+    # True once a backup waiting on another process's lock should give up
+    # (a watcher stopping): the file is then reported, and keeps its
+    # previous entry where ``previous`` has one.
+    interrupted: Callable[[], bool] | None = None
 
 
 @dataclass
@@ -349,11 +353,14 @@ class _Scan:
         def opener(flags: int) -> int:
             return open_beneath(self.source_fd, rel, flags)
 
-        writer = self.writer
+        writer, policy = self.writer, self.policy
         # A database being created has its journal or WAL before its header.
-        if self.policy.sqlite_backup and writer is not None and (
-                sqlite_sides or _is_listed_sqlite(opener, expect)):
-            oid, st, size = read_sqlite(writer, path, self.store.layout.tmp, expect, opener)
+        if policy.sqlite_backup and (sqlite_sides or _is_listed_sqlite(opener, expect)):
+            # Without a writer (status, diff) the copy is only hashed: it is
+            # what a snapshot would store, where the raw bytes are not.
+            capture = read_sqlite if writer is not None else identify_sqlite
+            oid, st, size = capture(writer, path, self.store.layout.tmp, expect, opener,
+                                    policy.interrupted)
         else:
             oid, st = identify_file(path, expect, opener) if writer is None else \
                 writer.put_file(path, expect=expect, opener=opener)

@@ -25,19 +25,29 @@ is read byte for byte, and is never given to the backup API.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import sqlite3
 import stat
+import tempfile
+import time
 import urllib.parse
-from typing import Callable
+from typing import Callable, Iterator
 
-from ..errors import SourceError
+from ..errors import SourceError, StoreWriteError
 from ..objectid import ObjectId
 from ..storage.chunking import SQLITE_MAGIC
-from ..storage.writer import ObjectWriter
+from ..storage.writer import ObjectWriter, identify_file
 from ..durable import remove_quietly
 
-BUSY_TIMEOUT_S = 10
+BUSY_TIMEOUT_S = 10         # a lock held this long without progress: the file is skipped
+STEP_BUSY_S = 0.05          # SQLite's own wait per step, so a stop is seen between steps
+STEP_SLEEP_S = 0.05         # the pause between steps that found the database locked
+# The whole database in one step, under one read transaction: a copy made
+# in several steps starts over whenever another process commits between
+# them, and under a steady writer might never finish.
+BACKUP_STEP_PAGES = -1
 SQLITE_SIDE_FILES = (b"-wal", b"-shm", b"-journal")
 # A rollback journal's header starts with this once synced, and with zeros before.
 JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")
@@ -110,7 +120,8 @@ def _head(path: str | bytes, size: int, dir_fd: int | None) -> bytes | None:
         os.close(fd)
 
 
-def backup_to(path: str, dest: str, expect: tuple[int, int] | None = None) -> None:
+def backup_to(path: str, dest: str, expect: tuple[int, int] | None = None,
+              interrupted: Callable[[], bool] | None = None) -> None:
     """Copy one committed state of the database at ``path`` into a new file ``dest``.
 
     SQLite opens the database by its path, which someone who can write in a
@@ -118,25 +129,62 @@ def backup_to(path: str, dest: str, expect: tuple[int, int] | None = None) -> No
     ``expect`` (the listed device and inode), the file SQLite opened must be
     that one: one of this process's descriptors must be it once the
     connection is open, or nothing is copied.
+
+    The copy is retried with a short busy timeout, so a lock held by
+    another process is waited on in slices: the wait ends once
+    ``interrupted()`` says so (a watcher stopping) or after
+    ``BUSY_TIMEOUT_S`` without progress, and the file is reported as locked.
     """
     uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
     try:
-        src = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
+        src = sqlite3.connect(uri, uri=True, timeout=STEP_BUSY_S)
     except sqlite3.Error as e:
         raise SourceError(path, f"cannot be opened as a SQLite database ({e})") from None
+    waiting = _LockWait(interrupted)
     try:
         if expect is not None and not _holds_open(expect):
             raise SourceError(path, "was replaced while it was opened (a directory on the way "
                                     "changed); skipped")
         dst = sqlite3.connect(dest)
         try:
-            src.backup(dst)
+            src.backup(dst, pages=BACKUP_STEP_PAGES, progress=waiting.step, sleep=STEP_SLEEP_S)
         finally:
             dst.close()
+    except BackupGaveUp as e:
+        raise SourceError(path, str(e)) from None
     except sqlite3.Error as e:
+        if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            # The copy's side (the source is opened read-only): the disk
+            # under the store is full, which no retry of this file will fix.
+            raise StoreWriteError(os.path.dirname(dest), os.strerror(errno.ENOSPC)) from None
         raise SourceError(path, f"SQLite backup failed ({e})") from None
     finally:
         src.close()
+
+
+class BackupGaveUp(Exception):
+    """Raised from the backup's progress callback: SQLite then abandons the copy."""
+
+
+class _LockWait:
+    """The progress callback of a stepped backup: counts time spent on a
+    lock held by another process, and ends the wait when told to stop."""
+
+    def __init__(self, interrupted: Callable[[], bool] | None):
+        self._interrupted = interrupted
+        self._since: float | None = None
+
+    def step(self, status: int, remaining: int, total: int) -> None:
+        if status not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            self._since = None  # progress: the next wait starts afresh
+            return
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        if self._interrupted is not None and self._interrupted():
+            raise BackupGaveUp("locked by another process while stopping; not copied")
+        if now - self._since >= BUSY_TIMEOUT_S:
+            raise BackupGaveUp(f"locked by another process for {BUSY_TIMEOUT_S} s; not copied")
 
 
 def _holds_open(identity: tuple[int, int]) -> bool:
@@ -154,7 +202,8 @@ def _holds_open(identity: tuple[int, int]) -> bool:
 
 def read_sqlite(writer: ObjectWriter, path: str, tmp_dir: str,
                 expect: tuple[int, int] | None = None,
-                opener: Callable[[int], int] | None = None) -> tuple[ObjectId, os.stat_result, int]:
+                opener: Callable[[int], int] | None = None,
+                interrupted: Callable[[], bool] | None = None) -> tuple[ObjectId, os.stat_result, int]:
     """Store a consistent copy of a database: its id, the stat of the live
     file (for the stat cache and the tree's mode and mtime), and the copy's size.
 
@@ -166,15 +215,56 @@ def read_sqlite(writer: ObjectWriter, path: str, tmp_dir: str,
     if st is None:
         oid, st = writer.put_file(path, expect=expect, opener=opener)
         return oid, st, st.st_size
-    dest = os.path.join(tmp_dir, f"sqlite-{os.getpid()}-{os.urandom(6).hex()}")
-    try:
-        backup_to(path, dest, expect)
+    with _scratch_copy(tmp_dir) as dest:
+        backup_to(path, dest, expect, interrupted)
         oid, copied = writer.put_file(dest)
         return oid, st, copied.st_size
+
+
+def identify_sqlite(writer: None, path: str, tmp_dir: str,
+                    expect: tuple[int, int] | None = None,
+                    opener: Callable[[int], int] | None = None,
+                    interrupted: Callable[[], bool] | None = None) -> tuple[ObjectId, os.stat_result, int]:
+    """What ``read_sqlite`` would store, without storing it (status, diff):
+    the id of a consistent copy, which is what a snapshot of a live database
+    records, where the id of its raw bytes is not (they differ in the header,
+    and by the commits still in its ``-wal``). The copy is made in
+    ``tmp_dir`` if it can be written there (a read-only store: in a private
+    directory of the system's), and removed."""
+    st = _listed_database(path, expect, opener)
+    if st is None:
+        oid, st = identify_file(path, expect, opener)
+        return oid, st, st.st_size
+    with _scratch_copy(tmp_dir if os.access(tmp_dir, os.W_OK) else None) as dest:
+        backup_to(path, dest, expect, interrupted)
+        oid, copied = identify_file(dest)
+        return oid, st, copied.st_size
+
+
+@contextlib.contextmanager
+def _scratch_copy(tmp_dir: str | None) -> Iterator[str]:
+    """A new empty file, created here (not by SQLite, which would follow a
+    link planted under its name) with a random name, for a backup copy:
+    in ``tmp_dir``, or in a private temporary directory if None. Removed
+    afterwards, with any side file SQLite made beside it."""
+    private = tempfile.mkdtemp(prefix="cas-sqlite-") if tmp_dir is None else None
+    directory = private or tmp_dir
+    dest = os.path.join(directory, f"sqlite-{os.getpid()}-{os.urandom(6).hex()}")
+    try:
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+    except OSError as e:
+        if private:
+            os.rmdir(private)
+        raise StoreWriteError(directory, e.strerror or str(e)) from e
+    os.close(fd)
+    try:
+        yield dest
     finally:
-        remove_quietly(dest)
-        for side in ("-journal", "-wal", "-shm"):
-            remove_quietly(dest + side)
+        for name in ("", "-journal", "-wal", "-shm"):
+            remove_quietly(dest + name)
+        if private:
+            os.rmdir(private)
 
 
 def _listed_database(path: str, expect: tuple[int, int] | None,

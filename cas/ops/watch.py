@@ -48,6 +48,7 @@ manager to restart it).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import json
@@ -68,7 +69,7 @@ from watchdog.events import (DirAttribEvent, DirCreatedEvent, DirDeletedEvent, D
 from watchdog.observers import Observer
 
 from ..durable import atomic_output, make_dir_like_parent
-from ..errors import CasError, WatcherFailed
+from ..errors import CasError, StoreLocked, WatcherFailed
 from ..model.history import History
 from ..model.tree import FILE, TreeEntry
 from ..objectid import hash_bytes
@@ -94,6 +95,18 @@ OBSERVER_CHECK_SECONDS = 1.0
 MAX_FAULTS = 5                 # unexpected errors in a row before the watcher gives up
 FAULT_LOG_SECONDS = 10.0       # the same thread's faults are logged at most this often
 MAX_STATE_BYTES = 1 << 16
+STATE_FILE_BYTES = 16 << 10    # the state file's size, padded: see _write_state_file
+# Trouble (a full disk, a store it may not write, a dead observer): retried
+# after a delay that doubles from the first to the cap, logged when it
+# starts, when its error changes and when it ends, never per retry.
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 60.0
+MAINTENANCE_BACKOFF = (60.0, 3600.0)   # maintenance is heavy: retried more slowly
+OBSERVER_HEALTHY_SECONDS = 5.0  # a restarted observer alive this long has recovered
+TROUBLE_KINDS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk full",
+                 errno.EACCES: "permission", errno.EPERM: "permission",
+                 errno.EROFS: "read-only"}
+BUSY = "busy"   # the store is locked by another cas process (gc, a rebuild): usually brief
 _SIDE_SUFFIXES = tuple(side.decode() for side in SQLITE_SIDE_FILES)
 
 
@@ -118,6 +131,41 @@ class WatchOptions:
     max_interval: float = 300.0
     rescan_interval: float = 3600.0   # a full stat scan at least this often, changes or not
     message: str = "watch"
+    maintain_interval: float = 86400.0  # ``cas maintain`` this often while idle; 0: never
+
+
+@dataclass
+class Trouble:
+    """Something the watcher keeps failing at, and retries with backoff."""
+    kind: str          # "disk full", "permission", "read-only", "observer", "busy", "error"
+    error: str
+    since: str         # UTC, as written by ``_utc``
+    since_mono: float
+    attempts: int = 0
+    backoff: float = 0.0
+    retry_at: float = 0.0
+
+    def to_doc(self) -> dict:
+        return {"kind": self.kind, "error": self.error, "since": self.since,
+                "attempts": self.attempts, "retry_in": self.backoff}
+
+
+def trouble_kind(error: BaseException) -> str:
+    """What kind of trouble an error is: by the errno of an OSError in its
+    chain, or by the system's wording of one in its message (cas errors
+    carry the strerror text, not the exception)."""
+    if isinstance(error, StoreLocked):
+        return BUSY
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in TROUBLE_KINDS:
+            return TROUBLE_KINDS[seen.errno]
+        seen = seen.__cause__ or seen.__context__
+    text = str(error)
+    for code, kind in TROUBLE_KINDS.items():
+        if os.strerror(code) in text:
+            return kind
+    return "read-only" if "read-only" in text else "error"
 
 
 def _utc(ts: float | None = None) -> str:
@@ -153,7 +201,23 @@ def watch_status(store_path: str, source: str) -> dict:
     age = _age_seconds(state.get("updated"))
     out["heartbeat_age"] = None if age is None else round(age, 1)
     out["stalled"] = running and (age is None or age > STALL_SECONDS)
+    troubles = state.get("trouble")
+    troubles = troubles if isinstance(troubles, dict) else {}
+    out["trouble"] = troubles
+    out["in_trouble"] = running and any(_serious(t) for t in troubles.values())
     return out
+
+
+def _serious(trouble: object) -> bool:
+    """Whether a trouble in a state file is worth an exit 1 of ``--status``:
+    any but a store briefly locked by another cas process (gc runs for
+    seconds; a lock held for long is trouble too)."""
+    if not isinstance(trouble, dict):
+        return False
+    if trouble.get("kind") != BUSY:
+        return True
+    age = _age_seconds(trouble.get("since"))
+    return age is None or age > STALL_SECONDS
 
 
 def _open_plain(path: str, flags: int) -> int:
@@ -265,8 +329,18 @@ class Watcher:
         self._recorded: str | None = None  # the branch head as this watcher last left it
         self._not_before = 0.0             # after a failed snapshot, the next waits until then
         self._warned: set[tuple[str, str]] = set()
+        self._failing: dict[str, str] = {}   # unreadable paths already logged, and why
         self._observer = None
         self._observer_checked = 0.0
+        self._observer_started = 0.0
+        self._observer_error: str | None = None   # why its last thread ended
+        self._stop = threading.Event()            # run() replaces it with the caller's
+        self.troubles: dict[str, Trouble] = {}    # by activity: snapshot, observer, ...
+        self._thinning = None                     # cas.ops.forget, once imported
+        self._policy_ensured = False
+        self.last_maintenance: float | None = None   # wall clock of the last run
+        # ... the interval counts from this: the last run, or a first start
+        self._maintenance_from: float | None = None
         self.faults = 0
         self.last_fault: dict | None = None
         self._faults_in_a_row = 0
@@ -388,10 +462,54 @@ class Watcher:
 
     def _thread_died(self, args: threading.ExceptHookArgs) -> None:
         """``threading.excepthook`` while the watcher runs: any thread's
-        uncaught error is a fault (a dead observer is restarted by the loop)."""
+        uncaught error is a fault, except the observer's own threads: the
+        loop restarts those with backoff and reports their error as trouble."""
         if args.exc_type is SystemExit or args.exc_value is None:
             return
+        observer = self._observer
+        if observer is not None and (args.thread is observer
+                                     or args.thread in list(observer.emitters)):
+            self._observer_error = f"{args.exc_type.__name__}: {args.exc_value}"
+            return
         self.fault(args.thread.name if args.thread is not None else "thread", args.exc_value)
+
+    # -- trouble: retried with backoff, logged once per change ------------------
+
+    def _trouble(self, activity: str, kind: str, error: str,
+                 backoff: tuple[float, float] = (BACKOFF_FIRST, BACKOFF_MAX),
+                 detail: dict | None = None) -> float:
+        """Record a failed attempt at ``activity``; returns the seconds to
+        wait before the next. Logs only when the trouble starts or its
+        error changes: a disk that stays full is one line, not one a retry."""
+        now = time.monotonic()
+        with self._lock:
+            t = self.troubles.get(activity)
+            changed = t is None or t.error != error
+            if t is None:
+                t = self.troubles[activity] = Trouble(kind, error, _utc(), now)
+            t.kind, t.error = kind, error
+            t.attempts += 1
+            t.backoff = backoff[0] if t.backoff == 0 else min(t.backoff * 2, backoff[1])
+            t.retry_at = now + t.backoff
+        if changed:
+            self._log_quietly({"event": "trouble", "activity": activity, **t.to_doc(),
+                               **(detail or {})})
+        self._write_state()
+        return t.backoff
+
+    def _recovered(self, activity: str) -> None:
+        with self._lock:
+            t = self.troubles.pop(activity, None)
+        if t is not None:
+            self._log_quietly({"event": "recovered", "activity": activity, "kind": t.kind,
+                               "error": t.error, "since": t.since, "attempts": t.attempts,
+                               "seconds": round(time.monotonic() - t.since_mono, 1)})
+            self._write_state()
+
+    def _waiting_out(self, activity: str) -> bool:
+        """Whether ``activity`` is in trouble and its next attempt is not due yet."""
+        t = self.troubles.get(activity)
+        return t is not None and time.monotonic() < t.retry_at
 
     # -- the loop --------------------------------------------------------------
 
@@ -423,6 +541,8 @@ class Watcher:
         the number of snapshots taken; raises ``WatcherFailed`` if the watcher
         had to give up."""
         self.acquire()
+        self._stop = stop
+        self._load_previous_state()
         overflow = _OverflowSignal(self)
         wd_logger = logging.getLogger("watchdog")
         wd_logger.addHandler(overflow)
@@ -430,13 +550,17 @@ class Watcher:
         failed: WatcherFailed | None = None
         try:
             self._observer = self._start_observer()
+            self._observer_started = time.monotonic()
             self._log({"event": "start", "source": self.source, "branch": self.options.branch,
                        "quiet_period": self.options.quiet_period,
-                       "max_interval": self.options.max_interval, "pid": os.getpid()})
+                       "max_interval": self.options.max_interval,
+                       "maintain_interval": self.options.maintain_interval, "pid": os.getpid()})
+            self._start_thinning()
             # Reconcile: whatever changed while no watcher ran is found by a scan.
             self._snapshot(held={}, reason="start")
             self._loop(stop)
-            self._drain_events(self._observer)
+            if self._observer is not None:
+                self._drain_events(self._observer)
         except WatcherFailed as e:
             failed = e
         finally:
@@ -478,11 +602,23 @@ class Watcher:
         if due:
             self._snapshot(held, due)
             return
+        if self._maintenance_due():
+            self._maintain()
+            return
         self._write_state()
+        now = time.monotonic()
         with self._lock:
             busy = bool(self.changes or self._retry)
-        # Idle, sleep until an event (or a signal) wakes us: no polling cost.
-        self._wake.wait(TICK_SECONDS if busy else IDLE_SECONDS)
+            backing_off = now < self._not_before
+        if backing_off or self._observer is None:
+            # In trouble: no event can be acted on before the retry, so only
+            # a stop (or the next observer check) ends the wait, however
+            # busy the tree is.
+            self._stop.wait(min(max(self._not_before - now, 0.0), OBSERVER_CHECK_SECONDS)
+                            if backing_off else OBSERVER_CHECK_SECONDS)
+        else:
+            # Idle, sleep until an event (or a signal) wakes us: no polling cost.
+            self._wake.wait(TICK_SECONDS if busy else IDLE_SECONDS)
         self._wake.clear()
 
     def _start_observer(self):
@@ -505,18 +641,42 @@ class Watcher:
 
     def _check_observer(self) -> None:
         """Restart the observer if its thread, or an emitter's, has ended:
-        without them no change would ever be seen again."""
+        without them no change would ever be seen again. Restarts back off
+        while they keep failing; each attempt scans the tree in full, so
+        changes are still recorded, if later, while no observer runs."""
         now = time.monotonic()
         if now - self._observer_checked < OBSERVER_CHECK_SECONDS:
             return
         self._observer_checked = now
         observer = self._observer
-        if observer.is_alive() and all(e.is_alive() for e in list(observer.emitters)):
+        if observer is not None:
+            if observer.is_alive() and all(e.is_alive() for e in list(observer.emitters)):
+                if now - self._observer_started >= OBSERVER_HEALTHY_SECONDS:
+                    self._recovered("observer")
+                return
+            _stop_observer(observer)
+            self._observer = None
+            why = self._observer_error or "the file system event thread ended"
+            self._trouble("observer", "observer", f"{why}; restarting it, and scanning the "
+                                                  "tree in full meanwhile")
             return
-        self.fault("observer", RuntimeError("the file system event thread ended; restarted, "
-                                            "and the tree is scanned in full"), in_a_row=True)
-        _stop_observer(observer)
-        self._observer = self._start_observer()
+        if self._waiting_out("observer"):
+            return
+        self._rescan()
+        try:
+            self._observer = self._start_observer()
+            self._observer_started = time.monotonic()
+            self._observer_error = None
+        except WatcherFailed as e:
+            self._trouble("observer", "observer", str(e))
+
+    def _rescan(self) -> None:
+        """Have the next snapshot scan the whole tree, soon."""
+        now = time.monotonic()
+        with self._lock:
+            self._full_scan = True
+            self.changes.setdefault("", Change(now, now, True, relist_only=True))
+        self._wake.set()
 
     def _drain_events(self, observer) -> None:
         """Let the observer deliver what the kernel has already queued.
@@ -616,10 +776,14 @@ class Watcher:
         try:
             self._record(taken, held, reason, started)
         except CasError as e:
-            self._requeue(taken, str(e))
+            # A full disk, a store it may not write, a lock held by gc:
+            # nothing a retry a tick later would change.
+            self._requeue(taken, self._trouble("snapshot", trouble_kind(e), str(e)))
         except Exception as e:  # noqa: BLE001 - a bug: changes kept, tree rescanned, reported
-            self._requeue(taken, None)
+            self._requeue(taken, RETRY_SECONDS)
             self.fault("snapshot", e, in_a_row=True)
+        else:
+            self._recovered("snapshot")
         finally:
             self._snapshot_started = None
         self._write_state()
@@ -634,11 +798,15 @@ class Watcher:
             result = take_snapshot(history, self.source, self.options.branch,
                                    message=self.options.message, on_file=self._beat,
                                    policy=ScanPolicy(held=kept, sqlite_backup=True, targets=targets,
-                                                     previous=self._previous_entries(history)))
-        snap, parent = result.snapshot, result.parent
-        self._recorded = snap.oid.hex if snap is not None else (parent.oid.hex if parent else None)
+                                                     previous=self._previous_entries(history),
+                                                     interrupted=self._stop.is_set))
+            snap, parent = result.snapshot, result.parent
+            self._recorded = snap.oid.hex if snap is not None else \
+                (parent.oid.hex if parent else None)
+            if snap is not None:
+                self._thin(history)
         self._faults_in_a_row = 0
-        self._report_problems(result.scan.problems, full=targets is None)
+        self._report_problems(result.scan.problems, taken, full=targets is None)
         seconds = round(time.monotonic() - started, 3)
         if targets is not None:
             self._snapshot_seconds = 0.5 * self._snapshot_seconds + 0.5 * seconds
@@ -657,16 +825,113 @@ class Watcher:
                        "new_objects": snap.stats.get("new_objects", 0),
                        "new_bytes": snap.stats.get("new_bytes", 0), "seconds": seconds})
 
-    def _report_problems(self, problems, full: bool) -> None:
+    # -- thinning and maintenance ----------------------------------------------
+
+    def _start_thinning(self) -> None:
+        """Load the retention code and give the branch the watcher's default
+        policy if it has none (the policy is kept in the store)."""
+        try:
+            from . import forget
+        except ImportError as e:
+            self._log({"event": "notice",
+                       "detail": f"thinning is not available ({e}); history is kept whole"})
+            return
+        self._thinning = forget
+        try:
+            with Store.open(self.store_path) as store:
+                self._ensure_policy(History(store))
+        except CasError as e:
+            self._trouble("thinning", trouble_kind(e), str(e))
+
+    def _ensure_policy(self, history: History) -> None:
+        if not self._policy_ensured:
+            self._thinning.ensure_default_policy(history, self.options.branch)
+            self._policy_ensured = True
+
+    def _thin(self, history: History) -> None:
+        """Apply the branch's policy after a snapshot: records and refs
+        only, no reading of trees. A failure is trouble, retried after a
+        backoff with a later snapshot; the snapshot itself stands."""
+        if self._thinning is None or self._waiting_out("thinning"):
+            return
+        try:
+            self._ensure_policy(history)
+            report = self._thinning.thin_branch(history, self.options.branch)
+        except Exception as e:  # noqa: BLE001 - thinning must never stop the snapshots
+            detail = None if isinstance(e, CasError) else \
+                {"traceback": "".join(traceback.format_exception(type(e), e, e.__traceback__))[-8000:]}
+            self._trouble("thinning", trouble_kind(e), f"{type(e).__name__}: {e}"
+                          if detail else str(e), detail=detail)
+            return
+        self._recovered("thinning")
+        forgotten = list(getattr(report, "forgotten", None) or ())
+        if forgotten:
+            self._log({"event": "thinned", "branch": self.options.branch,
+                       "forgotten": len(forgotten)})
+
+    def _maintenance_due(self) -> bool:
+        """Whether to run ``cas maintain`` now: its interval has passed and
+        the watcher is idle (no change waiting, no snapshot failing)."""
+        interval = self.options.maintain_interval
+        if interval <= 0 or self._waiting_out("maintenance"):
+            return False
+        with self._lock:
+            if self.changes or self._retry or time.monotonic() < self._not_before:
+                return False
+        if self._maintenance_from is None:
+            self._maintenance_from = time.time()  # a new watcher: the first run is an interval away
+            return False
+        return time.time() - self._maintenance_from >= interval
+
+    def _maintain(self) -> None:
+        """Run ``cas maintain`` (it locks the store exclusively: the watcher
+        holds no store lock between snapshots). Changes that happen
+        meanwhile wait in the backlog for the next snapshot."""
+        started = time.monotonic()
+        try:
+            from . import maintain
+            report = maintain.run_maintenance(self.store_path, _maintenance_options(maintain))
+        except ImportError as e:
+            self._maintenance_from = time.time()
+            self._log({"event": "notice",
+                       "detail": f"maintenance is not available ({e})"})
+            return
+        except Exception as e:  # noqa: BLE001 - a failed run is retried later, never a stop
+            self._trouble("maintenance", trouble_kind(e), f"{type(e).__name__}: {e}",
+                          backoff=MAINTENANCE_BACKOFF)
+            return
+        self.last_maintenance = self._maintenance_from = time.time()
+        self._recovered("maintenance")
+        self._log({"event": "maintenance", "seconds": round(time.monotonic() - started, 3),
+                   "summary": _summary(report)})
+        self._write_state()
+
+    def _load_previous_state(self) -> None:
+        """What a previous watcher of this tree left that must outlive it:
+        when maintenance last ran, and when its interval started."""
+        _, state_path = state_paths(self.store_path, self.source)
+        state = _read_state(state_path)
+        for key, attr in (("last_maintenance", "last_maintenance"),
+                          ("maintenance_from", "_maintenance_from")):
+            age = _age_seconds(state.get(key))
+            if age is not None and age >= 0:
+                setattr(self, attr, time.time() - age)
+
+    def _report_problems(self, problems, taken: dict[str, Change], full: bool) -> None:
         """Log what a scan could not do. Errors (a file that could not be
-        read) are retried soon. Warnings (a bad ``.casignore`` line, a FIFO)
-        would be the same on every attempt: each is logged once, and again
-        only if a full scan finds it after one that did not."""
+        read) are retried soon, and logged when they start or change, not at
+        every retry. Warnings (a bad ``.casignore`` line, a FIFO) would be
+        the same on every attempt: each is logged once, and again only if a
+        full scan finds it after one that did not."""
         warned = set() if full else set(self._warned)
+        # A path this scan looked at and did not report is readable again.
+        failing = {} if full else {p: m for p, m in self._failing.items() if p not in taken}
         for problem in problems:
             rel = os.path.relpath(problem.path, self.source)
             if problem.severity == ERROR:
-                self._log({"event": "problem", "path": rel, "detail": problem.message})
+                if self._failing.get(rel) != problem.message:
+                    self._log({"event": "problem", "path": rel, "detail": problem.message})
+                failing[rel] = problem.message
                 with self._lock:
                     self._retry[rel] = time.monotonic() + RETRY_SECONDS
                 continue
@@ -676,6 +941,7 @@ class Watcher:
                            "severity": problem.severity})
             warned.add(key)
         self._warned = warned
+        self._failing = failing
 
     def _beat(self, size: int) -> None:
         """Progress of a snapshot, from the threads reading files: keeps the
@@ -735,18 +1001,16 @@ class Watcher:
 
         return previous
 
-    def _requeue(self, taken: dict[str, Change], why: str | None) -> None:
+    def _requeue(self, taken: dict[str, Change], delay: float) -> None:
         """A snapshot failed: its changes wait for the next, a full scan, tried
-        ``RETRY_SECONDS`` later (not at once: the cause, a lock held by gc
-        say, is rarely gone a tick later)."""
+        ``delay`` seconds later (not at once: the cause, a full disk or a
+        lock held by gc, is rarely gone a tick later)."""
         with self._lock:
             self._full_scan = True
             for p, c in taken.items():
                 self.changes.setdefault(p, c)
-            self._retry[""] = time.monotonic() + RETRY_SECONDS
-            self._not_before = time.monotonic() + RETRY_SECONDS
-        if why is not None:
-            self._log({"event": "problem", "path": "", "detail": f"{why}; retrying"})
+            self._retry[""] = time.monotonic() + delay
+            self._not_before = time.monotonic() + delay
 
     def _write_state(self, running: bool = True, failed: str | None = None) -> None:
         """Write the state for ``--status`` if it changed, and at least every
@@ -755,7 +1019,10 @@ class Watcher:
         now = time.time()
         with self._lock:
             backlog = len(self.changes)
-        key = (backlog, self.snapshots, running, self.faults)
+        with self._lock:
+            troubles = {a: t.to_doc() for a, t in self.troubles.items()}
+        key = (backlog, self.snapshots, running, self.faults, self._maintenance_from,
+               tuple((a, t["error"], t["retry_in"]) for a, t in troubles.items()))
         if key == self._state_key and now - self._state_written < STATE_REFRESH_SECONDS:
             return
         if not self._state_lock.acquire(blocking=False):
@@ -767,14 +1034,59 @@ class Watcher:
                      "snapshots": self.snapshots, "last_snapshot": self.last_snapshot,
                      "backlog": backlog, "snapshot_started": self._snapshot_started,
                      "faults": self.faults, "last_fault": self.last_fault,
+                     "trouble": troubles,
+                     "last_maintenance": None if self.last_maintenance is None
+                     else _utc(self.last_maintenance),
+                     "maintenance_from": None if self._maintenance_from is None
+                     else _utc(self._maintenance_from),
                      **({"failed": failed} if failed else {})}
-            _, state_path = state_paths(self.store_path, self.source)
-            with atomic_output(state_path, mode=self._file_mode, durable=False) as f:
-                f.write((json.dumps(state, sort_keys=True) + "\n").encode())
-        except OSError:
-            pass  # the state file is advisory
+            _write_state_file(state_paths(self.store_path, self.source)[1], state, self._file_mode)
         finally:
             self._state_lock.release()
+
+
+def _write_state_file(state_path: str, state: dict, mode: int) -> None:
+    """Replace the state file, padded to ``STATE_FILE_BYTES`` with spaces
+    (JSON ignores them). The padding is room kept for a full disk: when the
+    new file cannot be written, the state is written over the old one in
+    place, in blocks the file already has, so that ``--status`` still tells
+    of the trouble. The state file is advisory: other failures are ignored."""
+    data = (json.dumps(state, sort_keys=True) + "\n").encode()
+    data += b" " * max(0, STATE_FILE_BYTES - len(data))
+    try:
+        with atomic_output(state_path, mode=mode, durable=False) as f:
+            f.write(data)
+        return
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return
+    fd = _open_plain(state_path, os.O_WRONLY)
+    if fd < 0:
+        return
+    try:
+        if os.fstat(fd).st_size >= len(data):
+            os.pwrite(fd, data, 0)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _maintenance_options(maintain_module):
+    """The options of a scheduled run: ``cas maintain``'s defaults."""
+    options = getattr(maintain_module, "MaintainOptions", None)
+    return options() if options is not None else None
+
+
+def _summary(report: object) -> dict:
+    """A maintenance report's figures, for one log line."""
+    if dataclasses.is_dataclass(report):
+        doc = dataclasses.asdict(report)
+    elif hasattr(report, "to_doc"):
+        doc = report.to_doc()
+    else:
+        return {"report": str(report)}
+    return {k: v for k, v in doc.items() if isinstance(v, (int, float, str, bool)) or v is None}
 
 
 def _side_base(rel: str) -> str | None:
