@@ -80,7 +80,7 @@ class Duration:
         return ((self.days * 24 + self.hours) * 60 + self.minutes) * 60
 
 
-_DURATION_PART = re.compile(r"(\d+)(min|y|m|w|d|h)")
+_DURATION_PART = re.compile(r"([0-9]+)(min|y|m|w|d|h)")
 _DURATION_UNITS = {"y": "years", "m": "months", "w": "days", "d": "days", "h": "hours",
                    "min": "minutes"}
 
@@ -239,12 +239,15 @@ def _option(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+_COUNT = re.compile(r"[0-9]{1,12}")
+
+
 def count_from_text(text: str, option: str = "") -> int:
     """A rule's count as typed: a number from 0 up, or 'all'."""
     text = text.strip().lower()
     if text in ("all", "unlimited"):
         return ALL
-    if not text.isdigit() or int(text) > _MAX_NUMBER:
+    if not _COUNT.fullmatch(text) or int(text) > _MAX_NUMBER:
         raise RetentionRuleInvalid(f"{option} {text}: a count is a number from 0 up, or 'all'".strip())
     return int(text)
 
