@@ -350,16 +350,20 @@ class _TreeCheck:
         self.memo: dict[ObjectId, list[Problem]] = {}
 
     def problems(self, root: ObjectId) -> list[Problem]:
-        stack, open_trees = [root], set()
+        # Each open tree stays on the stack with its entries: loading it
+        # again when its children are done would read every parent twice.
+        stack: list[tuple[ObjectId, object]] = [(root, None)]
+        open_trees: set[ObjectId] = set()
         while stack:
-            tree_id = stack[-1]
+            tree_id, tree = stack[-1]
             if tree_id in self.memo:
                 stack.pop()
                 continue
-            tree = self._load(tree_id)
             if tree is None:
-                stack.pop()
-                continue
+                if (tree := self._load(tree_id)) is None:
+                    stack.pop()
+                    continue
+                stack[-1] = (tree_id, tree)
             below = [e.oid for e in tree.entries if e.kind == DIR and e.oid not in self.memo]
             if tree_id not in open_trees and below:
                 open_trees.add(tree_id)
@@ -367,7 +371,7 @@ class _TreeCheck:
                     if child in open_trees:
                         self.memo[child] = [(b"", child, "tree", "it contains itself")]
                     else:
-                        stack.append(child)
+                        stack.append((child, None))
                 continue
             stack.pop()
             open_trees.discard(tree_id)
