@@ -343,3 +343,21 @@ def test_a_report_of_one_branch_leaves_models_out(grown, tmp_path):
     page = out.read_text()
     assert_self_contained(page)
     assert "branch main" in page and "Models by size" not in page and "2025-02-03" in page
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_full_disk_under_the_report_is_one_line_and_leaves_nothing(hand_built, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        write(disk / "filler", b"\0" * 60_000)
+        old = write(disk / "report.html", b"the previous report")
+        err = one_line_error(cas("--store", str(hand_built), "report", "--html", str(old),
+                                 cwd=tmp_path), code=1)
+        assert "report.html" in err and ".tmp" not in err
+        assert old.read_bytes() == b"the previous report"
+        assert sorted(p.name for p in disk.iterdir()) == ["filler", "report.html"]
+    finally:
+        subprocess.run(["umount", str(disk)])

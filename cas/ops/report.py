@@ -88,8 +88,13 @@ def write_report(history: History, path: str, branch: str | None = None) -> Repo
     if os.path.commonpath([parent, store_dir]) == store_dir:
         raise TargetRefused(path, "is inside the store; write the report elsewhere")
     report = build_report(history, branch)
-    with atomic_output(target) as f:
-        f.write(report.html.encode("utf-8"))
+    try:
+        with atomic_output(target) as f:
+            f.write(report.html.encode("utf-8"))
+    except OSError as e:
+        # Named by the path asked for, not by the temp file beside it; a
+        # full disk stays a failed write (exit 1), a missing folder exit 2.
+        raise OSError(e.errno, e.strerror, path) from None
     return report
 
 
