@@ -13,7 +13,8 @@ appended a line every 0.5-2.5 s, older logs and notes, one note edited every
 10-40 s. A real ``cas watch`` child process (default settings, store in
 ``.cas/`` inside the tree) runs for ``--seconds`` of this activity.
 
-``--cas`` picks the build: a directory (a checkout of cas, run with this
+``--store-version 1`` makes the new store one of format version 1 (JSON
+chunk lists) to compare list encodings. ``--cas`` picks the build: a directory (a checkout of cas, run with this
 Python and ``PYTHONPATH`` set to it; ``git worktree add /tmp/cas-before
 COMMIT`` makes one) or an executable (a ``cas`` entry point). Reported, as a
 table and with ``--json`` as JSON:
@@ -212,7 +213,17 @@ def wait_first_snapshot(proc: subprocess.Popen, log: Path) -> None:
         time.sleep(0.05)
 
 
-def run(work: Path, seconds: float, seed: int, cas: str | None) -> dict:
+def set_store_version(config: Path, version: int) -> None:
+    """Make a fresh store one of an older format version (version 1: JSON
+    chunk lists), to measure what the format change is worth."""
+    doc = json.loads(config.read_text())
+    doc["version"] = version
+    os.chmod(config, 0o600)
+    config.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+def run(work: Path, seconds: float, seed: int, cas: str | None,
+        store_version: int | None = None) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     tree = work / "tree"
     tree.mkdir(parents=True)
@@ -220,6 +231,8 @@ def run(work: Path, seconds: float, seed: int, cas: str | None) -> dict:
     sizes = build_tree(tree, rng)
     cmd, env = cas_command(cas)
     subprocess.run(cmd + ["init"], cwd=tree, env=env, check=True, capture_output=True)
+    if store_version is not None:
+        set_store_version(tree / ".cas" / "config.json", store_version)
     log = work / "watch.log"
     proc = subprocess.Popen(cmd + ["watch", "--log-file", str(log)], cwd=tree, env=env)
     wait_first_snapshot(proc, log)
@@ -242,6 +255,7 @@ def run(work: Path, seconds: float, seed: int, cas: str | None) -> dict:
     verify = subprocess.run(cmd + ["verify"], cwd=tree, env=env, capture_output=True)
     return {
         "seconds": seconds, "seed": seed, "cas": cas or "this checkout",
+        "store_version": store_version,
         "tree_bytes": sum(sizes.values()), "changes": activity.counts,
         "snapshots_made": made, "snapshots_kept": len(kept),
         "kept_per_hour": round(len(kept) * 3600 / seconds),
@@ -264,7 +278,8 @@ ROWS = [("snapshots made", "snapshots_made"), ("snapshots kept", "snapshots_kept
 
 
 def table(r: dict) -> str:
-    lines = [f"| {r['cas']}, {r['seconds']:.0f} s, seed {r['seed']} | |", "|---|---:|"]
+    version = "" if r["store_version"] is None else f", store version {r['store_version']}"
+    lines = [f"| {r['cas']}{version}, {r['seconds']:.0f} s, seed {r['seed']} | |", "|---|---:|"]
     for label, key in ROWS:
         value = f"{r['packs']} / {r['loose_files']}" if key is None else f"{r[key]:,}"
         lines.append(f"| {label} | {value} |")
@@ -277,10 +292,12 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=180)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--cas", help="a cas checkout directory or a cas executable (default: this one)")
+    ap.add_argument("--store-version", type=int,
+                    help="set the new store's format version (1: JSON chunk lists)")
     ap.add_argument("--keep", action="store_true", help="leave the tree and store in --work")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    result = run(args.work, args.seconds, args.seed, args.cas)
+    result = run(args.work, args.seconds, args.seed, args.cas, args.store_version)
     print(table(result), flush=True)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
