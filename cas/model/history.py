@@ -119,6 +119,19 @@ class History:
         snaps = [self.load_record(oid) for oid in self._recorded_ids()]
         return sorted(snaps, key=lambda s: (s.time_ns, s.oid))
 
+    def listed_snapshots(self, branch: str | None = None) -> list[Snapshot]:
+        """Every recorded snapshot (of ``branch``, if given), oldest first,
+        as the timeline lists them, each from the index's copy of its
+        record when that still hashes to its id.
+
+        For views of history (stats, reports): several times faster than
+        ``snapshots()``, which reads every file and is what gc and verify
+        must use.
+        """
+        entries = self._timeline.everything() if branch is None else self.timeline(branch)[::-1]
+        entries.sort(key=lambda e: (e.time_ns, e.oid.digest))
+        return [self.load_snapshot(e.oid) for e in entries]
+
     def records(self) -> Iterator[tuple[ObjectId, Snapshot | None, CasError | None]]:
         """Every recorded snapshot's id with its manifest, or the error reading it.
 

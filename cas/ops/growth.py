@@ -76,7 +76,7 @@ def selected_snapshots(history: History, branch: str | None) -> list[Snapshot]:
     """The recorded snapshots a growth view covers, oldest first: every
     branch's (models too), or one branch's. An unknown branch and an empty
     selection are errors (exit 2), never an empty chart."""
-    snaps = history.snapshots()
+    snaps = history.listed_snapshots()
     if branch is None:
         if not snaps:
             raise NothingToChart("this store")
