@@ -210,11 +210,12 @@ def _build(store_dir: Path, steps) -> None:
                     made.append(record(history, writer, trees[variant], branch, t, msg=f"s{i}").oid)
                 elif op == "fork" and alive:
                     # cas branch NAME SNAP, then a snapshot on NAME: its parent is on another branch.
-                    base = _oid(alive[pick % len(alive)])
-                    if history.load_snapshot(base).branch != branch and \
-                            history.refs.get("refs/heads/" + branch) is None:
-                        made.append(record(history, writer, trees[variant], branch, t, parent=base,
-                                           msg=f"f{i}").oid)
+                    base = history.load_snapshot(_oid(alive[pick % len(alive)]))
+                    if base.branch != branch and history.refs.get("refs/heads/" + branch) is None:
+                        history.refs.set("refs/heads/" + branch, base.oid)
+                        # Not older than its base: see test_since_across_a_fork_back_in_time.
+                        made.append(record(history, writer, trees[variant], branch,
+                                           max(t, base.time_ns), parent=base.oid, msg=f"f{i}").oid)
                 elif op == "forget" and alive:
                     history.forget_many([_oid(alive[pick % len(alive)])])
                 elif op == "forget_many" and alive:
@@ -353,6 +354,32 @@ def test_log_all_with_a_path_compares_within_each_branch(tmp_path):
     assert log_ids(store_dir, "--all", "--", "a") == [made[1], made[0]]
 
 
+@pytest.mark.xfail(strict=True, reason="_pick stops at the first listed snapshot older than "
+                   "--since, but a fork's continuation into its base can be newer than the "
+                   "fork's own snapshots (snapshot --time), so they are left out")
+def test_since_across_a_fork_back_in_time(tmp_path, cas):
+    root = tmp_path / "t"
+    cas("init", str(root))
+    write(root / "a", b"1")
+    base = cas("snapshot", "-m", "base", "--time", iso(T0 + 9 * DAY), cwd=root).text.strip()
+    assert cas("branch", "fork", base, cwd=root).code == 0
+    write(root / "a", b"2")
+    imported = cas("snapshot", "-b", "fork", "--time", iso(T0), cwd=root).text.strip()
+    assert [r["id"] for r in json.loads(cas("log", "--json", "fork", cwd=root).out)] == [imported, base]
+    rows = json.loads(cas("log", "--json", "fork", "--since", iso(T0 + 5 * DAY), cwd=root).out)
+    assert [r["id"] for r in rows] == [base]
+
+
+def test_the_property_test_makes_forks(tmp_path):
+    """The generator's fork step must give a snapshot whose parent is on another branch."""
+    store_dir = tmp_path / "store"
+    _build(store_dir, [("snap", "main", T0, 0, 0), ("fork", "side", T0, 1, 0)])
+    recs = records(store_dir)
+    side = [r for r in recs.values() if r.branch == "side"]
+    assert len(side) == 1 and recs[side[0].parent].branch == "main"
+    assert log_ids(store_dir, "side") == [side[0].id, side[0].parent]
+
+
 # -- the stamp on a filesystem with whole-second times ----------------------------------
 
 @pytest.fixture
@@ -373,9 +400,12 @@ def coarse_fs(tmp_path):
 
 
 @pytest.mark.xfail(strict=True, reason="the stamp is trusted once read 200 ms after the "
-                   "directory's mtime, but with whole-second times a record written later in "
-                   "the same second leaves the mtime unchanged: it is never listed")
-def test_a_crashed_record_in_the_same_second_is_listed(coarse_fs):
+                   "directory's mtime, but with whole-second times a record written or removed "
+                   "later in the same second leaves the mtime unchanged: the timeline misses it")
+@pytest.mark.parametrize("change", ["crashed_record", "crashed_forget"])
+def test_a_change_in_the_same_second_is_seen(coarse_fs, change):
+    """A writer SIGKILLed after its record file (or a forget after its unlink),
+    before the index transaction, in the second in which a reader settled the stamp."""
     store_dir = coarse_fs / "store"
     store = Store.init(str(store_dir))
     try:
@@ -383,27 +413,35 @@ def test_a_crashed_record_in_the_same_second_is_listed(coarse_fs):
         with store.writer() as writer:
             tree = make_trees(writer)[0]
             first = record(history, writer, tree, "main", T0)
+            second = record(history, writer, tree, "main", T0 + DAY)
         snapdir = store_dir / "snapshots"
+        kept = snapdir / f"{second.oid.hex}.json"
+        data = kept.read_bytes()
+        crashed = Snapshot(tree=tree, parents=(second.oid,), time_ns=T0 + 2 * DAY, message="x",
+                           branch="main", host="h", user="u", source="/src/main").to_json()
+        crashed_path = snapdir / f"{hash_bytes(crashed).hex}.json"
         for _ in range(5):
             _wait_for_fraction(0.02)
             (snapdir / "junk").write_bytes(b"")  # any change: the directory's mtime is this second
             os.unlink(snapdir / "junk")
-            second = int(os.stat(snapdir).st_mtime)
+            now_second = int(os.stat(snapdir).st_mtime)
             _wait_for_fraction(0.3)
-            assert [e.oid.hex for e in History(store).timeline("main")] == [first.oid.hex]
-            # A writer SIGKILLed after its record file, before its index transaction:
-            crashed = Snapshot(tree=tree, parents=(first.oid,), time_ns=T0 + DAY, message="x",
-                               branch="main", host="h", user="u", source="/src/main").to_json()
-            (snapdir / f"{hash_bytes(crashed).hex}.json").write_bytes(crashed)
+            assert len(History(store).timeline("main")) == 2  # a resync, its stamp settled
+            if change == "crashed_record":
+                crashed_path.write_bytes(crashed)
+            else:
+                os.unlink(kept)
             listed = [e.oid.hex for e in History(store).timeline("main")]
-            if int(time.time()) == second:
+            if int(time.time()) == now_second:
                 break
-            os.unlink(snapdir / f"{hash_bytes(crashed).hex}.json")
+            crashed_path.unlink(missing_ok=True)
+            kept.write_bytes(data)
         else:
             pytest.skip("could not do it within one second")
     finally:
         store.close()
-    assert listed == [hash_bytes(crashed).hex, first.oid.hex]
+    assert listed == [r.id for r in sorted(records(store_dir).values(), key=lambda r: r.key,
+                                           reverse=True)]
 
 
 def _wait_for_fraction(frac: float) -> None:
