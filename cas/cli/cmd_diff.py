@@ -3,7 +3,7 @@ from __future__ import annotations
 import click
 
 from ..ops.diff import SYMBOL, Change, diff_trees
-from ..ops.scan import scan
+from ..ops.scan import ScanPolicy, scan
 from ..ops.worktree import resolve_source
 from .history_args import RefsThenPaths, paths_after_dashdash, split_refs
 from .main import Context, pass_ctx
@@ -26,8 +26,11 @@ def _print(changes: list[Change], as_json: bool) -> None:
 
 
 def _working(history, branch_source):
+    """The working tree as a snapshot would record it: live SQLite databases
+    by a consistent copy (what snapshots store), their -wal, -shm and
+    -journal files left out."""
     source, branch = branch_source
-    result = scan(history.store, source, branch, writer=None)
+    result = scan(history.store, source, branch, writer=None, policy=ScanPolicy(sqlite_backup=True))
     return result, (lambda oid: result.trees.get(oid) or history.load_tree(oid))
 
 
