@@ -139,42 +139,8 @@ def gc(history: History, dry_run: bool = False, grace_seconds: int = GRACE_SECON
     live = live_set(history)
     report = GcReport(live_objects=len(live))
     cutoff = time.time() - grace_seconds
-    # First pass: counts per pack only, so memory does not grow with every
-    # index entry; the entries of the few packs that change are read again.
-    tallies: dict[ObjectId, _PackTally] = defaultdict(_PackTally)
-    remove_entries: list[IndexEntry] = []
-    remove_files: list[str] = []
-    for entry in store.entries():
-        alive = entry.oid.digest in live
-        if entry.pack is not None:
-            t = tallies[entry.pack]
-            t.objects += 1
-            t.bytes += entry.stored_length
-            if not alive:
-                t.dead += 1
-                t.dead_bytes += entry.stored_length
-        elif not alive:
-            path = layout.loose_path(entry.oid, entry.encoding)
-            if _mtime(path) > cutoff:
-                report.too_young += 1
-                continue
-            remove_entries.append(entry)
-            remove_files.append(path)
-    doomed: set[ObjectId] = set()
-    rewrite: set[ObjectId] = set()
-    for pack, t in tallies.items():
-        if not t.dead:
-            continue
-        young = _mtime(layout.pack_path(pack)) > cutoff
-        if t.dead == t.objects and not young:
-            doomed.add(pack)
-        elif t.dead == t.objects:
-            report.too_young += t.dead
-        elif t.dead_bytes * 2 >= t.bytes and not young:
-            rewrite.add(pack)  # at least half dead: rewrite it (as restic's prune)
-        else:
-            report.kept_dead_objects += t.dead
-            report.kept_dead_bytes += t.dead_bytes
+    tallies, remove_entries, remove_files = _tally(store, live, cutoff, report)
+    doomed, rewrite = _classify(layout, tallies, cutoff, report)
     repack: dict[ObjectId, tuple[list[IndexEntry], list[IndexEntry]]] = {
         p: ([], []) for p in rewrite}
     if doomed or rewrite:
@@ -188,9 +154,9 @@ def gc(history: History, dry_run: bool = False, grace_seconds: int = GRACE_SECON
                     dead.append(entry)
     remove_files.extend(layout.pack_path(p) for p in doomed)
     remove_packs = list(doomed)
-    report.removed_objects = len(remove_entries) + sum(tallies[p].dead for p in rewrite)
+    report.removed_objects = len(remove_entries) + sum(tallies[p.digest].dead for p in rewrite)
     report.removed_bytes = sum(e.stored_length for e in remove_entries) + \
-        sum(tallies[p].dead_bytes for p in rewrite)
+        sum(tallies[p.digest].dead_bytes for p in rewrite)
     report.removed_packs = len(remove_packs)
     report.repacked_packs = len(rewrite)
     if dry_run:
@@ -211,6 +177,58 @@ def gc(history: History, dry_run: bool = False, grace_seconds: int = GRACE_SECON
             pass
     report.removed_views = _remove_stale_views(history)
     return report
+
+
+def _tally(store, live: set[bytes], cutoff: float, report: GcReport):
+    """Counts per pack (by pack digest), and the dead loose objects old enough to go.
+
+    Counts only, from the raw index records: memory does not grow with every
+    index entry, and no IndexEntry is built for each of a million objects;
+    the entries of the few packs that change are read again.
+    """
+    tallies: dict[bytes, _PackTally] = defaultdict(_PackTally)
+    remove_entries: list[IndexEntry] = []
+    remove_files: list[str] = []
+    for digest, pack, stored_length in store.index.locations():
+        alive = digest in live
+        if pack is not None:
+            t = tallies[pack]
+            t.objects += 1
+            t.bytes += stored_length
+            if not alive:
+                t.dead += 1
+                t.dead_bytes += stored_length
+        elif not alive:
+            entry = store.index.lookup(ObjectId(digest))
+            path = store.layout.loose_path(entry.oid, entry.encoding)
+            if _mtime(path) > cutoff:
+                report.too_young += 1
+                continue
+            remove_entries.append(entry)
+            remove_files.append(path)
+    return tallies, remove_entries, remove_files
+
+
+def _classify(layout, tallies: dict[bytes, _PackTally], cutoff: float,
+              report: GcReport) -> tuple[set[ObjectId], set[ObjectId]]:
+    """Packs to remove whole, and packs to rewrite without their dead objects."""
+    doomed: set[ObjectId] = set()
+    rewrite: set[ObjectId] = set()
+    for digest, t in tallies.items():
+        if not t.dead:
+            continue
+        pack = ObjectId(digest)
+        young = _mtime(layout.pack_path(pack)) > cutoff
+        if t.dead == t.objects and not young:
+            doomed.add(pack)
+        elif t.dead == t.objects:
+            report.too_young += t.dead
+        elif t.dead_bytes * 2 >= t.bytes and not young:
+            rewrite.add(pack)  # at least half dead: rewrite it (as restic's prune)
+        else:
+            report.kept_dead_objects += t.dead
+            report.kept_dead_bytes += t.dead_bytes
+    return doomed, rewrite
 
 
 def _remove_stale_views(history: History) -> int:
