@@ -225,3 +225,12 @@ def test_sigkill_at_any_moment_leaves_a_sound_store_listing_every_kept_snapshot(
         assert listed(cas, root) == kept
         assert cas_process("verify", "--full", cwd=root).returncode == 0
     assert killed_mid_run >= 4
+
+
+def test_run_maintenance_opens_the_store_itself(tmp_path, cas):
+    from cas.ops.maintain import MaintainOptions, run_maintenance
+    root, ids = watched_history(tmp_path, cas, 3)
+    report = run_maintenance(str(root), MaintainOptions(verify_sample=100))
+    assert [s["step"] for s in report.steps] == ["policies", "gc", "consolidate", "verify", "compact"]
+    assert report.ok and report.sampled_objects > 0 and report.new_packs == 1
+    assert listed(cas, root) == ids[::-1]

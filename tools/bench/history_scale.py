@@ -15,7 +15,7 @@ small file, which cycles through ``--variants`` versions, so that the
 snapshots share all but a few trees (2 x variants + 9 distinct trees in
 all). The records are written as ``History.record`` writes them (manifest
 object, ``snapshots/<id>.json``, the branch ref), in bulk: files first,
-then one directory fsync, then the index mirror rebuilt from the files as
+then one sync, then the index mirror rebuilt from the files as
 ``cas index rebuild`` does. Then each command is timed as a child process
 (peers.run_timed: wall time, user+sys CPU of the whole process tree):
 
@@ -109,7 +109,7 @@ def _record_bulk(history: History, first, roots: list, count: int, step_ns: int)
     """Write ``count`` snapshot records as History.record would, without a
     fsync and an index transaction per record (that is what makes 100,000
     take minutes): objects flushed and indexed first, then the records,
-    then one directory fsync, then the index mirror and the branch ref."""
+    then one sync, then the index mirror and the branch ref."""
     store = history.store
     directory = os.path.join(store.path, SNAPSHOTS)
     for name in os.listdir(directory):  # the real first snapshot is recorded again, timed
@@ -128,6 +128,9 @@ def _record_bulk(history: History, first, roots: list, count: int, step_ns: int)
             _write_records(directory, pending, store.layout.modes.file)
             pending = []
     writer.close()
+    # One sync for all records (a fsync each took minutes on ext4), so that
+    # none of their writeback lands inside a timed step.
+    os.sync()
     fsync_dir(directory)
     history.reload_index()
     history.refs.set(HEADS + BRANCH, parent)
@@ -140,7 +143,6 @@ def _write_records(directory: str, records: list, mode: int) -> None:
                      os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
         try:
             os.write(fd, data)
-            os.fsync(fd)
         finally:
             os.close(fd)
 
