@@ -445,3 +445,113 @@ def test_a_file_that_turns_unreadable_keeps_its_previous_version(tree):
         wait_for(lambda: head_files(tree).get("data.txt") == b"v2", timeout=60, what="the retry")
     finally:
         assert w.stop() == 0
+
+
+# -- thinning and maintenance as the watcher goes -----------------------------------
+
+def _timeline(tree: Path, branch: str = "main") -> list:
+    with Store.open(str(tree / ".cas")) as store:
+        return History(store).timeline(branch)
+
+
+def test_the_watcher_thins_its_branch_after_each_snapshot(tree, cas):
+    assert cas("snapshot", cwd=tree).code == 0
+    assert cas("policy", "set", "--keep-last", "3", cwd=tree).code == 0
+    w = Watch(tree)
+    try:
+        for i in range(6):
+            save_like_an_editor(tree / "notes.txt", f"version {i}\n".encode())
+            wait_for(lambda: head_files(tree).get("notes.txt") == f"version {i}\n".encode(),
+                     what=f"version {i}")
+    finally:
+        assert w.stop() == 0
+    snapshots = len(w.events("snapshot"))
+    assert len(_timeline(tree)) == 3
+    thinned = w.events("thinned")
+    # One line per thinning that forgot something, with its count.
+    assert 1 <= len(thinned) <= snapshots
+    assert sum(e["forgotten"] for e in thinned) == 1 + snapshots - 3
+    assert cas("verify", cwd=tree).code == 0
+
+
+def test_a_branch_the_watcher_starts_on_gets_the_default_policy(tree, cas):
+    w = Watch(tree)
+    try:
+        wait_for(lambda: w.events("snapshot"), what="the first snapshot")
+    finally:
+        assert w.stop() == 0
+    shown = json.loads(cas("policy", "show", "--json", cwd=tree).out)
+    assert "main" in shown
+    # A policy of the user's own is never replaced.
+    assert cas("policy", "set", "--keep-last", "7", cwd=tree).code == 0
+    Watch(tree).stop()
+    assert json.loads(cas("policy", "show", "--json", cwd=tree).out) != shown
+
+
+def test_maintenance_runs_once_an_interval_and_a_restart_remembers_the_last(tree):
+    w = Watch(tree, "--maintain-interval", "3s")
+    try:
+        wait_for(lambda: w.events("maintenance"), timeout=30, what="a maintenance run")
+    finally:
+        assert w.stop() == 0
+    run = w.events("maintenance")[0]
+    assert run["summary"]["damaged"] == 0 and run["seconds"] >= 0
+    status = json.loads(subprocess.run([sys.executable, "-m", "cas.cli", "watch", "--status",
+                                        "--json"], cwd=tree, capture_output=True).stdout)
+    assert status["last_maintenance"]
+    # The next interval counts from that run, not from this start: a
+    # watcher restarted more often than its interval still maintains.
+    w2 = Watch(tree, "--maintain-interval", "8s")
+    started = time.monotonic()
+    try:
+        wait_for(lambda: w2.events("maintenance"), timeout=30, what="the next run")
+        assert time.monotonic() - started < 8.0
+    finally:
+        assert w2.stop() == 0
+
+
+HOLD_STORE = textwrap.dedent("""
+    import sys, time
+    from cas.storage.store import Store
+    with Store.open(sys.argv[1]):
+        print("open", flush=True)
+        sys.stdin.readline()
+""")
+
+FAST_RETRY = textwrap.dedent("""
+    import sys
+    import cas.ops.watch as watch
+    from cas.cli.main import run
+    watch.MAINTENANCE_BACKOFF = (0.5, 1.0)
+    sys.exit(run(["watch", "--quiet-period", "0.3s", "--maintain-interval", "1s",
+                  "--log-file", sys.argv[1]]))
+""")
+
+
+def test_a_failing_maintenance_is_trouble_and_retried_not_a_stop(tree, tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_STORE, str(tree / ".cas")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert holder.stdout.readline() == b"open\n"  # maintenance cannot lock the store
+    log = tmp_path / "watch.log"
+    proc = subprocess.Popen([sys.executable, "-c", FAST_RETRY, str(log)], cwd=tree)
+
+    def events(kind):
+        lines = log.read_text().splitlines() if log.exists() else []
+        return [e for e in map(json.loads, lines) if e["event"] == kind]
+
+    try:
+        wait_for(lambda: events("trouble"), timeout=30, what="the failed run")
+        time.sleep(3)  # several retries
+        trouble = events("trouble")
+        assert len(trouble) == 1 and trouble[0]["activity"] == "maintenance"
+        assert trouble[0]["kind"] == "busy" and proc.poll() is None
+        (tree / "meanwhile.txt").write_text("snapshots go on")
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        wait_for(lambda: events("maintenance") and events("recovered"), timeout=30,
+                 what="the retry")
+        wait_for(lambda: "meanwhile.txt" in head_files(tree), what="a snapshot")
+    finally:
+        holder.kill()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
