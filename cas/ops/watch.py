@@ -901,9 +901,17 @@ class Watcher:
                           backoff=MAINTENANCE_BACKOFF)
             return
         self.last_maintenance = self._maintenance_from = time.time()
-        self._recovered("maintenance")
         self._log({"event": "maintenance", "seconds": round(time.monotonic() - started, 3),
                    "summary": _summary(report)})
+        damaged = len(getattr(report, "damage", None) or ())
+        if damaged:
+            # Shown by --status until a later run finds none; not retried sooner.
+            interval = self.options.maintain_interval
+            self._trouble("maintenance", "damage", f"the verify sample found {damaged} damaged "
+                          "object(s); run 'cas verify --full' for the paths they hurt",
+                          backoff=(interval, interval))
+        else:
+            self._recovered("maintenance")
         self._write_state()
 
     def _load_previous_state(self) -> None:
