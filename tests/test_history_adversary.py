@@ -370,6 +370,26 @@ def test_since_across_a_fork_back_in_time(tmp_path, cas):
     assert [r["id"] for r in rows] == [base]
 
 
+@pytest.mark.xfail(strict=True, reason="lineage continues into a fork's base only from the "
+                   "oldest listed snapshot's parent; forgetting a fork's first snapshot (as any "
+                   "thinning of the fork does) hides the whole base history")
+def test_forgetting_a_forks_first_snapshot_keeps_its_base(tmp_path, cas):
+    root = tmp_path / "t"
+    cas("init", str(root))
+    main = []
+    for d in range(2):
+        write(root / "a", f"m{d}".encode())
+        main.append(cas("snapshot", "--time", iso(T0 + d * DAY), cwd=root).text.strip())
+    assert cas("branch", "fork", main[1], cwd=root).code == 0
+    fork = []
+    for d in range(2, 5):
+        write(root / "a", f"f{d}".encode())
+        fork.append(cas("snapshot", "-b", "fork", "--time", iso(T0 + d * DAY), cwd=root).text.strip())
+    assert cas("forget", fork[0], cwd=root).code == 0
+    rows = json.loads(cas("log", "--json", "fork", cwd=root).out)
+    assert [r["id"] for r in rows] == [fork[2], fork[1], main[1], main[0]]
+
+
 def test_the_property_test_makes_forks(tmp_path):
     """The generator's fork step must give a snapshot whose parent is on another branch."""
     store_dir = tmp_path / "store"
