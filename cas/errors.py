@@ -284,3 +284,10 @@ class PolicyFileInvalid(CasError):
     def __init__(self, path: str, why: str):
         super().__init__(f"retention policy {path} is unreadable: {why} (set it again with "
                          "'cas policy set', or remove it with 'cas policy clear')")
+
+
+class ArgumentsConflict(CasError):
+    """Options that cannot be given together, or a required choice missing."""
+
+    def __init__(self, why: str):
+        super().__init__(why)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import click
 
+from ..errors import ArgumentsConflict
 from ..model.policy import Policies
 from ..model.snapshot import iso_time
 from ..ops.forget import ForgetReport, apply_policies, apply_policy, forget as do_forget
@@ -35,16 +36,16 @@ def forget(ctx: Context, specs: tuple[str, ...], branch: str | None, all_branche
     """
     policy = policy_from_options(rules)
     if specs and (policy is not None or branch or all_branches):
-        raise click.UsageError("give snapshots, or --keep rules for a branch, not both")
+        raise ArgumentsConflict("give snapshots, or --keep rules for a branch, not both")
     if force and not specs:
-        raise click.UsageError("--force applies to named snapshots: rules never forget a tagged one")
+        raise ArgumentsConflict("--force applies to named snapshots: rules never forget a tagged one")
     if branch and all_branches:
-        raise click.UsageError("give --branch or --all-branches, not both")
+        raise ArgumentsConflict("give --branch or --all-branches, not both")
     history = ctx.open_history()
     with history.store:
         if specs:
             if dry_run:
-                raise click.UsageError("--dry-run applies to --keep rules")
+                raise ArgumentsConflict("--dry-run applies to --keep rules")
             snaps = [history.resolve(s) for s in specs]
             reports = [do_forget(history, [s.oid for s in snaps], force)]
         else:
@@ -66,7 +67,7 @@ def _apply_rules(history, policy, branch: str | None, all_branches: bool,
     if policy is None:
         policy = Policies(history).get(branch)
         if policy is None:
-            raise click.UsageError(f"give snapshots or --keep rules ({branch} has no stored "
+            raise ArgumentsConflict(f"give snapshots or --keep rules ({branch} has no stored "
                                    "policy: see 'cas policy set')")
     return [apply_policy(history, branch, policy, dry_run)]
 

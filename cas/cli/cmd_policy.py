@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from ..errors import BranchNotInHistory, RetentionRuleInvalid
+from ..errors import ArgumentsConflict, BranchNotInHistory, RetentionRuleInvalid
 from ..model.policy import Policies
 from ..model.refs import HEADS, check_ref_name
 from ..model.retention import (UNITS, WATCH_DEFAULT, Policy, Tier, count_from_text,
@@ -105,7 +105,7 @@ def set_policy(ctx: Context, branch: str | None, keep_all: bool, watch_default: 
     """Store BRANCH's policy, replacing any it had."""
     given = policy_from_options(rules)
     if sum((given is not None, keep_all, watch_default)) != 1:
-        raise click.UsageError("give --keep-* rules, --keep-all or --watch-default (one of them)")
+        raise ArgumentsConflict("give --keep-* rules, --keep-all or --watch-default (one of them)")
     chosen = Policy() if keep_all else WATCH_DEFAULT if watch_default else given
     history = ctx.open_history()
     with history.store:
