@@ -252,13 +252,19 @@ def _read_state(state_path: str) -> dict:
 
 def _age_seconds(utc_text: object) -> float | None:
     """Seconds since a time written by ``_utc``, or None if it is not one."""
+    then = _parse_utc(utc_text)
+    return None if then is None else time.time() - then
+
+
+def _parse_utc(utc_text: object) -> float | None:
+    """The time a text written by ``_utc`` names, or None if it is not one."""
     if not isinstance(utc_text, str):
         return None
     try:
-        then = datetime.strptime(utc_text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        return datetime.strptime(utc_text, "%Y-%m-%dT%H:%M:%S.%fZ") \
+            .replace(tzinfo=timezone.utc).timestamp()
     except ValueError:
         return None
-    return time.time() - then.timestamp()
 
 
 class _Events(FileSystemEventHandler):
@@ -921,9 +927,9 @@ class Watcher:
         state = _read_state(state_path)
         for key, attr in (("last_maintenance", "last_maintenance"),
                           ("maintenance_from", "_maintenance_from")):
-            age = _age_seconds(state.get(key))
-            if age is not None and age >= 0:
-                setattr(self, attr, time.time() - age)
+            then = _parse_utc(state.get(key))
+            if then is not None and then <= time.time():  # not a crafted future
+                setattr(self, attr, then)
 
     def _report_problems(self, problems, taken: dict[str, Change], full: bool) -> None:
         """Log what a scan could not do. Errors (a file that could not be
