@@ -77,7 +77,8 @@ def build_base(root: Path) -> BaseStore:
     thresholds so the store has packs, loose raw and zstd objects and chunks."""
     src = root / "src"
     _write_source(src)
-    config = StoreConfig(loose_min_size=64 << 10, pack_target_size=256 << 10)
+    # Format 1: the fuzzer edits chunk lists as JSON.
+    config = StoreConfig(loose_min_size=64 << 10, pack_target_size=256 << 10, version=1)
     Store.init(str(root / "S"), config).close()
     run_cas(root, "snapshot", str(src), "-m", "one")
     with open(src / "a" / "x.txt", "ab") as f:

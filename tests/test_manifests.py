@@ -408,7 +408,9 @@ def test_every_chunk_list_written_validates_against_its_schema(tmp_path):
     src.mkdir()
     (src / "log.jsonl").write_bytes(b"".join(b'{"n":%d,"pad":"%s"}\n' % (i, b"x" * (i % 50))
                                              for i in range(60_000)))
-    with Store.init(str(tmp_path / "store")) as store:
+    from cas.storage.config import StoreConfig
+    # The schema describes JSON chunk lists: format 1 stores write them.
+    with Store.init(str(tmp_path / "store"), StoreConfig(version=1)) as store:
         oid = store.put_file(str(src / "log.jsonl"))
         lists = [e for e in store.entries() if e.encoding is Encoding.CHUNKED]
         assert [e.oid for e in lists] == [oid]

@@ -404,7 +404,8 @@ def test_a_store_file_that_is_a_fifo_a_link_or_huge_is_refused_without_hanging(
 def chunky_store(tmp_path):
     from cas.storage.config import StoreConfig
     s = Store.init(str(tmp_path / "store"), StoreConfig(
-        loose_min_size=128 << 10, pack_target_size=256 << 10, chunk_min_size=64 << 10))
+        loose_min_size=128 << 10, pack_target_size=256 << 10, chunk_min_size=64 << 10,
+        version=1))  # JSON chunk lists, which rewrite_chunk_list edits in place
     yield s
     s.close()
 
