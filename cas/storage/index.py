@@ -385,6 +385,24 @@ class Index:
         return sorted(out + long) if long else out
 
     @_guarded
+    def scan_oldest(self, table: bytes, prefix: bytes, limit: int = 1) -> list[tuple[bytes, bytes]]:
+        """The first ``limit`` (key, value) pairs whose key starts with
+        ``prefix``, in key order, reading only those. Short keys only."""
+        if self._db[table] is None:
+            return []
+        out: list[tuple[bytes, bytes]] = []
+        with self._env.begin(db=self._db[table]) as txn:
+            cursor = txn.cursor()
+            found = cursor.set_range(prefix)
+            while found and len(out) < limit:
+                key = bytes(cursor.key())
+                if not key.startswith(prefix):
+                    break
+                out.append((key, bytes(cursor.value())))
+                found = cursor.next()
+        return out
+
+    @_guarded
     def scan_newest(self, table: bytes, prefix: bytes, limit: int | None = None,
                     before: bytes | None = None) -> list[tuple[bytes, bytes]]:
         """Up to ``limit`` (key, value) pairs whose key starts with ``prefix``
