@@ -170,7 +170,7 @@ def test_policy_set_show_clear_and_forget_applies_the_stored_one(days, cas):
     root, ids = days
     r = cas("policy", "set", "--keep-daily", "2", "--keep-every", "6h:2d", cwd=root)
     assert r.code == 0, r.err
-    assert cas("policy", "show", cwd=root).text == "main: keep daily 2, every 6h within 2d\n"
+    assert cas("policy", "show", cwd=root).text == "main: keep every 6h within 2d, daily 2\n"
     assert json.loads(cas("policy", "show", "--json", cwd=root).out) == {
         "main": {"daily": 2, "every": [{"every": "6h", "within": "2d"}]}}
     path = root / ".cas" / "policies" / "main.json"
@@ -355,3 +355,21 @@ def test_applying_a_policy_to_100000_snapshots(tmp_path, utc):
         assert len(report.kept) + len(report.forgotten) == 100_001 and len(report.kept) < 1000
         assert len(history.timeline("main")) == 100_001
     print(f"\napply_policy (WATCH_DEFAULT, dry run) to 100,001 snapshots: {took:.2f} s")
+
+
+def test_all_branches_applies_the_rules_or_each_stored_policy_to_every_branch(days, cas, tmp_path):
+    root, ids = days
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x").write_text("x")
+    store = str(root / ".cas")
+    for when in ("2025-02-01T10:00Z", "2025-02-02T10:00Z", "2025-02-03T10:00Z"):
+        assert cas("--store", store, "snapshot", str(other), "--allow-empty", "--time", when,
+                   cwd=root).code == 0
+    r = cas("forget", "--all-branches", "--keep-last", "2", "--json", cwd=root)
+    assert r.code == 0, r.err
+    assert {rep["branch"]: len(rep["kept"]) for rep in json.loads(r.out)} == {"main": 2, "other": 2}
+    assert cas("policy", "set", "--branch", "other", "--keep-last", "1", cwd=root).code == 0
+    r = cas("forget", "--all-branches", "--json", cwd=root)
+    assert [(rep["branch"], len(rep["kept"])) for rep in json.loads(r.out)] == [("other", 1)]
+    assert logged(cas, root) == [ids[7], ids[6]]

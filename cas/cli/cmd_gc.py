@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import click
 
-from ..errors import ArgumentsConflict
+from ..errors import ArgumentsConflict, InvalidRefName
 from ..model.policy import Policies
+from ..model.refs import check_ref_name
 from ..model.snapshot import iso_time
 from ..ops.forget import ForgetReport, apply_policies, apply_policy, forget as do_forget
 from ..ops.gc import GRACE_SECONDS, gc as do_gc
@@ -62,7 +63,9 @@ def _apply_rules(history, policy, branch: str | None, all_branches: bool,
     if all_branches:
         if policy is None:
             return apply_policies(history, dry_run)
-        return [apply_policy(history, b, policy, dry_run) for b in history.branches_in_history()]
+        # Model versions are recorded on "models/NAME" histories: not branches to thin.
+        branches = [b for b in history.branches_in_history() if _is_branch_name(b)]
+        return [apply_policy(history, b, policy, dry_run) for b in branches]
     branch = require_branch(history, branch or history.refs.head_branch())
     if policy is None:
         policy = Policies(history).get(branch)
@@ -70,6 +73,14 @@ def _apply_rules(history, policy, branch: str | None, all_branches: bool,
             raise ArgumentsConflict(f"give snapshots or --keep rules ({branch} has no stored "
                                    "policy: see 'cas policy set')")
     return [apply_policy(history, branch, policy, dry_run)]
+
+
+def _is_branch_name(name: str) -> bool:
+    try:
+        check_ref_name(name)
+        return True
+    except InvalidRefName:
+        return False
 
 
 def _print_report(r: ForgetReport, quiet: bool) -> None:

@@ -20,10 +20,12 @@ COUNT_OPTIONS = ("last",) + UNITS
 
 def rule_options(command):
     """The ``--keep-*`` options, restic's names and meanings."""
-    decorators = [click.option(f"--keep-{name}", f"keep_{name}", metavar="N",
-                               help=f"Keep the newest snapshot of each of the last N "
-                                    f"{_bucket(name)} that have one ('all': every one).")
-                  for name in COUNT_OPTIONS]
+    decorators = [click.option("--keep-last", "keep_last", metavar="N",
+                               help="Keep the N newest snapshots ('all': every one).")]
+    decorators += [click.option(f"--keep-{name}", f"keep_{name}", metavar="N",
+                                help=f"Keep the newest snapshot of each of the last N "
+                                     f"{_bucket(name)} that have one ('all': every one).")
+                   for name in UNITS]
     decorators.append(click.option("--keep-within", "keep_within", metavar="DURATION",
                                    help="Keep every snapshot within DURATION of the newest "
                                         "(30min, 2h, 7d, 1w, 3m = three months, 1y6m)."))
@@ -44,7 +46,7 @@ def rule_options(command):
 
 
 def _bucket(name: str) -> str:
-    return {"last": "snapshots", "hourly": "hours", "daily": "days", "weekly": "weeks",
+    return {"hourly": "hours", "daily": "days", "weekly": "weeks",
             "monthly": "months", "yearly": "years"}[name]
 
 

@@ -160,21 +160,22 @@ class Policy:
         return all(getattr(self, f.name) in (None, 0, ()) for f in fields(self))
 
     def describe(self) -> str:
-        """One line for people, e.g. 'last 3, daily 7, within 2d, tag release'."""
+        """One line for people, finest rules first: 'keep within 2min, every
+        10min within 1d, daily within 1y, weekly all'."""
         if self.is_empty:
             return "keep everything"
-        parts = []
-        for name in ("keep_last",) + tuple(f"keep_{u}" for u in UNITS):
-            n = getattr(self, name)
-            if n:
-                parts.append(f"{name[5:]} {'all' if n == ALL else n}")
+        parts = [f"last {_count_text(self.keep_last)}"] if self.keep_last else []
         if self.keep_within:
             parts.append(f"within {self.keep_within}")
+        parts += [str(t) for t in self.keep_every]
         for unit in UNITS:
             d = getattr(self, f"keep_within_{unit}")
             if d:
                 parts.append(f"{unit} within {d}")
-        parts += [str(t) for t in self.keep_every]
+        for unit in UNITS:
+            n = getattr(self, f"keep_{unit}")
+            if n:
+                parts.append(f"{unit} {_count_text(n)}")
         parts += [f"tag {t}" for t in self.keep_tags]
         return "keep " + ", ".join(parts)
 
@@ -233,6 +234,10 @@ def _duration_from_doc(value) -> Duration:
     if not isinstance(value, str):
         raise RetentionRuleInvalid(f"{value!r} is not a duration")
     return parse_duration(value)
+
+
+def _count_text(n: int) -> str:
+    return "all" if n == ALL else str(n)
 
 
 def _option(name: str) -> str:
