@@ -388,3 +388,16 @@ def test_applying_the_default_to_100000_snapshots_is_fast():
     decisions = decide(snaps, {}, WATCH_DEFAULT, tz=UTC, now_ns=base + NS)
     print(f"\ndecide over 100,000 snapshots: {time.perf_counter() - started:.3f} s")
     assert len(decisions) == 100_000 and 0 < sum(d.keep for d in decisions) < 1000
+
+
+def test_crafted_times_far_outside_the_calendar_are_decided_not_fatal():
+    times = [(1 << 63) - 1, 10**18 * 9, 1_700_000_000 * NS, -(10**18) * 9, -(1 << 63)]
+    snaps = [TimelineEntry(hash_bytes(str(t).encode()), t, "main") for t in times]
+    everything = Policy(keep_last=2, keep_hourly=ALL, keep_daily=3, keep_weekly=2, keep_monthly=ALL,
+                        keep_yearly=ALL, keep_within=Duration(years=5),
+                        keep_within_monthly=Duration(years=1000),
+                        keep_every=(Tier(Duration(minutes=10)),))
+    for tz in (UTC, None):
+        decisions = decide(snaps, {}, everything, tz=tz, now_ns=0)
+        assert [d.entry.time_ns for d in decisions] == sorted(times, reverse=True)
+        assert all(d.keep for d in decisions)   # each one alone in its buckets

@@ -347,11 +347,11 @@ def _keep_by_buckets(policy: Policy, times: list[int], heads: "_MinuteHeads", la
         within = getattr(policy, f"keep_within_{unit}")
         if within:
             limit = _count_newer(times, _cutoff(latest, within, tz))
-            _keep_newest_per_bucket(heads.keys(unit), heads.index, limit,
+            _keep_newest_per_bucket(heads.keys(unit, limit), heads.index, limit,
                                     f"{unit} within {within}", reasons)
     for tier in policy.keep_every:
         limit = _count_newer(times, _cutoff(latest, tier.within, tz) if tier.within else None)
-        _keep_newest_per_bucket(heads.every(tier.every.fixed_seconds()), heads.index, limit,
+        _keep_newest_per_bucket(heads.every(tier.every.fixed_seconds(), limit), heads.index, limit,
                                 str(tier), reasons)
 
 
@@ -466,11 +466,14 @@ class _MinuteHeads:
                 # within it, else they go one at a time): skip them.
                 i = bisect.bisect_right(times, -start * NS, lo=i, key=operator.neg)
         self._civil: dict[int, tuple[int, int]] = {}
+        self._days: list[int] | None = None
 
-    def keys(self, unit: str) -> list:
+    def keys(self, unit: str, limit: int | None = None) -> list:
+        """The bucket of each head, for heads among the first ``limit`` snapshots."""
+        local = self._heads_before(limit)
         if unit == "hourly":
-            return [s // 3600 for s in self._local]
-        days = [s // 86400 for s in self._local]
+            return [s // 3600 for s in local]
+        days = self._day_numbers()[:len(local)]
         if unit == "daily":
             return days
         if unit == "weekly":
@@ -478,11 +481,22 @@ class _MinuteHeads:
         civil = [self._year_month(d) for d in days]
         return civil if unit == "monthly" else [ym[0] for ym in civil]
 
-    def every(self, seconds: int) -> list[int]:
+    def every(self, seconds: int, limit: int | None = None) -> list[int]:
         # Shifted to a Monday so that weekly intervals are ISO weeks; any
         # interval dividing a day is aligned to midnight either way.
         shift = _MONDAY_SHIFT_DAYS * 86400
-        return [(s + shift) // seconds for s in self._local]
+        return [(s + shift) // seconds for s in self._heads_before(limit)]
+
+    def _heads_before(self, limit: int | None) -> list[int]:
+        # A rule with a window needs only the heads inside it.
+        if limit is None:
+            return self._local
+        return self._local[:bisect.bisect_left(self.index, limit)]
+
+    def _day_numbers(self) -> list[int]:
+        if self._days is None:
+            self._days = [s // 86400 for s in self._local]
+        return self._days
 
     def _year_month(self, day: int) -> tuple[int, int]:
         found = self._civil.get(day)
