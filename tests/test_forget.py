@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -373,3 +374,35 @@ def test_all_branches_applies_the_rules_or_each_stored_policy_to_every_branch(da
     r = cas("forget", "--all-branches", "--json", cwd=root)
     assert [(rep["branch"], len(rep["kept"])) for rep in json.loads(r.out)] == [("other", 1)]
     assert logged(cas, root) == [ids[7], ids[6]]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user (setpriv)")
+def test_a_store_the_user_cannot_write_answers_a_dry_run_and_refuses_the_rest_in_one_line():
+    public = Path(tempfile.mkdtemp(prefix="cas-forget-", dir="/tmp"))
+    try:
+        public.chmod(0o755)
+        tree = public / "tree"
+        tree.mkdir()
+        for n in range(3):
+            (tree / "f").write_text(str(n))
+            assert cas_process("snapshot" if n else "init", cwd=tree).returncode == 0
+        cas_process("snapshot", cwd=tree)
+        subprocess.run(["chmod", "-R", "a+rX", str(tree)], check=True)
+        before = sorted(os.listdir(tree / ".cas" / "snapshots"))
+
+        def as_nobody(*args):
+            return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                   sys.executable, "-m", "cas.cli", *args], cwd=tree,
+                                  capture_output=True, env={**os.environ, "HOME": str(public)})
+        dry = as_nobody("forget", "--keep-last", "1", "--dry-run", "--json")
+        assert dry.returncode == 0, dry.stderr
+        assert len(json.loads(dry.stdout)[0]["forgotten"]) == len(before) - 1
+        for args in (("forget", "--keep-last", "1"), ("forget", "HEAD"),
+                     ("policy", "set", "--keep-last", "1")):
+            r = as_nobody(*args)
+            err = [line for line in r.stderr.decode().splitlines() if "warning" not in line]
+            assert r.returncode in (1, 2) and len(err) == 1 and "Traceback" not in err[0], r.stderr
+        assert sorted(os.listdir(tree / ".cas" / "snapshots")) == before
+    finally:
+        subprocess.run(["chmod", "-R", "u+rwx", str(public)], capture_output=True)
+        shutil.rmtree(public, ignore_errors=True)

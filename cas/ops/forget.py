@@ -16,6 +16,8 @@ is lost, no ref dangles, and running forget again finishes the job.
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass, field
 from datetime import tzinfo
 
@@ -42,8 +44,9 @@ class ForgetReport:
 def forget(history: History, oids: list[ObjectId], force: bool = False) -> ForgetReport:
     """Forget the named snapshots; a tagged one only with ``force``, which deletes its tags."""
     doomed = list(dict.fromkeys(oids))
+    doomed_set = set(doomed)
     with history.refs.locked():
-        tagged = {name: oid for name, oid in history.refs.tags().items() if oid in set(doomed)}
+        tagged = {name: oid for name, oid in history.refs.tags().items() if oid in doomed_set}
         if tagged and not force:
             raise SnapshotTagged({name: oid.hex for name, oid in tagged.items()})
         entries = [_entry(history, oid) for oid in doomed]
@@ -62,9 +65,10 @@ def apply_policy(history: History, branch: str, policy: Policy, dry_run: bool = 
     Tagged snapshots are always kept. Decided and done under ``refs/lock``,
     so a snapshot recorded meanwhile waits instead of being judged by a
     stale list. Only records and refs are read: the watcher runs this
-    after every snapshot.
+    after every snapshot. A dry run takes no lock, so it works on a
+    read-only store too.
     """
-    with history.refs.locked():
+    with contextlib.nullcontext() if dry_run else history.refs.locked():
         tags = _tags_by_oid(history)
         decisions = _protect_tagged(decide(history.timeline(branch), tags, policy, tz, now_ns), tags)
         report = ForgetReport(branch=branch, policy=policy, dry_run=dry_run,
