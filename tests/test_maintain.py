@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from cas.model.history import History
 from cas.ops.packs import consolidate, rewrite_packs
 from cas.storage.store import Store
 
