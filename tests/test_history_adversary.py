@@ -71,26 +71,48 @@ def records(store_dir: Path) -> dict[str, Rec]:
     return out
 
 
-def oracle_lineage(recs: dict[str, Rec], start: Rec, whole: bool) -> list[Rec]:
+def oracle_lineage(recs: dict[str, Rec], start: Rec, whole: bool,
+                   every: dict[str, Rec] | None = None) -> list[Rec]:
     """FORMAT §10.3: the start's branch newest first (all of it, or from the
-    start back), continued into the branch a fork came from."""
-    out, seen, snap = [], {start.id}, start
+    start back), continued into the branch a fork came from (found through
+    forgotten snapshots, ``every``, whose manifests are still stored)."""
+    out = []
+    for branch, bound in oracle_stretches(recs, start, whole, every or recs):
+        out += sorted((r for r in recs.values() if r.branch == branch and (bound is None or r.key <= bound)),
+                      key=lambda r: r.key, reverse=True)
+    return out
+
+
+def oracle_stretches(recs, start, whole, every):
+    seen, snap = {start.id}, start
     while True:
+        yield snap.branch, None if whole else snap.key
         rows = sorted((r for r in recs.values() if r.branch == snap.branch
-                       and (whole or r.key <= snap.key)), key=lambda r: r.key, reverse=True)
-        out += rows
+                       and (whole or r.key <= snap.key)), key=lambda r: r.key)
         whole = False
-        oldest = rows[-1] if rows else snap
-        parent = recs.get(oldest.parent) if oldest.parent else None
-        if parent is None or parent.id in seen or parent.branch == snap.branch:
-            return out
-        seen.add(parent.id)
+        oldest = rows[0] if rows else snap
+        parent, pid = None, oldest.parent
+        while pid is not None and pid not in seen and pid in every:
+            seen.add(pid)
+            if pid in recs:
+                parent = recs[pid]
+                break
+            pid = every[pid].parent
+        if parent is None or parent.branch == snap.branch:
+            return
         snap = parent
 
 
-def oracle_at(recs: dict[str, Rec], branch: str, t: int) -> str | None:
-    rows = [r for r in recs.values() if r.branch == branch and r.time_ns <= t]
-    return max(rows, key=lambda r: r.key).id if rows else None
+def oracle_at(recs: dict[str, Rec], branch: str, t: int, head: Rec | None = None,
+              every: dict[str, Rec] | None = None) -> str | None:
+    stretches = oracle_stretches(recs, head, head.branch == branch, every or recs) if head \
+        else [(branch, None)]
+    for name, bound in stretches:
+        rows = [r for r in recs.values() if r.branch == name and r.time_ns <= t
+                and (bound is None or r.key <= bound)]
+        if rows:
+            return max(rows, key=lambda r: r.key).id
+    return None
 
 
 def iso(ns: int) -> str:
@@ -154,7 +176,7 @@ STEP = st.tuples(st.sampled_from(["snap", "snap", "snap", "fork", "forget", "for
 @given(steps=st.lists(STEP, min_size=1, max_size=14), query=st.integers(0, 10**6))
 def test_log_tilde_and_at_match_the_records(tmp_path_factory, steps, query):
     store_dir = tmp_path_factory.mktemp("adv") / "store"
-    _build(store_dir, steps)
+    every = _build(store_dir, steps)
     recs = records(store_dir)
     rng = random.Random(query)
     with Store.open(str(store_dir)) as store:
@@ -165,9 +187,11 @@ def test_log_tilde_and_at_match_the_records(tmp_path_factory, steps, query):
             assert [e.oid.hex for e in history.timeline(branch)] == [r.id for r in want]
             t = rng.choice([r.time_ns for r in recs.values()] + [T0, -T0, 0])
             got = history.at_time(branch, t)
-            assert (got.oid.hex if got else None) == oracle_at(recs, branch, t)
+            ref = history.refs.get("refs/heads/" + branch)
+            head = every.get(ref.hex) if ref else None
+            assert (got.oid.hex if got else None) == oracle_at(recs, branch, t, head, every)
         for start in rng.sample(sorted(recs.values(), key=lambda r: r.id), min(3, len(recs))):
-            line = oracle_lineage(recs, start, whole=False)
+            line = oracle_lineage(recs, start, whole=False, every=every)
             assert [e.oid.hex for e in history.lineage(history.load_snapshot(_oid(start.id)))] \
                 == [r.id for r in line]
             n = rng.randint(1, len(line) + 1)
@@ -183,7 +207,7 @@ def test_log_tilde_and_at_match_the_records(tmp_path_factory, steps, query):
     for branch, head in heads.items():
         if head is None:
             continue
-        _check_cli_log(store_dir, recs, branch, head.hex, file_of, rng)
+        _check_cli_log(store_dir, recs, branch, head.hex, file_of, rng, every)
     _check_cli_all(store_dir, recs)
 
 
@@ -197,7 +221,9 @@ def _file_a(history, tree_hex):
     return e.oid.hex if e else None
 
 
-def _build(store_dir: Path, steps) -> None:
+def _build(store_dir: Path, steps) -> dict[str, Rec]:
+    """Build the store; returns every snapshot recorded, forgotten or not."""
+    every: dict[str, Rec] = {}
     store = Store.init(str(store_dir))
     try:
         history = History(store)
@@ -221,15 +247,20 @@ def _build(store_dir: Path, steps) -> None:
                 elif op == "forget_many" and alive:
                     history.forget_many([e for j, e in enumerate(history.timeline(branch))
                                          if (j + pick) % 3 == 0])
+            for oid in made:
+                s = history.load_snapshot(oid)
+                every[oid.hex] = Rec(oid.hex, s.branch, s.time_ns, s.parent.hex if s.parent else None,
+                                     s.tree.hex)
     finally:
         store.close()
+    return every
 
 
-def _check_cli_log(store_dir, recs, branch, head_hex, file_of, rng):
+def _check_cli_log(store_dir, recs, branch, head_hex, file_of, rng, every):
     head = recs.get(head_hex)
     if head is None or head.branch != branch:
         return  # a ref left on a forgotten snapshot by forget_many (the ops layer moves it)
-    line = oracle_lineage(recs, head, whole=True)
+    line = oracle_lineage(recs, head, whole=True, every=every)
     assert log_ids(store_dir, branch) == [r.id for r in line]
     times = sorted({r.time_ns for r in line} | {T0})
     since, until = sorted(rng.choice(times) for _ in range(2))
@@ -247,11 +278,8 @@ def _check_cli_all(store_dir, recs):
     assert log_ids(store_dir, "--all") == [r.id for r in want]
 
 
-# -- bugs found: each xfail(strict) until fixed -----------------------------------------
+# -- bugs found and fixed: each test failed before its fix -----------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="timeline keys clamp time_ns to 64 bits, but snapshot "
-                   "--time accepts years 1-9999: snapshots after 2262 (or before 1677) lose "
-                   "their order, and --at cannot reach them")
 def test_times_beyond_64_bits_keep_their_order(tmp_path):
     store_dir = tmp_path / "store"
     store = Store.init(str(store_dir))
@@ -275,9 +303,6 @@ def test_times_beyond_64_bits_keep_their_order(tmp_path):
         assert History(store).at_time("main", at).oid.hex == oracle_at(recs, "main", at)
 
 
-@pytest.mark.xfail(strict=True, reason="snapshot --time 2300-01-01 is accepted, and restore "
-                   "--at 2350 then restores the 2200 snapshot (at_time's bound clamps to the "
-                   "largest key, below every clamped entry)")
 def test_snapshot_time_far_out_through_the_cli(tmp_path, cas):
     """Through `cas snapshot --time` and `cas restore --at`: refusing a time the
     timeline cannot order (exit 2) or restoring the right snapshot both pass."""
@@ -294,9 +319,6 @@ def test_snapshot_time_far_out_through_the_cli(tmp_path, cas):
     assert (tmp_path / "out" / "a").read_bytes() == b"2300"
 
 
-@pytest.mark.xfail(strict=True, reason="a record whose branch is not valid Unicode ('\\ud800' "
-                   "escaped in JSON) passes Snapshot.from_json, then branch_prefix's "
-                   "encode('utf-8', 'surrogateescape') raises UnicodeEncodeError: exit 70")
 def test_a_record_with_a_lone_surrogate_branch_is_bad_input(tmp_path):
     store_dir = tmp_path / "store"
     store = Store.init(str(store_dir))
@@ -317,10 +339,6 @@ def test_a_record_with_a_lone_surrogate_branch_is_bad_input(tmp_path):
     assert log_ids(store_dir) == [good.oid.hex]
 
 
-@pytest.mark.xfail(strict=True, reason="lineage(whole_branch=True) lists snap.branch (the "
-                   "branch of the snapshot the ref names), so `cas log fork` after `cas branch "
-                   "fork SNAP` lists main's snapshots newer than SNAP; restore --at -b fork finds "
-                   "nothing")
 def test_a_new_fork_lists_only_its_base(tmp_path, cas):
     root = tmp_path / "t"
     cas("init", str(root))
@@ -336,9 +354,6 @@ def test_a_new_fork_lists_only_its_base(tmp_path, cas):
     assert (tmp_path / "o" / "a").read_bytes() == b"d1"
 
 
-@pytest.mark.xfail(strict=True, reason="log --all -- PATH compares each snapshot with the next "
-                   "older one of ANY branch (_with_next_older over every_entry), so interleaved "
-                   "branches with different contents list every snapshot as a change")
 def test_log_all_with_a_path_compares_within_each_branch(tmp_path):
     store_dir = tmp_path / "store"
     store = Store.init(str(store_dir))
@@ -354,9 +369,6 @@ def test_log_all_with_a_path_compares_within_each_branch(tmp_path):
     assert log_ids(store_dir, "--all", "--", "a") == [made[1], made[0]]
 
 
-@pytest.mark.xfail(strict=True, reason="_pick stops at the first listed snapshot older than "
-                   "--since, but a fork's continuation into its base can be newer than the "
-                   "fork's own snapshots (snapshot --time), so they are left out")
 def test_since_across_a_fork_back_in_time(tmp_path, cas):
     root = tmp_path / "t"
     cas("init", str(root))
@@ -370,9 +382,6 @@ def test_since_across_a_fork_back_in_time(tmp_path, cas):
     assert [r["id"] for r in rows] == [base]
 
 
-@pytest.mark.xfail(strict=True, reason="lineage continues into a fork's base only from the "
-                   "oldest listed snapshot's parent; forgetting a fork's first snapshot (as any "
-                   "thinning of the fork does) hides the whole base history")
 def test_forgetting_a_forks_first_snapshot_keeps_its_base(tmp_path, cas):
     root = tmp_path / "t"
     cas("init", str(root))
@@ -419,9 +428,6 @@ def coarse_fs(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], **quiet)
 
 
-@pytest.mark.xfail(strict=True, reason="the stamp is trusted once read 200 ms after the "
-                   "directory's mtime, but with whole-second times a record written or removed "
-                   "later in the same second leaves the mtime unchanged: the timeline misses it")
 @pytest.mark.parametrize("change", ["crashed_record", "crashed_forget"])
 def test_a_change_in_the_same_second_is_seen(coarse_fs, change):
     """A writer SIGKILLed after its record file (or a forget after its unlink),

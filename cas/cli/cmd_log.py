@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections import deque
 
 import click
 
@@ -53,10 +54,15 @@ def log(ctx: Context, args: tuple[str, ...], limit: int | None, oneline: bool, a
         refs, paths = split_refs(history, args, 1, paths_after_dashdash())
         if all_branches and refs:
             raise click.UsageError("--all lists every branch: give no REF with it")
-        whole = history.branch_named(args[0] if refs else "HEAD")
-        entries = iter(history.every_entry()) if all_branches else \
-            history.lineage(refs[0] if refs else history.resolve("HEAD"), whole_branch=whole is not None)
-        picked = _pick(history, entries, limit, since, until, paths)
+        if all_branches:
+            entries = iter(history.every_entry())
+        else:
+            start = refs[0] if refs else history.resolve("HEAD")
+            # A branch names all of its history; a new fork's head is still
+            # a snapshot of its base, listed from there back.
+            whole = history.branch_named(args[0] if refs else "HEAD") == start.branch
+            entries = history.lineage(start, whole_branch=whole)
+        picked = _pick(history, entries, limit, since, until, paths, by_branch=all_branches)
         rows = [(s, s.parent is not None and not history.is_recorded(s.parent)) for s in picked]
     if as_json:
         out_json([{**_snapshot_doc(s), "parent_forgotten": gap} for s, gap in rows])
@@ -71,18 +77,17 @@ def log(ctx: Context, args: tuple[str, ...], limit: int | None, oneline: bool, a
 
 
 def _pick(history: History, entries, limit: int | None, since: int | None, until: int | None,
-          paths: list[bytes]) -> list[Snapshot]:
+          paths: list[bytes], by_branch: bool) -> list[Snapshot]:
     """The snapshots to show, reading only as many records as it takes.
 
-    Entries come newest first, so the first one older than --since ends
-    the listing; with paths, each snapshot is compared with the next older
-    one listed.
+    Entries come newest first within each branch, so an entry older than
+    --since ends its branch's listing (the stretch of a base branch before
+    a fork may still be newer). With paths, each snapshot is compared with
+    the next older one listed (of its own branch, with --all).
     """
     picked: list[Snapshot] = []
-    for snap, older in _with_next_older(history, entries):
+    for snap, older in _with_next_older(history, entries, since, by_branch):
         if limit is not None and len(picked) >= limit:
-            break
-        if since is not None and snap.time_ns < since:
             break
         if until is not None and snap.time_ns > until:
             continue
@@ -92,15 +97,36 @@ def _pick(history: History, entries, limit: int | None, since: int | None, until
     return picked
 
 
-def _with_next_older(history: History, entries):
-    newer = None
+def _with_next_older(history: History, entries, since: int | None, by_branch: bool):
+    """(snapshot, the next older one listed or None), in the order listed.
+
+    An entry older than --since is read only as the partner of the last
+    one shown of its branch; after it the branch is skipped unread.
+    """
+    waiting: deque[list] = deque()   # [snapshot, partner or _WAITING]
+    last_of: dict[str, list] = {}
+    done: set[str] = set()
     for entry in entries:
+        if entry.branch in done:
+            continue
+        group = entry.branch if by_branch else ""
         snap = history.load_snapshot(entry.oid)
-        if newer is not None:
-            yield newer, snap
-        newer = snap
-    if newer is not None:
-        yield newer, None
+        pending = last_of.get(group)
+        if pending is not None:
+            pending[1] = snap
+        if since is not None and snap.time_ns < since:
+            done.add(entry.branch)
+            last_of.pop(group, None)
+        else:
+            last_of[group] = [snap, _WAITING]
+            waiting.append(last_of[group])
+        while waiting and waiting[0][1] is not _WAITING:
+            yield tuple(waiting.popleft())
+    for snap, partner in waiting:
+        yield snap, None if partner is _WAITING else partner
+
+
+_WAITING = object()
 
 
 def _changed(history: History, snap: Snapshot, older: Snapshot | None, paths: list[bytes]) -> bool:

@@ -53,6 +53,9 @@ _RECORD_ATTEMPTS = 1000
 # Bounded by entries, not trees: a few trees of 100,000 files must not pin
 # hundreds of MB (a tree entry costs about 300 bytes in memory).
 _TREE_CACHE_ENTRIES = 1 << 18
+# How far back through forgotten (not yet collected) snapshots a listing
+# looks for the snapshot a branch was forked from.
+_FORGOTTEN_STEPS = 10_000
 
 
 class History:
@@ -183,32 +186,60 @@ class History:
         A branch forked from another continues into the snapshots of that
         branch before the fork.
         """
+        for branch, before in self._stretches(start, whole_branch):
+            size = page
+            while True:
+                entries = self._timeline.newest(branch, size, before)
+                yield from entries
+                if len(entries) < size:
+                    break
+                last, size = entries[-1], 1024  # later pages: fewer, larger reads
+                before = entry_key(last.branch, last.time_ns, last.oid)
+
+    def _stretches(self, start: Snapshot, whole_branch: bool) -> Iterator[tuple[str, bytes | None]]:
+        """(branch, key bound) of each stretch of history from ``start`` back:
+        its branch, then the branch it was forked from, before the fork."""
         snap, seen = start, {start.oid}
         while True:
             before = None if whole_branch else entry_key(snap.branch, snap.time_ns, snap.oid) + b"\0"
-            last, size, whole_branch = None, page, False
-            while True:
-                entries = self._timeline.newest(snap.branch, size, before)
-                yield from entries
-                last = entries[-1] if entries else last
-                if len(entries) < size:
-                    break
-                size = 1024  # later pages: fewer, larger reads
-                before = entry_key(last.branch, last.time_ns, last.oid)
-            oldest = self.load_snapshot(last.oid) if last else snap
-            parent = oldest.parent
-            if parent is None or parent in seen or not self.is_recorded(parent):
+            yield snap.branch, before
+            oldest = self._timeline.oldest(snap.branch)
+            below = oldest is not None and (before is None or
+                                            entry_key(oldest.branch, oldest.time_ns, oldest.oid) < before)
+            fork = self._recorded_ancestor(self.load_snapshot(oldest.oid) if below else snap, seen)
+            if fork is None or fork.branch == snap.branch:
                 return
-            fork = self.load_snapshot(parent)
-            if fork.branch == snap.branch:
-                return
-            seen.add(parent)
-            snap = fork
+            snap, whole_branch = fork, False
+
+    def _recorded_ancestor(self, snap: Snapshot, seen: set[ObjectId]) -> Snapshot | None:
+        """The nearest recorded ancestor of ``snap``, through forgotten
+        snapshots whose manifests are still stored (until gc): a fork whose
+        first snapshots were thinned away still leads back to its base."""
+        oid = snap.parent
+        for _ in range(_FORGOTTEN_STEPS):
+            if oid is None or oid in seen:
+                return None
+            seen.add(oid)
+            try:
+                ancestor = self.load_snapshot(oid)
+            except CasError:
+                return None  # collected by gc: the recorded history ends here
+            if self.is_recorded(oid):
+                return ancestor
+            oid = ancestor.parent
+        return None
 
     def at_time(self, branch: str, time_ns: int) -> Snapshot | None:
-        """The newest recorded snapshot of ``branch`` at or before ``time_ns``."""
-        found = self._timeline.newest(branch, 1, entry_key(branch, time_ns + 1))
-        return self.load_snapshot(found[0].oid) if found else None
+        """The newest snapshot in ``branch``'s history at or before ``time_ns``
+        (a forked branch's history goes on into its base)."""
+        head = self.branch_head(branch)
+        stretches = self._stretches(head, head.branch == branch) if head else [(branch, None)]
+        for name, before in stretches:
+            bound = entry_key(name, time_ns + 1)
+            found = self._timeline.newest(name, 1, bound if before is None else min(bound, before))
+            if found:
+                return self.load_snapshot(found[0].oid)
+        return None
 
     def branch_head(self, branch: str) -> Snapshot | None:
         oid = self.refs.get(HEADS + branch)

@@ -63,6 +63,10 @@ class Snapshot:
         for key in ("message", "branch", "host", "user"):
             if not isinstance(doc.get(key), str):
                 raise ManifestInvalid(what, f"{key} must be a string")
+        try:
+            doc["branch"].encode("utf-8")  # a lone surrogate ("\ud800") names no branch
+        except UnicodeEncodeError:
+            raise ManifestInvalid(what, "branch is not valid Unicode") from None
         number = doc.get("model_version")
         if number is not None and (type(number) is not int or number < 1 or "model" not in doc):
             raise ManifestInvalid(what, "model_version must be a positive integer on a model version")

@@ -30,15 +30,19 @@ from ..storage.store import Store
 
 TABLE = b"timeline"
 STAMP = b"stamp"
-_TIME = struct.Struct(">Q")
+_TIME = struct.Struct(">QQ")  # time_ns + 2**127, big-endian, 128 bits
 _STAMP = struct.Struct(">QQqqq")
 # Directory times move in clock ticks (a few ms): a change within the tick
 # of a stamp leaves the times as they were. A stamp taken this long after
 # the directory's last change cannot have missed one.
 _SETTLED_NS = 200_000_000
+# Filesystems that keep whole seconds (ext4 with 128-byte inodes, HFS+,
+# FAT) move directory times once a second at most.
+_SETTLED_WHOLE_SECONDS_NS = 2_000_000_000
 _BRANCH_BYTES = 8
 _KEY_LENGTH = _BRANCH_BYTES + _TIME.size + DIGEST_SIZE
-_INT64 = 1 << 63
+_BIAS = 1 << 127
+_TIME_MAX = (1 << 128) - 1
 
 
 class TimelineEntry(NamedTuple):
@@ -49,19 +53,24 @@ class TimelineEntry(NamedTuple):
 
 
 def branch_prefix(branch: str) -> bytes:
-    return hash_bytes(branch.encode("utf-8", "surrogateescape")).digest[:_BRANCH_BYTES]
+    # Snapshot.from_json admits only branch names that encode as UTF-8.
+    return hash_bytes(branch.encode("utf-8")).digest[:_BRANCH_BYTES]
 
 
 def entry_key(branch: str, time_ns: int, oid: ObjectId | None = None) -> bytes:
-    # A crafted record's time outside 64 bits still gets a place (its end).
-    biased = min(max(time_ns + _INT64, 0), (1 << 64) - 1)
-    return branch_prefix(branch) + _TIME.pack(biased) + (oid.digest if oid else b"")
+    """The key of a snapshot (or, without ``oid``, the bound below every
+    snapshot of ``branch`` at ``time_ns``). 128 bits of time hold every
+    date a record can carry (2**63 ns is only the year 2262); a crafted time
+    beyond them is placed at the end."""
+    biased = min(max(time_ns + _BIAS, 0), _TIME_MAX)
+    return branch_prefix(branch) + _TIME.pack(biased >> 64, biased & ((1 << 64) - 1)) + \
+        (oid.digest if oid else b"")
 
 
 def _entry(key: bytes, value: bytes) -> TimelineEntry:
-    (biased,) = _TIME.unpack_from(key, _BRANCH_BYTES)
-    return TimelineEntry(ObjectId(key[-DIGEST_SIZE:]), biased - _INT64,
-                         value.decode("utf-8", "surrogateescape"))
+    high, low = _TIME.unpack_from(key, _BRANCH_BYTES)
+    return TimelineEntry(ObjectId(key[-DIGEST_SIZE:]), ((high << 64) | low) - _BIAS,
+                         value.decode("utf-8"))
 
 
 def _dir_stamp(path: str) -> bytes | None:
@@ -78,7 +87,9 @@ def _agrees(stored: bytes | None, current: bytes | None) -> bool:
     if stored is None or current is None or len(stored) != _STAMP.size:
         return False
     old, now = _STAMP.unpack(stored), _STAMP.unpack(current)
-    return old[:4] == now[:4] and old[4] - max(old[2], old[3]) >= _SETTLED_NS
+    whole_seconds = old[2] % 10**9 == 0 and old[3] % 10**9 == 0
+    settle = _SETTLED_WHOLE_SECONDS_NS if whole_seconds else _SETTLED_NS
+    return old[:4] == now[:4] and old[4] - max(old[2], old[3]) >= settle
 
 
 class Timeline:
@@ -107,6 +118,16 @@ class Timeline:
         # Eight bytes of hash can collide; the stored name settles it.
         return [e for e in (_entry(k, v) for k, v in rows) if e.branch == branch]
 
+    def oldest(self, branch: str) -> TimelineEntry | None:
+        """The branch's oldest snapshot."""
+        self.ensure_fresh()
+        prefix = branch_prefix(branch)
+        if self._memory is not None:
+            rows = [(k, v) for k, v in self._memory if k.startswith(prefix)]
+        else:
+            rows = self._index.scan_oldest(TABLE, prefix, 16)
+        return next((e for e in (_entry(k, v) for k, v in rows) if e.branch == branch), None)
+
     def everything(self) -> list[TimelineEntry]:
         """Every recorded snapshot, grouped by branch, each group oldest first."""
         self.ensure_fresh()
@@ -125,15 +146,17 @@ class Timeline:
         """Make the table list exactly the records in ``snapshots/``."""
         stamp = _dir_stamp(self._dir)
         on_disk = set(_listed_ids(self._dir))
-        indexed = {k[-DIGEST_SIZE:]: k for k, _ in self._index.scan(TABLE) if len(k) == _KEY_LENGTH}
+        rows = self._index.scan(TABLE)
+        indexed = {k[-DIGEST_SIZE:]: k for k, _ in rows if len(k) == _KEY_LENGTH}
         stale = [k for d, k in indexed.items() if d not in on_disk]
+        stale += [k for k, _ in rows if len(k) != _KEY_LENGTH and k != STAMP]
         added = []
         for digest in on_disk - indexed.keys():
             try:
                 e = self._read_entry(ObjectId(digest))
             except CasError:
                 continue  # a damaged record: verify reports it; it lists nothing
-            added.append((entry_key(e.branch, e.time_ns, e.oid), e.branch.encode("utf-8", "surrogateescape")))
+            added.append((entry_key(e.branch, e.time_ns, e.oid), e.branch.encode("utf-8")))
         put = added + ([(STAMP, stamp)] if stamp is not None else [])
         if self._index.read_only:
             kept = [(k, v) for k, v in self._index.scan(TABLE) if len(k) == _KEY_LENGTH and k not in stale]
@@ -145,8 +168,7 @@ class Timeline:
                remove: Iterable[TimelineEntry] = ()) -> None:
         """Record added and removed snapshots; the caller holds ``refs/lock``
         and took ``before_stamp`` (``stamp()``) before changing the files."""
-        put = [(entry_key(e.branch, e.time_ns, e.oid), e.branch.encode("utf-8", "surrogateescape"))
-               for e in add]
+        put = [(entry_key(e.branch, e.time_ns, e.oid), e.branch.encode("utf-8")) for e in add]
         delete = [entry_key(e.branch, e.time_ns, e.oid) for e in remove]
         if self._memory is not None:
             return
