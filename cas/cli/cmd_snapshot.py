@@ -16,10 +16,11 @@ from .output import byte_progress, error_line, human_bytes, info, out_json, out_
 @click.option("-m", "--message", default="", help="What this snapshot is.")
 @click.option("-b", "--branch", help="Branch to record on (default: the one tracking PATH).")
 @click.option("--allow-empty", is_flag=True, help="Record a snapshot even if nothing changed.")
-@click.option("--sqlite-backup", is_flag=True,
+@click.option("--sqlite-backup/--no-sqlite-backup", default=True, show_default=True,
               help="Copy SQLite databases through SQLite's online backup API, as cas watch "
                    "does: a consistent copy even while another process writes, and their "
-                   "-wal, -shm and -journal files left out.")
+                   "-wal, -shm and -journal files left out. --no-sqlite-backup copies their "
+                   "bytes as they are, side files included.")
 @click.option("--time", "time_ns", type=TimeParam(), metavar="TIME",
               help="Record TIME (ISO 8601 or '3 days ago') as the snapshot's time instead of "
                    "now: for importing old copies.")

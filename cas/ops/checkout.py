@@ -24,7 +24,7 @@ from ..model.tree import DIR, FILE
 from .diff import Change, diff_trees
 from .gc import live_set
 from .restore import RestoreReport, restore
-from .scan import scan
+from .scan import ScanPolicy, scan
 from .walk import Problem
 
 
@@ -72,7 +72,9 @@ def _open_tree(source: str) -> int:
 def _checkout(history: History, snapshot: Snapshot, source: str, root_fd: int, branch: str,
               paths: list[bytes] | None, force: bool) -> CheckoutReport:
     store = history.store
-    working = scan(store, source, branch, writer=None, source_fd=root_fd)
+    # Databases compare by their consistent copy, as snapshot records them.
+    working = scan(store, source, branch, writer=None, source_fd=root_fd,
+                   policy=ScanPolicy(sqlite_backup=True))
 
     def load_working(oid):
         return working.trees.get(oid) or history.load_tree(oid)
@@ -95,6 +97,7 @@ def _checkout(history: History, snapshot: Snapshot, source: str, root_fd: int, b
             except OSError as e:
                 report.problems.append(Problem(os.fsdecode(source_b + b"/" + path),
                                                f"{e.strerror or e}; not removed"))
+    _remove_side_files(root_fd, working, load_working, changes, report, source_b)
     targets = sorted({c.path.rstrip(b"/") for c in changes if c.new is not None})
     report.restore = restore(history, snapshot, os.fsdecode(source_b), targets,
                              target_fd=root_fd) if targets else RestoreReport()
@@ -163,6 +166,44 @@ def _prune_parents(history: History, snapshot: Snapshot, root_fd: int, path: byt
 
 def _parts(path: bytes) -> list[bytes]:
     return [p for p in path.split(b"/") if p]
+
+
+SQLITE_SIDE_SUFFIXES = (b"-wal", b"-shm", b"-journal")
+
+
+def _remove_side_files(root_fd: int, working, load_working, changes: list[Change],
+                       report: CheckoutReport, source_b: bytes) -> None:
+    """Remove the -wal, -shm and -journal files of each database checkout
+    replaces or deletes: SQLite would apply a leftover write-ahead log or
+    rollback journal to the new file and corrupt it. The working tree was
+    scanned as snapshot takes databases, so those files were compared as
+    part of the database's consistent copy, never as entries of their own:
+    one that the scan listed as an entry is an ordinary file, left alone."""
+    for c in changes:
+        if c.old is None or c.old.kind != FILE:
+            continue
+        path = c.path.rstrip(b"/")
+        for suffix in SQLITE_SIDE_SUFFIXES:
+            side = path + suffix
+            if _entry_in(load_working, working.root, side) is not None:
+                continue
+            try:
+                report.removed += _remove(root_fd, side)
+            except OSError as e:
+                report.problems.append(Problem(os.fsdecode(source_b + b"/" + side),
+                                               f"{e.strerror or e}; not removed"))
+
+
+def _entry_in(load_tree, root, path: bytes):
+    entry, current = None, root
+    for part in path.split(b"/"):
+        if entry is not None and entry.kind != DIR:
+            return None
+        entry = load_tree(current).get(part)
+        if entry is None:
+            return None
+        current = entry.oid
+    return entry
 
 
 def _remove(root_fd: int, path: bytes) -> int:
