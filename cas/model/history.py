@@ -25,7 +25,7 @@ import re
 from collections import OrderedDict
 from typing import Iterator
 
-from ..durable import atomic_output, fsync_dir, remove_quietly
+from ..durable import atomic_output
 from ..errors import (AmbiguousRef, CasError, HistoryTooShort, ManifestInvalid, ObjectNotFound,
                       PathNotInSnapshot, RefMovedMeanwhile, RefNotFound)
 from ..objectid import HEX_LENGTH, ObjectId, hash_bytes, is_hex
@@ -415,11 +415,26 @@ class History:
                 entries.append(TimelineEntry(item, 0, ""))
         with self.refs.locked():
             before = self._timeline.stamp() if in_step else None
-            for e in entries:
-                remove_quietly(self._record_path(e.oid))
-            fsync_dir(self._dir)
+            self._unlink_records(entries)
             self.store.index.update(TABLE, delete=[e.oid.digest for e in entries])
             self._timeline.change(before, remove=[e for e in entries if e.branch])
+
+    def _unlink_records(self, entries: list[TimelineEntry]) -> None:
+        """Unlink records by name within ``snapshots/`` (one descriptor, no
+        path joins: a policy can forget 100,000 at once), then fsync it."""
+        try:
+            fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            for e in entries:
+                try:
+                    os.unlink(e.oid.digest.hex() + ".json", dir_fd=fd)
+                except FileNotFoundError:
+                    pass
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def reload_index(self) -> list[tuple[str, str]]:
         """Repopulate the snapshots and refs tables from the files.

@@ -421,12 +421,12 @@ class Index:
                 found = cursor.prev()  # the last key before the prefix's end
             else:
                 found = cursor.last()
-            while found and (limit is None or len(out) < limit):
-                key = bytes(cursor.key())
-                if not key.startswith(prefix):
+            if not found:
+                return out
+            for key, value in cursor.iterprev():  # from the current key back
+                if not key.startswith(prefix) or (limit is not None and len(out) >= limit):
                     break
-                out.append((key, bytes(cursor.value())))
-                found = cursor.prev()
+                out.append((key, value))
         return out
 
     @_guarded(writing=True)
