@@ -11,7 +11,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from cas.model.history import History
-from cas.ops.gc import forget, gc
+from cas.ops.forget import forget
+from cas.ops.gc import gc
 from cas.ops.restore import restore
 from cas.ops.snapshot import take_snapshot
 from cas.storage.chunking import iter_chunks, safetensors_spans

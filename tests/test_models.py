@@ -309,7 +309,7 @@ def test_cli_bad_input_is_one_line(cas, models, args, message):
 
 
 def test_gc_removes_the_view_of_a_forgotten_version(history, models):
-    from cas.ops.gc import forget
+    from cas.ops.forget import forget
     v1 = import_model(history, str(models["f32"]), "m").version
     old_view = Path(model_path("m@1", store=history.store))
     import_model(history, str(models["f16"]), "m")
@@ -368,7 +368,7 @@ def test_models_survive_an_index_rebuild(cas, models, tmp_path):
 
 
 def test_version_numbers_stay_put_when_a_version_is_forgotten(history, models):
-    from cas.ops.gc import forget
+    from cas.ops.forget import forget
     v1 = import_model(history, str(models["f32"]), "m").version
     v2 = import_model(history, str(models["f16"]), "m").version
     v3 = import_model(history, str(models["bf16"]), "m").version
