@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,10 +58,7 @@ def logged(root: Path, *extra: str) -> list[str]:
 
 
 def branches(root: Path) -> dict[str, str]:
-    doc = json.loads(cas("branch", "--json", cwd=root).stdout)
-    rows = doc if isinstance(doc, list) else [dict(name=k, **(v if isinstance(v, dict) else {"id": v}))
-                                              for k, v in doc.items()]
-    return {row["name"]: row.get("id") or row.get("snapshot") for row in rows}
+    return {row["branch"]: row["id"] for row in json.loads(cas("branch", "--json", cwd=root).stdout)}
 
 
 def tree_digest(path: Path) -> dict[str, str]:
@@ -221,3 +219,162 @@ def test_keep_every_is_the_newest_of_each_local_interval(case, every_min, within
             expected.add(i)
             previous = key
     assert kept == (expected or {0})
+
+
+# -- forks and tags under thinning ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def three_template(tmp_path_factory) -> tuple[Path, list[str]]:
+    base = tmp_path_factory.mktemp("three")
+    r = base / "tree"
+    r.mkdir()
+    cas("--quiet", "init", cwd=r)
+    ids = []
+    for name, hour in (("a", "09"), ("b", "10"), ("c", "11")):
+        (r / "f.txt").write_text(name + "\n")
+        ids.append(snapshot(r, f"2025-01-01T{hour}:00Z", "-m", name))
+    return r, ids
+
+
+@pytest.fixture
+def three(three_template, tmp_path) -> tuple[Path, list[str]]:
+    """main: a (09:00), b (10:00), c (11:00) with different contents; oldest first."""
+    template, ids = three_template
+    r = tmp_path / "tree"
+    shutil.copytree(template, r, symlinks=True)
+    return r, ids
+
+
+@pytest.mark.xfail(strict=True, reason="a policy applied to main forgets the snapshot another "
+                   "branch's head is on, and deletes (or moves) that branch")
+def test_thinning_a_branch_keeps_the_snapshot_a_fork_is_on(three, tmp_path):
+    root, (a, b, c) = three
+    cas("branch", "fork", b, cwd=root)
+    r = cas("forget", "--keep-last", "1", cwd=root)
+    assert branches(root).get("fork") == b, r.stderr
+    assert restored(root, "fork", tmp_path / "out") == {"f.txt": hashlib.sha256(b"b\n").hexdigest()}
+
+
+@pytest.mark.xfail(strict=True, reason="a fork's head moves to another snapshot (other content) "
+                   "when the policy of the branch it was made from forgets its base")
+def test_thinning_never_changes_what_a_fork_holds(three):
+    root, (a, b, c) = three
+    cas("tag", "old", a, cwd=root)
+    cas("branch", "fork", b, cwd=root)
+    cas("forget", "--keep-last", "1", cwd=root)
+    assert branches(root).get("fork") in (b, None)  # moved to a: its content changed silently
+    assert branches(root).get("fork") == b
+
+
+def test_tags_survive_rules_and_their_snapshots_restore(three, tmp_path):
+    root, (a, b, c) = three
+    cas("tag", "keepme", a, cwd=root)
+    r = cas("forget", "--keep-last", "1", "--json", cwd=root)
+    doc = json.loads(r.stdout)[0]
+    assert {row["id"] for row in doc["kept"]} == {a, c}
+    cas("gc", "--grace", "0", cwd=root)
+    assert restored(root, "keepme", tmp_path / "o") == {"f.txt": hashlib.sha256(b"a\n").hexdigest()}
+    assert logged(root) == [c, a]
+    cas("verify", "--full", cwd=root)
+
+
+@pytest.mark.parametrize("rules", [["--keep-tag", "nosuchtag"], ["--keep-within-daily", "1h"],
+                                   ["--keep-every", "1min:1min"]])
+def test_a_policy_keeping_nothing_keeps_the_newest_and_says_so(three, rules):
+    root, (a, b, c) = three
+    # the newest snapshot is in the future: within-rules count from b
+    (root / "f.txt").write_text("future\n")
+    d = snapshot(root, "2999-01-01T00:00Z")
+    r = cas("forget", *rules, "--json", cwd=root)
+    doc = json.loads(r.stdout)[0]
+    kept = [row["id"] for row in doc["kept"]]
+    assert kept and kept[0] == d
+    if len(kept) == 1:
+        assert doc["note"] and "newest" in doc["note"]
+    assert set(logged(root)) == set(kept)
+
+
+def test_gc_after_thinning_frees_forgotten_data_and_keeps_live(root, tmp_path):
+    blobs = {}
+    for i in range(6):
+        data = os.urandom(3000 + i) + f"version {i}".encode()
+        (root / "f.txt").write_bytes(data)
+        (root / f"big{i}.bin").write_bytes(os.urandom(300_000))  # a chunked file per version
+        blobs[snapshot(root, f"2025-01-0{i + 1}T12:00Z")] = tree_digest(root)
+        (root / f"big{i}.bin").unlink()
+    ids = list(blobs)
+    cas("forget", "--keep-last", "2", "--keep-monthly", "1", cwd=root)
+    kept = logged(root)
+    assert kept == [ids[5], ids[4]]
+    gc = json.loads(cas("gc", "--grace", "0", "--json", cwd=root).stdout)
+    assert gc["removed_objects"] > 0
+    cas("verify", "--full", cwd=root)
+    for i, snap in enumerate(kept):
+        assert restored(root, snap, tmp_path / f"r{i}") == blobs[snap]
+    for snap in ids[:4]:
+        r = cas("restore", snap, "--to", str(tmp_path / "gone"), cwd=root, check=False)
+        one_line_error(r)
+
+
+# -- crafted policy files ------------------------------------------------------------------
+
+def _doc(keep) -> str:
+    return json.dumps({"type": "policy", "version": 1, "branch": "main", "keep": keep})
+
+
+CRAFTED = {
+    "not-json": lambda p: p.write_text("{not json"),
+    "wrong-type": lambda p: p.write_text(_doc({"last": "3"})),
+    "negative": lambda p: p.write_text(_doc({"daily": -7})),
+    "float": lambda p: p.write_text(_doc({"daily": 1e400})),
+    "month-interval": lambda p: p.write_text(_doc({"every": [{"every": "1m"}]})),
+    "window-shorter": lambda p: p.write_text(_doc({"every": [{"every": "1h", "within": "10min"}]})),
+    "other-branch": lambda p: p.write_text(_doc({"last": 1}).replace('"main"', '"other"')),
+    "huge": lambda p: p.write_text(" " * (1 << 20) + _doc({"last": 1})),
+    "fifo": lambda p: os.mkfifo(p),
+    "directory": lambda p: p.mkdir(),
+    "link-to-dev-zero": lambda p: p.symlink_to("/dev/zero"),
+    "non-utf8": lambda p: p.write_bytes(b'{"type": "policy\xff"}'),
+    "deep-nesting": lambda p: p.write_text("[" * 30000 + "]" * 30000),
+    "deep-nesting-in-rules": lambda p: p.write_text(_doc({"tags": 0}).replace("0", "[" * 30000 + "]" * 30000)),
+}
+XFAIL_CRAFTED = {"deep-nesting", "deep-nesting-in-rules"}
+
+
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.xfail(
+    strict=True, reason="json.loads raises RecursionError on deeply nested input, which "
+    "Policies._read does not catch: exit 70 'internal error'")) if k in XFAIL_CRAFTED else k
+    for k in CRAFTED])
+def test_a_crafted_policy_file_is_a_one_line_error_and_loses_nothing(three, kind):
+    root, ids = three
+    policies = root / ".cas" / "policies"
+    policies.mkdir(exist_ok=True)
+    CRAFTED[kind](policies / "main.json")
+    commands = [["policy", "show"], ["forget"]]
+    if kind in ("not-json", "fifo", "deep-nesting"):
+        commands.append(["maintain", "--verify-sample", "0"])
+    for args in commands:
+        one_line_error(cas(*args, cwd=root, check=False, timeout=20))
+    assert logged(root) == ids[::-1]
+    if kind == "directory":
+        return  # a rename cannot replace a directory; see the clear test
+    # a good policy replaces it, without writing through a link
+    cas("policy", "set", "--keep-last", "2", cwd=root)
+    assert (policies / "main.json").is_file() and not (policies / "main.json").is_symlink()
+    cas("forget", cwd=root)
+    assert logged(root) == ids[:0:-1]
+
+
+@pytest.mark.xfail(strict=True, reason="Policies.clear reads the policy first (get) and raises "
+                   "PolicyFileInvalid on a damaged one, whose message says to run 'cas policy "
+                   "clear'")
+@pytest.mark.parametrize("kind", ["not-json", "fifo", "link-to-dev-zero", "directory"])
+def test_policy_clear_removes_a_damaged_policy_as_its_error_says(three, kind):
+    root, ids = three
+    policies = root / ".cas" / "policies"
+    policies.mkdir(exist_ok=True)
+    CRAFTED[kind](policies / "main.json")
+    r = cas("policy", "show", cwd=root, check=False)
+    assert "cas policy clear" in r.stderr
+    cas("policy", "clear", cwd=root)
+    assert not os.path.lexists(policies / "main.json")
