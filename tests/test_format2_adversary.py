@@ -1,0 +1,341 @@
+"""Adversarial tests of store format 2: binary chunk lists and small live files.
+
+Crafted and damaged version 2 chunk lists (docs/FORMAT.md §14) reached
+through the parser, the store's read paths and the real ``cas`` commands
+(cat, restore, verify, gc, index rebuild, model verify); files that look
+like SQLite databases but are not, logs that are binary, files changing
+while they are cut; odd ``live_chunk_min_size`` and ``version`` values in
+config.json (§2). Real stores, real files, real subprocesses.
+
+Tests marked ``xfail(strict=True)`` show bugs not fixed yet; each reason
+says what is wrong. ``CAS_FUZZ_EXAMPLES`` scales the fuzzers (default 24
+examples for the store-level fuzzers, a few CLI runs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import sqlite3
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cas.errors import CasError, ObjectDamaged, SourceError
+from cas.objectid import ObjectId, hash_bytes
+from cas.storage.chunklist import MAGIC, ChunkList, ChunkListError, _HEAD
+from cas.storage.config import StoreConfig
+from cas.storage.encoding import Encoding
+from cas.storage.index import IndexEntry
+from cas.storage.store import Store
+
+from . import fuzz_support as fz
+from .conftest import chunk_list_path, write
+
+EXAMPLES = int(os.environ.get("CAS_FUZZ_EXAMPLES", "24"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+                suppress_health_check=list(HealthCheck))
+PAGE = 4096
+COUNT_AT = _HEAD.size - 4          # the u32 chunk count
+SIZE_AT = COUNT_AT - 8             # the u64 file size
+IDS_AT = _HEAD.size
+
+
+def cas(*args: str, cwd: Path, limits=None, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAS_")}
+    return subprocess.run([sys.executable, "-m", "cas.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, timeout=timeout, preexec_fn=limits)
+
+
+def one_line_error(done: subprocess.CompletedProcess, codes=(1, 2)) -> str:
+    err = done.stderr.decode("utf-8", "replace")
+    assert done.returncode in codes, (done.returncode, err)
+    assert "Traceback" not in err and "internal error" not in err, err
+    assert err.strip(), "an error without a word"
+    return err
+
+
+def make_db(path: Path, rows: int, page_size: int = PAGE, seed: int = 1) -> bytes:
+    rng = random.Random(seed)
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA page_size={page_size}")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)")
+    conn.executemany("INSERT INTO t VALUES (?, ?)",
+                     [(i, rng.randbytes(150).hex()) for i in range(rows)])
+    conn.commit()
+    conn.close()
+    return path.read_bytes()
+
+
+def log_text(rng: random.Random, size: int) -> bytes:
+    out = bytearray()
+    while len(out) < size:
+        out += (json.dumps({"seq": len(out), "text": rng.randbytes(40).hex()}) + "\n").encode()
+    return bytes(out[:size])
+
+
+def replace_list(store_path: Path, oid: ObjectId, raw: bytes, size: int | None = None) -> None:
+    """Put ``raw`` in place of ``oid``'s chunk list and record it as an index
+    rebuild would (stored length = the file's length), so reads reach the parser."""
+    path = chunk_list_path(store_path, oid.hex)
+    os.chmod(path, 0o600)
+    path.write_bytes(raw)
+    with Store.open(str(store_path)) as store:
+        entry = store.entry(oid)
+        store.index.record([IndexEntry(oid, Encoding.CHUNKED,
+                                       entry.size if size is None else size, len(raw))])
+
+
+# -- the parser -----------------------------------------------------------------
+
+@FUZZ
+@given(body=st.binary(max_size=400), count=st.integers(0, 2**32 - 1),
+       size=st.integers(0, 2**64 - 1), version=st.sampled_from([2, 2, 2, 1, 3, 2**32 - 1]))
+def test_any_bytes_after_the_header_parse_to_a_sound_list_or_chunk_list_error(
+        body, count, size, version):
+    oid = ObjectId(bytes(range(32)))
+    raw = _HEAD.pack(MAGIC, version, oid.digest, size, count) + body
+    for data in (raw, raw[:len(raw) // 2]):
+        try:
+            listed = ChunkList.from_json(data)
+        except ChunkListError:
+            continue
+        # What parses keeps every rule of §14.
+        assert listed.oid == oid and version == 2
+        assert len(listed.chunks) == count and all(n > 0 for _, n in listed.chunks)
+        assert sum(n for _, n in listed.chunks) == listed.size == size
+        assert ChunkList.from_json(listed.encode(2)) == listed
+
+
+@pytest.mark.parametrize("runs", [
+    b"\x80" * 9 + b"\x01",                     # a varint longer than 9 bytes
+    b"\x01\x80\x00",                           # a length not in its shortest form
+    b"\x01" + b"\xff" * 8 + b"\x7f",           # a 63-bit length (2**63 - 1)
+    b"\x00\x01",                               # a run of no chunks
+    b"\x01\x00",                               # a chunk of no bytes
+    b"\x02\x01",                               # more chunks than the count
+    b"",                                       # no runs at all
+])
+def test_odd_length_runs_are_refused(runs):
+    oid, chunk = hash_bytes(b"f"), hash_bytes(b"c")
+    raw = _HEAD.pack(MAGIC, 2, oid.digest, 1, 1) + chunk.digest + runs
+    with pytest.raises(ChunkListError):
+        ChunkList.from_json(raw)
+
+
+def test_a_length_run_summing_past_2_to_the_64_is_refused_not_wrapped():
+    oid, chunk = hash_bytes(b"f"), hash_bytes(b"c")
+    big = (1 << 63) - 1
+    runs = bytes([3]) + b"\xff" * 8 + b"\x7f"    # 3 chunks of 2**63 - 1
+    wrapped = (3 * big) % (1 << 64)
+    raw = _HEAD.pack(MAGIC, 2, oid.digest, wrapped, 3) + chunk.digest * 3 + runs
+    with pytest.raises(ChunkListError, match="add up"):
+        ChunkList.from_json(raw)
+
+
+# -- a store of live files --------------------------------------------------------
+
+class Base:
+    """A format 2 store with a database, a log and a large file, snapshotted once."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        src = root / "src"
+        src.mkdir()
+        self.files = {
+            "live.db": make_db(src / "live.db", 300),                 # ~90 pages of 4 KiB
+            "today.jsonl": write(src / "today.jsonl", log_text(random.Random(2), 150_000))
+            .read_bytes(),
+            "big.bin": write(src / "big.bin", random.Random(3).randbytes(300_000)
+                             + log_text(random.Random(4), 1_000_000)).read_bytes(),
+            "note.txt": write(src / "note.txt", b"hello\n").read_bytes(),
+        }
+        Store.init(str(root / "S"), StoreConfig(pack_target_size=256 << 10)).close()
+        done = cas("--store", str(root / "S"), "snapshot", str(src), "--no-sqlite-backup",
+                   cwd=root)
+        assert done.returncode == 0, done.stderr
+        self.ids = {name: hash_bytes(data) for name, data in self.files.items()}
+        with Store.open(str(root / "S")) as store:
+            self.lists = {name: store.chunk_list(oid) for name, oid in self.ids.items()}
+            self.sizes = {c: store.entry(c).size for name in ("live.db", "today.jsonl", "big.bin")
+                          for c, _ in self.lists[name].chunks}
+        assert all(self.lists[n] is not None for n in ("live.db", "today.jsonl", "big.bin"))
+        assert chunk_list_path(root / "S", self.ids["live.db"].hex).read_bytes().startswith(MAGIC)
+
+    def copy(self, dest: Path) -> Path:
+        dest.mkdir(parents=True)
+        subprocess.run(["cp", "-a", str(self.root / "S"), str(dest / "S")], check=True)
+        return dest / "S"
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Base:
+    return Base(tmp_path_factory.mktemp("format2"))
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def runs_of(lengths) -> bytes:
+    return b"".join(varint(1) + varint(n) for n in lengths)
+
+
+@st.composite
+def crafted_lists(draw, base: Base, target: str) -> bytes:
+    """A damaged or hostile version 2 list for ``target``: header fields,
+    chunk ids and length runs each possibly replaced, the result possibly cut
+    or extended."""
+    listed = base.lists[target]
+    oid, size = listed.oid, listed.size
+    ids = [c for c, _ in listed.chunks]
+    lengths = [n for _, n in listed.chunks]
+    other = base.ids["today.jsonl" if target != "today.jsonl" else "live.db"]
+    pool = {"self": oid, "other list": other, "missing": hash_bytes(b"nothing"),
+            "whole file": base.ids["note.txt"], "another chunk": base.lists["big.bin"].chunks[0][0]}
+    for _ in range(draw(st.integers(0, 3))):
+        i = draw(st.integers(0, len(ids) - 1))
+        ids[i] = pool[draw(st.sampled_from(sorted(pool)))]
+    how = draw(st.sampled_from(["keep", "shift", "split", "huge", "zero", "swap"]))
+    if how == "shift" and len(lengths) > 1:       # same total, bytes moved between chunks
+        k = draw(st.integers(-lengths[0] + 1, lengths[1] - 1))
+        lengths[0] += k
+        lengths[1] -= k
+    elif how == "split":                          # one more chunk, same total
+        ids.insert(1, ids[0])
+        lengths[0:1] = [1, lengths[0] - 1] if lengths[0] > 1 else [1, 1]
+    elif how == "huge":
+        lengths[-1] = draw(st.sampled_from([2**62, 2**63 - 1, size * 1000]))
+    elif how == "zero":
+        lengths[-1] = 0
+    elif how == "swap" and len(ids) > 2:
+        ids[1], ids[2] = ids[2], ids[1]
+    count = draw(st.sampled_from([len(ids)] * 4 + [len(ids) + 1, max(len(ids) - 1, 0), 2**32 - 1]))
+    head_size = draw(st.sampled_from([size] * 4 + [sum(lengths), size + 1, 0, 2**64 - 1]))
+    head_id = draw(st.sampled_from([oid] * 4 + [other]))
+    raw = (_HEAD.pack(MAGIC, 2, head_id.digest, head_size, count)
+           + b"".join(c.digest for c in ids) + runs_of(lengths))
+    end = draw(st.sampled_from(["whole"] * 3 + ["cut", "extend"]))
+    if end == "cut":
+        raw = raw[:draw(st.integers(0, len(raw) - 1))]
+    elif end == "extend":
+        raw += draw(st.binary(min_size=1, max_size=20))
+    return raw
+
+
+def check_reads(store: Store, oid: ObjectId, original: bytes, lengths_sound: bool) -> None:
+    """Every read path gives the original bytes or ObjectDamaged, never another error."""
+    try:
+        got = b"".join(store.iter_content(oid))
+        assert got == original
+    except ObjectDamaged:
+        pass
+    fd = os.open(os.devnull, os.O_WRONLY)
+    try:
+        store.write_content(oid, fd)
+    except ObjectDamaged:
+        pass
+    finally:
+        os.close(fd)
+    for call in (lambda: store.chunk_list(oid), lambda: store.backing_files(oid)):
+        try:
+            call()
+        except ObjectDamaged:
+            pass
+    if lengths_sound:
+        # read_into is unchecked by design; it must still fail only as damage
+        # (a list whose lengths disagree with its chunks: see the xfail below).
+        buf = bytearray(min(len(original), 10_000))
+        try:
+            store.read_into(oid, max(0, len(original) - len(buf)), buf)
+        except ObjectDamaged:
+            pass
+
+
+@FUZZ
+@given(data=st.data(), target=st.sampled_from(["live.db", "today.jsonl"]))
+def test_crafted_binary_lists_read_as_the_file_or_as_damage(base, tmp_path_factory, data, target):
+    store_path = base.copy(tmp_path_factory.mktemp("craft") / "c")
+    raw = data.draw(crafted_lists(base, target))
+    oid = base.ids[target]
+    replace_list(store_path, oid, raw)
+    try:
+        listed = ChunkList.from_json(raw)
+    except ChunkListError:
+        listed = None
+    sound = listed is not None and all(base.sizes.get(c) in (None, n) for c, n in listed.chunks)
+    with Store.open(str(store_path)) as store:
+        check_reads(store, oid, base.files[target], sound)
+    fz.remove_tree(store_path.parent)
+
+
+def test_two_lists_naming_each_other_are_damage_not_a_loop(base, tmp_path):
+    """A cycle: the database's list names the log as a chunk and the log's
+    list names the database. Every command ends, with one-line errors."""
+    store_path = base.copy(tmp_path / "c")
+    db, log = base.lists["live.db"], base.lists["today.jsonl"]
+    replace_list(store_path, db.oid, ChunkList(db.oid, log.size, ((log.oid, log.size),)).to_binary(),
+                 size=log.size)
+    replace_list(store_path, log.oid, ChunkList(log.oid, db.size, ((db.oid, db.size),)).to_binary(),
+                 size=db.size)
+    for args in (("cat", "HEAD:live.db"), ("verify", "--full"), ("restore", "HEAD", "--to",
+                                                                 str(tmp_path / "out"))):
+        one_line_error(cas("--store", str(store_path), *args, cwd=tmp_path, timeout=30))
+    done = cas("--store", str(store_path), "gc", "--dry-run", cwd=tmp_path, timeout=30)
+    assert done.returncode in (0, 1), done.stderr
+
+
+# -- the real commands on crafted lists ------------------------------------------
+
+@settings(max_examples=max(EXAMPLES // 6, 2), deadline=None, derandomize=True, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_commands_on_a_crafted_binary_list_end_cleanly(base, tmp_path_factory, data):
+    """cat, restore, verify, gc, index rebuild on a store with one crafted
+    list, each a process with time and memory limits: exit 0, 1 or 2, no
+    traceback; whatever cat or restore write with exit 0 is the file."""
+    work = tmp_path_factory.mktemp("cli")
+    store_path = base.copy(work / "c")
+    raw = data.draw(crafted_lists(base, "live.db"))
+    replace_list(store_path, base.ids["live.db"], raw)
+    out = work / "out"
+    commands = [("cat", "HEAD:live.db", "-o", str(out / "cat1")),
+                ("restore", "HEAD", "--to", str(out / "r1")),
+                ("verify",), ("verify", "--full"), ("gc", "--dry-run"),
+                ("index", "rebuild"),
+                ("cat", base.ids["live.db"].hex, "-o", str(out / "cat2")),
+                ("restore", "HEAD", "--to", str(out / "r2"))]
+    out.mkdir()
+    outcomes = _drive(store_path, work, commands)
+    assert not fz.problems(outcomes), fz.problems(outcomes)
+    original = base.files["live.db"]
+    for o in outcomes:
+        if o.code == 0 and o.args[0] == "cat":
+            assert Path(o.args[-1]).read_bytes() == original
+        if o.code == 0 and o.args[0] == "restore":
+            assert (Path(o.args[-1]) / "live.db").read_bytes() == original
+    fz.remove_tree(work)
+
+
+def _drive(store: Path, cwd: Path, commands: list[tuple[str, ...]]) -> list[fz.Outcome]:
+    """The fuzzer's driver: one warm interpreter forks a limited child per command."""
+    full = [("--store", str(store), *c) for c in commands]
+    r = subprocess.run([sys.executable, "-m", "tests.fuzz_support", str(cwd)], cwd=fz.REPO,
+                       env=fz._clean_env(), input=json.dumps(full).encode(), capture_output=True,
+                       timeout=fz.COMMAND_TIMEOUT * (len(full) + 2))
+    assert r.returncode == 0, r.stderr.decode()
+    return [fz.Outcome(tuple(o["args"][2:]), o["code"], o["err"], o["seconds"])
+            for o in json.loads(r.stdout)]
