@@ -1,4 +1,5 @@
-"""``cas forget`` and ``cas gc``: drop snapshots, then reclaim what nothing reaches.
+"""``cas gc``: reclaim what no recorded snapshot reaches (``cas forget``, in
+forget.py, drops snapshots from history first).
 
 gc is mark and sweep under the store's exclusive lock (no writer runs
 meanwhile). Live: every recorded snapshot and its model manifest, the trees
@@ -23,7 +24,6 @@ from typing import Iterator
 
 from ..objectid import ObjectId
 from ..model.history import History
-from ..model.refs import HEADS, MODELS, TAGS
 from ..model.tree import DIR, FILE
 from ..dirfd import remove_at
 from ..storage.encoding import Encoding
@@ -33,42 +33,6 @@ from .packs import rewrite_packs
 from .scan import STAT_TABLE
 
 GRACE_SECONDS = 3600
-
-
-def forget(history: History, oids: list[ObjectId]) -> dict[str, ObjectId | None]:
-    """Drop snapshots from history; refs on them move to the nearest survivor.
-
-    Returns the refs that moved (None: deleted, no surviving ancestor).
-    """
-    doomed = set(oids)
-    for oid in oids:
-        history.forget(oid)
-    moved: dict[str, ObjectId | None] = {}
-    for prefix, refs in ((HEADS, history.refs.branches()), (TAGS, history.refs.tags()),
-                         (MODELS, history.refs.models())):
-        for name, target in refs.items():
-            if target not in doomed:
-                continue
-            survivor = _surviving_ancestor(history, target)
-            if survivor is None:
-                history.refs.delete(prefix + name)
-            else:
-                history.refs.set(prefix + name, survivor)
-            moved[prefix + name] = survivor
-    return moved
-
-
-def _surviving_ancestor(history: History, oid: ObjectId) -> ObjectId | None:
-    seen = set()
-    while oid is not None and oid not in seen:
-        seen.add(oid)
-        if history.is_recorded(oid):
-            return oid
-        try:
-            oid = history.load_snapshot(oid).parent  # forgotten manifests stay until gc
-        except Exception:  # noqa: BLE001 - a manifest already collected ends the walk
-            return None
-    return None
 
 
 @dataclass
