@@ -339,3 +339,154 @@ def _drive(store: Path, cwd: Path, commands: list[tuple[str, ...]]) -> list[fz.O
     assert r.returncode == 0, r.stderr.decode()
     return [fz.Outcome(tuple(o["args"][2:]), o["code"], o["err"], o["seconds"])
             for o in json.loads(r.stdout)]
+
+
+# -- bugs found ------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "A chunk whose bytes equal a file already stored as chunks is not stored: "
+    "put_bytes finds its id known (as a chunked object) and the new chunk list "
+    "names that chunk list as a chunk, which every reader refuses as damage. "
+    "Here a 64 KiB log cut by LIVE_CDC, then a database with 64 KiB pages "
+    "holding the same bytes as a page: the database never restores."))
+def test_a_page_equal_to_a_chunked_log_still_restores(tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    data = make_db(tmp_path / "big.db", 1000, page_size=65536, seed=5)
+    page = data[4 * 65536:5 * 65536]
+    (tree / "page.log").write_bytes(page)
+    assert cas("init", cwd=tree).returncode == 0
+    assert cas("snapshot", "-m", "log", cwd=tree).returncode == 0
+    with Store.open(str(tree / ".cas")) as store:   # the log was cut: a chunk list under its id
+        assert store.chunk_list(hash_bytes(page)) is not None
+    os.rename(tmp_path / "big.db", tree / "big.db")
+    assert cas("snapshot", "--no-sqlite-backup", "-m", "db", cwd=tree).returncode == 0
+    done = cas("cat", "HEAD:big.db", cwd=tree)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == data
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "cas verify (without --full) checks only that each listed chunk is indexed, "
+    "not that it is a whole object of the listed length, though the index holds "
+    "both: a list naming another chunk list, or whose lengths disagree with its "
+    "chunks, is reported ok while cat and restore fail."))
+@pytest.mark.parametrize("damage", ["names a chunk list", "lengths disagree"])
+def test_quick_verify_reports_a_list_no_read_can_follow(base, tmp_path, damage):
+    store_path = base.copy(tmp_path / "c")
+    if damage == "names a chunk list":
+        # A new file: the log (a chunk list) then the note (a whole object),
+        # each listed with its true size.
+        log, note = base.lists["today.jsonl"], base.ids["note.txt"]
+        content = base.files["today.jsonl"] + base.files["note.txt"]
+        oid = hash_bytes(content)
+        raw = ChunkList(oid, len(content), ((log.oid, log.size), (note, 6))).to_binary()
+        path = chunk_list_path(store_path, oid.hex)
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(raw)
+        with Store.open(str(store_path)) as store:
+            store.index.record([IndexEntry(oid, Encoding.CHUNKED, len(content), len(raw))])
+        target = oid.hex
+    else:
+        listed = base.lists["live.db"]
+        chunks = list(listed.chunks)
+        (a, n), (b, m) = chunks[0], chunks[1]
+        chunks[0], chunks[1] = (a, n + 100), (b, m - 100)
+        replace_list(store_path, listed.oid,
+                     ChunkList(listed.oid, listed.size, tuple(chunks)).to_binary())
+        target = "HEAD:live.db"
+    one_line_error(cas("--store", str(store_path), "cat", target, cwd=tmp_path))
+    done = cas("--store", str(store_path), "verify", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+
+
+def write_safetensors(path: Path, tensors: dict[str, bytes]) -> bytes:
+    header, blobs, offset = {}, [], 0
+    for name, blob in tensors.items():
+        header[name] = {"dtype": "F16", "shape": [len(blob) // 2],
+                        "data_offsets": [offset, offset + len(blob)]}
+        offset += len(blob)
+        blobs.append(blob)
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)
+    return write(path, struct.pack("<Q", len(head)) + head + b"".join(blobs)).read_bytes()
+
+
+def shift_first_tensor_bytes(store_path: Path, oid: ObjectId, moved: int = 100) -> None:
+    """Move ``moved`` bytes from the second chunk's listed length to the first's:
+    the same total, so only a reader that compares each chunk with its
+    listed length can tell."""
+    with Store.open(str(store_path)) as store:
+        listed = store.chunk_list(oid)
+    chunks = list(listed.chunks)
+    (a, n), (b, m) = chunks[1], chunks[2]
+    chunks[1], chunks[2] = (a, n + moved), (b, m - moved)
+    replace_list(store_path, oid, ChunkList(oid, listed.size, tuple(chunks)).to_binary())
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Store._read_into follows a chunk list's lengths without comparing them with "
+    "the chunks' recorded sizes: for a zstd chunk shorter than listed the slice "
+    "assignment raises ValueError, so 'cas model verify' exits 70 "
+    "(internal error) instead of reporting the damage."))
+def test_model_verify_of_a_list_with_shifted_lengths_is_exit_1(tmp_path):
+    model = tmp_path / "tiny"
+    rng = random.Random(7)
+    blob = lambda: bytes(rng.choice(b"\x00\x3c\x40\x42") for _ in range(600_000))  # noqa: E731
+    data = write_safetensors(model / "model.safetensors", {"a": blob(), "b": blob()})
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    store = tmp_path / "S"
+    Store.init(str(store)).close()
+    # A snapshot first stores the tensors' chunks compressed; the import shares them.
+    assert cas("--store", str(store), "snapshot", str(model), cwd=tmp_path).returncode == 0
+    assert cas("--store", str(store), "model", "import", "--chunked", str(model),
+               cwd=tmp_path).returncode == 0
+    oid = hash_bytes(data)
+    with Store.open(str(store)) as s:
+        assert all(s.entry(c).encoding is Encoding.ZSTD for c, _ in s.chunk_list(oid).chunks)
+    shift_first_tensor_bytes(store, oid)
+    one_line_error(cas("--store", str(store), "model", "verify", "tiny", cwd=tmp_path))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Store.read_into reads a raw packed chunk for as many bytes as the list says, "
+    "past the chunk's end into the next object of the pack, and returns them "
+    "without error (a list that moves bytes between two chunks' lengths)."))
+def test_read_into_never_reads_past_a_chunk_into_its_neighbour(tmp_path):
+    rng = random.Random(8)
+    data = write_safetensors(tmp_path / "m.safetensors",
+                             {"a": rng.randbytes(600_000), "b": rng.randbytes(600_000)})
+    with Store.init(str(tmp_path / "S")) as store:
+        oid = store.put_file(str(tmp_path / "m.safetensors"))
+        first = store.chunk_list(oid).chunks[1]
+        assert store.entry(first[0]).encoding is Encoding.RAW and store.entry(first[0]).pack
+    shift_first_tensor_bytes(tmp_path / "S", oid)
+    with Store.open(str(tmp_path / "S")) as store:
+        start = len(data) - 1_200_000
+        buf = bytearray(first[1] + 100)
+        with pytest.raises(ObjectDamaged):
+            store.read_into(oid, start, buf)
+
+
+def _data_limit() -> None:
+    # RLIMIT_DATA as in the crafted-store fuzzer: LMDB maps a range it never touches.
+    resource.setrlimit(resource.RLIMIT_DATA, (fz.MEMORY_LIMIT, fz.MEMORY_LIMIT))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "cas.ops.reindex._chunked_size reads a whole .chunks file into memory with "
+    "f.read(), with no bound: a sparse 3 GiB file planted under objects/ (no disk "
+    "used) makes 'cas index rebuild' allocate 3 GiB, and under a 2 GiB data limit "
+    "exit 70 with MemoryError."))
+def test_index_rebuild_bounds_what_it_reads_of_a_chunk_list(tmp_path):
+    store = tmp_path / "S"
+    Store.init(str(store)).close()
+    oid = ObjectId(bytes([0xAB]) * 32)
+    path = chunk_list_path(store, oid.hex)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(_HEAD.pack(MAGIC, 2, oid.digest, 1 << 40, 90_000_000))
+        f.truncate(3 << 30)
+    done = cas("--store", str(store), "index", "rebuild", cwd=tmp_path, limits=_data_limit)
+    assert done.returncode in (0, 1), done.stderr
+    assert b"Traceback" not in done.stderr and b"internal error" not in done.stderr
