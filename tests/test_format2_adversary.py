@@ -490,3 +490,158 @@ def test_index_rebuild_bounds_what_it_reads_of_a_chunk_list(tmp_path):
     done = cas("--store", str(store), "index", "rebuild", cwd=tmp_path, limits=_data_limit)
     assert done.returncode in (0, 1), done.stderr
     assert b"Traceback" not in done.stderr and b"internal error" not in done.stderr
+
+
+# -- config.json ------------------------------------------------------------------
+
+@pytest.mark.parametrize("key,value", [
+    ("live_chunk_min_size", 0), ("live_chunk_min_size", -65536),
+    ("live_chunk_min_size", 2**50 + 1), ("live_chunk_min_size", 2**64),
+    ("live_chunk_min_size", "65536"), ("live_chunk_min_size", 65536.0),
+    ("live_chunk_min_size", True), ("live_chunk_min_size", None),
+    ("live_chunk_min_size", [65536]), ("version", 3), ("version", 0), ("version", "2"),
+    ("version", 2.0), ("version", True), ("version", 2**70), ("version", None),
+])
+def test_odd_config_values_are_one_line_errors(tmp_path, key, value):
+    store = tmp_path / "S"
+    Store.init(str(store)).close()
+    doc = json.loads((store / "config.json").read_text())
+    doc[key] = value
+    os.chmod(store / "config.json", 0o600)
+    (store / "config.json").write_text(json.dumps(doc))
+    (tmp_path / "src").mkdir()
+    err = one_line_error(cas("--store", str(store), "snapshot", str(tmp_path / "src"),
+                             cwd=tmp_path))
+    assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("live,expect_cut", [(1, True), (2**50, False)])
+def test_extreme_live_thresholds_still_restore_bit_exact(tmp_path, live, expect_cut):
+    """live_chunk_min_size at its bounds: 1 (every log and database is cut,
+    even a few bytes) and 2**50 (none is)."""
+    store = tmp_path / "S"
+    Store.init(str(store), StoreConfig(live_chunk_min_size=live)).close()
+    src = tmp_path / "src"
+    files = {"tiny.log": b"x", "small.jsonl": log_text(random.Random(1), 20_000),
+             "db.sqlite": make_db(src / "db.sqlite", 40) if src.mkdir() is None else b""}
+    for name, data in files.items():
+        write(src / name, data)
+    # Bytes as they are: the backup API would restamp the database's header.
+    assert cas("--store", str(store), "snapshot", "--no-sqlite-backup", str(src),
+               cwd=tmp_path).returncode == 0
+    with Store.open(str(store)) as s:
+        assert (s.chunk_list(hash_bytes(files["small.jsonl"])) is not None) is expect_cut
+        assert s.chunk_list(hash_bytes(files["tiny.log"])) is None   # one chunk: stored whole
+    done = cas("--store", str(store), "restore", "HEAD", "--to", str(tmp_path / "out"),
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for name, data in files.items():
+        assert (tmp_path / "out" / name).read_bytes() == data
+    assert cas("--store", str(store), "verify", "--full", cwd=tmp_path).returncode == 0
+
+
+# -- what the new cutting takes in --------------------------------------------------
+
+def sqlite_lookalike(page_field: int, size: int, seed: int) -> bytes:
+    """The SQLite header's magic and page size field, random bytes after."""
+    rng = random.Random(seed)
+    head = b"SQLite format 3\0" + struct.pack(">H", page_field) + rng.randbytes(82)
+    return (head + rng.randbytes(max(size - len(head), 0)))[:size]
+
+
+@FUZZ
+@given(page_field=st.sampled_from([0, 1, 2, 511, 512, 513, 1024, 4096, 32768, 65535]),
+       pages=st.integers(1, 40), extra=st.sampled_from([0, 0, 1, -1, 100]),
+       name=st.sampled_from(["x.db", "x.sqlite", "x.jsonl", "x.LOG", "x.bin", "x"]),
+       seed=st.integers(0, 1000))
+def test_files_that_look_like_databases_or_logs_restore_bit_exact(
+        tmp_path_factory, page_field, pages, extra, name, seed):
+    """Headers that say SQLite over random bytes, page size fields 0, 1
+    (65536), odd or not dividing the size, binary content named as a log:
+    whatever way each is cut, it reads back as it was."""
+    work = tmp_path_factory.mktemp("look")
+    page = 65536 if page_field == 1 else max(page_field, 512)
+    data = sqlite_lookalike(page_field, max(pages * page + extra, 100), seed)
+    write(work / name, data)
+    with Store.init(str(work / "S"), StoreConfig(live_chunk_min_size=4096)) as store:
+        oid = store.put_file(str(work / name))
+        assert oid == hash_bytes(data)
+        assert b"".join(store.iter_content(oid)) == data
+        listed = store.chunk_list(oid)
+        if listed is not None:
+            assert all(n <= 4 << 20 for _, n in listed.chunks)
+            buf = bytearray(len(data))
+            store.read_into(oid, 0, buf)
+            assert bytes(buf) == data
+    fz.remove_tree(work)
+
+
+def test_a_database_rewritten_while_it_is_cut_is_stored_as_one_of_its_states(tmp_path):
+    """A writer keeps rewriting pages of a database (and appending a page)
+    while it is stored: what is stored is a state the file really had, or
+    the file is refused as changing, never a mix."""
+    path = tmp_path / "live.db"
+    make_db(path, 600)
+    states = {hash_bytes(path.read_bytes())}
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def churn() -> None:
+        rng = random.Random(9)
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            while not stop.is_set():
+                size = os.fstat(fd).st_size
+                offset = rng.randrange(1, size // PAGE) * PAGE
+                with lock:
+                    if rng.random() < 0.2:
+                        os.pwrite(fd, rng.randbytes(PAGE), size)
+                    else:
+                        os.pwrite(fd, rng.randbytes(PAGE), offset)
+                    states.add(hash_bytes(path.read_bytes()))
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=churn)
+    stored = []
+    with Store.init(str(tmp_path / "S")) as store:
+        thread.start()
+        try:
+            for _ in range(30):
+                try:
+                    stored.append(store.put_file(str(path)))
+                except SourceError:
+                    pass
+        finally:
+            stop.set()
+            thread.join()
+        assert stored, "every attempt refused: the test stored nothing"
+        for oid in stored:
+            assert oid in states
+            assert hash_bytes(b"".join(store.iter_content(oid))) == oid
+
+
+def test_a_version_1_store_gets_json_lists_from_every_writer(tmp_path):
+    """Snapshot (database, log), model import --chunked, watcher-style
+    backup capture: every list a version 1 store gets is JSON."""
+    store = tmp_path / "S"
+    Store.init(str(store), StoreConfig(version=1)).close()
+    src = tmp_path / "src"
+    src.mkdir()
+    make_db(src / "m.db", 300)
+    write(src / "today.jsonl", log_text(random.Random(3), 150_000))
+    model = tmp_path / "model"
+    rng = random.Random(4)
+    write_safetensors(model / "model.safetensors", {"a": rng.randbytes(600_000),
+                                                    "b": rng.randbytes(600_000)})
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    for args in (("snapshot", str(src)), ("snapshot", "--sqlite-backup", str(src)),
+                 ("model", "import", "--chunked", str(model))):
+        done = cas("--store", str(store), *args, cwd=tmp_path)
+        assert done.returncode == 0, (args, done.stderr)
+    lists = list((store / "objects").glob("*/*.chunks"))
+    assert len(lists) >= 3
+    for path in lists:
+        assert path.read_bytes().startswith(b"{"), path
+    assert json.loads((store / "config.json").read_text())["version"] == 1
+    assert cas("--store", str(store), "verify", "--full", cwd=tmp_path).returncode == 0
