@@ -29,7 +29,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cas.errors import CasError, ObjectDamaged, SourceError
+from cas.errors import ObjectDamaged, SourceError
 from cas.objectid import ObjectId, hash_bytes
 from cas.storage.chunklist import MAGIC, ChunkList, ChunkListError, _HEAD
 from cas.storage.config import StoreConfig
@@ -522,8 +522,9 @@ def test_extreme_live_thresholds_still_restore_bit_exact(tmp_path, live, expect_
     store = tmp_path / "S"
     Store.init(str(store), StoreConfig(live_chunk_min_size=live)).close()
     src = tmp_path / "src"
+    src.mkdir()
     files = {"tiny.log": b"x", "small.jsonl": log_text(random.Random(1), 20_000),
-             "db.sqlite": make_db(src / "db.sqlite", 40) if src.mkdir() is None else b""}
+             "db.sqlite": make_db(src / "db.sqlite", 40)}
     for name, data in files.items():
         write(src / name, data)
     # Bytes as they are: the backup API would restamp the database's header.
