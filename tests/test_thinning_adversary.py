@@ -378,3 +378,152 @@ def test_policy_clear_removes_a_damaged_policy_as_its_error_says(three, kind):
     assert "cas policy clear" in r.stderr
     cas("policy", "clear", cwd=root)
     assert not os.path.lexists(policies / "main.json")
+
+
+# -- SIGKILL of cas maintain -------------------------------------------------------------
+
+def _backdate(store: Path, seconds: float = 7200) -> None:
+    """Age every object and pack past gc's grace period."""
+    then = time.time() - seconds
+    for sub in ("objects", "packs"):
+        for p in (store / sub).rglob("*"):
+            os.utime(p, (then, then), follow_symlinks=False)
+
+
+@pytest.fixture(scope="module")
+def thinned_template(tmp_path_factory):
+    """16 hourly snapshots, each changing small files (many small packs) and
+    some a chunked file; a policy keeping a few; objects past gc's grace."""
+    base = tmp_path_factory.mktemp("kill")
+    r = base / "tree"
+    r.mkdir()
+    cas("--quiet", "init", cwd=r)
+    rng = random.Random(12)
+    contents = {}
+    for i in range(16):
+        for k in range(4):
+            (r / f"small{k}.txt").write_bytes(rng.randbytes(rng.randrange(100, 5000)))
+        if i % 5 == 0:
+            (r / "big.bin").write_bytes(rng.randbytes(400_000))
+        snap = snapshot(r, f"2025-03-{1 + i // 24:02d}T{i % 24:02d}:30Z")
+        contents[snap] = tree_digest(r)
+    cas("policy", "set", "--keep-last", "3", "--keep-daily", "2", "--keep-hourly", "5", cwd=r)
+    expected = json.loads(cas("forget", "--dry-run", "--json", cwd=r).stdout)[0]
+    kept = [row["id"] for row in expected["kept"]]
+    _backdate(r / ".cas")
+    return r, contents, kept
+
+
+def _count(path: Path) -> int:
+    try:
+        return sum(1 for _ in os.scandir(path))
+    except FileNotFoundError:
+        return 0
+
+
+def _packs(store: Path) -> set[str]:
+    return {p.name for p in (store / "packs").rglob("*.pack")}
+
+
+# When to kill: the moment a step's first effect shows on disk, or a random time.
+TRIGGERS = {
+    "records-going": lambda s, start: _count(s / "snapshots") < start["snapshots"],
+    "pack-removed": lambda s, start: not start["packs"] <= _packs(s),
+    "pack-added": lambda s, start: bool(_packs(s) - start["packs"]),
+    "temp-file": lambda s, start: _count(s / "tmp") > 0,
+    "index-compacting": lambda s, start: any(p.name != "data.mdb" and p.name != "lock.mdb"
+                                             for p in (s / "index").iterdir()),
+}
+
+
+def _kill_when(root: Path, trigger: str, delay: float) -> tuple[int, bytes]:
+    store = root / ".cas"
+    start = {"snapshots": _count(store / "snapshots"), "packs": _packs(store)}
+    proc = subprocess.Popen([sys.executable, "-m", "cas.cli", "maintain", "--verify-sample", "30"],
+                            cwd=root, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    t0 = time.monotonic()
+    while proc.poll() is None and time.monotonic() < deadline:
+        if trigger in TRIGGERS:
+            if TRIGGERS[trigger](store, start):
+                break
+        elif time.monotonic() - t0 >= delay:
+            break
+        time.sleep(0.0005)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("trigger", list(TRIGGERS) + ["random"])
+def test_sigkill_of_maintain_at_any_step_loses_nothing(thinned_template, tmp_path, trigger):
+    template, contents, kept = thinned_template
+    rng = random.Random(int(os.environ.get("CAS_FUZZ_SEED", "7")))
+    rounds = int(os.environ.get("CAS_KILL_ROUNDS", "1"))
+    for round_ in range(rounds):
+        root = tmp_path / f"tree{round_}"
+        shutil.copytree(template, root, symlinks=True)
+        code, err = _kill_when(root, trigger, rng.uniform(0.3, 0.8))
+        assert b"Traceback" not in err, err
+        r = cas("verify", "--full", cwd=root, check=False)
+        assert r.returncode == 0, (trigger, code, r.stdout, r.stderr)
+        listed = logged(root)
+        assert set(kept) <= set(listed) and listed[0] == kept[0], trigger
+        # the next run finishes the job
+        cas("maintain", "--verify-sample", "100", cwd=root)
+        assert logged(root) == kept
+        cas("verify", "--full", cwd=root)
+        for i, snap in enumerate((kept[0], kept[-1])):
+            assert restored(root, snap, tmp_path / f"r{round_}-{i}") == contents[snap], snap
+        assert len(_packs(root / ".cas")) <= 3  # consolidated
+
+
+# -- a real watcher thinning while forget, maintain and snapshot run beside it -----------------
+
+def test_watcher_thinning_beside_forget_maintain_and_snapshot(root, tmp_path):
+    (root / "live").mkdir()
+    first = snapshot(root, "2025-01-01T00:00Z")
+    cas("policy", "set", "--keep-last", "6", "--keep-every", "1min", cwd=root)
+    cas("tag", "first", first, cwd=root)
+    first_tree = restored(root, "first", tmp_path / "first0")
+    watcher = subprocess.Popen([sys.executable, "-m", "cas.cli", "watch", "--quiet-period", "0.1s",
+                                "--maintain-interval", "0"], cwd=root, env=ENV,
+                               stderr=subprocess.PIPE)
+    rng = random.Random(3)
+    manual = []
+    try:
+        for i in range(int(os.environ.get("CAS_WATCH_ROUNDS", "8"))):
+            (root / "live" / f"f{i % 4}.txt").write_bytes(rng.randbytes(rng.randrange(10, 20000)))
+            time.sleep(0.15)
+            action = i % 4
+            if action == 0:
+                r = cas("--quiet", "snapshot", "--allow-empty", "--json", cwd=root, check=False)
+                if r.returncode == 0:
+                    snap = json.loads(r.stdout)["id"]
+                    cas("tag", f"t{i}", snap, cwd=root)
+                    manual.append((f"t{i}", restored(root, snap, tmp_path / f"m{i}")))
+                else:
+                    one_line_error(r)
+            elif action == 1:
+                cas("forget", "--keep-last", "2", cwd=root)
+            elif action == 2:
+                r = cas("maintain", "--verify-sample", "50", cwd=root, check=False)
+                assert r.returncode in (0, 1) and "Traceback" not in r.stderr, r.stderr
+            else:
+                cas("log", "-n", "3", cwd=root)
+        assert watcher.poll() is None, watcher.stderr.read()
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        _, err = watcher.communicate(timeout=30)
+    assert watcher.returncode == 0, err[-2000:]
+    assert b"Traceback" not in err
+    cas("verify", "--full", cwd=root)
+    cas("maintain", "--verify-sample", "100", cwd=root)
+    cas("verify", "--full", cwd=root)
+    assert restored(root, "first", tmp_path / "first1") == first_tree
+    for name, tree in manual:
+        assert restored(root, name, tmp_path / f"end-{name}") == tree, name
+    listed = logged(root)
+    assert first in listed
+    # the head is the final snapshot and holds the tree as it is
+    assert restored(root, "HEAD", tmp_path / "head") == tree_digest(root)
