@@ -385,6 +385,14 @@ class Index:
         return sorted(out + long) if long else out
 
     @_guarded
+    def count(self, table: bytes) -> int:
+        """How many keys ``table`` holds (long keys not counted)."""
+        if self._db[table] is None:
+            return 0
+        with self._env.begin() as txn:
+            return txn.stat(self._db[table])["entries"]
+
+    @_guarded
     def scan_oldest(self, table: bytes, prefix: bytes, limit: int = 1) -> list[tuple[bytes, bytes]]:
         """The first ``limit`` (key, value) pairs whose key starts with
         ``prefix``, in key order, reading only those. Short keys only."""
