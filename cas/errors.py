@@ -291,3 +291,13 @@ class ArgumentsConflict(CasError):
 
     def __init__(self, why: str):
         super().__init__(why)
+
+
+class SnapshotReferenced(CasError):
+    """Another branch (or a model ref) stands on a snapshot asked to be forgotten."""
+
+    def __init__(self, refs: dict[str, str]):
+        shown = ", ".join(f"{ref} ({oid[:12]})" for ref, oid in sorted(refs.items()))
+        super().__init__(f"refusing to forget snapshots other refs are on: {shown}; pass --force "
+                         "to move each to the newest surviving snapshot of its history (or "
+                         "delete it when none survives)")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from cas.errors import SnapshotReferenced
 from cas.model.history import History
 from cas.model.policy import Policies
 from cas.model.refs import HEADS, TAGS
@@ -158,6 +159,66 @@ def test_a_tag_protects_its_snapshot_and_never_moves(days, cas):
     assert cas("tag", cwd=root).text == "" and logged(cas, root) == [ids[7]]
 
 
+# -- other branches and model refs ---------------------------------------------------------
+
+def _set_ref(root: Path, ref: str, oid_hex: str) -> None:
+    from cas.objectid import ObjectId
+    with Store.open(str(root / ".cas")) as store:
+        History(store).refs.set(ref, ObjectId.parse(oid_hex))
+
+
+def _branches(cas, root) -> dict[str, str]:
+    return {row["branch"]: row["id"] for row in json.loads(cas("branch", "--json", cwd=root).out)}
+
+
+def test_a_policy_keeps_what_other_branches_and_model_refs_stand_on(days, cas):
+    """Only the thinned branch's own ref may move: a fork made from one of
+    its snapshots, and a model ref, keep theirs."""
+    root, ids = days
+    assert cas("branch", "fork", ids[2], cwd=root).code == 0
+    _set_ref(root, "refs/models/m", ids[4])
+    r = cas("forget", "--keep-last", "1", "--json", cwd=root)
+    assert r.code == 0, r.err
+    [report] = json.loads(r.out)
+    assert [(k["id"], k["reasons"]) for k in report["kept"]] == [
+        (ids[7], ["last"]), (ids[4], ["model ref m"]), (ids[2], ["head of branch fork"])]
+    assert report["moved"] == {}
+    assert _branches(cas, root) == {"main": ids[7], "fork": ids[2]}
+    with Store.open(str(root / ".cas")) as store:
+        history = History(store)
+        assert history.refs.get("refs/models/m").hex == ids[4]
+        # the watcher's thinning of main, and a policy of the fork itself, agree
+        Policies(history).set("main", Policy(keep_last=1))
+        assert not thin_branch(history, "main").forgotten
+    assert cas("forget", "--keep-last", "1", "--branch", "fork", cwd=root).code == 0
+    assert _branches(cas, root)["fork"] == ids[2]
+
+
+def test_forgetting_another_branchs_head_by_name_needs_force_which_moves_it(days, cas):
+    root, ids = days
+    assert cas("branch", "fork", ids[3], cwd=root).code == 0
+    one_line_error(cas("forget", ids[3], cwd=root), 2, "refs/heads/fork", "--force")
+    assert logged(cas, root) == ids[::-1]
+    # a branch's own head moves back without --force, as before
+    r = cas("forget", ids[7], cwd=root)
+    assert r.code == 0, r.err
+    assert _branches(cas, root) == {"main": ids[6], "fork": ids[3]}
+    r = cas("forget", "--force", ids[3], cwd=root)
+    assert r.code == 0 and f"refs/heads/fork -> {ids[2][:12]}" in r.err, r.err
+    assert _branches(cas, root) == {"main": ids[6], "fork": ids[2]}
+
+
+def test_forcing_away_the_only_snapshot_of_a_forks_history_deletes_it_and_says_so(days, cas):
+    root, ids = days
+    assert cas("branch", "fork", ids[0], cwd=root).code == 0
+    _set_ref(root, "refs/models/m", ids[0])
+    one_line_error(cas("forget", ids[0], cwd=root), 2, "refs/heads/fork", "refs/models/m")
+    r = cas("forget", "--force", ids[0], "--json", cwd=root)
+    assert r.code == 0, r.err
+    assert json.loads(r.out)[0]["moved"] == {"refs/heads/fork": None, "refs/models/m": None}
+    assert _branches(cas, root) == {"main": ids[7]}
+
+
 def test_forgetting_a_snapshot_next_to_a_tag_leaves_the_tag_where_it_was(days, cas):
     root, ids = days
     cas("tag", "old", ids[0], cwd=root)
@@ -264,7 +325,10 @@ def test_forget_moves_branches_to_the_newest_survivor_not_newer_than_their_head(
     cas("branch", "side", ids[4], cwd=root)   # a branch made at an older snapshot of main
     with Store.open(str(root / ".cas")) as store:
         history = History(store)
-        report = forget(history, [history.resolve(ids[4]).oid, history.resolve(ids[7]).oid])
+        doomed = [history.resolve(ids[4]).oid, history.resolve(ids[7]).oid]
+        with pytest.raises(SnapshotReferenced):
+            forget(history, doomed)   # side stands on ids[4]
+        report = forget(history, doomed, force=True)
         assert {r: t.hex for r, t in report.moved.items()} == {HEADS + "main": ids[6],
                                                                HEADS + "side": ids[3]}
         assert history.refs.get(TAGS + "x") is None

@@ -245,8 +245,6 @@ def three(three_template, tmp_path) -> tuple[Path, list[str]]:
     return r, ids
 
 
-@pytest.mark.xfail(strict=True, reason="a policy applied to main forgets the snapshot another "
-                   "branch's head is on, and deletes (or moves) that branch")
 def test_thinning_a_branch_keeps_the_snapshot_a_fork_is_on(three, tmp_path):
     root, (a, b, c) = three
     cas("branch", "fork", b, cwd=root)
@@ -255,8 +253,6 @@ def test_thinning_a_branch_keeps_the_snapshot_a_fork_is_on(three, tmp_path):
     assert restored(root, "fork", tmp_path / "out") == {"f.txt": hashlib.sha256(b"b\n").hexdigest()}
 
 
-@pytest.mark.xfail(strict=True, reason="a fork's head moves to another snapshot (other content) "
-                   "when the policy of the branch it was made from forgets its base")
 def test_thinning_never_changes_what_a_fork_holds(three):
     root, (a, b, c) = three
     cas("tag", "old", a, cwd=root)

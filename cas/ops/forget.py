@@ -3,9 +3,16 @@
 A forgotten snapshot's record leaves ``snapshots/``; its data stays until
 gc. Refs never point at a forgotten snapshot: a branch moves to the newest
 surviving snapshot of the branch at or before it, a model ref to its
-nearest surviving ancestor, and a tag never moves on its own. A tag
-protects its snapshot: forgetting it by name is refused unless forced
-(which deletes the tag), and a policy always keeps it.
+nearest surviving ancestor, and a tag never moves on its own.
+
+What another name stands on is protected. A policy thins one branch and
+only that branch's own ref may move: it always keeps the snapshots a tag,
+another branch's head or a model ref names (a fork made from a snapshot
+of main must not lose, or silently change, what it holds when main is
+thinned). Forgetting such a snapshot by name is refused unless forced:
+force deletes its tags, and moves each other branch (or model ref) on it
+to the newest surviving snapshot of that branch's history, or deletes it
+when none survives; the report says which.
 
 Order, for a SIGKILL at any moment: everything happens under ``refs/lock``
 (no snapshot lands meanwhile); refs move off the doomed snapshots first,
@@ -21,7 +28,7 @@ import contextlib
 from dataclasses import dataclass, field
 from datetime import tzinfo
 
-from ..errors import CasError, SnapshotTagged
+from ..errors import CasError, SnapshotReferenced, SnapshotTagged
 from ..model.history import History, TimelineEntry
 from ..model.policy import Policies
 from ..model.refs import HEADS, MODELS, TAGS
@@ -42,7 +49,9 @@ class ForgetReport:
 
 
 def forget(history: History, oids: list[ObjectId], force: bool = False) -> ForgetReport:
-    """Forget the named snapshots; a tagged one only with ``force``, which deletes its tags."""
+    """Forget the named snapshots. One that a tag, another branch's head or a
+    model ref of another history names only with ``force``, which deletes
+    the tags and moves (or deletes) those refs; ``report.moved`` lists them."""
     doomed = list(dict.fromkeys(oids))
     doomed_set = set(doomed)
     with history.refs.locked():
@@ -50,6 +59,9 @@ def forget(history: History, oids: list[ObjectId], force: bool = False) -> Forge
         if tagged and not force:
             raise SnapshotTagged({name: oid.hex for name, oid in tagged.items()})
         entries = [_entry(history, oid) for oid in doomed]
+        others = _other_refs_on(history, entries)
+        if others and not force:
+            raise SnapshotReferenced({ref: oid.hex for ref, oid in others.items()})
         report = ForgetReport(forgotten=[Decision(e, False, ("named",)) for e in entries],
                               deleted_tags=sorted(tagged))
         for name in report.deleted_tags:
@@ -62,15 +74,17 @@ def apply_policy(history: History, branch: str, policy: Policy, dry_run: bool = 
                  now_ns: int | None = None, tz: tzinfo | None = None) -> ForgetReport:
     """Forget what ``policy`` does not keep of ``branch``'s recorded snapshots.
 
-    Tagged snapshots are always kept. Decided and done under ``refs/lock``,
-    so a snapshot recorded meanwhile waits instead of being judged by a
-    stale list. Only records and refs are read: the watcher runs this
-    after every snapshot. A dry run takes no lock, so it works on a
-    read-only store too.
+    Snapshots a tag, another branch's head or a model ref names are always
+    kept, so only ``branch``'s own ref can move. Decided and done under
+    ``refs/lock``, so a snapshot recorded meanwhile waits instead of being
+    judged by a stale list. Only records and refs are read: the watcher
+    runs this after every snapshot. A dry run takes no lock, so it works
+    on a read-only store too.
     """
     with contextlib.nullcontext() if dry_run else history.refs.locked():
-        tags = _tags_by_oid(history)
-        decisions = _protect_tagged(decide(history.timeline(branch), tags, policy, tz, now_ns), tags)
+        names = _protecting_names(history, branch)
+        decisions = _protect(decide(history.timeline(branch), names["tags"], policy, tz, now_ns),
+                             names["all"])
         report = ForgetReport(branch=branch, policy=policy, dry_run=dry_run,
                               kept=[d for d in decisions if d.keep],
                               forgotten=[d for d in decisions if not d.keep])
@@ -171,21 +185,49 @@ def _entry(history: History, oid: ObjectId) -> TimelineEntry:
     return TimelineEntry(oid, snap.time_ns, snap.branch)
 
 
-def _tags_by_oid(history: History) -> dict[ObjectId, list[str]]:
-    found: dict[ObjectId, list[str]] = {}
-    for name, oid in history.refs.tags().items():
-        found.setdefault(oid, []).append(name)
+def _protecting_names(history: History, branch: str) -> dict[str, dict[ObjectId, list[str]]]:
+    """The names a policy of ``branch`` must not take a snapshot from, by
+    snapshot: ``tags`` (tag names, for keep_tags) and ``all`` (reasons: the
+    tags, other branches' heads, model refs)."""
+    tags: dict[ObjectId, list[str]] = {}
+    reasons: dict[ObjectId, list[str]] = {}
+    for name, oid in sorted(history.refs.tags().items()):
+        tags.setdefault(oid, []).append(name)
+        reasons.setdefault(oid, []).append(f"tagged {name}")
+    for name, oid in sorted(history.refs.branches().items()):
+        if name != branch:
+            reasons.setdefault(oid, []).append(f"head of branch {name}")
+    for name, oid in sorted(history.refs.models().items()):
+        reasons.setdefault(oid, []).append(f"model ref {name}")
+    return {"tags": tags, "all": reasons}
+
+
+def _other_refs_on(history: History, entries: list[TimelineEntry]) -> dict[str, ObjectId]:
+    """Branch and model refs on ``entries`` other than each snapshot's own
+    branch's (a model's history is recorded as branch ``models/NAME``)."""
+    own = {e.oid: e.branch for e in entries}
+    found: dict[str, ObjectId] = {}
+    for prefix, refs in ((HEADS, history.refs.branches()), (MODELS, history.refs.models())):
+        for name, oid in refs.items():
+            if oid in own and (prefix + name).removeprefix("refs/") not in _own_refs(own[oid]):
+                found[prefix + name] = oid
     return found
 
 
-def _protect_tagged(decisions: list[Decision], tags: dict[ObjectId, list[str]]) -> list[Decision]:
-    """A tag protects its snapshot whatever the policy says."""
-    if not tags:
+def _own_refs(branch: str) -> tuple[str, ...]:
+    """The refs (less ``refs/``) a snapshot recorded on ``branch`` belongs to."""
+    return ("heads/" + branch, branch) if branch.startswith("models/") else ("heads/" + branch,)
+
+
+def _protect(decisions: list[Decision], reasons: dict[ObjectId, list[str]]) -> list[Decision]:
+    """A tag, another branch or a model ref protects its snapshot whatever
+    the policy says."""
+    if not reasons:
         return decisions
     protected = []
     for d in decisions:
-        names = tags.get(d.entry.oid)
-        if names and not d.keep:
-            d = Decision(d.entry, True, tuple(f"tagged {n}" for n in sorted(names)))
+        why = reasons.get(d.entry.oid)
+        if why and not d.keep:
+            d = Decision(d.entry, True, tuple(why))
         protected.append(d)
     return protected
