@@ -301,6 +301,22 @@ def test_policy_set_bad_input(days, cas):
     one_line_error(cas("policy", "set", "--branch", "nope", "--keep-last", "1", cwd=root), 2, "nope")
 
 
+# -- JSON nested past the decoder's depth ------------------------------------------------
+
+DEEP = b"[" * 30000 + b"]" * 30000
+
+
+def test_json_nested_too_deeply_is_damage_in_manifests_and_watch_state(tmp_path):
+    from cas.errors import ManifestInvalid
+    from cas.model.canonical import loads
+    from cas.ops.watch import _read_state
+    with pytest.raises(ManifestInvalid, match="nested too deeply"):
+        loads(DEEP, "snapshot x", "snapshot", 1)
+    state = tmp_path / "watch.json"
+    state.write_bytes(b'{"a":' + DEEP + b"}")
+    assert _read_state(str(state)) == {}
+
+
 # -- the library: refs and history --------------------------------------------------------
 
 def record_many(store_path: str, count: int, start_ns: int, step_ns: int,

@@ -24,6 +24,8 @@ def loads(data: bytes, what: str, kind: str, version: int | tuple[int, ...]) -> 
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise ManifestInvalid(what, f"not JSON ({e})") from None
+    except RecursionError:  # a crafted manifest nested past the decoder's depth
+        raise ManifestInvalid(what, "JSON nested too deeply to be a manifest") from None
     if not isinstance(doc, dict):
         raise ManifestInvalid(what, "not a JSON object")
     if doc.get("type") != kind:

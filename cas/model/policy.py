@@ -128,6 +128,8 @@ class Policies:
             doc = json.loads(data)
         except (ValueError, UnicodeDecodeError):
             raise PolicyFileInvalid(path, "it is not JSON") from None
+        except RecursionError:  # the C decoder's answer to deep nesting: damage, not a bug
+            raise PolicyFileInvalid(path, "it is JSON nested too deeply to be a policy") from None
         if not isinstance(doc, dict) or doc.get("type") != "policy" or \
                 doc.get("version") != POLICY_VERSION or doc.get("branch") != branch:
             raise PolicyFileInvalid(path, f"it is not a version {POLICY_VERSION} policy "

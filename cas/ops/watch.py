@@ -243,7 +243,7 @@ def _read_state(state_path: str) -> dict:
         return {}
     try:
         state = json.loads(os.read(fd, MAX_STATE_BYTES))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # deep nesting: not a state we wrote
         return {}
     finally:
         os.close(fd)
