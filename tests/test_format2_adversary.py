@@ -343,13 +343,10 @@ def _drive(store: Path, cwd: Path, commands: list[tuple[str, ...]]) -> list[fz.O
 
 # -- bugs found ------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "A chunk whose bytes equal a file already stored as chunks is not stored: "
-    "put_bytes finds its id known (as a chunked object) and the new chunk list "
-    "names that chunk list as a chunk, which every reader refuses as damage. "
-    "Here a 64 KiB log cut by LIVE_CDC, then a database with 64 KiB pages "
-    "holding the same bytes as a page: the database never restores."))
 def test_a_page_equal_to_a_chunked_log_still_restores(tmp_path):
+    """A 64 KiB log cut by LIVE_CDC, then a database with 64 KiB pages holding
+    the same bytes as a page: the page's id names a chunk list, which a new
+    list must not name as a chunk (readers refuse it as damage)."""
     tree = tmp_path / "tree"
     tree.mkdir()
     data = make_db(tmp_path / "big.db", 1000, page_size=65536, seed=5)
@@ -364,6 +361,74 @@ def test_a_page_equal_to_a_chunked_log_still_restores(tmp_path):
     done = cas("cat", "HEAD:big.db", cwd=tree)
     assert done.returncode == 0, done.stderr
     assert done.stdout == data
+
+
+def _tensor_and_blob(tmp_path: Path) -> tuple[Path, bytes, Path, bytes]:
+    """A safetensors file whose second tensor is, byte for byte, a file large
+    enough to be stored as chunks of its own."""
+    rng = random.Random(11)
+    blob = rng.randbytes(1_500_000)
+    blob_path = write(tmp_path / "blob.bin", blob)
+    data = write_safetensors(tmp_path / "m.safetensors", {"a": rng.randbytes(300_000), "b": blob})
+    return blob_path, blob, tmp_path / "m.safetensors", data
+
+
+def _assert_flat_and_readable(store: Store, oid: ObjectId, data: bytes) -> None:
+    assert all(store.entry(c).encoding is not Encoding.CHUNKED and store.entry(c).size == n
+               for c, n in store.chunk_list(oid).chunks)
+    assert store.read_object(oid) == data
+    buf = bytearray(len(data))
+    store.read_into(oid, 0, buf)
+    assert buf == data
+
+
+@pytest.mark.parametrize("one_writer", [False, True])
+def test_a_tensor_equal_to_a_chunked_file_still_reads(tmp_path, one_writer):
+    """The tensor's chunk has the id of the chunked file: stored before the
+    model (indexed) or in the same writer (its list still waiting to be
+    published), the model's list takes that file's chunks in its place."""
+    blob_path, blob, model_path, data = _tensor_and_blob(tmp_path)
+    with Store.init(str(tmp_path / "S")) as store:
+        if one_writer:
+            with store.writer() as w:
+                w.put_file(str(blob_path))
+                oid = w.put_file(str(model_path))[0]
+        else:
+            store.put_file(str(blob_path))
+            oid = store.put_file(str(model_path))
+        assert store.entry(hash_bytes(blob)).encoding is Encoding.CHUNKED
+        blob_chunks = store.chunk_list(hash_bytes(blob)).chunks
+        assert set(blob_chunks) <= set(store.chunk_list(oid).chunks)
+        _assert_flat_and_readable(store, oid, data)
+        _assert_flat_and_readable(store, hash_bytes(blob), blob)
+
+
+def test_a_file_equal_to_a_chunk_stored_whole_before_it_stays_whole(tmp_path):
+    """The other order: the tensor's chunk is stored whole first, then the
+    file with its bytes is that chunk, not a chunk list of its own."""
+    blob_path, blob, model_path, data = _tensor_and_blob(tmp_path)
+    with Store.init(str(tmp_path / "S")) as store:
+        with store.writer() as w:
+            oid = w.put_file(str(model_path))[0]
+            assert w.put_file(str(blob_path))[0] == hash_bytes(blob)
+        assert store.entry(hash_bytes(blob)).encoding is not Encoding.CHUNKED
+        _assert_flat_and_readable(store, oid, data)
+        assert store.read_object(hash_bytes(blob)) == blob
+
+
+def test_a_chunk_equal_to_a_damaged_chunked_file_is_stored_whole(tmp_path):
+    """The chunked file's list is unreadable: the new file's chunk is stored
+    whole, and the index takes the whole copy in place of the damaged list."""
+    blob_path, blob, model_path, data = _tensor_and_blob(tmp_path)
+    with Store.init(str(tmp_path / "S")) as store:
+        store.put_file(str(blob_path))
+    blob_id = hash_bytes(blob)
+    replace_list(tmp_path / "S", blob_id, b"CASLIST\0 not a list")
+    with Store.open(str(tmp_path / "S")) as store:
+        oid = store.put_file(str(model_path))
+        assert store.entry(blob_id).encoding is not Encoding.CHUNKED
+        _assert_flat_and_readable(store, oid, data)
+        assert store.read_object(blob_id) == blob
 
 
 @pytest.mark.xfail(strict=True, reason=(

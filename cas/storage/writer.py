@@ -22,13 +22,14 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from ..durable import fsync_dirs, open_temp, publish, remove_quietly, start_writeback, write_all
+from ..durable import (fsync_dirs, open_temp, publish, read_bounded, remove_quietly,
+                       start_writeback, write_all)
 from ..errors import SourceError, StoreWriteError
 from ..objectid import Hasher, ObjectId, hash_bytes, hash_fd
 from .config import StoreConfig
 from .encoding import Encoding, compress_frame, encode_small, worth_compressing
 from .chunking import GENERAL_CDC, LIVE_CDC, CdcParams, is_live, iter_chunks
-from .chunklist import ChunkList
+from .chunklist import ChunkList, ChunkListError
 from .seekable import seek_table
 from .workers import ordered_map
 from .index import Index, IndexEntry, PackRecord
@@ -75,6 +76,9 @@ class ObjectWriter:
         self._aborted = False
         # Written but not yet indexed: dedup within a batch must see them.
         self._pending: dict[ObjectId, IndexEntry] = {}
+        # Chunk lists written but not yet indexed, with their chunk lengths:
+        # a chunk equal to one of these files must be cut as that list is.
+        self._lists: dict[ObjectId, tuple[int, ...]] = {}
         self._loose_ready: list[IndexEntry] = []
         self._dirs_to_sync: set[str] = set()
         self._on_stored = on_stored
@@ -88,10 +92,7 @@ class ObjectWriter:
         """Store bytes; ``level`` overrides the zstd level chosen by size."""
         oid = hash_bytes(data)
         if not self._known(oid):
-            if len(data) >= self._config.loose_min_size:
-                self._write_loose_from_bytes(oid, data)
-            else:
-                self._add_small(oid, data, level)
+            self._store_whole(oid, data, level)
         return oid
 
     def put_file(self, path: str, follow_symlinks: bool = False,
@@ -132,6 +133,7 @@ class ObjectWriter:
             self._aborted = True
             pack, self._pack = self._pack, None
             deferred, self._deferred = self._deferred, []
+            self._lists.clear()
         if pack is not None:
             pack.abandon()
         for d in deferred:
@@ -153,7 +155,65 @@ class ObjectWriter:
     # -- internals ------------------------------------------------------
 
     def _known(self, oid: ObjectId) -> bool:
-        return oid in self._pending or self._index.lookup(oid) is not None
+        # _lists before the index: a list leaves it only once it is indexed.
+        return oid in self._pending or oid in self._lists or self._index.lookup(oid) is not None
+
+    def _store_whole(self, oid: ObjectId, data: bytes, level: int | None) -> None:
+        if len(data) >= self._config.loose_min_size:
+            self._write_loose_from_bytes(oid, data)
+        else:
+            self._add_small(oid, data, level)
+
+    def _chunk_entries(self, data: bytes, level: int) -> list[tuple[ObjectId, int]]:
+        """A cut chunk's entries in a new chunk list: normally the chunk itself.
+
+        Chunks are stored whole, and readers refuse a list naming a chunked
+        object. A chunk whose bytes are a file already stored as chunks (a
+        64 KiB page equal to a 64 KiB log) is therefore cut again where that
+        file's own list cuts it: the new list stays flat and names the same
+        chunks, each checked by its hash and stored only if missing. A list
+        that cannot be read leaves the chunk one piece, stored whole, which
+        the index then records in place of the damaged list.
+        """
+        oid = hash_bytes(data)
+        if oid in self._pending:
+            return [(oid, len(data))]
+        lengths = self._lists.get(oid)
+        if lengths is None:
+            entry = self._index.lookup(oid)
+            if entry is None:
+                self._store_whole(oid, data, level)
+                return [(oid, len(data))]
+            if entry.encoding is not Encoding.CHUNKED:
+                return [(oid, len(data))]
+            lengths = self._stored_lengths(entry) or (len(data),)
+        entries, pos = [], 0
+        for n in lengths:
+            piece = data[pos:pos + n]
+            pos += n
+            piece_id = hash_bytes(piece)
+            if not self._known_whole(piece_id):
+                self._store_whole(piece_id, piece, level)
+            entries.append((piece_id, n))
+        return entries
+
+    def _known_whole(self, oid: ObjectId) -> bool:
+        """Stored (or pending) as a whole object, so a chunk list may name it."""
+        if oid in self._pending:
+            return True
+        entry = self._index.lookup(oid)
+        return entry is not None and entry.encoding is not Encoding.CHUNKED
+
+    def _stored_lengths(self, entry: IndexEntry) -> tuple[int, ...] | None:
+        """The chunk lengths of an indexed chunk list; None if it cannot be read."""
+        path = self._layout.loose_path(entry.oid, Encoding.CHUNKED)
+        try:
+            listed = ChunkList.from_json(read_bounded(path, entry.stored_length))
+        except (OSError, ChunkListError, RecursionError):
+            return None
+        if listed.oid != entry.oid or listed.size != entry.size or len(listed.chunks) < 2:
+            return None
+        return tuple(n for _, n in listed.chunks)
 
     def _try_put_file(self, path: str, follow: bool, expect: tuple[int, int] | None,
                       opener: Callable[[int], int] | None) -> tuple[ObjectId, os.stat_result] | None:
@@ -274,7 +334,7 @@ class ObjectWriter:
         level = self._config.compression.large_level
 
         def store_batch(batch: list[bytes]) -> list[tuple[ObjectId, int]]:
-            return [(self.put_bytes(d, level), len(d)) for d in batch]
+            return [entry for d in batch for entry in self._chunk_entries(d, level)]
 
         # Batches of about a megabyte: a task per 4 KiB SQLite page would
         # spend more on thread hand-offs than on the page.
@@ -289,9 +349,14 @@ class ObjectWriter:
         data = ChunkList(oid, size, tuple(listed)).encode(self._config.version)
         temp_path = self._write_temp("chunks", [data])
         with self._lock:
+            if oid in self._pending or oid in self._lists:
+                # Another thread stored the same content meanwhile.
+                remove_quietly(temp_path)
+                return oid
             # Published by the seal that makes its last chunk durable.
             self._deferred.append(_DeferredList(oid, temp_path, size, len(data),
                                                 frozenset(c for c, _ in listed)))
+            self._lists[oid] = tuple(n for _, n in listed)
             self._count(0, len(data))
         return oid
 
@@ -420,10 +485,9 @@ class ObjectWriter:
             self._loose_ready = []
             dirs |= self._dirs_to_sync
             self._dirs_to_sync = set()
-            sealing = {e.oid for e in entries}
-            ready = [d for d in self._deferred
-                     if all(c in sealing or c not in self._pending for c in d.chunks)]
-            self._deferred = [d for d in self._deferred if d not in ready]
+            ready, dropped = self._ready_lists({e.oid for e in entries})
+        for d in dropped:
+            remove_quietly(d.temp_path)
         for d in ready:
             final = self._layout.loose_path(d.oid, Encoding.CHUNKED)
             try:
@@ -442,6 +506,22 @@ class ObjectWriter:
         with self._lock:
             for entry in entries:
                 self._pending.pop(entry.oid, None)
+            for d in ready:
+                self._lists.pop(d.oid, None)
+
+    def _ready_lists(self, sealing: set[ObjectId]) -> tuple[list, list]:
+        """Deferred lists whose chunks this seal makes durable, and those of
+        them to drop; called under the lock."""
+        ready = [d for d in self._deferred
+                 if all(c in sealing or c not in self._pending for c in d.chunks)]
+        self._deferred = [d for d in self._deferred if d not in ready]
+        # The same content stored whole since the list was written (a chunk
+        # of another file, cut by another thread): the whole object wins, as
+        # new chunk lists may already name it as a chunk.
+        dropped = [d for d in ready if d.oid in sealing or d.oid in self._pending]
+        for d in dropped:
+            self._lists.pop(d.oid, None)
+        return [d for d in ready if d not in dropped], dropped
 
     def _count(self, size: int, stored: int) -> None:
         self.new_objects += 1
