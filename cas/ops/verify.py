@@ -207,11 +207,28 @@ def _check_chunk_lists(store: Store, report: VerifyReport, loose: list[IndexEntr
             report.damage.append(Damage(entry.oid, "object", f"unreadable chunk list ({e})"))
             continue
         all_chunks.update(c for c, _ in chunks.chunks)
-        missing = [c for c, _ in chunks.chunks if not store.has(c)]
-        if missing:
-            report.damage.append(Damage(entry.oid, "object",
-                                        f"{len(missing)} of its chunks are missing (first {missing[0].hex})"))
+        problem = _list_problem(store, chunks.chunks)
+        if problem:
+            report.damage.append(Damage(entry.oid, "object", problem))
     return all_chunks
+
+
+def _list_problem(store: Store, chunks) -> str | None:
+    """Why no read can follow a chunk list, from the index alone (one lookup
+    a chunk): a chunk missing, itself chunked, or not of its listed length."""
+    missing: list[ObjectId] = []
+    wrong: list[str] = []
+    for oid, length in chunks:
+        stored = store.index.lookup(oid)
+        if stored is None:
+            missing.append(oid)
+        elif not wrong and stored.encoding is Encoding.CHUNKED:
+            wrong.append(f"names the chunked object {oid.hex} as a chunk; chunks are stored whole")
+        elif not wrong and stored.size != length:
+            wrong.append(f"lists {length} bytes for chunk {oid.hex}, which has {stored.size}")
+    if missing:
+        return f"{len(missing)} of its chunks are missing (first {missing[0].hex})"
+    return f"its chunk list {wrong[0]}" if wrong else None
 
 
 def _attribute_chunk_damage(store: Store, report: VerifyReport, loose: list[IndexEntry]) -> None:
