@@ -301,6 +301,27 @@ def test_policy_set_bad_input(days, cas):
     one_line_error(cas("policy", "set", "--branch", "nope", "--keep-last", "1", cwd=root), 2, "nope")
 
 
+def test_policy_clear_never_follows_a_link_and_set_names_the_policy_not_a_temp_file(days, cas):
+    root, ids = days
+    policies = root / ".cas" / "policies"
+    policies.mkdir()
+    outside = root / "outside.json"
+    outside.write_text("{}")
+    (policies / "main.json").symlink_to(outside)
+    assert cas("policy", "clear", cwd=root).code == 0
+    assert not os.path.lexists(policies / "main.json") and outside.read_text() == "{}"
+    (policies / "main.json").mkdir()
+    (policies / "main.json" / "x").write_text("")
+    r = cas("policy", "set", "--keep-last", "1", cwd=root)
+    one_line_error(r, 2, str(policies / "main.json"), "directory")
+    assert ".tmp" not in r.err and "cas-out" not in r.err
+    one_line_error(cas("policy", "clear", cwd=root), 2, "by hand")
+    assert (policies / "main.json" / "x").exists()
+    (policies / "main.json" / "x").unlink()
+    assert cas("policy", "clear", cwd=root).code == 0 and not os.path.lexists(policies / "main.json")
+    assert cas("policy", "set", "--keep-last", "1", cwd=root).code == 0
+
+
 # -- JSON nested past the decoder's depth ------------------------------------------------
 
 DEEP = b"[" * 30000 + b"]" * 30000

@@ -357,9 +357,6 @@ def test_a_crafted_policy_file_is_a_one_line_error_and_loses_nothing(three, kind
     assert logged(root) == ids[:0:-1]
 
 
-@pytest.mark.xfail(strict=True, reason="Policies.clear reads the policy first (get) and raises "
-                   "PolicyFileInvalid on a damaged one, whose message says to run 'cas policy "
-                   "clear'")
 @pytest.mark.parametrize("kind", ["not-json", "fifo", "link-to-dev-zero", "directory"])
 def test_policy_clear_removes_a_damaged_policy_as_its_error_says(three, kind):
     root, ids = three

@@ -15,9 +15,9 @@ import json
 import os
 import stat
 
-from ..durable import atomic_output, fsync_dir, make_dir, read_bounded, remove_quietly
+from ..durable import atomic_output, make_dir, read_bounded
 from ..errors import (InvalidRefName, PolicyFileInvalid, RetentionRuleInvalid,
-                      StoreFileInvalid)
+                      StoreFileInvalid, StoreWriteError, TargetRefused)
 from .canonical import dumps
 from .refs import check_ref_name
 from .retention import Policy
@@ -70,11 +70,19 @@ class Policies:
         check_ref_name(branch)
         doc = {"type": "policy", "version": POLICY_VERSION, "branch": branch,
                "keep": policy.to_doc()}
+        path = self._path(branch)
         with self._refs.locked():
             self._make_dir()
-            with atomic_output(self._path(branch), self._store.layout.tmp,
-                               self._store.layout.modes.file) as f:
-                f.write(dumps(doc) + b"\n")
+            if self._is_directory(branch + SUFFIX):  # a rename cannot replace it
+                raise TargetRefused(path, "is a directory, not a policy file (remove it with "
+                                          "'cas policy clear')")
+            try:
+                with atomic_output(path, self._store.layout.tmp,
+                                   self._store.layout.modes.file) as f:
+                    f.write(dumps(doc) + b"\n")
+            except OSError as e:
+                # The error names the temp file; the user knows the policy.
+                raise StoreWriteError(path, e.strerror or str(e)) from None
 
     def set_if_missing(self, branch: str, policy: Policy) -> bool:
         """Store ``policy`` unless the branch has one; True if it was stored."""
@@ -85,14 +93,24 @@ class Policies:
             return True
 
     def clear(self, branch: str) -> bool:
-        """Remove the branch's policy; False when it had none."""
+        """Remove the branch's policy; False when it had none.
+
+        Unread, so a damaged policy can be cleared (its error says to); what
+        is in its place goes too, never followed: a link is unlinked, an
+        empty directory removed."""
         check_ref_name(branch)
+        name = branch + SUFFIX
         with self._refs.locked():
-            if self.get(branch) is None:
+            fd = self._open_dir()
+            if fd is None:
                 return False
-            remove_quietly(self._path(branch))
-            fsync_dir(self._dir)
-            return True
+            try:
+                removed = _remove_entry(fd, name, self._path(branch))
+                if removed:
+                    os.fsync(fd)
+                return removed
+            finally:
+                os.close(fd)
 
     # -- files ---------------------------------------------------------------
 
@@ -116,6 +134,16 @@ class Policies:
         if not stat.S_ISDIR(os.lstat(self._dir).st_mode):
             raise StoreFileInvalid(self._dir, "is not a directory")
 
+    def _is_directory(self, name: str) -> bool:
+        fd = self._open_dir()
+        try:
+            return fd is not None and stat.S_ISDIR(os.lstat(name, dir_fd=fd).st_mode)
+        except FileNotFoundError:
+            return False
+        finally:
+            if fd is not None:
+                os.close(fd)
+
     def _read(self, dir_fd: int, name: str, branch: str) -> Policy | None:
         path = os.path.join(self._dir, name)
         try:
@@ -138,6 +166,31 @@ class Policies:
             return Policy.from_doc(doc.get("keep"))
         except RetentionRuleInvalid as e:
             raise PolicyFileInvalid(path, str(e)) from None
+
+
+def _remove_entry(dir_fd: int, name: str, path: str) -> bool:
+    """Unlink ``name`` in ``dir_fd`` (a link itself, never its target), or
+    rmdir it when it is a directory; False when there is nothing."""
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+        return True
+    except FileNotFoundError:
+        return False
+    except IsADirectoryError:
+        pass
+    except OSError as e:
+        if e.errno != errno.EPERM:  # what unlink of a directory says on some systems
+            raise StoreWriteError(path, e.strerror or str(e)) from None
+    try:
+        os.rmdir(name, dir_fd=dir_fd)
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise TargetRefused(path, "is a directory with files in it, not a policy file; "
+                                      "remove it by hand") from None
+        raise StoreWriteError(path, e.strerror or str(e)) from None
 
 
 def _branch_of(name: str) -> str | None:
