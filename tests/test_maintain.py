@@ -120,6 +120,31 @@ def test_maintain_applies_policies_then_gc_reclaims_what_they_forgot(tmp_path, c
     assert cas("verify", "--full", cwd=root).code == 0
 
 
+@pytest.mark.parametrize("damage", ["not-json", "deep-nesting", "fifo"])
+def test_a_damaged_policy_skips_its_branch_only_and_is_reported(tmp_path, cas, damage):
+    """One branch's damaged policy costs that branch's thinning, not the
+    others', nor gc and the sample: exit 1, the problem in the notes."""
+    root, ids = watched_history(tmp_path, cas, 10)
+    assert cas("branch", "other", ids[4], cwd=root).code == 0
+    assert cas("policy", "set", "--keep-last", "3", cwd=root).code == 0
+    bad = root / ".cas" / "policies" / "other.json"
+    if damage == "fifo":
+        os.mkfifo(bad)
+    else:
+        bad.write_text("{not json" if damage == "not-json" else "[" * 30000 + "]" * 30000)
+    age_store(root)
+    r = cas("maintain", "--json", cwd=root)
+    assert r.code == 1, r.err
+    doc = json.loads(r.out)
+    steps = {s["step"]: s for s in doc["steps"]}
+    assert steps["policies"]["forgotten"] == 6 and steps["policies"]["skipped"] == ["other"]
+    assert steps["gc"]["removed_objects"] >= 6 and steps["verify"]["objects"] > 0
+    assert not doc["ok"] and any("thinning of other skipped" in n and "other.json" in n
+                                 for n in doc["notes"])
+    assert listed(cas, root) == ids[:-4:-1] + [ids[4]]   # other's head stays
+    assert cas("verify", "--full", cwd=root).code == 0
+
+
 def test_compaction_shrinks_the_index_and_keeps_its_contents(tmp_path, cas):
     root, ids = watched_history(tmp_path, cas, 40)
     assert cas("forget", *ids[:35], cwd=root).code == 0

@@ -50,18 +50,32 @@ class Policies:
             os.close(fd)
 
     def all(self) -> dict[str, Policy]:
-        """Every stored policy, by branch name."""
+        """Every stored policy, by branch name; the first unreadable one raises."""
+        found = {}
+        for branch, policy in self.each().items():
+            if isinstance(policy, PolicyFileInvalid):
+                raise policy
+            found[branch] = policy
+        return found
+
+    def each(self) -> dict[str, Policy | PolicyFileInvalid]:
+        """Every stored policy, or the error reading it, by branch name: one
+        damaged policy does not hide the others (``cas maintain`` goes on)."""
         fd = self._open_dir()
         if fd is None:
             return {}
         try:
-            found = {}
+            found: dict[str, Policy | PolicyFileInvalid] = {}
             for name in sorted(os.listdir(fd)):
                 branch = _branch_of(name)
-                if branch is not None:
+                if branch is None:
+                    continue
+                try:
                     policy = self._read(fd, name, branch)
-                    if policy is not None:
-                        found[branch] = policy
+                except PolicyFileInvalid as e:
+                    policy = e
+                if policy is not None:
+                    found[branch] = policy
             return found
         finally:
             os.close(fd)

@@ -103,6 +103,24 @@ def apply_policies(history: History, dry_run: bool = False,
             for branch, policy in Policies(history).all().items()]
 
 
+def apply_stored_policies(history: History, dry_run: bool = False, now_ns: int | None = None
+                          ) -> tuple[list[ForgetReport], dict[str, CasError]]:
+    """Every stored policy applied to its branch, a branch whose policy is
+    unreadable (or whose thinning fails) skipped: the reports, and the
+    problem of each skipped branch."""
+    reports: list[ForgetReport] = []
+    problems: dict[str, CasError] = {}
+    for branch, policy in Policies(history).each().items():
+        if isinstance(policy, CasError):
+            problems[branch] = policy
+            continue
+        try:
+            reports.append(apply_policy(history, branch, policy, dry_run, now_ns))
+        except CasError as e:
+            problems[branch] = e
+    return reports, problems
+
+
 def thin_branch(history: History, branch: str) -> ForgetReport | None:
     """The branch's stored policy applied (None when it has none): for the
     watcher, after each snapshot; it reads the policy, records and refs only."""

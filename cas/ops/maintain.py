@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..errors import CasError
 from ..model.history import History
 from ..storage.store import Store
 from .gc import GRACE_SECONDS, gc
@@ -58,10 +59,11 @@ class MaintainReport:
     steps: list[dict] = field(default_factory=list)   # {"step", "seconds", figures...}
     notes: list[str] = field(default_factory=list)
     damage: list[Damage] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)   # steps skipped in part; also in notes
 
     @property
     def ok(self) -> bool:
-        return not self.damage
+        return not self.damage and not self.problems
 
 
 def run_maintenance(store_path: str, options: MaintainOptions | None = None) -> MaintainReport:
@@ -90,14 +92,24 @@ Step = Callable[[History, MaintainOptions, MaintainReport], dict]
 
 def _policies(history: History, options: MaintainOptions, report: MaintainReport) -> dict:
     try:
-        from .forget import apply_policies
+        from .forget import apply_stored_policies
     except ImportError:  # a cas without retention policies: nothing to apply
         report.notes.append("retention policies are not available in this version; none applied")
         return {"branches": 0, "forgotten": 0}
-    results = apply_policies(history, dry_run=options.dry_run)
+    # A damaged policy (or policies/ itself) costs its branch's thinning
+    # only: gc, consolidation and the sample still run, and the problem is
+    # reported (exit 1, the watcher's summary).
+    try:
+        results, problems = apply_stored_policies(history, dry_run=options.dry_run)
+    except CasError as e:
+        results, problems = [], {"every branch": e}
     report.forgotten_snapshots = sum(len(r.forgotten) for r in results)
     report.notes.extend(r.note for r in results if r.note)
-    return {"branches": len(results), "forgotten": report.forgotten_snapshots}
+    for branch, error in problems.items():
+        report.problems.append(f"thinning of {branch} skipped: {error}")
+    report.notes.extend(report.problems)
+    return {"branches": len(results), "forgotten": report.forgotten_snapshots,
+            "skipped": sorted(problems)}
 
 
 def _gc(history: History, options: MaintainOptions, report: MaintainReport) -> dict:
