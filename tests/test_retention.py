@@ -9,7 +9,7 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from cas.errors import RetentionRuleInvalid
 from cas.model.retention import (ALL, NEWEST_FALLBACK, NS, WATCH_DEFAULT, Duration, Policy, Tier,
@@ -359,18 +359,58 @@ def merged(*policies: Policy) -> Policy:
     return Policy(**values)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(RULES, min_size=1, max_size=3), TIMES)
-def test_property_thinning_after_each_snapshot_equals_thinning_once(rules, offsets):
-    policy = merged(*distinct(rules))
-    base = at("2025-03-01 00:00")
-    times = sorted((base + s * NS for s in offsets), reverse=True)
+def has_calendar_window(policy: Policy) -> bool:
+    """Whether a window of the policy is months or years long."""
+    windows = [policy.keep_within] + [getattr(policy, f"keep_within_{u}") for u in
+                                      ("hourly", "daily", "weekly", "monthly", "yearly")]
+    windows += [t.within for t in policy.keep_every]
+    return any(d is not None and d.fixed_seconds() is None for d in windows)
+
+
+def thinned_as_it_goes(times: list[int], policy: Policy) -> list[int]:
+    """The watcher's way: decide after each snapshot (newest first in, out)."""
     survivors: list[int] = []
     for t in reversed(times):
         current = [t] + survivors
         survivors = [current[i] for i in sorted(keep_reasons(current, policy, UTC, t + NS))]
-    once = keep_reasons(times, policy, UTC, times[0] + NS)
-    assert survivors == [times[i] for i in sorted(once)]
+    return survivors
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(RULES, min_size=1, max_size=3), TIMES)
+@example([Policy(keep_within_weekly=Duration(months=1))], [1, 2419201, 2678400])
+def test_property_thinning_after_each_snapshot_equals_thinning_once(rules, offsets):
+    """With every window a fixed length (minutes, hours, days, weeks; UTC),
+    thinning after each snapshot keeps exactly what one decision over all
+    of them keeps: a window's start (newest minus its length) never moves
+    back as snapshots arrive, so nothing forgotten would have been kept.
+
+    With a window of months or years (restic's calendar arithmetic, Go's
+    AddDate), it keeps a subset of what one decision keeps: Mar 29 minus a
+    month is "Feb 29", that is Mar 1, later than Apr 1 minus a month, so a
+    window's start can move back and a snapshot it dropped would be inside
+    it again (test_a_month_window_can_reach_back_past_a_snapshot_it_dropped)."""
+    policy = merged(*distinct(rules))
+    times = sorted((at("2025-03-01 00:00") + s * NS for s in offsets), reverse=True)
+    survivors = thinned_as_it_goes(times, policy)
+    once = [times[i] for i in sorted(keep_reasons(times, policy, UTC, times[0] + NS))]
+    if has_calendar_window(policy):
+        assert set(survivors) <= set(once)
+    else:
+        assert survivors == once
+
+
+@pytest.mark.parametrize("rule", ["keep_within", "keep_within_hourly", "keep_within_daily",
+                                  "keep_within_weekly"])
+def test_a_month_window_can_reach_back_past_a_snapshot_it_dropped(rule):
+    """restic's semantics, kept: the window counts back a calendar month from
+    the newest, normalized as Go's AddDate does (Feb 29 2025 is Mar 1)."""
+    policy = Policy(**{rule: Duration(months=1)})
+    times = [at("2025-04-01 00:00:00"), at("2025-03-29 00:00:01"), at("2025-03-01 00:00:01")]
+    # Once, from Apr 1: the window starts Mar 1 00:00:00 and holds all three.
+    assert 2 in keep_reasons(times, policy, UTC, times[0] + NS)
+    # As it goes: from Mar 29 00:00:01 it started Mar 1 00:00:01, not after it.
+    assert thinned_as_it_goes(times, policy) == times[:2]
 
 
 @settings(max_examples=300, deadline=None)

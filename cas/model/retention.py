@@ -24,7 +24,13 @@ restic's units are too coarse. A policy with no rule keeps everything
 and says so.
 
 This module is pure: it decides from times and tag names alone, so the
-watcher can apply it after every snapshot.
+watcher can apply it after every snapshot. Deciding after each snapshot
+ends where one decision over all of them does when every window is a
+fixed length (minutes to weeks). A window of months or years follows
+restic's calendar arithmetic (Go's AddDate: Mar 29 minus a month is Mar 1,
+the same as Apr 1 minus a month), so its start can move back as snapshots
+arrive, and thinning as it goes may have forgotten a snapshot one decision
+would keep: it keeps a subset then, never more.
 """
 
 from __future__ import annotations
