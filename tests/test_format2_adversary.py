@@ -488,12 +488,10 @@ def shift_first_tensor_bytes(store_path: Path, oid: ObjectId, moved: int = 100) 
     replace_list(store_path, oid, ChunkList(oid, listed.size, tuple(chunks)).to_binary())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Store._read_into follows a chunk list's lengths without comparing them with "
-    "the chunks' recorded sizes: for a zstd chunk shorter than listed the slice "
-    "assignment raises ValueError, so 'cas model verify' exits 70 "
-    "(internal error) instead of reporting the damage."))
 def test_model_verify_of_a_list_with_shifted_lengths_is_exit_1(tmp_path):
+    """Lengths moved between two zstd chunks: read_into compares each listed
+    length with the chunk's recorded size, so the damage is reported (once a
+    ValueError from a short slice: exit 70)."""
     model = tmp_path / "tiny"
     rng = random.Random(7)
     blob = lambda: bytes(rng.choice(b"\x00\x3c\x40\x42") for _ in range(600_000))  # noqa: E731
@@ -512,11 +510,9 @@ def test_model_verify_of_a_list_with_shifted_lengths_is_exit_1(tmp_path):
     one_line_error(cas("--store", str(store), "model", "verify", "tiny", cwd=tmp_path))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Store.read_into reads a raw packed chunk for as many bytes as the list says, "
-    "past the chunk's end into the next object of the pack, and returns them "
-    "without error (a list that moves bytes between two chunks' lengths)."))
 def test_read_into_never_reads_past_a_chunk_into_its_neighbour(tmp_path):
+    """A list that moves bytes between two raw packed chunks' lengths: reading
+    by the list would run past the first chunk into the next object."""
     rng = random.Random(8)
     data = write_safetensors(tmp_path / "m.safetensors",
                              {"a": rng.randbytes(600_000), "b": rng.randbytes(600_000)})

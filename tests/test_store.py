@@ -6,8 +6,8 @@ import subprocess
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from cas.errors import (AmbiguousPrefix, IndexUnavailable, InvalidObjectId, ObjectNotFound,
-                        StoreExists, UnsupportedFormat)
+from cas.errors import (AmbiguousPrefix, IndexUnavailable, InvalidObjectId, ObjectDamaged,
+                        ObjectNotFound, StoreExists, UnsupportedFormat)
 from cas.objectid import hash_bytes
 from cas.storage.encoding import Encoding
 from cas.storage.store import Store, find_store
@@ -185,3 +185,30 @@ def test_no_block_task_outlives_a_failed_ordered_map():
     with pytest.raises(OSError):
         list(ordered_map(work, range(4), ahead=2))
     assert finished == [1]
+
+
+def _rerecord(store: Store, oid, **changes) -> None:
+    """Record an object again as a rebuilt or damaged index might: sizes that disagree."""
+    import dataclasses
+    store.index.record([dataclasses.replace(store.entry(oid), **changes)])
+
+
+def test_read_into_never_reads_a_raw_packed_object_past_its_stored_bytes(small_store):
+    first, second = os.urandom(3000), os.urandom(3000)
+    with small_store.writer() as w:   # one pack: the second object follows the first
+        oid = w.put_bytes(first)
+        w.put_bytes(second)
+    assert small_store.entry(oid).encoding is Encoding.RAW and small_store.entry(oid).pack
+    _rerecord(small_store, oid, size=len(first) + 500)
+    buf = bytearray(len(first) + 500)
+    with pytest.raises(ObjectDamaged):
+        small_store.read_into(oid, 0, buf)
+
+
+def test_read_into_past_a_compressed_objects_frames_is_damage(small_store):
+    data = b"compressible " * 20_000
+    oid = small_store.put_bytes(data)
+    assert small_store.entry(oid).encoding is Encoding.ZSTD and small_store.entry(oid).pack is None
+    _rerecord(small_store, oid, size=len(data) + 1000)
+    with pytest.raises(ObjectDamaged):
+        small_store.read_into(oid, len(data) - 10, bytearray(500))

@@ -470,21 +470,27 @@ class Store:
             return None
         return self._chunk_list(entry)
 
-    def _chunk_entry(self, oid: ObjectId) -> IndexEntry:
-        """The stored chunk a chunk list names. Chunks are stored whole: a
-        chunk that is itself chunked (a list naming itself, a loop, nesting)
-        is damage, refused here so no read path can recurse on it."""
+    def _chunk_entry(self, oid: ObjectId, length: int) -> IndexEntry:
+        """The stored chunk a chunk list names with ``length`` bytes. Chunks
+        are stored whole: a chunk that is itself chunked (a list naming
+        itself, a loop, nesting) is damage, refused here so no read path can
+        recurse on it. So is a listed length other than the chunk's recorded
+        size: a read that trusted it would run past a raw chunk's end into
+        its neighbour in the pack."""
         entry = self.index.lookup(oid)
         if entry is None:
             raise ObjectDamaged(oid.hex, "a chunk is missing from the store")
         if entry.encoding is Encoding.CHUNKED:
             raise ObjectDamaged(oid.hex, "a chunk list names a chunked object as a chunk "
                                          "(itself, or a loop); chunks are stored whole")
+        if entry.size != length:
+            raise ObjectDamaged(oid.hex, f"a chunk list lists {length} bytes for this chunk, "
+                                         f"which has {entry.size}")
         return entry
 
     def _chunk_content(self, chunk: tuple[ObjectId, int]) -> bytes:
         oid, length = chunk
-        entry = self._chunk_entry(oid)
+        entry = self._chunk_entry(oid, length)
         try:
             data = b"".join(self._blocks(entry))
         except ZstdError as e:
@@ -518,8 +524,8 @@ class Store:
         if entry.encoding is not Encoding.CHUNKED:
             return [path]
         found = {path}
-        for chunk, _ in self._chunk_starts(entry)[1]:
-            stored = self._chunk_entry(chunk)
+        for chunk, length in self._chunk_starts(entry)[1]:
+            stored = self._chunk_entry(chunk, length)
             found.add(self.layout.pack_path(stored.pack) if stored.pack is not None
                       else self.layout.loose_path(chunk, stored.encoding))
         return sorted(found)
@@ -548,6 +554,10 @@ class Store:
             return
         if entry.pack is not None:
             if entry.encoding is Encoding.RAW:
+                if entry.size != entry.stored_length:
+                    # Reading by the size would run into the next object of the pack.
+                    raise ObjectDamaged(entry.oid.hex, f"its record says {entry.size} bytes "
+                                                       f"stored raw in {entry.stored_length}")
                 _pread_exact(self._pack_file(entry.pack)[0], view, entry.offset + offset, entry.oid)
             else:
                 view[:] = memoryview(self._decode(entry, self.read_stored(entry)))[
@@ -562,7 +572,7 @@ class Store:
                 inner = offset + pos - starts[i]
                 take = min(length - inner, len(view) - pos)
                 # Never chunked itself: this recursion is one level deep.
-                self._read_into(self._chunk_entry(chunk), inner, view[pos:pos + take])
+                self._read_into(self._chunk_entry(chunk, length), inner, view[pos:pos + take])
                 pos += take
                 i += 1
             return
@@ -591,6 +601,8 @@ class Store:
                 pos += take
                 if pos == len(view):
                     return
+            raise ObjectDamaged(entry.oid.hex, f"its frames end before the {entry.size} bytes "
+                                               "recorded")
         finally:
             os.close(fd)
 
