@@ -533,12 +533,11 @@ def _data_limit() -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (fz.MEMORY_LIMIT, fz.MEMORY_LIMIT))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cas.ops.reindex._chunked_size reads a whole .chunks file into memory with "
-    "f.read(), with no bound: a sparse 3 GiB file planted under objects/ (no disk "
-    "used) makes 'cas index rebuild' allocate 3 GiB, and under a 2 GiB data limit "
-    "exit 70 with MemoryError."))
 def test_index_rebuild_bounds_what_it_reads_of_a_chunk_list(tmp_path):
+    """A sparse 3 GiB file planted under objects/ (no disk used) whose header
+    claims 90 million chunks: rebuild takes the header's word for the size
+    (the count can need that length) and reads nothing more; a read of the
+    list under a 2 GiB data limit is damage, not MemoryError and exit 70."""
     store = tmp_path / "S"
     Store.init(str(store)).close()
     oid = ObjectId(bytes([0xAB]) * 32)
@@ -550,6 +549,31 @@ def test_index_rebuild_bounds_what_it_reads_of_a_chunk_list(tmp_path):
     done = cas("--store", str(store), "index", "rebuild", cwd=tmp_path, limits=_data_limit)
     assert done.returncode in (0, 1), done.stderr
     assert b"Traceback" not in done.stderr and b"internal error" not in done.stderr
+    one_line_error(cas("--store", str(store), "cat", oid.hex, cwd=tmp_path, limits=_data_limit))
+    done = cas("--store", str(store), "verify", cwd=tmp_path, limits=_data_limit)
+    assert done.returncode == 1 and b"Traceback" not in done.stderr, done
+
+
+@pytest.mark.parametrize("form", ["binary", "json"])
+def test_index_rebuild_refuses_a_chunk_list_longer_than_its_chunks_need(tmp_path, form):
+    """Bytes past what the header's count can need (or a version 1 list past
+    the cap) make the file a bad one, reported, not read."""
+    store = tmp_path / "S"
+    Store.init(str(store)).close()
+    oid = ObjectId(bytes([0xCD]) * 32)
+    path = chunk_list_path(store, oid.hex)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        if form == "binary":
+            f.write(_HEAD.pack(MAGIC, 2, oid.digest, 1 << 20, 16))
+        else:
+            f.write(b'{"chunks":[')
+        f.truncate(3 << 30)
+    done = cas("--store", str(store), "index", "rebuild", cwd=tmp_path, limits=_data_limit)
+    assert done.returncode in (0, 1), done.stderr
+    assert b"Traceback" not in done.stderr and b"internal error" not in done.stderr
+    with Store.open(str(store)) as s:
+        assert not s.has(oid)
 
 
 # -- config.json ------------------------------------------------------------------

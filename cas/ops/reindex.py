@@ -13,10 +13,11 @@ import shutil
 import stat
 from dataclasses import dataclass, field
 
-from ..durable import fsync_dir
+from ..durable import fsync_dir, read_upto
 from ..objectid import ObjectId
 from ..storage.encoding import Encoding
-from ..storage.chunklist import ChunkList, ChunkListError
+from ..storage.chunklist import (HEAD_SIZE, LIST_PARSE_LIMIT, MAGIC, ChunkList, ChunkListError,
+                                 binary_header)
 from ..storage.seekable import SeekTableError, content_size, read_seek_table
 from ..storage.index import Index, IndexEntry, PackRecord
 from ..storage.pack import PackFormatError, read_entries
@@ -109,7 +110,7 @@ def loose_sizes(oid: ObjectId, encoding: Encoding, path: str) -> tuple[int, int]
         if encoding is Encoding.RAW:
             return stored, stored
         if encoding is Encoding.CHUNKED:
-            return stored, _chunked_size(fd, oid)
+            return stored, _chunked_size(fd, oid, stored)
         return stored, content_size(read_seek_table(fd))
     finally:
         os.close(fd)
@@ -125,9 +126,26 @@ def _open_regular(path: str) -> int:
     return fd
 
 
-def _chunked_size(fd: int, oid) -> int:
-    with os.fdopen(os.dup(fd), "rb") as f:
-        chunks = ChunkList.from_json(f.read())
-    if chunks.oid != oid:
+def _chunked_size(fd: int, oid: ObjectId, stored: int) -> int:
+    """The content size a chunk list records, reading no more than it needs.
+
+    A list up to ``LIST_PARSE_LIMIT`` bytes is parsed whole, as every read
+    does. A version 2 list may be longer only if its header's chunk count
+    needs that length, and then only the header is taken (its body is
+    checked by every read and by verify). A version 1 list has no header to
+    bound it: longer is damage. A sparse file of any length planted under
+    objects/ costs no memory.
+    """
+    head = os.pread(fd, HEAD_SIZE, 0)
+    if head.startswith(MAGIC):
+        listed, size, lengths = binary_header(head)
+        if stored not in lengths:
+            raise ChunkListError(f"{stored} bytes do not fit a chunk list of its chunk count")
+    elif stored > LIST_PARSE_LIMIT:
+        raise ChunkListError(f"a version 1 chunk list larger than {LIST_PARSE_LIMIT} bytes")
+    if stored <= LIST_PARSE_LIMIT:
+        chunks = ChunkList.from_json(read_upto(fd, LIST_PARSE_LIMIT + 1))
+        listed, size = chunks.oid, chunks.size
+    if listed != oid:
         raise ChunkListError("chunk list names another file")
-    return chunks.size
+    return size

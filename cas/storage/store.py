@@ -450,6 +450,11 @@ class Store:
         fd = self._open_file(self.layout.loose_path(entry.oid, entry.encoding), entry.oid)[0]
         try:
             data = read_upto(fd, entry.stored_length + 1)
+        except MemoryError:
+            # A list whose header claims millions of chunks, a sparse file
+            # rebuilt into the index: damage to report, not a crash.
+            raise ObjectDamaged(entry.oid.hex, f"its chunk list of {entry.stored_length} bytes "
+                                               "does not fit in memory") from None
         finally:
             os.close(fd)
         if len(data) != entry.stored_length:

@@ -209,7 +209,7 @@ class ObjectWriter:
         path = self._layout.loose_path(entry.oid, Encoding.CHUNKED)
         try:
             listed = ChunkList.from_json(read_bounded(path, entry.stored_length))
-        except (OSError, ChunkListError, RecursionError):
+        except (OSError, ChunkListError, RecursionError, MemoryError):
             return None
         if listed.oid != entry.oid or listed.size != entry.size or len(listed.chunks) < 2:
             return None
