@@ -217,3 +217,30 @@ def test_disk_full_is_a_clear_error_and_leaves_no_partial_object(tmp_path, cas):
 
 def r_first_id(cas, store):
     return json.loads(cas("--store", str(store), "objects", "--json").out)[0]["id"]
+
+
+def test_json_nested_too_deeply_in_a_model_header_or_config_is_bad_input(tmp_path, cas):
+    """json.loads raises RecursionError, not ValueError, on deep nesting:
+    every parser of untrusted JSON must treat it as bad input."""
+    import struct
+
+    from cas.model.model_manifest import parse_safetensors
+    from cas.storage.chunking import safetensors_spans
+
+    header = b"[" * 100_000 + b"]" * 100_000
+    data = struct.pack("<Q", len(header)) + header
+    with pytest.raises(ValueError):
+        parse_safetensors(lambda off, n: data[off:off + n], len(data), "x.safetensors")
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert safetensors_spans(fd, len(data)) is None  # not safetensors: cut as anything else
+    finally:
+        os.close(fd)
+    cfg = tmp_path / "home"
+    (cfg / "cas").mkdir(parents=True)
+    (cfg / "cas" / "config.json").write_bytes(b"[" * 100_000)
+    r = subprocess.run([os.sys.executable, "-m", "cas.cli", "stores"], capture_output=True,
+                       env={**os.environ, "XDG_CONFIG_HOME": str(cfg), "HOME": str(cfg)})
+    assert r.returncode in (1, 2) and b"Traceback" not in r.stderr and b"internal error" not in r.stderr, r.stderr

@@ -21,7 +21,10 @@ from .timespec import show_time
 @click.option("--all-branches", is_flag=True,
               help="Apply the rules (or each branch's stored policy) to every branch.")
 @click.option("-n", "--dry-run", is_flag=True, help="Say what would be kept and why; change nothing.")
-@click.option("--force", is_flag=True, help="Forget named snapshots even if tagged (deletes the tags).")
+@click.option("--force", is_flag=True,
+              help="Forget named snapshots even if a tag, another branch or a model ref stands on "
+                   "them: tags are deleted, other refs move to the newest surviving snapshot of "
+                   "their history (or are deleted when none survives), and the output says which.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
 def forget(ctx: Context, specs: tuple[str, ...], branch: str | None, all_branches: bool,
@@ -30,10 +33,11 @@ def forget(ctx: Context, specs: tuple[str, ...], branch: str | None, all_branche
 
     Either name snapshots, or give --keep rules (restic's: a snapshot is
     kept if any rule keeps it; buckets in local time) for a branch; with
-    neither, the branch's stored policy ('cas policy') is applied. A tagged
-    snapshot is never forgotten by rules, and by name only with --force.
-    A branch on a forgotten snapshot moves to the newest surviving one
-    before it; older snapshots stay listed by 'cas log'.
+    neither, the branch's stored policy ('cas policy') is applied. A
+    snapshot a tag, another branch's head or a model ref stands on is never
+    forgotten by rules, and by name only with --force. The branch's own
+    head moves to the newest surviving snapshot before it; older snapshots
+    stay listed by 'cas log'.
     """
     policy = policy_from_options(rules)
     if specs and (policy is not None or branch or all_branches):

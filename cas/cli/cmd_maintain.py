@@ -25,7 +25,9 @@ def maintain(ctx: Context, sample: float, dry_run: bool, as_json: bool) -> int:
 
     Takes the store's exclusive lock (a running 'cas watch' runs this on its
     own once a day). Interrupted at any moment, it leaves a sound store; the
-    next run finishes the job. Exit 1 when the sample finds damage.
+    next run finishes the job. Exit 1 when the sample finds damage, or when
+    a branch's policy cannot be read (that branch is not thinned; the other
+    steps still run).
     """
     history = ctx.open_history(exclusive=True)
     with history.store:

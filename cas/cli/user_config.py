@@ -25,7 +25,7 @@ def _load() -> dict:
             doc = json.loads(f.read())
     except FileNotFoundError:
         return {"stores": {}}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise CasError(f"{path} cannot be read as JSON ({e}); fix or remove it") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("stores", {}), dict):
         raise CasError(f"{path}: 'stores' must be an object of name to path")

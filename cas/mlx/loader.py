@@ -209,7 +209,10 @@ def load_config(ref: str, *, store: "str | Store | None" = None, at_ns: int | No
         f = opened.version.manifest.file("config.json")
         if f is None:
             raise ModelNotFound(opened.version.label, "has no config.json")
-        return json.loads(opened.store.read_object(f.id))
+        try:
+            return json.loads(opened.store.read_object(f.id))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise CasError(f"{opened.version.label}: its config.json is not JSON") from None
 
 
 def model_path(ref: str, *, store: "str | Store | None" = None, at_ns: int | None = None) -> str:

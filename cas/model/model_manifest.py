@@ -197,7 +197,7 @@ def parse_safetensors(read_at: Callable[[int, int], bytes], file_size: int,
         raise ValueError(f"{path}: bad safetensors header length {n}")
     try:
         header = json.loads(read_at(8, n))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # nesting too deep is damage too
         raise ValueError(f"{path}: safetensors header is not JSON") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path}: safetensors header is not a JSON object")

@@ -477,7 +477,7 @@ def _config(store: Store, files: list[ModelFile]) -> dict | None:
         if f.path == "config.json":
             try:
                 doc = json.loads(store.read_object(f.id))
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 return None
             return doc if isinstance(doc, dict) else None
     return None

@@ -910,11 +910,15 @@ class Watcher:
         self._log({"event": "maintenance", "seconds": round(time.monotonic() - started, 3),
                    "summary": _summary(report)})
         damaged = len(getattr(report, "damage", None) or ())
+        problems = list(getattr(report, "problems", None) or ())
+        interval = self.options.maintain_interval
         if damaged:
             # Shown by --status until a later run finds none; not retried sooner.
-            interval = self.options.maintain_interval
             self._trouble("maintenance", "damage", f"the verify sample found {damaged} damaged "
                           "object(s); run 'cas verify --full' for the paths they hurt",
+                          backoff=(interval, interval))
+        elif problems:  # e.g. a branch's policy that cannot be read: its thinning was skipped
+            self._trouble("maintenance", "problem", "; ".join(str(p) for p in problems[:3]),
                           backoff=(interval, interval))
         else:
             self._recovered("maintenance")

@@ -105,7 +105,7 @@ def safetensors_spans(fd: int, size: int) -> list[tuple[int, int]] | None:
         return None
     try:
         header = json.loads(os.pread(fd, n, 8))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(header, dict):
         return None
