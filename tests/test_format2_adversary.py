@@ -7,8 +7,7 @@ like SQLite databases but are not, logs that are binary, files changing
 while they are cut; odd ``live_chunk_min_size`` and ``version`` values in
 config.json (§2). Real stores, real files, real subprocesses.
 
-Tests marked ``xfail(strict=True)`` show bugs not fixed yet; each reason
-says what is wrong. ``CAS_FUZZ_EXAMPLES`` scales the fuzzers (default 24
+``CAS_FUZZ_EXAMPLES`` scales the fuzzers (default 24
 examples for the store-level fuzzers, a few CLI runs).
 """
 
@@ -165,8 +164,6 @@ class Base:
         self.ids = {name: hash_bytes(data) for name, data in self.files.items()}
         with Store.open(str(root / "S")) as store:
             self.lists = {name: store.chunk_list(oid) for name, oid in self.ids.items()}
-            self.sizes = {c: store.entry(c).size for name in ("live.db", "today.jsonl", "big.bin")
-                          for c, _ in self.lists[name].chunks}
         assert all(self.lists[n] is not None for n in ("live.db", "today.jsonl", "big.bin"))
         assert chunk_list_path(root / "S", self.ids["live.db"].hex).read_bytes().startswith(MAGIC)
 
@@ -236,7 +233,7 @@ def crafted_lists(draw, base: Base, target: str) -> bytes:
     return raw
 
 
-def check_reads(store: Store, oid: ObjectId, original: bytes, lengths_sound: bool) -> None:
+def check_reads(store: Store, oid: ObjectId, original: bytes) -> None:
     """Every read path gives the original bytes or ObjectDamaged, never another error."""
     try:
         got = b"".join(store.iter_content(oid))
@@ -255,14 +252,14 @@ def check_reads(store: Store, oid: ObjectId, original: bytes, lengths_sound: boo
             call()
         except ObjectDamaged:
             pass
-    if lengths_sound:
-        # read_into is unchecked by design; it must still fail only as damage
-        # (a list whose lengths disagree with its chunks: see the xfail below).
-        buf = bytearray(min(len(original), 10_000))
-        try:
-            store.read_into(oid, max(0, len(original) - len(buf)), buf)
-        except ObjectDamaged:
-            pass
+    # read_into is not checked against ids by design (a list of the same
+    # pages in another order reads without error), but it compares each
+    # listed length with its chunk's recorded size: it fails only as damage.
+    buf = bytearray(min(len(original), 10_000))
+    try:
+        store.read_into(oid, max(0, len(original) - len(buf)), buf)
+    except ObjectDamaged:
+        pass
 
 
 @FUZZ
@@ -272,13 +269,8 @@ def test_crafted_binary_lists_read_as_the_file_or_as_damage(base, tmp_path_facto
     raw = data.draw(crafted_lists(base, target))
     oid = base.ids[target]
     replace_list(store_path, oid, raw)
-    try:
-        listed = ChunkList.from_json(raw)
-    except ChunkListError:
-        listed = None
-    sound = listed is not None and all(base.sizes.get(c) in (None, n) for c, n in listed.chunks)
     with Store.open(str(store_path)) as store:
-        check_reads(store, oid, base.files[target], sound)
+        check_reads(store, oid, base.files[target])
     fz.remove_tree(store_path.parent)
 
 
