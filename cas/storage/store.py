@@ -423,7 +423,8 @@ class Store:
         for chunk, length in self._chunk_starts(entry)[1]:
             stored = self.index.lookup(chunk)
             # Anything else is read (and reported) the slow way.
-            if stored is None or stored.encoding is not Encoding.RAW or stored.size != length:
+            if stored is None or stored.encoding is not Encoding.RAW or stored.size != length \
+                    or stored.stored_length != length:
                 return None
             pieces.append((stored, length))
         return pieces
