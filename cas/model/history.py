@@ -35,6 +35,7 @@ from .refs import HEADS, TAGS, Refs, looks_like_id, read_small_file
 from .snapshot import Snapshot
 from .timeline import Timeline, TimelineEntry, entry_key
 from .tree import DIR, Tree, TreeEntry
+from .treelinks import TreeLinks
 
 __all__ = ["History", "TimelineEntry"]
 
@@ -66,6 +67,7 @@ class History:
         self._cached_entries = 0
         self._dir = os.path.join(store.path, SNAPSHOTS)
         self._timeline = Timeline(store, self._dir, self._timeline_entry)
+        self.tree_links = TreeLinks(store, self.load_tree)
 
     # -- reading -------------------------------------------------------------
 

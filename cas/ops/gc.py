@@ -24,7 +24,7 @@ from typing import Iterator
 
 from ..objectid import ObjectId
 from ..model.history import History
-from ..model.tree import DIR, FILE
+from ..model.treelinks import LINK_DIR
 from ..dirfd import remove_at
 from ..storage.encoding import Encoding
 from ..storage.index import IndexEntry
@@ -61,6 +61,7 @@ def live_set(history: History) -> set[bytes]:
         if snap.model is not None:
             live.add(snap.model.digest)
         _mark_tree(history, snap.tree, live, walked)
+    history.tree_links.flush()
     return live
 
 
@@ -72,21 +73,24 @@ def _mark_tree(history: History, tree_id: ObjectId, live: set[bytes], walked: se
     ``walked`` (trees only) is kept apart from ``live`` because a file's
     content can have the same bytes, and so the same id, as a tree.
     """
-    pending = [tree_id]
+    links, index = history.tree_links, history.store.index
+    pending = [tree_id.digest]
     while pending:
-        oid = pending.pop()
-        if oid.digest in walked:
+        digest = pending.pop()
+        if digest in walked:
             continue
-        walked.add(oid.digest)
-        live.add(oid.digest)
-        for entry in history.load_tree(oid).entries:
-            if entry.kind == DIR:
-                pending.append(entry.oid)
-            elif entry.kind == FILE and entry.oid.digest not in live:
-                live.add(entry.oid.digest)
-                stored = history.store.index.lookup(entry.oid)
+        walked.add(digest)
+        live.add(digest)
+        # What the tree names, from the index when it was recorded there
+        # (a parse of the tree otherwise): most trees were seen by earlier runs.
+        for kind, child, _ in links.get(ObjectId(digest)):
+            if kind == LINK_DIR:
+                pending.append(child)
+            elif child not in live:
+                live.add(child)
+                stored = index.lookup(ObjectId(child))
                 if stored is not None and stored.encoding is Encoding.CHUNKED:
-                    live.update(c.digest for c, _ in history.store.chunk_list(entry.oid).chunks)
+                    live.update(c.digest for c, _ in history.store.chunk_list(ObjectId(child)).chunks)
 
 
 @dataclass

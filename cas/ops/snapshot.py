@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..model.history import History
+from ..model.treelinks import TABLE as LINKS_TABLE, records_for as links_records
 from ..model.snapshot import Snapshot
 from .scan import STAT_TABLE, ScanPolicy, ScanResult, scan
 
@@ -32,9 +33,13 @@ def take_snapshot(history: History, source: str, branch: str, message: str = "",
     with store.writer() as writer:
         result = scan(store, source, branch, writer, on_file, policy)
         writer.flush()
-        # The stat cache only ever describes content that is durable now.
-        store.index.update(STAT_TABLE, put=result.cache_updates.items(),
-                           delete=result.cache_deletes)
+        # The stat cache only ever describes content that is durable now;
+        # beside it, what the new trees name, so gc and verify need not
+        # parse them again.
+        store.index.update_tables({
+            STAT_TABLE: (result.cache_updates.items(), result.cache_deletes),
+            LINKS_TABLE: (links_records(result.trees), ()),
+        })
         if parent is not None and parent.tree == result.root and not allow_empty:
             return SnapshotResult(None, result, parent)
         snapshot = Snapshot(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable, Iterator
 
-from ..errors import CasError, ObjectDamaged
+from ..errors import CasError, ManifestInvalid, ObjectDamaged
 from ..objectid import HEX_LENGTH, ObjectId, hash_bytes, hash_path, is_hex
 from ..storage.encoding import Encoding, ZstdError, decode
 from ..storage.index import IndexEntry
@@ -27,6 +27,7 @@ from ..storage.store import Store
 from ..model.history import SNAPSHOTS, TABLE as SNAPSHOT_TABLE, History
 from ..model.snapshot import Snapshot
 from ..model.refs import HEADS
+from ..model.treelinks import LINK_DIR
 from ..model.tree import DIR, FILE
 from .reindex import LOOSE_ERRORS, loose_sizes
 
@@ -282,7 +283,7 @@ def _verify_history(history: History, report: VerifyReport) -> None:
             elif not store.has(snap.model):
                 usages[snap.model].append((snap.oid, b"(its model manifest)"))
                 reasons.setdefault(snap.model, ("object", "model manifest is missing"))
-        problems = trees.memo.get(snap.tree)
+        problems = trees.known(snap.tree)
         for path, bad_id, what, why in problems if problems is not None else trees.problems(snap.tree):
             usages[bad_id].append((snap.oid, path))
             reasons.setdefault(bad_id, (what, why))
@@ -364,63 +365,94 @@ class _TreeCheck:
     def __init__(self, history: History, bad: set[ObjectId]):
         self.history = history
         self.bad = bad
-        self.memo: dict[ObjectId, list[Problem]] = {}
+        self.bad_digests = {o.digest for o in bad}
+        # Keyed by digest, not ObjectId: the walk visits millions of links,
+        # and building and hashing an ObjectId for each was a third of it.
+        self.memo: dict[bytes, list[Problem]] = {}
         # Content size by digest (-1: not indexed), looked up once per file
         # object: a new version of a directory repeats all but its changed
         # entries, and a lookup per entry per tree was a third of verify.
         self.sizes: dict[bytes, int] = {}
 
+    def known(self, tree_id: ObjectId) -> list[Problem] | None:
+        return self.memo.get(tree_id.digest)
+
     def problems(self, root: ObjectId) -> list[Problem]:
-        # Each open tree stays on the stack with its entries: loading it
+        # Each open tree stays on the stack with its links: loading it
         # again when its children are done would read every parent twice.
-        stack: list[tuple[ObjectId, object]] = [(root, None)]
-        open_trees: set[ObjectId] = set()
+        memo = self.memo
+        stack: list[tuple[bytes, object]] = [(root.digest, None)]
+        open_trees: set[bytes] = set()
         while stack:
-            tree_id, tree = stack[-1]
-            if tree_id in self.memo:
+            tree, links = stack[-1]
+            if tree in memo:
                 stack.pop()
                 continue
-            if tree is None:
-                if (tree := self._load(tree_id)) is None:
+            if links is None:
+                if (links := self._links(tree)) is None:
                     stack.pop()
                     continue
-                stack[-1] = (tree_id, tree)
-            below = [e.oid for e in tree.entries if e.kind == DIR and e.oid not in self.memo]
-            if tree_id not in open_trees and below:
-                open_trees.add(tree_id)
+                stack[-1] = (tree, links)
+            below = [d for k, d, _ in links if k == LINK_DIR and d not in memo]
+            if tree not in open_trees and below:
+                open_trees.add(tree)
                 for child in below:
                     if child in open_trees:
-                        self.memo[child] = [(b"", child, "tree", "it contains itself")]
+                        memo[child] = [(b"", ObjectId(child), "tree", "it contains itself")]
                     else:
                         stack.append((child, None))
                 continue
             stack.pop()
-            open_trees.discard(tree_id)
-            self.memo[tree_id] = self._collect(tree_id, tree)
-        return self.memo[root]
+            open_trees.discard(tree)
+            memo[tree] = self._collect(tree, links)
+        self.history.tree_links.flush()
+        return memo[root.digest]
 
-    def _load(self, tree_id: ObjectId):
-        """The tree, or None once its own damage is recorded."""
-        if tree_id in self.bad:
-            self.memo[tree_id] = [(b"", tree_id, "object", "tree is damaged")]
+    def _links(self, tree: bytes):
+        """What the tree names (kind, id, size), or None once its own
+        damage is recorded. From the index's record of the tree when it
+        has one: parsing every tree was most of verify's time."""
+        tree_id = ObjectId(tree)
+        if tree in self.bad_digests:
+            self.memo[tree] = [(b"", tree_id, "object", "tree is damaged")]
             return None
         try:
-            return self.history.load_tree(tree_id)
+            if not self.history.store.index.contains(tree_id):  # its links may outlive it
+                raise ManifestInvalid(f"tree {tree_id.hex}", "it is missing from the store")
+            return self.history.tree_links.get(tree_id)
         except (CasError, OSError) as e:
-            self.memo[tree_id] = [(b"", tree_id, "tree", _why(e))]
+            self.memo[tree] = [(b"", tree_id, "tree", _why(e))]
             return None
 
-    def _collect(self, tree_id: ObjectId, tree) -> list[Problem]:
+    def _collect(self, tree: bytes, links) -> list[Problem]:
+        """The problems below a tree; only a tree that has some is parsed,
+        for the names its problems are reported under."""
+        memo, bad, sizes = self.memo, self.bad_digests, self.sizes
+        for kind, digest, size in links:
+            if kind == LINK_DIR:
+                if memo.get(digest):
+                    break
+            elif digest in bad or (sizes.get(digest) if digest in sizes else self._size(digest)) != size:
+                break
+        else:
+            return []
+        tree_id = ObjectId(tree)
+        try:
+            return self._named(tree_id, self.history.load_tree(tree_id))
+        except (CasError, OSError) as e:
+            return [(b"", tree_id, "tree", _why(e))]
+
+    def _named(self, tree_id: ObjectId, tree) -> list[Problem]:
         found: list[Problem] = []
         for entry in tree.entries:
             if entry.kind == DIR:
-                for path, oid, what, why in self.memo.get(entry.oid, ()):
+                for path, oid, what, why in self.memo.get(entry.oid.digest, ()):
                     found.append((entry.name + (b"/" + path if path else b""), oid, what, why))
             elif entry.kind == FILE:
                 if entry.oid in self.bad:
                     found.append((entry.name, entry.oid, "object", "content is damaged"))
                     continue
-                size = self._size(entry.oid)
+                size = self._size(entry.oid.digest)
                 if size < 0:
                     found.append((entry.name, entry.oid, "object", "content is missing"))
                 elif size != entry.size:
@@ -429,11 +461,11 @@ class _TreeCheck:
                                   f"object {entry.oid.short} has {size}"))
         return found
 
-    def _size(self, oid: ObjectId) -> int:
-        size = self.sizes.get(oid.digest)
+    def _size(self, digest: bytes) -> int:
+        size = self.sizes.get(digest)
         if size is None:
-            stored = self.history.store.index.lookup(oid)
-            size = self.sizes[oid.digest] = -1 if stored is None else stored.size
+            stored = self.history.store.index.lookup(ObjectId(digest))
+            size = self.sizes[digest] = -1 if stored is None else stored.size
         return size
 
 

@@ -44,7 +44,8 @@ DATA_FILE = "data.mdb"
 LOCK_FILE = "lock.mdb"
 LONG_KEYS = b"longkeys"
 COMPACT_PREFIX = "compact"
-TABLES = (b"objects", b"packs", b"meta", b"refs", b"snapshots", b"timeline", b"statcache", b"verified",
+TABLES = (b"objects", b"packs", b"meta", b"refs", b"snapshots", b"timeline", b"treelinks", b"statcache",
+          b"verified",
           LONG_KEYS)
 _KEY_LENGTH = struct.Struct("<I")
 # Virtual address space only: LMDB grows the file as pages are used.
@@ -355,19 +356,28 @@ class Index:
     @_guarded(writing=True)
     def update(self, table: bytes, put: Iterable[tuple[bytes, bytes]] = (),
                delete: Iterable[bytes] = ()) -> None:
+        self.update_tables({table: (put, delete)})
+
+    @_guarded(writing=True)
+    def update_tables(self, changes: dict[bytes, tuple[Iterable[tuple[bytes, bytes]], Iterable[bytes]]]) -> None:
+        """Puts and deletes in several tables, in one transaction (one commit)."""
         with self._write() as txn:
-            db, long_db = self._db[table], self._db[LONG_KEYS]
-            for key in delete:
-                if self._fits(key):
-                    txn.delete(key, db=db)
-                else:
-                    txn.delete(self._long_key(table, key), db=long_db)
-            for key, value in put:
-                if self._fits(key):
-                    txn.put(key, value, db=db)
-                else:
-                    txn.put(self._long_key(table, key),
-                            _KEY_LENGTH.pack(len(key)) + key + value, db=long_db)
+            for table, (put, delete) in changes.items():
+                self._apply(txn, table, put, delete)
+
+    def _apply(self, txn, table: bytes, put: Iterable[tuple[bytes, bytes]], delete: Iterable[bytes]) -> None:
+        db, long_db = self._db[table], self._db[LONG_KEYS]
+        for key in delete:
+            if self._fits(key):
+                txn.delete(key, db=db)
+            else:
+                txn.delete(self._long_key(table, key), db=long_db)
+        for key, value in put:
+            if self._fits(key):
+                txn.put(key, value, db=db)
+            else:
+                txn.put(self._long_key(table, key),
+                        _KEY_LENGTH.pack(len(key)) + key + value, db=long_db)
 
     @_guarded
     def scan(self, table: bytes, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
