@@ -430,10 +430,10 @@ def test_sigkill_at_any_moment_of_forget_leaves_a_store_that_verifies_and_lists_
 
 # -- scale --------------------------------------------------------------------------------
 
-@pytest.mark.slow
 COUNT = 20_000
 
 
+@pytest.mark.slow
 def test_applying_a_policy_to_many_snapshots(tmp_path, utc):
     """Deciding over 20,000 recorded snapshots made behind the index's back
     (a dry run). The 100,000-snapshot figure comes from
