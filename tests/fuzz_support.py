@@ -324,7 +324,6 @@ def commit_snapshot(store: Store, store_path: Path, data: bytes, move_ref: bool 
     store.index.update(b"snapshots", put=[(oid.digest, data)])
     if move_ref:
         (store_path / "refs" / "heads" / BRANCH).write_text(oid.hex + "\n")
-        store.index.update(b"refs", put=[(f"{HEADS}{BRANCH}".encode(), oid.digest)])
     return oid.hex
 
 

@@ -153,7 +153,7 @@ def test_index_tables_take_keys_of_any_length_and_scan_them_in_order(store):
     assert [k for k, _ in index.scan(b"statcache", long_prefix)] == \
         [b"b\0" + b"x" * 600, b"b\0" + b"x" * 4096, b"b\0" + b"x" * 600 + b"y"]
     # Other tables do not see these keys.
-    assert index.scan(b"refs") == []
+    assert index.scan(b"snapshots") == []
     index.update(b"statcache", delete=[b"b\0" + b"x" * 4096, b"a\0" + b"z" * 5000])
     assert index.get(b"statcache", b"b\0" + b"x" * 4096) is None
     index.clear(b"statcache", b"b\0")

@@ -372,9 +372,9 @@ class History:
                     with atomic_output(self._record_path(oid), self.store.layout.tmp,
                                        self.store.layout.modes.file) as f:
                         f.write(data)
-                    self.store.index.update(TABLE, put=[(oid.digest, data)])
                     self._timeline.change(before, add=[TimelineEntry(oid, snapshot.time_ns,
-                                                                     snapshot.branch)])
+                                                                     snapshot.branch)],
+                                          also={TABLE: ([(oid.digest, data)], ())})
                     self.refs.write_locked(ref, oid)
                     return Snapshot.from_json(data, oid)
             snapshot = self._reparented(snapshot, current, ref)
@@ -418,8 +418,8 @@ class History:
         with self.refs.locked():
             before = self._timeline.stamp() if in_step else None
             self._unlink_records(entries)
-            self.store.index.update(TABLE, delete=[e.oid.digest for e in entries])
-            self._timeline.change(before, remove=[e for e in entries if e.branch])
+            self._timeline.change(before, remove=[e for e in entries if e.branch],
+                                  also={TABLE: ((), [e.oid.digest for e in entries])})
 
     def _unlink_records(self, entries: list[TimelineEntry]) -> None:
         """Unlink records by name within ``snapshots/`` (one descriptor, no
@@ -458,5 +458,4 @@ class History:
         self.store.index.update(TABLE, put=items)
         self._timeline.clear()
         self._timeline.resync()
-        self.refs.reload_index()
         return bad

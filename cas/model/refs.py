@@ -35,7 +35,6 @@ LOCK = "refs/lock"
 # One path component: no '/', no leading '-' or '.', no '..', no '.lock'
 # suffix (git's rules, minus nesting, which keeps refs/ a flat directory).
 _NAME = re.compile(r"^(?![-.])(?!.*\.\.)[A-Za-z0-9._-]+(?<!\.lock)\Z")
-TABLE = b"refs"
 # A ref is 65 bytes and HEAD about 30: anything much larger is not a ref,
 # and reading it whole (a link to /dev/zero) must not eat memory.
 MAX_REF_BYTES = 4096
@@ -195,7 +194,6 @@ class Refs:
         self._make_dirs(os.path.dirname(path))
         with atomic_output(path, self._store.layout.tmp, self._store.layout.modes.file) as f:
             f.write(oid.hex.encode() + b"\n")
-        self._store.index.update(TABLE, put=[(ref.encode(), oid.digest)])
 
     def delete(self, ref: str) -> None:
         """Remove a ref; a ref that does not exist is an error the user can act on."""
@@ -204,7 +202,6 @@ class Refs:
                 raise RefNotFound(ref.rpartition("/")[2])
             remove_quietly(self._path(ref))
             fsync_dir(os.path.dirname(self._path(ref)))
-            self._store.index.update(TABLE, delete=[ref.encode()])
 
     def list(self, prefix: str) -> dict[str, ObjectId]:
         """Refs under ``prefix`` (e.g. ``refs/heads/``) by short name, read from the files.
@@ -254,11 +251,3 @@ class Refs:
 
     def models(self) -> dict[str, ObjectId]:
         return self.list(MODELS)
-
-    def reload_index(self) -> None:
-        """Repopulate the index's refs table from the files (after a rebuild)."""
-        self._store.index.clear(TABLE)
-        items = [((HEADS + n).encode(), o.digest) for n, o in self.branches().items()]
-        items += [((TAGS + n).encode(), o.digest) for n, o in self.tags().items()]
-        items += [((MODELS + n).encode(), o.digest) for n, o in self.models().items()]
-        self._store.index.update(TABLE, put=items)

@@ -198,9 +198,11 @@ class Timeline:
         self._index.update(TABLE, put=put, delete=stale + ([] if stamp else [STAMP]))
 
     def change(self, before_stamp: bytes | None, add: Iterable[TimelineEntry] = (),
-               remove: Iterable[TimelineEntry] = ()) -> None:
+               remove: Iterable[TimelineEntry] = (), also: dict | None = None) -> None:
         """Record added and removed snapshots; the caller holds ``refs/lock``
-        and took ``before_stamp`` (``stamp()``) before changing the files."""
+        and took ``before_stamp`` (``stamp()``) before changing the files.
+        ``also`` ({table: (put, delete)}) commits in the same transaction:
+        one commit per recorded snapshot, not one per table."""
         put = [(_key(e), e.branch.encode("utf-8")) for e in add]
         delete = [_key(e) for e in remove]
         if self._memory is not None:
@@ -212,7 +214,7 @@ class Timeline:
             # Only our change happened since the table was in step; the new
             # stamp is not settled yet, so the next reader checks once.
             put.append((STAMP, now))
-        self._index.update(TABLE, put=put, delete=delete)
+        self._index.update_tables({**(also or {}), TABLE: (put, delete)})
 
     def stamp(self) -> bytes | None:
         return _dir_stamp(self._dir)

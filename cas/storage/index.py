@@ -44,7 +44,8 @@ DATA_FILE = "data.mdb"
 LOCK_FILE = "lock.mdb"
 LONG_KEYS = b"longkeys"
 COMPACT_PREFIX = "compact"
-TABLES = (b"objects", b"packs", b"meta", b"refs", b"snapshots", b"timeline", b"treelinks", b"statcache",
+# (An LMDB "refs" database of older stores mirrored refs/ and was never read.)
+TABLES = (b"objects", b"packs", b"meta", b"snapshots", b"timeline", b"treelinks", b"statcache",
           b"verified",
           LONG_KEYS)
 _KEY_LENGTH = struct.Struct("<I")
