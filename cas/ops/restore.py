@@ -40,6 +40,7 @@ from ..model.history import History
 from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE, Owner, TreeEntry
 from ..storage.store import STORE_DIR
+from ..storage.workers import FILE_WORKERS
 from .walk import Problem
 
 # Tasks in flight at most, and what one task of small files holds.
@@ -115,7 +116,7 @@ def restore(history: History, snapshot: Snapshot, target: str, paths: list[bytes
                          os.stat(history.store.path))
     root = DirHandle(root_fd)
     try:
-        with ThreadPoolExecutor(min(2, os.cpu_count() or 1), "cas-restore") as pool:
+        with ThreadPoolExecutor(FILE_WORKERS, "cas-restore") as pool:
             restorer.pool = pool
             try:
                 for rel in (paths or [b""]):

@@ -24,6 +24,7 @@ from ..storage.encoding import Encoding, ZstdError, decode
 from ..storage.index import IndexEntry
 from ..storage.pack import PackFormatError, read_entries
 from ..storage.store import Store
+from ..storage.workers import FILE_WORKERS
 from ..model.history import SNAPSHOTS, TABLE as SNAPSHOT_TABLE, History
 from ..model.snapshot import Snapshot
 from ..model.refs import HEADS
@@ -138,7 +139,7 @@ def _verify_objects(store: Store, full: bool, on_progress,
         jobs = _sample_jobs(store, report, by_pack, loose, sample)
     else:
         return report
-    with ThreadPoolExecutor(min(2, os.cpu_count() or 1), "cas-verify") as pool:
+    with ThreadPoolExecutor(FILE_WORKERS, "cas-verify") as pool:
         for checked, damage in pool.map(lambda job: job(), jobs):
             report.bytes_checked += checked
             report.damage.extend(damage)

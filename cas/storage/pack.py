@@ -46,7 +46,8 @@ class PackEntry:
     size: int
 
 
-WRITE_BUFFER = 1 << 20
+# Small objects gather in memory up to this before one write to the pack.
+PACK_WRITE_BUFFER = 1 << 20
 WRITEBACK_STEP = 4 << 20
 
 
@@ -77,11 +78,11 @@ class PackWriter:
             raise OSError(self._failure.errno, f"pack write failed earlier: {self._failure.strerror}")
         self._hasher.update(data)
         self._offset += len(data)
-        if len(self._buffer) + len(data) <= WRITE_BUFFER:
+        if len(self._buffer) + len(data) <= PACK_WRITE_BUFFER:
             self._buffer += data
             return
         self._flush()
-        if len(data) >= WRITE_BUFFER:
+        if len(data) >= PACK_WRITE_BUFFER:
             self._write_out(data)
         else:
             self._buffer += data

@@ -35,7 +35,7 @@ STORE_DIR = ".cas"
 READ_BLOCK = 1 << 20
 # Reused buffers of write_content: three of these are all the memory a restore
 # of any size holds.
-WRITE_BUFFER = 8 << 20
+CONTENT_WINDOW = 8 << 20
 MAPPED_WRITE_MIN = 1 << 20
 _MAX_OPEN_PACKS = 64
 
@@ -362,8 +362,8 @@ class Store:
                 if failure:
                     break
                 with self._mapped(piece, length) as view:
-                    for start in range(0, length, WRITE_BUFFER):
-                        window = view[start:start + WRITE_BUFFER]
+                    for start in range(0, length, CONTENT_WINDOW):
+                        window = view[start:start + CONTENT_WINDOW]
                         hasher.update(window)
                         ready.put(window)
                     total += length

@@ -17,6 +17,11 @@ from typing import Callable, Iterable, Iterator, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
+# Threads that read, hash and write files in parallel (snapshot, restore,
+# verify): two keep both cores of a small machine busy; more only queue on
+# the GIL between their system calls. The one place this is set.
+FILE_WORKERS = min(2, os.cpu_count() or 1)
+
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 _local = threading.local()
@@ -92,7 +97,7 @@ class FileBatches:
                  files: int = 64, nbytes: int = 4 << 20):
         self._fn, self._catch = fn, catch
         self._large_min, self._files, self._nbytes = large_min, files, nbytes
-        self._pool = ThreadPoolExecutor(min(2, os.cpu_count() or 1), name)
+        self._pool = ThreadPoolExecutor(FILE_WORKERS, name)
         self._large_pool = ThreadPoolExecutor(1, name + "-large")
         self._filling = _Batch()
 
