@@ -11,13 +11,13 @@ named down to the tensor.
 from __future__ import annotations
 
 import json
-import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import ManifestInvalid
 from ..objectid import HEX_LENGTH, ObjectId, is_hex
+from ..storage.chunking import read_safetensors_header
 from .canonical import dumps, loads
 
 MODEL_VERSION = 1
@@ -29,7 +29,6 @@ DTYPE_NAMES = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "U16
                "F16": "float16", "BF16": "bfloat16", "I32": "int32", "U32": "uint32",
                "F32": "float32", "I64": "int64", "U64": "uint64", "F64": "float64",
                "F8_E4M3": "float8_e4m3", "F8_E5M2": "float8_e5m2"}
-MAX_HEADER = 100 << 20
 WEIGHT_SUFFIXES = (".safetensors", ".npz", ".gguf", ".bin", ".pt", ".pth")
 
 
@@ -189,19 +188,8 @@ def parse_safetensors(read_at: Callable[[int, int], bytes], file_size: int,
                       path: str) -> list[TensorInfo]:
     """The tensors of a safetensors file, from its header; ``read_at(offset, n)``
     reads the file. Raises ValueError for anything that is not safetensors."""
-    head = read_at(0, 8) if file_size >= 8 else b""
-    if len(head) < 8:
-        raise ValueError(f"{path}: too short for a safetensors file")
-    (n,) = struct.unpack("<Q", head)
-    if n < 2 or n > MAX_HEADER or 8 + n > file_size:
-        raise ValueError(f"{path}: bad safetensors header length {n}")
-    try:
-        header = json.loads(read_at(8, n))
-    except (ValueError, UnicodeDecodeError, RecursionError):  # nesting too deep is damage too
-        raise ValueError(f"{path}: safetensors header is not JSON") from None
-    if not isinstance(header, dict):
-        raise ValueError(f"{path}: safetensors header is not a JSON object")
-    return safetensors_tensors(header, 8 + n, file_size, path)
+    header, data_start = read_safetensors_header(read_at, file_size, path)
+    return safetensors_tensors(header, data_start, file_size, path)
 
 
 def safetensors_tensors(header: dict, data_start: int, file_size: int, path: str) -> list[TensorInfo]:

@@ -30,7 +30,7 @@ import json
 import os
 import struct
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from pyfastcdc.cy import FastCDC
 
@@ -49,7 +49,7 @@ LIVE_CDC = CdcParams(4 << 10, 16 << 10, 64 << 10)
 LOG_SUFFIXES = (".jsonl", ".ndjson", ".log")
 MAX_CHUNK = 4 << 20
 SQLITE_MAGIC = b"SQLite format 3\0"
-_SAFETENSORS_MAX_HEADER = 100 << 20
+SAFETENSORS_MAX_HEADER = 100 << 20
 
 
 class _Region:
@@ -95,21 +95,33 @@ def _fixed_chunks(fd: int, offset: int, length: int, size: int) -> Iterator[byte
                 yield data[i:i + size]
 
 
+def read_safetensors_header(read_at: Callable[[int, int], bytes], size: int,
+                            path: str = "file") -> tuple[dict, int]:
+    """A safetensors file's header (a JSON object) and where its data starts;
+    ``read_at(offset, n)`` reads the file. The one reader of these headers:
+    cutting files into chunks and importing models both use it. Raises
+    ValueError, naming ``path``, for anything else."""
+    head = read_at(0, 8) if size >= 8 else b""
+    if len(head) < 8:
+        raise ValueError(f"{path}: too short for a safetensors file")
+    (n,) = struct.unpack("<Q", head)
+    if n < 2 or n > SAFETENSORS_MAX_HEADER or 8 + n > size:
+        raise ValueError(f"{path}: bad safetensors header length {n}")
+    try:
+        header = json.loads(read_at(8, n))
+    except (ValueError, UnicodeDecodeError, RecursionError):  # nesting too deep is damage too
+        raise ValueError(f"{path}: safetensors header is not JSON") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: safetensors header is not a JSON object")
+    return header, 8 + n
+
+
 def safetensors_spans(fd: int, size: int) -> list[tuple[int, int]] | None:
     """(offset, length) of the header and each tensor, or None if not safetensors."""
-    head = os.pread(fd, 8, 0)
-    if len(head) < 8:
-        return None
-    (n,) = struct.unpack("<Q", head)
-    if n < 2 or n > _SAFETENSORS_MAX_HEADER or 8 + n > size:
-        return None
     try:
-        header = json.loads(os.pread(fd, n, 8))
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        header, base = read_safetensors_header(lambda offset, n: os.pread(fd, n, offset), size)
+    except ValueError:
         return None
-    if not isinstance(header, dict):
-        return None
-    base = 8 + n
     ranges = []
     for name, info in header.items():
         if name == "__metadata__":
