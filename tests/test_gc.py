@@ -131,3 +131,16 @@ def test_du_and_stats_count_what_only_one_snapshot_holds(tmp_path, cas):
     added = json.loads(cas("stats", "--json", s2, cwd=root).out)
     assert added["id"] == s2 and added["new_bytes"] < 400_000
     assert cas("du", s1, cwd=root).code == 0
+
+
+def test_gc_json_reports_every_figure_of_its_report(tmp_path, cas):
+    """The JSON comes from the report itself, so no figure is left out
+    (removed_views was)."""
+    import dataclasses
+
+    from cas.ops.gc import GcReport
+
+    root, _ = setup_history(tmp_path, cas)
+    doc = json.loads(cas("gc", "--dry-run", "--json", cwd=root).out)
+    assert set(doc) == {"dry_run"} | {f.name for f in dataclasses.fields(GcReport)}
+    assert doc["dry_run"] is True and doc["removed_views"] == 0

@@ -135,10 +135,7 @@ def gc(ctx: Context, dry_run: bool, grace: int, as_json: bool) -> None:
     history = ctx.open_history(exclusive=True)
     with history.store:
         r = do_gc(history, dry_run, grace)
-    doc = {"dry_run": dry_run, "live_objects": r.live_objects, "removed_objects": r.removed_objects,
-           "removed_bytes": r.removed_bytes, "removed_packs": r.removed_packs,
-           "kept_dead_objects": r.kept_dead_objects, "kept_dead_bytes": r.kept_dead_bytes,
-           "repacked_packs": r.repacked_packs, "too_young": r.too_young}
+    doc = r.to_doc(dry_run)
     if as_json:
         out_json(doc)
         return
@@ -151,6 +148,8 @@ def gc(ctx: Context, dry_run: bool, grace: int, as_json: bool) -> None:
                  "share packs with live ones and were kept")
     if r.too_young:
         out_line(f"{r.too_young} unreachable objects are younger than {grace} s and were kept")
+    if r.removed_views:
+        out_line(f"{verb} {r.removed_views} model view(s) of versions no longer recorded")
 
 
 commands = [forget, gc]

@@ -16,6 +16,7 @@ reports and rebuild adopts), never an index entry pointing at nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import defaultdict
@@ -46,6 +47,10 @@ class GcReport:
     repacked_packs: int = 0
     too_young: int = 0
     removed_views: int = 0
+
+    def to_doc(self, dry_run: bool) -> dict:
+        """Every figure, as ``cas gc --json`` prints it."""
+        return {"dry_run": dry_run, **dataclasses.asdict(self)}
 
 
 def live_set(history: History) -> set[bytes]:
