@@ -137,8 +137,10 @@ class InvalidRefName(CasError):
 
 
 class PathNotInSnapshot(CasError):
-    def __init__(self, path: str, snapshot: str):
-        super().__init__(f"{path} is not in snapshot {snapshot}")
+    def __init__(self, path: str, snapshot: str, last_in: str = ""):
+        # Where the path was last seen: a deleted file is found at once.
+        hint = f" (last in {last_in})" if last_in else ""
+        super().__init__(f"{path} is not in snapshot {snapshot}{hint}")
 
 
 class WouldLoseChanges(CasError):
@@ -185,7 +187,7 @@ class MetadataUnreadable(CasError):
 class HistoryTooShort(RefNotFound):
     def __init__(self, spec: str, depth: int):
         CasError.__init__(self, f"'{spec}' goes back further than its history, which has "
-                                f"{depth} snapshot(s) (see 'cas log')")
+                                f"{counted(depth, 'snapshot')} (see 'cas log')")
 
 
 class AmbiguousArgument(CasError):
@@ -301,3 +303,57 @@ class SnapshotReferenced(CasError):
         super().__init__(f"refusing to forget snapshots other refs are on: {shown}; pass --force "
                          "to move each to the newest surviving snapshot of its history (or "
                          "delete it when none survives)")
+
+
+class UnknownCommand(CasError):
+    """A command name no group has: the nearest names are offered, as git does."""
+
+    def __init__(self, name: str, group: str, nearest: list[str]):
+        hint = ""
+        if nearest:
+            hint = "; did you mean " + " or ".join(f"'{n}'" for n in nearest) + "?"
+        super().__init__(f"'{name}' is not a {group} command{hint} (see '{group} --help')")
+
+
+class StoreInsideTree(CasError):
+    """``cas init`` below a directory whose store would then snapshot the new one."""
+
+    def __init__(self, directory: str, outer: str):
+        super().__init__(f"{directory} is inside the tree of the store {outer}, whose snapshots "
+                         "would take in the new store: snapshot it with that store, or pass "
+                         "--nested to make a store inside it anyway")
+
+
+class TagExists(CasError):
+    """A tag names one snapshot for good: moving it must be asked for."""
+
+    def __init__(self, name: str, at: str):
+        super().__init__(f"tag '{name}' already exists at {at}: pass -f to move it, "
+                         f"or choose another name")
+
+
+def counted(n: int, noun: str, plural: str = "") -> str:
+    """'1 file', '2 files': a count with its noun, for every message and summary line."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+class RefIsAPath(RefNotFound):
+    """The argument that must name a snapshot names a path instead."""
+
+    def __init__(self, spec: str, command: str):
+        CasError.__init__(self, f"'{spec}' names no snapshot, branch or tag; it is a path: name "
+                                f"the snapshot first ({command} SNAP {spec} ...)")
+
+
+class NoSnapshotsYet(RefNotFound):
+    def __init__(self, branch: str):
+        CasError.__init__(self, f"branch {branch} has no snapshots yet: take one with "
+                                "'cas snapshot'")
+
+
+class NoSnapshotAt(RefNotFound):
+    """A time before a branch's history begins: says when it begins."""
+
+    def __init__(self, branch: str, when: str, first: str, first_when: str):
+        CasError.__init__(self, f"no snapshot on {branch} at or before {when}: its first "
+                                f"snapshot, {first}, is at {first_when}")

@@ -17,7 +17,8 @@ import sys
 
 import click
 
-from ..errors import EXIT_PROBLEM_FOUND, EXIT_USAGE, CasError
+from ..errors import (EXIT_PROBLEM_FOUND, EXIT_USAGE, ArgumentsConflict, CasError,
+                      UnknownCommand)
 from ..storage.store import Store, find_store, locate_store
 from .output import error_line, warn
 
@@ -79,15 +80,75 @@ COMMAND_MODULES = {
 
 class _CommandGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMAND_MODULES)
+        return sorted([*COMMAND_MODULES, "help"])
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "help":
+            return help_command
         module_name = COMMAND_MODULES.get(name)
         if module_name is None:
             return None
         module = importlib.import_module(f".{module_name}", __package__)
         commands = getattr(module, "commands", None) or [module.command]
         return next(c for c in commands if c.name == name)
+
+
+def unknown_command(ctx: click.Context, name: str) -> UnknownCommand:
+    """The one error for a command name no group has, whichever group it was
+    given to (the lazy top level lists names click's own suggestion cannot see)."""
+    group = ctx.command
+    names = group.list_commands(ctx) if isinstance(group, click.Group) else []
+    return UnknownCommand(name, ctx.command_path, nearest_names(name, names))
+
+
+def nearest_names(name: str, names: list[str]) -> list[str]:
+    """The names within a typo's reach of ``name``: one edit or swap of two
+    neighbouring letters per three letters typed (at least one), as git's
+    suggestions allow, or names ``name`` is the start of."""
+    reach = max(1, len(name) // 3)
+    scored = [(_edit_distance(name, n), n) for n in names]
+    best = min((d for d, _ in scored), default=reach + 1)
+    # Among equals, the names as long as what was typed first: 'stauts' is
+    # more likely 'status' than 'stats'.
+    close = sorted((n for d, n in scored if d == best and d <= reach),
+                   key=lambda n: abs(len(n) - len(name)))
+    return close or [n for n in names if len(name) >= 3 and n.startswith(name)]
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Edits (insert, delete, replace, swap of neighbours) turning a into b."""
+    before, row = None, list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            current[j] = min(row[j] + 1, current[j - 1] + 1, row[j - 1] + (ca != cb))
+            if before is not None and i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                current[j] = min(current[j], before[j - 2] + 1)
+        before, row = row, current
+    return row[-1]
+
+
+@click.command("help")
+@click.argument("words", metavar="[COMMAND]...", nargs=-1)
+@click.pass_context
+def help_command(ctx: click.Context, words: tuple[str, ...]) -> None:
+    """Show a command's help: 'cas help log' is 'cas log --help'.
+
+    \b
+    Example:
+      cas help model import
+    """
+    at = ctx.parent or ctx
+    for word in words:
+        group = at.command
+        if not isinstance(group, click.Group):
+            raise ArgumentsConflict(f"{at.command_path} has no subcommand '{word}' "
+                                    f"(see '{at.command_path} --help')")
+        command = group.get_command(at, word)
+        if command is None:
+            raise unknown_command(at, word)
+        at = click.Context(command, info_name=word, parent=at)
+    click.echo(at.get_help(), color=at.color)
 
 
 @click.group(cls=_CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -144,6 +205,11 @@ def run(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         error_line("interrupted")
         return 130
+    except click.exceptions.NoSuchCommand as e:
+        # One line with the nearest names, from every group alike.
+        error = unknown_command(e.ctx, e.command_name) if e.ctx else e
+        error_line(str(error) if e.ctx else e.format_message())
+        return EXIT_USAGE
     except click.ClickException as e:
         e.show()
         return EXIT_USAGE
