@@ -7,8 +7,8 @@ import click
 
 from ..durable import atomic_output
 from ..errors import SourceError
-from ..model.tree import FILE
-from .history_args import tree_path
+from ..model.tree import DIR, FILE
+from .history_args import resolve_snapshot, tree_path
 from .main import Context, pass_ctx
 
 
@@ -19,10 +19,14 @@ def _resolve(history, ref: str):
     if ":" not in ref:
         return history.store.resolve(ref), 0o600
     spec, _, path = ref.partition(":")
-    snap = history.resolve(spec or "HEAD")
+    snap = resolve_snapshot(history, spec or "HEAD")
     entry = history.entry_at(snap.tree, tree_path(path), snap.oid.short)
-    if entry is None or entry.kind != FILE:
-        raise SourceError(ref, "is not a file in that snapshot")
+    if entry is None or entry.kind == DIR:
+        raise SourceError(ref, f"is a directory in snapshot {snap.oid.short}, not a file "
+                               f"(list it with 'cas ls {ref}')")
+    if entry.kind != FILE:
+        raise SourceError(ref, f"is a {entry.kind} in snapshot {snap.oid.short}, not a file "
+                               f"(see 'cas ls {ref}')")
     # Permission bits only: no owner is restored, so no setuid or setgid.
     return entry.oid, entry.mode & 0o777 & ~_umask()
 

@@ -5,11 +5,12 @@ from collections import deque
 
 import click
 
-from ..errors import CasError
+from ..errors import CasError, counted
 from ..model.history import History
 from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE, SYMLINK
-from .history_args import RefsThenPaths, paths_after_dashdash, split_refs, tree_path
+from .history_args import (RefsThenPaths, paths_after_dashdash, resolve_snapshot, split_refs,
+                           tree_path)
 from .main import Context, pass_ctx
 from .output import human_bytes, out_json, out_line, shown
 from .timespec import TimeParam, show_time
@@ -57,7 +58,7 @@ def log(ctx: Context, args: tuple[str, ...], limit: int | None, oneline: bool, a
         if all_branches:
             entries = iter(history.every_entry())
         else:
-            start = refs[0] if refs else history.resolve("HEAD")
+            start = refs[0] if refs else resolve_snapshot(history, "HEAD")
             # A branch names all of its history; a new fork's head is still
             # a snapshot of its base, listed from there back.
             whole = history.branch_named(args[0] if refs else "HEAD") == start.branch
@@ -72,8 +73,10 @@ def log(ctx: Context, args: tuple[str, ...], limit: int | None, oneline: bool, a
         if oneline:
             out_line(f"{s.oid.short}{mark} {shown(s.message)}")
             continue
+        files = s.stats['files']
+        noun = "file " if files == 1 else "files"  # padded: the columns stay aligned
         out_line(f"{s.oid.short}{mark} {show_time(s.time_ns)}  {shown(s.branch):<10} "
-                 f"{s.stats['files']:>7} files {human_bytes(s.stats['bytes']):>10}  {shown(s.message)}")
+                 f"{files:>7} {noun} {human_bytes(s.stats['bytes']):>10}  {shown(s.message)}")
 
 
 def _pick(history: History, entries, limit: int | None, since: int | None, until: int | None,
@@ -142,7 +145,7 @@ def show(ctx: Context, spec: str, as_json: bool) -> None:
     """Show one snapshot's manifest."""
     history = ctx.open_history()
     with history.store:
-        s = history.resolve(spec)
+        s = resolve_snapshot(history, spec)
     if as_json:
         out_json(_snapshot_doc(s))
         return
@@ -153,9 +156,9 @@ def show(ctx: Context, spec: str, as_json: bool) -> None:
     out_line(f"source   {shown(s.user)}@{shown(s.host)}:{shown(s.source)}")
     out_line(f"tree     {s.tree.hex}")
     st = s.stats
-    out_line(f"contents {st['files']} files, {st['dirs']} dirs, {st['symlinks']} symlinks, "
-             f"{human_bytes(st['bytes'])}")
-    out_line(f"added    {st['new_objects']} new objects, {human_bytes(st['new_bytes'])} "
+    out_line(f"contents {counted(st['files'], 'file')}, {counted(st['dirs'], 'dir')}, "
+             f"{counted(st['symlinks'], 'symlink')}, {human_bytes(st['bytes'])}")
+    out_line(f"added    {counted(st['new_objects'], 'new object')}, {human_bytes(st['new_bytes'])} "
              f"({human_bytes(st['stored_bytes'])} stored)")
     out_line("")
     out_line(f"    {shown(s.message) or '(no message)'}")
@@ -171,7 +174,7 @@ def ls(ctx: Context, spec: str, recursive: bool, as_json: bool) -> None:
     ref, _, path = spec.partition(":")
     history = ctx.open_history()
     with history.store:
-        snap = history.resolve(ref or "HEAD")
+        snap = resolve_snapshot(history, ref or "HEAD")
         rel = tree_path(path)
         entry = history.entry_at(snap.tree, rel, snap.oid.short)
         if entry is not None and entry.kind != DIR:

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+from collections import deque
+
 import click
 
-from ..errors import EXIT_PROBLEM_FOUND, RefNotFound
+from ..errors import EXIT_PROBLEM_FOUND, BranchNotInHistory, NoSnapshotAt, NoSnapshotsYet, counted
 from ..ops.checkout import checkout as do_checkout
 from ..ops.restore import OwnerPolicy, restore as do_restore
 from ..ops.worktree import resolve_source
-from .history_args import (RefsThenPaths, paths_after_dashdash, source_relative, split_refs,
-                           tree_path)
+from .history_args import (RefsThenPaths, check_paths, paths_after_dashdash, resolve_named,
+                           resolve_snapshot, source_relative, split_refs, tree_path)
 from .main import Context, pass_ctx
 from .output import byte_progress, error_line, human_bytes, info, path_text, wants_progress
 from .timespec import TimeParam, show_time
@@ -39,25 +41,43 @@ def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
     history = ctx.open_history()
     with history.store:
         if at_ns is not None:
-            branch = branch or history.refs.head_branch()
-            snap = history.at_time(branch, at_ns)
-            if snap is None:
-                raise RefNotFound(f"a snapshot on {branch} at or before {show_time(at_ns)}")
-            paths = [tree_path(a) for a in (*args, *paths_after_dashdash())]
+            snap = _snapshot_at(history, branch or history.refs.head_branch(), at_ns)
+            given = [*args, *paths_after_dashdash()]
         else:
-            refs, paths = split_refs(history, args, 1, paths_after_dashdash())
-            if not refs:
+            if not args:
                 raise click.UsageError("name a snapshot to restore (or use --at TIME)")
-            snap = refs[0]
+            snap = resolve_named(history, args[0], "cas restore")
+            split_refs(history, args, 1, paths_after_dashdash())
+            given = [*args[1:], *paths_after_dashdash()]
+        check_paths(history, snap, given)
+        paths = [tree_path(p) for p in given]
         with byte_progress("restore", snap.stats.get("bytes"), wants_progress(ctx.quiet)) as advance:
             report = do_restore(history, snap, target, paths or None, advance,
                                 OwnerPolicy.default(numeric_owner))
     for p in report.problems:
         error_line(f"{path_text(p.path)}: {p.message}")
-    info(f"restored {snap.oid.short} ({show_time(snap.time_ns)}): {report.files} files, "
-         f"{report.dirs} dirs, {report.symlinks} symlinks, {human_bytes(report.bytes)} into {target}",
-         ctx.quiet)
+    info(f"restored {snap.oid.short} ({show_time(snap.time_ns)}): {counted(report.files, 'file')}, "
+         f"{counted(report.dirs, 'dir')}, {counted(report.symlinks, 'symlink')}, "
+         f"{human_bytes(report.bytes)} into {target}", ctx.quiet)
     return EXIT_PROBLEM_FOUND if report.problems else 0
+
+
+def _snapshot_at(history, branch: str, at_ns: int):
+    """The newest snapshot of ``branch`` at or before a time; before its
+    first one, the error says when the first one is."""
+    snap = history.at_time(branch, at_ns)
+    if snap is not None:
+        return snap
+    head = history.branch_head(branch)
+    # As at_time reads it: a deleted branch's recorded snapshots still count.
+    entries = history.lineage(head, whole_branch=head.branch == branch) if head else \
+        history.timeline(branch)
+    oldest = deque(entries, maxlen=1)
+    if not oldest:
+        raise NoSnapshotsYet(branch) if branch == history.refs.head_branch() else \
+            BranchNotInHistory(branch)
+    first = oldest[0]
+    raise NoSnapshotAt(branch, show_time(at_ns), first.oid.short, show_time(first.time_ns))
 
 
 @click.command("checkout")
@@ -73,14 +93,14 @@ def checkout(ctx: Context, spec: str, paths: tuple[str, ...], force: bool) -> in
     """
     history = ctx.open_history()
     with history.store:
-        snap = history.resolve(spec)
+        snap = resolve_snapshot(history, spec)
         source, branch = resolve_source(history, None, None)
         rel = [source_relative(source, p) for p in paths]
         report = do_checkout(history, snap, source, branch, rel or None, force)
     for p in report.restore.problems:
         error_line(f"{path_text(p.path)}: {p.message}")
-    info(f"checked out {snap.oid.short}: {len(report.changes)} paths changed "
-         f"({report.restore.files} files written, {report.removed} removed)", ctx.quiet)
+    info(f"checked out {snap.oid.short}: {counted(len(report.changes), 'path')} changed "
+         f"({counted(report.restore.files, 'file')} written, {report.removed} removed)", ctx.quiet)
     return EXIT_PROBLEM_FOUND if report.restore.problems else 0
 
 

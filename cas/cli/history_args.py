@@ -11,7 +11,8 @@ import os
 
 import click
 
-from ..errors import AmbiguousArgument, HistoryTooShort, PathNotInSnapshot, RefNotFound
+from ..errors import (AmbiguousArgument, CasError, HistoryTooShort, NoSnapshotsYet,
+                      PathNotInSnapshot, RefIsAPath, RefNotFound)
 from ..model.history import History
 from ..model.snapshot import Snapshot
 
@@ -47,7 +48,7 @@ def split_refs(history: History, args: tuple[str, ...], max_refs: int,
     failed: dict[str, RefNotFound] = {}
     while rest and len(refs) < max_refs:
         try:
-            refs.append(history.resolve(rest[0]))
+            refs.append(resolve_snapshot(history, rest[0]))
         except RefNotFound as e:
             failed[rest[0]] = e
             break
@@ -57,12 +58,74 @@ def split_refs(history: History, args: tuple[str, ...], max_refs: int,
         if _is_path(history, arg, trees):
             continue
         error = failed.get(arg)
-        if isinstance(error, HistoryTooShort):
+        if isinstance(error, (HistoryTooShort, NoSnapshotsYet)):
             raise error
         if len(refs) == max_refs:  # no revision could come here: a path, not found
+            if len(refs) == 1:
+                raise missing_path(history, refs[0], arg)
             raise PathNotInSnapshot(arg, " or ".join(s.oid.short for s in refs))
         raise AmbiguousArgument(arg)
     return refs, [tree_path(p) for p in [*rest, *after]]
+
+
+def resolve_snapshot(history: History, spec: str) -> Snapshot:
+    """``history.resolve``, saying plainly when HEAD's branch has no snapshot yet."""
+    try:
+        return history.resolve(spec)
+    except RefNotFound:
+        if spec.strip().split("~")[0] in ("", "HEAD"):
+            branch = history.refs.head_branch()
+            if history.branch_head(branch) is None:
+                raise NoSnapshotsYet(branch) from None
+        raise
+
+
+def resolve_named(history: History, spec: str, command: str) -> Snapshot:
+    """The snapshot an argument that must name one names; an existing path
+    there is named as a path, so the user sees what was misread."""
+    try:
+        return resolve_snapshot(history, spec)
+    except RefNotFound as e:
+        if type(e) is RefNotFound and os.path.lexists(spec):
+            raise RefIsAPath(spec, command) from None
+        raise
+
+
+# How many older snapshots a missing path is looked for in: the search
+# runs only on the way to an error, and must stay quick on long histories.
+_LAST_SEEN_SEARCH = 2000
+
+
+def missing_path(history: History, snap: Snapshot, given: str) -> PathNotInSnapshot:
+    """The error for a path ``snap`` lacks, naming the path as the user gave
+    it and the newest older snapshot of its history that still has it."""
+    rel = tree_path(given)
+    last_tree = snap.tree
+    for n, entry in enumerate(history.lineage(snap)):
+        if n > _LAST_SEEN_SEARCH:
+            break
+        try:
+            older = history.load_snapshot(entry.oid)
+            if older.tree == last_tree:
+                continue  # the same tree: no need to look again
+            last_tree = older.tree
+            history.entry_at(older.tree, rel)
+        except CasError:  # not there, or unreadable: the hint is only a hint
+            continue
+        return PathNotInSnapshot(given, snap.oid.short, older.oid.short)
+    return PathNotInSnapshot(given, snap.oid.short)
+
+
+def check_paths(history: History, snap: Snapshot, given: list[str]) -> None:
+    """Refuse, before anything is written, a path that ``snap`` does not have."""
+    for path in given:
+        rel = tree_path(path)
+        if not rel:
+            continue
+        try:
+            history.entry_at(snap.tree, rel)
+        except PathNotInSnapshot:
+            raise missing_path(history, snap, path) from None
 
 
 def _head_tree(history: History) -> list:
