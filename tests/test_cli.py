@@ -59,7 +59,7 @@ def test_json_outputs_parse(tree, cas):
 
 def test_commands_find_the_store_from_a_subdirectory(tree, cas):
     assert cas("add", "state.db", cwd=tree / "data" / "db").code == 0
-    assert "1 files" in cas("add", "state.db", cwd=tree / "data" / "db").err
+    assert "1 file," in cas("add", "state.db", cwd=tree / "data" / "db").err
 
 
 def test_store_elsewhere_by_option_and_environment(tmp_path, cas, monkeypatch):

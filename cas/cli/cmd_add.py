@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import click
 
-from ..errors import EXIT_USAGE
+from ..errors import EXIT_USAGE, counted
 from ..ops.ingest import AddedFile, add_paths
 from ..ops.walk import ERROR, Problem
 from .main import Context, pass_ctx
@@ -43,10 +43,10 @@ def command(ctx: Context, paths: tuple[str, ...], as_json: bool) -> int:
             {"path": path_text(p.path), "message": p.message, "severity": p.severity}
             for p in report.problems]})
     else:
-        info(f"{report.files} files, {human_bytes(report.bytes)}; "
-             f"{report.new_objects} new objects, {human_bytes(report.new_bytes)} new "
+        info(f"{counted(report.files, 'file')}, {human_bytes(report.bytes)}; "
+             f"{counted(report.new_objects, 'new object')}, {human_bytes(report.new_bytes)} new "
              f"({human_bytes(report.stored_bytes)} stored)", ctx.quiet)
     if report.errors:
-        error_line(f"{len(report.errors)} path(s) could not be stored (see above)")
+        error_line(f"{counted(len(report.errors), 'path')} could not be stored (see above)")
         return EXIT_USAGE
     return 0

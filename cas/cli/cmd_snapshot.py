@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import click
 
-from ..errors import EXIT_USAGE
+from ..errors import EXIT_USAGE, counted
 from ..ops.scan import ScanPolicy
 from ..ops.snapshot import take_snapshot
 from ..ops.worktree import plain_branch_name, resolve_source
@@ -63,11 +63,13 @@ def command(ctx: Context, path: str | None, message: str, branch: str | None,
                  f"branch {branch}", ctx.quiet)
         out_line(f"{snap.oid.hex}")
         s = snap.stats
-        info(f"[{branch} {snap.oid.short}] {message or '(no message)'}: {s['files']} files, "
-             f"{human_bytes(s['bytes'])}; {scan.read_files} read, {s['new_objects']} new objects, "
-             f"{human_bytes(s['stored_bytes'])} stored", ctx.quiet)
+        info(f"[{branch} {snap.oid.short}] {message or '(no message)'}: {counted(s['files'], 'file')}, "
+             f"{human_bytes(s['bytes'])}; {scan.read_files} read, "
+             f"{counted(s['new_objects'], 'new object')}, {human_bytes(s['stored_bytes'])} stored",
+             ctx.quiet)
     errors = [p for p in scan.problems if p.severity == "error"]
     if errors:
-        error_line(f"{len(errors)} path(s) could not be read and are not in the snapshot")
+        error_line(f"{counted(len(errors), 'path')} could not be read and "
+                   f"{'is' if len(errors) == 1 else 'are'} not in the snapshot")
         return EXIT_USAGE
     return 0
