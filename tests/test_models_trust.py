@@ -417,7 +417,7 @@ def test_python_api_takes_a_store_directory_or_a_tree_holding_one(cas, tmp_path)
         assert mlx.model_path("m", store=where).startswith(str(s) + "/views/")
     tree = tmp_path / "proj"
     tree.mkdir()
-    assert cas("init", cwd=tree).code == 0
+    assert cas("init", "--nested", cwd=tree).code == 0
     assert cas("model", "import", str(src), "--name", "p", cwd=tree).code == 0
     assert mlx.load_config("p", store=str(tree))["seed"] == 1
     (tree / "deep").mkdir()

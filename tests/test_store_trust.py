@@ -520,7 +520,7 @@ def test_store_given_as_a_tree_means_its_dot_cas_and_never_one_further_up(tmp_pa
     inner = outer / "inner"
     write(inner / "f", b"data\n")
     assert cas("init", cwd=outer).returncode == 0
-    assert cas("init", cwd=inner).returncode == 0
+    assert cas("init", "--nested", cwd=inner).returncode == 0
     assert locate_store(str(inner)) == str(inner / ".cas")
     assert locate_store(str(inner / ".cas")) == str(inner / ".cas")
     with pytest.raises(Exception, match="no cas store"):
