@@ -261,3 +261,20 @@ def test_raw_content_is_written_from_its_mapping_and_checked(tmp_path):
             _os.truncate(path, first.offset + 10)
             with open(out, "wb") as f, pytest.raises(ObjectDamaged, match="truncated"):
                 store.write_content(oid, f.fileno())
+
+
+def test_restore_and_checkout_print_what_they_did_as_json(tmp_path, cas):
+    root = tmp_path / "tree"
+    cas("init", str(root))
+    (root / "d").mkdir()
+    (root / "d" / "a.txt").write_bytes(b"one")
+    (root / "b.txt").write_bytes(b"two!")
+    first = cas("snapshot", cwd=root).text.strip()
+    (root / "b.txt").write_bytes(b"changed")
+    cas("snapshot", cwd=root)
+    doc = json.loads(cas("restore", first, "--to", str(tmp_path / "out"), "--json", cwd=root).out)
+    assert (doc["snapshot"], doc["files"], doc["dirs"], doc["bytes"], doc["problems"]) == \
+        (first, 2, 1, 7, [])
+    doc = json.loads(cas("checkout", first, "--json", cwd=root).out)
+    assert doc["snapshot"] == first and doc["changed"] == 1 and doc["written"]["files"] == 1
+    assert (root / "b.txt").read_bytes() == b"two!"

@@ -11,7 +11,7 @@ from ..ops.worktree import resolve_source
 from .history_args import (RefsThenPaths, check_paths, paths_after_dashdash, resolve_named,
                            resolve_snapshot, source_relative, split_refs, tree_path)
 from .main import Context, pass_ctx
-from .output import byte_progress, error_line, human_bytes, info, path_text, wants_progress
+from .output import byte_progress, error_line, human_bytes, info, out_json, path_text, wants_progress
 from .timespec import TimeParam, show_time
 
 
@@ -24,9 +24,10 @@ from .timespec import TimeParam, show_time
 @click.option("-b", "--branch", help="Branch for --at (default: HEAD's).")
 @click.option("--numeric-owner", is_flag=True,
               help="As root, restore owners by the recorded uid/gid, not by user and group name.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was restored as JSON.")
 @pass_ctx
 def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
-            branch: str | None, numeric_owner: bool) -> int:
+            branch: str | None, numeric_owner: bool, as_json: bool) -> int:
     """Write a snapshot, or some paths of it, into a directory.
 
     cas restore SNAP [PATH...] --to DIR, or cas restore --at TIME [PATH...] --to DIR.
@@ -54,6 +55,10 @@ def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
         with byte_progress("restore", snap.stats.get("bytes"), wants_progress(ctx.quiet)) as advance:
             report = do_restore(history, snap, target, paths or None, advance,
                                 OwnerPolicy.default(numeric_owner))
+    if as_json:
+        out_json({"snapshot": snap.oid.hex, "time": snap.time_iso, "target": target,
+                  **report.figures(), "problems": _problem_docs(report.problems)})
+        return EXIT_PROBLEM_FOUND if report.problems else 0
     for p in report.problems:
         error_line(f"{path_text(p.path)}: {p.message}")
     info(f"restored {snap.oid.short} ({show_time(snap.time_ns)}): {counted(report.files, 'file')}, "
@@ -84,8 +89,9 @@ def _snapshot_at(history, branch: str, at_ns: int):
 @click.argument("spec", metavar="SNAP")
 @click.argument("paths", nargs=-1)
 @click.option("-f", "--force", is_flag=True, help="Overwrite and delete even changes in no snapshot.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was changed as JSON.")
 @pass_ctx
-def checkout(ctx: Context, spec: str, paths: tuple[str, ...], force: bool) -> int:
+def checkout(ctx: Context, spec: str, paths: tuple[str, ...], force: bool, as_json: bool) -> int:
     """Make the working tree (or some paths of it) match a snapshot.
 
     Refuses (exit 2, naming the files) when that would overwrite or delete
@@ -97,11 +103,21 @@ def checkout(ctx: Context, spec: str, paths: tuple[str, ...], force: bool) -> in
         source, branch = resolve_source(history, None, None)
         rel = [source_relative(source, p) for p in paths]
         report = do_checkout(history, snap, source, branch, rel or None, force)
+    if as_json:
+        out_json({"snapshot": snap.oid.hex, "changed": len(report.changes), "removed": report.removed,
+                  "written": report.restore.figures(),
+                  "problems": _problem_docs(report.restore.problems)})
+        return EXIT_PROBLEM_FOUND if report.restore.problems else 0
     for p in report.restore.problems:
         error_line(f"{path_text(p.path)}: {p.message}")
     info(f"checked out {snap.oid.short}: {counted(len(report.changes), 'path')} changed "
          f"({counted(report.restore.files, 'file')} written, {report.removed} removed)", ctx.quiet)
     return EXIT_PROBLEM_FOUND if report.restore.problems else 0
+
+
+def _problem_docs(problems) -> list[dict]:
+    return [{"path": path_text(p.path), "message": p.message, "severity": p.severity}
+            for p in problems]
 
 
 commands = [restore, checkout]

@@ -58,6 +58,11 @@ class RestoreReport:
     bytes: int = 0
     problems: list[Problem] = field(default_factory=list)
 
+    def figures(self) -> dict:
+        """The counts, as ``cas restore --json`` prints them (problems apart)."""
+        return {"files": self.files, "dirs": self.dirs, "symlinks": self.symlinks,
+                "bytes": self.bytes}
+
 
 @dataclass(frozen=True)
 class OwnerPolicy:
