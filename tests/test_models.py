@@ -385,3 +385,19 @@ def test_version_numbers_stay_put_when_a_version_is_forgotten(history, models):
     assert [v.number for v in model_versions(history, "m")] == [3]
     v4 = import_model(history, str(models["f16"]), "m").version
     assert v4.number == 4
+
+
+def test_model_verify_path_and_stores_ls_print_json(cas, models, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    assert cas("init").code == 0
+    assert cas("model", "import", str(models["bf16"]), "--name", "m").code == 0
+    doc = json.loads(cas("model", "verify", "m", "--json").out)
+    assert doc["ok"] is True and doc["problems"] == [] and doc["files"] >= 2
+    doc = json.loads(cas("model", "path", "m", "--json").out)
+    assert os.path.isfile(os.path.join(doc["path"], "model.safetensors"))
+    assert doc["linked_bytes"] + doc["copied_bytes"] > 0
+    assert cas("stores", "add", "here", str(tmp_path)).code == 0
+    listed = json.loads(cas("stores", "ls", "--json").out)
+    assert [s["name"] for s in listed] == ["here"]
+    assert os.path.realpath(listed[0]["path"]) in (os.path.realpath(tmp_path),
+                                                   os.path.realpath(tmp_path / ".cas"))

@@ -245,8 +245,9 @@ def show(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> None:
 @model.command("verify")
 @click.argument("spec", metavar="NAME")
 @click.option("--at", "at_ns", type=TimeParam(), help="The version current at TIME.")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 @pass_ctx
-def verify(ctx: Context, spec: str, at_ns: int | None) -> int:
+def verify(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> int:
     """Read a model version back: every file against its id, and every
     tensor of a damaged file against the BLAKE3 recorded at import."""
     history = ctx.open_history()
@@ -255,6 +256,10 @@ def verify(ctx: Context, spec: str, at_ns: int | None) -> int:
         total = sum(f.size for f in v.manifest.files)
         with byte_progress("verify", total, wants_progress(ctx.quiet)) as advance:
             report = check_model(history, v, on_file=advance)
+    if as_json:
+        out_json({"model": v.label, "ok": not report.problems, "files": report.files,
+                  "bytes": report.bytes, "problems": [str(p) for p in report.problems]})
+        return 0 if not report.problems else EXIT_PROBLEM_FOUND
     for line in report.problems:
         error_line(f"{v.label}: {line}")
     verdict = "ok" if not report.problems else f"{len(report.problems)} problem(s) found"
@@ -305,12 +310,18 @@ def export(ctx: Context, spec: str, target: str, at_ns: int | None) -> int:
 @model.command("path")
 @click.argument("spec", metavar="NAME")
 @click.option("--at", "at_ns", type=TimeParam(), help="The version current at TIME.")
+@click.option("--json", "as_json", is_flag=True, help="Print the path and its make-up as JSON.")
 @pass_ctx
-def path(ctx: Context, spec: str, at_ns: int | None) -> None:
+def path(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> None:
     """Print a read-only directory of the model that mlx_lm.load accepts."""
     history = ctx.open_history()
     with history.store:
-        view = model_view(history, resolve_model(history, spec, at_ns))
+        v = resolve_model(history, spec, at_ns)
+        view = model_view(history, v)
+    if as_json:
+        out_json({"model": v.label, "path": view.path, "linked_bytes": view.linked_bytes,
+                  "copied_bytes": view.copied_bytes})
+        return
     out_line(view.path)
     info(f"{human_bytes(view.linked_bytes)} linked into the store, "
          f"{human_bytes(view.copied_bytes)} copied out", ctx.quiet)
@@ -377,9 +388,14 @@ def stores_rm(name: str) -> None:
 
 
 @stores.command("ls")
-def stores_ls() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the stores as JSON.")
+def stores_ls(as_json: bool) -> None:
     """List registered stores."""
-    for name, path in user_config.registered_stores().items():
+    stores_by_name = user_config.registered_stores()
+    if as_json:
+        out_json([{"name": name, "path": path} for name, path in stores_by_name.items()])
+        return
+    for name, path in stores_by_name.items():
         out_line(f"{name}  {path}")
 
 
