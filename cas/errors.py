@@ -337,6 +337,15 @@ def counted(n: int, noun: str, plural: str = "") -> str:
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
+def human_bytes(n: float) -> str:
+    """'512 B', '1.5 MiB': a size for every message, summary line and report."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
 class RefIsAPath(RefNotFound):
     """The argument that must name a snapshot names a path instead."""
 

@@ -103,3 +103,23 @@ def flip_byte(path, offset: int, mask: int = 0x01) -> None:
 
 def chunk_list_path(store_path, file_id: str) -> Path:
     return Path(store_path) / "objects" / file_id[:2] / (file_id[2:] + ".chunks")
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path):
+    """``mount(name, size)``: a tmpfs of that size at tmp_path/name (a full
+    disk, a disk remounted read-only), unmounted after the test."""
+    mounted = []
+
+    def mount(name: str, size: str) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                           str(path)]).returncode:
+            pytest.skip("cannot mount a tmpfs here")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)])

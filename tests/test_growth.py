@@ -346,18 +346,13 @@ def test_a_report_of_one_branch_leaves_models_out(grown, tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
-def test_a_full_disk_under_the_report_is_one_line_and_leaves_nothing(hand_built, tmp_path):
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)]).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        write(disk / "filler", b"\0" * 60_000)
-        old = write(disk / "report.html", b"the previous report")
-        err = one_line_error(cas("--store", str(hand_built), "report", "--html", str(old),
-                                 cwd=tmp_path), code=1)
-        assert "report.html" in err and ".tmp" not in err
-        assert old.read_bytes() == b"the previous report"
-        assert sorted(p.name for p in disk.iterdir()) == ["filler", "report.html"]
-    finally:
-        subprocess.run(["umount", str(disk)])
+def test_a_full_disk_under_the_report_is_one_line_and_leaves_nothing(hand_built, tmp_path,
+                                                                     mount_tmpfs):
+    disk = mount_tmpfs("disk", "64k")
+    write(disk / "filler", b"\0" * 60_000)
+    old = write(disk / "report.html", b"the previous report")
+    err = one_line_error(cas("--store", str(hand_built), "report", "--html", str(old),
+                             cwd=tmp_path), code=1)
+    assert "report.html" in err and ".tmp" not in err
+    assert old.read_bytes() == b"the previous report"
+    assert sorted(p.name for p in disk.iterdir()) == ["filler", "report.html"]

@@ -69,24 +69,6 @@ def public_tmp():
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-def mount_tmpfs(tmp_path):
-    mounted = []
-
-    def mount(name: str, size: str) -> Path:
-        path = tmp_path / name
-        path.mkdir()
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
-                           str(path)]).returncode:
-            pytest.skip("cannot mount a tmpfs here")
-        mounted.append(path)
-        return path
-
-    yield mount
-    for path in mounted:
-        subprocess.run(["umount", "-l", str(path)])
-
-
 # -- item 4: keys of any length in the index -----------------------------------------------
 
 

@@ -5,7 +5,6 @@ import os
 import shutil
 import subprocess
 
-import pytest
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -107,27 +106,21 @@ def test_the_timeline_follows_records_changed_behind_its_back(tmp_path, cas):
     assert log_ids(cas, root, "-n", "1") == [ids[3]]
 
 
-def test_a_read_only_store_lists_history_it_cannot_index(tmp_path, cas):
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(disk)]).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        root = disk / "tree"
-        cas("init", str(root))
-        ids = []
-        for i in range(3):
-            write(root / "a.txt", f"v{i}".encode())
-            ids.append(cas("snapshot", "--time", _iso(T0 + i * DAY), cwd=root).text.strip())
-        os.unlink(root / ".cas" / "snapshots" / f"{ids[1]}.json")  # the table is behind now
-        assert subprocess.run(["mount", "-o", "remount,ro", str(disk)]).returncode == 0
-        r = cas_process("log", "--json", cwd=root)
-        assert r.returncode == 0, r.stderr
-        assert [s["id"] for s in json.loads(r.stdout)] == [ids[2], ids[0]]
-        r = cas_process("show", "--json", "HEAD~1", cwd=root)
-        assert r.returncode == 0 and json.loads(r.stdout)["id"] == ids[0]
-    finally:
-        subprocess.run(["umount", "-l", str(disk)])
+def test_a_read_only_store_lists_history_it_cannot_index(tmp_path, cas, mount_tmpfs):
+    disk = mount_tmpfs("disk", "20m")
+    root = disk / "tree"
+    cas("init", str(root))
+    ids = []
+    for i in range(3):
+        write(root / "a.txt", f"v{i}".encode())
+        ids.append(cas("snapshot", "--time", _iso(T0 + i * DAY), cwd=root).text.strip())
+    os.unlink(root / ".cas" / "snapshots" / f"{ids[1]}.json")  # the table is behind now
+    assert subprocess.run(["mount", "-o", "remount,ro", str(disk)]).returncode == 0
+    r = cas_process("log", "--json", cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert [s["id"] for s in json.loads(r.stdout)] == [ids[2], ids[0]]
+    r = cas_process("show", "--json", "HEAD~1", cwd=root)
+    assert r.returncode == 0 and json.loads(r.stdout)["id"] == ids[0]
 
 
 # -- the timeline against the records, under any sequence of changes ---------------------

@@ -9,6 +9,8 @@ import re
 import sys
 from typing import Iterator
 
+from ..errors import human_bytes  # noqa: F401 - the CLI formats sizes through this module
+
 # C0 controls, DEL and C1 controls: a name or message holding ESC [ ... or
 # an OSC sequence would otherwise drive the terminal it is printed on.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -66,14 +68,6 @@ def info(message: str, quiet: bool) -> None:
     if not quiet:
         sys.stdout.flush()
         sys.stderr.write(shown(message) + "\n")
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def wants_progress(quiet: bool) -> bool:

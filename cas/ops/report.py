@@ -21,7 +21,7 @@ import pygal
 from pygal.style import Style
 
 from ..durable import atomic_output
-from ..errors import TargetRefused
+from ..errors import TargetRefused, human_bytes
 from ..model.history import History
 from ..model.snapshot import iso_time
 from .growth import BY_DAY, Growers, GrowthRow, growth_rows, largest_growers, selected_snapshots
@@ -51,14 +51,6 @@ def _h(text: str | bytes) -> str:
     else:
         text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return html.escape(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text), quote=True)
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def build_report(history: History, branch: str | None = None) -> Report:
@@ -120,8 +112,8 @@ figure {{ margin: 0 0 1em; }}
 newest snapshot {_h(iso_time(newest_ns)[:19])}Z.</p>
 <table><tr><th>recorded snapshots</th><th>files now</th><th>kept history cost</th>
 <th>dedup</th></tr>
-<tr><td>{last.snapshots_total}</td><td>{_size(last.logical_bytes)}</td>
-<td>{_size(last.store_bytes)}</td><td>{ratio}</td></tr></table>
+<tr><td>{last.snapshots_total}</td><td>{human_bytes(last.logical_bytes)}</td>
+<td>{human_bytes(last.store_bytes)}</td><td>{ratio}</td></tr></table>
 <p class="note">Sizes come from what each recorded snapshot noted when it was taken
 (see <code>cas stats --history --help</code> for each column's meaning).</p>
 """
@@ -181,10 +173,10 @@ def _growers_html(g: Growers) -> str:
                    f"(damaged trees; run <code>cas verify</code>).</p>\n")
     out.append("<table><tr><th>file</th><th>branch</th><th>added</th><th>changes</th></tr>\n")
     out += [f"<tr><td class=\"name\">{_h(p)}</td><td class=\"name\">{_h(b)}</td>"
-            f"<td>{_size(n)}</td><td>{c}</td></tr>\n" for b, p, n, c in g.files]
+            f"<td>{human_bytes(n)}</td><td>{c}</td></tr>\n" for b, p, n, c in g.files]
     out.append("</table>\n<table><tr><th>directory</th><th>branch</th><th>added</th></tr>\n")
     out += [f"<tr><td class=\"name\">{_h(d + b'/' if d else b'(top)')}</td>"
-            f"<td class=\"name\">{_h(b)}</td><td>{_size(n)}</td></tr>\n" for b, d, n in g.dirs]
+            f"<td class=\"name\">{_h(b)}</td><td>{human_bytes(n)}</td></tr>\n" for b, d, n in g.dirs]
     out.append("</table>\n")
     return "".join(out)
 
@@ -200,8 +192,8 @@ def _models_html(models: list[ModelRow], skipped: list[str]) -> str:
             v = m.version
             out.append(f"<tr><td class=\"name\">{_h(v.label)}</td>"
                        f"<td class=\"name\">{_h(v.manifest.architecture or '-')}</td>"
-                       f"<td>{_size(v.manifest.bytes)}</td><td>{_size(m.stored_bytes)}</td>"
-                       f"<td>{_size(m.shared_bytes)}</td>"
+                       f"<td>{human_bytes(v.manifest.bytes)}</td><td>{human_bytes(m.stored_bytes)}</td>"
+                       f"<td>{human_bytes(m.shared_bytes)}</td>"
                        f"<td>{_h(v.snapshot.time_iso[:10])}</td></tr>\n")
         out.append("</table>\n")
     out += [f"<p class=\"note\">Not listed: {_h(s)}</p>\n" for s in skipped]
@@ -214,8 +206,8 @@ def _rows_html(rows: list[GrowthRow]) -> str:
     for r in reversed(rows[-400:]):
         ratio = f"{r.dedup_ratio:.2f}x" if r.dedup_ratio is not None else "-"
         out.append(f"<tr><td>{_h(r.label)}</td><td>{r.snapshots}</td><td>{r.snapshots_total}</td>"
-                   f"<td>{_size(r.logical_bytes)}</td><td>{_size(r.new_bytes)}</td>"
-                   f"<td>{_size(r.stored_bytes)}</td><td>{_size(r.store_bytes)}</td>"
+                   f"<td>{human_bytes(r.logical_bytes)}</td><td>{human_bytes(r.new_bytes)}</td>"
+                   f"<td>{human_bytes(r.stored_bytes)}</td><td>{human_bytes(r.store_bytes)}</td>"
                    f"<td>{ratio}</td></tr>\n")
     out.append("</table>\n")
     return "".join(out)
