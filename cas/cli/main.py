@@ -71,7 +71,7 @@ COMMAND_MODULES = {
     "init": "cmd_init", "add": "cmd_add", "cat": "cmd_cat", "objects": "cmd_objects",
     "stats": "cmd_stats", "du": "cmd_stats", "verify": "cmd_verify", "index": "cmd_index",
     "snapshot": "cmd_snapshot", "log": "cmd_log", "ls": "cmd_log", "show": "cmd_log",
-    "diff": "cmd_diff", "status": "cmd_diff", "restore": "cmd_restore",
+    "diff": "cmd_diff", "status": "cmd_status", "restore": "cmd_restore",
     "checkout": "cmd_restore", "branch": "cmd_refs", "tag": "cmd_refs", "gc": "cmd_gc",
     "forget": "cmd_gc", "model": "cmd_model", "stores": "cmd_model", "watch": "cmd_watch",
     "policy": "cmd_policy", "maintain": "cmd_maintain", "report": "cmd_report",
