@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Two builds of cas side by side: first snapshot and full restore of one corpus.
+"""Two builds of cas side by side: snapshot, verify and restore of one corpus.
 
 For a change that must not cost speed: each repetition runs build A, then
 build B (then B, then A on the next one, so neither always goes first), on
-the same warm corpus, with fresh stores. Stores and restore targets go to
+the same warm corpus, with fresh stores: first snapshot, a no-change
+re-run, ``verify --full`` and a full restore. Stores and restore targets go to
 ``--work`` (ext4 or tmpfs: run it once for each). Medians of wall and CPU
 seconds and the ratio B/A are printed as a markdown table.
 
@@ -26,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import q, read_tree, run_timed  # noqa: E402
 
-STEPS = ("first snapshot", "full restore")
+STEPS = ("first snapshot", "no-change snapshot", "verify --full", "full restore")
 
 
 def one_run(cas: str, corpus: Path, work: Path, log: Path) -> dict[str, tuple[float, float]]:
@@ -36,6 +37,8 @@ def one_run(cas: str, corpus: Path, work: Path, log: Path) -> dict[str, tuple[fl
     commands = {
         "first snapshot": f"{cas} --store {q(store)} init >/dev/null && "
                           f"{cas} --store {q(store)} -q snapshot {q(corpus)} >/dev/null",
+        "no-change snapshot": f"{cas} --store {q(store)} -q snapshot {q(corpus)} >/dev/null",
+        "verify --full": f"{cas} --store {q(store)} -q verify --full >/dev/null",
         "full restore": f"{cas} --store {q(store)} -q restore HEAD --to {q(target)}",
     }
     out = {}
