@@ -8,11 +8,12 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import click
 
-from ..errors import EXIT_PROBLEM_FOUND
-from ..ops.watch import WatchOptions, Watcher, watch_status
+from ..errors import EXIT_PROBLEM_FOUND, counted
+from ..ops.watch import Watcher, WatchOptions, watch_status
 from ..ops.worktree import resolve_source
 from .main import Context, pass_ctx
 from .output import out_json, out_line, shown
@@ -63,23 +64,9 @@ def command(ctx: Context, path: str | None, quiet_period: float, max_interval: f
     if quiet_period <= 0 or max_interval < quiet_period:
         raise click.UsageError("need 0 < --quiet-period <= --max-interval")
     sink = _open_log(log_file) if log_file else sys.stderr
-    sink_lock = threading.Lock()
-
-    def log(record: dict) -> None:
-        # Lines come from the loop and, for faults, from other threads.
-        now = time.time()
-        line = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) +
-                f".{int(now * 1000) % 1000:03d}Z", **record}
-        try:
-            with sink_lock:
-                sink.write(json.dumps(line, sort_keys=True) + "\n")
-                sink.flush()
-        except (OSError, ValueError):
-            pass  # a full disk under the log must not stop the snapshots
-
     stop = threading.Event()
     options = WatchOptions(branch, quiet_period, max_interval, maintain_interval=maintain_interval)
-    watcher = Watcher(store_path, source, options, log,
+    watcher = Watcher(store_path, source, options, _json_lines(sink),
                       quiet_paths=(log_file,) if log_file else ())
 
     def on_signal(signum, frame) -> None:
@@ -94,6 +81,25 @@ def command(ctx: Context, path: str | None, quiet_period: float, max_interval: f
         if log_file:
             sink.close()
     return 0
+
+
+def _json_lines(sink) -> Callable[[dict], None]:
+    """The watcher's log: one JSON line per record, with its time."""
+    sink_lock = threading.Lock()
+
+    def log(record: dict) -> None:
+        # Lines come from the loop and, for faults, from other threads.
+        now = time.time()
+        line = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) +
+                f".{int(now * 1000) % 1000:03d}Z", **record}
+        try:
+            with sink_lock:
+                sink.write(json.dumps(line, sort_keys=True) + "\n")
+                sink.flush()
+        except (OSError, ValueError):
+            pass  # a full disk under the log must not stop the snapshots
+
+    return log
 
 
 def _open_log(path: str):
@@ -124,7 +130,8 @@ def _print_status(state: dict) -> None:
     else:
         out_line(f"watching {state['source']} (pid {state.get('pid')}, branch {state.get('branch')}, "
                  f"since {state.get('started')})")
-        out_line(f"backlog: {state.get('backlog', 0)} changed path(s) not yet snapshotted")
+        out_line(f"backlog: {counted(_count(state.get('backlog')), 'changed path')} "
+                 "not yet snapshotted")
     if state.get("stalled"):
         age = state.get("heartbeat_age")
         out_line(f"STALLED: no heartbeat for {'an unknown time' if age is None else f'{age:.0f} s'}"
@@ -135,12 +142,12 @@ def _print_status(state: dict) -> None:
     for activity, t in sorted((troubles or {}).items()):
         if isinstance(t, dict):
             out_line(shown(f"TROUBLE ({activity}, {t.get('kind')}) since {t.get('since')}: "
-                           f"{t.get('error')}; {t.get('attempts')} attempt(s), the next in "
+                           f"{t.get('error')}; {counted(_count(t.get('attempts')), 'attempt')}, the next in "
                            f"{t.get('retry_in')} s"))
     last = state.get("last_snapshot")
     if isinstance(last, dict) and last.get("id"):
         out_line(f"last snapshot: {str(last['id'])[:12]} at {last.get('time')} "
-                 f"({last.get('files')} files)")
+                 f"({counted(_count(last.get('files')), 'file')})")
     fault = state.get("last_fault")
     if isinstance(fault, dict):
         out_line(shown(f"faults: {state.get('faults')}, the last at {fault.get('time')} in "
@@ -149,3 +156,8 @@ def _print_status(state: dict) -> None:
         out_line(shown(f"last maintenance: {state['last_maintenance']}"))
     if state.get("failed"):
         out_line(shown(f"stopped: {state['failed']}"))
+
+
+def _count(value: object) -> int:
+    """A count from a state file, which may be damaged or crafted: 0 if it is not one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

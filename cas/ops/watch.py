@@ -58,19 +58,32 @@ import stat
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
+from typing import Any
 
-from watchdog.events import (DirAttribEvent, DirCreatedEvent, DirDeletedEvent, DirModifiedEvent,
-                             DirMovedEvent, FileAttribEvent, FileClosedEvent, FileCreatedEvent,
-                             FileDeletedEvent, FileModifiedEvent, FileMovedEvent,
-                             FileSystemEvent, FileSystemEventHandler)
+from watchdog.events import (
+    DirAttribEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirModifiedEvent,
+    DirMovedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from ..durable import atomic_output, make_dir_like_parent
-from ..errors import CasError, StoreLocked, WatcherFailed
+from ..errors import CasError, StoreLocked, WatcherFailed, counted
 from ..model.history import History
+from ..model.snapshot import Snapshot
 from ..model.tree import FILE, TreeEntry
 from ..objectid import hash_bytes
 from ..storage.store import Store
@@ -79,13 +92,23 @@ from .scan import ScanPolicy, ScanTargets
 from .snapshot import take_snapshot
 from .sqlite_capture import SQLITE_SIDE_FILES, is_sqlite
 from .walk import ERROR
+from .watch_schedule import (
+    MAINTAIN,
+    SNAPSHOT,
+    Change,
+    Decision,
+    ScheduleState,
+    Timing,
+    decide,
+    due_retries,
+    next_backoff,
+)
 
 WATCH_DIR = "watch"
 WATCHED_EVENTS = [FileCreatedEvent, DirCreatedEvent, FileModifiedEvent, DirModifiedEvent,
                   FileAttribEvent, DirAttribEvent, FileDeletedEvent, DirDeletedEvent,
                   FileMovedEvent, DirMovedEvent, FileClosedEvent]
 RETRY_SECONDS = 10.0
-TICK_SECONDS = 0.05
 IDLE_SECONDS = 5.0
 STOP_DRAIN_SECONDS = 2.0
 STOP_DRAIN_TICK = 0.1
@@ -114,14 +137,6 @@ class WatcherRunning(CasError):
     def __init__(self, source: str, pid: object):
         super().__init__(f"a watcher is already running on {source} (pid {pid}); "
                          "see 'cas watch --status'")
-
-
-@dataclass
-class Change:
-    first: float               # monotonic time of the first event since the last snapshot
-    last: float                # ... of the latest
-    settled: bool              # complete: safe to snapshot as it is
-    relist_only: bool = False  # a directory whose listing changed, not the directory itself
 
 
 @dataclass
@@ -156,7 +171,7 @@ def trouble_kind(error: BaseException) -> str:
     carry the strerror text, not the exception)."""
     if isinstance(error, StoreLocked):
         return BUSY
-    seen = error
+    seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno in TROUBLE_KINDS:
             return TROUBLE_KINDS[seen.errno]
@@ -169,7 +184,7 @@ def trouble_kind(error: BaseException) -> str:
 
 
 def _utc(ts: float | None = None) -> str:
-    return datetime.fromtimestamp(ts if ts is not None else time.time(), timezone.utc) \
+    return datetime.fromtimestamp(ts if ts is not None else time.time(), UTC) \
         .strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -262,7 +277,7 @@ def _parse_utc(utc_text: object) -> float | None:
         return None
     try:
         return datetime.strptime(utc_text, "%Y-%m-%dT%H:%M:%S.%fZ") \
-            .replace(tzinfo=timezone.utc).timestamp()
+            .replace(tzinfo=UTC).timestamp()
     except ValueError:
         return None
 
@@ -270,7 +285,7 @@ def _parse_utc(utc_text: object) -> float | None:
 class _Events(FileSystemEventHandler):
     """Collects changes from the observer thread into ``Watcher.changes``."""
 
-    def __init__(self, watcher: "Watcher"):
+    def __init__(self, watcher: Watcher):
         self._w = watcher
 
     def dispatch(self, event: FileSystemEvent) -> None:
@@ -279,7 +294,7 @@ class _Events(FileSystemEventHandler):
         # fault, answered with a full scan.
         try:
             super().dispatch(event)
-        except Exception as e:  # noqa: BLE001 - any bug, reported by fault()
+        except Exception as e:
             self._w.fault("events", e)
 
     def on_any_event(self, event: FileSystemEvent) -> None:
@@ -298,7 +313,7 @@ class _OverflowSignal(logging.Handler):
     """watchdog reports a kernel queue overflow only in its log: turn that
     into a forced rescan."""
 
-    def __init__(self, watcher: "Watcher"):
+    def __init__(self, watcher: Watcher):
         super().__init__(logging.WARNING)
         self._w = watcher
 
@@ -308,42 +323,49 @@ class _OverflowSignal(logging.Handler):
 
 
 class Watcher:
+    """Watches one tree. Its threads: the loop (``run``), which decides and
+    takes snapshots; the observer's, which note events; the snapshot's
+    reading threads, which beat the heartbeat; any other, whose uncaught
+    error is a fault; signal handlers only set events. Every field another
+    thread may read or write is changed only while ``self._lock`` is held
+    (tests/test_watch_schedule.py checks this); the loop's own fields need no lock."""
+
     def __init__(self, store_path: str, source: str, options: WatchOptions,
                  log: Callable[[dict], None], quiet_paths: tuple[str, ...] = ()):
         self.store_path = os.path.abspath(store_path)
         self.source = os.path.abspath(source)
         self.options = options
+        self._timing = Timing(options.quiet_period, options.max_interval,
+                              options.rescan_interval, options.maintain_interval, IDLE_SECONDS)
         self._log = log
-        self._lock = threading.Lock()
-        self.changes: dict[str, Change] = {}
-        self._retry: dict[str, float] = {}
-        self._ignore = load_ignore(self.source)
-        self._ignore_changed = False
         self._store_prefix = self.store_path + os.sep
         # Files the watcher itself writes (its log): their events must not
         # cause snapshots, or each snapshot would cause the next.
         self._quiet_paths = {os.path.abspath(p) for p in quiet_paths}
-        self._lock_fd = -1
-        self._file_mode = 0o600
         self._wake = threading.Event()
+        self._stop = threading.Event()            # run() replaces it with the caller's
+        self._lock = threading.Lock()
+        self._init_shared()
+        self._init_loop_state()
+        self._state_lock = threading.Lock()       # one writer of the state file at a time
+        self._state_key: tuple | None = None
+        self._state_written = 0.0
+
+    def _init_shared(self) -> None:
+        """The fields shared between threads: changed only under ``self._lock``."""
+        self.changes: dict[str, Change] = {}
+        self._retry: dict[str, float] = {}
+        self._ignore = load_ignore(self.source)
+        self._ignore_changed = False
         self._events = 0   # events noted so far, to tell when the queue is drained
         self._full_scan = True          # the first scan reconciles: everything is looked at
-        self._snapshot_seconds = 0.0    # recent cost of a targeted snapshot
-        self._last_full = time.monotonic()
         self._databases: set[str] = set()  # names whose SQLite header was seen
         self._unsure: set[str] = set()     # changed names that may concern a database
-        self._recorded: str | None = None  # the branch head as this watcher last left it
         self._not_before = 0.0             # after a failed snapshot, the next waits until then
-        self._warned: set[tuple[str, str]] = set()
-        self._failing: dict[str, str] = {}   # unreadable paths already logged, and why
         self._observer = None
-        self._observer_checked = 0.0
         self._observer_started = 0.0
         self._observer_error: str | None = None   # why its last thread ended
-        self._stop = threading.Event()            # run() replaces it with the caller's
         self.troubles: dict[str, Trouble] = {}    # by activity: snapshot, observer, ...
-        self._thinning = None                     # cas.ops.forget, once imported
-        self._policy_ensured = False
         self.last_maintenance: float | None = None   # wall clock of the last run
         # ... the interval counts from this: the last run, or a first start
         self._maintenance_from: float | None = None
@@ -352,41 +374,49 @@ class Watcher:
         self._faults_in_a_row = 0
         self._fault_logged: dict[str, float] = {}
         self._fault_repeats: dict[str, int] = {}
-        self._state_lock = threading.Lock()
-        self._state_key: tuple | None = None
-        self._state_written = 0.0
         self._snapshot_started: str | None = None
         self.snapshots = 0
         self.last_snapshot: dict | None = None
         self.started = time.time()
 
+    def _init_loop_state(self) -> None:
+        """The fields only the loop thread touches."""
+        self._lock_fd = -1
+        self._file_mode = 0o600
+        self._snapshot_seconds = 0.0    # recent cost of a targeted snapshot
+        self._last_full = time.monotonic()
+        self._recorded: str | None = None  # the branch head as this watcher last left it
+        self._warned: set[tuple[str, str]] = set()
+        self._failing: dict[str, str] = {}   # unreadable paths already logged, and why
+        self._observer_checked = 0.0
+        self._thinning: Any = None                # cas.ops.forget, once imported
+        self._policy_ensured = False
+
     # -- events (observer thread) ---------------------------------------------
 
     def note(self, path: str | bytes, settled: bool, relist: bool = False,
              replaced: bool = False) -> None:
-        path = os.fsdecode(path)
-        if path == self.store_path or path.startswith(self._store_prefix) \
-                or path in self._quiet_paths:
+        rel = self._relative(os.fsdecode(path))
+        if rel is None:
             return
-        rel = os.path.relpath(path, self.source)
-        if rel.startswith(".." + os.sep) or rel == "..":
-            return
+        full = False
         if rel == ".":
-            if not relist:
-                self._full_scan = True  # the tree itself (or everything) may have changed
+            full = not relist  # the tree itself (or everything) may have changed
             rel, relist = "", True
-        if rel == IGNORE_FILE:
-            # Read again by the loop before the next snapshot, which is a
-            # full scan: what is ignored changed, entries may come or go anywhere.
-            self._ignore_changed = True
-            self._full_scan = True
+        # A changed .casignore is read again by the loop before the next
+        # snapshot, which is a full scan: entries may come or go anywhere.
+        ignore_changed = rel == IGNORE_FILE
+        if ignore_changed:
+            full = True
         elif rel and self._ignore.matches(rel, False):
             return
         side_of = _side_base(rel)
         has_sides = not settled and side_of is None and self._has_side_file(rel)
         now = time.monotonic()
         with self._lock:
-            rel, settled = self._as_database(rel, settled, replaced, side_of, has_sides)
+            self._full_scan = self._full_scan or full
+            self._ignore_changed = self._ignore_changed or ignore_changed
+            rel, settled = self._as_database_locked(rel, settled, replaced, side_of, has_sides)
             self._events += 1
             self._wake.set()
             c = self.changes.get(rel)
@@ -398,7 +428,17 @@ class Watcher:
                 # A write after a close reopens the file; a database stays settled.
                 c.settled = settled
 
-    def _as_database(self, rel: str, settled: bool, replaced: bool, side_of: str | None,
+    def _relative(self, path: str) -> str | None:
+        """``path`` relative to the tree ("." for the tree itself), or None
+        if its events are none of the watcher's business (the store, the
+        watcher's own log, a path outside the tree)."""
+        if path == self.store_path or path.startswith(self._store_prefix) \
+                or path in self._quiet_paths:
+            return None
+        rel = os.path.relpath(path, self.source)
+        return None if rel.startswith(".." + os.sep) or rel == ".." else rel
+
+    def _as_database_locked(self, rel: str, settled: bool, replaced: bool, side_of: str | None,
                      has_sides: bool) -> tuple[str, bool]:
         """How an event on ``rel`` counts (called under the lock). A side
         file of a known database is a change of the database, and a database
@@ -463,7 +503,7 @@ class Watcher:
     def _log_quietly(self, record: dict) -> None:
         try:
             self._log(record)
-        except Exception:  # noqa: BLE001 - a failing log must not hide the fault: the state has it
+        except Exception:
             pass
 
     def _thread_died(self, args: threading.ExceptHookArgs) -> None:
@@ -475,7 +515,8 @@ class Watcher:
         observer = self._observer
         if observer is not None and (args.thread is observer
                                      or args.thread in list(observer.emitters)):
-            self._observer_error = f"{args.exc_type.__name__}: {args.exc_value}"
+            with self._lock:
+                self._observer_error = f"{args.exc_type.__name__}: {args.exc_value}"
             return
         self.fault(args.thread.name if args.thread is not None else "thread", args.exc_value)
 
@@ -495,7 +536,7 @@ class Watcher:
                 t = self.troubles[activity] = Trouble(kind, error, _utc(), now)
             t.kind, t.error = kind, error
             t.attempts += 1
-            t.backoff = backoff[0] if t.backoff == 0 else min(t.backoff * 2, backoff[1])
+            t.backoff = next_backoff(t.backoff, *backoff)
             t.retry_at = now + t.backoff
         if changed:
             self._log_quietly({"event": "trouble", "activity": activity, **t.to_doc(),
@@ -514,7 +555,8 @@ class Watcher:
 
     def _waiting_out(self, activity: str) -> bool:
         """Whether ``activity`` is in trouble and its next attempt is not due yet."""
-        t = self.troubles.get(activity)
+        with self._lock:
+            t = self.troubles.get(activity)
         return t is not None and time.monotonic() < t.retry_at
 
     # -- the loop --------------------------------------------------------------
@@ -534,7 +576,7 @@ class Watcher:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise WatcherRunning(self.source, watch_status(self.store_path, self.source).get("pid"))
+            raise WatcherRunning(self.source, watch_status(self.store_path, self.source).get("pid")) from None
         self._lock_fd = fd
 
     def release(self) -> None:
@@ -555,18 +597,7 @@ class Watcher:
         previous_hook, threading.excepthook = threading.excepthook, self._thread_died
         failed: WatcherFailed | None = None
         try:
-            self._observer = self._start_observer()
-            self._observer_started = time.monotonic()
-            self._log({"event": "start", "source": self.source, "branch": self.options.branch,
-                       "quiet_period": self.options.quiet_period,
-                       "max_interval": self.options.max_interval,
-                       "maintain_interval": self.options.maintain_interval, "pid": os.getpid()})
-            self._start_thinning()
-            # Reconcile: whatever changed while no watcher ran is found by a scan.
-            self._snapshot(held={}, reason="start")
-            self._loop(stop)
-            if self._observer is not None:
-                self._drain_events(self._observer)
+            self._watch(stop)
         except WatcherFailed as e:
             failed = e
         finally:
@@ -575,12 +606,7 @@ class Watcher:
             wd_logger.removeHandler(overflow)
             threading.excepthook = previous_hook
         if failed is None:
-            # Events the observer had not yet delivered are lost when it
-            # stops, so the last snapshot is a full scan, taken whatever the
-            # event queue says (it records nothing if nothing changed).
-            _, held = self._due(final=True)
-            self._full_scan = True
-            self._snapshot(held, "stop")
+            self._final_snapshot()
         self._log_quietly({"event": "stop", "snapshots": self.snapshots,
                            **({"failed": str(failed)} if failed else {})})
         self._write_state(running=False, failed=str(failed) if failed else None)
@@ -589,6 +615,30 @@ class Watcher:
             raise failed
         return self.snapshots
 
+    def _watch(self, stop: threading.Event) -> None:
+        """Start the observer, reconcile with a first snapshot, loop until
+        ``stop``, and let the observer deliver what it has queued."""
+        self._set_observer(self._start_observer())
+        self._log({"event": "start", "source": self.source, "branch": self.options.branch,
+                   "quiet_period": self.options.quiet_period,
+                   "max_interval": self.options.max_interval,
+                   "maintain_interval": self.options.maintain_interval, "pid": os.getpid()})
+        self._start_thinning()
+        # Reconcile: whatever changed while no watcher ran is found by a scan.
+        self._snapshot(frozenset(), reason="start")
+        self._loop(stop)
+        if self._observer is not None:
+            self._drain_events(self._observer)
+
+    def _final_snapshot(self) -> None:
+        """Events the observer had not yet delivered are lost when it stops,
+        so the last snapshot is a full scan, taken whatever the event queue
+        says (it records nothing if nothing changed)."""
+        held = self._decide(final=True).held
+        with self._lock:
+            self._full_scan = True
+        self._snapshot(held, "stop")
+
     def _loop(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
@@ -596,36 +646,53 @@ class Watcher:
                 self._step()
             except WatcherFailed:
                 raise
-            except Exception as e:  # noqa: BLE001 - a bug in the loop: reported, retried
+            except Exception as e:
                 self.fault("loop", e, in_a_row=True)
                 stop.wait(1.0)
-            if self._faults_in_a_row >= MAX_FAULTS:
-                raise WatcherFailed(self.source, f"{self._faults_in_a_row} unexpected errors in a "
-                                                 f"row, the last: {self.last_fault['error']}")
+            with self._lock:
+                faults, last = self._faults_in_a_row, self.last_fault
+            if faults >= MAX_FAULTS:
+                raise WatcherFailed(self.source, f"{counted(faults, 'unexpected error')} in a "
+                                                 f"row, the last: {last['error'] if last else '?'}")
 
     def _step(self) -> None:
-        due, held = self._due()
-        if due:
-            self._snapshot(held, due)
-            return
-        if self._maintenance_due():
+        decision = self._decide()
+        if decision.action == SNAPSHOT:
+            self._snapshot(decision.held, decision.reason)
+        elif decision.action == MAINTAIN:
             self._maintain()
-            return
-        self._write_state()
-        now = time.monotonic()
-        with self._lock:
-            busy = bool(self.changes or self._retry)
-            backing_off = now < self._not_before
-        if backing_off or self._observer is None:
-            # In trouble: no event can be acted on before the retry, so only
-            # a stop (or the next observer check) ends the wait, however
-            # busy the tree is.
-            self._stop.wait(min(max(self._not_before - now, 0.0), OBSERVER_CHECK_SECONDS)
-                            if backing_off else OBSERVER_CHECK_SECONDS)
         else:
-            # Idle, sleep until an event (or a signal) wakes us: no polling cost.
-            self._wake.wait(TICK_SECONDS if busy else IDLE_SECONDS)
+            self._write_state()
+            self._sleep(decision)
+
+    def _sleep(self, decision: Decision) -> None:
+        """Wait until a rule may fire. Events end the wait early, except in
+        trouble (no event can be acted on before the retry) or with no
+        observer: then only a stop (or the next observer check) ends it."""
+        if not decision.events_wake or self._observer is None:
+            self._stop.wait(min(decision.wait, OBSERVER_CHECK_SECONDS))
+        else:
+            self._wake.wait(decision.wait)   # idle: no polling cost
         self._wake.clear()
+
+    def _decide(self, final: bool = False) -> Decision:
+        """What to do now, by the rules of ``watch_schedule``; the backlog
+        gets the paths whose retry is due first."""
+        self._reload_ignore()
+        self._resolve_databases()
+        now, wall = time.monotonic(), time.time()
+        with self._lock:
+            for path in due_retries(self._retry, now):
+                del self._retry[path]
+                self.changes.setdefault(path, Change(now, now, True))
+            maintenance = self.troubles.get("maintenance")
+            state = ScheduleState(self.changes, self._retry, self._not_before, self._last_full,
+                                  self._snapshot_seconds, self._maintenance_from,
+                                  maintenance.retry_at if maintenance is not None else None)
+            decision = decide(state, self._timing, now, wall, final)
+            if decision.full_scan:
+                self._full_scan = True
+        return decision
 
     def _start_observer(self):
         # No open and close-without-write events: every file a snapshot
@@ -645,6 +712,13 @@ class Watcher:
                                              f"({e.strerror or e}){hint}") from None
         return observer
 
+    def _set_observer(self, observer) -> None:
+        with self._lock:
+            self._observer = observer
+            if observer is not None:
+                self._observer_started = time.monotonic()
+                self._observer_error = None
+
     def _check_observer(self) -> None:
         """Restart the observer if its thread, or an emitter's, has ended:
         without them no change would ever be seen again. Restarts back off
@@ -655,24 +729,25 @@ class Watcher:
             return
         self._observer_checked = now
         observer = self._observer
-        if observer is not None:
-            if observer.is_alive() and all(e.is_alive() for e in list(observer.emitters)):
-                if now - self._observer_started >= OBSERVER_HEALTHY_SECONDS:
-                    self._recovered("observer")
-                return
+        if observer is None:
+            self._restart_observer()
+        elif observer.is_alive() and all(e.is_alive() for e in list(observer.emitters)):
+            if now - self._observer_started >= OBSERVER_HEALTHY_SECONDS:
+                self._recovered("observer")
+        else:
             _stop_observer(observer)
-            self._observer = None
-            why = self._observer_error or "the file system event thread ended"
+            with self._lock:
+                why = self._observer_error or "the file system event thread ended"
+            self._set_observer(None)
             self._trouble("observer", "observer", f"{why}; restarting it, and scanning the "
                                                   "tree in full meanwhile")
-            return
+
+    def _restart_observer(self) -> None:
         if self._waiting_out("observer"):
             return
         self._rescan()
         try:
-            self._observer = self._start_observer()
-            self._observer_started = time.monotonic()
-            self._observer_error = None
+            self._set_observer(self._start_observer())
         except WatcherFailed as e:
             self._trouble("observer", "observer", str(e))
 
@@ -699,52 +774,15 @@ class Watcher:
             seen = self._events
             time.sleep(STOP_DRAIN_TICK)
 
-    def _due(self, final: bool = False) -> tuple[str | None, dict[str, bool]]:
-        """Whether to snapshot now (and why), and which paths to hold back."""
-        self._reload_ignore()
-        self._resolve_databases()
-        now = time.monotonic()
-        quiet = self.options.quiet_period
-        with self._lock:
-            for path, at in list(self._retry.items()):
-                if at <= now:
-                    del self._retry[path]
-                    self.changes.setdefault(path, Change(now, now, True))
-            if not final and now < self._not_before:
-                return None, {}  # the last snapshot failed: wait before the next attempt
-            if not self.changes:
-                if now - self._last_full >= self.options.rescan_interval:
-                    self._full_scan = True
-                    return "rescan", {}
-                return None, {}
-            last = max(c.last for c in self.changes.values())
-            oldest = min(c.first for c in self.changes.values())
-            settled = [c.first for c in self.changes.values()
-                       if c.settled or now - c.last >= quiet]
-            held = {p: True for p, c in self.changes.items()
-                    if not c.settled and now - c.last < quiet}
-        if final:
-            return "stop", held
-        if now - oldest >= self.options.max_interval:
-            self._full_scan = True  # a safety net under a steady stream of writes
-            return "max-interval", {}
-        if not settled:
-            return None, {}
-        if now - last >= quiet:
-            return "quiet", held
-        # Under a steady stream of writes, start early by what a snapshot
-        # takes, so a completed file is in history about one quiet period
-        # after it was written, not a quiet period plus a snapshot.
-        if now - min(settled) >= max(quiet / 2, quiet - self._snapshot_seconds):
-            return "settled", held
-        return None, {}
-
     def _reload_ignore(self) -> None:
         """The rules for filtering events, read again after ``.casignore``
         changed; its problems are the scan's to report."""
-        if self._ignore_changed:
-            self._ignore_changed = False
-            self._ignore = load_ignore(self.source)
+        with self._lock:
+            changed, self._ignore_changed = self._ignore_changed, False
+        if changed:
+            ignore = load_ignore(self.source)
+            with self._lock:
+                self._ignore = ignore
 
     def _resolve_databases(self) -> None:
         """Decide, by their headers, the names the event thread could not:
@@ -772,46 +810,47 @@ class Watcher:
                 merged.relist_only = False
                 merged.settled = True
 
-    def _snapshot(self, held: dict[str, bool], reason: str) -> None:
+    def _snapshot(self, held: frozenset[str], reason: str) -> None:
         started = time.monotonic()
         with self._lock:
             taken = {p: c for p, c in self.changes.items() if p not in held}
             for p in taken:
                 del self.changes[p]
-        self._snapshot_started = _utc()
+            self._snapshot_started = _utc()
         try:
             self._record(taken, held, reason, started)
         except CasError as e:
             # A full disk, a store it may not write, a lock held by gc:
             # nothing a retry a tick later would change.
             self._requeue(taken, self._trouble("snapshot", trouble_kind(e), str(e)))
-        except Exception as e:  # noqa: BLE001 - a bug: changes kept, tree rescanned, reported
+        except Exception as e:
             self._requeue(taken, RETRY_SECONDS)
             self.fault("snapshot", e, in_a_row=True)
         else:
             self._recovered("snapshot")
         finally:
-            self._snapshot_started = None
+            with self._lock:
+                self._snapshot_started = None
         self._write_state()
 
-    def _record(self, taken: dict[str, Change], held: dict[str, bool], reason: str,
+    def _record(self, taken: dict[str, Change], held: frozenset[str], reason: str,
                 started: float) -> None:
         started_at = self._snapshot_started
         with Store.open(self.store_path) as store:
             history = History(store)
-            kept = self._held_entries(history, held)
             targets = self._targets(history, taken, held)
             result = take_snapshot(history, self.source, self.options.branch,
                                    message=self.options.message, on_file=self._beat,
-                                   policy=ScanPolicy(held=kept, sqlite_backup=True, targets=targets,
+                                   policy=ScanPolicy(held=self._held_entries(history, held),
+                                                     sqlite_backup=True, targets=targets,
                                                      previous=self._previous_entries(history),
                                                      interrupted=self._stop.is_set))
             snap, parent = result.snapshot, result.parent
-            self._recorded = snap.oid.hex if snap is not None else \
-                (parent.oid.hex if parent else None)
+            self._recorded = _snapshot_id(snap if snap is not None else parent)
             if snap is not None:
                 self._thin(history)
-        self._faults_in_a_row = 0
+        with self._lock:
+            self._faults_in_a_row = 0
         self._report_problems(result.scan.problems, taken, full=targets is None)
         seconds = round(time.monotonic() - started, 3)
         if targets is not None:
@@ -822,14 +861,20 @@ class Watcher:
                    "held": len(held), "files_read": scan.read_files, "files": scan.files,
                    "bytes": scan.bytes, "seconds": seconds})
         if snap is not None:
+            self._recorded_snapshot(snap, scan.files, started_at, len(taken), seconds)
+
+    def _recorded_snapshot(self, snap, files: int, started_at: str | None, changes: int,
+                           seconds: float) -> None:
+        """Count and log a snapshot that was recorded."""
+        new_bytes = snap.stats.get("new_bytes", 0)
+        with self._lock:
             self.snapshots += 1
             self.last_snapshot = {"id": snap.oid.hex, "time": snap.time_iso,
-                                  "files": scan.files, "new_bytes": snap.stats.get("new_bytes", 0)}
-            self._log({"event": "snapshot", "id": snap.oid.hex, "time": snap.time_iso,
-                       "started": started_at,
-                       "branch": self.options.branch, "changes": len(taken),
-                       "new_objects": snap.stats.get("new_objects", 0),
-                       "new_bytes": snap.stats.get("new_bytes", 0), "seconds": seconds})
+                                  "files": files, "new_bytes": new_bytes}
+        self._log({"event": "snapshot", "id": snap.oid.hex, "time": snap.time_iso,
+                   "started": started_at, "branch": self.options.branch, "changes": changes,
+                   "new_objects": snap.stats.get("new_objects", 0),
+                   "new_bytes": new_bytes, "seconds": seconds})
 
     # -- thinning and maintenance ----------------------------------------------
 
@@ -863,7 +908,7 @@ class Watcher:
         try:
             self._ensure_policy(history)
             report = self._thinning.thin_branch(history, self.options.branch)
-        except Exception as e:  # noqa: BLE001 - thinning must never stop the snapshots
+        except Exception as e:
             detail = None if isinstance(e, CasError) else \
                 {"traceback": "".join(traceback.format_exception(type(e), e, e.__traceback__))[-8000:]}
             self._trouble("thinning", trouble_kind(e), f"{type(e).__name__}: {e}"
@@ -875,20 +920,6 @@ class Watcher:
             self._log({"event": "thinned", "branch": self.options.branch,
                        "forgotten": len(forgotten)})
 
-    def _maintenance_due(self) -> bool:
-        """Whether to run ``cas maintain`` now: its interval has passed and
-        the watcher is idle (no change waiting, no snapshot failing)."""
-        interval = self.options.maintain_interval
-        if interval <= 0 or self._waiting_out("maintenance"):
-            return False
-        with self._lock:
-            if self.changes or self._retry or time.monotonic() < self._not_before:
-                return False
-        if self._maintenance_from is None:
-            self._maintenance_from = time.time()  # a new watcher: the first run is an interval away
-            return False
-        return time.time() - self._maintenance_from >= interval
-
     def _maintain(self) -> None:
         """Run ``cas maintain`` (it locks the store exclusively: the watcher
         holds no store lock between snapshots). Changes that happen
@@ -898,42 +929,53 @@ class Watcher:
             from . import maintain
             report = maintain.run_maintenance(self.store_path, _maintenance_options(maintain))
         except ImportError as e:
-            self._maintenance_from = time.time()
+            with self._lock:
+                self._maintenance_from = time.time()
             self._log({"event": "notice",
                        "detail": f"maintenance is not available ({e})"})
             return
-        except Exception as e:  # noqa: BLE001 - a failed run is retried later, never a stop
+        except Exception as e:
             self._trouble("maintenance", trouble_kind(e), f"{type(e).__name__}: {e}",
                           backoff=MAINTENANCE_BACKOFF)
             return
-        self.last_maintenance = self._maintenance_from = time.time()
+        with self._lock:
+            self.last_maintenance = self._maintenance_from = time.time()
         self._log({"event": "maintenance", "seconds": round(time.monotonic() - started, 3),
                    "summary": _summary(report)})
+        self._maintenance_findings(report)
+        self._write_state()
+
+    def _maintenance_findings(self, report: object) -> None:
+        """Damage or problems a run found are trouble, shown by --status
+        until a later run finds none, and not retried sooner than an interval."""
         damaged = len(getattr(report, "damage", None) or ())
         problems = list(getattr(report, "problems", None) or ())
         interval = self.options.maintain_interval
         if damaged:
-            # Shown by --status until a later run finds none; not retried sooner.
-            self._trouble("maintenance", "damage", f"the verify sample found {damaged} damaged "
-                          "object(s); run 'cas verify --full' for the paths they hurt",
-                          backoff=(interval, interval))
+            self._trouble("maintenance", "damage", f"the verify sample found "
+                          f"{counted(damaged, 'damaged object')}; run 'cas verify --full' "
+                          "for the paths they hurt", backoff=(interval, interval))
         elif problems:  # e.g. a branch's policy that cannot be read: its thinning was skipped
             self._trouble("maintenance", "problem", "; ".join(str(p) for p in problems[:3]),
                           backoff=(interval, interval))
         else:
             self._recovered("maintenance")
-        self._write_state()
 
     def _load_previous_state(self) -> None:
         """What a previous watcher of this tree left that must outlive it:
-        when maintenance last ran, and when its interval started."""
+        when maintenance last ran, and when its interval started (for a new
+        watcher of a tree, now: its first run is an interval away)."""
         _, state_path = state_paths(self.store_path, self.source)
         state = _read_state(state_path)
-        for key, attr in (("last_maintenance", "last_maintenance"),
-                          ("maintenance_from", "_maintenance_from")):
+        now = time.time()
+
+        def past(key: str) -> float | None:
             then = _parse_utc(state.get(key))
-            if then is not None and then <= time.time():  # not a crafted future
-                setattr(self, attr, then)
+            return then if then is not None and then <= now else None  # not a crafted future
+
+        with self._lock:
+            self.last_maintenance = past("last_maintenance")
+            self._maintenance_from = past("maintenance_from") or now
 
     def _report_problems(self, problems, taken: dict[str, Change], full: bool) -> None:
         """Log what a scan could not do. Errors (a file that could not be
@@ -969,18 +1011,18 @@ class Watcher:
             self._write_state()
 
     def _targets(self, history: History, taken: dict[str, Change],
-                 held: dict[str, bool]) -> ScanTargets | None:
+                 held: frozenset[str]) -> ScanTargets | None:
         """What to look at, or None for a full scan."""
         with self._lock:
             full, self._full_scan = self._full_scan, False
         head = history.branch_head(self.options.branch)
-        moved = head is not None and head.oid.hex != self._recorded
+        moved = head is not None and _snapshot_id(head) != self._recorded
         if moved and not full:
             # The base of a targeted scan must be what this watcher last
             # saw of the tree: a head moved back (forget, branch) or
             # forward by someone else holds other content for unchanged paths.
             self._log({"event": "rescan", "detail": f"{self.options.branch} is at "
-                       f"{head.oid.hex[:12]}, not where this watcher left it; scanning in full"})
+                       f"{str(_snapshot_id(head))[:12]}, not where this watcher left it; scanning in full"})
         if full or moved or head is None or head.source != self.source:
             self._last_full = time.monotonic()
             return None
@@ -989,7 +1031,7 @@ class Watcher:
         relist = {os.fsencode(p) for p, c in taken.items() if c.relist_only}
         return ScanTargets(base=head.tree, counts=head.stats, changed=changed, relist=relist)
 
-    def _held_entries(self, history: History, held: dict[str, bool]) -> dict[bytes, TreeEntry | None]:
+    def _held_entries(self, history: History, held: frozenset[str]) -> dict[bytes, TreeEntry | None]:
         if not held:
             return {}
         head = history.branch_head(self.options.branch)
@@ -1033,34 +1075,38 @@ class Watcher:
     def _write_state(self, running: bool = True, failed: str | None = None) -> None:
         """Write the state for ``--status`` if it changed, and at least every
         ``STATE_REFRESH_SECONDS`` (its ``updated`` time is the heartbeat).
-        Called by the loop and by reading threads (``_beat``): one at a time."""
+        Called by the loop and by reading threads (``_beat``): one at a time,
+        from one consistent view of the shared fields."""
         now = time.time()
         with self._lock:
-            backlog = len(self.changes)
-        with self._lock:
-            troubles = {a: t.to_doc() for a, t in self.troubles.items()}
-        key = (backlog, self.snapshots, running, self.faults, self._maintenance_from,
+            state = self._state_doc_locked(running)
+        troubles = state["trouble"]
+        key = (state["backlog"], state["snapshots"], running, state["faults"],
+               state["maintenance_from"],
                tuple((a, t["error"], t["retry_in"]) for a, t in troubles.items()))
-        if key == self._state_key and now - self._state_written < STATE_REFRESH_SECONDS:
-            return
         if not self._state_lock.acquire(blocking=False):
             return  # another thread is writing it right now
         try:
+            if key == self._state_key and now - self._state_written < STATE_REFRESH_SECONDS:
+                return
             self._state_key, self._state_written = key, now
-            state = {"pid": os.getpid() if running else None, "branch": self.options.branch,
-                     "started": _utc(self.started), "updated": _utc(now),
-                     "snapshots": self.snapshots, "last_snapshot": self.last_snapshot,
-                     "backlog": backlog, "snapshot_started": self._snapshot_started,
-                     "faults": self.faults, "last_fault": self.last_fault,
-                     "trouble": troubles,
-                     "last_maintenance": None if self.last_maintenance is None
-                     else _utc(self.last_maintenance),
-                     "maintenance_from": None if self._maintenance_from is None
-                     else _utc(self._maintenance_from),
-                     **({"failed": failed} if failed else {})}
+            state.update({"updated": _utc(now), **({"failed": failed} if failed else {})})
             _write_state_file(state_paths(self.store_path, self.source)[1], state, self._file_mode)
         finally:
             self._state_lock.release()
+
+    def _state_doc_locked(self, running: bool) -> dict:
+        """The state for ``--status`` (called under the lock), but its ``updated`` time."""
+        return {"pid": os.getpid() if running else None, "branch": self.options.branch,
+                "started": _utc(self.started),
+                "snapshots": self.snapshots, "last_snapshot": self.last_snapshot,
+                "backlog": len(self.changes), "snapshot_started": self._snapshot_started,
+                "faults": self.faults, "last_fault": self.last_fault,
+                "trouble": {a: t.to_doc() for a, t in self.troubles.items()},
+                "last_maintenance": None if self.last_maintenance is None
+                else _utc(self.last_maintenance),
+                "maintenance_from": None if self._maintenance_from is None
+                else _utc(self._maintenance_from)}
 
 
 def _write_state_file(state_path: str, state: dict, mode: int) -> None:
@@ -1098,13 +1144,18 @@ def _maintenance_options(maintain_module):
 
 def _summary(report: object) -> dict:
     """A maintenance report's figures, for one log line."""
-    if dataclasses.is_dataclass(report):
+    if dataclasses.is_dataclass(report) and not isinstance(report, type):
         doc = dataclasses.asdict(report)
     elif hasattr(report, "to_doc"):
         doc = report.to_doc()
     else:
         return {"report": str(report)}
     return {k: v for k, v in doc.items() if isinstance(v, (int, float, str, bool)) or v is None}
+
+
+def _snapshot_id(snap: Snapshot | None) -> str | None:
+    """The id of a stored snapshot, or None."""
+    return snap.oid.hex if snap is not None and snap.oid is not None else None
 
 
 def _side_base(rel: str) -> str | None:
@@ -1121,5 +1172,5 @@ def _stop_observer(observer) -> None:
         observer.stop()
         if observer.is_alive():
             observer.join(timeout=10)
-    except Exception:  # noqa: BLE001 - a broken observer is replaced or the watcher ends anyway
+    except Exception:
         pass
