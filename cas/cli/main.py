@@ -27,6 +27,10 @@ class Context:
     def __init__(self, store_path: str | None, quiet: bool):
         self.store_path = store_path
         self.quiet = quiet
+        # The history opened last, and where paths given on the command
+        # line lie in its tracked tree (worked out when a path is first given).
+        self.history = None
+        self.path_place = None
 
     def open_store(self, **kwargs) -> Store:
         store = Store.open(self.resolve_store_path(), **kwargs)
@@ -39,7 +43,9 @@ class Context:
 
     def open_history(self, **kwargs):
         from ..model.history import History
-        return History(self.open_store(**kwargs))
+        self.history = History(self.open_store(**kwargs))
+        self.path_place = None
+        return self.history
 
     def resolve_store_path(self) -> str:
         """--store / CAS_STORE (a store directory, or a tree holding .cas/),
@@ -75,6 +81,7 @@ COMMAND_MODULES = {
     "checkout": "cmd_restore", "branch": "cmd_refs", "tag": "cmd_refs", "gc": "cmd_gc",
     "forget": "cmd_gc", "model": "cmd_model", "stores": "cmd_model", "watch": "cmd_watch",
     "policy": "cmd_policy", "maintain": "cmd_maintain", "report": "cmd_report",
+    "repair": "cmd_repair",
 }
 
 

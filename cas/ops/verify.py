@@ -106,7 +106,23 @@ def verify(store: Store, full: bool = False,
         _verify_history(history, report)
     if sample is not None and advance_sample:
         _save_sample_cursor(store, sample.start + sample.width)
+    _record_damage(store, report)
     return report
+
+
+def _record_damage(store: Store, report: VerifyReport) -> None:
+    """Keep the damaged objects in the store's damage record, where the next
+    write of their content looks (and replaces them). A full check also
+    clears recorded objects it read back sound: a crash after a repair made
+    its copy durable and indexed, but before it cleared the record."""
+    damaged = {d.oid for d in report.damage if d.oid is not None and d.what in _OBJECT_KINDS}
+    store.record_damage(damaged)
+    if report.full and not store.read_only:
+        store.damage.clear(o for o in store.damage.ids() - damaged if store.has(o))
+
+
+# Damage whose id names an object (a tree is one too); a pack's is a file's.
+_OBJECT_KINDS = ("object", "tree")
 
 
 def _sample_cursor(store: Store) -> int:

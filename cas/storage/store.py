@@ -29,7 +29,7 @@ from .seekable import (BlockReader, SeekTableError, iter_blocks, read_frame, rea
 from .workers import ordered_map
 from .index import Index, IndexEntry
 from .layout import Layout, StoreModes
-from .writer import Placement, ObjectWriter
+from .writer import DamageRecord, Placement, ObjectWriter
 
 STORE_DIR = ".cas"
 READ_BLOCK = 1 << 20
@@ -114,6 +114,7 @@ class Store:
         self._packs_lock = threading.Lock()
         self._chunk_cache: dict[ObjectId, tuple[list[int], tuple]] = {}
         self._frame_cache: dict[ObjectId, list] = {}
+        self.damage = DamageRecord(self.layout)
 
     # -- opening --------------------------------------------------------
 
@@ -216,8 +217,47 @@ class Store:
     # -- writing --------------------------------------------------------
 
     def writer(self, on_stored: Callable[[int, int], None] | None = None,
-               placement: Placement | None = None) -> ObjectWriter:
-        return ObjectWriter(self.layout, self.config, self.index, on_stored, placement)
+               placement: Placement | None = None, replace=()) -> ObjectWriter:
+        """``replace``: ids to store again although indexed (see ``ObjectWriter``)."""
+        return ObjectWriter(self.layout, self.config, self.index, on_stored, placement, replace)
+
+    def record_damage(self, oids) -> None:
+        """Remember objects found damaged, so that the next write of their
+        content replaces them (nothing is kept on a read-only store)."""
+        if not self.read_only:
+            self.damage.add(oids)
+
+    def forget_cached(self) -> None:
+        """Drop cached chunk lists and seek tables (after objects were replaced)."""
+        self._chunk_cache.clear()
+        self._frame_cache.clear()
+
+    def _note_damage(self, entry: IndexEntry, error: ObjectDamaged) -> None:
+        """Record what a read found damaged: the object, and for a chunked
+        file whose whole hash failed, the chunks that do not hash to their
+        ids (found by a second read, paid only when damage was found)."""
+        ids = {entry.oid}
+        if is_hex(error.oid) and len(error.oid) == HEX_LENGTH:
+            ids.add(ObjectId.parse(error.oid))
+        if entry.encoding is Encoding.CHUNKED and error.oid == entry.oid.hex:
+            ids |= self._damaged_chunks(entry)
+        try:
+            self.record_damage(ids)
+        except CasError:
+            pass  # the index could not say whether the store is writable: the read's error stands
+
+    def _damaged_chunks(self, entry: IndexEntry) -> set[ObjectId]:
+        try:
+            chunks = self._chunk_list(entry).chunks
+        except (CasError, OSError):
+            return set()
+        found = set()
+        for chunk in chunks:
+            try:
+                self._checked_chunk(chunk)
+            except (CasError, OSError):
+                found.add(chunk[0])
+        return found
 
     def put_bytes(self, data: bytes) -> ObjectId:
         with self.writer() as w:
@@ -304,6 +344,14 @@ class Store:
         to a file keep it under a temp name until the iteration ends.
         """
         entry = self.entry(oid)
+        try:
+            yield from self._checked_blocks(entry, check_chunks)
+        except ObjectDamaged as e:
+            self._note_damage(entry, e)
+            raise
+
+    def _checked_blocks(self, entry: IndexEntry, check_chunks: bool) -> Iterator[bytes]:
+        oid = entry.oid
         hasher = Hasher()
         total = 0
         try:
@@ -333,6 +381,14 @@ class Store:
         Returns the bytes written.
         """
         entry = self.entry(oid)
+        try:
+            return self._write_content(entry, fd)
+        except ObjectDamaged as e:
+            self._note_damage(entry, e)
+            raise
+
+    def _write_content(self, entry: IndexEntry, fd: int) -> int:
+        oid = entry.oid
         # Small objects: a mapping and a thread cost more than they save.
         pieces = self._raw_pieces(entry) if entry.size >= MAPPED_WRITE_MIN else None
         if pieces is None:

@@ -20,12 +20,12 @@ import os
 import stat
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
-from ..durable import (fsync_dirs, open_temp, publish, read_bounded, remove_quietly,
-                       start_writeback, write_all)
+from ..durable import (fsync_dir, fsync_dirs, make_dir, open_temp, publish, read_bounded,
+                       remove_quietly, start_writeback, write_all)
 from ..errors import SourceError, StoreWriteError
-from ..objectid import Hasher, ObjectId, hash_bytes, hash_fd
+from ..objectid import HEX_LENGTH, Hasher, ObjectId, hash_bytes, hash_fd, is_hex
 from .config import StoreConfig
 from .encoding import Encoding, compress_frame, encode_small, worth_compressing
 from .chunking import GENERAL_CDC, LIVE_CDC, CdcParams, is_live, iter_chunks
@@ -41,10 +41,72 @@ BATCH_BYTES = 1 << 20
 BLOCK = 4 << 20
 # How many times a file that changes under us is re-read before giving up.
 READ_ATTEMPTS = 3
+# Under the store: one empty file per object id found damaged (FORMAT.md §"Damage record").
+DAMAGED_DIR = "damaged"
 
 
 def _stat_key(st: os.stat_result) -> tuple:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+class DamageRecord:
+    """The ids of stored objects known to be damaged, kept as empty files
+    named by id in ``damaged/`` beneath the store.
+
+    Verify, model verify and every checked read add to it; writers consult
+    it on dedup hits so that content whose stored copy is damaged is written
+    again, then clear the ids they replaced. One file per id: creating and
+    unlinking a name are atomic, so concurrent processes lose no update and
+    a crash leaves each id recorded or not. Outside the index on purpose: it
+    survives ``cas index rebuild``. Empty (or absent) in the normal case, so
+    loading it costs one failed or empty directory listing per writer.
+    """
+
+    def __init__(self, layout: Layout):
+        self.path = os.path.join(layout.root, DAMAGED_DIR)
+        self._modes = layout.modes
+
+    def ids(self) -> set[ObjectId]:
+        try:
+            names = os.listdir(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return set()
+        except OSError:
+            return set()  # unreadable: no record is the normal case anyway
+        return {ObjectId.parse(n) for n in names if len(n) == HEX_LENGTH and is_hex(n)}
+
+    def add(self, oids) -> bool:
+        """Record ids as damaged; False when the store cannot be written
+        (a read-only store: the damage is found again by the next check)."""
+        oids = list(oids)
+        if not oids:
+            return True
+        try:
+            make_dir(self.path, self._modes.directory)
+            for oid in oids:
+                fd = os.open(os.path.join(self.path, oid.hex),
+                             os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                             self._modes.file)
+                os.close(fd)
+            fsync_dir(self.path)
+        except OSError:
+            return False
+        return True
+
+    def clear(self, oids) -> None:
+        """Forget ids (replaced by good copies, or found sound)."""
+        removed = False
+        for oid in oids:
+            try:
+                os.unlink(os.path.join(self.path, oid.hex))
+                removed = True
+            except OSError:
+                pass  # not recorded, or a read-only store
+        if removed:
+            try:
+                fsync_dir(self.path)
+            except OSError:
+                pass
 
 
 @dataclass(frozen=True)
@@ -65,7 +127,9 @@ class Placement:
 class ObjectWriter:
     def __init__(self, layout: Layout, config: StoreConfig, index: Index,
                  on_stored: Callable[[int, int], None] | None = None,
-                 placement: Placement | None = None):
+                 placement: Placement | None = None, replace: Iterable[ObjectId] = ()):
+        """``replace``: ids to write again although the index has them (a
+        repair's targets), besides those the damage record names."""
         self._layout = layout
         self._placement = placement or Placement()
         self._config = config
@@ -82,6 +146,12 @@ class ObjectWriter:
         self._loose_ready: list[IndexEntry] = []
         self._dirs_to_sync: set[str] = set()
         self._on_stored = on_stored
+        self._damage = DamageRecord(layout)
+        # Stored copies to supersede on a dedup hit; empty in the normal
+        # case, so a hit costs one test of an empty set.
+        self._replace: set[ObjectId] = self._damage.ids() | set(replace)
+        self._superseded: dict[ObjectId, IndexEntry] = {}
+        self.replaced: list[ObjectId] = []
         self.new_objects = 0
         self.new_bytes = 0
         self.stored_bytes = 0
@@ -156,13 +226,35 @@ class ObjectWriter:
 
     def _known(self, oid: ObjectId) -> bool:
         # _lists before the index: a list leaves it only once it is indexed.
-        return oid in self._pending or oid in self._lists or self._index.lookup(oid) is not None
+        if oid in self._pending or oid in self._lists:
+            return True
+        entry = self._index.lookup(oid)
+        return entry is not None and not self._supersedes(entry)
+
+    def _supersedes(self, entry: IndexEntry) -> bool:
+        """Whether a dedup hit on ``entry`` must be written again (its stored
+        copy is damaged, or a repair asked for it); remembers the old copy."""
+        if not self._replace or entry.oid not in self._replace:
+            return False
+        with self._lock:
+            self._superseded.setdefault(entry.oid, entry)
+        return True
 
     def _store_whole(self, oid: ObjectId, data: bytes, level: int | None) -> None:
-        if len(data) >= self._config.loose_min_size:
+        if len(data) >= self._config.loose_min_size or self._replaces_packed(oid):
             self._write_loose_from_bytes(oid, data)
         else:
             self._add_small(oid, data, level)
+
+    def _replaces_packed(self, oid: ObjectId) -> bool:
+        """A damaged packed copy is replaced by a loose object: a loose file
+        is what an index rebuild prefers over a pack entry, and the damaged
+        pack stays until 'cas repair' rewrites it."""
+        if not self._superseded:
+            return False
+        with self._lock:
+            was = self._superseded.get(oid)
+        return was is not None and was.pack is not None
 
     def _chunk_entries(self, data: bytes, level: int) -> list[tuple[ObjectId, int]]:
         """A cut chunk's entries in a new chunk list: normally the chunk itself.
@@ -181,7 +273,7 @@ class ObjectWriter:
         lengths = self._lists.get(oid)
         if lengths is None:
             entry = self._index.lookup(oid)
-            if entry is None:
+            if entry is None or self._supersedes(entry):
                 self._store_whole(oid, data, level)
                 return [(oid, len(data))]
             if entry.encoding is not Encoding.CHUNKED:
@@ -202,7 +294,8 @@ class ObjectWriter:
         if oid in self._pending:
             return True
         entry = self._index.lookup(oid)
-        return entry is not None and entry.encoding is not Encoding.CHUNKED
+        return entry is not None and entry.encoding is not Encoding.CHUNKED \
+            and not self._supersedes(entry)
 
     def _stored_lengths(self, entry: IndexEntry) -> tuple[int, ...] | None:
         """The chunk lengths of an indexed chunk list; None if it cannot be read."""
@@ -508,6 +601,25 @@ class ObjectWriter:
                 self._pending.pop(entry.oid, None)
             for d in ready:
                 self._lists.pop(d.oid, None)
+        if self._replace:
+            self._settle_replaced(entries)
+
+    def _settle_replaced(self, entries: list[IndexEntry]) -> None:
+        """After the good copies are durable and indexed: drop the damaged
+        loose files they superseded (a packed one stays until its pack is
+        rewritten: 'cas repair' does that) and clear their damage records."""
+        with self._lock:
+            done = [e for e in entries if e.oid in self._replace]
+            self._replace.difference_update(e.oid for e in done)
+            old = [self._superseded.pop(e.oid, None) for e in done]
+            self.replaced.extend(e.oid for e in done)
+        for new, was in zip(done, old):
+            if was is not None and was.pack is None and \
+                    (new.pack is not None or was.encoding is not new.encoding):
+                # Not overwritten by the new copy's rename: left in place, a
+                # rebuild could adopt it.
+                remove_quietly(self._layout.loose_path(was.oid, was.encoding))
+        self._damage.clear(e.oid for e in done)
 
     def _ready_lists(self, sealing: set[ObjectId]) -> tuple[list, list]:
         """Deferred lists whose chunks this seal makes durable, and those of

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import os
+
+import click
+
+from ..errors import EXIT_PROBLEM_FOUND
+from ..ops.repair import repair
+from .main import Context, pass_ctx
+from .output import byte_progress, error_line, info, out_json, path_text, wants_progress
+
+
+@click.command("repair")
+@click.option("--from", "sources", multiple=True, type=click.Path(path_type=str),
+              metavar="PATH|STORE",
+              help="Where good copies may be: a directory or file (hashed), or another cas "
+                   "store (read by id). Repeat to name several, looked in in order.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_ctx
+def command(ctx: Context, sources: tuple[str, ...], as_json: bool) -> int:
+    """Replace damaged or missing objects with good copies.
+
+    Reads the whole store back (as 'verify --full' does), stores a good copy
+    of each damaged object found in the sources, rewrites damaged packs
+    whose objects are all sound again, then says what is still damaged
+    (exit 1) or that all is repaired (exit 0). Takes the store's exclusive
+    lock. Importing or adding the good file again repairs its content too.
+
+    Example: cas repair --from ~/models/tiny-coder --from /mnt/backup/.cas
+    """
+    history = ctx.open_history(exclusive=True)
+    with history.store as store:
+        total = sum(p.file_size for p in store.index.packs())
+        with byte_progress("verifying", total, wants_progress(ctx.quiet), "objects") as advance:
+            report = repair(history, list(sources), on_progress=advance)
+    if as_json:
+        out_json(report.to_doc())
+        return 0 if report.ok else EXIT_PROBLEM_FOUND
+    repaired = len(report.repaired) + len(report.packs_rewritten)
+    if report.found or repaired:
+        info(f"replaced {len(report.repaired)} damaged object(s), rewrote "
+             f"{len(report.packs_rewritten)} damaged pack(s)", ctx.quiet)
+    for d in report.still_damaged:
+        error_line(f"{d.what} {d.label}: still damaged: {d.why}")
+        for snap, path in d.used_by[:20]:
+            error_line(f"  used by snapshot {snap.short} at {path_text(os.fsdecode(path))}")
+    if report.ok:
+        info("all repaired: the store verifies" if report.found else "nothing is damaged",
+             ctx.quiet)
+        return 0
+    where = "in the sources named" if sources else "without a source"
+    info(f"{len(report.still_damaged)} problem(s) remain, with no good copy found {where}: "
+         "name a directory or store that holds the content ('cas repair --from DIR|STORE'), "
+         "or add or import the good files again", False)
+    return EXIT_PROBLEM_FOUND
