@@ -25,7 +25,9 @@ history about one quiet period after it was written), and at least every
 max interval (held files are then taken as they are). A snapshot looks
 only at what the events named (a targeted scan, see ``ScanTargets``); a
 full stat scan runs at start, after a queue overflow or a changed
-``.casignore``, with every max-interval snapshot, and hourly.
+``.casignore``, with every max-interval snapshot, and hourly. These rules
+are pure functions of the watcher's state and a clock, in ``watch_schedule``;
+the loop sleeps until the next moment one of them can fire, or an event.
 
 A targeted snapshot builds on the branch head, so it is taken only while
 the head is the snapshot this watcher recorded (or found) last: after
