@@ -366,3 +366,22 @@ class NoSnapshotAt(RefNotFound):
     def __init__(self, branch: str, when: str, first: str, first_when: str):
         CasError.__init__(self, f"no snapshot on {branch} at or before {when}: its first "
                                 f"snapshot, {first}, is at {first_when}")
+
+
+class WorktreeNotRecorded(CasError):
+    """The store cannot say which snapshot the tree will show: nothing is changed."""
+
+    exit_code = EXIT_PROBLEM_FOUND
+
+    def __init__(self, why: str):
+        super().__init__(f"cannot record which snapshot the working tree shows ({why}); "
+                         "nothing was checked out (is the store read-only?)")
+
+
+class RestoreWouldLoseChanges(WouldLoseChanges):
+    def __init__(self, paths: list[str]):
+        shown = ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")
+        CasError.__init__(
+            self, f"restore would overwrite changes that are in no snapshot: {shown} "
+                  "(snapshot them first, keep them with --overwrite never, or use --force)")
+

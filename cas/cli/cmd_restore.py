@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-from collections import deque
-
 import click
 
-from ..errors import EXIT_PROBLEM_FOUND, BranchNotInHistory, NoSnapshotAt, NoSnapshotsYet, counted
-from ..ops.checkout import checkout as do_checkout
-from ..ops.restore import OwnerPolicy, restore as do_restore
+from ..errors import EXIT_PROBLEM_FOUND, counted
+from ..ops.checkout import checkout as do_checkout, restore_to
+from ..ops.restore import Overwrite, OwnerPolicy, snapshot_at
 from ..ops.worktree import resolve_source
 from .history_args import (RefsThenPaths, check_paths, paths_after_dashdash, resolve_named,
                            resolve_snapshot, source_relative, split_refs, tree_path)
@@ -24,10 +22,17 @@ from .timespec import TimeParam, show_time
 @click.option("-b", "--branch", help="Branch for --at (default: HEAD's).")
 @click.option("--numeric-owner", is_flag=True,
               help="As root, restore owners by the recorded uid/gid, not by user and group name.")
+@click.option("--overwrite", type=click.Choice([m.value for m in Overwrite]), default="always",
+              show_default=True,
+              help="Existing files: replace them, replace only those not as recorded "
+                   "(size, mtime and mode, else content), or keep them.")
+@click.option("-f", "--force", is_flag=True,
+              help="Inside the tracked tree, overwrite even changes that are in no snapshot.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was restored as JSON.")
 @pass_ctx
 def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
-            branch: str | None, numeric_owner: bool, as_json: bool) -> int:
+            branch: str | None, numeric_owner: bool, overwrite: str, force: bool,
+            as_json: bool) -> int:
     """Write a snapshot, or some paths of it, into a directory.
 
     cas restore SNAP [PATH...] --to DIR, or cas restore --at TIME [PATH...] --to DIR.
@@ -37,12 +42,16 @@ def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
     set-user-ID and set-group-ID bits are dropped. A path that conflicts
     with the target (a file where the snapshot has a directory, a symbolic
     link on the way) is reported and skipped, and the rest is restored
-    (exit 1).
+    (exit 1). Into the tracked tree (or a directory in it), a file whose
+    content is in no snapshot is not overwritten: the restore refuses (exit
+    2, naming the files) unless --force or --overwrite never.
+
+    Example: cas restore HEAD~1 notes/todo.md --to . --overwrite if-changed
     """
     history = ctx.open_history()
     with history.store:
         if at_ns is not None:
-            snap = _snapshot_at(history, branch or history.refs.head_branch(), at_ns)
+            snap = snapshot_at(history, branch or history.refs.head_branch(), at_ns, show_time)
             given = [*args, *paths_after_dashdash()]
         else:
             if not args:
@@ -53,36 +62,22 @@ def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
         check_paths(history, snap, given)
         paths = [tree_path(p) for p in given]
         with byte_progress("restore", snap.stats.get("bytes"), wants_progress(ctx.quiet)) as advance:
-            report = do_restore(history, snap, target, paths or None, advance,
-                                OwnerPolicy.default(numeric_owner))
+            report = restore_to(history, snap, target, paths or None, force=force,
+                                overwrite=Overwrite(overwrite), on_file=advance,
+                                owners=OwnerPolicy.default(numeric_owner))
     if as_json:
         out_json({"snapshot": snap.oid.hex, "time": snap.time_iso, "target": target,
-                  **report.figures(), "problems": _problem_docs(report.problems)})
+                  **report.figures(), "skipped_paths": [path_text(p) for p in report.skipped],
+                  "problems": _problem_docs(report.problems)})
         return EXIT_PROBLEM_FOUND if report.problems else 0
     for p in report.problems:
         error_line(f"{path_text(p.path)}: {p.message}")
     info(f"restored {snap.oid.short} ({show_time(snap.time_ns)}): {counted(report.files, 'file')}, "
          f"{counted(report.dirs, 'dir')}, {counted(report.symlinks, 'symlink')}, "
-         f"{human_bytes(report.bytes)} into {target}", ctx.quiet)
+         f"{human_bytes(report.bytes)} into {target}"
+         + (f", {counted(len(report.skipped), 'existing file')} kept" if report.skipped else ""),
+         ctx.quiet)
     return EXIT_PROBLEM_FOUND if report.problems else 0
-
-
-def _snapshot_at(history, branch: str, at_ns: int):
-    """The newest snapshot of ``branch`` at or before a time; before its
-    first one, the error says when the first one is."""
-    snap = history.at_time(branch, at_ns)
-    if snap is not None:
-        return snap
-    head = history.branch_head(branch)
-    # As at_time reads it: a deleted branch's recorded snapshots still count.
-    entries = history.lineage(head, whole_branch=head.branch == branch) if head else \
-        history.timeline(branch)
-    oldest = deque(entries, maxlen=1)
-    if not oldest:
-        raise NoSnapshotsYet(branch) if branch == history.refs.head_branch() else \
-            BranchNotInHistory(branch)
-    first = oldest[0]
-    raise NoSnapshotAt(branch, show_time(at_ns), first.oid.short, show_time(first.time_ns))
 
 
 @click.command("checkout")

@@ -1,14 +1,14 @@
-"""cas status: what changed in the working tree since the snapshot it was last at."""
+"""cas status: what changed in the working tree since the snapshot it shows."""
 
 from __future__ import annotations
 
 import click
 
-from ..ops.diff import diff_trees
-from ..ops.worktree import resolve_source
-from .cmd_diff import _print, _working
+from ..ops.checkout import status as worktree_status
+from ..ops.worktree import WorktreeState, resolve_source
+from .cmd_diff import _print
 from .main import Context, pass_ctx
-from .output import out_line, shown
+from .output import out_json, out_line, shown
 
 
 @click.command("status")
@@ -17,10 +17,14 @@ from .output import out_line, shown
               help="Instead: whether a watcher runs on this tree (as 'cas watch --status').")
 @pass_ctx
 def status(ctx: Context, as_json: bool, watcher: bool) -> int:
-    """Show what changed in the working tree since the last snapshot (HEAD).
+    """Show what changed in the working tree since the snapshot it shows.
 
-    Unchanged files are recognised from their stat alone, so an unchanged
-    tree answers without reading file contents.
+    That is the branch head (HEAD), or the snapshot a whole-tree 'cas
+    checkout' made it match since then: status then says "working tree at
+    SNAP (branch B is at HEAD)". Unchanged files are recognised from their
+    stat alone, so an unchanged tree answers without reading file contents.
+
+    Example: cas checkout HEAD~4 && cas status
     """
     history = ctx.open_history()
     if watcher:
@@ -30,17 +34,30 @@ def status(ctx: Context, as_json: bool, watcher: bool) -> int:
             store_path = history.store.path
         return report_status(store_path, source, as_json)
     with history.store:
-        source, branch = resolve_source(history, None, None)
-        head = history.branch_head(branch)
-        working, load = _working(history, (source, branch))
-        changes = list(diff_trees(history.load_tree, head.tree if head else None, load, working.root))
-    if not as_json:
-        if head is None:
-            out_line(f"on branch {shown(branch)}, no snapshots yet")
-        elif not changes:
-            out_line(f"on branch {shown(branch)} at {head.oid.short}: nothing changed")
-    _print(changes, as_json)
+        report = worktree_status(history)
+    if as_json:
+        out_json(report.to_doc())
+        return 0
+    where = _where(report.state)
+    if where:
+        out_line(where + ("" if report.changes else ": nothing changed"))
+    _print(report.changes, False)
     return 0
+
+
+def _where(state: WorktreeState) -> str:
+    """The first line: which snapshot the tree shows, as git's 'HEAD detached at'."""
+    branch, head, shows = shown(state.branch), state.branch_head, state.shows
+    if shows is None:
+        return f"on branch {branch}, no snapshots yet"
+    if state.interrupted:
+        return (f"a checkout of {shows.oid.short} was interrupted: the working tree is partly at it "
+                f"(branch {branch} is at {head.oid.short if head else 'nothing'}; run "
+                f"'cas checkout {shows.oid.short}' again to finish)")
+    if state.detached:
+        return (f"working tree at {shows.oid.short} (branch {branch} is at "
+                f"{head.oid.short if head else 'nothing'})")
+    return f"on branch {branch} at {shows.oid.short}"
 
 
 command = status

@@ -4,6 +4,12 @@ Before touching anything, every path that would be overwritten or deleted
 is checked: its current content must be reachable from a recorded snapshot
 (so it can be got back: content that only ``cas add`` stored is not, and gc
 would delete it), or checkout refuses and names the paths, unless forced.
+A whole-tree checkout records which snapshot the tree now shows
+(``worktree.WorktreeRecord``), first as begun, then as done.
+
+``status`` compares the working tree with the snapshot it shows, and
+``restore_to`` is restore with checkout's check where the target lies in a
+tracked tree: the working tree compared with a snapshot, in one place.
 
 Deletions walk the working tree with directory fds, like restore: a
 directory swapped for a symbolic link is never followed, so nothing outside
@@ -12,20 +18,25 @@ the tree is deleted.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 from dataclasses import dataclass, field
 
 from ..dirfd import open_path, remove_at
-from ..errors import CasError, SourceError, WouldLoseChanges
+from typing import Callable
+
+from ..errors import CasError, RestoreWouldLoseChanges, SourceError, WouldLoseChanges
 from ..model.history import History
 from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE
 from .diff import Change, diff_trees
 from .gc import live_set
-from .restore import RestoreReport, restore
-from .scan import ScanPolicy, scan
+from .restore import Overwrite, OwnerPolicy, RestoreReport, restore
+from .scan import ScanPolicy, ScanResult, scan
 from .walk import Problem
+from .worktree import (WorktreeRecord, WorktreeState, entry_in, tracked_tree_of, worktree_state,
+                       write_worktree_record)
 
 
 @dataclass
@@ -71,20 +82,22 @@ def _open_tree(source: str) -> int:
 
 def _checkout(history: History, snapshot: Snapshot, source: str, root_fd: int, branch: str,
               paths: list[bytes] | None, force: bool) -> CheckoutReport:
-    store = history.store
     # Databases compare by their consistent copy, as snapshot records them.
-    working = scan(store, source, branch, writer=None, source_fd=root_fd,
-                   policy=ScanPolicy(sqlite_backup=True))
-
-    def load_working(oid):
-        return working.trees.get(oid) or history.load_tree(oid)
-
+    working, load_working = scan_working(history, source, branch, root_fd)
     # old = the working tree, new = the snapshot.
     changes = list(diff_trees(load_working, working.root, history.load_tree, snapshot.tree, paths))
-    safe = _SafeContent(history, history.branch_head(branch))
-    at_risk = [c for c in changes if c.old is not None and not _recoverable(safe, c)]
+    head = history.branch_head(branch)
+    safe = SafeContent(history, head)
+    at_risk = [c for c in changes if not safe.recoverable(c)]
     if at_risk and not force:
         raise WouldLoseChanges([os.fsdecode(c.path) for c in at_risk])
+    record = None
+    if paths is None and snapshot.oid is not None:
+        # Said before the tree changes, so an interrupted checkout is known
+        # as one (status compares against where it was going), then again
+        # as done once it is.
+        record = WorktreeRecord(snapshot.oid, branch, head.oid if head else None, complete=False)
+        write_worktree_record(history, record)
     report = CheckoutReport(changes)
     source_b = os.fsencode(os.path.abspath(source))
     # Deletions first, so a file can become a directory and back.
@@ -102,10 +115,45 @@ def _checkout(history: History, snapshot: Snapshot, source: str, root_fd: int, b
     report.restore = restore(history, snapshot, os.fsdecode(source_b), targets,
                              target_fd=root_fd) if targets else RestoreReport()
     report.restore.problems[:0] = report.problems
+    if record is not None:
+        write_worktree_record(history, dataclasses.replace(record, complete=True))
     return report
 
 
-class _SafeContent:
+@dataclass
+class Status:
+    state: WorktreeState
+    changes: list[Change]
+
+    def to_doc(self) -> dict:
+        return {**self.state.to_doc(), "changes": [change_doc(c) for c in self.changes]}
+
+
+def change_doc(c: Change) -> dict:
+    return {"change": c.kind, "path": c.path.decode("utf-8", "backslashreplace"),
+            "old": c.old.to_doc() if c.old else None, "new": c.new.to_doc() if c.new else None}
+
+
+def scan_working(history: History, source: str, branch: str, source_fd: int | None = None):
+    """The working tree as a snapshot would record it (live SQLite databases
+    by their consistent copy), and a tree loader that reads its trees."""
+    result: ScanResult = scan(history.store, source, branch, writer=None, source_fd=source_fd,
+                              policy=ScanPolicy(sqlite_backup=True))
+    return result, (lambda oid: result.trees.get(oid) or history.load_tree(oid))
+
+
+def status(history: History) -> Status:
+    """What changed in the working tree since the snapshot it shows."""
+    state = worktree_state(history)
+    working, load = scan_working(history, state.source, state.branch)
+    base = state.shows.tree if state.shows is not None else None
+    return Status(state, list(diff_trees(history.load_tree, base, load, working.root)))
+
+
+
+# -- content that would be lost ----------------------------------------------
+
+class SafeContent:
     """Which file contents a recorded snapshot reaches.
 
     The branch head answers most questions (a file checkout replaces is
@@ -130,15 +178,56 @@ class _SafeContent:
             self._live = live_set(self.history)
         return oid.digest in self._live
 
+    def recoverable(self, change: Change, path: bytes | None = None) -> bool:
+        """Whether what ``change`` replaces (``change.old``, at ``path`` in
+        the tree, default its own path) can be got back."""
+        old = change.old
+        if old is None or old.kind == DIR:
+            return True  # nothing there, or an empty directory: nothing to lose
+        if old.kind == FILE:
+            return self.has(change.path if path is None else path, old.oid)
+        # A symbolic link that the snapshot also has, identically, loses nothing.
+        return change.new is not None and change.new.target == old.target
 
-def _recoverable(safe: _SafeContent, change: Change) -> bool:
-    old = change.old
-    if old.kind == FILE:
-        return safe.has(change.path, old.oid)
-    if old.kind == DIR:
-        return True  # an empty directory: nothing in it to lose
-    # A symbolic link that the snapshot also has, identically, loses nothing.
-    return change.new is not None and change.new.target == old.target
+
+
+def restore_to(history: History, snapshot: Snapshot, target: str, paths: list[bytes] | None = None,
+               *, force: bool = False, overwrite: Overwrite = Overwrite.ALWAYS,
+               on_file: Callable[[int], None] | None = None,
+               owners: OwnerPolicy | None = None) -> RestoreReport:
+    """Restore into ``target``; into a tracked tree (or a directory in one),
+    refused with ``RestoreWouldLoseChanges`` when a file it would replace
+    holds content that is in no snapshot, unless ``force``."""
+    if not force:
+        at_risk = unsaved_overwrites(history, snapshot, target, paths, overwrite)
+        if at_risk:
+            raise RestoreWouldLoseChanges(at_risk)
+    return restore(history, snapshot, target, paths, on_file, owners, overwrite=overwrite)
+
+
+def unsaved_overwrites(history: History, snapshot: Snapshot, target: str,
+                       paths: list[bytes] | None, overwrite: Overwrite) -> list[str]:
+    """The files under ``target`` that restoring ``paths`` of ``snapshot``
+    would replace although their content is in no snapshot (checkout's
+    check, where the target lies in a tracked tree; else none)."""
+    found = None if overwrite is Overwrite.NEVER else tracked_tree_of(history, target)
+    if found is None:
+        return []
+    tree, branch, inside = found
+    working, load = scan_working(history, tree, branch)
+    root = working.root
+    if inside:
+        here = entry_in(load, root, inside)
+        if here is None or here.kind != DIR:
+            return []  # nothing there yet, or a conflict the restore reports
+        root = here.oid
+    safe = SafeContent(history, history.branch_head(branch))
+    # A restore adds and replaces, never deletes, and never puts a
+    # directory in a file's place: only replaced files and links count.
+    return [os.path.join(target, os.fsdecode(c.path))
+            for c in diff_trees(load, root, history.load_tree, snapshot.tree, paths)
+            if c.old is not None and c.new is not None and c.new.kind != DIR
+            and not safe.recoverable(c, inside + b"/" + c.path if inside else c.path)]
 
 
 def _prune_parents(history: History, snapshot: Snapshot, root_fd: int, path: bytes) -> None:
@@ -185,25 +274,13 @@ def _remove_side_files(root_fd: int, working, load_working, changes: list[Change
         path = c.path.rstrip(b"/")
         for suffix in SQLITE_SIDE_SUFFIXES:
             side = path + suffix
-            if _entry_in(load_working, working.root, side) is not None:
+            if entry_in(load_working, working.root, side) is not None:
                 continue
             try:
                 report.removed += _remove(root_fd, side)
             except OSError as e:
                 report.problems.append(Problem(os.fsdecode(source_b + b"/" + side),
                                                f"{e.strerror or e}; not removed"))
-
-
-def _entry_in(load_tree, root, path: bytes):
-    entry, current = None, root
-    for part in path.split(b"/"):
-        if entry is not None and entry.kind != DIR:
-            return None
-        entry = load_tree(current).get(part)
-        if entry is None:
-            return None
-        current = entry.oid
-    return entry
 
 
 def _remove(root_fd: int, path: bytes) -> int:

@@ -19,6 +19,10 @@ does: a user's setuid file must not become root's.
 
 A conflict (a file where the snapshot has a directory, a link where a
 directory should be) is reported for that entry and the rest is restored.
+
+What happens to a file or link that is already there is the ``Overwrite``
+mode, as restic's ``--overwrite``: always replaced, replaced only if it
+differs, or kept.
 """
 
 from __future__ import annotations
@@ -32,12 +36,15 @@ import stat
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Callable
 
 from ..dirfd import DirHandle, lstat_at, make_dir_at, open_dir_at
-from ..errors import CasError, ManifestInvalid, PathNotInSnapshot, SourceError
+from ..errors import (BranchNotInHistory, CasError, ManifestInvalid, NoSnapshotAt, NoSnapshotsYet,
+                      PathNotInSnapshot, SourceError)
 from ..model.history import History
-from ..model.snapshot import Snapshot
+from ..model.snapshot import Snapshot, iso_time
+from ..objectid import hash_fd
 from ..model.tree import DIR, FILE, Owner, TreeEntry
 from ..storage.store import STORE_DIR
 from ..storage.workers import FILE_WORKERS
@@ -50,6 +57,14 @@ BATCH_BYTES = 4 << 20
 SET_ID_BITS = stat.S_ISUID | stat.S_ISGID
 
 
+class Overwrite(Enum):
+    """What a restore does with a file or link already at a path it writes."""
+
+    ALWAYS = "always"          # replace it
+    IF_CHANGED = "if-changed"  # keep it when it is as recorded (size, mtime, mode; else content)
+    NEVER = "never"            # keep it
+
+
 @dataclass
 class RestoreReport:
     files: int = 0
@@ -57,11 +72,12 @@ class RestoreReport:
     symlinks: int = 0
     bytes: int = 0
     problems: list[Problem] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)   # existing files kept (Overwrite)
 
     def figures(self) -> dict:
         """The counts, as ``cas restore --json`` prints them (problems apart)."""
         return {"files": self.files, "dirs": self.dirs, "symlinks": self.symlinks,
-                "bytes": self.bytes}
+                "bytes": self.bytes, "skipped": len(self.skipped)}
 
 
 @dataclass(frozen=True)
@@ -102,9 +118,13 @@ def _gid_for(name: str | None, gid: int) -> int:
 
 def restore(history: History, snapshot: Snapshot, target: str, paths: list[bytes] | None = None,
             on_file: Callable[[int], None] | None = None,
-            owners: OwnerPolicy | None = None, target_fd: int | None = None) -> RestoreReport:
+            owners: OwnerPolicy | None = None, target_fd: int | None = None,
+            overwrite: Overwrite = Overwrite.ALWAYS) -> RestoreReport:
     """Restore into ``target`` (or the open directory ``target_fd``, whose
-    path ``target`` is then only used in messages)."""
+    path ``target`` is then only used in messages).
+
+    Nothing here checks whether a file replaced holds unsaved work: into a
+    tracked tree, ``worktree.restore_to`` does that first."""
     report = RestoreReport()
     target_b = os.fsencode(os.path.abspath(target))
     if target_fd is None:
@@ -118,7 +138,7 @@ def restore(history: History, snapshot: Snapshot, target: str, paths: list[bytes
     else:
         root_fd = os.dup(target_fd)
     restorer = _Restorer(history, report, on_file, owners or OwnerPolicy.default(),
-                         os.stat(history.store.path))
+                         os.stat(history.store.path), overwrite)
     root = DirHandle(root_fd)
     try:
         with ThreadPoolExecutor(FILE_WORKERS, "cas-restore") as pool:
@@ -136,8 +156,9 @@ def restore(history: History, snapshot: Snapshot, target: str, paths: list[bytes
 class _Restorer:
     def __init__(self, history: History, report: RestoreReport,
                  on_file: Callable[[int], None] | None, owners: OwnerPolicy,
-                 store_st: os.stat_result):
+                 store_st: os.stat_result, overwrite: Overwrite = Overwrite.ALWAYS):
         self.history = history
+        self.overwrite = overwrite
         self.report = report
         self.on_file = on_file
         self.owners = owners
@@ -201,6 +222,8 @@ class _Restorer:
                     stack.extend((c, handle, path + b"/" + c.name) for c in reversed(children))
                 elif entry.kind == FILE:
                     self.submit(entry, parent, path)
+                elif _keeps(self.overwrite, entry, parent.fd):
+                    self.report.skipped.append(os.fsdecode(path))
                 else:
                     _write_symlink(entry, parent.fd, self.owners.ids(entry.owner))
                     self.report.symlinks += 1
@@ -250,7 +273,8 @@ class _Restorer:
 
     def _send(self, items: list) -> None:
         work = [(entry, parent.fd, ids) for _, parent, entry, ids in items]
-        self.in_flight.append((items, self.pool.submit(_write_files, self.history, work)))
+        self.in_flight.append((items, self.pool.submit(_write_files, self.history, work,
+                                                       self.overwrite)))
         self.drain(WINDOW)
 
     def drain(self, keep: int) -> None:
@@ -264,12 +288,14 @@ class _Restorer:
                 for _, parent, _, _ in items:
                     parent.release()
                 raise
-            for (path, parent, _, _), result in zip(items, results):
+            for (path, parent, _, _), result in zip(items, results, strict=True):
                 self._collect(path, parent, result)
 
-    def _collect(self, path: bytes, parent: DirHandle, result: int | Exception) -> None:
+    def _collect(self, path: bytes, parent: DirHandle, result: int | Exception | None) -> None:
         if isinstance(result, Exception):
             self.problem(path, _message(result))
+        elif result is None:
+            self.report.skipped.append(os.fsdecode(path))
         else:
             self.report.files += 1
             self.report.bytes += result
@@ -278,15 +304,80 @@ class _Restorer:
         parent.release()
 
 
-def _write_files(history: History, work: list) -> list[int | Exception]:
-    """Write a batch of files; each one's size, or the error that stopped it."""
-    results: list[int | Exception] = []
+def _write_files(history: History, work: list, overwrite: Overwrite) -> list[int | Exception | None]:
+    """Write a batch of files; each one's size, None if the file there was
+    kept, or the error that stopped it."""
+    results: list[int | Exception | None] = []
     for entry, dir_fd, ids in work:
         try:
+            if _keeps(overwrite, entry, dir_fd, ids):
+                results.append(None)
+                continue
             results.append(_write_file(history, entry, dir_fd, ids))
         except (CasError, OSError) as e:
             results.append(e)
     return results
+
+
+def _keeps(overwrite: Overwrite, entry: TreeEntry, dir_fd: int,
+           ids: tuple[int, int] | None = None) -> bool:
+    """Whether the file or link already at ``entry``'s name is kept.
+
+    Only asked when the mode is not ``always``, so a restore into an empty
+    directory makes no extra call per file.
+    """
+    if overwrite is Overwrite.ALWAYS:
+        return False
+    existing = lstat_at(dir_fd, entry.name)
+    if existing is None or stat.S_ISDIR(existing.st_mode):
+        return False  # nothing to keep (a directory is a conflict, reported by the write)
+    if overwrite is Overwrite.NEVER:
+        return True
+    if entry.kind != FILE:
+        return stat.S_ISLNK(existing.st_mode) and \
+            os.readlink(entry.name, dir_fd=dir_fd) == entry.target
+    if not stat.S_ISREG(existing.st_mode) or existing.st_size != entry.size:
+        return False
+    if existing.st_mtime_ns == entry.mtime_ns and stat.S_IMODE(existing.st_mode) == entry.mode:
+        return True  # as restic's if-changed: size and mtime (and mode) as recorded
+    return _same_content_kept(entry, dir_fd, ids)
+
+
+def _same_content_kept(entry: TreeEntry, dir_fd: int, ids: tuple[int, int] | None) -> bool:
+    """Hash the file there; when its content is the recorded one, only its
+    owner, mode and mtime are set as recorded (on the open file)."""
+    try:
+        fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or hash_fd(fd) != entry.oid:
+            return False
+        _apply_meta(fd, entry, ids)
+        return True
+    finally:
+        os.close(fd)
+
+
+def snapshot_at(history: History, branch: str, at_ns: int,
+                show_time: Callable[[int], str] = iso_time) -> Snapshot:
+    """The newest snapshot of ``branch`` at or before a time; before its
+    first one, the error says when the first one is (times shown by
+    ``show_time``)."""
+    snap = history.at_time(branch, at_ns)
+    if snap is not None:
+        return snap
+    head = history.branch_head(branch)
+    # As at_time reads it: a deleted branch's recorded snapshots still count.
+    entries = history.lineage(head, whole_branch=head.branch == branch) if head else \
+        history.timeline(branch)
+    oldest = deque(entries, maxlen=1)
+    if not oldest:
+        raise NoSnapshotsYet(branch) if branch == history.refs.head_branch() else \
+            BranchNotInHistory(branch)
+    first = oldest[0]
+    raise NoSnapshotAt(branch, show_time(at_ns), first.oid.short, show_time(first.time_ns))
 
 
 def _message(e: Exception) -> str:

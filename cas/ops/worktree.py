@@ -7,16 +7,28 @@ every snapshot it has. A new source gets its base name as branch name; when
 another directory of that base name already has it (``x/models`` and
 ``y/models``), the first free of ``models-2``, ``models-3``, ...: one branch
 never mixes two directories' files.
+
+What the working tree shows: the snapshot a whole-tree checkout last made
+it match, recorded in the store's ``WORKTREE`` file (FORMAT §11.2) together
+with the branch head it was taken against. A new snapshot moves the head,
+and a record taken against another head is ignored: the record resets
+itself, so snapshot and the watcher need not know about it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from dataclasses import dataclass
 
-from ..errors import CasError
+from ..durable import atomic_output
+from ..errors import CasError, MetadataUnreadable, WorktreeNotRecorded
 from ..model.history import History
-from ..model.refs import HEADS, check_new_ref_name, check_ref_name, looks_like_id
+from ..model.refs import HEADS, check_new_ref_name, check_ref_name, looks_like_id, read_small_file
+from ..model.snapshot import Snapshot
+from ..model.tree import DIR
+from ..objectid import ObjectId
 from ..storage.store import STORE_DIR
 
 
@@ -75,3 +87,139 @@ def free_branch_name(name: str, taken) -> str:
         n += 1
         candidate = f"{name}-{n}"
     return candidate
+
+
+# -- what the working tree shows ---------------------------------------------
+
+WORKTREE_FILE = "WORKTREE"
+MAX_WORKTREE_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class WorktreeRecord:
+    """The snapshot a whole-tree checkout made the tree match (``complete``)
+    or was about to (not ``complete``: interrupted before it finished)."""
+
+    snapshot: ObjectId
+    branch: str
+    branch_head: ObjectId | None   # the branch's head when it was written
+    complete: bool
+
+    def to_json(self) -> bytes:
+        return json.dumps({"snapshot": self.snapshot.hex, "branch": self.branch,
+                           "branch_head": self.branch_head.hex if self.branch_head else None,
+                           "complete": self.complete}, sort_keys=True).encode() + b"\n"
+
+
+def read_worktree_record(history: History) -> WorktreeRecord | None:
+    """The record, or None when there is none or it is not one (damage is
+    not trusted: status then compares against the branch head)."""
+    try:
+        data = read_small_file(os.path.join(history.store.path, WORKTREE_FILE), MAX_WORKTREE_BYTES)
+    except MetadataUnreadable:
+        return None
+    if data is None:
+        return None
+    try:
+        doc = json.loads(data)
+        head = doc["branch_head"]
+        return WorktreeRecord(ObjectId.parse(doc["snapshot"]), check_ref_name(doc["branch"]),
+                              ObjectId.parse(head) if head is not None else None,
+                              doc["complete"] is True)
+    except (ValueError, TypeError, KeyError, CasError):
+        return None
+
+
+def write_worktree_record(history: History, record: WorktreeRecord) -> None:
+    """Replace the record durably (temp file, fsync, rename)."""
+    layout = history.store.layout
+    try:
+        with atomic_output(os.path.join(history.store.path, WORKTREE_FILE), layout.tmp,
+                           layout.modes.file) as f:
+            f.write(record.to_json())
+    except OSError as e:
+        raise WorktreeNotRecorded(e.strerror or str(e)) from None
+
+
+@dataclass
+class WorktreeState:
+    """Which snapshot the working tree of the HEAD branch was last made to match."""
+
+    source: str
+    branch: str
+    branch_head: Snapshot | None
+    shows: Snapshot | None      # the branch head unless a checkout moved the tree
+    interrupted: bool = False   # a checkout to ``shows`` stopped before it finished
+
+    @property
+    def detached(self) -> bool:
+        """True when the tree was checked out to a snapshot other than the branch head."""
+        return self.shows is not None and (self.branch_head is None
+                                           or self.shows.oid != self.branch_head.oid)
+
+    def to_doc(self) -> dict:
+        return {"branch": self.branch, "source": self.source,
+                "branch_head": _hex(self.branch_head), "worktree": _hex(self.shows),
+                "detached": self.detached, "interrupted": self.interrupted}
+
+
+def _hex(snapshot: Snapshot | None) -> str | None:
+    return snapshot.oid.hex if snapshot is not None and snapshot.oid is not None else None
+
+
+def worktree_state(history: History) -> WorktreeState:
+    """What the working tree shows: the branch head, or the snapshot a
+    whole-tree checkout made it match since the head last moved."""
+    source, branch = resolve_source(history, None, None)
+    head = history.branch_head(branch)
+    state = WorktreeState(source, branch, head, head)
+    record = read_worktree_record(history)
+    if record is None or record.branch != branch or record.branch_head != _oid(head):
+        return state  # none, or taken before the branch moved on: the head is what counts
+    try:
+        state.shows = history.load_snapshot(record.snapshot)
+    except CasError:
+        return state  # forgotten since: nothing better to compare with than the head
+    state.interrupted = not record.complete
+    return state
+
+
+def _oid(snapshot: Snapshot | None) -> ObjectId | None:
+    return snapshot.oid if snapshot is not None else None
+
+
+def entry_in(load_tree, root, path: bytes):
+    """The entry at ``path`` below tree ``root``, or None."""
+    entry, current = None, root
+    for part in (p for p in path.split(b"/") if p):
+        if entry is not None and entry.kind != DIR:
+            return None
+        entry = load_tree(current).get(part)
+        if entry is None:
+            return None
+        current = entry.oid
+    return entry
+
+
+
+def tracked_tree_of(history: History, target: str) -> tuple[str, str, bytes] | None:
+    """(tree, its branch, the target's path inside it) when ``target`` is a
+    directory this store tracks, or inside one; the innermost such tree."""
+    trees = {}
+    own = own_tree(history)
+    if own is not None:
+        trees[own] = history.refs.head_branch()
+    for name in history.refs.branches():
+        head = history.branch_head(name)
+        if head is not None:
+            trees.setdefault(head.source, name)
+    real = os.path.realpath(target)
+    best, depth = None, -1
+    for tree, branch in trees.items():
+        tree_real = os.path.realpath(tree)
+        if real != tree_real and not real.startswith(tree_real.rstrip("/") + "/"):
+            continue
+        if len(tree_real) > depth:
+            inside = b"" if real == tree_real else os.fsencode(os.path.relpath(real, tree_real))
+            best, depth = (tree, branch, inside), len(tree_real)
+    return best
