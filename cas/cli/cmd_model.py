@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import os
-import socket
-from datetime import datetime, timezone
 
 import click
 
 from ..errors import EXIT_PROBLEM_FOUND, CasError, ModelNotFound
-from ..model.history import History
-from ..ops.models import (ModelRow, check_model, export_model, import_model, link_hf_cache,
-                          list_models, model_view, readable_versions, remove_model,
-                          resolve_model)
+from ..ops.models import (ModelInventory, ModelRow, check_model, export_model, import_model,
+                          link_hf_cache, model_inventory, model_log, model_view, params_text,
+                          remove_model, resolve_model)
 from ..storage.config import StoreConfig
-from ..storage.store import Store, locate_store
+from ..storage.store import locate_store
 from . import user_config
 from .main import Context, pass_ctx
 from .output import (byte_progress, error_line, human_bytes, info, out_json, out_line,
-                     wants_progress, warn)
+                     shown, wants_progress, warn)
 from .timespec import TimeParam
 
 
@@ -57,139 +54,69 @@ def import_(ctx: Context, src: str, name: str | None, chunked: bool, message: st
                  f"{human_bytes(result.new_bytes)} new ({human_bytes(result.stored_bytes)} stored)")
 
 
-def _row_doc(row: ModelRow, store: str | None = None) -> dict:
-    v, m = row.version, row.version.manifest
-    doc = {
-        "name": m.source.get("repo") or v.name, "ref": v.name, "version": v.number,
-        "snapshot": v.snapshot.oid.hex, "architecture": m.architecture,
-        "parameters": _params(m.parameters), "parameter_count": m.parameters,
-        "framework": m.framework, "type": m.kind,
-        "revision": m.source.get("revision") or v.snapshot.oid.hex[:40],
-        "dtype": m.dtype, "quantization": m.quantization, "size_bytes": m.bytes,
-        "stored_bytes": row.stored_bytes, "shared_bytes": row.shared_bytes,
-        "modified": v.snapshot.time_iso[:19] + "Z",
-        "files": [{"path": f.path, "size_bytes": f.size} for f in m.files],
-    }
-    if store is not None:
-        doc["store"] = store
-    return doc
-
-
-def _params(n: int) -> str:
-    return f"{n / 1e9:.2f}B" if n >= 1e8 else f"{n / 1e9:.3f}B" if n >= 1e6 else f"{n / 1e6:.3f}M"
-
-
-def _inventory(store_paths: list[str], rows: list[dict]) -> dict:
-    return {
-        "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "generator": "cas model ls",
-        "store": store_paths[0] if len(store_paths) == 1 else store_paths,
-        "device": _device(store_paths[0]) if len(store_paths) == 1 else {"kind": "merged"},
-        "model_count": len(rows),
-        "total_size_bytes": sum(r["size_bytes"] for r in rows),
-        "models": rows,
-    }
-
-
-_REMOVABLE_ROOTS = ("/Volumes/", "/media/", "/run/media/", "/mnt/")
-
-
-def _device(path: str) -> dict:
-    """Where a store lives, in the inventory's terms: the mount point, and
-    whether it is the system disk or an external one."""
-    mount = os.path.realpath(path)
-    while not os.path.ismount(mount):
-        mount = os.path.dirname(mount)
-    device = {"kind": "external" if mount.startswith(_REMOVABLE_ROOTS) else "internal",
-              "mount": mount, "volume": os.path.basename(mount) or socket.gethostname()}
-    fs = _filesystem(mount)
-    if fs:
-        device["filesystem"] = fs
-    return device
-
-
-def _filesystem(mount: str) -> str | None:
-    try:
-        with open("/proc/self/mounts") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) > 2 and parts[1] == mount:
-                    return parts[2]
-    except OSError:
-        pass
-    return None
-
-
 @model.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Print an inventory as JSON.")
 @click.option("--all-stores", is_flag=True, help="Merge every store registered with 'cas stores add'.")
 @click.option("--versions", is_flag=True, help="List every version, not only the newest.")
 @pass_ctx
 def ls(ctx: Context, as_json: bool, all_stores: bool, versions: bool) -> None:
-    """Inventory: name, version, architecture, parameters, dtype, size, shared bytes.
+    """Inventory: name, version, architecture, parameters, dtype, sizes, note.
+
+    \b
+    SIZE     the model's files, as imported
+    ON DISK  what the version's files take in the store (compressed; each
+             stored object or chunk once)
+    SHARED   of ON DISK, what another recorded snapshot reaches too: another
+             version of this model, another model, or any snapshot. ON DISK
+             minus SHARED is what forgetting this version alone, then
+             'cas gc', would free.
+    NOTE     the -m note of its import
 
     A model whose manifest cannot be read is left out with a warning, and with
     --all-stores a store that cannot be opened (an unplugged disk) is listed
-    as offline: the rest is still listed."""
-    stores: list[tuple[str, str]] = []
+    as offline: the rest is still listed.
+
+    \b
+    Example:
+      cas model ls --versions
+    """
     if all_stores:
-        stores = list(user_config.registered_stores().items())
+        stores: list[tuple[str | None, str]] = list(user_config.registered_stores().items())
         if not stores:
             raise CasError("no stores registered (add one with 'cas stores add NAME PATH')")
     else:
-        stores = [("", ctx.resolve_store_path())]
-    docs: list[dict] = []
-    offline: list[dict] = []
-    for label, path in stores:
-        try:
-            store = Store.open(path)
-        except (CasError, OSError) as e:
-            if not all_stores:
-                raise
-            warn(f"store '{label}' ({path}) is offline, its models are not listed: {e}")
-            offline.append({"store": label, "path": path, "error": str(e)})
-            continue
-        with store:
-            docs.extend(_store_rows(History(store), label or None, versions))
+        stores = [(None, ctx.resolve_store_path())]
+    inventory = model_inventory(stores, versions,
+                                on_skip=lambda what, e: warn(f"{what}: left out of the listing: {e}"))
     if as_json:
-        inventory = _inventory([p for _, p in stores], docs)
-        if all_stores:
-            inventory["offline_stores"] = offline
-        out_json(inventory)
+        out_json(inventory.to_doc())
         return
-    _print_table(docs, all_stores, [o["store"] for o in offline])
+    _print_table(inventory)
 
 
-def _store_rows(history: History, label: str | None, versions: bool) -> list[dict]:
-    where = f"store '{label}': " if label else ""
-
-    def skipped(what: str, error: CasError) -> None:
-        warn(f"{where}model {what} is not listed: {error}")
-
-    rows = list_models(history, on_skip=skipped)
-    if versions:
-        rows = [ModelRow(v, 0, 0) for r in rows
-                for v in readable_versions(history, r.version.name, skipped)]
-    return [_row_doc(r, label) for r in rows]
+_NOTE_WIDTH = 40
 
 
-def _print_table(docs: list[dict], with_store: bool, offline: list[str]) -> None:
-    head = ["NAME", "VER", "ARCH", "PARAMS", "DTYPE", "SIZE", "ON DISK", "SHARED", "IMPORTED"]
-    if with_store:
+def _print_table(inventory: ModelInventory) -> None:
+    head = ["NAME", "VER", "ARCH", "PARAMS", "DTYPE", "SIZE", "ON DISK", "SHARED", "IMPORTED",
+            "NOTE"]
+    if inventory.merged:
         head.insert(0, "STORE")
     lines = [head]
-    for d in docs:
-        q = d["quantization"]
-        dtype = f"{q['bits']}-bit" if q else (d["dtype"] or "-")
-        row = [d["ref"], str(d["version"]), d["architecture"] or "-", d["parameters"], dtype,
-               human_bytes(d["size_bytes"]), human_bytes(d["stored_bytes"]),
-               human_bytes(d["shared_bytes"]),
-               d["modified"].replace("T", " ")[:16]]
-        if with_store:
-            row.insert(0, d.get("store", ""))
-        lines.append(row)
-    for label in offline:
-        lines.append([label, "(offline)"] + [""] * (len(head) - 2))
+    for r in inventory.rows:
+        v, m = r.version, r.version.manifest
+        q = m.quantization
+        dtype = f"{q['bits']}-bit" if q else (m.dtype or "-")
+        note = " ".join(v.snapshot.message.split())
+        row = [v.name, str(v.number), m.architecture or "-", params_text(m.parameters), dtype,
+               human_bytes(m.bytes), human_bytes(r.stored_bytes), human_bytes(r.shared_bytes),
+               v.snapshot.time_iso[:16].replace("T", " "),
+               note if len(note) <= _NOTE_WIDTH else note[:_NOTE_WIDTH - 1] + "…"]
+        if inventory.merged:
+            row.insert(0, r.store or "")
+        lines.append([shown(c) for c in row])
+    for o in inventory.offline:
+        lines.append([o["store"], "(offline)"] + [""] * (len(head) - 2))
     widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
     for r in lines:
         out_line("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -211,11 +138,12 @@ def show(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> None:
             return
         m = v.manifest
         out_line(f"model      {v.label}  (snapshot {v.snapshot.oid.short}, {v.snapshot.time_iso[:19]}Z)")
+        out_line(f"note       {shown(v.snapshot.message)}")
         if m.source.get("repo"):
             out_line(f"repo       {m.source['repo']}  revision {m.source.get('revision', '-')}")
         out_line(f"arch       {m.architecture or '-'}   framework {m.framework}   type {m.kind}")
         q = m.quantization
-        out_line(f"params     {m.parameters:,} ({_params(m.parameters)})   dtype {m.dtype or '-'}"
+        out_line(f"params     {m.parameters:,} ({params_text(m.parameters)})   dtype {m.dtype or '-'}"
                  + (f"   quantized {q['bits']}-bit, group {q['group_size']}" if q else ""))
         out_line(f"bytes      {m.bytes:,} in {len(m.files)} files, {len(m.tensors)} tensors")
         for f in m.files:
@@ -240,6 +168,39 @@ def show(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> None:
             out_line("largest")
             for t in largest:
                 out_line(f"  {t.name}  {t.dtype} {list(t.shape)}  {human_bytes(t.nbytes)}")
+
+
+@model.command("log")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the versions as JSON.")
+@pass_ctx
+def log(ctx: Context, name: str, as_json: bool) -> None:
+    """The versions of a model, newest first: number, snapshot id, time,
+    size, what it takes on disk, and the note of its import.
+
+    \b
+    Example:
+      cas model log tiny-coder
+    """
+    history = ctx.open_history()
+    with history.store:
+        rows = model_log(history, name, on_skip=lambda what, e: warn(f"{what}: left out: {e}"))
+    if as_json:
+        out_json([_log_doc(r) for r in rows])
+        return
+    for r in rows:
+        v = r.version
+        out_line(f"{v.label:<{len(name) + 4}} {v.snapshot.oid.short}  "
+                 f"{v.snapshot.time_iso[:16].replace('T', ' ')}  {human_bytes(v.manifest.bytes):>9}"
+                 f"  {human_bytes(r.stored_bytes):>9} on disk  {shown(v.snapshot.message)}")
+
+
+def _log_doc(r: ModelRow) -> dict:
+    v = r.version
+    return {"name": v.name, "version": v.number, "snapshot": v.snapshot.oid.hex,
+            "time": v.snapshot.time_iso[:19] + "Z", "note": v.snapshot.message,
+            "size_bytes": v.manifest.bytes, "stored_bytes": r.stored_bytes,
+            "shared_bytes": r.shared_bytes}
 
 
 @model.command("verify")
@@ -359,7 +320,8 @@ def rm(ctx: Context, name: str) -> None:
     with history.store:
         if "@" in name:
             raise ModelNotFound(name, "remove a whole model by its name; versions go with it")
-        count = remove_model(history, name)
+        count = remove_model(history, name, on_link_left=lambda path, why: warn(
+            f"{path}: a link 'cas model link' made {why}; remove it by hand"))
     info(f"removed {name} ({count} version{'s' if count != 1 else ''}); run 'cas gc' to free space",
          ctx.quiet)
 

@@ -7,13 +7,45 @@ import sys
 import click
 
 from ..ops.growth import BY_DAY, BY_SNAPSHOT, GrowthRow, growth
-from ..ops.usage import DirUsage, disk_usage, logical_bytes
+from ..ops.usage import FIGURES, DirUsage, StoreUsage, disk_usage, store_usage
 from .history_args import tree_path
 from .main import Context, pass_ctx
 from .output import human_bytes, out_json, out_line, path_text, shown
 
 
-@click.command("stats")
+_STATS_HELP = """Store totals: objects, then the figures below, in bytes.
+
+With SNAP, what that snapshot added to the store.
+
+\b
+""" + FIGURES + """
+\b
+Invariants: content bytes <= snapshot bytes; stored bytes is the sum of
+its four parts; 'cas gc' leaves unreferenced at 0 (after its grace time).
+
+\b
+With --history, how the store grew, from the snapshot records (and one
+tree walk per branch):
+  SNAPS    recorded snapshots taken in the row (KEPT: up to its end)
+  LOGICAL  size of the files the branches held at the row's end
+           (each branch's newest snapshot then, added up)
+  NEW      content new to the store in the row, as read
+  STORED   what the row's snapshots wrote to disk (compressed)
+  STORE    what each branch's oldest kept snapshot reaches, stored,
+           plus STORED of every later recorded snapshot up to the row:
+           what the kept history cost (not what forgotten snapshots in
+           between wrote, nor pack framing; 'cas stats' gives the
+           store's size now)
+  DEDUP    bytes of every recorded snapshot up to the row, each
+           counted whole, over STORE
+
+\b
+Example:
+  cas stats --json
+"""
+
+
+@click.command("stats", help=_STATS_HELP)
 @click.argument("spec", metavar="[SNAP]", required=False)
 @click.option("--history", "by_history", is_flag=True,
               help="Growth over time, per day or per snapshot, with a chart.")
@@ -28,26 +60,6 @@ from .output import human_bytes, out_json, out_line, path_text, shown
 @pass_ctx
 def stats(ctx: Context, spec: str | None, by_history: bool, branch: str | None, by: str,
           last: int | None, no_chart: bool, as_json: bool) -> None:
-    """Store totals: objects, logical, unique and stored bytes, dedup and compression.
-
-    With SNAP, what that snapshot added to the store.
-
-    \b
-    With --history, how the store grew, from the snapshot records (and one
-    tree walk per branch):
-      SNAPS    recorded snapshots taken in the row (KEPT: up to its end)
-      LOGICAL  size of the files the branches held at the row's end
-               (each branch's newest snapshot then, added up)
-      NEW      content new to the store in the row, as read
-      STORED   what the row's snapshots wrote to disk (compressed)
-      STORE    what each branch's oldest kept snapshot reaches, stored,
-               plus STORED of every later recorded snapshot up to the row:
-               what the kept history cost (not what forgotten snapshots in
-               between wrote, nor pack framing; 'cas stats' gives the
-               store's size now)
-      DEDUP    bytes of every recorded snapshot up to the row, each
-               counted whole, over STORE
-    """
     if by_history:
         if spec is not None:
             raise click.UsageError("--history takes no SNAP (use --branch B for one branch)")
@@ -56,7 +68,7 @@ def stats(ctx: Context, spec: str | None, by_history: bool, branch: str | None, 
     if branch is not None or last is not None or no_chart or by != BY_DAY:
         raise click.UsageError("--branch, --by, -n and --no-chart go with --history")
     history = ctx.open_history()
-    with history.store as store:
+    with history.store:
         if spec is not None:
             snap = history.resolve(spec)
             doc = {"id": snap.oid.hex, **snap.stats}
@@ -68,27 +80,32 @@ def stats(ctx: Context, spec: str | None, by_history: bool, branch: str | None, 
             out_line(f"added {st['new_objects']} objects, {human_bytes(st['new_bytes'])} of new "
                      f"content, {human_bytes(st['stored_bytes'])} stored")
             return
-        s = store.stats()
-        logical = logical_bytes(history)
-    doc = {
-        "objects": s.objects, "loose_objects": s.loose_objects,
-        "packed_objects": s.packed_objects, "packs": s.packs,
-        "compressed_objects": s.compressed_objects, "chunked_files": s.chunked_files,
-        "snapshot_bytes": logical, "unique_bytes": s.unique_bytes, "stored_bytes": s.stored_bytes,
-        "dedup_ratio": round(logical / s.unique_bytes, 4) if s.unique_bytes and logical else None,
-        "compression_ratio": round(s.compression_ratio, 4),
-    }
+        usage = store_usage(history)
     if as_json:
-        out_json(doc)
+        out_json(usage.to_doc())
         return
-    out_line(f"objects:         {s.objects} ({s.loose_objects} loose, {s.packed_objects} in "
-             f"{s.packs} packs, {s.compressed_objects} compressed, {s.chunked_files} chunked files)")
-    out_line(f"snapshot bytes:  {logical} ({human_bytes(logical)}: all files of all snapshots)")
-    out_line(f"unique bytes:    {s.unique_bytes} ({human_bytes(s.unique_bytes)}: each distinct chunk once)")
-    out_line(f"stored bytes:    {s.stored_bytes} ({human_bytes(s.stored_bytes)}: on disk)")
-    if doc["dedup_ratio"]:
-        out_line(f"dedup:           {doc['dedup_ratio']:.2f}x (snapshot bytes / unique bytes)")
-    out_line(f"stored/unique:   {s.compression_ratio:.3f} (compression)")
+    _print_usage(usage)
+
+
+def _print_usage(u: StoreUsage) -> None:
+    out_line(f"objects:         {u.objects} ({u.loose_objects} loose, {u.packed_objects} in "
+             f"{u.packs} packs, {u.compressed_objects} compressed, {u.chunked_files} chunked files)")
+    for label, value, what in (
+            ("snapshot bytes", u.snapshot_bytes, "all files of all snapshots"),
+            ("content bytes", u.content_bytes, "each distinct chunk once"),
+            ("unreferenced", u.unreferenced_bytes, "in no recorded snapshot; 'cas gc' frees it"),
+            ("unique bytes", u.unique_bytes, "content + unreferenced"),
+            ("metadata", u.metadata_bytes, "trees, snapshot records, manifests, chunk lists"),
+            ("stored bytes", u.stored_bytes,
+             f"on disk: {human_bytes(u.content_stored)} content, {human_bytes(u.metadata_stored)} "
+             f"metadata, {human_bytes(u.unreferenced_stored)} unreferenced, "
+             f"{human_bytes(u.pack_overhead)} pack headers"),
+            ("views", u.view_bytes, "copies under views/ for 'cas model path'")):
+        out_line(f"{label + ':':<17}{value} ({human_bytes(value)}: {what})")
+    if u.dedup_ratio is not None:
+        out_line(f"dedup:           {u.dedup_ratio:.2f}x (snapshot bytes / content bytes)")
+    if u.compression_ratio is not None:
+        out_line(f"compression:     {u.compression_ratio:.3f} (stored / uncompressed, of content)")
 
 
 def _history(ctx: Context, branch: str | None, by: str, last: int | None, no_chart: bool,

@@ -42,14 +42,13 @@ from ..model.refs import MODELS, check_ref_name
 from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE, Tree, TreeEntry
 from ..objectid import Hasher, ObjectId
-from ..storage.encoding import Encoding
 from ..storage.store import Store
 from ..storage.workers import ordered_map
 from ..storage.writer import ObjectWriter, Placement
 from .restore import restore
+from .usage import VIEWS, Reach, ReachWalker
 
 HF_PREFIX = "models--"
-VIEWS = "views"
 _HASH_WINDOW = 8 << 20
 _SPEC = re.compile(r"^(?P<name>[^@]+)(?:@(?P<version>[0-9]+|[0-9a-f]{6,64}))?\Z")
 
@@ -94,10 +93,121 @@ class ImportResult:
 
 @dataclass(frozen=True)
 class ModelRow:
-    """One line of the inventory."""
+    """One line of the inventory: a model version and its sizes."""
     version: ModelVersion
-    stored_bytes: int            # what its files take on disk (compressed, each piece once)
-    shared_bytes: int            # of those, bytes other models' newest versions use too
+    # ON DISK: the stored bytes (compressed) of the objects holding the
+    # version's files (whole files, or their chunks), each once. Its tree,
+    # manifest and record (a few KiB) are left out.
+    stored_bytes: int
+    # SHARED: of those, the bytes another recorded snapshot reaches too:
+    # another version of this model, another model, or any snapshot.
+    # ON DISK - SHARED is what forgetting this version alone and gc free.
+    shared_bytes: int
+    store: str | None = None     # the store's label in a merged inventory
+
+    def to_doc(self) -> dict:
+        """The row as ``cas model ls --json`` prints it."""
+        v, m = self.version, self.version.manifest
+        doc = {
+            "name": m.source.get("repo") or v.name, "ref": v.name, "version": v.number,
+            "snapshot": v.snapshot.oid.hex, "architecture": m.architecture,
+            "parameters": params_text(m.parameters), "parameter_count": m.parameters,
+            "framework": m.framework, "type": m.kind,
+            "revision": m.source.get("revision") or v.snapshot.oid.hex[:40],
+            "dtype": m.dtype, "quantization": m.quantization, "size_bytes": m.bytes,
+            "stored_bytes": self.stored_bytes, "shared_bytes": self.shared_bytes,
+            "modified": v.snapshot.time_iso[:19] + "Z", "note": v.snapshot.message,
+            "files": [{"path": f.path, "size_bytes": f.size} for f in m.files],
+        }
+        if self.store is not None:
+            doc["store"] = self.store
+        return doc
+
+
+def params_text(n: int) -> str:
+    """A parameter count as model cards write it: 1.54B, 0.494B, 12.345M."""
+    return f"{n / 1e9:.2f}B" if n >= 1e8 else f"{n / 1e9:.3f}B" if n >= 1e6 else f"{n / 1e6:.3f}M"
+
+
+@dataclass
+class ModelInventory:
+    """The models of one store, or of several merged (``cas model ls``)."""
+    store_paths: list[str]
+    rows: list[ModelRow]
+    merged: bool = False
+    offline: list[dict] = field(default_factory=list)   # stores that could not be opened
+
+    def to_doc(self) -> dict:
+        """The inventory as ``cas model ls --json`` prints it."""
+        one = len(self.store_paths) == 1 and not self.merged
+        docs = [r.to_doc() for r in self.rows]
+        doc = {
+            "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "generator": "cas model ls",
+            "store": self.store_paths[0] if one else self.store_paths,
+            "device": store_device(self.store_paths[0]) if one else {"kind": "merged"},
+            "model_count": len(docs),
+            "total_size_bytes": sum(d["size_bytes"] for d in docs),
+            "models": docs,
+        }
+        if self.merged:
+            doc["offline_stores"] = self.offline
+        return doc
+
+
+def model_inventory(stores: list[tuple[str | None, str]], versions: bool = False,
+                    on_skip: Callable[[str, CasError], None] | None = None) -> ModelInventory:
+    """The inventory of the stores given as (label, path): one with label
+    None, or several registered ones merged, where one that cannot be opened
+    (an unplugged disk) is listed as offline instead of failing the rest.
+    ``on_skip(what, error)`` hears of each version or store left out."""
+    merged = len(stores) != 1 or stores[0][0] is not None
+    inventory = ModelInventory([path for _, path in stores], [], merged)
+    for label, path in stores:
+        where = f"store '{label}': " if label else ""
+        try:
+            store = Store.open(path)
+        except (CasError, OSError) as e:
+            if not merged:
+                raise
+            inventory.offline.append({"store": label, "path": path, "error": str(e)})
+            if on_skip is not None:
+                on_skip(f"store '{label}' ({path}, offline)", CasError(str(e)))
+            continue
+        skip = None if on_skip is None else \
+            (lambda what, e, where=where: on_skip(f"{where}model {what}", e))
+        with store:
+            inventory.rows.extend(list_models(History(store), skip, versions, label))
+    return inventory
+
+
+_REMOVABLE_ROOTS = ("/Volumes/", "/media/", "/run/media/", "/mnt/")
+
+
+def store_device(path: str) -> dict:
+    """Where a store lives, in the inventory's terms: the mount point, and
+    whether it is the system disk or an external one."""
+    mount = os.path.realpath(path)
+    while not os.path.ismount(mount):
+        mount = os.path.dirname(mount)
+    device = {"kind": "external" if mount.startswith(_REMOVABLE_ROOTS) else "internal",
+              "mount": mount, "volume": os.path.basename(mount) or socket.gethostname()}
+    fs = _filesystem(mount)
+    if fs:
+        device["filesystem"] = fs
+    return device
+
+
+def _filesystem(mount: str) -> str | None:
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 2 and parts[1] == mount:
+                    return parts[2]
+    except OSError:
+        pass
+    return None
 
 
 # -- reading inside one directory -------------------------------------------
@@ -679,54 +789,91 @@ def resolve_model(history: History, spec: str, at_ns: int | None = None) -> Mode
 
 # -- inventory ----------------------------------------------------------------
 
-def list_models(history: History,
-                on_skip: Callable[[str, CasError], None] | None = None) -> list[ModelRow]:
-    """The newest version of every model, with what it takes on disk and
-    how much of that other models use too. With ``on_skip(name, error)``, a
-    model whose newest version cannot be read is reported there and left
-    out, instead of failing the whole listing."""
-    store = history.store
-    heads: list[ModelVersion] = []
-    pieces: list[dict[ObjectId, int]] = []
+def list_models(history: History, on_skip: Callable[[str, CasError], None] | None = None,
+                versions: bool = False, label: str | None = None) -> list[ModelRow]:
+    """The newest version of every model (every version with ``versions``),
+    with what it takes on disk and how much of that is shared (see
+    ModelRow). With ``on_skip(name, error)``, a version that cannot be read
+    is reported there and left out, instead of failing the whole listing."""
+    listed: list[ModelVersion] = []
     for name in sorted(history.refs.models()):
         try:
-            head = model_head(history, name)
-            if head is not None:
-                mine = _stored_pieces(store, head)
-                heads.append(head)
-                pieces.append(mine)
+            if versions:
+                skip = on_skip or _raise
+                listed.extend(readable_versions(history, name, skip))
+            else:
+                head = model_head(history, name)
+                listed.extend([head] if head is not None else [])
         except CasError as e:
             if on_skip is None:
                 raise
             on_skip(name, e)
-    users: dict[ObjectId, int] = {}
-    for mine in pieces:
-        for oid in mine:
-            users[oid] = users.get(oid, 0) + 1
-    return [ModelRow(v, sum(mine.values()), sum(n for oid, n in mine.items() if users[oid] > 1))
-            for v, mine in zip(heads, pieces)]
+    sizes = _SharedSizes(history)
+    return [ModelRow(v, *sizes.of(v.snapshot), store=label) for v in listed]
 
 
-def _stored_pieces(store: Store, version: ModelVersion) -> dict[ObjectId, int]:
-    """The objects a version's files are stored as, with their sizes on disk."""
-    mine: dict[ObjectId, int] = {}
-    for f in version.manifest.files:
-        entry = store.index.lookup(f.id)
-        if entry is None:
-            continue  # missing: verify reports it
-        if entry.encoding is Encoding.CHUNKED:
-            for chunk, _ in store.chunk_list(f.id).chunks:
-                stored = store.index.lookup(chunk)
-                mine[chunk] = stored.stored_length if stored else 0
-        else:
-            mine[f.id] = entry.stored_length
-    return mine
+def model_log(history: History, name: str,
+              on_skip: Callable[[str, CasError], None] | None = None) -> list[ModelRow]:
+    """Every version of one model, newest first, with its sizes (``cas model
+    log``); ``on_skip(label, error)`` hears of a version whose manifest does
+    not read, else the error is raised."""
+    if history.refs.get(MODELS + name) is None:
+        raise ModelNotFound(name)
+    versions = readable_versions(history, name, on_skip or _raise)
+    sizes = _SharedSizes(history)
+    return [ModelRow(v, *sizes.of(v.snapshot)) for v in versions]
 
 
-def remove_model(history: History, name: str) -> int:
+def _raise(_what: str, error: CasError) -> None:
+    raise error
+
+
+class _SharedSizes:
+    """ON DISK and SHARED of model versions: the file content each version
+    reaches, and which of it another recorded snapshot (another version, another model's,
+    or any other snapshot) reaches too."""
+
+    def __init__(self, history: History):
+        self.store = history.store
+        self.reach_of: dict[ObjectId, set[bytes]] = {}
+        self.users: dict[bytes, int] = {}          # digest: model versions reaching it
+        self.snapshots = Reach()                    # what every other snapshot reaches
+        walker = ReachWalker(history)
+        for snap in history.snapshots():
+            try:
+                if snap.model is None:
+                    walker.add(self.snapshots, snap)
+                    continue
+                mine = Reach()
+                ReachWalker(history).add(mine, snap)  # its own walk: shared trees count too
+            except CasError:
+                continue   # a damaged snapshot shares nothing; verify names it
+            self.reach_of[snap.oid] = mine.content
+            for digest in self.reach_of[snap.oid]:
+                self.users[digest] = self.users.get(digest, 0) + 1
+        history.tree_links.flush()
+        self.others = self.snapshots.all()
+
+    def of(self, snap: Snapshot) -> tuple[int, int]:
+        on_disk = shared = 0
+        others = self.others
+        for digest in self.reach_of.get(snap.oid, ()):
+            entry = self.store.index.lookup(ObjectId(digest))
+            if entry is None:
+                continue  # missing: verify reports it
+            on_disk += entry.stored_length
+            if self.users.get(digest, 0) > 1 or digest in others:
+                shared += entry.stored_length
+        return on_disk, shared
+
+
+def remove_model(history: History, name: str,
+                 on_link_left: Callable[[str, str], None] | None = None) -> int:
     """Drop a model and all its versions; gc reclaims what nothing else uses.
     Returns how many versions were dropped. Works on damaged versions: no
-    manifest is read, and a snapshot that cannot be read ends the walk."""
+    manifest is read, and a snapshot that cannot be read ends the walk.
+    Removes the links ``link_hf_cache`` made that are still as made;
+    ``on_link_left(path, why)`` hears of each it could not remove."""
     head = history.refs.get(MODELS + name)
     if head is None:
         raise ModelNotFound(name)
@@ -738,6 +885,7 @@ def remove_model(history: History, name: str) -> int:
     for oid in ids:
         history.forget(oid)
     _remove_views(history.store, [oid.hex for oid in ids])
+    _remove_links(history.store, name, on_link_left or (lambda path, why: None))
     return len(ids)
 
 
@@ -781,11 +929,7 @@ def model_view(history: History, version: ModelVersion) -> ModelView:
 
 
 def _open_views(store: Store) -> int:
-    store_fd = os.open(store.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        return _subdir(store_fd, VIEWS, os.path.join(store.path, VIEWS))
-    finally:
-        os.close(store_fd)
+    return _open_store_dir(store, VIEWS)
 
 
 def _build_view(store: Store, version: ModelVersion, plain: dict[str, str | None],
@@ -848,12 +992,15 @@ class _DirCache:
         self.fds: dict[str, int] = {"": top}
         self.shown = shown
         self._owned: list[int] = [top] if owns_top else []
+        self.made: list[str] = []    # directories made, as paths below top
 
     def parent_of(self, path: str) -> tuple[int, str]:
         """The fd of the directory holding ``path`` (made as needed) and its last name."""
         parent, _, leaf = path.rpartition("/")
         if parent not in self.fds:
             above_fd, name = self.parent_of(parent)
+            if not _is_dir_at(above_fd, name):
+                self.made.append(parent)
             fd = _subdir(above_fd, name, os.path.join(self.shown, parent))
             self.fds[parent] = fd
             self._owned.append(fd)
@@ -952,6 +1099,13 @@ def link_hf_cache(history: History, version: ModelVersion, hub: str) -> str:
     ``models--org--name/{blobs,snapshots/<rev>,refs/main}``, every file a link.
     Returns the snapshot directory (what ``mlx_lm.load`` would resolve to).
 
+    A version imported from a Hub cache keeps its revision, and a file the
+    cache already names (a link in ``snapshots/<rev>/``) keeps its blob
+    name; a blob that is a regular file of the file's size is the cache's
+    own copy and is left as it is. So linking into the cache the model came
+    from adds no second blob for the Hub's scanner to count. Every link
+    made is recorded in the store (``links/``) for ``model rm`` to remove.
+
     ``hub`` itself is taken as given; below it nothing is written through a
     link: directories are opened with O_NOFOLLOW from their parent's fd, and
     links and ``refs/main`` are made under fresh random names and renamed."""
@@ -961,38 +1115,268 @@ def link_hf_cache(history: History, version: ModelVersion, hub: str) -> str:
     if not _is_one_component(repo_name):
         repo_name = HF_PREFIX + f"cas--{version.name}"
     repo_dir = os.path.join(hub, repo_name)
-    rev = version.snapshot.oid.hex[:40]
+    rev = _hub_revision(version)
     try:
         os.makedirs(hub, exist_ok=True)
         hub_fd = os.open(hub, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
         raise TargetRefused(hub, f"cannot be used as the cache ({e.strerror})") from None
+    made: list[dict] = []
     try:
-        _link_repo(hub_fd, repo_name, repo_dir, view, version, rev)
+        _link_repo(_LinkTarget(hub_fd, repo_name, repo_dir, rev), view, version, made)
     finally:
         os.close(hub_fd)
+        if made:
+            _record_links(history.store, version.name, os.path.abspath(hub), made)
     return os.path.join(repo_dir, "snapshots", rev)
 
 
-def _link_repo(hub_fd: int, repo_name: str, repo_dir: str, view: ModelView,
-               version: ModelVersion, rev: str) -> None:
-    repo = _DirCache(_subdir(hub_fd, repo_name, repo_dir), repo_dir, owns_top=True)
+def _hub_revision(version: ModelVersion) -> str:
+    """The Hub's revision for a version imported from its cache; else the
+    first 40 hex digits of the snapshot id (a git commit id's length)."""
+    rev = version.manifest.source.get("revision")
+    if isinstance(rev, str) and _is_one_component(rev) and not rev.startswith("."):
+        return rev
+    return version.snapshot.oid.hex[:40]
+
+
+@dataclass(frozen=True)
+class _LinkTarget:
+    hub_fd: int
+    repo_name: str
+    repo_dir: str
+    rev: str
+
+
+def _link_repo(to: _LinkTarget, view: ModelView, version: ModelVersion,
+               made: list[dict]) -> None:
+    new_repo = not _is_dir_at(to.hub_fd, to.repo_name)
+    repo = _DirCache(_subdir(to.hub_fd, to.repo_name, to.repo_dir), to.repo_dir, owns_top=True)
+    made.extend([{"path": to.repo_name, "dir": True}] if new_repo else [])
     try:
         blobs, _ = repo.parent_of("blobs/x")
         for f in version.manifest.files:
-            target = os.path.realpath(os.path.join(view.path, *f.path.split("/")))
-            _replace_link(blobs, f.id.hex, target, os.path.join(repo_dir, "blobs", f.id.hex))
-            where = f"snapshots/{rev}/{f.path}"
+            where = f"snapshots/{to.rev}/{f.path}"
             dir_fd, leaf = repo.parent_of(where)
             up = "../" * where.count("/")
-            _replace_link(dir_fd, leaf, f"{up}blobs/{f.id.hex}", os.path.join(repo_dir, where))
+            blob = _named_blob(dir_fd, leaf, up) or f.id.hex
+            blob_shown = os.path.join(to.repo_dir, "blobs", blob)
+            if not _is_cache_copy(blobs, blob, f.size):
+                target = os.path.realpath(os.path.join(view.path, *f.path.split("/")))
+                if _replace_link(blobs, blob, target, blob_shown):
+                    made.append({"path": f"{to.repo_name}/blobs/{blob}", "target": target})
+            if _replace_link(dir_fd, leaf, f"{up}blobs/{blob}", os.path.join(to.repo_dir, where)):
+                made.append({"path": f"{to.repo_name}/{where}", "target": f"{up}blobs/{blob}"})
         refs, _ = repo.parent_of("refs/main")
-        _replace_file(refs, "main", rev.encode(), os.path.join(repo_dir, "refs", "main"))
+        if _read_at(refs, "main") != to.rev.encode():
+            _replace_file(refs, "main", to.rev.encode(), os.path.join(to.repo_dir, "refs", "main"))
+            made.append({"path": f"{to.repo_name}/refs/main", "content": to.rev})
         repo.fsync()
     except OSError as e:
-        raise TargetRefused(repo_dir, f"cannot be written ({e.strerror})") from None
+        raise TargetRefused(to.repo_dir, f"cannot be written ({e.strerror})") from None
     finally:
+        made.extend({"path": f"{to.repo_name}/{d}", "dir": True} for d in repo.made)
         repo.close()
+
+
+def _named_blob(dir_fd: int, leaf: str, up: str) -> str | None:
+    """The blob a snapshot link already names (``<up>blobs/<name>``), if any."""
+    try:
+        target = os.readlink(leaf, dir_fd=dir_fd)
+    except OSError:
+        return None  # none, or not a link
+    name = target[len(up) + len("blobs/"):] if target.startswith(up + "blobs/") else ""
+    return name if _is_one_component(name) and not name.startswith(".") else None
+
+
+def _is_cache_copy(blobs_fd: int, name: str, size: int) -> bool:
+    """Whether the blob is a regular file of the file's size: the copy the
+    Hub downloaded, left as it is (not hashed: a model is gigabytes)."""
+    try:
+        st = os.stat(name, dir_fd=blobs_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == size
+
+
+def _read_at(dir_fd: int, name: str) -> bytes | None:
+    """A small regular file's bytes, never through a link; None if it is not one."""
+    try:
+        fd = os.open(name, _ANY_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, _MAX_REF + 1)
+    finally:
+        os.close(fd)
+
+
+# -- what `model link` made: links/<name>.json ---------------------------------
+
+LINKS = "links"
+
+
+def _links_file(name: str) -> str:
+    """The record's file name: the model name with every byte that is not a
+    letter, digit, '.', '_' or '-' written %XX, so any ref name makes one file name."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "._-") else
+                   "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape"))
+                   for c in name) + ".json"
+
+
+def _load_links(links_fd: int, name: str) -> list[dict]:
+    try:
+        fd = os.open(_links_file(name), _ANY_FLAGS, dir_fd=links_fd)
+    except OSError:
+        return []
+    try:
+        doc = json.loads(os.read(fd, 64 << 20)) if stat.S_ISREG(os.fstat(fd).st_mode) else {}
+    except (ValueError, RecursionError, OSError):
+        doc = {}  # a damaged record: what it named is not removed, never anything else
+    finally:
+        os.close(fd)
+    links = doc.get("links") if isinstance(doc, dict) else None
+    return [d for d in links if _is_link_record(d)] if isinstance(links, list) else []
+
+
+def _is_link_record(d: object) -> bool:
+    return isinstance(d, dict) and isinstance(d.get("hub"), str) \
+        and isinstance(d.get("path"), str) \
+        and (isinstance(d.get("target"), str) or isinstance(d.get("content"), str)
+             or d.get("dir") is True)
+
+
+def _record_links(store: Store, name: str, hub: str, made: list[dict]) -> None:
+    """Add what was made to the model's record: temp file, fsync, rename."""
+    links_fd = _open_store_dir(store, LINKS)
+    try:
+        new = [{"hub": hub, **d} for d in made]
+        seen = {(d["hub"], d["path"]) for d in new}
+        kept = [d for d in _load_links(links_fd, name) if (d["hub"], d["path"]) not in seen]
+        doc = {"model": name, "links": kept + new}
+        data = json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
+        _replace_file(links_fd, _links_file(name), data,
+                      os.path.join(store.path, LINKS, _links_file(name)))
+        os.fsync(links_fd)
+    finally:
+        os.close(links_fd)
+
+
+def _remove_links(store: Store, name: str, on_left: Callable[[str, str], None]) -> int:
+    """Remove what ``model link`` made for the model that is still as it was
+    made (a blob link still pointing into the store, a snapshot link or
+    refs/main unchanged), then the directories that leaves empty; tell
+    ``on_left(path, why)`` of each one left. Returns how many were removed."""
+    try:
+        links_fd = _open_store_dir(store, LINKS, make=False)
+    except (CasError, OSError):
+        return 0
+    removed = 0
+    try:
+        records = _load_links(links_fd, name)
+        inside = os.path.realpath(store.path) + "/"
+        links = [d for d in records if not d.get("dir")]
+        # Links first, then the directories link made that they leave empty,
+        # deepest first; refs/main last, only where its snapshot directory went.
+        for d in sorted(links, key=lambda d: "content" in d):
+            if "content" in d:
+                _remove_dirs(records)
+            why = _remove_one(d, inside)
+            if why is None:
+                removed += 1
+            elif why:
+                on_left(os.path.join(d["hub"], d["path"]), why)
+        _remove_dirs(records)
+        try:
+            os.unlink(_links_file(name), dir_fd=links_fd)
+        except FileNotFoundError:
+            pass
+    finally:
+        os.close(links_fd)
+    return removed
+
+
+def _remove_one(d: dict, inside: str) -> str | None:
+    """None when removed; '' when it is gone or no longer ours (left alone,
+    silently); else why it could not be removed."""
+    parts = d["path"].split("/")
+    try:
+        dir_fd = _open_below(d["hub"], parts[:-1])
+    except OSError:
+        return ""   # its directory is gone or is now a link: nothing of ours there
+    try:
+        leaf = parts[-1]
+        if "content" in d:
+            ours = _read_at(dir_fd, leaf) == d["content"].encode() and \
+                not _exists_below(d["hub"], parts[:-2] + ["snapshots", d["content"]])
+        else:
+            try:
+                ours = os.readlink(leaf, dir_fd=dir_fd) == d["target"] and (
+                    d["target"].startswith("../") or d["target"].startswith(inside))
+            except OSError:
+                ours = False
+        if not ours:
+            return ""
+        os.unlink(leaf, dir_fd=dir_fd)
+        return None
+    except OSError as e:
+        return f"cannot be removed ({e.strerror})"
+    finally:
+        os.close(dir_fd)
+
+
+def _open_below(top: str, parts: list[str]) -> int:
+    """The directory ``top/parts...``, each step opened with O_NOFOLLOW."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts:
+            if not _is_one_component(part):
+                raise OSError(errno.EINVAL, "not one path component")
+            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _exists_below(top: str, parts: list[str]) -> bool:
+    try:
+        os.close(_open_below(top, parts))
+        return True
+    except OSError:
+        return False
+
+
+def _remove_dirs(records: list[dict]) -> None:
+    """rmdir the directories ``model link`` made, deepest first; one that is
+    not empty (something else was put there) stays."""
+    for d in sorted((d for d in records if d.get("dir")), key=lambda d: -d["path"].count("/")):
+        parts = d["path"].split("/")
+        try:
+            parent = _open_below(d["hub"], parts[:-1])
+        except OSError:
+            continue
+        try:
+            if _is_one_component(parts[-1]):
+                os.rmdir(parts[-1], dir_fd=parent)
+        except OSError:
+            pass   # not empty, or gone
+        finally:
+            os.close(parent)
+
+
+def _open_store_dir(store: Store, name: str, make: bool = True) -> int:
+    store_fd = os.open(store.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if not make:
+            return os.open(name, _DIR_FLAGS, dir_fd=store_fd)
+        return _subdir(store_fd, name, os.path.join(store.path, name))
+    finally:
+        os.close(store_fd)
 
 
 # -- writing inside a directory, never through a link ------------------------
@@ -1018,8 +1402,9 @@ def _temp_name(name: str) -> str:
     return f".{name}.cas-{secrets.token_hex(8)}.tmp"
 
 
-def _replace_link(dir_fd: int, name: str, target: str, shown: str) -> None:
-    """Make ``name`` a link to ``target``, atomically; only a link is replaced."""
+def _replace_link(dir_fd: int, name: str, target: str, shown: str) -> bool:
+    """Make ``name`` a link to ``target``, atomically; only a link is replaced.
+    False when it already was that link."""
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
@@ -1028,10 +1413,11 @@ def _replace_link(dir_fd: int, name: str, target: str, shown: str) -> None:
         if not stat.S_ISLNK(st.st_mode):
             raise TargetRefused(shown, "exists and is not a link; left alone")
         if os.readlink(name, dir_fd=dir_fd) == target:
-            return
+            return False
     tmp = _temp_name(name)
     os.symlink(target, tmp, dir_fd=dir_fd)  # fails if tmp exists: never follows
     _rename_in(dir_fd, tmp, name, shown)
+    return True
 
 
 def _replace_file(dir_fd: int, name: str, data: bytes, shown: str) -> None:

@@ -1,0 +1,271 @@
+"""Models in everyday use: sizes in the inventory, notes, the version log,
+and links into a Hugging Face cache that `model rm` takes back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from cas.model.history import History
+from cas.ops.models import link_hf_cache, model_inventory, resolve_model
+from cas.storage.store import Store
+
+REV = "0123456789abcdef0123456789abcdef01234567"
+N = 256 * 1024                     # float32 elements: 1 MiB of weights per model
+
+
+def safetensors(tensors: dict[str, tuple[str, list[int], bytes]]) -> bytes:
+    header, data = {}, b""
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape,
+                        "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    head = json.dumps(header).encode()
+    return struct.pack("<Q", len(head)) + head + data
+
+
+def weights(seed: int, n: int = N) -> bytes:
+    """Bytes that neither compress nor repeat across seeds."""
+    out, i = bytearray(), 0
+    while len(out) < n * 4:
+        out += hashlib.sha256(f"{seed}:{i}".encode()).digest()
+        i += 1
+    return bytes(out[:n * 4])
+
+
+def make_model(path: Path, seed: int, config_extra: dict | None = None) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps({"model_type": "tiny", "seed": seed,
+                                                  **(config_extra or {})}))
+    (path / "model.safetensors").write_bytes(
+        safetensors({"w": ("F32", [N], weights(seed)), "b": ("F32", [4], b"\0" * 16)}))
+    return path
+
+
+def make_hf_repo(hub: Path, model: Path, name: str = "models--org--tiny") -> Path:
+    """A Hub cache repo as huggingface_hub writes it: sha256-named blobs."""
+    repo = hub / name
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "snapshots" / REV).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(REV)
+    for f in sorted(model.iterdir()):
+        blob = repo / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+        blob.write_bytes(f.read_bytes())
+        (repo / "snapshots" / REV / f.name).symlink_to(f"../../blobs/{blob.name}")
+    return repo
+
+
+def rows(cas, *args: str) -> dict[str, dict]:
+    r = cas("model", "ls", "--json", *args)
+    assert r.code == 0, r.err
+    return {f"{m['ref']}@{m['version']}": m for m in json.loads(r.out)["models"]}
+
+
+def tree_state(root: Path) -> dict[str, tuple]:
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            p = Path(dirpath) / n
+            st = p.lstat()
+            content = os.readlink(p) if p.is_symlink() else \
+                p.read_bytes() if p.is_file() else None
+            state[str(p.relative_to(root))] = (st.st_mode, st.st_mtime_ns, content)
+    return state
+
+
+@pytest.fixture
+def store_dir(cas, tmp_path) -> Path:
+    assert cas("init").code == 0
+    return tmp_path / ".cas"
+
+
+# -- item 1: ON DISK and SHARED -----------------------------------------------------
+
+def test_two_models_that_share_nothing_show_no_shared_bytes(cas, store_dir, tmp_path):
+    for seed, name in ((1, "a"), (2, "b")):
+        assert cas("model", "import", str(make_model(tmp_path / name, seed)),
+                   "--name", name).code == 0
+    got = rows(cas)
+    for key in ("a@1", "b@1"):
+        assert got[key]["shared_bytes"] == 0, got[key]
+        # Stored raw: on disk is the files' size.
+        assert got[key]["stored_bytes"] == got[key]["size_bytes"]
+
+
+def test_versions_show_what_each_takes_and_shares_with_the_others(cas, store_dir, tmp_path):
+    src = make_model(tmp_path / "m", 1)
+    assert cas("model", "import", str(src), "--name", "m", "-m", "first").code == 0
+    (src / "config.json").write_text(json.dumps({"model_type": "tiny", "seed": 1, "v": 2}))
+    assert cas("model", "import", str(src), "--name", "m", "-m", "config only").code == 0
+    got = rows(cas, "--versions")
+    assert set(got) == {"m@1", "m@2"}
+    weights_size = (src / "model.safetensors").stat().st_size
+    for key in got:
+        assert got[key]["stored_bytes"] == got[key]["size_bytes"] > weights_size
+        # The weights are shared between the versions, the configs are not.
+        assert got[key]["shared_bytes"] == weights_size
+    r = cas("model", "ls", "--versions")
+    lines = [line for line in r.text.splitlines() if line.startswith("m ")]
+    assert len(lines) == 2 and all("0 B" not in line for line in lines), r.text
+
+
+def test_the_same_model_under_two_names_is_all_shared(cas, store_dir, tmp_path):
+    src = make_model(tmp_path / "m", 3)
+    for name in ("x", "y"):
+        assert cas("model", "import", str(src), "--name", name).code == 0
+    got = rows(cas)
+    assert got["x@1"]["shared_bytes"] == got["x@1"]["stored_bytes"] > 0
+
+
+def test_a_model_file_also_in_a_snapshot_is_shared(cas, store_dir, tmp_path):
+    data = tmp_path / "data"
+    make_model(data / "models" / "m", 4)
+    assert cas("snapshot", str(data)).code == 0
+    assert cas("model", "import", str(data / "models" / "m"), "--name", "m").code == 0
+    got = rows(cas)
+    assert got["m@1"]["shared_bytes"] == got["m@1"]["stored_bytes"] > 0
+
+
+def test_ls_json_is_the_library_inventory(cas, store_dir, tmp_path):
+    assert cas("model", "import", str(make_model(tmp_path / "m", 5)), "--name", "m").code == 0
+    doc = json.loads(cas("model", "ls", "--json").out)
+    lib = model_inventory([(None, str(store_dir))]).to_doc()
+    doc.pop("generated_at")
+    lib.pop("generated_at")
+    assert doc == lib
+
+
+# -- item 3: the note of an import -------------------------------------------------
+
+def test_the_import_note_is_shown_by_ls_and_show(cas, store_dir, tmp_path):
+    src = make_model(tmp_path / "m", 6)
+    assert cas("model", "import", str(src), "--name", "m", "-m", "pinned for evals").code == 0
+    assert "pinned for evals" in cas("model", "ls").text
+    assert rows(cas)["m@1"]["note"] == "pinned for evals"
+    r = cas("model", "show", "m")
+    assert r.code == 0 and "note       pinned for evals" in r.text
+
+
+# -- item 4: cas model log ----------------------------------------------------------
+
+def test_model_log_lists_versions_newest_first(cas, store_dir, tmp_path):
+    src = make_model(tmp_path / "m", 7)
+    assert cas("model", "import", str(src), "--name", "m", "-m", "one").code == 0
+    (src / "config.json").write_text("{}")
+    assert cas("model", "import", str(src), "--name", "m", "-m", "two").code == 0
+    r = cas("model", "log", "m")
+    assert r.code == 0, r.err
+    lines = r.text.splitlines()
+    assert [line.split()[0] for line in lines] == ["m@2", "m@1"]
+    assert lines[0].rstrip().endswith("two") and lines[1].rstrip().endswith("one")
+    doc = json.loads(cas("model", "log", "m", "--json").out)
+    assert [(d["version"], d["note"]) for d in doc] == [(2, "two"), (1, "one")]
+    assert all(d["size_bytes"] > 0 and d["stored_bytes"] > 0 and d["time"] for d in doc)
+    r = cas("model", "log", "nosuch")
+    assert r.code in (1, 2) and "nosuch" in r.err and "Traceback" not in r.err
+
+
+# -- item 5: links into a Hugging Face cache -----------------------------------------
+
+def test_linking_into_the_source_cache_keeps_its_revision_and_blobs(cas, store_dir, tmp_path):
+    hub = tmp_path / "hub"
+    repo = make_hf_repo(hub, make_model(tmp_path / "src", 8))
+    assert cas("model", "import", str(repo)).code == 0
+    before = tree_state(hub)
+    r = cas("model", "link", "tiny", "--hf-cache", str(hub))
+    assert r.code == 0, r.err
+    assert r.out.decode().strip() == str(repo / "snapshots" / REV)
+    assert (repo / "refs" / "main").read_text() == REV
+    assert tree_state(hub) == before          # nothing added beside the sha256 blobs
+    hf = pytest.importorskip("huggingface_hub")
+    info = hf.scan_cache_dir(hub)
+    assert [len(list(r.revisions)) for r in info.repos] == [1]
+
+
+def test_a_source_cache_with_pruned_blobs_gets_links_under_the_hubs_names(cas, store_dir,
+                                                                          tmp_path):
+    hub = tmp_path / "hub"
+    repo = make_hf_repo(hub, make_model(tmp_path / "src", 9))
+    names = sorted(p.name for p in (repo / "blobs").iterdir())
+    assert cas("model", "import", str(repo)).code == 0
+    for blob in (repo / "blobs").iterdir():
+        blob.unlink()
+    assert cas("model", "link", "tiny", "--hf-cache", str(hub)).code == 0
+    assert sorted(p.name for p in (repo / "blobs").iterdir()) == names
+    snap = repo / "snapshots" / REV
+    assert (snap / "model.safetensors").read_bytes() == \
+        (tmp_path / "src" / "model.safetensors").read_bytes()
+    # model rm takes back the links it made, and only those.
+    r = cas("model", "rm", "tiny")
+    assert r.code == 0, r.err
+    assert list((repo / "blobs").iterdir()) == []
+    assert sorted(p.name for p in snap.iterdir()) == ["config.json", "model.safetensors"]
+    assert (repo / "refs" / "main").read_text() == REV
+
+
+def test_rm_removes_the_links_link_made_and_gc_leaves_none_dangling(cas, store_dir, tmp_path):
+    assert cas("model", "import", str(make_model(tmp_path / "src", 10)), "--name", "m").code == 0
+    hub = tmp_path / "hub"
+    (hub / "models--other").mkdir(parents=True)
+    (hub / "models--other" / "keep").write_text("not ours")
+    assert cas("model", "link", "m", "--hf-cache", str(hub)).code == 0
+    record = json.loads((store_dir / "links" / "m.json").read_text())
+    links = [d for d in record["links"] if not d.get("dir")]
+    assert record["model"] == "m" and len(links) == 5   # 2 blobs, 2 files, refs/main
+    assert cas("model", "rm", "m").code == 0 and cas("gc").code == 0
+    assert not (hub / "models--cas--m").exists()
+    assert (hub / "models--other" / "keep").read_text() == "not ours"
+    assert not (store_dir / "links" / "m.json").exists()
+    dangling = [p for p in hub.rglob("*") if p.is_symlink() and not p.exists()]
+    assert dangling == []
+
+
+def test_rm_leaves_links_that_no_longer_point_into_the_store(cas, store_dir, tmp_path):
+    assert cas("model", "import", str(make_model(tmp_path / "src", 11)), "--name", "m").code == 0
+    hub = tmp_path / "hub"
+    assert cas("model", "link", "m", "--hf-cache", str(hub)).code == 0
+    blobs = hub / "models--cas--m" / "blobs"
+    mine = sorted(blobs.iterdir())[0]
+    mine.unlink()
+    mine.symlink_to(tmp_path / "src" / "config.json")   # the user pointed it elsewhere
+    other = sorted(blobs.iterdir())[1]
+    assert cas("model", "rm", "m").code == 0
+    assert mine.is_symlink() and os.readlink(mine) == str(tmp_path / "src" / "config.json")
+    assert not other.exists() and not other.is_symlink()
+    assert (tmp_path / "src" / "config.json").exists()
+
+
+def test_rm_warns_about_links_it_cannot_remove(cas, store_dir, tmp_path):
+    assert cas("model", "import", str(make_model(tmp_path / "src", 12)), "--name", "m").code == 0
+    hub = tmp_path / "hub"
+    assert cas("model", "link", "m", "--hf-cache", str(hub)).code == 0
+    blobs = hub / "models--cas--m" / "blobs"
+    # An immutable directory refuses even root: the links in it stay.
+    import subprocess
+    if subprocess.run(["chattr", "+i", str(blobs)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available on this filesystem")
+    try:
+        r = cas("model", "rm", "m")
+    finally:
+        subprocess.run(["chattr", "-i", str(blobs)], check=True)
+    assert r.code == 0, r.err
+    warned = [line for line in r.err.splitlines() if line.startswith("cas: warning:")]
+    assert len(warned) == 2 and all(str(blobs) in w for w in warned), r.err
+
+
+def test_link_into_a_fresh_cache_uses_the_hub_revision(cas, store_dir, tmp_path):
+    repo = make_hf_repo(tmp_path / "hub", make_model(tmp_path / "src", 13))
+    assert cas("model", "import", str(repo)).code == 0
+    other = tmp_path / "other-hub"
+    r = cas("model", "link", "tiny", "--hf-cache", str(other))
+    assert r.code == 0, r.err
+    assert (other / "models--org--tiny" / "refs" / "main").read_text() == REV
+    with Store.open(str(store_dir)) as store:
+        v = resolve_model(History(store), "tiny")
+        assert Path(link_hf_cache(History(store), v, str(other))).name == REV
