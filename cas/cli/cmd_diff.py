@@ -1,13 +1,20 @@
 from __future__ import annotations
 
+import re
+import sys
+
 import click
 
-from ..ops.diff import SYMBOL, Change, diff_trees
-from ..ops.scan import ScanPolicy, scan
+from ..ops.diff import SYMBOL, Change, DiffReport, FileDiff, compare, scan_working_tree
 from ..ops.worktree import resolve_source
 from .history_args import RefsThenPaths, paths_after_dashdash, split_refs
 from .main import Context, pass_ctx
 from .output import out_json, out_line, path_text, shown
+
+# Escaped in patch lines on a terminal (a file could hold ESC sequences);
+# a tab is content. Through a pipe, lines go out as they are, for patch(1).
+_TERMINAL_UNSAFE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_STAT_WIDTH = 50
 
 
 def _size(e) -> str:
@@ -26,36 +33,82 @@ def _print(changes: list[Change], as_json: bool) -> None:
 
 
 def _working(history, branch_source):
-    """The working tree as a snapshot would record it: live SQLite databases
-    by a consistent copy (what snapshots store), their -wal, -shm and
-    -journal files left out."""
+    """The working tree as a snapshot would record it (see ops.diff.scan_working_tree)."""
     source, branch = branch_source
-    result = scan(history.store, source, branch, writer=None, policy=ScanPolicy(sqlite_backup=True))
-    return result, (lambda oid: result.trees.get(oid) or history.load_tree(oid))
+    return scan_working_tree(history, source, branch)
+
+
+def _print_patch(report: DiffReport) -> None:
+    on_terminal = sys.stdout.isatty()
+    for f in report.files or []:
+        for line in f.lines(report.limit):
+            out_line(_TERMINAL_UNSAFE.sub(lambda m: b"\\x%02x" % m.group()[0], line)
+                     if on_terminal else line)
+
+
+def _stat_cell(f: FileDiff, scale: float) -> str:
+    if f.binary or f.too_large:
+        return f"Bin {f.old_size} -> {f.new_size} bytes"
+    plus, minus = round(f.added * scale), round(f.removed * scale)
+    # Every changed side gets at least one mark, as git draws it.
+    plus, minus = max(plus, 1 if f.added else 0), max(minus, 1 if f.removed else 0)
+    return f"{f.added + f.removed} {'+' * plus}{'-' * minus}"
+
+
+def _print_stat(report: DiffReport) -> None:
+    files = report.files or []
+    names = [shown(f.change.path) for f in files]
+    width = max((len(n) for n in names), default=0)
+    most = max((f.added + f.removed for f in files), default=0)
+    scale = min(1.0, _STAT_WIDTH / most) if most else 1.0
+    for name, f in zip(names, files, strict=False):
+        out_line(f" {name:<{width}} | {_stat_cell(f, scale)}")
+    s = report.summary
+    parts = [f"{s['files']} file{'' if s['files'] == 1 else 's'} changed"]
+    if s["insertions"] or not s["deletions"]:
+        parts.append(f"{s['insertions']} insertion{'' if s['insertions'] == 1 else 's'}(+)")
+    if s["deletions"]:
+        parts.append(f"{s['deletions']} deletion{'' if s['deletions'] == 1 else 's'}(-)")
+    out_line(" " + ", ".join(parts))
 
 
 @click.command("diff", cls=RefsThenPaths)
 @click.argument("args", nargs=-1)
+@click.option("-p", "--patch", is_flag=True,
+              help="Show a unified diff of each changed text file (binary files are named).")
+@click.option("--stat", "with_stat", is_flag=True,
+              help="Show lines added and removed per file (sizes for binary files), and a total.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
-def diff(ctx: Context, args: tuple[str, ...], as_json: bool) -> int:
-    """Compare snapshots: cas diff [SNAP_A] [SNAP_B] [-- PATH...].
+def diff(ctx: Context, args: tuple[str, ...], patch: bool, with_stat: bool, as_json: bool) -> int:
+    """Compare snapshots: cas diff [SNAP_A] [SNAP_B] [-p|--stat] [-- PATH...].
 
     With two snapshots, A against B; with one, that snapshot against the
     working tree; with none, HEAD against the working tree. Lines read
-    'A|M|D|T  path  (sizes)'. Exit 0 whether or not there are changes.
+    'A|M|D|T  path  (sizes)'. -p prints a git-style patch: files over
+    1 MiB are noted, not compared. Exit 0 whether or not there are changes.
+
+    Example: cas diff HEAD~1 -p -- notes/todo.md
     """
     history = ctx.open_history()
     with history.store:
         refs, paths = split_refs(history, args, 2, paths_after_dashdash())
-        if len(refs) == 2:
-            changes = list(diff_trees(history.load_tree, refs[0].tree, history.load_tree,
-                                      refs[1].tree, paths))
-        else:
-            base = refs[0] if refs else history.resolve("HEAD")
-            working, load = _working(history, resolve_source(history, None, base.branch))
-            changes = list(diff_trees(history.load_tree, base.tree, load, working.root, paths))
-    _print(changes, as_json)
+        old = refs[0] if refs else history.resolve("HEAD")
+        new = refs[1] if len(refs) == 2 else None
+        working = None if new is not None else resolve_source(history, None, old.branch)
+        report = compare(history, old, new, paths, contents=patch or with_stat, working=working)
+    if as_json:
+        doc = report.to_doc()
+        out_json(doc if patch or with_stat else doc["changes"])
+        return 0
+    if with_stat:
+        _print_stat(report)
+    if patch:
+        if with_stat:
+            out_line("")
+        _print_patch(report)
+    if not (patch or with_stat):
+        _print(report.changes, False)
     return 0
 
 

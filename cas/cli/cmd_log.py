@@ -1,16 +1,15 @@
 from __future__ import annotations
 
 import os
-from collections import deque
 
 import click
 
-from ..errors import CasError, counted
-from ..model.history import History
+from ..errors import counted
+from ..model.log import LogEntry
 from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE, SYMLINK
-from .history_args import (RefsThenPaths, paths_after_dashdash, resolve_snapshot, split_refs,
-                           tree_path)
+from ..model.treediff import SYMBOL, TYPE_CHANGED
+from .history_args import RefsThenPaths, paths_after_dashdash, resolve_snapshot, split_refs, tree_path
 from .main import Context, pass_ctx
 from .output import human_bytes, out_json, out_line, shown
 from .timespec import TimeParam, show_time
@@ -22,14 +21,6 @@ def _snapshot_doc(s: Snapshot) -> dict:
             "host": s.host, "user": s.user, "source": s.source, "stats": s.stats}
 
 
-def _entry_key(history: History, snap: Snapshot, path: bytes):
-    try:
-        e = history.entry_at(snap.tree, path)
-    except CasError:
-        return None
-    return None if e is None else (e.kind, e.oid, e.target, e.mode)
-
-
 @click.command("log", cls=RefsThenPaths)
 @click.argument("args", nargs=-1)
 @click.option("-n", "--max-count", "limit", type=click.IntRange(min=0), metavar="N",
@@ -38,103 +29,61 @@ def _entry_key(history: History, snap: Snapshot, path: bytes):
 @click.option("--all", "all_branches", is_flag=True, help="Every branch, newest first.")
 @click.option("--since", type=TimeParam(), help="Only snapshots at or after TIME.")
 @click.option("--until", type=TimeParam(), help="Only snapshots at or before TIME.")
+@click.option("--stat", "with_stat", is_flag=True,
+              help="Count the paths each snapshot added, modified and deleted.")
+@click.option("--name-status", "name_status", is_flag=True,
+              help="List each path a snapshot added (A), modified (M) or deleted (D).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
 def log(ctx: Context, args: tuple[str, ...], limit: int | None, oneline: bool, all_branches: bool,
-        since: int | None, until: int | None, as_json: bool) -> None:
+        since: int | None, until: int | None, with_stat: bool, name_status: bool,
+        as_json: bool) -> None:
     """Show history: cas log [REF] [-n N] [--since T] [--until T] [-- PATH].
 
     Lists every recorded snapshot of REF's branch (default HEAD) from REF
     back, newest first, including those recorded before snapshots that were
     forgotten: a '~' after the id marks a snapshot whose parent was
-    forgotten (history was thinned there). With a PATH, only the snapshots
-    where that path changed are shown. --all lists every branch.
+    forgotten (history was thinned there). Branches and tags naming a
+    snapshot are shown in parentheses, as git's --decorate. With a PATH,
+    only the snapshots where that path changed (or was deleted) are shown.
+    --stat and --name-status compare each snapshot with the one before it.
+    --all lists every branch.
+
+    Example: cas log --name-status -- notes/ideas.md
     """
     history = ctx.open_history()
     with history.store:
         refs, paths = split_refs(history, args, 1, paths_after_dashdash())
         if all_branches and refs:
             raise click.UsageError("--all lists every branch: give no REF with it")
-        if all_branches:
-            entries = iter(history.every_entry())
-        else:
-            start = refs[0] if refs else resolve_snapshot(history, "HEAD")
-            # A branch names all of its history; a new fork's head is still
-            # a snapshot of its base, listed from there back.
-            whole = history.branch_named(args[0] if refs else "HEAD") == start.branch
-            entries = history.lineage(start, whole_branch=whole)
-        picked = _pick(history, entries, limit, since, until, paths, by_branch=all_branches)
-        rows = [(s, s.parent is not None and not history.is_recorded(s.parent)) for s in picked]
+        entries = history.log(args[0] if refs else "HEAD", all_branches=all_branches, limit=limit,
+                              since=since, until=until, paths=paths,
+                              changes=with_stat or name_status)
     if as_json:
-        out_json([{**_snapshot_doc(s), "parent_forgotten": gap} for s, gap in rows])
+        out_json([e.to_doc() for e in entries])
         return
-    for s, gap in rows:
-        mark = "~" if gap else " "
-        if oneline:
-            out_line(f"{s.oid.short}{mark} {shown(s.message)}")
-            continue
-        files = s.stats['files']
-        noun = "file " if files == 1 else "files"  # padded: the columns stay aligned
-        out_line(f"{s.oid.short}{mark} {show_time(s.time_ns)}  {shown(s.branch):<10} "
-                 f"{files:>7} {noun} {human_bytes(s.stats['bytes']):>10}  {shown(s.message)}")
+    for e in entries:
+        _print_entry(e, oneline)
+        if with_stat:
+            counts = e.counts() or {}
+            out_line("    " + ", ".join(f"{n} {kind}" for kind, n in counts.items()
+                                        if n or kind != TYPE_CHANGED))
+        if name_status:
+            for c in e.changes or ():
+                out_line(f"    {SYMBOL[c.kind]}  {shown(c.path)}")
 
 
-def _pick(history: History, entries, limit: int | None, since: int | None, until: int | None,
-          paths: list[bytes], by_branch: bool) -> list[Snapshot]:
-    """The snapshots to show, reading only as many records as it takes.
-
-    Entries come newest first within each branch, so an entry older than
-    --since ends its branch's listing (the stretch of a base branch before
-    a fork may still be newer). With paths, each snapshot is compared with
-    the next older one listed (of its own branch, with --all).
-    """
-    picked: list[Snapshot] = []
-    for snap, older in _with_next_older(history, entries, since, by_branch):
-        if limit is not None and len(picked) >= limit:
-            break
-        if until is not None and snap.time_ns > until:
-            continue
-        if paths and not _changed(history, snap, older, paths):
-            continue
-        picked.append(snap)
-    return picked
-
-
-def _with_next_older(history: History, entries, since: int | None, by_branch: bool):
-    """(snapshot, the next older one listed or None), in the order listed.
-
-    An entry older than --since is read only as the partner of the last
-    one shown of its branch; after it the branch is skipped unread.
-    """
-    waiting: deque[list] = deque()   # [snapshot, partner or _WAITING]
-    last_of: dict[str, list] = {}
-    done: set[str] = set()
-    for entry in entries:
-        if entry.branch in done:
-            continue
-        group = entry.branch if by_branch else ""
-        snap = history.load_snapshot(entry.oid)
-        pending = last_of.get(group)
-        if pending is not None:
-            pending[1] = snap
-        if since is not None and snap.time_ns < since:
-            done.add(entry.branch)
-            last_of.pop(group, None)
-        else:
-            last_of[group] = [snap, _WAITING]
-            waiting.append(last_of[group])
-        while waiting and waiting[0][1] is not _WAITING:
-            yield tuple(waiting.popleft())
-    for snap, partner in waiting:
-        yield snap, None if partner is _WAITING else partner
-
-
-_WAITING = object()
-
-
-def _changed(history: History, snap: Snapshot, older: Snapshot | None, paths: list[bytes]) -> bool:
-    return any(_entry_key(history, snap, p) != (_entry_key(history, older, p) if older else None)
-               for p in paths)
+def _print_entry(e: LogEntry, oneline: bool) -> None:
+    s = e.snapshot
+    mark = "~" if e.parent_forgotten else " "
+    refs = f"({shown(', '.join(e.refs))}) " if e.refs else ""
+    if oneline:
+        out_line(f"{s.oid.short}{mark} {refs}{shown(s.message)}")
+        return
+    files = s.stats['files']
+    noun = "file " if files == 1 else "files"  # padded: the columns stay aligned
+    out_line(f"{s.oid.short}{mark} {show_time(s.time_ns)}  {shown(s.branch):<10} "
+             f"{files:>7} {noun} {human_bytes(s.stats['bytes']):>10}  {refs}{shown(s.message)}")
 
 
 @click.command("show")

@@ -22,22 +22,35 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections import OrderedDict
-from typing import Iterator
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 
 from ..durable import atomic_output
-from ..errors import (AmbiguousRef, CasError, HistoryTooShort, ManifestInvalid, ObjectNotFound,
-                      PathNotInSnapshot, RefMovedMeanwhile, RefNotFound)
+from ..errors import (
+    AmbiguousRef,
+    BranchNotInHistory,
+    CasError,
+    HistoryTooShort,
+    ManifestInvalid,
+    NoSnapshotAt,
+    NoSnapshotsYet,
+    ObjectNotFound,
+    PathNotInSnapshot,
+    RefMovedMeanwhile,
+    RefNotFound,
+)
 from ..objectid import HEX_LENGTH, ObjectId, hash_bytes, is_hex
 from ..storage.store import Store
 from ..storage.writer import ObjectWriter
+from .log import LogEntry, LogQuery, walk_log
 from .refs import HEADS, TAGS, Refs, looks_like_id, read_small_file
 from .snapshot import Snapshot
 from .timeline import Timeline, TimelineEntry, entry_key
 from .tree import DIR, Tree, TreeEntry
 from .treelinks import TreeLinks
 
-__all__ = ["History", "TimelineEntry"]
+__all__ = ["History", "LogEntry", "TimelineEntry", "local_time"]
 
 SNAPSHOTS = "snapshots"
 TABLE = b"snapshots"
@@ -57,6 +70,7 @@ _TREE_CACHE_ENTRIES = 1 << 18
 # How far back through forgotten (not yet collected) snapshots a listing
 # looks for the snapshot a branch was forked from.
 _FORGOTTEN_STEPS = 10_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class History:
@@ -242,6 +256,60 @@ class History:
             if found:
                 return self.load_snapshot(found[0].oid)
         return None
+
+    def at(self, branch: str | None, time_ns: int) -> Snapshot:
+        """The newest snapshot of ``branch`` (default HEAD's) at or before
+        ``time_ns``, as ``restore --at`` picks it.
+
+        A time before the branch's history begins raises ``NoSnapshotAt``,
+        saying when its first snapshot is.
+        """
+        branch = branch or self.refs.head_branch()
+        snap = self.at_time(branch, time_ns)
+        if snap is not None:
+            return snap
+        head = self.branch_head(branch)
+        # As at_time reads it: a deleted branch's recorded snapshots still count.
+        entries = self.lineage(head, whole_branch=head.branch == branch) if head else \
+            self.timeline(branch)
+        oldest = deque(entries, maxlen=1)
+        if not oldest:
+            raise NoSnapshotsYet(branch) if branch == self.refs.head_branch() else \
+                BranchNotInHistory(branch)
+        first = oldest[0]
+        raise NoSnapshotAt(branch, local_time(time_ns), first.oid.short, local_time(first.time_ns))
+
+    def log(self, start: str = "HEAD", *, all_branches: bool = False, limit: int | None = None,
+            since: int | None = None, until: int | None = None, paths: Sequence[bytes] = (),
+            changes: bool = False, decorate: bool = True) -> list[LogEntry]:
+        """What ``cas log`` lists, newest first: every recorded snapshot of
+        ``start``'s branch from ``start`` back (every branch with
+        ``all_branches``), at most ``limit``, within ``since``..``until``.
+
+        With ``paths`` (tree-relative, '/'-separated bytes), only snapshots
+        where one of them changed, a deletion included. With ``changes``,
+        each entry carries its changes (restricted to ``paths``); decorations
+        (branch and tag names) unless ``decorate`` is false.
+        """
+        if all_branches:
+            entries: Iterator[TimelineEntry] = iter(self.every_entry())
+        else:
+            snap = self._log_start(start)
+            # A branch names all of its history; a new fork's head is still
+            # a snapshot of its base, listed from there back.
+            whole = self.branch_named(start) == snap.branch
+            entries = self.lineage(snap, whole_branch=whole)
+        query = LogQuery(limit, since, until, tuple(paths), changes, all_branches, decorate)
+        return walk_log(self, entries, query)
+
+    def _log_start(self, spec: str) -> Snapshot:
+        try:
+            return self.resolve(spec)
+        except RefNotFound:
+            branch = self.refs.head_branch()
+            if spec.strip().split("~")[0] in ("", "HEAD") and self.branch_head(branch) is None:
+                raise NoSnapshotsYet(branch) from None
+            raise
 
     def branch_head(self, branch: str) -> Snapshot | None:
         oid = self.refs.get(HEADS + branch)
@@ -459,3 +527,12 @@ class History:
         self._timeline.clear()
         self._timeline.resync()
         return bad
+
+
+def local_time(ns: int) -> str:
+    """Local time for people, as every command shows it; a crafted time
+    beyond years 1-9999 is shown as a number."""
+    try:
+        return (_EPOCH + timedelta(microseconds=ns // 1000)).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except (ValueError, OverflowError, OSError):
+        return f"{'+' if ns > 0 else ''}{ns} ns"

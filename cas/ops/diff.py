@@ -1,115 +1,281 @@
-"""Differences between two trees: added, deleted, modified, type-changed paths.
+"""Differences between two snapshots, or a snapshot and the working tree.
 
-Subtrees with equal ids are skipped without being read (Merkle), so the
-cost of a diff follows the size of the change, not of the tree.
+Which paths changed is the tree diff (model/treediff.py, re-exported
+here); how their contents changed (``cas diff -p`` and ``--stat``) is
+computed here, only when asked: a unified diff of each text file up to a
+size cap, binary files named as git names them. Old contents come from the
+store (checked against their ids); the working tree's from the disk,
+opened below its root without following links.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Iterator
+import difflib
+import os
+import stat
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
+from ..errors import DiffContentUnreadable, human_bytes
+from ..model.history import History
+from ..model.snapshot import Snapshot
+from ..model.tree import DIR, FILE, SYMLINK, Tree, TreeEntry
+from ..model.treediff import ADDED, DELETED, MODIFIED, SYMBOL, TYPE_CHANGED, Change, TreeLoader, diff_trees
 from ..objectid import ObjectId
-from ..model.tree import DIR, Tree, TreeEntry
+from ..storage.store import Store
+from .scan import ScanPolicy, ScanResult, scan
+from .worktree import resolve_source
 
-ADDED = "added"
-DELETED = "deleted"
-MODIFIED = "modified"
-TYPE_CHANGED = "type-changed"
-SYMBOL = {ADDED: "A", DELETED: "D", MODIFIED: "M", TYPE_CHANGED: "T"}
+__all__ = [
+    "ADDED",
+    "DELETED",
+    "MODIFIED",
+    "PATCH_LIMIT",
+    "SYMBOL",
+    "TYPE_CHANGED",
+    "Change",
+    "DiffReport",
+    "FileDiff",
+    "TreeLoader",
+    "compare",
+    "diff_trees",
+    "file_diff",
+    "scan_working_tree",
+]
 
-TreeLoader = Callable[[ObjectId], Tree]
+# Past this size a file's lines are not compared (difflib is quadratic in
+# the worst case, and a patch of megabytes is read by no one).
+PATCH_LIMIT = 1 << 20
+# As git decides: a NUL byte in the first 8000 bytes makes a file binary.
+_BINARY_PROBE = 8000
+
+ContentReader = Callable[[bytes, TreeEntry], bytes]
 
 
 @dataclass(frozen=True, slots=True)
-class Change:
-    kind: str
-    path: bytes
-    old: TreeEntry | None
-    new: TreeEntry | None
+class FileDiff:
+    """How one changed file's content changed.
 
-
-def _same(a: TreeEntry, b: TreeEntry) -> bool:
-    return (a.kind, a.oid, a.target, a.mode) == (b.kind, b.oid, b.target, b.mode)
-
-
-def _within(path: bytes, filters: list[bytes] | None, is_dir: bool) -> bool:
-    if not filters:
-        return True
-    for f in filters:
-        if path == f or path.startswith(f + b"/") or (is_dir and f.startswith(path + b"/")):
-            return True
-    return False
-
-
-def diff_trees(load_a: TreeLoader, a: ObjectId | None, load_b: TreeLoader, b: ObjectId | None,
-               filters: list[bytes] | None = None, prefix: bytes = b"") -> Iterator[Change]:
-    """Changes from tree ``a`` to tree ``b``, in path order.
-
-    Each level yields changes and deferred work for the levels below; an
-    explicit stack of those (not recursion) keeps a crafted chain of
-    thousands of nested trees from ending in RecursionError.
+    ``patch`` holds the unified diff's hunk lines without line ends (empty
+    for binary and too-large files); ``added`` and ``removed`` count its
+    '+' and '-' lines.
     """
-    stack = [iter(_level(load_a, a, load_b, b, filters, prefix))]
-    while stack:
-        item = next(stack[-1], None)
-        if item is None:
-            stack.pop()
-        elif isinstance(item, Change):
-            yield item
+    change: Change
+    binary: bool = False
+    too_large: bool = False
+    added: int = 0
+    removed: int = 0
+    patch: tuple[bytes, ...] = ()
+
+    @property
+    def old_size(self) -> int:
+        return _size(self.change.old)
+
+    @property
+    def new_size(self) -> int:
+        return _size(self.change.new)
+
+    def lines(self, limit: int = PATCH_LIMIT) -> list[bytes]:
+        """The file's part of a git-style patch, header first."""
+        path = self.change.path
+        out = [b"diff --git a/" + path + b" b/" + path, *_mode_lines(self.change)]
+        old = b"a/" + path if self.change.old else b"/dev/null"
+        new = b"b/" + path if self.change.new else b"/dev/null"
+        if self.binary:
+            return [*out, b"Binary files " + old + b" and " + new + b" differ"]
+        if self.too_large:
+            return [*out, f"File {path.decode('utf-8', 'backslashreplace')} is larger than "
+                          f"{human_bytes(limit)}: its lines are not compared".encode()]
+        if not self.patch:
+            return out
+        return [*out, b"--- " + old, b"+++ " + new, *self.patch]
+
+    def to_doc(self) -> dict:
+        return {"change": self.change.kind, "path": _text(self.change.path), "binary": self.binary,
+                "too_large": self.too_large, "added": self.added, "removed": self.removed,
+                "old_size": self.old_size, "new_size": self.new_size,
+                "patch": [_text(line) for line in self.patch]}
+
+
+@dataclass
+class DiffReport:
+    """The changed paths, and with contents asked for, a FileDiff per changed file."""
+    changes: list[Change]
+    files: list[FileDiff] | None = None
+    limit: int = PATCH_LIMIT
+    summary: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        files = self.files or []
+        self.summary = {"files": len(files) if self.files is not None else len(self.changes),
+                        "insertions": sum(f.added for f in files),
+                        "deletions": sum(f.removed for f in files)}
+
+    def to_doc(self) -> dict:
+        doc: dict = {"changes": [_change_doc(c) for c in self.changes], "summary": self.summary}
+        if self.files is not None:
+            doc["files"] = [f.to_doc() for f in self.files]
+        return doc
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "backslashreplace")
+
+
+def _change_doc(c: Change) -> dict:
+    return {"change": c.kind, "path": _text(c.path),
+            "old": c.old.to_doc() if c.old else None, "new": c.new.to_doc() if c.new else None}
+
+
+def _size(entry: TreeEntry | None) -> int:
+    if entry is None or entry.kind == DIR:
+        return 0
+    return len(entry.target or b"") if entry.kind == SYMLINK else entry.size
+
+
+def _git_mode(entry: TreeEntry) -> str:
+    return f"{(0o120000 if entry.kind == SYMLINK else 0o100000) | entry.mode:06o}"
+
+
+def _mode_lines(c: Change) -> list[bytes]:
+    if c.old is None and c.new is not None:
+        return [f"new file mode {_git_mode(c.new)}".encode()]
+    if c.new is None and c.old is not None:
+        return [f"deleted file mode {_git_mode(c.old)}".encode()]
+    assert c.old is not None and c.new is not None
+    if _git_mode(c.old) != _git_mode(c.new):
+        return [f"old mode {_git_mode(c.old)}".encode(), f"new mode {_git_mode(c.new)}".encode()]
+    return []
+
+
+# -- contents --------------------------------------------------------------
+
+
+def store_reader(store: Store, limit: int = PATCH_LIMIT) -> ContentReader:
+    """Contents from the store: whole (checked against the id) up to
+    ``limit``, only the head that decides 'binary' past it."""
+    def read(path: bytes, entry: TreeEntry) -> bytes:
+        if entry.kind == SYMLINK:
+            return entry.target or b""
+        if entry.size <= limit:
+            return store.read_object(entry.oid)
+        blocks, head = store.iter_content(entry.oid), bytearray()
+        try:
+            for block in blocks:
+                head += block
+                if len(head) >= _BINARY_PROBE:
+                    break
+        finally:
+            blocks.close()
+        return bytes(head[:_BINARY_PROBE])
+    return read
+
+
+def disk_reader(root: str, limit: int = PATCH_LIMIT) -> ContentReader:
+    """Contents from the working tree at ``root``: each directory opened
+    from its parent with O_NOFOLLOW, so a link swapped in since the scan is
+    refused rather than followed out of the tree."""
+    def read(path: bytes, entry: TreeEntry) -> bytes:
+        want = limit + 1 if entry.size <= limit else _BINARY_PROBE
+        *dirs, name = path.split(b"/")
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for part in dirs:
+                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                dir_fd=fd)
+                os.close(fd)
+                fd = child
+            if entry.kind == SYMLINK:
+                return os.readlink(name, dir_fd=fd)
+            return _read_regular(fd, name, want)
+        except OSError as e:
+            raise DiffContentUnreadable(_text(path), e.strerror or str(e)) from None
+        finally:
+            os.close(fd)
+    return read
+
+
+def _read_regular(dir_fd: int, name: bytes, want: int) -> bytes:
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(0, "no longer a regular file")
+        parts, got = [], 0
+        while got < want:
+            block = os.read(fd, min(want - got, 1 << 20))
+            if not block:
+                break
+            parts.append(block)
+            got += len(block)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """Lines split at '\\n' only (as git and diff split), each keeping it."""
+    parts = data.split(b"\n")
+    return [p + b"\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
+def file_diff(change: Change, read_old: ContentReader, read_new: ContentReader,
+              limit: int = PATCH_LIMIT, context: int = 3) -> FileDiff | None:
+    """How a changed file's content changed; None for a directory entry."""
+    sides = [e for e in (change.old, change.new) if e is not None]
+    if any(e.kind not in (FILE, SYMLINK) for e in sides):
+        return None
+    old = read_old(change.path, change.old) if change.old else b""
+    new = read_new(change.path, change.new) if change.new else b""
+    if b"\0" in old[:_BINARY_PROBE] or b"\0" in new[:_BINARY_PROBE]:
+        return FileDiff(change, binary=True)
+    if len(old) > limit or len(new) > limit or any(e.kind == FILE and e.size > limit for e in sides):
+        return FileDiff(change, too_large=True)
+    hunks = list(difflib.diff_bytes(difflib.unified_diff, _lines(old), _lines(new), b"", b"",
+                                    n=context))[2:]   # the ---/+++ pair is written by lines()
+    patch: list[bytes] = []
+    added = removed = 0
+    for line in hunks:
+        added += line.startswith(b"+")
+        removed += line.startswith(b"-")
+        if line.endswith(b"\n"):
+            patch.append(line[:-1])
         else:
-            stack.append(iter(item()))
+            patch += [line, b"\\ No newline at end of file"]
+    return FileDiff(change, added=added, removed=removed, patch=tuple(patch))
 
 
-def _level(load_a: TreeLoader, a: ObjectId | None, load_b: TreeLoader, b: ObjectId | None,
-           filters, prefix: bytes) -> list:
-    """One directory's changes, and a callable for each subdirectory to descend into."""
-    if a == b:
-        return []
-    old = {e.name: e for e in load_a(a).entries} if a else {}
-    new = {e.name: e for e in load_b(b).entries} if b else {}
-    items: list = []
-    for name in sorted(old.keys() | new.keys()):
-        path = prefix + name
-        o, n = old.get(name), new.get(name)
-        is_dir = (o is not None and o.kind == DIR) or (n is not None and n.kind == DIR)
-        if not _within(path, filters, is_dir):
-            continue
-        if o is not None and n is not None and _same(o, n):
-            continue
-        if o is not None and n is not None and o.kind == DIR and n.kind == DIR:
-            items.append(lambda o=o, n=n, p=path + b"/": _level(load_a, o.oid, load_b, n.oid, filters, p))
-        elif o is not None and n is not None and o.kind != n.kind:
-            if DIR not in (o.kind, n.kind):
-                items.append(Change(TYPE_CHANGED, path, o, n))
-            else:
-                items.append(lambda o=o, p=path: _side(load_a, o, p, DELETED, filters))
-                items.append(lambda n=n, p=path: _side(load_b, n, p, ADDED, filters))
-        elif o is None:
-            items.append(lambda n=n, p=path: _side(load_b, n, p, ADDED, filters))
-        elif n is None:
-            items.append(lambda o=o, p=path: _side(load_a, o, p, DELETED, filters))
-        else:
-            items.append(Change(MODIFIED, path, o, n))
-    return items
+# -- whole comparisons -------------------------------------------------------
 
 
-def _side(load: TreeLoader, entry: TreeEntry, path: bytes, kind: str, filters) -> list:
-    """An entry present on one side only: a file, or every file below a directory."""
-    if entry.kind != DIR:
-        return [Change(kind, path, entry if kind == DELETED else None, entry if kind == ADDED else None)]
-    children = load(entry.oid).entries
-    items: list = []
-    if not children and _within(path, filters, False):
-        items.append(Change(kind, path + b"/", entry if kind == DELETED else None,
-                            entry if kind == ADDED else None))
-    for child in children:
-        child_path = path + b"/" + child.name
-        if not _within(child_path, filters, child.kind == DIR):
-            continue
-        if child.kind == DIR:
-            items.append(lambda c=child, p=child_path: _side(load, c, p, kind, filters))
-        else:
-            items.append(Change(kind, child_path, child if kind == DELETED else None,
-                                child if kind == ADDED else None))
-    return items
+def scan_working_tree(history: History, source: str, branch: str) -> tuple[ScanResult, TreeLoader]:
+    """The working tree as a snapshot would record it (live SQLite
+    databases by a consistent copy, their -wal, -shm and -journal files
+    left out), and a loader for its trees, stored or not."""
+    result = scan(history.store, source, branch, writer=None, policy=ScanPolicy(sqlite_backup=True))
+
+    def load(oid: ObjectId) -> Tree:
+        return result.trees.get(oid) or history.load_tree(oid)
+    return result, load
+
+
+def compare(history: History, old: Snapshot, new: Snapshot | None = None,
+            paths: Sequence[bytes] | None = None, *, contents: bool = False,
+            limit: int = PATCH_LIMIT, working: tuple[str, str] | None = None) -> DiffReport:
+    """``cas diff``: ``old`` against ``new``, or against the working tree
+    (``working`` = (source, branch), by default the tree ``old``'s branch
+    is snapshotted from) when ``new`` is None. With ``contents``, each
+    changed file's unified diff and line counts too."""
+    filters = list(paths) if paths else None
+    if new is not None:
+        changes = list(diff_trees(history.load_tree, old.tree, history.load_tree, new.tree, filters))
+        read_new = store_reader(history.store, limit)
+    else:
+        source, branch = working or resolve_source(history, None, old.branch)
+        result, load = scan_working_tree(history, source, branch)
+        changes = list(diff_trees(history.load_tree, old.tree, load, result.root, filters))
+        read_new = disk_reader(source, limit)
+    if not contents:
+        return DiffReport(changes, None, limit)
+    read_old = store_reader(history.store, limit)
+    files = [d for d in (file_diff(c, read_old, read_new, limit) for c in changes) if d is not None]
+    return DiffReport(changes, files, limit)
