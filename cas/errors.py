@@ -385,3 +385,9 @@ class RestoreWouldLoseChanges(WouldLoseChanges):
             self, f"restore would overwrite changes that are in no snapshot: {shown} "
                   "(snapshot them first, keep them with --overwrite never, or use --force)")
 
+
+class DiffContentUnreadable(CasError):
+    """A working-tree file that went away or changed kind between the scan and the read."""
+
+    def __init__(self, path: str, why: str):
+        super().__init__(f"{path}: cannot be read for the diff ({why}); run the diff again")
