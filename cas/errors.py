@@ -369,13 +369,13 @@ class NoSnapshotAt(RefNotFound):
 
 
 class WorktreeNotRecorded(CasError):
-    """The store cannot say which snapshot the tree will show: nothing is changed."""
+    """The store cannot record which snapshot the working tree shows."""
 
     exit_code = EXIT_PROBLEM_FOUND
 
     def __init__(self, why: str):
-        super().__init__(f"cannot record which snapshot the working tree shows ({why}); "
-                         "nothing was checked out (is the store read-only?)")
+        super().__init__(f"cannot record which snapshot the working tree shows ({why}): "
+                         "cas status will compare it with the branch head")
 
 
 class RestoreWouldLoseChanges(WouldLoseChanges):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+
+import pytest
 
 from cas.model.history import History
 from cas.ops.snapshot import take_snapshot
@@ -185,3 +188,24 @@ def test_a_real_checkout_killed_mid_way_never_makes_status_fail(tmp_path, cas):
     assert cas("checkout", first, cwd=root).code == 0
     doc = _status(cas, root)
     assert (doc["worktree"], doc["interrupted"], doc["changes"]) == (first, False, [])
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None or os.geteuid() != 0,
+                    reason="needs root and setpriv to drop the file-permission override")
+def test_a_store_that_cannot_be_written_still_checks_out_and_says_so(tmp_path, cas):
+    root = tmp_path / "tree"
+    ids = _history_of_five(cas, root)
+    store = root / ".cas"
+    store.chmod(0o555)
+    try:
+        r = subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                            sys.executable, "-m", "cas.cli", "checkout", ids[0]],
+                           cwd=root, capture_output=True, timeout=120)
+    finally:
+        store.chmod(0o700)
+    assert r.returncode == 1, r.stderr
+    assert b"cannot record which snapshot the working tree shows" in r.stderr
+    assert b"Traceback" not in r.stderr
+    assert not (root / "file4.txt").exists() and not (store / "WORKTREE").exists()
+    # Status compares with the branch head, as the message said.
+    assert _status(cas, root)["worktree"] == ids[4]

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from ..dirfd import open_path, remove_at
 from typing import Callable
 
-from ..errors import CasError, RestoreWouldLoseChanges, SourceError, WouldLoseChanges
+from ..errors import (CasError, RestoreWouldLoseChanges, SourceError, WorktreeNotRecorded,
+                      WouldLoseChanges)
 from ..model.history import History
 from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE
@@ -34,7 +35,7 @@ from .diff import Change, diff_trees
 from .gc import live_set
 from .restore import Overwrite, OwnerPolicy, RestoreReport, restore
 from .scan import ScanPolicy, ScanResult, scan
-from .walk import Problem
+from .walk import WARNING, Problem
 from .worktree import (WorktreeRecord, WorktreeState, entry_in, tracked_tree_of, worktree_state,
                        write_worktree_record)
 
@@ -91,14 +92,8 @@ def _checkout(history: History, snapshot: Snapshot, source: str, root_fd: int, b
     at_risk = [c for c in changes if not safe.recoverable(c)]
     if at_risk and not force:
         raise WouldLoseChanges([os.fsdecode(c.path) for c in at_risk])
-    record = None
-    if paths is None and snapshot.oid is not None:
-        # Said before the tree changes, so an interrupted checkout is known
-        # as one (status compares against where it was going), then again
-        # as done once it is.
-        record = WorktreeRecord(snapshot.oid, branch, head.oid if head else None, complete=False)
-        write_worktree_record(history, record)
     report = CheckoutReport(changes)
+    record = _begin_record(history, snapshot, branch, head, paths, report.problems)
     source_b = os.fsencode(os.path.abspath(source))
     # Deletions first, so a file can become a directory and back.
     for c in changes:
@@ -116,8 +111,31 @@ def _checkout(history: History, snapshot: Snapshot, source: str, root_fd: int, b
                              target_fd=root_fd) if targets else RestoreReport()
     report.restore.problems[:0] = report.problems
     if record is not None:
-        write_worktree_record(history, dataclasses.replace(record, complete=True))
+        _write_record(history, dataclasses.replace(record, complete=True), report.restore.problems)
     return report
+
+
+def _begin_record(history: History, snapshot: Snapshot, branch: str, head: Snapshot | None,
+                  paths: list[bytes] | None, problems: list[Problem]) -> WorktreeRecord | None:
+    """Say which snapshot a whole-tree checkout is making the tree match,
+    before the tree changes, so an interrupted checkout is known as one
+    (status compares against where it was going); it is said again as done
+    at the end."""
+    if paths is not None or snapshot.oid is None:
+        return None
+    record = WorktreeRecord(snapshot.oid, branch, head.oid if head else None, complete=False)
+    return record if _write_record(history, record, problems) else None
+
+
+def _write_record(history: History, record: WorktreeRecord, problems: list[Problem]) -> bool:
+    # A store that cannot be written (a backup disk mounted read-only) still
+    # gives its data back: the checkout goes on and says status cannot know.
+    try:
+        write_worktree_record(history, record)
+        return True
+    except WorktreeNotRecorded as e:
+        problems.append(Problem(history.store.path, str(e), WARNING))
+        return False
 
 
 @dataclass
