@@ -76,7 +76,7 @@ def test_status_lists_no_side_file_of_a_live_database_and_no_change_that_is_not_
     assert r.returncode == 0 and b"nothing changed" in r.stdout, r.stdout
     writer.execute("INSERT INTO t (v) VALUES ('one more')")
     (tree / "diary-wal").write_text("edited\n")
-    changes = json.loads(_cas(tree, "status", "--json").stdout)
+    changes = json.loads(_cas(tree, "status", "--json").stdout)["changes"]
     assert sorted((c["change"], c["path"]) for c in changes) == [
         ("modified", "diary-wal"), ("modified", "state.db")]
 
