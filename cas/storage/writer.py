@@ -229,12 +229,12 @@ class ObjectWriter:
         if oid in self._pending or oid in self._lists:
             return True
         entry = self._index.lookup(oid)
-        return entry is not None and not self._supersedes(entry)
+        return entry is not None and not (self._replace and self._supersedes(entry))
 
     def _supersedes(self, entry: IndexEntry) -> bool:
         """Whether a dedup hit on ``entry`` must be written again (its stored
         copy is damaged, or a repair asked for it); remembers the old copy."""
-        if not self._replace or entry.oid not in self._replace:
+        if entry.oid not in self._replace:
             return False
         with self._lock:
             self._superseded.setdefault(entry.oid, entry)
@@ -273,7 +273,7 @@ class ObjectWriter:
         lengths = self._lists.get(oid)
         if lengths is None:
             entry = self._index.lookup(oid)
-            if entry is None or self._supersedes(entry):
+            if entry is None or (self._replace and self._supersedes(entry)):
                 self._store_whole(oid, data, level)
                 return [(oid, len(data))]
             if entry.encoding is not Encoding.CHUNKED:
@@ -295,7 +295,7 @@ class ObjectWriter:
             return True
         entry = self._index.lookup(oid)
         return entry is not None and entry.encoding is not Encoding.CHUNKED \
-            and not self._supersedes(entry)
+            and not (self._replace and self._supersedes(entry))
 
     def _stored_lengths(self, entry: IndexEntry) -> tuple[int, ...] | None:
         """The chunk lengths of an indexed chunk list; None if it cannot be read."""
