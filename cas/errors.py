@@ -391,3 +391,19 @@ class DiffContentUnreadable(CasError):
 
     def __init__(self, path: str, why: str):
         super().__init__(f"{path}: cannot be read for the diff ({why}); run the diff again")
+
+
+class PathOutsideTree(CasError):
+    """A path given for the tracked tree that lies outside it."""
+
+    def __init__(self, path: str, tree: str | None):
+        where = f"the tracked tree {tree}" if tree else "every directory this store tracks"
+        super().__init__(f"{path} is outside {where}")
+
+
+class NothingToRecordAt(CasError):
+    """A path named for a snapshot that is neither on disk nor in the branch."""
+
+    def __init__(self, path: str, branch: str, why: str = ""):
+        super().__init__(f"{path}: {why or 'not on disk'} and not in the last snapshot of "
+                         f"{branch}; nothing to record")

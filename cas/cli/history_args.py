@@ -3,18 +3,26 @@
 As in git, ``cas log X`` takes X as a revision if it names one, else as a
 path if one exists by that name; anything else is an error, never an
 empty answer. After ``--`` every argument is a path.
+
+Paths are placed in the tracked tree as git places them: relative to the
+current directory when that lies inside the tree, absolute ones made
+relative to it, those outside it refused (``given_path``). The PATH of
+``SNAP:PATH`` is from the tree's root (``tree_path``).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import click
 
 from ..errors import (AmbiguousArgument, CasError, HistoryTooShort, NoSnapshotsYet,
-                      PathNotInSnapshot, RefIsAPath, RefNotFound)
+                      PathNotInSnapshot, PathOutsideTree, RefIsAPath, RefNotFound)
 from ..model.history import History
 from ..model.snapshot import Snapshot
+from ..ops.worktree import own_tree, resolve_source
+from .main import Context
 
 PATHS_AFTER_DASHDASH = "cas.paths_after_dashdash"
 
@@ -65,7 +73,7 @@ def split_refs(history: History, args: tuple[str, ...], max_refs: int,
                 raise missing_path(history, refs[0], arg)
             raise PathNotInSnapshot(arg, " or ".join(s.oid.short for s in refs))
         raise AmbiguousArgument(arg)
-    return refs, [tree_path(p) for p in [*rest, *after]]
+    return refs, [given_path(p) for p in [*rest, *after]]
 
 
 def resolve_snapshot(history: History, spec: str) -> Snapshot:
@@ -99,7 +107,7 @@ _LAST_SEEN_SEARCH = 2000
 def missing_path(history: History, snap: Snapshot, given: str) -> PathNotInSnapshot:
     """The error for a path ``snap`` lacks, naming the path as the user gave
     it and the newest older snapshot of its history that still has it."""
-    rel = tree_path(given)
+    rel = given_path(given)
     last_tree = snap.tree
     for n, entry in enumerate(history.lineage(snap)):
         if n > _LAST_SEEN_SEARCH:
@@ -116,16 +124,20 @@ def missing_path(history: History, snap: Snapshot, given: str) -> PathNotInSnaps
     return PathNotInSnapshot(given, snap.oid.short)
 
 
-def check_paths(history: History, snap: Snapshot, given: list[str]) -> None:
-    """Refuse, before anything is written, a path that ``snap`` does not have."""
+def check_paths(history: History, snap: Snapshot, given: list[str]) -> list[bytes]:
+    """The given paths in the tree; refuses, before anything is written, a
+    path that ``snap`` does not have."""
+    paths = []
     for path in given:
-        rel = tree_path(path)
+        rel = given_path(path)
+        paths.append(rel)
         if not rel:
             continue
         try:
             history.entry_at(snap.tree, rel)
         except PathNotInSnapshot:
             raise missing_path(history, snap, path) from None
+    return paths
 
 
 def _head_tree(history: History) -> list:
@@ -138,7 +150,7 @@ def _head_tree(history: History) -> list:
 def _is_path(history: History, arg: str, trees: list) -> bool:
     if os.path.lexists(arg):
         return True
-    rel = tree_path(arg)
+    rel = given_path(arg)
     for tree in trees:
         try:
             history.entry_at(tree, rel)
@@ -148,16 +160,124 @@ def _is_path(history: History, arg: str, trees: list) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class PathPlace:
+    """Where paths given on the command line lie: the trees the store
+    tracks, the one holding the current directory first, and the current
+    directory's place inside that one ('' at its root; None when it is
+    inside none of them)."""
+
+    trees: tuple[str, ...]
+    here: str | None
+
+
+def given_path(path: str) -> bytes:
+    """A path given for the tracked tree, as a '/'-separated path from its root.
+
+    As in git: relative to the current directory when that lies inside the
+    tree, else to the tree's root (a store on another disk, run from
+    elsewhere); an absolute path inside the tree is made relative to it,
+    and one outside it is refused.
+    """
+    return _to_tree(path, _current_place())
+
+
 def tree_path(path: str) -> bytes:
-    """A user-given path as a '/'-separated path relative to the tree root."""
-    raw = os.fsencode(path).strip(b"/")
-    parts = [p for p in raw.split(b"/") if p and p != b"."]
-    return b"/".join(parts)
+    """The PATH of SNAP:PATH: from the tree's root, as git reads it, or from
+    the current directory when it starts with './' or '../'."""
+    if path in (".", "..") or path.startswith(("./", "../")):
+        return given_path(path)
+    return _plain(path)
 
 
 def source_relative(source: str, path: str) -> bytes:
-    """A path on disk as a path inside the tracked tree, if it lies there."""
-    full = os.path.abspath(path)
-    if full == source or full.startswith(source.rstrip("/") + "/"):
-        return tree_path(os.path.relpath(full, source))
-    return tree_path(path)
+    """A path given for the tree at ``source``, as a path from its root."""
+    return _to_tree(path, place_in((source,)))
+
+
+def tracked_trees(history: History) -> list[str]:
+    """The directories the store's branches track: HEAD's first, then the
+    store's own, then every other branch's (a store on another disk)."""
+    found = []
+    try:
+        found.append(resolve_source(history, None, None)[0])
+    except CasError:
+        pass  # no snapshot yet, and no tree of its own
+    own = own_tree(history)
+    if own is not None:
+        found.append(own)
+    for name in sorted(history.refs.branches()):
+        try:
+            head = history.branch_head(name)
+        except CasError:
+            continue  # a damaged head: verify reports it
+        if head is not None:
+            found.append(head.source)
+    return list(dict.fromkeys(found))
+
+
+def place_in(trees: tuple[str, ...] | list[str]) -> PathPlace:
+    """Where the current directory lies among ``trees``."""
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the current directory was removed
+        return PathPlace(tuple(trees), None)
+    for i, tree in enumerate(trees):
+        here = inside(tree, cwd)
+        if here is not None:
+            return PathPlace((tree, *trees[:i], *trees[i + 1:]), here)
+    return PathPlace(tuple(trees), None)
+
+
+def inside(tree: str, path: str) -> str | None:
+    """An absolute ``path`` relative to ``tree`` if it lies there, else None.
+
+    Compared as written first, then with links resolved: the current
+    directory and paths typed from ``pwd -P`` come with links resolved,
+    a tree recorded through a link does not.
+    """
+    path = os.path.normpath(path)
+    real_tree = os.path.realpath(tree)
+    resolved = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+    for root, candidate in ((tree, path), (real_tree, path), (real_tree, resolved)):
+        root = os.path.normpath(root)
+        candidate = os.path.normpath(candidate)
+        if candidate == root:
+            return ""
+        prefix = root if root.endswith("/") else root + "/"
+        if candidate.startswith(prefix):
+            return candidate[len(prefix):]
+    return None
+
+
+def _current_place() -> PathPlace | None:
+    """The running command's place, worked out once; None outside a command
+    that opened a history (the paths are then taken from the root)."""
+    click_ctx = click.get_current_context(silent=True)
+    obj = click_ctx.find_object(Context) if click_ctx is not None else None
+    if obj is None or obj.history is None:
+        return None
+    if obj.path_place is None:
+        obj.path_place = place_in(tracked_trees(obj.history))
+    return obj.path_place
+
+
+def _to_tree(path: str, place: PathPlace | None) -> bytes:
+    if place is None:
+        return _plain(path)
+    if os.path.isabs(path):
+        for tree in place.trees:
+            rel = inside(tree, path)
+            if rel is not None:
+                return _plain(rel)
+        raise PathOutsideTree(path, place.trees[0] if place.trees else None)
+    joined = os.path.normpath(os.path.join(place.here or "", path))
+    if joined == ".." or joined.startswith("../"):
+        raise PathOutsideTree(path, place.trees[0] if place.trees else None)
+    return _plain(joined)
+
+
+def _plain(path: str) -> bytes:
+    raw = os.fsencode(path).strip(b"/")
+    parts = [p for p in raw.split(b"/") if p and p != b"."]
+    return b"/".join(parts)
