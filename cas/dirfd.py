@@ -24,7 +24,7 @@ import os
 import stat
 import struct
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -213,9 +213,9 @@ class DirHandle:
     the fd is closed and the parent's hold is given back.
     """
 
-    __slots__ = ("fd", "parent", "holds", "on_done")
+    __slots__ = ("fd", "holds", "on_done", "parent")
 
-    def __init__(self, fd: int, parent: "DirHandle | None" = None,
+    def __init__(self, fd: int, parent: DirHandle | None = None,
                  on_done: Callable[[int], None] | None = None):
         self.fd = fd
         self.parent = parent

@@ -21,7 +21,8 @@ import os
 import secrets
 import stat
 import sys
-from typing import BinaryIO, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
 
 def write_all(fd: int, data) -> None:

@@ -34,7 +34,7 @@ class ObjectId:
             raise ValueError(f"object id must be {DIGEST_SIZE} bytes, got {len(self.digest)}")
 
     @classmethod
-    def parse(cls, text: str) -> "ObjectId":
+    def parse(cls, text: str) -> ObjectId:
         if len(text) != HEX_LENGTH or not is_hex(text):
             raise ValueError(f"not a full object id: {text!r}")
         return cls(bytes.fromhex(text))

@@ -2,7 +2,7 @@
 """Set up the project's virtual environment and run the demo or the tests.
 
     python3 tools/run.py demo    # the demo on data/
-    python3 tools/run.py test    # the whole test suite
+    python3 tools/run.py test    # ruff and mypy on cas/, then the whole test suite
 
 Needs only Python 3.11+. The environment lives in .venv/ and is
 reinstalled whenever pyproject.toml changes.
@@ -24,7 +24,7 @@ PYTHON = VENV / "bin" / "python"
 
 
 def ensure_env() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036  # run by whatever python3 is first on PATH
         sys.exit("cas needs Python 3.11 or newer")
     wanted = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == wanted and PYTHON.exists():
@@ -38,6 +38,21 @@ def ensure_env() -> None:
     STAMP.write_text(wanted)
 
 
+def static_checks() -> int:
+    """ruff (lint, complexity limits) and mypy (types) on cas/, each run
+    whatever the other found; their output is printed as they run. Returns
+    the first non-zero exit status, or 0 when both are clean."""
+    bin_dir = VENV / "bin"
+    failed = 0
+    for check in (["ruff", "check", "--no-cache", "cas"], ["mypy", "cas"]):
+        print("$", " ".join(check), flush=True)
+        code = subprocess.call([str(bin_dir / check[0]), *check[1:]])
+        if code != 0:
+            print(f"{check[0]} failed (exit {code}): fix the findings above", file=sys.stderr, flush=True)
+            failed = failed or code
+    return failed
+
+
 def main() -> int:
     if len(sys.argv) < 2 or sys.argv[1] not in ("demo", "test"):
         sys.exit(__doc__)
@@ -45,6 +60,9 @@ def main() -> int:
     os.chdir(REPO)
     if sys.argv[1] == "demo":
         return subprocess.call([str(PYTHON), str(REPO / "tools" / "demo.py"), *sys.argv[2:]])
+    code = static_checks()
+    if code != 0:
+        return code
     workers = min(2, os.cpu_count() or 1)
     return subprocess.call([str(PYTHON), "-m", "pytest", "-n", str(workers), *sys.argv[2:]])
 

@@ -6,8 +6,10 @@ from ..errors import ArgumentsConflict, InvalidRefName
 from ..model.policy import Policies
 from ..model.refs import check_ref_name
 from ..model.snapshot import iso_time
-from ..ops.forget import ForgetReport, apply_policies, apply_policy, forget as do_forget
-from ..ops.gc import GRACE_SECONDS, gc as do_gc
+from ..ops.forget import ForgetReport, apply_policies, apply_policy
+from ..ops.forget import forget as do_forget
+from ..ops.gc import GRACE_SECONDS
+from ..ops.gc import gc as do_gc
 from .cmd_policy import policy_from_options, require_branch, rule_options
 from .main import Context, pass_ctx
 from .output import human_bytes, info, out_json, out_line, shown
@@ -92,6 +94,7 @@ def _print_report(r: ForgetReport, quiet: bool) -> None:
         for d in r.forgotten:
             out_line(f"forgot {d.oid.hex}")
     else:
+        assert r.branch is not None   # a policy is a branch's
         info(f"{shown(r.branch)}: {r.policy.describe()}", quiet)
         verb = "would forget" if r.dry_run else "forget"
         for d in r.kept:

@@ -5,7 +5,8 @@ import os
 import click
 
 from ..errors import EXIT_PROBLEM_FOUND
-from ..ops.maintain import DEFAULT_SAMPLE_PERCENT, MaintainOptions, maintain as do_maintain
+from ..ops.maintain import DEFAULT_SAMPLE_PERCENT, MaintainOptions
+from ..ops.maintain import maintain as do_maintain
 from .main import Context, pass_ctx
 from .output import error_line, human_bytes, out_json, out_line, path_text
 

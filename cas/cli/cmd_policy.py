@@ -10,8 +10,7 @@ import click
 from ..errors import ArgumentsConflict, BranchNotInHistory, RetentionRuleInvalid
 from ..model.policy import Policies
 from ..model.refs import HEADS, check_ref_name
-from ..model.retention import (UNITS, WATCH_DEFAULT, Policy, Tier, count_from_text,
-                               parse_duration)
+from ..model.retention import UNITS, WATCH_DEFAULT, Policy, Tier, count_from_text, parse_duration
 from .main import Context, pass_ctx
 from .output import info, out_json, out_line, shown
 
@@ -109,6 +108,7 @@ def set_policy(ctx: Context, branch: str | None, keep_all: bool, watch_default: 
     if sum((given is not None, keep_all, watch_default)) != 1:
         raise ArgumentsConflict("give --keep-* rules, --keep-all or --watch-default (one of them)")
     chosen = Policy() if keep_all else WATCH_DEFAULT if watch_default else given
+    assert chosen is not None   # exactly one of the three was given
     history = ctx.open_history()
     with history.store:
         branch = require_branch(history, branch or history.refs.head_branch())
@@ -125,8 +125,9 @@ def show_policy(ctx: Context, branch: str | None, as_json: bool) -> None:
     history = ctx.open_history()
     with history.store:
         policies = Policies(history)
+        found: dict[str, Policy | None]
         if branch is None:
-            found = policies.all()
+            found = {**policies.all()}
         else:
             check_ref_name(branch)
             found = {branch: policies.get(branch)}

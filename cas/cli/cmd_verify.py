@@ -1,14 +1,13 @@
 from __future__ import annotations
 
+import os
+
 import click
 
 from ..errors import EXIT_PROBLEM_FOUND
 from ..ops.verify import verify
 from .main import Context, pass_ctx
-import os
-
-from .output import path_text, byte_progress, error_line, human_bytes, info, out_json, wants_progress
-
+from .output import byte_progress, error_line, human_bytes, info, out_json, path_text, wants_progress
 
 SAMPLE_PERCENT = click.FloatRange(0, 100, min_open=True)
 

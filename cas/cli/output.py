@@ -7,7 +7,7 @@ import json
 import os
 import re
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..errors import human_bytes  # noqa: F401 - the CLI formats sizes through this module
 
@@ -87,8 +87,7 @@ def byte_progress(description: str, total: int | None, enabled: bool,
     # rich is imported here: it costs ~25 ms of start-up that commands
     # without a terminal never need.
     from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, Progress,
-                               TextColumn, TimeRemainingColumn, TransferSpeedColumn)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]} " + unit),
         DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),

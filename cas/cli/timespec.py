@@ -20,12 +20,12 @@ from __future__ import annotations
 import calendar
 import re
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 
 import click
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ACCEPTED = ("use ISO 8601 (2026-11-25T14:00), '2h ago', '3 days ago', '2d', 'yesterday', "
              "'monday', '03:43', 'yesterday 14:00', 'noon', 'last week' or '@EPOCH'")
 

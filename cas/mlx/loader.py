@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
 import mlx.core as mx
 
@@ -35,7 +35,7 @@ MX_DTYPES = {
 class _Opened:
     """A store and one resolved model version, closed together."""
 
-    def __init__(self, ref: str, store: "str | os.PathLike | Store | None", at_ns: int | None):
+    def __init__(self, ref: str, store: str | os.PathLike | Store | None, at_ns: int | None):
         self._owned = not isinstance(store, Store)
         # A path given names that store (the directory itself, or its .cas/),
         # as --store and 'cas stores add' take one; only the default looks
@@ -54,19 +54,19 @@ class _Opened:
         if self._owned:
             self.store.close()
 
-    def __enter__(self) -> "_Opened":
+    def __enter__(self) -> _Opened:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
-def open_model(ref: str, store: "str | Store | None" = None, at_ns: int | None = None) -> _Opened:
+def open_model(ref: str, store: str | Store | None = None, at_ns: int | None = None) -> _Opened:
     return _Opened(ref, store, at_ns)
 
 
-def load_weights(ref: str, *, store: "str | Store | None" = None, keys: Iterable[str] | None = None,
-                 at_ns: int | None = None, verify: bool | None = None) -> dict[str, "mx.array"]:
+def load_weights(ref: str, *, store: str | Store | None = None, keys: Iterable[str] | None = None,
+                 at_ns: int | None = None, verify: bool | None = None) -> dict[str, mx.array]:
     """Every tensor (or only ``keys``) of a stored model's safetensors files.
 
     ``ref`` is ``NAME``, ``NAME@N`` or ``NAME@<snapshot id>``; ``at_ns`` picks
@@ -86,7 +86,7 @@ def load_weights(ref: str, *, store: "str | Store | None" = None, keys: Iterable
         return _load(opened, keys, verify)
 
 
-def _load(opened: _Opened, keys: Iterable[str] | None, verify: bool | None) -> dict[str, "mx.array"]:
+def _load(opened: _Opened, keys: Iterable[str] | None, verify: bool | None) -> dict[str, mx.array]:
     version, store = opened.version, opened.store
     tensors = list(version.manifest.tensors)
     if keys is not None:
@@ -121,7 +121,7 @@ def _load(opened: _Opened, keys: Iterable[str] | None, verify: bool | None) -> d
             except (RuntimeError, ValueError, OSError) as e:
                 raise WeightsDamaged(version.label, path, "(header)",
                                      f"MLX cannot read the stored file ({e})") from None
-            if sorted(got) != sorted(t.name for t in ts):
+            if not isinstance(got, dict) or sorted(got) != sorted(t.name for t in ts):
                 raise WeightsDamaged(version.label, path, "(header)",
                                      "its tensors differ from those recorded at import")
             arrays.update(got)
@@ -131,7 +131,7 @@ def _load(opened: _Opened, keys: Iterable[str] | None, verify: bool | None) -> d
             direct.extend(ts)
     mx.eval(list(arrays.values()))
 
-    def fill(t: TensorInfo) -> tuple[str, "mx.array"]:
+    def fill(t: TensorInfo) -> tuple[str, mx.array]:
         # Each worker allocates on its own stream: the first touch of fresh
         # memory (page faults) is a large share of the cost, and this way it
         # runs on both cores instead of MLX's one.
@@ -147,7 +147,7 @@ def _load(opened: _Opened, keys: Iterable[str] | None, verify: bool | None) -> d
             _check(version.label, t, view)
         return t.name, array
 
-    def check_loaded(t: TensorInfo) -> tuple[str, "mx.array"]:
+    def check_loaded(t: TensorInfo) -> tuple[str, mx.array]:
         _check(version.label, t, _readable_bytes(arrays[t.name], t))
         return t.name, arrays[t.name]
 
@@ -189,21 +189,21 @@ def _check(label: str, t: TensorInfo, view: memoryview) -> None:
                              "its bytes do not match the BLAKE3 recorded at import")
 
 
-def _readable_bytes(array: "mx.array", t: TensorInfo) -> memoryview:
-    view = memoryview(array)
+def _readable_bytes(array: mx.array, t: TensorInfo) -> memoryview:
+    view = memoryview(array)  # type: ignore[arg-type]  # mx.array has the buffer protocol; its stubs omit it
     if not view.c_contiguous or view.nbytes != t.nbytes:
         raise CasError(f"tensor {t.name!r}: MLX gave a buffer of an unexpected layout")
     return view.cast("B") if view.nbytes else memoryview(b"")
 
 
-def _writable_bytes(array: "mx.array", t: TensorInfo) -> memoryview:
-    view = memoryview(array)
+def _writable_bytes(array: mx.array, t: TensorInfo) -> memoryview:
+    view = memoryview(array)  # type: ignore[arg-type]  # as in _readable_bytes
     if view.readonly or not view.c_contiguous or view.nbytes != t.nbytes:
         raise CasError(f"tensor {t.name!r}: MLX gave a buffer that cannot be filled in place")
     return view.cast("B") if view.nbytes else memoryview(bytearray())
 
 
-def load_config(ref: str, *, store: "str | Store | None" = None, at_ns: int | None = None) -> dict:
+def load_config(ref: str, *, store: str | Store | None = None, at_ns: int | None = None) -> dict:
     """A stored model's config.json, exactly as imported."""
     with open_model(ref, store, at_ns) as opened:
         f = opened.version.manifest.file("config.json")
@@ -215,7 +215,7 @@ def load_config(ref: str, *, store: "str | Store | None" = None, at_ns: int | No
             raise CasError(f"{opened.version.label}: its config.json is not JSON") from None
 
 
-def model_path(ref: str, *, store: "str | Store | None" = None, at_ns: int | None = None) -> str:
+def model_path(ref: str, *, store: str | Store | None = None, at_ns: int | None = None) -> str:
     """A read-only directory of the model that ``mlx_lm.load`` and other tools
     accept: links into the store for files kept as plain objects, a copy made
     once for the others (``cas model path`` reports its size)."""

@@ -10,10 +10,11 @@ named down to the tensor.
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..errors import ManifestInvalid
 from ..objectid import HEX_LENGTH, ObjectId, is_hex
@@ -145,7 +146,7 @@ class ModelManifest:
 
     # -- storage form -------------------------------------------------------
 
-    def to_json(self) -> bytes:
+    def to_json(self) -> builtins.bytes:   # the class's own ``bytes`` shadows the type here
         doc = {
             "type": "model", "version": MODEL_VERSION, "name": self.name,
             "config": self.config, "source": self.source,
@@ -160,7 +161,7 @@ class ModelManifest:
         return dumps(_without_floats(doc))
 
     @classmethod
-    def from_json(cls, data: bytes, oid: ObjectId) -> "ModelManifest":
+    def from_json(cls, data: builtins.bytes, oid: ObjectId) -> ModelManifest:
         what = f"model manifest {oid.hex}"
         doc = loads(data, what, "model", MODEL_VERSION)
         try:

@@ -16,8 +16,14 @@ import os
 import stat
 
 from ..durable import atomic_output, make_dir, read_bounded
-from ..errors import (InvalidRefName, PolicyFileInvalid, RetentionRuleInvalid,
-                      StoreFileInvalid, StoreWriteError, TargetRefused)
+from ..errors import (
+    InvalidRefName,
+    PolicyFileInvalid,
+    RetentionRuleInvalid,
+    StoreFileInvalid,
+    StoreWriteError,
+    TargetRefused,
+)
 from .canonical import dumps
 from .refs import check_ref_name
 from .retention import Policy
@@ -73,7 +79,8 @@ class Policies:
                 try:
                     policy = self._read(fd, name, branch)
                 except PolicyFileInvalid as e:
-                    policy = e
+                    found[branch] = e
+                    continue
                 if policy is not None:
                     found[branch] = policy
             return found

@@ -12,6 +12,7 @@ step: two snapshots of one branch taken at once both land in its history.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import fcntl
@@ -19,7 +20,7 @@ import os
 import re
 import stat
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..durable import atomic_output, fsync_dir, make_dir, read_bounded, remove_quietly
 from ..errors import InvalidRefName, MetadataUnreadable, RefNameLooksLikeId, RefNotFound
@@ -225,7 +226,7 @@ class Refs:
                     found[name] = oid
         return dict(sorted(found.items()))
 
-    def unreadable(self) -> list[tuple[str, str]]:
+    def unreadable(self) -> builtins.list[tuple[str, str]]:   # the class's ``list`` shadows the type
         """(ref, why) for every file under refs/ that is not a readable ref."""
         bad = []
         for prefix in NAMESPACES:

@@ -39,9 +39,10 @@ import bisect
 import operator
 import re
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta, tzinfo
-from typing import Iterable, NamedTuple, Sequence
+from typing import NamedTuple
 
 from ..errors import RetentionRuleInvalid
 from ..objectid import ObjectId
@@ -72,7 +73,7 @@ class Duration:
 
     def __str__(self) -> str:
         parts = zip((self.years, self.months, self.days, self.hours, self.minutes),
-                    ("y", "m", "d", "h", "min"))
+                    ("y", "m", "d", "h", "min"), strict=True)
         return "".join(f"{n}{unit}" for n, unit in parts if n) or "0h"
 
     @property
@@ -122,13 +123,20 @@ class Tier:
     every: Duration
     within: Duration | None = None
 
+    @property
+    def seconds(self) -> int:
+        """The interval in seconds (a Tier is only made with a fixed one)."""
+        seconds = self.every.fixed_seconds()
+        assert seconds is not None
+        return seconds
+
     def __post_init__(self):
         seconds = self.every.fixed_seconds()
         if not seconds:
             raise RetentionRuleInvalid(f"'every {self.every}': an interval is minutes, hours, "
                                        "days or weeks (months and years have no fixed length)")
-        if self.within is not None and self.within.fixed_seconds() is not None \
-                and self.within.fixed_seconds() < seconds:
+        window = self.within.fixed_seconds() if self.within is not None else None
+        if window is not None and window < seconds:
             raise RetentionRuleInvalid(f"'every {self.every} within {self.within}': the interval "
                                        "is longer than its window")
 
@@ -205,7 +213,7 @@ class Policy:
         return doc
 
     @classmethod
-    def from_doc(cls, doc: dict) -> "Policy":
+    def from_doc(cls, doc: object) -> Policy:
         """Rules from JSON; anything unknown or malformed raises RetentionRuleInvalid."""
         if not isinstance(doc, dict):
             raise RetentionRuleInvalid("the rules are not a JSON object")
@@ -295,7 +303,7 @@ class Decision(NamedTuple):
         return self.entry.oid
 
 
-def decide(entries: Sequence[TimelineEntry], tags_by_oid: dict[ObjectId, Iterable[str]],
+def decide(entries: Sequence[TimelineEntry], tags_by_oid: Mapping[ObjectId, Iterable[str]],
            policy: Policy, tz: tzinfo | None = None, now_ns: int | None = None) -> list[Decision]:
     """A decision for every entry, newest first, naming the rules that keep it.
 
@@ -339,7 +347,7 @@ def keep_reasons(times: list[int], policy: Policy, tz: tzinfo | None = None,
     return reasons
 
 
-def _keep_by_buckets(policy: Policy, times: list[int], heads: "_MinuteHeads", latest: int | None,
+def _keep_by_buckets(policy: Policy, times: list[int], heads: _MinuteHeads, latest: int | None,
                      tz: tzinfo | None, reasons: dict[int, list[str]]) -> None:
     """The rules that keep the newest snapshot of each bucket (an hour, a day,
     ten minutes...). Every bucket is whole local minutes, so only the newest
@@ -357,7 +365,7 @@ def _keep_by_buckets(policy: Policy, times: list[int], heads: "_MinuteHeads", la
                                     f"{unit} within {within}", reasons)
     for tier in policy.keep_every:
         limit = _count_newer(times, _cutoff(latest, tier.within, tz) if tier.within else None)
-        _keep_newest_per_bucket(heads.every(tier.every.fixed_seconds(), limit), heads.index, limit,
+        _keep_newest_per_bucket(heads.every(tier.seconds, limit), heads.index, limit,
                                 str(tier), reasons)
 
 
@@ -386,7 +394,7 @@ def _count_newer(times: list[int], cutoff: int | None) -> int:
     return bisect.bisect_left(times, -cutoff, key=operator.neg)
 
 
-def _tagged(ordered: list[TimelineEntry], tags_by_oid: dict[ObjectId, Iterable[str]],
+def _tagged(ordered: list[TimelineEntry], tags_by_oid: Mapping[ObjectId, Iterable[str]],
             keep_tags: tuple[str, ...]) -> dict[int, list[str]]:
     """keep_tags' reasons, by position."""
     if not keep_tags or not tags_by_oid:
@@ -404,7 +412,7 @@ def _keep_counted(keys: list, index: list[int], count: int, reason: str, last_in
     """The newest of each of the first ``count`` buckets; and the oldest
     snapshot if counts are left when the rule reaches it (restic)."""
     previous = object()
-    for key, i in zip(keys, index):
+    for key, i in zip(keys, index, strict=False):
         if count == 0:
             return
         if key != previous or i == last_index:
@@ -420,7 +428,7 @@ def _keep_newest_per_bucket(keys: list, index: list[int], limit: int, reason: st
                             reasons: dict[int, list[str]]) -> None:
     """The newest snapshot of each bucket among the first ``limit``."""
     previous = object()
-    for key, i in zip(keys, index):
+    for key, i in zip(keys, index, strict=False):
         if i >= limit:
             return
         if key != previous:
@@ -538,6 +546,7 @@ class _Offsets:
         try:
             if self._tz is None:
                 return time.localtime(seconds).tm_gmtoff
-            return int(datetime.fromtimestamp(seconds, self._tz).utcoffset().total_seconds())
+            offset = datetime.fromtimestamp(seconds, self._tz).utcoffset()
+            return int(offset.total_seconds()) if offset is not None else 0
         except (ValueError, OverflowError, OSError):
             return 0  # a crafted time outside the C library's range

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..errors import ManifestInvalid
 from ..objectid import HEX_LENGTH, ObjectId, is_hex
@@ -54,7 +54,7 @@ class Snapshot:
         return dumps(doc)
 
     @classmethod
-    def from_json(cls, data: bytes, oid: ObjectId) -> "Snapshot":
+    def from_json(cls, data: bytes, oid: ObjectId) -> Snapshot:
         what = f"snapshot {oid.hex}"
         doc = loads(data, what, "snapshot", SNAPSHOT_VERSION)
         parents, stats = doc.get("parents"), doc.get("stats")
@@ -89,7 +89,7 @@ def iso_time(time_ns: int) -> str:
     crafted record) says so instead of failing to format."""
     seconds, nanos = divmod(time_ns, 10**9)
     try:
-        dt = datetime.fromtimestamp(seconds, timezone.utc)
+        dt = datetime.fromtimestamp(seconds, UTC)
     except (ValueError, OverflowError, OSError):
         return f"(out of range: {time_ns} ns)"
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{nanos:09d}Z"

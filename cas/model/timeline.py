@@ -23,7 +23,8 @@ import functools
 import os
 import struct
 import time
-from typing import Callable, Iterable, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from ..errors import CasError
 from ..objectid import DIGEST_SIZE, HEX_LENGTH, ObjectId, hash_bytes, is_hex

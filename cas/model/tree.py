@@ -55,7 +55,7 @@ class Owner:
             doc["group"] = self.group
 
     @classmethod
-    def get(cls, doc: dict, what: str, name: bytes) -> "Owner | None":
+    def get(cls, doc: dict, what: str, name: bytes) -> Owner | None:
         if "uid" not in doc and "gid" not in doc:
             if "user" in doc or "group" in doc:
                 raise ManifestInvalid(what, f"entry {name!r} has owner names without ids")
@@ -73,7 +73,7 @@ class Owner:
         return owner
 
     @classmethod
-    def _checked(cls, doc: dict, what: str, name: bytes) -> "Owner":
+    def _checked(cls, doc: dict, what: str, name: bytes) -> Owner:
         uid, gid = doc.get("uid"), doc.get("gid")
         if type(uid) is not int or type(gid) is not int or not 0 <= uid <= MAX_ID \
                 or not 0 <= gid <= MAX_ID:
@@ -98,7 +98,7 @@ class TreeEntry:
     size: int = 0                 # file: content bytes; symlink: target length
     oid: ObjectId | None = None   # file content or subtree
     target: bytes | None = None   # symlink target
-    owner: "Owner | None" = None  # None in trees recorded before owners were
+    owner: Owner | None = None  # None in trees recorded before owners were
 
     def to_doc(self) -> dict:
         doc: dict = {"kind": self.kind, "mode": f"{self.mode:04o}", "mtime_ns": self.mtime_ns}
@@ -108,6 +108,7 @@ class TreeEntry:
         if self.kind == SYMLINK:
             put_name(doc, "target", self.target or b"")
         else:
+            assert self.oid is not None   # files and directories always have one (_entry)
             doc["id"] = self.oid.hex
         if self.kind == FILE:
             doc["size"] = self.size
@@ -131,11 +132,11 @@ class Tree:
         return None
 
     @classmethod
-    def build(cls, entries: list[TreeEntry]) -> "Tree":
+    def build(cls, entries: list[TreeEntry]) -> Tree:
         return cls(tuple(sorted(entries, key=lambda e: e.name)))
 
     @classmethod
-    def from_json(cls, data: bytes, oid: ObjectId) -> "Tree":
+    def from_json(cls, data: bytes, oid: ObjectId) -> Tree:
         what = f"tree {oid.hex}"
         doc = loads(data, what, "tree", (OWNERLESS_VERSION, TREE_VERSION))
         if set(doc) != {"type", "version", "entries"}:
@@ -202,6 +203,6 @@ def _entry(doc, what: str) -> TreeEntry:
     if not isinstance(oid_text, str) or len(oid_text) != HEX_LENGTH or not is_hex(oid_text):
         raise ManifestInvalid(what, f"entry {name!r} has a bad id")
     size = doc.get("size", 0) if kind == FILE else 0
-    if kind == FILE and "size" not in doc or type(size) is not int or size < 0:
+    if (kind == FILE and "size" not in doc) or type(size) is not int or size < 0:
         raise ManifestInvalid(what, f"entry {name!r} has a bad size")
     return TreeEntry(name, kind, mode, mtime_ns, size, ObjectId.parse(oid_text), None, owner)

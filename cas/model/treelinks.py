@@ -19,7 +19,7 @@ index it is a cache: a rebuilt index starts without it.
 from __future__ import annotations
 
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 from ..objectid import ObjectId, hash_bytes
 from ..storage.store import Store
@@ -44,8 +44,8 @@ def _check(digest: bytes, body: bytes) -> bytes:
 def encode(oid: ObjectId, tree: Tree) -> bytes:
     # A crafted tree may claim a size past 64 bits: no content has it, so the
     # largest u64 keeps it a mismatch that verify reports from the tree.
-    body = b"".join(_RECORD.pack(_KINDS[e.kind], e.oid.digest, min(e.size, _SIZE_MAX))
-                    for e in tree.entries if e.kind in _KINDS)
+    body = b"".join(_RECORD.pack(_KINDS[e.kind], e.oid.digest, min(e.size, _SIZE_MAX))  # type: ignore[union-attr]
+                    for e in tree.entries if e.kind in _KINDS)   # files and directories: oid is set
     return body + _check(oid.digest, body)
 
 
@@ -71,6 +71,7 @@ class TreeLinks:
         if links is None:
             value = encode(oid, self._load_tree(oid))
             links = decode(oid, value)
+            assert links is not None   # what encode wrote decodes
             self._pending.append((oid.digest, value))
             if len(self._pending) >= _BATCH:
                 self.flush()

@@ -24,7 +24,6 @@ is lost, no ref dangles, and running forget again finishes the job.
 from __future__ import annotations
 
 import contextlib
-
 from dataclasses import dataclass, field
 from datetime import tzinfo
 
@@ -145,7 +144,8 @@ def _forget_locked(history: History, entries: list[TimelineEntry]) -> dict[str, 
             history.refs.delete(ref)
         else:
             history.refs.write_locked(ref, target)
-    history.forget_many(entries)
+    doomed_entries: list[ObjectId | TimelineEntry] = [*entries]   # forget_many takes either
+    history.forget_many(doomed_entries)
     return moved
 
 

@@ -20,13 +20,13 @@ import dataclasses
 import os
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
-from ..objectid import ObjectId
+from ..dirfd import remove_at
 from ..model.history import History
 from ..model.treelinks import LINK_DIR
-from ..dirfd import remove_at
+from ..objectid import ObjectId
 from ..storage.encoding import Encoding
 from ..storage.index import IndexEntry
 from .models import VIEWS
@@ -62,6 +62,7 @@ def live_set(history: History) -> set[bytes]:
     live: set[bytes] = set()
     walked: set[bytes] = set()
     for snap in history.snapshots():
+        assert snap.oid is not None   # records read from the store
         live.add(snap.oid.digest)
         if snap.model is not None:
             live.add(snap.model.digest)
@@ -94,8 +95,10 @@ def _mark_tree(history: History, tree_id: ObjectId, live: set[bytes], walked: se
             elif child not in live:
                 live.add(child)
                 stored = index.lookup(ObjectId(child))
-                if stored is not None and stored.encoding is Encoding.CHUNKED:
-                    live.update(c.digest for c, _ in history.store.chunk_list(ObjectId(child)).chunks)
+                listed = history.store.chunk_list(ObjectId(child)) \
+                    if stored is not None and stored.encoding is Encoding.CHUNKED else None
+                if listed is not None:
+                    live.update(c.digest for c, _ in listed.chunks)
 
 
 @dataclass
@@ -136,7 +139,7 @@ def gc(history: History, dry_run: bool = False, grace_seconds: int = GRACE_SECON
         return report
     if repack:
         rewrite_packs(store, _survivors(repack.values()))
-        for pack, (entries, dead) in repack.items():
+        for pack, (_entries, dead) in repack.items():
             remove_entries.extend(dead)
             remove_files.append(layout.pack_path(pack))
             remove_packs.append(pack)

@@ -28,8 +28,8 @@ the most stored bytes.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from ..errors import BranchNotInHistory, CasError, NothingToChart
 from ..model.history import History
@@ -112,9 +112,10 @@ def growth_rows(snaps: Iterable[Snapshot], by: str = BY_DAY,
     rows: list[GrowthRow] = []
     baselines = baselines or {}
     latest: dict[str, int] = {}         # branch -> bytes of its newest snapshot so far
-    logical = total = store = every_byte = 0
+    logical = store = every_byte = 0
     quarter, label = None, ""
-    for snap in snaps:
+    for total, snap in enumerate(snaps, 1):
+        assert snap.oid is not None   # records read from the store
         st = snap.stats
         if by == BY_SNAPSHOT:
             rows.append(GrowthRow(snap.oid.hex, snap.time_ns, branch=snap.branch))
@@ -130,7 +131,6 @@ def growth_rows(snaps: Iterable[Snapshot], by: str = BY_DAY,
             store += max(stored, baselines.get(snap.oid, 0)) - stored
         logical += size - latest.get(snap.branch, 0)
         latest[snap.branch] = size
-        total += 1
         store += stored
         every_byte += size
         row.time_ns = snap.time_ns
@@ -162,6 +162,7 @@ def baseline_bytes(history: History, snaps: list[Snapshot]) -> dict[ObjectId, in
         first.setdefault(snap.branch, snap)
     out = {}
     for snap in first.values():
+        assert snap.oid is not None   # records read from the store
         try:
             out[snap.oid] = _reached_bytes(history, snap.tree, seen)
         except CasError:
@@ -180,6 +181,8 @@ def _reached_bytes(history: History, root: ObjectId, seen: set[ObjectId]) -> int
         entry = index.lookup(tree_id)
         total += entry.stored_length if entry is not None else 0
         for item in history.load_tree(tree_id).entries:
+            if item.oid is None:
+                continue   # a symlink (files and directories always have an id)
             if item.kind == DIR:
                 stack.append(item.oid)
             elif item.kind == FILE and item.oid not in seen:
@@ -194,8 +197,9 @@ def _file_bytes(history: History, oid: ObjectId, seen: set[ObjectId]) -> int:
     if entry is None:
         return 0   # missing: verify reports it
     total = entry.stored_length
-    if entry.encoding is Encoding.CHUNKED:
-        for chunk, _ in history.store.chunk_list(oid).chunks:
+    listed = history.store.chunk_list(oid) if entry.encoding is Encoding.CHUNKED else None
+    if listed is not None:
+        for chunk, _ in listed.chunks:
             if chunk not in seen:
                 seen.add(chunk)
                 piece = history.store.index.lookup(chunk)
@@ -247,7 +251,7 @@ def largest_growers(history: History, snaps: list[Snapshot], limit: int = 20,
         try:
             changes = _compare_trees(walk, old.tree, new.tree) if old.tree != new.tree else []
         except CasError:
-            unreadable.append(new.oid.hex)
+            unreadable.append(new.oid.hex if new.oid is not None else "?")
             changes = []
         compared.append((old, changes))
     # Counted oldest first: a path's bytes are those its new version had
@@ -293,6 +297,8 @@ def _compare_trees(walk: _GrowWalk, old_root: ObjectId, new_root: ObjectId) -> l
             if before is not None and before.kind == entry.kind and before.oid == entry.oid:
                 continue  # unchanged file, or a whole unchanged subtree
             path = prefix + entry.name
+            if entry.oid is None:
+                continue   # a symlink: no content
             if entry.kind == DIR:
                 stack.append((before.oid if before is not None and before.kind == DIR else None,
                               entry.oid, path + b"/"))
@@ -328,7 +334,8 @@ def _pieces(walk: _GrowWalk, oid: ObjectId) -> list[ObjectId]:
     entry = walk.history.store.index.lookup(oid)
     if entry is None or entry.encoding is not Encoding.CHUNKED:
         return []
-    chunks = walk.history.store.chunk_list(oid).chunks
+    listed = walk.history.store.chunk_list(oid)
+    chunks = listed.chunks if listed is not None else ()
     walk.budget -= len(chunks)
     return [c for c, _ in chunks]
 

@@ -19,8 +19,8 @@ index has had all its deletions.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..errors import CasError
 from ..model.history import History

@@ -19,8 +19,8 @@ is gc's job, and gc runs first in ``cas maintain``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from ..durable import fsync_dirs, publish
 from ..objectid import ObjectId

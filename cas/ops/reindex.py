@@ -14,15 +14,14 @@ import stat
 from dataclasses import dataclass, field
 
 from ..durable import fsync_dir, read_upto
+from ..model.history import History
 from ..objectid import ObjectId
+from ..storage.chunklist import HEAD_SIZE, LIST_PARSE_LIMIT, MAGIC, ChunkList, ChunkListError, binary_header
 from ..storage.encoding import Encoding
-from ..storage.chunklist import (HEAD_SIZE, LIST_PARSE_LIMIT, MAGIC, ChunkList, ChunkListError,
-                                 binary_header)
-from ..storage.seekable import SeekTableError, content_size, read_seek_table
 from ..storage.index import Index, IndexEntry, PackRecord
 from ..storage.pack import PackFormatError, read_entries
+from ..storage.seekable import SeekTableError, content_size, read_seek_table
 from ..storage.store import Store
-from ..model.history import History
 
 BATCH = 10_000
 
@@ -65,8 +64,8 @@ def rebuild_index(store_path: str) -> RebuildReport:
                     continue
                 index.record([], [PackRecord(pack, size, len(entries))])
                 report.packs += 1
-                for e in entries:
-                    add(IndexEntry(e.oid, e.encoding, e.size, e.stored_length, pack, e.offset))
+                for rec in entries:
+                    add(IndexEntry(rec.oid, rec.encoding, rec.size, rec.stored_length, pack, rec.offset))
             for oid, encoding, path in layout.scan_loose():
                 try:
                     stored, size = loose_sizes(oid, encoding, path)

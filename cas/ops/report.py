@@ -159,13 +159,17 @@ def _unit_of(n: int) -> tuple[int, str]:
     return 1, "bytes"
 
 
+def _since(time_ns: int | None) -> str:
+    return f" (since {_h(iso_time(time_ns)[:19])}Z)" if time_ns is not None else ""
+
+
 def _growers_html(g: Growers) -> str:
     if g.pairs_total == 0:
         return "<h2>Largest growers</h2>\n<p>One snapshot per branch: nothing to compare yet.</p>\n"
     scope = (f"all {g.pairs_total} changes between consecutive snapshots"
              if g.pairs_compared == g.pairs_total else
              f"the newest {g.pairs_compared} of {g.pairs_total} changes between consecutive "
-             f"snapshots (since {_h(iso_time(g.since_ns)[:19])}Z)")
+             f"snapshots{_since(g.since_ns)}")
     out = [f"<h2>Largest growers</h2>\n<p class=\"note\">Stored bytes each path added, over "
            f"{scope}; a branch's first snapshot is the baseline.</p>\n"]
     if g.unreadable:

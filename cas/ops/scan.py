@@ -14,6 +14,7 @@ clock tick as its scan could change again without changing its mtime.
 
 from __future__ import annotations
 
+import builtins
 import grp
 import operator
 import os
@@ -21,13 +22,13 @@ import pwd
 import stat
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..dirfd import DirHandle, open_beneath, open_dir_at
 from ..errors import SourceError
-from ..objectid import ObjectId, hash_bytes
 from ..model.tree import DIR, FILE, SYMLINK, Owner, Tree, TreeEntry
+from ..objectid import ObjectId, hash_bytes
 from ..storage.chunking import SQLITE_MAGIC
 from ..storage.config import CONFIG_FILE, FORMAT_NAME
 from ..storage.store import Store
@@ -54,8 +55,9 @@ class ScanResult:
     symlinks: int = 0
     bytes: int = 0
     read_files: int = 0
-    cache_updates: dict[bytes, bytes] = field(default_factory=dict)
-    cache_deletes: list[bytes] = field(default_factory=list)
+    # builtins.bytes: the field ``bytes`` above shadows the type in this class body
+    cache_updates: dict[builtins.bytes, builtins.bytes] = field(default_factory=dict)
+    cache_deletes: list[builtins.bytes] = field(default_factory=list)
 
 
 def cache_prefix(branch: str) -> bytes:
@@ -94,7 +96,7 @@ class ScanPolicy:
     # (the previous snapshot's), rather than vanishing from the snapshot
     # as if deleted; None, or no entry: it is left out.
     previous: Callable[[bytes], TreeEntry | None] | None = None
-    targets: "ScanTargets | None" = None
+    targets: ScanTargets | None = None
     # True once a backup waiting on another process's lock should give up
     # (a watcher stopping): the file is then reported, and keeps its
     # previous entry where ``previous`` has one.
@@ -136,7 +138,7 @@ class _Dir:
     st: os.stat_result | None
     entries: list = field(default_factory=list)   # TreeEntry | (pending file) | _Dir
     base: Tree | None = None   # with targets: this directory in the base snapshot
-    parent: "_Dir | None" = None
+    parent: _Dir | None = None
     # The parent's open fd while directories under it wait to be listed.
     handle: DirHandle | None = None
     left_out: bool = False   # a store, or a directory that could not be opened
@@ -160,7 +162,7 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
     """
     source_b = os.fsencode(os.path.abspath(source))
     own_fd = source_fd is None
-    if own_fd:
+    if source_fd is None:
         try:
             # The source itself is named by the user: a link to it is followed.
             source_fd = os.open(source_b, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -187,7 +189,7 @@ class _Scan:
         self.targets = policy.targets
         if self.targets is None:
             self.cache = {k[len(self.prefix):]: v for k, v in store.index.scan(STAT_TABLE, self.prefix)}
-            self.cached = self.cache.get
+            self.cached: Callable[[bytes], bytes | None] = self.cache.get
         else:
             self.cache = {}
             self.cached = lambda rel: store.index.get(STAT_TABLE, self.prefix + rel)
@@ -292,6 +294,7 @@ class _Scan:
         if old is None or old.kind != kind:
             return False  # new here, or of another kind now: looked at as a full scan would
         if kind == DIR and rel in self.ancestors:
+            assert old.oid is not None   # a directory always has its tree's id
             try:
                 st = item.stat(follow_symlinks=False)
             except OSError as e:
@@ -358,7 +361,8 @@ class _Scan:
         if policy.sqlite_backup and (sqlite_sides or _is_listed_sqlite(opener, expect)):
             # Without a writer (status, diff) the copy is only hashed: it is
             # what a snapshot would store, where the raw bytes are not.
-            capture = read_sqlite if writer is not None else identify_sqlite
+            capture: Callable[..., tuple[ObjectId, os.stat_result, int]] = \
+                read_sqlite if writer is not None else identify_sqlite
             oid, st, size = capture(writer, path, self.store.layout.tmp, expect, opener,
                                     policy.interrupted)
         else:
@@ -378,6 +382,7 @@ def _list_dir(source_b: bytes, source_fd: int, node: _Dir, root: _Dir,
         if node is root:
             fd = os.dup(source_fd)
         else:
+            assert node.handle is not None   # every directory below the root has its parent's
             try:
                 fd = open_dir_at(node.handle.fd, node.rel.rpartition(b"/")[2], node.st)
             finally:
@@ -570,6 +575,7 @@ def _build_tree(node: _Dir, built: dict[int, ObjectId], result: ScanResult,
         elif isinstance(item, _Dir):
             if item.left_out:
                 continue
+            assert item.st is not None   # only the root has none, and it is no entry
             entries.append(TreeEntry(item.rel.rsplit(b"/", 1)[-1], DIR,
                                      stat.S_IMODE(item.st.st_mode), item.st.st_mtime_ns, 0,
                                      built[id(item)], None, owner_of(item.st)))

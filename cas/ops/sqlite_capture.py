@@ -33,13 +33,13 @@ import stat
 import tempfile
 import time
 import urllib.parse
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
+from ..durable import remove_quietly
 from ..errors import SourceError, StoreWriteError
 from ..objectid import ObjectId
 from ..storage.chunking import SQLITE_MAGIC
 from ..storage.writer import ObjectWriter, identify_file
-from ..durable import remove_quietly
 
 BUSY_TIMEOUT_S = 10         # a lock held this long without progress: the file is skipped
 STEP_BUSY_S = 0.05          # SQLite's own wait per step, so a stop is seen between steps
@@ -72,7 +72,7 @@ def sqlite_side_files(directory: bytes, names: set[bytes], dir_fd: int | None = 
     opens a file whose backup is in progress (see the module docstring).
     Directories without names like side files cost nothing more.
     """
-    bases = {}
+    bases: dict[bytes, list[bytes]] = {}
     for name in names:
         base = side_file_base(name)
         if base is not None and base in names:
@@ -80,7 +80,7 @@ def sqlite_side_files(directory: bytes, names: set[bytes], dir_fd: int | None = 
     if not bases:
         return set()
     own_fd = dir_fd is None
-    if own_fd:
+    if dir_fd is None:
         try:
             dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
@@ -101,7 +101,7 @@ def is_sqlite(path: str | bytes, dir_fd: int | None = None) -> bool:
     head = _head(path, len(SQLITE_MAGIC), dir_fd)
     if head != b"":
         return head == SQLITE_MAGIC
-    journal = path + (b"-journal" if isinstance(path, bytes) else "-journal")
+    journal = path + b"-journal" if isinstance(path, bytes) else path + "-journal"
     return _head(journal, len(JOURNAL_MAGIC), dir_fd) in (JOURNAL_MAGIC, bytes(len(JOURNAL_MAGIC)))
 
 
@@ -247,8 +247,8 @@ def _scratch_copy(tmp_dir: str | None) -> Iterator[str]:
     link planted under its name) with a random name, for a backup copy:
     in ``tmp_dir``, or in a private temporary directory if None. Removed
     afterwards, with any side file SQLite made beside it."""
-    private = tempfile.mkdtemp(prefix="cas-sqlite-") if tmp_dir is None else None
-    directory = private or tmp_dir
+    directory = tempfile.mkdtemp(prefix="cas-sqlite-") if tmp_dir is None else tmp_dir
+    private = directory if tmp_dir is None else None
     dest = os.path.join(directory, f"sqlite-{os.getpid()}-{os.urandom(6).hex()}")
     try:
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,

@@ -29,8 +29,8 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from pyfastcdc.cy import FastCDC
 

@@ -65,8 +65,9 @@ class ChunkList:
         return b"".join(parts)
 
     @classmethod
-    def from_json(cls, data: bytes) -> "ChunkList":
+    def from_json(cls, data: bytes) -> ChunkList:
         """A chunk list of either version (the name is older than version 2)."""
+        size: object   # from JSON anything: checked below
         if data.startswith(MAGIC):
             oid, size, chunks = _parse_binary(data)
         else:
@@ -109,7 +110,7 @@ def _parse_binary(data: bytes) -> tuple[ObjectId, int, tuple]:
         raise ChunkListError(f"{count} chunks do not fit in {len(data)} bytes")
     lengths = _parse_runs(data, ids_end, count)
     ids = (ObjectId(data[i:i + DIGEST_SIZE]) for i in range(_HEAD.size, ids_end, DIGEST_SIZE))
-    return ObjectId(digest), size, tuple(zip(ids, lengths))
+    return ObjectId(digest), size, tuple(zip(ids, lengths, strict=True))
 
 
 def binary_header(head: bytes) -> tuple[ObjectId, int, range]:
@@ -129,7 +130,7 @@ def binary_header(head: bytes) -> tuple[ObjectId, int, range]:
 def _length_runs(lengths) -> bytes:
     """Chunk lengths as (count, length) runs: a database's pages are one run."""
     out = bytearray()
-    run_length, run = None, 0
+    run_length, run = 0, 0   # no run yet: run_length is not compared with run at 0
     for n in lengths:
         if n == run_length:
             run += 1

@@ -13,7 +13,7 @@ import json
 import os
 import secrets
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..durable import read_bounded, write_atomic
 from ..errors import ConfigDamaged, UnsupportedFormat
@@ -44,7 +44,7 @@ class Compression:
 class StoreConfig:
     store_id: str = field(default_factory=lambda: secrets.token_hex(16))
     created: str = field(
-        default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     )
     version: int = FORMAT_VERSION
     id_hash: str = "blake3-256"
@@ -70,7 +70,7 @@ class StoreConfig:
         write_atomic(os.path.join(store_path, CONFIG_FILE), self.to_json(), mode=mode)
 
     @classmethod
-    def load(cls, store_path: str) -> "StoreConfig":
+    def load(cls, store_path: str) -> StoreConfig:
         path = os.path.join(store_path, CONFIG_FILE)
         try:
             doc = json.loads(read_bounded(path))

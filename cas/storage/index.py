@@ -28,8 +28,8 @@ import inspect
 import os
 import stat
 import struct
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import lmdb
 
@@ -81,7 +81,7 @@ class IndexEntry:
 
     @classmethod
     def from_record(cls, key: bytes, record: bytes,
-                    packs: dict[bytes, ObjectId] | None = None) -> "IndexEntry":
+                    packs: dict[bytes, ObjectId] | None = None) -> IndexEntry:
         """``packs``, when given, shares one pack id among the entries of a
         listing: a million entries would otherwise carry a million copies."""
         location, enc, pack, offset, stored_length, size = _OBJECT.unpack(record)
@@ -110,8 +110,8 @@ _DAMAGE = (lmdb.CorruptedError, lmdb.InvalidError, lmdb.PageNotFoundError,
            lmdb.VersionMismatchError)
 
 
-def _translate(index: "Index", e: Exception, writing: bool) -> Exception:
-    if isinstance(e, _DAMAGE) or isinstance(e, (struct.error, ValueError)):
+def _translate(index: Index, e: Exception, writing: bool) -> Exception:
+    if isinstance(e, (*_DAMAGE, struct.error, ValueError)):
         return IndexUnavailable(index.path, f"damaged ({e})")
     if writing or isinstance(e, lmdb.ReadonlyError):
         # A full disk (ENOSPC, often reported as an I/O error at commit), a
@@ -185,7 +185,7 @@ class Index:
         self._max_key = env.max_key_size()
 
     @classmethod
-    def create(cls, path: str, store_id: str, modes: StoreModes = PRIVATE) -> "Index":
+    def create(cls, path: str, store_id: str, modes: StoreModes = PRIVATE) -> Index:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         make_dir(path, modes.directory)
         index = cls(cls._open_env(path, modes), path)
@@ -198,7 +198,7 @@ class Index:
         return index
 
     @classmethod
-    def open(cls, path: str, store_id: str, modes: StoreModes = PRIVATE) -> "Index":
+    def open(cls, path: str, store_id: str, modes: StoreModes = PRIVATE) -> Index:
         _check_files(path)
         read_only = not _writable(path)
         try:
@@ -292,7 +292,7 @@ class Index:
         start = bytes.fromhex(prefix[: len(prefix) // 2 * 2])
         if len(prefix) % 2:
             start += bytes([int(prefix[-1], 16) << 4])
-        found = []
+        found: list[ObjectId] = []
         with self._env.begin(db=self._db[b"objects"]) as txn:
             cursor = txn.cursor()
             if not cursor.set_range(start):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from ..objectid import HEX_LENGTH, ObjectId, is_hex
 from .encoding import Encoding
@@ -73,7 +73,7 @@ class Layout:
         return os.path.join(self.objects, fan, rest + encoding.suffix)
 
     def pack_path(self, pack: ObjectId) -> str:
-        fan, rest = pack.fanout()
+        fan, _rest = pack.fanout()
         return os.path.join(self.packs, fan, pack.hex + PACK_SUFFIX)
 
     def directories(self) -> list[str]:

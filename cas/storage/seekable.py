@@ -23,8 +23,8 @@ import bisect
 import io
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from .encoding import ZstdError, decompress_frame, max_content_size
 from .workers import ordered_map

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -69,7 +70,7 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], ahead: int = 4) -> Ite
 
 
 class _Batch:
-    __slots__ = ("items", "bytes", "future")
+    __slots__ = ("bytes", "future", "items")
 
     def __init__(self) -> None:
         self.items: list = []
@@ -101,7 +102,7 @@ class FileBatches:
         self._large_pool = ThreadPoolExecutor(1, name + "-large")
         self._filling = _Batch()
 
-    def __enter__(self) -> "FileBatches":
+    def __enter__(self) -> FileBatches:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -132,6 +133,7 @@ class FileBatches:
         batch, slot = ticket
         if batch.future is None:
             self.flush()
+        assert batch.future is not None   # flush submitted the batch being filled
         got = batch.future.result()[slot]
         if isinstance(got, self._catch):
             raise got
