@@ -237,3 +237,22 @@ def test_sigkill_during_repair_leaves_only_what_is_still_damaged(tmp_path, cas):
     assert _damaged(cas, store) == set()
     assert cas("--store", str(store), "index", "rebuild").code == 0
     assert _damaged(cas, store) == set()
+
+
+def test_repair_adopts_the_good_copy_an_index_rebuild_passed_over(tmp_path, cas):
+    """A re-add replaced a damaged pack entry with a loose copy; a rebuild
+    before the pack was rewritten may index the damaged entry again. The
+    loose copy is still there, and cas repair needs no source to use it."""
+    store, files = _make(tmp_path, cas)
+    ids = _add_ids(cas, store, files)
+    _damage(store, ids["packed.txt"])
+    assert ids["packed.txt"] in _damaged(cas, store)
+    assert cas("--store", str(store), "add", str(files / "packed.txt")).code == 0
+    assert cas("--store", str(store), "index", "rebuild").code == 0
+    r = cas("--store", str(store), "repair", "--json")
+    assert r.code == 0, r.err
+    assert ids["packed.txt"] in json.loads(r.out)["repaired"] or \
+        ids["packed.txt"] not in {d["id"] for d in json.loads(r.out)["still_damaged"]}
+    assert _damaged(cas, store) == set()
+    assert cas("--store", str(store), "index", "rebuild").code == 0
+    assert _damaged(cas, store) == set()

@@ -33,6 +33,7 @@ from ..storage.store import Store, locate_store
 from ..storage.writer import ObjectWriter, Placement, identify_file
 from ..model.history import History
 from .packs import drop_packs, rewrite_packs
+from .reindex import LOOSE_ERRORS, loose_sizes
 from .verify import Damage, VerifyReport, _check_packed, verify
 
 
@@ -72,7 +73,9 @@ def repair(history: History, sources: list[str] | None = None,
     report.found = before.damage
     wanted = _wanted(store, before)
     if wanted:
-        report.repaired = _copy_in(store, wanted, [_open_source(s) for s in report.sources])
+        sources = [_open_source(s) for s in report.sources]
+        adopted = _adopt_own_copies(store, wanted)
+        report.repaired = adopted + _copy_in(store, wanted - set(adopted), sources)
         store.forget_cached()
     report.packs_rewritten = _rewrite_damaged_packs(store, before)
     report.still_damaged = _still_damaged(history, before, wanted)
@@ -83,6 +86,30 @@ def _wanted(store: Store, report: VerifyReport) -> set[ObjectId]:
     """Ids to find good copies of: damaged or missing objects and trees."""
     wanted = {d.oid for d in report.damage if d.oid is not None and d.what in ("object", "tree")}
     return wanted | store.damage.ids()
+
+
+def _adopt_own_copies(store: Store, wanted: set[ObjectId]) -> list[ObjectId]:
+    """Sound loose files of wanted objects that the index does not point to
+    (an earlier replacement of a damaged pack entry, which an index rebuild
+    passed over for the pack): checked, then indexed in place of the damaged copy."""
+    adopted = []
+    for oid in sorted(wanted, key=lambda o: o.hex):
+        current = store.index.lookup(oid)
+        for encoding in (Encoding.RAW, Encoding.ZSTD):
+            if current is not None and current.pack is None and current.encoding is encoding:
+                continue  # the damaged copy itself
+            path = store.layout.loose_path(oid, encoding)
+            try:
+                stored, size = loose_sizes(oid, encoding, path)
+            except LOOSE_ERRORS:
+                continue
+            entry = IndexEntry(oid, encoding, size, stored)
+            if store.entry_is_sound(entry):
+                store.index.record([entry])
+                adopted.append(oid)
+                break
+    store.damage.clear(adopted)
+    return adopted
 
 
 # -- sources ------------------------------------------------------------------

@@ -350,6 +350,16 @@ class Store:
             self._note_damage(entry, e)
             raise
 
+    def entry_is_sound(self, entry: IndexEntry) -> bool:
+        """Whether a copy described by ``entry`` (indexed or not: a loose file
+        the index does not point to) reads back whole and hashes to its id."""
+        try:
+            for _ in self._checked_blocks(entry, True):
+                pass
+        except (CasError, OSError):
+            return False
+        return True
+
     def _checked_blocks(self, entry: IndexEntry, check_chunks: bool) -> Iterator[bytes]:
         oid = entry.oid
         hasher = Hasher()
