@@ -391,22 +391,22 @@ class Store:
         Returns the bytes written.
         """
         entry = self.entry(oid)
-        try:
-            return self._write_content(entry, fd)
-        except ObjectDamaged as e:
-            self._note_damage(entry, e)
-            raise
-
-    def _write_content(self, entry: IndexEntry, fd: int) -> int:
-        oid = entry.oid
         # Small objects: a mapping and a thread cost more than they save.
         pieces = self._raw_pieces(entry) if entry.size >= MAPPED_WRITE_MIN else None
         if pieces is None:
             total = 0
-            for block in self.iter_content(oid):
+            for block in self.iter_content(oid):  # records damage itself
                 write_all(fd, block)
                 total += len(block)
             return total
+        try:
+            return self._write_mapped(entry, pieces, fd)
+        except ObjectDamaged as e:
+            self._note_damage(entry, e)
+            raise
+
+    def _write_mapped(self, entry: IndexEntry, pieces: list[tuple[IndexEntry, int]], fd: int) -> int:
+        oid = entry.oid
         hasher = Hasher()
         ready: queue.Queue = queue.Queue(maxsize=4)
         failure: list[BaseException] = []
@@ -422,17 +422,8 @@ class Store:
 
         thread = threading.Thread(target=writer, name="cas-write", daemon=True)
         thread.start()
-        total = 0
         try:
-            for piece, length in pieces:
-                if failure:
-                    break
-                with self._mapped(piece, length) as view:
-                    for start in range(0, length, CONTENT_WINDOW):
-                        window = view[start:start + CONTENT_WINDOW]
-                        hasher.update(window)
-                        ready.put(window)
-                    total += length
+            total = self._feed_mapped(pieces, hasher, ready, failure)
         finally:
             ready.put(None)
             thread.join()
@@ -442,6 +433,22 @@ class Store:
             raise ObjectDamaged(oid.hex, f"has {total} bytes, {entry.size} recorded")
         if hasher.object_id() != oid:
             raise ObjectDamaged(oid.hex, "its content does not hash to its id")
+        return total
+
+    def _feed_mapped(self, pieces: list[tuple[IndexEntry, int]], hasher: Hasher,
+                     ready: queue.Queue, failure: list[BaseException]) -> int:
+        """Hash the pieces' mapped windows and queue them for the writing
+        thread, until done or it failed; returns the bytes queued."""
+        total = 0
+        for piece, length in pieces:
+            if failure:
+                break
+            with self._mapped(piece, length) as view:
+                for start in range(0, length, CONTENT_WINDOW):
+                    window = view[start:start + CONTENT_WINDOW]
+                    hasher.update(window)
+                    ready.put(window)
+                total += length
         return total
 
     @contextlib.contextmanager

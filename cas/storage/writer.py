@@ -601,13 +601,14 @@ class ObjectWriter:
                 self._pending.pop(entry.oid, None)
             for d in ready:
                 self._lists.pop(d.oid, None)
-        if self._replace:
-            self._settle_replaced(entries)
+        self._settle_replaced(entries)
 
     def _settle_replaced(self, entries: list[IndexEntry]) -> None:
         """After the good copies are durable and indexed: drop the damaged
         loose files they superseded (a packed one stays until its pack is
         rewritten: 'cas repair' does that) and clear their damage records."""
+        if not self._replace:
+            return
         with self._lock:
             done = [e for e in entries if e.oid in self._replace]
             self._replace.difference_update(e.oid for e in done)
