@@ -25,9 +25,7 @@ PACKAGE = REPO / "cas"
 MAX_FUNCTION_LINES = 60
 
 LENGTH_EXCEPTIONS: dict[str, int] = {
-    "cas/cli/cmd_stats.py:stats": 63,
     "cas/mlx/loader.py:_load": 85,
-    "cas/ops/usage.py:disk_usage": 62,
 }
 
 # (qualified name, ruff rule) -> the figure ruff reports today.
@@ -43,15 +41,14 @@ COMPLEXITY_EXCEPTIONS: dict[tuple[str, str], int] = {
     ("cas/ops/ingest.py:add_paths", "C901"): 12,
     ("cas/ops/models.py:check_model", "C901"): 11,
     ("cas/ops/reindex.py:rebuild_index", "C901"): 11,
-    ("cas/ops/usage.py:disk_usage", "C901"): 17,
+    ("cas/ops/usage.py:disk_usage", "C901"): 16,
     ("cas/ops/verify.py:_compare_with_disk", "C901"): 11,
     ("cas/ops/verify.py:_verify_history", "C901"): 12,
-    ("cas/ops/watch.py:Watcher._due", "C901"): 11,
     ("cas/storage/chunking.py:safetensors_spans", "C901"): 11,
     ("cas/storage/store.py:Store._read_into", "C901"): 13,
     ("cas/storage/store.py:Store._read_into", "PLR0912"): 14,
-    ("cas/storage/store.py:Store.write_content", "C901"): 13,
-    ("cas/storage/writer.py:ObjectWriter._seal", "C901"): 11,
+    ("cas/storage/store.py:Store._write_content", "C901"): 13,
+    ("cas/storage/writer.py:ObjectWriter._seal", "C901"): 12,
 }
 
 COMPLEXITY_RULES = ("C901", "PLR0912", "PLR0915")
