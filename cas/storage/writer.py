@@ -189,6 +189,12 @@ class ObjectWriter:
                 return result
         raise SourceError(path, f"changed while being read ({READ_ATTEMPTS} attempts); not stored")
 
+    def will_replace(self, oid: ObjectId) -> bool:
+        """Whether a stored ``oid`` is to be written again (recorded damaged,
+        or named by a repair) and is not yet: a scan's stat cache must then
+        read the file rather than take the stored copy as good."""
+        return bool(self._replace) and oid in self._replace
+
     def flush(self) -> None:
         """Make everything written so far durable and indexed."""
         with self._lock:
