@@ -207,7 +207,7 @@ def _why_left_out(result: ScanResult, full: bytes) -> str:
     shown = os.fsdecode(full)
     said = [p.message for p in result.problems if p.path == shown]
     return f"on disk but not recorded ({said[0]})" if said else \
-        "on disk but left out (.casignore)"
+        "on disk but left out (by .casignore, or it is the store itself)"
 
 
 class _TreeAt:
