@@ -47,7 +47,6 @@ COMPLEXITY_EXCEPTIONS: dict[tuple[str, str], int] = {
     ("cas/storage/chunking.py:safetensors_spans", "C901"): 11,
     ("cas/storage/store.py:Store._read_into", "C901"): 13,
     ("cas/storage/store.py:Store._read_into", "PLR0912"): 14,
-    ("cas/storage/store.py:Store._write_content", "C901"): 13,
     ("cas/storage/writer.py:ObjectWriter._seal", "C901"): 12,
 }
 
