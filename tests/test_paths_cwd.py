@@ -29,13 +29,6 @@ def _oneline(cas, *args, cwd, store=()):
     return r.text.splitlines()
 
 
-# cas/cli/cmd_restore.py must take check_paths' converted paths
-# (``paths = check_paths(history, snap, given)``) for these two to pass.
-RESTORE_EDIT = pytest.mark.xfail(reason="cmd_restore still converts paths from the root",
-                                 strict=False)
-
-
-@RESTORE_EDIT
 def test_restore_a_path_given_from_its_directory(tree, cas, tmp_path):
     r = cas("restore", "HEAD~1", "memory.db", "--to", str(tmp_path / "x"), cwd=tree / "db")
     assert r.code == 0, r.err
@@ -43,7 +36,6 @@ def test_restore_a_path_given_from_its_directory(tree, cas, tmp_path):
     assert not (tmp_path / "x" / "notes").exists()
 
 
-@RESTORE_EDIT
 def test_restore_an_absolute_path_inside_the_tree(tree, cas, tmp_path):
     r = cas("restore", "HEAD~1", str(tree / "notes" / "todo.md"), "--to", str(tmp_path / "x"),
             cwd=tree / "db")

@@ -7,7 +7,7 @@ from ..ops.checkout import checkout as do_checkout, restore_to
 from ..ops.restore import Overwrite, OwnerPolicy, snapshot_at
 from ..ops.worktree import resolve_source
 from .history_args import (RefsThenPaths, check_paths, paths_after_dashdash, resolve_named,
-                           resolve_snapshot, source_relative, split_refs, tree_path)
+                           resolve_snapshot, source_relative, split_refs)
 from .main import Context, pass_ctx
 from .output import byte_progress, error_line, human_bytes, info, out_json, path_text, wants_progress
 from .timespec import TimeParam, show_time
@@ -59,8 +59,7 @@ def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
             snap = resolve_named(history, args[0], "cas restore")
             split_refs(history, args, 1, paths_after_dashdash())
             given = [*args[1:], *paths_after_dashdash()]
-        check_paths(history, snap, given)
-        paths = [tree_path(p) for p in given]
+        paths = check_paths(history, snap, given)
         with byte_progress("restore", snap.stats.get("bytes"), wants_progress(ctx.quiet)) as advance:
             report = restore_to(history, snap, target, paths or None, force=force,
                                 overwrite=Overwrite(overwrite), on_file=advance,
