@@ -256,3 +256,19 @@ def test_repair_adopts_the_good_copy_an_index_rebuild_passed_over(tmp_path, cas)
     assert _damaged(cas, store) == set()
     assert cas("--store", str(store), "index", "rebuild").code == 0
     assert _damaged(cas, store) == set()
+
+
+def test_repair_restores_a_missing_object_file_and_a_lost_pack(tmp_path, cas):
+    store, files = _make(tmp_path, cas)
+    ids = _add_ids(cas, store, files)
+    with Store.open(str(store)) as s:
+        loose = s.entry(ObjectId.parse(ids["loose.bin"]))
+        packed = s.entry(ObjectId.parse(ids["packed.txt"]))
+        os.unlink(s.layout.loose_path(loose.oid, loose.encoding))
+        os.unlink(s.layout.pack_path(packed.pack))
+    assert ids["loose.bin"] in _damaged(cas, store) and ids["packed.txt"] in _damaged(cas, store)
+    r = cas("--store", str(store), "repair", "--from", str(files))
+    assert r.code == 0, r.err
+    assert _damaged(cas, store) == set()
+    r = cas("--store", str(store), "cat", ids["packed.txt"])
+    assert r.out == (files / "packed.txt").read_bytes()

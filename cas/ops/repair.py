@@ -225,8 +225,8 @@ def _from_files(store: Store, root: str, wanted: set[ObjectId],
                     _piece_from_file(path, chunk, offset, length, writers)
             if oid in wanted and oid not in writers.got:
                 writers.put_file(oid, path, expect=(st.st_dev, st.st_ino))
-        except SourceError:
-            continue  # vanished or unreadable: another source may have it
+        except (SourceError, OSError):
+            continue  # vanished, replaced or unreadable: another source may have it
 
 
 def _sizes(store: Store, ids: set[ObjectId]) -> set[int] | None:
@@ -279,13 +279,23 @@ def _from_store(store: Store, path: str, wanted: set[ObjectId],
                 _copy_object(store, other, oid, writers)
         for file_id, places in pieces.items():
             for chunk, offset, length in places:
-                if chunk in writers.got or not other.has(file_id) or \
-                        other.entry(file_id).size < offset + length:
-                    continue
-                data = bytearray(length)
-                other.read_into(file_id, offset, data)
-                if hash_bytes(data) == chunk:
-                    writers.put_bytes(chunk, bytes(data))
+                if chunk not in writers.got and other.has(file_id):
+                    _piece_from_store(other, file_id, chunk, offset, length, writers)
+
+
+def _piece_from_store(other: Store, file_id: ObjectId, chunk: ObjectId, offset: int,
+                      length: int, writers: _Writers) -> None:
+    """A chunk cut from the other store's copy of a file that holds it
+    (cut otherwise there), kept only if it hashes to the chunk's id."""
+    data = bytearray(length)
+    try:
+        if other.entry(file_id).size < offset + length:
+            return
+        other.read_into(file_id, offset, data)
+    except (ObjectDamaged, OSError):
+        return  # damaged there too
+    if hash_bytes(data) == chunk:
+        writers.put_bytes(chunk, bytes(data))
 
 
 def _copy_object(store: Store, other: Store, oid: ObjectId, writers: _Writers) -> None:
