@@ -135,7 +135,9 @@ def backup_to(path: str, dest: str, expect: tuple[int, int] | None = None,
     ``interrupted()`` says so (a watcher stopping) or after
     ``BUSY_TIMEOUT_S`` without progress, and the file is reported as locked.
     """
-    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    # Quoted from the bytes: a name that is not UTF-8 (surrogate escapes) is
+    # still a name on disk, and quote() of the str would fail to encode it.
+    uri = "file:" + urllib.parse.quote(os.fsencode(os.path.abspath(path))) + "?mode=ro"
     try:
         src = sqlite3.connect(uri, uri=True, timeout=STEP_BUSY_S)
     except sqlite3.Error as e:
