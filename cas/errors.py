@@ -407,3 +407,19 @@ class NothingToRecordAt(CasError):
     def __init__(self, path: str, branch: str, why: str = ""):
         super().__init__(f"{path}: {why or 'not on disk'} and not in the last snapshot of "
                          f"{branch}; nothing to record")
+
+
+class TreeContainsItself(ManifestInvalid):
+    """A stored tree reached again below itself: a walk would never end."""
+
+    def __init__(self, tree: str, path: str):
+        CasError.__init__(self, f"tree {tree} is invalid: it contains itself (again at {path}); "
+                                "run 'cas verify' and restore from another snapshot")
+
+
+class TreeTooManyPaths(ManifestInvalid):
+    """A tree that names the same subtrees over and over, to more paths than a walk takes."""
+
+    def __init__(self, tree: str, limit: int):
+        CasError.__init__(self, f"tree {tree} reuses its subtrees to more than {limit:,} paths; "
+                                "stopped (a crafted or damaged tree, not one recorded from disk)")

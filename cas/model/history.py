@@ -49,6 +49,7 @@ from .snapshot import Snapshot
 from .timeline import Timeline, TimelineEntry, entry_key
 from .tree import DIR, Tree, TreeEntry
 from .treelinks import TreeLinks
+from .treewalk import TreeWalk
 
 __all__ = ["History", "LogEntry", "TimelineEntry", "local_time"]
 
@@ -401,22 +402,11 @@ class History:
         return entry
 
     def walk(self, tree_id: ObjectId, prefix: bytes = b"") -> Iterator[tuple[bytes, TreeEntry]]:
-        """Every entry below a tree, depth first, with its relative path.
-
-        An explicit stack, not recursion: a crafted chain of thousands of
-        nested trees must not end in RecursionError.
-        """
-        stack = [(prefix, iter(self.load_tree(tree_id).entries))]
-        while stack:
-            base, entries = stack[-1]
-            entry = next(entries, None)
-            if entry is None:
-                stack.pop()
-                continue
-            path = base + entry.name
-            yield path, entry
-            if entry.kind == DIR:
-                stack.append((path + b"/", iter(self.load_tree(entry.oid).entries)))
+        """Every entry below a tree, depth first, with its relative path
+        (``TreeWalk``: no recursion, and a loop or runaway reuse of subtrees
+        in a crafted tree is an error)."""
+        for step in TreeWalk(self.load_tree, tree_id, prefix):
+            yield step.path, step.entry
 
     # -- writing -------------------------------------------------------------
 

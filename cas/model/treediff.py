@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..objectid import ObjectId
 from .tree import DIR, Tree, TreeEntry
+from .treewalk import TreeWalk, WalkGuard
 
 ADDED = "added"
 DELETED = "deleted"
@@ -48,68 +50,132 @@ def diff_trees(load_a: TreeLoader, a: ObjectId | None, load_b: TreeLoader, b: Ob
 
     Each level yields changes and deferred work for the levels below; an
     explicit stack of those (not recursion) keeps a crafted chain of
-    thousands of nested trees from ending in RecursionError.
+    thousands of nested trees from ending in RecursionError. Each side has
+    a ``WalkGuard`` as ``TreeWalk`` does: a tree inside itself, or a
+    subtree reused to more paths than a walk takes, is an error.
     """
-    stack = [iter(_level(load_a, a, load_b, b, filters, prefix))]
+    pair = _Pair(load_a, load_b, filters, WalkGuard(), WalkGuard())
+    pair.root = b or a
+    stack = [iter(pair.level(a, b, prefix, pair.enter(a, b, prefix)))]
+    leave: list[tuple[ObjectId | None, ObjectId | None]] = [(a, b)]
     while stack:
         item = next(stack[-1], None)
         if item is None:
             stack.pop()
+            pair.leave(*leave.pop())
         elif isinstance(item, Change):
             yield item
+        elif isinstance(item, _Descend):
+            # Entered on the way down, left when its level is done: a tree
+            # below itself on either side is a loop however it is reached.
+            reused = pair.enter(item.a, item.b, item.prefix) or item.reused
+            stack.append(iter(pair.level(item.a, item.b, item.prefix, reused)))
+            leave.append((item.a, item.b))
         else:
-            stack.append(iter(item()))
+            yield from _side(item, pair.filters)
 
 
-def _level(load_a: TreeLoader, a: ObjectId | None, load_b: TreeLoader, b: ObjectId | None,
-           filters, prefix: bytes) -> list:
-    """One directory's changes, and a callable for each subdirectory to descend into."""
-    if a == b:
-        return []
-    old = {e.name: e for e in load_a(a).entries} if a else {}
-    new = {e.name: e for e in load_b(b).entries} if b else {}
-    items: list = []
-    for name in sorted(old.keys() | new.keys()):
-        path = prefix + name
-        o, n = old.get(name), new.get(name)
-        is_dir = (o is not None and o.kind == DIR) or (n is not None and n.kind == DIR)
-        if not _within(path, filters, is_dir):
-            continue
-        if o is not None and n is not None and _same(o, n):
-            continue
-        if o is not None and n is not None and o.kind == DIR and n.kind == DIR:
-            items.append(lambda o=o, n=n, p=path + b"/": _level(load_a, o.oid, load_b, n.oid, filters, p))
-        elif o is not None and n is not None and o.kind != n.kind:
-            if DIR not in (o.kind, n.kind):
-                items.append(Change(TYPE_CHANGED, path, o, n))
+class _Descend(NamedTuple):
+    a: ObjectId
+    b: ObjectId
+    prefix: bytes
+    reused: bool
+
+
+class _Side(NamedTuple):
+    walk: TreeWalk | None
+    entry: TreeEntry
+    path: bytes
+    kind: str
+
+
+class _Pair:
+    """Both sides of a comparison: their loaders, filters and guards."""
+
+    def __init__(self, load_a: TreeLoader, load_b: TreeLoader, filters: list[bytes] | None,
+                 guard_a: WalkGuard, guard_b: WalkGuard):
+        self.load_a, self.load_b, self.filters = load_a, load_b, filters
+        self.guard_a, self.guard_b = guard_a, guard_b
+        self.root: ObjectId | None = None
+
+    def enter(self, a: ObjectId | None, b: ObjectId | None, prefix: bytes) -> bool:
+        reused_a = self.guard_a.enter(a, prefix) if a is not None else False
+        reused_b = self.guard_b.enter(b, prefix) if b is not None else False
+        return reused_a and reused_b
+
+    def leave(self, a: ObjectId | None, b: ObjectId | None) -> None:
+        if a is not None:
+            self.guard_a.leave(a)
+        if b is not None:
+            self.guard_b.leave(b)
+
+    def side(self, entry: TreeEntry, path: bytes, kind: str) -> _Side:
+        if entry.kind != DIR:
+            return _Side(None, entry, path, kind)
+        load, guard = (self.load_a, self.guard_a) if kind == DELETED else (self.load_b, self.guard_b)
+        return _Side(TreeWalk(load, entry.oid, path + b"/", guard=guard), entry, path, kind)
+
+    def level(self, a: ObjectId | None, b: ObjectId | None, prefix: bytes, reused: bool) -> list:
+        """One directory's changes, and what to descend into below it."""
+        if a == b:
+            return []
+        filters = self.filters
+        old = {e.name: e for e in self.load_a(a).entries} if a else {}
+        new = {e.name: e for e in self.load_b(b).entries} if b else {}
+        if reused:
+            self.guard_a.count(len(old) + len(new), self.root)
+        items: list = []
+        for name in sorted(old.keys() | new.keys()):
+            path = prefix + name
+            o, n = old.get(name), new.get(name)
+            is_dir = (o is not None and o.kind == DIR) or (n is not None and n.kind == DIR)
+            if not _within(path, filters, is_dir):
+                continue
+            if o is not None and n is not None and _same(o, n):
+                continue
+            if o is not None and n is not None and o.kind == DIR and n.kind == DIR:
+                assert o.oid is not None and n.oid is not None
+                items.append(_Descend(o.oid, n.oid, path + b"/", reused))
+            elif o is not None and n is not None and o.kind != n.kind:
+                if DIR not in (o.kind, n.kind):
+                    items.append(Change(TYPE_CHANGED, path, o, n))
+                else:
+                    items += [self.side(o, path, DELETED), self.side(n, path, ADDED)]
+            elif o is None or n is None:
+                items.append(self.side(n, path, ADDED) if o is None else self.side(o, path, DELETED))
             else:
-                items.append(lambda o=o, p=path: _side(load_a, o, p, DELETED, filters))
-                items.append(lambda n=n, p=path: _side(load_b, n, p, ADDED, filters))
-        elif o is None:
-            items.append(lambda n=n, p=path: _side(load_b, n, p, ADDED, filters))
-        elif n is None:
-            items.append(lambda o=o, p=path: _side(load_a, o, p, DELETED, filters))
-        else:
-            items.append(Change(MODIFIED, path, o, n))
-    return items
+                items.append(Change(MODIFIED, path, o, n))
+        return items
 
 
-def _side(load: TreeLoader, entry: TreeEntry, path: bytes, kind: str, filters) -> list:
-    """An entry present on one side only: a file, or every file below a directory."""
-    if entry.kind != DIR:
-        return [Change(kind, path, entry if kind == DELETED else None, entry if kind == ADDED else None)]
-    children = load(entry.oid).entries
-    items: list = []
-    if not children and _within(path, filters, False):
-        items.append(Change(kind, path + b"/", entry if kind == DELETED else None,
-                            entry if kind == ADDED else None))
-    for child in children:
-        child_path = path + b"/" + child.name
-        if not _within(child_path, filters, child.kind == DIR):
-            continue
-        if child.kind == DIR:
-            items.append(lambda c=child, p=child_path: _side(load, c, p, kind, filters))
+def _side(side: _Side, filters: list[bytes] | None) -> Iterator[Change]:
+    """An entry present on one side only: a file, or every file below a
+    directory (and an empty directory as its path with a trailing '/')."""
+    if side.walk is None:
+        yield _one(side.kind, side.path, side.entry)
+        return
+    walk = side.walk
+    open_dirs = [[side.path, False]]   # [path, holds anything], the side entry first
+    for step in walk:
+        while len(open_dirs) > step.depth + 1:
+            yield from _empty(side.kind, *open_dirs.pop(), filters)
+        open_dirs[-1][1] = True
+        entry = step.entry
+        if not _within(step.path, filters, entry.kind == DIR):
+            if entry.kind == DIR:
+                walk.prune()
+        elif entry.kind == DIR:
+            open_dirs.append([step.path, False])
         else:
-            items.append(Change(kind, child_path, child if kind == DELETED else None,
-                                child if kind == ADDED else None))
-    return items
+            yield _one(side.kind, step.path, entry)
+    while open_dirs:
+        yield from _empty(side.kind, *open_dirs.pop(), filters)
+
+
+def _one(kind: str, path: bytes, entry: TreeEntry) -> Change:
+    return Change(kind, path, entry if kind == DELETED else None, entry if kind == ADDED else None)
+
+
+def _empty(kind: str, path: bytes, holds: bool, filters: list[bytes] | None) -> Iterator[Change]:
+    if not holds and _within(path, filters, False):
+        yield Change(kind, path + b"/", None, None)
