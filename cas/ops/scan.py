@@ -2,14 +2,14 @@
 
 A scan walks a source directory and produces, in memory, the tree manifest
 of every directory, with the tree ids they would have. Files whose stat
-(size, mtime, ctime, inode) matches the stat cache keep their recorded id
-without being read, as git's index does; others are stored (for a
-snapshot) or only hashed (for status and diff), on all cores.
+(size, mtime, ctime, inode) matches the stat cache (cas/ops/statcache.py)
+keep their recorded id without being read, as git's index does; others are
+stored (for a snapshot) or only hashed (for status and diff), on all cores.
 
-The stat cache lives in the index's ``statcache`` table, keyed by branch and
-path. An entry is only trusted if the file's mtime was at least
-``RACY_NS`` older than the scan that recorded it: a file written in the same
-clock tick as its scan could change again without changing its mtime.
+A targeted scan (a watcher's, which knows what changed) gives each
+directory on the way to a change its tree in the base snapshot, as restic
+passes a parent tree down: an entry the events did not touch is taken from
+that tree without a stat call.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import operator
 import os
 import pwd
 import stat
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,13 +35,13 @@ from ..storage.workers import FileBatches
 from ..storage.writer import ObjectWriter, identify_file
 from .ignore import load_ignore
 from .sqlite_capture import SQLITE_SIDE_FILES, identify_sqlite, read_sqlite, sqlite_side_files
+from .statcache import STAT_TABLE as STAT_TABLE  # re-exported: gc and snapshot name it here
+from .statcache import StatCache
 from .walk import ERROR, WARNING, Problem
 
-STAT_TABLE = b"statcache"
-RACY_NS = 2_000_000_000
 STORE_MARKERS = {CONFIG_FILE.encode(), b"objects", b"packs", b"refs"}
+COUNTS = ("files", "dirs", "symlinks", "bytes")
 _NAME = operator.attrgetter("name")
-_STAT = struct.Struct("<QqqQ32s")
 
 
 @dataclass
@@ -55,26 +54,11 @@ class ScanResult:
     symlinks: int = 0
     bytes: int = 0
     read_files: int = 0
+    # Stat cache records to put and keys to delete (full keys of STAT_TABLE),
+    # written by the snapshot once the contents they name are durable.
     # builtins.bytes: the field ``bytes`` above shadows the type in this class body
     cache_updates: dict[builtins.bytes, builtins.bytes] = field(default_factory=dict)
     cache_deletes: list[builtins.bytes] = field(default_factory=list)
-
-
-def cache_prefix(branch: str) -> bytes:
-    return branch.encode() + b"\0"
-
-
-def _stat_record(st: os.stat_result, oid: ObjectId) -> bytes:
-    return _STAT.pack(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, oid.digest)
-
-
-def _cached_oid(record: bytes | None, st: os.stat_result) -> ObjectId | None:
-    if record is None:
-        return None
-    size, mtime, ctime, ino, digest = _STAT.unpack(record)
-    if (size, mtime, ctime, ino) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino):
-        return ObjectId(digest)
-    return None
 
 
 @dataclass
@@ -136,9 +120,10 @@ class ScanTargets:
 class _Dir:
     rel: bytes
     st: os.stat_result | None
-    entries: list = field(default_factory=list)   # TreeEntry | (pending file) | _Dir
-    base: Tree | None = None   # with targets: this directory in the base snapshot
-    parent: _Dir | None = None
+    entries: list = field(default_factory=list)   # TreeEntry | _PendingFile | _Dir
+    # This directory's tree in the base snapshot, in a targeted scan: its
+    # entries the events did not touch are taken from it. None: read it all.
+    base: Tree | None = None
     # The parent's open fd while directories under it wait to be listed.
     handle: DirHandle | None = None
     left_out: bool = False   # a store, or a directory that could not be opened
@@ -150,6 +135,16 @@ class _PendingFile:
     rel: bytes
     ticket: tuple    # from FileBatches.add
     owner: Owner | None = None
+
+
+@dataclass
+class _Listing:
+    """One directory while its listing is turned into entries."""
+
+    node: _Dir
+    fd: int
+    side_files: set[bytes]          # SQLite side files left out (sqlite_backup)
+    pushed: list[_Dir] = field(default_factory=list)   # subdirectories to list next
 
 
 def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
@@ -184,17 +179,13 @@ class _Scan:
                  policy: ScanPolicy):
         self.store, self.source_b, self.source_fd = store, source_b, source_fd
         self.writer, self.on_file, self.policy = writer, on_file, policy
-        self.started_ns = time.time_ns()
-        self.prefix = cache_prefix(branch)
-        self.targets = policy.targets
-        if self.targets is None:
-            self.cache = {k[len(self.prefix):]: v for k, v in store.index.scan(STAT_TABLE, self.prefix)}
-            self.cached: Callable[[bytes], bytes | None] = self.cache.get
-        else:
-            self.cache = {}
-            self.cached = lambda rel: store.index.get(STAT_TABLE, self.prefix + rel)
-            self.changed, self.ancestors = self.targets.changed, self.targets.ancestors()
-        self.seen: set[bytes] = set()
+        self.targets = targets = policy.targets
+        # A full scan looks at every file, so it reads the branch's whole
+        # cache at once; a targeted one looks up the few it reads.
+        self.cache = StatCache(store.index, branch, time.time_ns(), preload=targets is None)
+        # With targets: paths to look at afresh, and directories to list again.
+        self.changed: set[bytes] = targets.changed if targets else set()
+        self.ancestors: set[bytes] = targets.ancestors() if targets else set()
         self.ignore = load_ignore(os.fsdecode(source_b), dir_fd=source_fd)
         own = os.stat(store.path)
         self.own = (own.st_dev, own.st_ino)
@@ -205,29 +196,29 @@ class _Scan:
         self.result.problems.append(Problem(_shown(self.source_b, rel), message, severity))
 
     def run(self) -> ScanResult:
-        store, targets, result = self.store, self.targets, self.result
-        with FileBatches(lambda item: self.read_file(*item), store.config.chunk_min_size,
+        targets, result = self.targets, self.result
+        with FileBatches(lambda item: self.read_file(*item), self.store.config.chunk_min_size,
                          "cas-scan", catch=(SourceError,)) as self.batches:
-            root = _Dir(b"", None, base=_load_tree(store, targets.base) if targets else None)
+            base = _load_tree(self.store, targets.base) if targets else None
+            root = _Dir(b"", None, base=base)
             self.walk(root)
             self.batches.flush()
-            result.root = _finish(root, result, self.writer, self.started_ns, self.batches,
-                                  self.policy.previous)
-        prefix = self.prefix
-        if targets is None:
-            result.cache_deletes = [prefix + rel for rel in self.cache if rel not in self.seen]
-        else:
-            result.cache_deletes = [prefix + rel for rel in self.changed if rel not in self.seen]
-            # Counts of the whole tree: the base's, plus what differs between the
-            # two trees (shared subtrees are skipped by id).
-            delta = _count_delta(lambda oid: result.trees.get(oid) or _load_tree(store, oid),
-                                 targets.base, result.root)
-            result.files = targets.counts.get("files", 0) + delta[0]
-            result.dirs = targets.counts.get("dirs", 0) + delta[1]
-            result.symlinks = targets.counts.get("symlinks", 0) + delta[2]
-            result.bytes = targets.counts.get("bytes", 0) + delta[3]
-        result.cache_updates = {prefix + k: v for k, v in result.cache_updates.items()}
+            result.root = self.finish(root)
+        # A targeted scan only knows that the changed paths it did not see are gone.
+        result.cache_updates, result.cache_deletes = \
+            self.cache.changes(self.changed if targets else None)
+        if targets is not None:
+            self.count_from_base(targets)
         return result
+
+    def count_from_base(self, targets: ScanTargets) -> None:
+        """Counts of the whole tree: the base's, plus what differs between the
+        two trees (shared subtrees are skipped by id)."""
+        result = self.result
+        delta = count_delta(lambda oid: result.trees.get(oid) or _load_tree(self.store, oid),
+                            targets.base, result.root)
+        for key, d in zip(COUNTS, delta, strict=True):
+            setattr(result, key, targets.counts.get(key, 0) + d)
 
     def walk(self, root: _Dir) -> None:
         """List every directory, depth first, each through its parent's descriptor."""
@@ -239,57 +230,64 @@ class _Scan:
                 if listed is None:
                     continue
                 dir_fd, items = listed
-                pushed: list[_Dir] = []
+                here = _Listing(node, dir_fd, set())
                 try:
-                    self.visit(node, dir_fd, items, pushed)
+                    self.visit(here, items)
                 finally:
-                    _share(dir_fd, pushed)
-                stack.extend(reversed(pushed))
+                    _share(dir_fd, here.pushed)
+                stack.extend(reversed(here.pushed))
         finally:
             for node in stack:
                 if node.handle is not None:
                     node.handle.release()
 
-    def visit(self, node: _Dir, dir_fd: int, items: list, pushed: list[_Dir]) -> None:
+    def visit(self, here: _Listing, items: list[tuple[bytes, os.DirEntry]]) -> None:
         """Turn one directory's listing into entries, subdirectories and files to read."""
-        if _is_store(dir_fd, items):
+        node = here.node
+        if _is_store(here.fd, items):
             node.left_out = True
             self.problem(node.rel, "is a cas store; not recorded", WARNING)
             return
-        sqlite_backup = self.policy.sqlite_backup
-        names = {name for name, _ in items} if sqlite_backup else set()
-        side_files = sqlite_side_files(_joined(self.source_b, node.rel), names, dir_fd=dir_fd) \
-            if sqlite_backup else set()
+        if self.policy.sqlite_backup:
+            here.side_files = sqlite_side_files(_joined(self.source_b, node.rel),
+                                                {name for name, _ in items}, dir_fd=here.fd)
+        side_files = here.side_files
         for name, item in items:
             rel = node.rel + b"/" + name if node.rel else name
-            if name in side_files or self.reuse_base(node, name, rel, item, pushed):
+            if name in side_files or (node.base is not None and
+                                      self.reuse_base(here, name, rel, item)):
                 continue
             try:
                 st = item.stat(follow_symlinks=False)
             except OSError as e:
                 self.problem(rel, f"{e.strerror}; skipped")
                 continue
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if self.ignore.matches(os.fsdecode(rel), is_dir):
-                continue
-            if is_dir:
-                if (st.st_dev, st.st_ino) != self.own:
-                    child = _Dir(rel, st)
-                    node.entries.append(child)
-                    pushed.append(child)
-            elif stat.S_ISLNK(st.st_mode):
-                self.add_symlink(node, dir_fd, name, rel, st)
-            elif stat.S_ISREG(st.st_mode):
-                self.add_file(node, name, rel, st, side_files)
-            else:
-                self.problem(rel, "is a special file; skipped", WARNING)
+            self.add_entry(here, name, rel, st)
 
-    def reuse_base(self, node: _Dir, name: bytes, rel: bytes, item: os.DirEntry,
-                   pushed: list[_Dir]) -> bool:
-        """With targets: take an entry the events did not touch from the base tree."""
-        if node.base is None or rel in self.changed:
+    def add_entry(self, here: _Listing, name: bytes, rel: bytes, st: os.stat_result) -> None:
+        """One entry looked at afresh, by its kind."""
+        mode = st.st_mode
+        is_dir = stat.S_ISDIR(mode)
+        if self.ignore.matches(os.fsdecode(rel), is_dir):
+            return
+        if is_dir:
+            if (st.st_dev, st.st_ino) != self.own:
+                self.add_dir(here, rel, st, None)
+        elif stat.S_ISLNK(mode):
+            self.add_symlink(here, name, rel, st)
+        elif stat.S_ISREG(mode):
+            self.add_file(here, name, rel, st)
+        else:
+            self.problem(rel, "is a special file; skipped", WARNING)
+
+    def reuse_base(self, here: _Listing, name: bytes, rel: bytes, item: os.DirEntry) -> bool:
+        """Take an entry the events did not touch from the directory's base tree
+        (a directory on the way to a change is listed with its own base tree);
+        False: look at it afresh."""
+        assert here.node.base is not None
+        if rel in self.changed:
             return False
-        old = node.base.get(name)
+        old = here.node.base.get(name)
         kind = _kind_of(item)
         if old is None or old.kind != kind:
             return False  # new here, or of another kind now: looked at as a full scan would
@@ -300,51 +298,61 @@ class _Scan:
             except OSError as e:
                 self.problem(rel, f"{e.strerror}; skipped")
                 return True
-            child = _Dir(rel, st, base=_load_tree(self.store, old.oid))
-            node.entries.append(child)
-            pushed.append(child)
+            self.add_dir(here, rel, st, _load_tree(self.store, old.oid))
             return True
         if kind == DIR or rel not in self.ancestors:
-            node.entries.append(old)  # untouched since the base: no stat call
+            here.node.entries.append(old)  # untouched since the base: no stat call
             return True
         return False
 
-    def add_symlink(self, node: _Dir, dir_fd: int, name: bytes, rel: bytes,
-                    st: os.stat_result) -> None:
+    def add_dir(self, here: _Listing, rel: bytes, st: os.stat_result, base: Tree | None) -> None:
+        child = _Dir(rel, st, base=base)
+        here.node.entries.append(child)
+        here.pushed.append(child)
+
+    def add_symlink(self, here: _Listing, name: bytes, rel: bytes, st: os.stat_result) -> None:
         try:
-            target = os.readlink(name, dir_fd=dir_fd)
+            target = os.readlink(name, dir_fd=here.fd)
         except OSError as e:
             self.problem(rel, f"{e.strerror}; skipped")
             return
-        node.entries.append(TreeEntry(name, SYMLINK, stat.S_IMODE(st.st_mode), st.st_mtime_ns,
-                                      len(target), None, target, owner_of(st)))
+        here.node.entries.append(TreeEntry(name, SYMLINK, stat.S_IMODE(st.st_mode),
+                                           st.st_mtime_ns, len(target), None, target,
+                                           owner_of(st)))
         self.result.symlinks += 1
 
-    def add_file(self, node: _Dir, name: bytes, rel: bytes, st: os.stat_result,
-                 side_files: set[bytes]) -> None:
-        result, policy = self.result, self.policy
-        if rel in policy.held:
-            kept = policy.held[rel]
-            if kept is not None and kept.kind == FILE:
-                node.entries.append(kept)
-                result.files += 1
-                result.bytes += kept.size
+    def add_file(self, here: _Listing, name: bytes, rel: bytes, st: os.stat_result) -> None:
+        """A regular file: held, known by its stat, or queued to be read."""
+        if rel in self.policy.held:
+            self.add_held(here.node, rel)
             return
-        self.seen.add(rel)
-        oid = _cached_oid(self.cached(rel), st)
+        side_files = here.side_files
+        oid = self.cache.lookup(rel, st)
         if oid is not None and name + b"-wal" in side_files:
             oid = None  # committed pages may sit in the WAL, beyond the main file's stat
         if oid is not None and self.writer is not None and not self.store.has(oid):
             oid = None  # the cache outlived its object (gc, rebuild): read again
         if oid is not None:
-            node.entries.append(TreeEntry(name, FILE, stat.S_IMODE(st.st_mode), st.st_mtime_ns,
-                                          st.st_size, oid, None, owner_of(st)))
-            result.files += 1
-            result.bytes += st.st_size
+            here.node.entries.append(TreeEntry(name, FILE, stat.S_IMODE(st.st_mode),
+                                               st.st_mtime_ns, st.st_size, oid, None,
+                                               owner_of(st)))
+            self.result.files += 1
+            self.result.bytes += st.st_size
             return
-        sides = any(name + side in side_files for side in SQLITE_SIDE_FILES)
+        sides = bool(side_files) and any(name + side in side_files for side in SQLITE_SIDE_FILES)
         ticket = self.batches.add((rel, (st.st_dev, st.st_ino), sides), st.st_size)
-        node.entries.append(_PendingFile(name, rel, ticket, owner_of(st)))
+        here.node.entries.append(_PendingFile(name, rel, ticket, owner_of(st)))
+
+    def add_held(self, node: _Dir, rel: bytes) -> None:
+        """A file still being written keeps its previous entry, or stays out."""
+        kept = self.policy.held[rel]
+        if kept is not None and kept.kind == FILE:
+            self.keep(node.entries, kept)
+
+    def keep(self, entries: list[TreeEntry], kept: TreeEntry) -> None:
+        entries.append(kept)
+        self.result.files += 1
+        self.result.bytes += kept.size
 
     def read_file(self, rel: bytes, expect: tuple[int, int],
                   sqlite_sides: bool) -> tuple[ObjectId, os.stat_result, int]:
@@ -372,6 +380,76 @@ class _Scan:
         if self.on_file is not None:
             self.on_file(size)
         return oid, st, size
+
+    def finish(self, root: _Dir) -> ObjectId:
+        """Resolve pending files and build trees bottom-up; returns the root's tree id.
+
+        Without recursion: a tree may be deeper than Python's stack.
+        """
+        built: dict[int, ObjectId] = {}
+        stack: list[tuple[_Dir, bool]] = [(root, False)]
+        while stack:
+            node, children_built = stack.pop()
+            if not children_built:
+                stack.append((node, True))
+                # First subdirectory first, the order the walk listed them in:
+                # its files were queued first, so trees get built as their files
+                # come back, and the last trees are not left to build against
+                # the readers of the last (largest) files for the GIL.
+                stack.extend((d, False) for d in reversed(node.entries)
+                             if isinstance(d, _Dir) and not d.left_out)
+                continue
+            built[id(node)] = self.build_tree(node, built)
+        return built[id(root)]
+
+    def build_tree(self, node: _Dir, built: dict[int, ObjectId]) -> ObjectId:
+        entries: list[TreeEntry] = []
+        for item in node.entries:
+            if isinstance(item, TreeEntry):
+                entries.append(item)
+            elif isinstance(item, _Dir):
+                if not item.left_out:
+                    entries.append(self.dir_entry(item, built[id(item)]))
+            else:
+                self.add_read(entries, item)
+        tree = Tree.build(entries)
+        data = tree.to_json()
+        oid = self.writer.put_bytes(data) if self.writer is not None else hash_bytes(data)
+        self.result.trees[oid] = tree
+        return oid
+
+    def dir_entry(self, item: _Dir, oid: ObjectId) -> TreeEntry:
+        assert item.st is not None   # only the root has none, and it is no entry
+        self.result.dirs += 1
+        return TreeEntry(item.rel.rsplit(b"/", 1)[-1], DIR, stat.S_IMODE(item.st.st_mode),
+                         item.st.st_mtime_ns, 0, oid, None, owner_of(item.st))
+
+    def add_read(self, entries: list[TreeEntry], item: _PendingFile) -> None:
+        """The entry of a file read in the background, once its read is done."""
+        try:
+            oid, st, size = self.batches.result(item.ticket)
+        except SourceError as e:
+            self.unreadable(entries, item, e)
+            return
+        entries.append(TreeEntry(item.name, FILE, stat.S_IMODE(st.st_mode), st.st_mtime_ns,
+                                 size, oid, None, item.owner))
+        result = self.result
+        result.files += 1
+        result.bytes += size
+        result.read_files += 1
+        self.cache.record(item.rel, st, oid)
+
+    def unreadable(self, entries: list[TreeEntry], item: _PendingFile, e: SourceError) -> None:
+        """A file that could not be read keeps its previous entry where there is one."""
+        previous = self.policy.previous
+        # A file that is gone was deleted, not unreadable.
+        kept = previous(item.rel) if previous is not None and os.path.lexists(e.path) else None
+        if kept is None or kept.kind != FILE:
+            self.result.problems.append(Problem(e.path, e.why, ERROR))
+            return
+        self.result.problems.append(Problem(e.path, f"{e.why}; the previous snapshot's "
+                                                    "version is kept", ERROR))
+        self.keep(entries, kept)
 
 
 def _list_dir(source_b: bytes, source_fd: int, node: _Dir, root: _Dir,
@@ -506,7 +584,7 @@ def _load_tree(store: Store, oid: ObjectId) -> Tree:
     return Tree.from_json(store.read_object(oid), oid)
 
 
-def _count_delta(load: Callable[[ObjectId], Tree], old: ObjectId | None,
+def count_delta(load: Callable[[ObjectId], Tree], old: ObjectId | None,
                  new: ObjectId | None) -> list[int]:
     """[files, dirs, symlinks, bytes] of tree ``new`` minus those of ``old``.
 
@@ -539,72 +617,3 @@ def _count_delta(load: Callable[[ObjectId], Tree], old: ObjectId | None,
                     delta[1] += sign
                     pairs.append((entry.oid, None) if sign < 0 else (None, entry.oid))
     return delta
-
-
-def _finish(root: _Dir, result: ScanResult, writer: ObjectWriter | None, started_ns: int,
-            batches: FileBatches,
-            previous: Callable[[bytes], TreeEntry | None] | None = None) -> ObjectId:
-    """Resolve pending files and build trees bottom-up; returns the root's tree id.
-
-    Without recursion: a tree may be deeper than Python's stack.
-    """
-    built: dict[int, ObjectId] = {}
-    stack: list[tuple[_Dir, bool]] = [(root, False)]
-    while stack:
-        node, children_built = stack.pop()
-        if not children_built:
-            stack.append((node, True))
-            # First subdirectory first, the order the walk listed them in:
-            # its files were queued first, so trees get built as their files
-            # come back, and the last trees are not left to build against
-            # the readers of the last (largest) files for the GIL.
-            stack.extend((d, False) for d in reversed(node.entries)
-                         if isinstance(d, _Dir) and not d.left_out)
-            continue
-        built[id(node)] = _build_tree(node, built, result, writer, started_ns, batches, previous)
-    return built[id(root)]
-
-
-def _build_tree(node: _Dir, built: dict[int, ObjectId], result: ScanResult,
-                writer: ObjectWriter | None, started_ns: int, batches: FileBatches,
-                previous: Callable[[bytes], TreeEntry | None] | None) -> ObjectId:
-    entries: list[TreeEntry] = []
-    for item in node.entries:
-        if isinstance(item, TreeEntry):
-            entries.append(item)
-        elif isinstance(item, _Dir):
-            if item.left_out:
-                continue
-            assert item.st is not None   # only the root has none, and it is no entry
-            entries.append(TreeEntry(item.rel.rsplit(b"/", 1)[-1], DIR,
-                                     stat.S_IMODE(item.st.st_mode), item.st.st_mtime_ns, 0,
-                                     built[id(item)], None, owner_of(item.st)))
-            result.dirs += 1
-        else:
-            try:
-                oid, st, size = batches.result(item.ticket)
-            except SourceError as e:
-                # A file that is gone was deleted, not unreadable.
-                kept = previous(item.rel) if previous is not None and \
-                    os.path.lexists(e.path) else None
-                if kept is None or kept.kind != FILE:
-                    result.problems.append(Problem(e.path, e.why, ERROR))
-                    continue
-                result.problems.append(Problem(e.path, f"{e.why}; the previous snapshot's "
-                                                       "version is kept", ERROR))
-                entries.append(kept)
-                result.files += 1
-                result.bytes += kept.size
-                continue
-            entries.append(TreeEntry(item.name, FILE, stat.S_IMODE(st.st_mode), st.st_mtime_ns,
-                                     size, oid, None, item.owner))
-            result.files += 1
-            result.bytes += size
-            result.read_files += 1
-            if st.st_mtime_ns < started_ns - RACY_NS:
-                result.cache_updates[item.rel] = _stat_record(st, oid)
-    tree = Tree.build(entries)
-    data = tree.to_json()
-    oid = writer.put_bytes(data) if writer is not None else hash_bytes(data)
-    result.trees[oid] = tree
-    return oid

@@ -25,7 +25,7 @@ from ..model.snapshot import Snapshot
 from ..model.tree import DIR, Tree, TreeEntry
 from ..objectid import ObjectId
 from ..storage.writer import ObjectWriter
-from .scan import STAT_TABLE, ScanPolicy, ScanResult, ScanTargets, _count_delta, scan
+from .scan import STAT_TABLE, ScanPolicy, ScanResult, ScanTargets, count_delta, scan
 
 
 @dataclass
@@ -174,7 +174,7 @@ def _scan_paths(history: History, source: str, branch: str, writer: ObjectWriter
     root = _graft(head, disk, named, put)
     old_counts = {k: parent.stats.get(k, 0) for k in ("files", "dirs", "symlinks", "bytes")} \
         if parent is not None else dict.fromkeys(("files", "dirs", "symlinks", "bytes"), 0)
-    delta = _count_delta(load, parent.tree if parent is not None else None, root)
+    delta = count_delta(load, parent.tree if parent is not None else None, root)
     counts = {k: old_counts[k] + d for k, d in zip(("files", "dirs", "symlinks", "bytes"), delta)}
     return result, _Recorded(root, counts, trees, deleted)
 
