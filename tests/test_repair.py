@@ -272,3 +272,15 @@ def test_repair_restores_a_missing_object_file_and_a_lost_pack(tmp_path, cas):
     assert _damaged(cas, store) == set()
     r = cas("--store", str(store), "cat", ids["packed.txt"])
     assert r.out == (files / "packed.txt").read_bytes()
+
+
+def test_a_damage_record_linked_elsewhere_is_not_followed(tmp_path, cas):
+    store, files = _make(tmp_path, cas)
+    ids = _add_ids(cas, store, files)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (store / "damaged").symlink_to(outside)
+    _damage(store, ids["loose.bin"])
+    assert cas("--store", str(store), "verify", "--full").code == 1
+    assert cas("--store", str(store), "cat", ids["loose.bin"]).code == 1
+    assert list(outside.iterdir()) == []

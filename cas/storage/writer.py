@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
-from ..durable import (fsync_dir, fsync_dirs, make_dir, open_temp, publish, read_bounded,
+from ..durable import (fsync_dirs, make_dir, open_temp, publish, read_bounded,
                        remove_quietly, start_writeback, write_all)
 from ..errors import SourceError, StoreWriteError
 from ..objectid import HEX_LENGTH, Hasher, ObjectId, hash_bytes, hash_fd, is_hex
@@ -68,11 +68,15 @@ class DamageRecord:
 
     def ids(self) -> set[ObjectId]:
         try:
-            names = os.listdir(self.path)
-        except (FileNotFoundError, NotADirectoryError):
-            return set()
+            fd = self._open()
         except OSError:
-            return set()  # unreadable: no record is the normal case anyway
+            return set()  # none yet (the normal case), or not a directory we follow
+        try:
+            names = os.listdir(fd)
+        except OSError:
+            return set()
+        finally:
+            os.close(fd)
         return {ObjectId.parse(n) for n in names if len(n) == HEX_LENGTH and is_hex(n)}
 
     def add(self, oids) -> bool:
@@ -83,30 +87,45 @@ class DamageRecord:
             return True
         try:
             make_dir(self.path, self._modes.directory)
-            for oid in oids:
-                fd = os.open(os.path.join(self.path, oid.hex),
-                             os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                             self._modes.file)
-                os.close(fd)
-            fsync_dir(self.path)
+            fd = self._open()
         except OSError:
             return False
+        try:
+            for oid in oids:
+                os.close(os.open(oid.hex, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                                 | os.O_CLOEXEC, self._modes.file, dir_fd=fd))
+            os.fsync(fd)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
         return True
 
     def clear(self, oids) -> None:
         """Forget ids (replaced by good copies, or found sound)."""
-        removed = False
-        for oid in oids:
-            try:
-                os.unlink(os.path.join(self.path, oid.hex))
-                removed = True
-            except OSError:
-                pass  # not recorded, or a read-only store
-        if removed:
-            try:
-                fsync_dir(self.path)
-            except OSError:
-                pass
+        oids = list(oids)
+        if not oids:
+            return
+        try:
+            fd = self._open()
+        except OSError:
+            return
+        try:
+            for oid in oids:
+                try:
+                    os.unlink(oid.hex, dir_fd=fd)
+                except OSError:
+                    pass  # not recorded, or a read-only store
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def _open(self) -> int:
+        """The record's directory, never through a link: names are created
+        and removed relative to it, so nothing is written outside the store."""
+        return os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
 
 
 @dataclass(frozen=True)
