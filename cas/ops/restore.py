@@ -37,7 +37,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable
+from typing import Callable, Sequence
 
 from ..dirfd import DirHandle, lstat_at, make_dir_at, open_dir_at
 from ..errors import (BranchNotInHistory, CasError, ManifestInvalid, NoSnapshotAt, NoSnapshotsYet,
@@ -46,6 +46,7 @@ from ..model.history import History
 from ..model.snapshot import Snapshot, iso_time
 from ..objectid import hash_fd
 from ..model.tree import DIR, FILE, Owner, TreeEntry
+from ..model.treewalk import TreeWalk
 from ..storage.store import STORE_DIR
 from ..storage.workers import FILE_WORKERS
 from .walk import Problem
@@ -183,7 +184,7 @@ class _Restorer:
                 if entry is None:
                     raise PathNotInSnapshot(os.fsdecode(rel), label)
                 if i == len(parts) - 1:
-                    self.place_tree([(entry, parent, where + b"/" + part)])
+                    self.place_tree([entry], parent, where)
                     return
                 if entry.kind != DIR:
                     raise SourceError(os.fsdecode(b"/".join(parts[:i + 1])),
@@ -191,8 +192,7 @@ class _Restorer:
                 handle = self.open_dir(parent, part, where + b"/" + part, entry)
                 parent.release()
                 parent, where, tree_id = handle, where + b"/" + part, entry.oid
-            self.place_tree([(child, parent, where + b"/" + child.name)
-                             for child in self.history.load_tree(tree_id).entries])
+            self.place_tree(self.history.load_tree(tree_id).entries, parent, where)
         except ManifestInvalid:
             raise
         except (CasError, OSError) as e:
@@ -200,37 +200,52 @@ class _Restorer:
         finally:
             parent.release()
 
-    def place_tree(self, todo: list[tuple[TreeEntry, DirHandle, bytes]]) -> None:
-        """Place entries and everything below them, depth first, without recursion.
+    def place_tree(self, entries: Sequence[TreeEntry], parent: DirHandle, where: bytes) -> None:
+        """Place entries (in the directory ``parent``, at ``where``) and
+        everything below them, in the order of a ``TreeWalk``.
 
-        A directory's handle is held until all its children are queued (the
-        ``None`` marker on the stack), then by each file still in flight.
+        A directory's own hold on its handle is given back once the walk
+        has left it (all its children queued); each file still in flight
+        holds it too.
         """
-        stack: list = list(reversed(todo))
-        while stack:
-            item = stack.pop()
-            if isinstance(item, DirHandle):
-                item.release()
-                continue
-            entry, parent, path = item
-            try:
-                if entry.kind == DIR:
-                    handle = self.open_dir(parent, entry.name, path, entry)
-                    self.report.dirs += 1
-                    stack.append(handle)
-                    children = self.history.load_tree(entry.oid).entries
-                    stack.extend((c, handle, path + b"/" + c.name) for c in reversed(children))
-                elif entry.kind == FILE:
-                    self.submit(entry, parent, path)
-                elif _keeps(self.overwrite, entry, parent.fd):
-                    self.report.skipped.append(os.fsdecode(path))
-                else:
-                    _write_symlink(entry, parent.fd, self.owners.ids(entry.owner))
-                    self.report.symlinks += 1
-            except ManifestInvalid:
-                raise
-            except (CasError, OSError) as e:
-                self.problem(path, _message(e))
+        handles = [parent]   # the directories the walk is in, ``parent`` first
+        walk = TreeWalk(self.history.load_tree, entries=entries, prefix=where + b"/",
+                        on_error=self.unreadable_tree)
+        try:
+            for path, entry, depth in walk:
+                while len(handles) > depth + 1:
+                    handles.pop().release()
+                if not self.place(entry, handles[-1], path, handles):
+                    walk.prune()
+        finally:
+            while len(handles) > 1:
+                handles.pop().release()
+
+    def place(self, entry: TreeEntry, parent: DirHandle, path: bytes,
+              handles: list[DirHandle]) -> bool:
+        """Place one entry; whether the walk goes on into it."""
+        try:
+            if entry.kind == DIR:
+                handles.append(self.open_dir(parent, entry.name, path, entry))
+                self.report.dirs += 1
+                return True
+            if entry.kind == FILE:
+                self.submit(entry, parent, path)
+            elif _keeps(self.overwrite, entry, parent.fd):
+                self.report.skipped.append(os.fsdecode(path))
+            else:
+                _write_symlink(entry, parent.fd, self.owners.ids(entry.owner))
+                self.report.symlinks += 1
+        except ManifestInvalid:
+            raise
+        except (CasError, OSError) as e:
+            self.problem(path, _message(e))
+        return False
+
+    def unreadable_tree(self, path: bytes, entry: TreeEntry, error: Exception) -> None:
+        if isinstance(error, ManifestInvalid):
+            raise error
+        self.problem(path, _message(error))
 
     def open_dir(self, parent: DirHandle, name: bytes, path: bytes, entry: TreeEntry) -> DirHandle:
         if parent.parent is None and name == STORE_DIR.encode():
