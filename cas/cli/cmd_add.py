@@ -5,13 +5,13 @@ import click
 from ..errors import EXIT_USAGE, counted
 from ..ops.ingest import AddedFile, add_paths
 from ..ops.walk import ERROR, Problem
-from .main import Context, pass_ctx
+from .main import Context, json_option, pass_ctx
 from .output import error_line, human_bytes, info, out_json, out_line, path_bytes, path_text, warn
 
 
 @click.command("add")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of lines.")
+@json_option("Print one JSON document instead of lines.")
 @pass_ctx
 def command(ctx: Context, paths: tuple[str, ...], as_json: bool) -> int:
     """Store files (directories recursively) and print their ids.

@@ -8,6 +8,7 @@ import click
 from ..durable import atomic_output
 from ..errors import SourceError
 from ..model.tree import DIR, FILE
+from .complete import complete_ref_or_path
 from .history_args import resolve_snapshot, tree_path
 from .main import Context, pass_ctx
 
@@ -39,7 +40,7 @@ def _umask() -> int:
 
 
 @click.command("cat")
-@click.argument("object_ref", metavar="ID")
+@click.argument("object_ref", metavar="ID", shell_complete=complete_ref_or_path)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str),
               help="Write to FILE (atomically: only a verified object lands there).")
 @pass_ctx
@@ -53,8 +54,8 @@ def command(ctx: Context, object_ref: str, output: str | None) -> None:
     a snapshot written with -o gets its recorded permissions less the
     umask; an object given by id, 0600.
     """
-    history = ctx.open_history()
-    with history.store as store:
+    with ctx.opened() as history:
+        store = history.store
         oid, mode = _resolve(history, object_ref)
         if output is None:
             out = sys.stdout.buffer

@@ -7,8 +7,9 @@ import click
 
 from ..ops.diff import SYMBOL, Change, DiffReport, FileDiff, compare, scan_working_tree
 from ..ops.worktree import resolve_source
+from .complete import complete_ref_then_paths
 from .history_args import RefsThenPaths, paths_after_dashdash, split_refs
-from .main import Context, pass_ctx
+from .main import Context, json_option, pass_ctx
 from .output import out_json, out_line, path_text, shown
 
 # Escaped in patch lines on a terminal (a file could hold ESC sequences);
@@ -73,12 +74,12 @@ def _print_stat(report: DiffReport) -> None:
 
 
 @click.command("diff", cls=RefsThenPaths)
-@click.argument("args", nargs=-1)
+@click.argument("args", nargs=-1, shell_complete=complete_ref_then_paths)
 @click.option("-p", "--patch", is_flag=True,
               help="Show a unified diff of each changed text file (binary files are named).")
 @click.option("--stat", "with_stat", is_flag=True,
               help="Show lines added and removed per file (sizes for binary files), and a total.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 @pass_ctx
 def diff(ctx: Context, args: tuple[str, ...], patch: bool, with_stat: bool, as_json: bool) -> int:
     """Compare snapshots: cas diff [SNAP_A] [SNAP_B] [-p|--stat] [-- PATH...].
@@ -90,8 +91,7 @@ def diff(ctx: Context, args: tuple[str, ...], patch: bool, with_stat: bool, as_j
 
     Example: cas diff HEAD~1 -p -- notes/todo.md
     """
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         refs, paths = split_refs(history, args, 2, paths_after_dashdash())
         old = refs[0] if refs else history.resolve("HEAD")
         new = refs[1] if len(refs) == 2 else None

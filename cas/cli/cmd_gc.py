@@ -11,15 +11,16 @@ from ..ops.forget import forget as do_forget
 from ..ops.gc import GRACE_SECONDS
 from ..ops.gc import gc as do_gc
 from .cmd_policy import policy_from_options, require_branch, rule_options
-from .main import Context, pass_ctx
+from .complete import complete_ref
+from .main import Context, branch_option, json_option, pass_ctx
 from .output import human_bytes, info, out_json, out_line, shown
 from .timespec import show_time
 
 
 @click.command("forget")
-@click.argument("specs", metavar="[SNAP...]", nargs=-1)
+@click.argument("specs", metavar="[SNAP...]", nargs=-1, shell_complete=complete_ref)
 @rule_options
-@click.option("-b", "--branch", help="Branch the --keep rules apply to (default: HEAD's).")
+@branch_option("Branch the --keep rules apply to (default: HEAD's).")
 @click.option("--all-branches", is_flag=True,
               help="Apply the rules (or each branch's stored policy) to every branch.")
 @click.option("-n", "--dry-run", is_flag=True, help="Say what would be kept and why; change nothing.")
@@ -27,7 +28,7 @@ from .timespec import show_time
               help="Forget named snapshots even if a tag, another branch or a model ref stands on "
                    "them: tags are deleted, other refs move to the newest surviving snapshot of "
                    "their history (or are deleted when none survives), and the output says which.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 @pass_ctx
 def forget(ctx: Context, specs: tuple[str, ...], branch: str | None, all_branches: bool,
            dry_run: bool, force: bool, as_json: bool, **rules) -> None:
@@ -48,8 +49,7 @@ def forget(ctx: Context, specs: tuple[str, ...], branch: str | None, all_branche
         raise ArgumentsConflict("--force applies to named snapshots: rules never forget a tagged one")
     if branch and all_branches:
         raise ArgumentsConflict("give --branch or --all-branches, not both")
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         if specs:
             if dry_run:
                 raise ArgumentsConflict("--dry-run applies to --keep rules")
@@ -127,7 +127,7 @@ def _report_doc(r: ForgetReport) -> dict:
 @click.option("-n", "--dry-run", is_flag=True, help="Report what would be removed; remove nothing.")
 @click.option("--grace", default=GRACE_SECONDS, show_default=True, metavar="SECONDS",
               help="Never remove objects written less than this long ago.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 @pass_ctx
 def gc(ctx: Context, dry_run: bool, grace: int, as_json: bool) -> None:
     """Remove objects that no recorded snapshot reaches.
@@ -135,8 +135,7 @@ def gc(ctx: Context, dry_run: bool, grace: int, as_json: bool) -> None:
     Objects stored by 'cas add' alone belong to no snapshot and are removed
     too, once older than the grace period. Takes the store's exclusive lock.
     """
-    history = ctx.open_history(exclusive=True)
-    with history.store:
+    with ctx.opened(exclusive=True) as history:
         r = do_gc(history, dry_run, grace)
     doc = r.to_doc(dry_run)
     if as_json:

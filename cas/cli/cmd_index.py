@@ -3,7 +3,7 @@ from __future__ import annotations
 import click
 
 from ..ops.reindex import rebuild_index
-from .main import Context, pass_ctx
+from .main import Context, json_option, pass_ctx
 from .output import info, out_json, warn
 
 
@@ -13,7 +13,7 @@ def command() -> None:
 
 
 @command.command("rebuild")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option("Print the result as JSON.")
 @pass_ctx
 def rebuild(ctx: Context, as_json: bool) -> None:
     """Rebuild the index from the object files and pack trailers.

@@ -8,7 +8,7 @@ from ..errors import StoreInsideTree, StoreNotFound
 from ..model.refs import DEFAULT_BRANCH, Refs
 from ..storage.config import StoreConfig
 from ..storage.store import STORE_DIR, Store, find_store
-from .main import Context, pass_ctx
+from .main import Context, json_option, pass_ctx
 from .output import info, out_json
 
 
@@ -19,7 +19,7 @@ from .output import info, out_json
 @click.option("--nested", is_flag=True,
               help="Make the store even inside the tree of another one (whose snapshots "
                    "then take in this store's files).")
-@click.option("--json", "as_json", is_flag=True, help="Print the new store's details as JSON.")
+@json_option("Print the new store's details as JSON.")
 @pass_ctx
 def command(ctx: Context, directory: str | None, shared: bool, nested: bool,
             as_json: bool) -> None:

@@ -9,8 +9,9 @@ from ..model.log import LogEntry
 from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE, SYMLINK
 from ..model.treediff import SYMBOL, TYPE_CHANGED
+from .complete import complete_ref, complete_ref_or_path, complete_ref_then_paths
 from .history_args import RefsThenPaths, paths_after_dashdash, resolve_snapshot, split_refs, tree_path
-from .main import Context, pass_ctx
+from .main import Context, json_option, pass_ctx
 from .output import human_bytes, out_json, out_line, shown
 from .timespec import TimeParam, show_time
 
@@ -22,7 +23,7 @@ def _snapshot_doc(s: Snapshot) -> dict:
 
 
 @click.command("log", cls=RefsThenPaths)
-@click.argument("args", nargs=-1)
+@click.argument("args", nargs=-1, shell_complete=complete_ref_then_paths)
 @click.option("-n", "--max-count", "limit", type=click.IntRange(min=0), metavar="N",
               help="Show at most N snapshots.")
 @click.option("--oneline", is_flag=True, help="One short line per snapshot: id and message.")
@@ -33,7 +34,7 @@ def _snapshot_doc(s: Snapshot) -> dict:
               help="Count the paths each snapshot added, modified and deleted.")
 @click.option("--name-status", "name_status", is_flag=True,
               help="List each path a snapshot added (A), modified (M) or deleted (D).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 @pass_ctx
 def log(ctx: Context, args: tuple[str, ...], limit: int | None, oneline: bool, all_branches: bool,
         since: int | None, until: int | None, with_stat: bool, name_status: bool,
@@ -51,8 +52,7 @@ def log(ctx: Context, args: tuple[str, ...], limit: int | None, oneline: bool, a
 
     Example: cas log --name-status -- notes/ideas.md
     """
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         refs, paths = split_refs(history, args, 1, paths_after_dashdash())
         if all_branches and refs:
             raise click.UsageError("--all lists every branch: give no REF with it")
@@ -87,13 +87,12 @@ def _print_entry(e: LogEntry, oneline: bool) -> None:
 
 
 @click.command("show")
-@click.argument("spec", metavar="SNAP", default="HEAD")
-@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.argument("spec", metavar="SNAP", default="HEAD", shell_complete=complete_ref)
+@json_option("Print the manifest as JSON.")
 @pass_ctx
 def show(ctx: Context, spec: str, as_json: bool) -> None:
     """Show one snapshot's manifest."""
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         s = resolve_snapshot(history, spec)
     if as_json:
         out_json(_snapshot_doc(s))
@@ -114,15 +113,14 @@ def show(ctx: Context, spec: str, as_json: bool) -> None:
 
 
 @click.command("ls")
-@click.argument("spec", metavar="SNAP[:PATH]", default="HEAD")
+@click.argument("spec", metavar="SNAP[:PATH]", default="HEAD", shell_complete=complete_ref_or_path)
 @click.option("-r", "--recursive", is_flag=True, help="List everything below, not one level.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 @pass_ctx
 def ls(ctx: Context, spec: str, recursive: bool, as_json: bool) -> None:
     """List a directory of a snapshot: cas ls SNAP[:PATH]."""
     ref, _, path = spec.partition(":")
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         snap = resolve_snapshot(history, ref or "HEAD")
         rel = tree_path(path)
         entry = history.entry_at(snap.tree, rel, snap.oid.short)

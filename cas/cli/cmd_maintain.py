@@ -7,7 +7,7 @@ import click
 from ..errors import EXIT_PROBLEM_FOUND
 from ..ops.maintain import DEFAULT_SAMPLE_PERCENT, MaintainOptions
 from ..ops.maintain import maintain as do_maintain
-from .main import Context, pass_ctx
+from .main import Context, json_option, pass_ctx
 from .output import error_line, human_bytes, out_json, out_line, path_text
 
 
@@ -18,7 +18,7 @@ from .output import error_line, human_bytes, out_json, out_line, path_text
                    "(every object at least once every ceil(100/PERCENT) runs); 0: none.")
 @click.option("-n", "--dry-run", is_flag=True,
               help="Report what each step would do; change nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@json_option("Print the report as JSON.")
 @pass_ctx
 def maintain(ctx: Context, sample: float, dry_run: bool, as_json: bool) -> int:
     """Apply every branch's retention policy, gc, consolidate small packs,
@@ -30,8 +30,7 @@ def maintain(ctx: Context, sample: float, dry_run: bool, as_json: bool) -> int:
     a branch's policy cannot be read (that branch is not thinned; the other
     steps still run).
     """
-    history = ctx.open_history(exclusive=True)
-    with history.store:
+    with ctx.opened(exclusive=True) as history:
         report = do_maintain(history, MaintainOptions(verify_sample=sample, dry_run=dry_run))
     if as_json:
         out_json({"ok": report.ok, "dry_run": report.dry_run, "seconds": report.seconds,

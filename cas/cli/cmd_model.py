@@ -7,16 +7,26 @@ import os
 import click
 
 from ..errors import EXIT_PROBLEM_FOUND, CasError, ModelNotFound
-from ..ops.models import (ModelInventory, ModelRow, check_model, export_model, import_model,
-                          link_hf_cache, model_inventory, model_log, model_view, params_text,
-                          remove_model, resolve_model)
+from ..ops.models import (
+    ModelInventory,
+    ModelRow,
+    check_model,
+    export_model,
+    import_model,
+    link_hf_cache,
+    model_inventory,
+    model_log,
+    model_view,
+    params_text,
+    remove_model,
+    resolve_model,
+)
 from ..storage.config import StoreConfig
 from ..storage.store import locate_store
 from . import user_config
-from .main import Context, pass_ctx
-from .output import (byte_progress, error_line, human_bytes, info, out_json, out_line,
-                     shown, wants_progress, warn)
-from .timespec import TimeParam
+from .complete import complete_model, complete_store_name
+from .main import Context, at_option, json_option, pass_ctx
+from .output import byte_progress, error_line, human_bytes, info, out_json, out_line, shown, wants_progress, warn
 
 
 @click.group("model")
@@ -31,13 +41,12 @@ def model() -> None:
               help="Cut weights at tensors, so fine-tunes share unchanged tensors "
                    "(loads slower; views copy the files out).")
 @click.option("-m", "--message", default="", help="Note recorded with this version.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 @pass_ctx
 def import_(ctx: Context, src: str, name: str | None, chunked: bool, message: str,
             as_json: bool) -> None:
     """Import a model directory or a Hugging Face cache repo (models--org--name)."""
-    history = ctx.open_history()
-    with history.store, byte_progress("import", None, wants_progress(ctx.quiet)) as advance:
+    with ctx.opened() as history, byte_progress("import", None, wants_progress(ctx.quiet)) as advance:
         result = import_model(history, src, name, chunked=chunked, message=message,
                               on_file=advance)
     v = result.version
@@ -55,7 +64,7 @@ def import_(ctx: Context, src: str, name: str | None, chunked: bool, message: st
 
 
 @model.command("ls")
-@click.option("--json", "as_json", is_flag=True, help="Print an inventory as JSON.")
+@json_option("Print an inventory as JSON.")
 @click.option("--all-stores", is_flag=True, help="Merge every store registered with 'cas stores add'.")
 @click.option("--versions", is_flag=True, help="List every version, not only the newest.")
 @pass_ctx
@@ -123,15 +132,14 @@ def _print_table(inventory: ModelInventory) -> None:
 
 
 @model.command("show")
-@click.argument("spec", metavar="NAME")
-@click.option("--at", "at_ns", type=TimeParam(), help="The version current at TIME.")
-@click.option("--json", "as_json", is_flag=True, help="Print the model manifest.")
+@click.argument("spec", metavar="NAME", shell_complete=complete_model)
+@at_option()
+@json_option("Print the model manifest.")
 @pass_ctx
 def show(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> None:
     """A model version: its config and a summary of its tensors."""
     import json
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         v = resolve_model(history, spec, at_ns)
         if as_json:
             out_json(json.loads(v.manifest.to_json()))
@@ -171,8 +179,8 @@ def show(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> None:
 
 
 @model.command("log")
-@click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print the versions as JSON.")
+@click.argument("name", shell_complete=complete_model)
+@json_option("Print the versions as JSON.")
 @pass_ctx
 def log(ctx: Context, name: str, as_json: bool) -> None:
     """The versions of a model, newest first: number, snapshot id, time,
@@ -182,8 +190,7 @@ def log(ctx: Context, name: str, as_json: bool) -> None:
     Example:
       cas model log tiny-coder
     """
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         rows = model_log(history, name, on_skip=lambda what, e: warn(f"{what}: left out: {e}"))
     if as_json:
         out_json([_log_doc(r) for r in rows])
@@ -204,15 +211,14 @@ def _log_doc(r: ModelRow) -> dict:
 
 
 @model.command("verify")
-@click.argument("spec", metavar="NAME")
-@click.option("--at", "at_ns", type=TimeParam(), help="The version current at TIME.")
-@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@click.argument("spec", metavar="NAME", shell_complete=complete_model)
+@at_option()
+@json_option("Print the verdict as JSON.")
 @pass_ctx
 def verify(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> int:
     """Read a model version back: every file against its id, and every
     tensor of a damaged file against the BLAKE3 recorded at import."""
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         v = resolve_model(history, spec, at_ns)
         total = sum(f.size for f in v.manifest.files)
         with byte_progress("verify", total, wants_progress(ctx.quiet)) as advance:
@@ -245,17 +251,16 @@ def _repair_hint(v, to_delete: list[str] | None) -> None:
 
 
 @model.command("export")
-@click.argument("spec", metavar="NAME")
+@click.argument("spec", metavar="NAME", shell_complete=complete_model)
 @click.argument("target", type=click.Path(path_type=str))
-@click.option("--at", "at_ns", type=TimeParam(), help="The version current at TIME.")
+@at_option()
 @pass_ctx
 def export(ctx: Context, spec: str, target: str, at_ns: int | None) -> int:
     """Write a model version out as a normal model directory."""
     if os.path.lexists(target) and (not os.path.isdir(target) or os.path.islink(target)
                                     or os.listdir(target)):
         raise CasError(f"{target} exists and is not an empty directory; choose a new one")
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         v = resolve_model(history, spec, at_ns)
         report = export_model(history, v, target)
     for problem in report.problems:
@@ -269,14 +274,13 @@ def export(ctx: Context, spec: str, target: str, at_ns: int | None) -> int:
 
 
 @model.command("path")
-@click.argument("spec", metavar="NAME")
-@click.option("--at", "at_ns", type=TimeParam(), help="The version current at TIME.")
-@click.option("--json", "as_json", is_flag=True, help="Print the path and its make-up as JSON.")
+@click.argument("spec", metavar="NAME", shell_complete=complete_model)
+@at_option()
+@json_option("Print the path and its make-up as JSON.")
 @pass_ctx
 def path(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> None:
     """Print a read-only directory of the model that mlx_lm.load accepts."""
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         v = resolve_model(history, spec, at_ns)
         view = model_view(history, v)
     if as_json:
@@ -289,11 +293,11 @@ def path(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> None:
 
 
 @model.command("link")
-@click.argument("spec", metavar="NAME")
+@click.argument("spec", metavar="NAME", shell_complete=complete_model)
 @click.option("--hf-cache", "hub", metavar="DIR", is_flag=False, flag_value="", default=None,
               help="Hugging Face hub cache (default: $HF_HUB_CACHE, $HF_HOME/hub or "
                    "~/.cache/huggingface/hub).")
-@click.option("--at", "at_ns", type=TimeParam(), help="The version current at TIME.")
+@at_option()
 @pass_ctx
 def link(ctx: Context, spec: str, hub: str | None, at_ns: int | None) -> None:
     """Make a model visible to tools that look in the Hugging Face cache."""
@@ -301,8 +305,7 @@ def link(ctx: Context, spec: str, hub: str | None, at_ns: int | None) -> None:
         raise click.UsageError("say where to link: --hf-cache [DIR]")
     hub = hub or os.environ.get("HF_HUB_CACHE") or os.path.join(
         os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface"), "hub")
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         v = resolve_model(history, spec, at_ns)
         snap_dir = link_hf_cache(history, v, hub)
         view = model_view(history, v)
@@ -312,12 +315,11 @@ def link(ctx: Context, spec: str, hub: str | None, at_ns: int | None) -> None:
 
 
 @model.command("rm")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_model)
 @pass_ctx
 def rm(ctx: Context, name: str) -> None:
     """Remove a model and all its versions ('cas gc' then frees what only it used)."""
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         if "@" in name:
             raise ModelNotFound(name, "remove a whole model by its name; versions go with it")
         count = remove_model(history, name, on_link_left=lambda path, why: warn(
@@ -343,14 +345,14 @@ def stores_add(name: str, store_path: str) -> None:
 
 
 @stores.command("rm")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_store_name)
 def stores_rm(name: str) -> None:
     """Forget a registered store (its data is untouched)."""
     user_config.unregister_store(name)
 
 
 @stores.command("ls")
-@click.option("--json", "as_json", is_flag=True, help="Print the stores as JSON.")
+@json_option("Print the stores as JSON.")
 def stores_ls(as_json: bool) -> None:
     """List registered stores."""
     stores_by_name = user_config.registered_stores()

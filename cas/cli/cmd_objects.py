@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import click
 
-from .main import Context, pass_ctx
+from .main import Context, json_option, pass_ctx
 from .output import out_json, out_line
 
 
 @click.command("objects")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@json_option("Print a JSON array.")
 @pass_ctx
 def command(ctx: Context, as_json: bool) -> None:
     """List stored objects: id, size, stored size, encoding, location."""

@@ -11,7 +11,7 @@ from ..errors import ArgumentsConflict, BranchNotInHistory, RetentionRuleInvalid
 from ..model.policy import Policies
 from ..model.refs import HEADS, check_ref_name
 from ..model.retention import UNITS, WATCH_DEFAULT, Policy, Tier, count_from_text, parse_duration
-from .main import Context, pass_ctx
+from .main import Context, branch_option, json_option, pass_ctx
 from .output import info, out_json, out_line, shown
 
 COUNT_OPTIONS = ("last",) + UNITS
@@ -95,7 +95,7 @@ def policy() -> None:
 
 
 @policy.command("set")
-@click.option("-b", "--branch", help="Branch (default: HEAD's).")
+@branch_option("Branch (default: HEAD's).")
 @click.option("--keep-all", is_flag=True, help="Keep everything (opts a watched branch out "
                                                 "of the default thinning).")
 @click.option("--watch-default", is_flag=True, help="The watcher's default (README, 'Thinning').")
@@ -109,21 +109,19 @@ def set_policy(ctx: Context, branch: str | None, keep_all: bool, watch_default: 
         raise ArgumentsConflict("give --keep-* rules, --keep-all or --watch-default (one of them)")
     chosen = Policy() if keep_all else WATCH_DEFAULT if watch_default else given
     assert chosen is not None   # exactly one of the three was given
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         branch = require_branch(history, branch or history.refs.head_branch())
         Policies(history).set(branch, chosen)
     info(f"{branch}: {chosen.describe()}", ctx.quiet)
 
 
 @policy.command("show")
-@click.option("-b", "--branch", help="Only this branch (default: every branch with a policy).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@branch_option("Only this branch (default: every branch with a policy).")
+@json_option()
 @pass_ctx
 def show_policy(ctx: Context, branch: str | None, as_json: bool) -> None:
     """Print stored policies."""
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         policies = Policies(history)
         found: dict[str, Policy | None]
         if branch is None:
@@ -141,13 +139,12 @@ def show_policy(ctx: Context, branch: str | None, as_json: bool) -> None:
 
 
 @policy.command("clear")
-@click.option("-b", "--branch", help="Branch (default: HEAD's).")
+@branch_option("Branch (default: HEAD's).")
 @pass_ctx
 def clear_policy(ctx: Context, branch: str | None) -> None:
     """Remove BRANCH's policy (a watcher stores its default again when it starts;
     'cas policy set --keep-all' keeps everything instead)."""
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         branch = branch or history.refs.head_branch()
         check_ref_name(branch)
         removed = Policies(history).clear(branch)

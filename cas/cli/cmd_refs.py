@@ -5,7 +5,8 @@ import click
 from ..errors import TagExists
 from ..model.refs import HEADS, TAGS, check_new_ref_name, check_ref_name
 from ..objectid import ObjectId
-from .main import Context, pass_ctx
+from .complete import complete_branch, complete_ref, complete_tag
+from .main import Context, json_option, pass_ctx
 from .output import info, out_json, out_line, shown
 
 
@@ -30,11 +31,11 @@ def _delete(history, ref: str) -> ObjectId:
 
 
 @click.command("tag")
-@click.argument("name", required=False)
-@click.argument("spec", metavar="SNAP", required=False, default="HEAD")
+@click.argument("name", required=False, shell_complete=complete_tag)
+@click.argument("spec", metavar="SNAP", required=False, default="HEAD", shell_complete=complete_ref)
 @click.option("-d", "--delete", is_flag=True, help="Delete the tag.")
 @click.option("-f", "--force", is_flag=True, help="Move the tag if it already names another snapshot.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (the tags, or what was done).")
+@json_option("Print JSON (the tags, or what was done).")
 @pass_ctx
 def tag(ctx: Context, name: str | None, spec: str, delete: bool, force: bool,
         as_json: bool) -> None:
@@ -46,8 +47,7 @@ def tag(ctx: Context, name: str | None, spec: str, delete: bool, force: bool,
     Example:
       cas tag before-upgrade
     """
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         if name is None:
             _list_tags(history, as_json)
             return
@@ -89,11 +89,11 @@ def _list_tags(history, as_json: bool) -> None:
 
 
 @click.command("branch")
-@click.argument("name", required=False)
-@click.argument("spec", metavar="SNAP", required=False)
+@click.argument("name", required=False, shell_complete=complete_branch)
+@click.argument("spec", metavar="SNAP", required=False, shell_complete=complete_ref)
 @click.option("-d", "--delete", is_flag=True, help="Delete the branch (its snapshots stay until forgotten).")
 @click.option("--switch", is_flag=True, help="Make NAME the HEAD branch.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (the branches, or what was done).")
+@json_option("Print JSON (the branches, or what was done).")
 @pass_ctx
 def branch(ctx: Context, name: str | None, spec: str | None, delete: bool, switch: bool,
            as_json: bool) -> None:
@@ -103,8 +103,7 @@ def branch(ctx: Context, name: str | None, spec: str | None, delete: bool, switc
     Example:
       cas branch experiment HEAD~2 --switch
     """
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         if name is None:
             _list_branches(history, as_json)
             return

@@ -6,7 +6,7 @@ import click
 
 from ..errors import EXIT_PROBLEM_FOUND
 from ..ops.repair import repair
-from .main import Context, pass_ctx
+from .main import Context, json_option, pass_ctx
 from .output import byte_progress, error_line, info, out_json, path_text, wants_progress
 
 
@@ -15,7 +15,7 @@ from .output import byte_progress, error_line, info, out_json, path_text, wants_
               metavar="PATH|STORE",
               help="Where good copies may be: a directory or file (hashed), or another cas "
                    "store (read by id). Repeat to name several, looked in in order.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@json_option("Print the report as JSON.")
 @pass_ctx
 def command(ctx: Context, sources: tuple[str, ...], as_json: bool) -> int:
     """Replace damaged or missing objects with good copies.
@@ -28,9 +28,8 @@ def command(ctx: Context, sources: tuple[str, ...], as_json: bool) -> int:
 
     Example: cas repair --from ~/models/tiny-coder --from /mnt/backup/.cas
     """
-    history = ctx.open_history(exclusive=True)
-    with history.store as store:
-        total = sum(p.file_size for p in store.index.packs())
+    with ctx.opened(exclusive=True) as history:
+        total = sum(p.file_size for p in history.store.index.packs())
         with byte_progress("verifying", total, wants_progress(ctx.quiet), "objects") as advance:
             report = repair(history, list(sources), on_progress=advance)
     if as_json:

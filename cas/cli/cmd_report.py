@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..ops.report import write_report
+from .complete import complete_branch
 from .main import Context, pass_ctx
 from .output import info, path_text
 
@@ -12,7 +13,8 @@ from .output import info, path_text
 @click.command("report")
 @click.option("--html", "html_path", required=True, metavar="FILE",
               help="Write the report to FILE (replaced whole, created 0600).")
-@click.option("--branch", metavar="B", help="Only branch B (default: every branch, models too).")
+@click.option("--branch", metavar="B", shell_complete=complete_branch,
+              help="Only branch B (default: every branch, models too).")
 @pass_ctx
 def report(ctx: Context, html_path: str, branch: str | None) -> None:
     """A self-contained HTML page: growth over time, what was stored per day,
@@ -24,8 +26,7 @@ def report(ctx: Context, html_path: str, branch: str | None) -> None:
     as much recent history as a few seconds of work allow (the page says
     how much).
     """
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         result = write_report(history, html_path, branch)
     info(f"wrote {path_text(html_path)}: {result.rows} day(s), "
          f"{result.growers.pairs_compared} change(s) compared, {result.models} model(s)",

@@ -3,23 +3,31 @@ from __future__ import annotations
 import click
 
 from ..errors import EXIT_PROBLEM_FOUND, counted
-from ..ops.checkout import checkout as do_checkout, restore_to
+from ..ops.checkout import checkout as do_checkout
+from ..ops.checkout import restore_to
 from ..ops.restore import Overwrite, OwnerPolicy, snapshot_at
 from ..ops.worktree import resolve_source
-from .history_args import (RefsThenPaths, check_paths, paths_after_dashdash, resolve_named,
-                           resolve_snapshot, source_relative, split_refs)
-from .main import Context, pass_ctx
+from .complete import complete_ref, complete_ref_then_paths, complete_snapshot_paths
+from .history_args import (
+    RefsThenPaths,
+    check_paths,
+    paths_after_dashdash,
+    resolve_named,
+    resolve_snapshot,
+    source_relative,
+    split_refs,
+)
+from .main import Context, at_option, branch_option, json_option, pass_ctx
 from .output import byte_progress, error_line, human_bytes, info, out_json, path_text, wants_progress
-from .timespec import TimeParam, show_time
+from .timespec import show_time
 
 
 @click.command("restore", cls=RefsThenPaths)
-@click.argument("args", nargs=-1)
+@click.argument("args", nargs=-1, shell_complete=complete_ref_then_paths)
 @click.option("--to", "target", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Directory to write into (created if missing).")
-@click.option("--at", "at_ns", type=TimeParam(),
-              help="Use the newest snapshot at or before TIME (ISO 8601 or '2h ago').")
-@click.option("-b", "--branch", help="Branch for --at (default: HEAD's).")
+@at_option("Use the newest snapshot at or before TIME (ISO 8601 or '2h ago').")
+@branch_option("Branch for --at (default: HEAD's).")
 @click.option("--numeric-owner", is_flag=True,
               help="As root, restore owners by the recorded uid/gid, not by user and group name.")
 @click.option("--overwrite", type=click.Choice([m.value for m in Overwrite]), default="always",
@@ -28,7 +36,7 @@ from .timespec import TimeParam, show_time
                    "(size, mtime and mode, else content), or keep them.")
 @click.option("-f", "--force", is_flag=True,
               help="Inside the tracked tree, overwrite even changes that are in no snapshot.")
-@click.option("--json", "as_json", is_flag=True, help="Print what was restored as JSON.")
+@json_option("Print what was restored as JSON.")
 @pass_ctx
 def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
             branch: str | None, numeric_owner: bool, overwrite: str, force: bool,
@@ -48,8 +56,7 @@ def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
 
     Example: cas restore HEAD~1 notes/todo.md --to . --overwrite if-changed
     """
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         if at_ns is not None:
             snap = snapshot_at(history, branch or history.refs.head_branch(), at_ns, show_time)
             given = [*args, *paths_after_dashdash()]
@@ -80,10 +87,10 @@ def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
 
 
 @click.command("checkout")
-@click.argument("spec", metavar="SNAP")
-@click.argument("paths", nargs=-1)
+@click.argument("spec", metavar="SNAP", shell_complete=complete_ref)
+@click.argument("paths", nargs=-1, shell_complete=complete_snapshot_paths)
 @click.option("-f", "--force", is_flag=True, help="Overwrite and delete even changes in no snapshot.")
-@click.option("--json", "as_json", is_flag=True, help="Print what was changed as JSON.")
+@json_option("Print what was changed as JSON.")
 @pass_ctx
 def checkout(ctx: Context, spec: str, paths: tuple[str, ...], force: bool, as_json: bool) -> int:
     """Make the working tree (or some paths of it) match a snapshot.
@@ -91,8 +98,7 @@ def checkout(ctx: Context, spec: str, paths: tuple[str, ...], force: bool, as_js
     Refuses (exit 2, naming the files) when that would overwrite or delete
     content that is not in the store, unless --force.
     """
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         snap = resolve_snapshot(history, spec)
         source, branch = resolve_source(history, None, None)
         rel = [source_relative(source, p) for p in paths]

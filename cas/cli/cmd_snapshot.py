@@ -9,16 +9,26 @@ from ..ops.scan import ScanPolicy
 from ..ops.snapshot import SnapshotResult, take_snapshot
 from ..ops.worktree import plain_branch_name, resolve_source
 from .history_args import inside, place_in, tracked_trees
-from .main import Context, pass_ctx
-from .output import (byte_progress, error_line, human_bytes, info, out_json, out_line, path_text,
-                     shown, warn, wants_progress)
+from .main import Context, branch_option, json_option, pass_ctx
+from .output import (
+    byte_progress,
+    error_line,
+    human_bytes,
+    info,
+    out_json,
+    out_line,
+    path_text,
+    shown,
+    wants_progress,
+    warn,
+)
 from .timespec import TimeParam
 
 
 @click.command("snapshot")
 @click.argument("paths", nargs=-1, metavar="[PATH]...")
 @click.option("-m", "--message", default="", help="What this snapshot is.")
-@click.option("-b", "--branch", help="Branch to record on (default: the one tracking PATH).")
+@branch_option("Branch to record on (default: the one tracking PATH).")
 @click.option("--allow-empty", is_flag=True, help="Record a snapshot even if nothing changed.")
 @click.option("--sqlite-backup/--no-sqlite-backup", default=True, show_default=True,
               help="Copy SQLite databases through SQLite's online backup API, as cas watch "
@@ -28,7 +38,7 @@ from .timespec import TimeParam
 @click.option("--time", "time_ns", type=TimeParam(), metavar="TIME",
               help="Record TIME (ISO 8601 or '3 days ago') as the snapshot's time instead of "
                    "now: for importing old copies.")
-@click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
+@json_option("Print the snapshot as JSON.")
 @pass_ctx
 def command(ctx: Context, paths: tuple[str, ...], message: str, branch: str | None,
             allow_empty: bool, sqlite_backup: bool, time_ns: int | None, as_json: bool) -> int:
@@ -48,9 +58,8 @@ def command(ctx: Context, paths: tuple[str, ...], message: str, branch: str | No
     Example:
       cas snapshot -m "after the import" notes/ db/memory.db
     """
-    history = ctx.open_history()
     chosen = branch
-    with history.store:
+    with ctx.opened() as history:
         source, branch, named = _where(history, paths, branch)
         with byte_progress("snapshot", None, wants_progress(ctx.quiet)) as advance:
             result = take_snapshot(history, source, branch, message, allow_empty, advance,

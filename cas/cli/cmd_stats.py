@@ -8,10 +8,10 @@ import click
 
 from ..ops.growth import BY_DAY, BY_SNAPSHOT, GrowthRow, growth
 from ..ops.usage import FIGURES, DirUsage, StoreUsage, disk_usage, store_usage
+from .complete import complete_branch, complete_ref, complete_ref_or_path
 from .history_args import tree_path
-from .main import Context, pass_ctx
+from .main import Context, json_option, pass_ctx
 from .output import human_bytes, out_json, out_line, path_text, shown
-
 
 _STATS_HELP = """Store totals: objects, then the figures below, in bytes.
 
@@ -46,17 +46,18 @@ Example:
 
 
 @click.command("stats", help=_STATS_HELP)
-@click.argument("spec", metavar="[SNAP]", required=False)
+@click.argument("spec", metavar="[SNAP]", required=False, shell_complete=complete_ref)
 @click.option("--history", "by_history", is_flag=True,
               help="Growth over time, per day or per snapshot, with a chart.")
-@click.option("--branch", metavar="B", help="With --history: only branch B (default: every branch).")
+@click.option("--branch", metavar="B", shell_complete=complete_branch,
+              help="With --history: only branch B (default: every branch).")
 @click.option("--by", type=click.Choice([BY_DAY, BY_SNAPSHOT]), default=BY_DAY, show_default=True,
               help="With --history: one row per local day, or per snapshot.")
 @click.option("-n", "--last", "last", type=click.IntRange(min=1), metavar="N",
               help="With --history: only the newest N rows.")
 @click.option("--no-chart", is_flag=True,
               help="With --history: no chart (it is drawn only when stdout is a terminal).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 @pass_ctx
 def stats(ctx: Context, spec: str | None, by_history: bool, branch: str | None, by: str,
           last: int | None, no_chart: bool, as_json: bool) -> None:
@@ -67,8 +68,7 @@ def stats(ctx: Context, spec: str | None, by_history: bool, branch: str | None, 
         return
     if branch is not None or last is not None or no_chart or by != BY_DAY:
         raise click.UsageError("--branch, --by, -n and --no-chart go with --history")
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         if spec is not None:
             snap = history.resolve(spec)
             doc = {"id": snap.oid.hex, **snap.stats}
@@ -110,8 +110,7 @@ def _print_usage(u: StoreUsage) -> None:
 
 def _history(ctx: Context, branch: str | None, by: str, last: int | None, no_chart: bool,
              as_json: bool) -> None:
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         rows = growth(history, branch, by)
     if last is not None:
         rows = rows[-last:]
@@ -167,7 +166,7 @@ def _unit(largest: int) -> tuple[int, str]:
 
 def growth_chart(rows: list[GrowthRow], by: str, columns: int) -> str:
     """The store size over the rows and what each wrote, drawn by plotext."""
-    import plotext as plt   # only when a chart is drawn: it is not needed otherwise
+    import plotext as plt  # only when a chart is drawn: it is not needed otherwise
 
     width = max(40, min(columns, 120))
     points = _merged(rows, min(_CHART_POINTS, width - 12))
@@ -220,8 +219,8 @@ def _usage_json(root: DirUsage) -> str:
 
 
 @click.command("du")
-@click.argument("spec", metavar="SNAP[:PATH]", default="HEAD")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (the whole directory tree).")
+@click.argument("spec", metavar="SNAP[:PATH]", default="HEAD", shell_complete=complete_ref_or_path)
+@json_option("Print JSON (the whole directory tree).")
 @pass_ctx
 def du(ctx: Context, spec: str, as_json: bool) -> None:
     """Per-directory sizes in a snapshot, with bytes unique to it.
@@ -230,8 +229,7 @@ def du(ctx: Context, spec: str, as_json: bool) -> None:
     and running gc would free.
     """
     ref, _, path = spec.partition(":")
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         snap = history.resolve(ref or "HEAD")
         usage = disk_usage(history, snap, tree_path(path))
     if as_json:

@@ -7,12 +7,12 @@ import click
 from ..ops.checkout import status as worktree_status
 from ..ops.worktree import WorktreeState, resolve_source
 from .cmd_diff import _print
-from .main import Context, pass_ctx
+from .main import Context, json_option, pass_ctx
 from .output import out_json, out_line, shown
 
 
 @click.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 @click.option("--watch", "watcher", is_flag=True,
               help="Instead: whether a watcher runs on this tree (as 'cas watch --status').")
 @pass_ctx
@@ -26,14 +26,13 @@ def status(ctx: Context, as_json: bool, watcher: bool) -> int:
 
     Example: cas checkout HEAD~4 && cas status
     """
-    history = ctx.open_history()
     if watcher:
         from .cmd_watch import report_status
-        with history.store:
+        with ctx.opened() as history:
             source, _ = resolve_source(history, None, None)
             store_path = history.store.path
         return report_status(store_path, source, as_json)
-    with history.store:
+    with ctx.opened() as history:
         report = worktree_status(history)
     if as_json:
         out_json(report.to_doc())

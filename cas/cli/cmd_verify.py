@@ -6,7 +6,7 @@ import click
 
 from ..errors import EXIT_PROBLEM_FOUND
 from ..ops.verify import verify
-from .main import Context, pass_ctx
+from .main import Context, json_option, pass_ctx
 from .output import byte_progress, error_line, human_bytes, info, out_json, path_text, wants_progress
 
 SAMPLE_PERCENT = click.FloatRange(0, 100, min_open=True)
@@ -29,7 +29,7 @@ def sample_doc(report) -> dict | None:
 @click.option("--sample", "sample", type=SAMPLE_PERCENT, metavar="PERCENT",
               help="Also reread and rehash PERCENT% of the objects, the next slice of a "
                    "rotation: every object is reread at least once every ceil(100/PERCENT) runs.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@json_option("Print the report as JSON.")
 @pass_ctx
 def command(ctx: Context, full: bool, sample: float | None, as_json: bool) -> int:
     """Check the store: every indexed object is present with its recorded size.
@@ -38,8 +38,8 @@ def command(ctx: Context, full: bool, sample: float | None, as_json: bool) -> in
     and each damaged object is named. With --sample a slice of the objects
     is rehashed, a different slice each run. Exit 1 when anything is damaged.
     """
-    history = ctx.open_history()
-    with history.store as store:
+    with ctx.opened() as history:
+        store = history.store
         total = sum(p.file_size for p in store.index.packs()) if full else None
         with byte_progress("verifying", total, full and wants_progress(ctx.quiet), "objects") as advance:
             report = verify(store, full=full, on_progress=advance, history=history,

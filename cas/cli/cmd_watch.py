@@ -15,7 +15,7 @@ import click
 from ..errors import EXIT_PROBLEM_FOUND, counted
 from ..ops.watch import Watcher, WatchOptions, watch_status
 from ..ops.worktree import resolve_source
-from .main import Context, pass_ctx
+from .main import Context, branch_option, json_option, pass_ctx
 from .output import out_json, out_line, shown
 from .timespec import DurationParam
 
@@ -28,13 +28,13 @@ from .timespec import DurationParam
               help="Snapshot at least this often while changes keep coming.")
 @click.option("--maintain-interval", type=DurationParam(), default="1d", show_default=True,
               help="Run 'cas maintain' this often, while idle (0: never).")
-@click.option("-b", "--branch", help="Branch to record on (default: the one tracking PATH).")
+@branch_option("Branch to record on (default: the one tracking PATH).")
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=str),
               help="Append the JSON log lines here instead of stderr.")
 @click.option("--status", is_flag=True,
               help="Tell whether a watcher runs on PATH, and its state (exit 0 if one runs, "
                    "1 if it runs but is in trouble or stalled, 3 if none runs).")
-@click.option("--json", "as_json", is_flag=True, help="With --status: print JSON.")
+@json_option("With --status: print JSON.")
 @pass_ctx
 def command(ctx: Context, path: str | None, quiet_period: float, max_interval: float,
             maintain_interval: float, branch: str | None, log_file: str | None, status: bool,
@@ -55,8 +55,7 @@ def command(ctx: Context, path: str | None, quiet_period: float, max_interval: f
     logged and answered with a full scan; after repeated ones in a row the
     watcher exits 1, for a service manager to restart it.
     """
-    history = ctx.open_history()
-    with history.store:
+    with ctx.opened() as history:
         source, branch = resolve_source(history, path, branch)
         store_path = history.store.path
     if status:

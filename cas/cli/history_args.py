@@ -17,8 +17,16 @@ from dataclasses import dataclass
 
 import click
 
-from ..errors import (AmbiguousArgument, CasError, HistoryTooShort, NoSnapshotsYet,
-                      PathNotInSnapshot, PathOutsideTree, RefIsAPath, RefNotFound)
+from ..errors import (
+    AmbiguousArgument,
+    CasError,
+    HistoryTooShort,
+    NoSnapshotsYet,
+    PathNotInSnapshot,
+    PathOutsideTree,
+    RefIsAPath,
+    RefNotFound,
+)
 from ..model.history import History
 from ..model.snapshot import Snapshot
 from ..ops.worktree import own_tree, resolve_source

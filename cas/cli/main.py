@@ -7,6 +7,7 @@ Only this package reads ``CAS_*`` environment variables.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import gc
@@ -14,13 +15,20 @@ import importlib
 import os
 import shlex
 import sys
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from ..errors import (EXIT_PROBLEM_FOUND, EXIT_USAGE, ArgumentsConflict, CasError,
-                      UnknownCommand)
+from ..errors import EXIT_PROBLEM_FOUND, EXIT_USAGE, ArgumentsConflict, CasError, UnknownCommand
 from ..storage.store import Store, find_store, locate_store
 from .output import error_line, warn
+
+if TYPE_CHECKING:   # imported by the commands that use them: start-up stays short
+    from ..model.history import History
+    from .history_args import PathPlace
+
+F = TypeVar("F", bound=Callable)
 
 
 class Context:
@@ -29,8 +37,8 @@ class Context:
         self.quiet = quiet
         # The history opened last, and where paths given on the command
         # line lie in its tracked tree (worked out when a path is first given).
-        self.history = None
-        self.path_place = None
+        self.history: History | None = None
+        self.path_place: PathPlace | None = None
 
     def open_store(self, **kwargs) -> Store:
         store = Store.open(self.resolve_store_path(), **kwargs)
@@ -41,11 +49,19 @@ class Context:
             raise
         return store
 
-    def open_history(self, **kwargs):
+    def open_history(self, **kwargs) -> History:
         from ..model.history import History
-        self.history = History(self.open_store(**kwargs))
-        self.path_place = None
-        return self.history
+        history = History(self.open_store(**kwargs))
+        self.history, self.path_place = history, None
+        return history
+
+    @contextlib.contextmanager
+    def opened(self, **kwargs) -> Iterator[History]:
+        """The store's history, open for the ``with`` block: each command's
+        one way in (``exclusive=True`` for gc, rebuilds and repairs)."""
+        history = self.open_history(**kwargs)
+        with history.store:
+            yield history
 
     def resolve_store_path(self) -> str:
         """--store / CAS_STORE (a store directory, or a tree holding .cas/),
@@ -68,6 +84,23 @@ def _warn_if_exposed(store: Store) -> None:
 
 
 pass_ctx = click.make_pass_decorator(Context)
+
+
+def json_option(help: str = "Print JSON.") -> Callable[[F], F]:
+    """``--json``, as every command that prints data takes it."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def branch_option(help: str) -> Callable[[F], F]:
+    """``-b/--branch NAME``, completed from the store's branches."""
+    from .complete import complete_branch
+    return click.option("-b", "--branch", help=help, shell_complete=complete_branch)
+
+
+def at_option(help: str = "The version current at TIME.") -> Callable[[F], F]:
+    """``--at TIME`` (ISO 8601, '2h ago', 'yesterday'...), as a time in ns."""
+    from .timespec import TimeParam
+    return click.option("--at", "at_ns", type=TimeParam(), help=help)
 
 
 # Each command's module, imported only when that command runs: importing
