@@ -19,6 +19,10 @@ def command(ctx: Context, paths: tuple[str, ...], as_json: bool) -> int:
     Prints '<id>  <path>' for each file, as b3sum does: the id is the BLAKE3
     of the file's content. Files that cannot be read are reported and
     skipped (exit 2); everything else is still stored.
+
+    \b
+    Examples:
+      cas add data/weights.bin
     """
     files: list[dict] = []
 

@@ -53,6 +53,10 @@ def command(ctx: Context, object_ref: str, output: str | None) -> None:
     error (exit 1), and with -o the file is not written at all. A file of
     a snapshot written with -o gets its recorded permissions less the
     umask; an object given by id, 0600.
+
+    \b
+    Examples:
+      cas cat HEAD~2:db/state.db -o state.db
     """
     with ctx.opened() as history:
         store = history.store

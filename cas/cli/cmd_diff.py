@@ -89,7 +89,9 @@ def diff(ctx: Context, args: tuple[str, ...], patch: bool, with_stat: bool, as_j
     'A|M|D|T  path  (sizes)'. -p prints a git-style patch: files over
     1 MiB are noted, not compared. Exit 0 whether or not there are changes.
 
-    Example: cas diff HEAD~1 -p -- notes/todo.md
+    \b
+    Examples:
+      cas diff HEAD~1 -p -- notes/todo.md
     """
     with ctx.opened() as history:
         refs, paths = split_refs(history, args, 2, paths_after_dashdash())

@@ -41,6 +41,10 @@ def forget(ctx: Context, specs: tuple[str, ...], branch: str | None, all_branche
     forgotten by rules, and by name only with --force. The branch's own
     head moves to the newest surviving snapshot before it; older snapshots
     stay listed by 'cas log'.
+
+    \b
+    Examples:
+      cas forget --keep-daily 7 --keep-weekly 4 --dry-run
     """
     policy = policy_from_options(rules)
     if specs and (policy is not None or branch or all_branches):
@@ -134,6 +138,10 @@ def gc(ctx: Context, dry_run: bool, grace: int, as_json: bool) -> None:
 
     Objects stored by 'cas add' alone belong to no snapshot and are removed
     too, once older than the grace period. Takes the store's exclusive lock.
+
+    \b
+    Examples:
+      cas gc --dry-run
     """
     with ctx.opened(exclusive=True) as history:
         r = do_gc(history, dry_run, grace)

@@ -9,7 +9,12 @@ from .output import info, out_json, warn
 
 @click.group("index")
 def command() -> None:
-    """Maintain the store's LMDB index (a cache of what is on disk)."""
+    """Maintain the store's LMDB index (a cache of what is on disk).
+
+    \b
+    Examples:
+      cas index rebuild
+    """
 
 
 @command.command("rebuild")
@@ -20,6 +25,10 @@ def rebuild(ctx: Context, as_json: bool) -> None:
 
     Safe at any time: the new index is built beside the old one and swapped
     in. Takes the store's exclusive lock.
+
+    \b
+    Examples:
+      cas index rebuild --json
     """
     report = rebuild_index(ctx.resolve_store_path())
     for path, why in report.bad_files:

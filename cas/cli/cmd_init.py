@@ -37,7 +37,7 @@ def command(ctx: Context, directory: str | None, shared: bool, nested: bool,
     .cas/) init refuses unless --nested is given.
 
     \b
-    Example:
+    Examples:
       cas init ~/assistant
     """
     if ctx.store_path is None and not nested:

@@ -50,7 +50,9 @@ def log(ctx: Context, args: tuple[str, ...], limit: int | None, oneline: bool, a
     --stat and --name-status compare each snapshot with the one before it.
     --all lists every branch.
 
-    Example: cas log --name-status -- notes/ideas.md
+    \b
+    Examples:
+      cas log --name-status -- notes/ideas.md
     """
     with ctx.opened() as history:
         refs, paths = split_refs(history, args, 1, paths_after_dashdash())
@@ -91,7 +93,12 @@ def _print_entry(e: LogEntry, oneline: bool) -> None:
 @json_option("Print the manifest as JSON.")
 @pass_ctx
 def show(ctx: Context, spec: str, as_json: bool) -> None:
-    """Show one snapshot's manifest."""
+    """Show one snapshot's manifest.
+
+    \b
+    Examples:
+      cas show HEAD~2 --json
+    """
     with ctx.opened() as history:
         s = resolve_snapshot(history, spec)
     if as_json:
@@ -118,7 +125,12 @@ def show(ctx: Context, spec: str, as_json: bool) -> None:
 @json_option()
 @pass_ctx
 def ls(ctx: Context, spec: str, recursive: bool, as_json: bool) -> None:
-    """List a directory of a snapshot: cas ls SNAP[:PATH]."""
+    """List a directory of a snapshot: cas ls SNAP[:PATH].
+
+    \b
+    Examples:
+      cas ls -r HEAD~1:notes
+    """
     ref, _, path = spec.partition(":")
     with ctx.opened() as history:
         snap = resolve_snapshot(history, ref or "HEAD")

@@ -29,6 +29,10 @@ def maintain(ctx: Context, sample: float, dry_run: bool, as_json: bool) -> int:
     next run finishes the job. Exit 1 when the sample finds damage, or when
     a branch's policy cannot be read (that branch is not thinned; the other
     steps still run).
+
+    \b
+    Examples:
+      cas maintain --dry-run
     """
     with ctx.opened(exclusive=True) as history:
         report = do_maintain(history, MaintainOptions(verify_sample=sample, dry_run=dry_run))

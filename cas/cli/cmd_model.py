@@ -31,7 +31,12 @@ from .output import byte_progress, error_line, human_bytes, info, out_json, out_
 
 @click.group("model")
 def model() -> None:
-    """Models kept in the store: import, list, load, export."""
+    """Models kept in the store: import, list, load, export.
+
+    \b
+    Examples:
+      cas model import ~/.cache/huggingface/hub/models--org--tiny-coder
+    """
 
 
 @model.command("import")
@@ -45,7 +50,12 @@ def model() -> None:
 @pass_ctx
 def import_(ctx: Context, src: str, name: str | None, chunked: bool, message: str,
             as_json: bool) -> None:
-    """Import a model directory or a Hugging Face cache repo (models--org--name)."""
+    """Import a model directory or a Hugging Face cache repo (models--org--name).
+
+    \b
+    Examples:
+      cas model import ./tiny-coder --name tiny-coder -m "fine-tune 2"
+    """
     with ctx.opened() as history, byte_progress("import", None, wants_progress(ctx.quiet)) as advance:
         result = import_model(history, src, name, chunked=chunked, message=message,
                               on_file=advance)
@@ -86,7 +96,7 @@ def ls(ctx: Context, as_json: bool, all_stores: bool, versions: bool) -> None:
     as offline: the rest is still listed.
 
     \b
-    Example:
+    Examples:
       cas model ls --versions
     """
     if all_stores:
@@ -137,7 +147,12 @@ def _print_table(inventory: ModelInventory) -> None:
 @json_option("Print the model manifest.")
 @pass_ctx
 def show(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> None:
-    """A model version: its config and a summary of its tensors."""
+    """A model version: its config and a summary of its tensors.
+
+    \b
+    Examples:
+      cas model show tiny-coder --at yesterday
+    """
     import json
     with ctx.opened() as history:
         v = resolve_model(history, spec, at_ns)
@@ -187,7 +202,7 @@ def log(ctx: Context, name: str, as_json: bool) -> None:
     size, what it takes on disk, and the note of its import.
 
     \b
-    Example:
+    Examples:
       cas model log tiny-coder
     """
     with ctx.opened() as history:
@@ -217,7 +232,12 @@ def _log_doc(r: ModelRow) -> dict:
 @pass_ctx
 def verify(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> int:
     """Read a model version back: every file against its id, and every
-    tensor of a damaged file against the BLAKE3 recorded at import."""
+    tensor of a damaged file against the BLAKE3 recorded at import.
+
+    \b
+    Examples:
+      cas model verify tiny-coder
+    """
     with ctx.opened() as history:
         v = resolve_model(history, spec, at_ns)
         total = sum(f.size for f in v.manifest.files)
@@ -256,7 +276,12 @@ def _repair_hint(v, to_delete: list[str] | None) -> None:
 @at_option()
 @pass_ctx
 def export(ctx: Context, spec: str, target: str, at_ns: int | None) -> int:
-    """Write a model version out as a normal model directory."""
+    """Write a model version out as a normal model directory.
+
+    \b
+    Examples:
+      cas model export tiny-coder@2 /tmp/tiny-coder
+    """
     if os.path.lexists(target) and (not os.path.isdir(target) or os.path.islink(target)
                                     or os.listdir(target)):
         raise CasError(f"{target} exists and is not an empty directory; choose a new one")
@@ -279,7 +304,12 @@ def export(ctx: Context, spec: str, target: str, at_ns: int | None) -> int:
 @json_option("Print the path and its make-up as JSON.")
 @pass_ctx
 def path(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> None:
-    """Print a read-only directory of the model that mlx_lm.load accepts."""
+    """Print a read-only directory of the model that mlx_lm.load accepts.
+
+    \b
+    Examples:
+      python -c "import mlx_lm; mlx_lm.load('$(cas model path tiny-coder)')"
+    """
     with ctx.opened() as history:
         v = resolve_model(history, spec, at_ns)
         view = model_view(history, v)
@@ -300,7 +330,12 @@ def path(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> None:
 @at_option()
 @pass_ctx
 def link(ctx: Context, spec: str, hub: str | None, at_ns: int | None) -> None:
-    """Make a model visible to tools that look in the Hugging Face cache."""
+    """Make a model visible to tools that look in the Hugging Face cache.
+
+    \b
+    Examples:
+      cas model link tiny-coder --hf-cache
+    """
     if hub is None:
         raise click.UsageError("say where to link: --hf-cache [DIR]")
     hub = hub or os.environ.get("HF_HUB_CACHE") or os.path.join(
@@ -318,7 +353,12 @@ def link(ctx: Context, spec: str, hub: str | None, at_ns: int | None) -> None:
 @click.argument("name", shell_complete=complete_model)
 @pass_ctx
 def rm(ctx: Context, name: str) -> None:
-    """Remove a model and all its versions ('cas gc' then frees what only it used)."""
+    """Remove a model and all its versions ('cas gc' then frees what only it used).
+
+    \b
+    Examples:
+      cas model rm tiny-coder && cas gc
+    """
     with ctx.opened() as history:
         if "@" in name:
             raise ModelNotFound(name, "remove a whole model by its name; versions go with it")
@@ -330,7 +370,12 @@ def rm(ctx: Context, name: str) -> None:
 
 @click.group("stores")
 def stores() -> None:
-    """Stores registered for 'cas model ls --all-stores'."""
+    """Stores registered for 'cas model ls --all-stores'.
+
+    \b
+    Examples:
+      cas stores add ssd /Volumes/SSD/cas
+    """
 
 
 @stores.command("add")
@@ -338,7 +383,12 @@ def stores() -> None:
 @click.argument("store_path", metavar="PATH", type=click.Path(path_type=str))
 def stores_add(name: str, store_path: str) -> None:
     """Register a store (e.g. one on an external SSD) under NAME: PATH is the
-    store directory itself, or a directory holding one as .cas/."""
+    store directory itself, or a directory holding one as .cas/.
+
+    \b
+    Examples:
+      cas stores add ssd /Volumes/SSD/cas
+    """
     found = locate_store(store_path)
     StoreConfig.load(found)  # a config this cas can read
     user_config.register_store(name, found)
@@ -347,14 +397,24 @@ def stores_add(name: str, store_path: str) -> None:
 @stores.command("rm")
 @click.argument("name", shell_complete=complete_store_name)
 def stores_rm(name: str) -> None:
-    """Forget a registered store (its data is untouched)."""
+    """Forget a registered store (its data is untouched).
+
+    \b
+    Examples:
+      cas stores rm ssd
+    """
     user_config.unregister_store(name)
 
 
 @stores.command("ls")
 @json_option("Print the stores as JSON.")
 def stores_ls(as_json: bool) -> None:
-    """List registered stores."""
+    """List registered stores.
+
+    \b
+    Examples:
+      cas stores ls --json
+    """
     stores_by_name = user_config.registered_stores()
     if as_json:
         out_json([{"name": name, "path": path} for name, path in stores_by_name.items()])

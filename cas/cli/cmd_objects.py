@@ -10,7 +10,12 @@ from .output import out_json, out_line
 @json_option("Print a JSON array.")
 @pass_ctx
 def command(ctx: Context, as_json: bool) -> None:
-    """List stored objects: id, size, stored size, encoding, location."""
+    """List stored objects: id, size, stored size, encoding, location.
+
+    \b
+    Examples:
+      cas objects --json | head
+    """
     with ctx.open_store() as store:
         rows = []
         for e in store.entries():

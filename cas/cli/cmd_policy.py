@@ -91,7 +91,12 @@ def require_branch(history, branch: str) -> str:
 @click.group("policy")
 def policy() -> None:
     """Retention policies stored per branch (applied by 'cas maintain', by
-    'cas forget --branch B' without rules, and by the watcher as it goes)."""
+    'cas forget --branch B' without rules, and by the watcher as it goes).
+
+    \b
+    Examples:
+      cas policy set --keep-hourly 24 --keep-daily 30
+    """
 
 
 @policy.command("set")
@@ -103,7 +108,12 @@ def policy() -> None:
 @pass_ctx
 def set_policy(ctx: Context, branch: str | None, keep_all: bool, watch_default: bool,
                **rules) -> None:
-    """Store BRANCH's policy, replacing any it had."""
+    """Store BRANCH's policy, replacing any it had.
+
+    \b
+    Examples:
+      cas policy set --keep-hourly 24 --keep-daily 30
+    """
     given = policy_from_options(rules)
     if sum((given is not None, keep_all, watch_default)) != 1:
         raise ArgumentsConflict("give --keep-* rules, --keep-all or --watch-default (one of them)")
@@ -120,7 +130,12 @@ def set_policy(ctx: Context, branch: str | None, keep_all: bool, watch_default: 
 @json_option()
 @pass_ctx
 def show_policy(ctx: Context, branch: str | None, as_json: bool) -> None:
-    """Print stored policies."""
+    """Print stored policies.
+
+    \b
+    Examples:
+      cas policy show -b main
+    """
     with ctx.opened() as history:
         policies = Policies(history)
         found: dict[str, Policy | None]
@@ -143,7 +158,12 @@ def show_policy(ctx: Context, branch: str | None, as_json: bool) -> None:
 @pass_ctx
 def clear_policy(ctx: Context, branch: str | None) -> None:
     """Remove BRANCH's policy (a watcher stores its default again when it starts;
-    'cas policy set --keep-all' keeps everything instead)."""
+    'cas policy set --keep-all' keeps everything instead).
+
+    \b
+    Examples:
+      cas policy clear -b main
+    """
     with ctx.opened() as history:
         branch = branch or history.refs.head_branch()
         check_ref_name(branch)

@@ -44,7 +44,7 @@ def tag(ctx: Context, name: str | None, spec: str, delete: bool, force: bool,
     A tag names one snapshot for good: an existing tag is moved only with -f.
 
     \b
-    Example:
+    Examples:
       cas tag before-upgrade
     """
     with ctx.opened() as history:
@@ -100,7 +100,7 @@ def branch(ctx: Context, name: str | None, spec: str | None, delete: bool, switc
     """List branches; with NAME, create it at SNAP (default HEAD), or --switch to it.
 
     \b
-    Example:
+    Examples:
       cas branch experiment HEAD~2 --switch
     """
     with ctx.opened() as history:

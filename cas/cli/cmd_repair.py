@@ -26,7 +26,9 @@ def command(ctx: Context, sources: tuple[str, ...], as_json: bool) -> int:
     (exit 1) or that all is repaired (exit 0). Takes the store's exclusive
     lock. Importing or adding the good file again repairs its content too.
 
-    Example: cas repair --from ~/models/tiny-coder --from /mnt/backup/.cas
+    \b
+    Examples:
+      cas repair --from ~/models/tiny-coder --from /mnt/backup/.cas
     """
     with ctx.opened(exclusive=True) as history:
         total = sum(p.file_size for p in history.store.index.packs())

@@ -25,6 +25,10 @@ def report(ctx: Context, html_path: str, branch: str | None) -> None:
     consecutive snapshots of each branch, skipping unchanged subtrees, over
     as much recent history as a few seconds of work allow (the page says
     how much).
+
+    \b
+    Examples:
+      cas report --html growth.html
     """
     with ctx.opened() as history:
         result = write_report(history, html_path, branch)

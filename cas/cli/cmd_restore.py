@@ -54,7 +54,9 @@ def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
     content is in no snapshot is not overwritten: the restore refuses (exit
     2, naming the files) unless --force or --overwrite never.
 
-    Example: cas restore HEAD~1 notes/todo.md --to . --overwrite if-changed
+    \b
+    Examples:
+      cas restore HEAD~1 notes/todo.md --to . --overwrite if-changed
     """
     with ctx.opened() as history:
         if at_ns is not None:
@@ -97,6 +99,10 @@ def checkout(ctx: Context, spec: str, paths: tuple[str, ...], force: bool, as_js
 
     Refuses (exit 2, naming the files) when that would overwrite or delete
     content that is not in the store, unless --force.
+
+    \b
+    Examples:
+      cas checkout HEAD~1 notes/todo.md
     """
     with ctx.opened() as history:
         snap = resolve_snapshot(history, spec)

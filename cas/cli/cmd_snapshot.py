@@ -55,7 +55,7 @@ def command(ctx: Context, paths: tuple[str, ...], message: str, branch: str | No
     (gitignore syntax) at the top of the tree.
 
     \b
-    Example:
+    Examples:
       cas snapshot -m "after the import" notes/ db/memory.db
     """
     chosen = branch

@@ -40,7 +40,7 @@ tree walk per branch):
            counted whole, over STORE
 
 \b
-Example:
+Examples:
   cas stats --json
 """
 
@@ -227,6 +227,10 @@ def du(ctx: Context, spec: str, as_json: bool) -> None:
 
     'unique' is what no other snapshot shares: what forgetting this snapshot
     and running gc would free.
+
+    \b
+    Examples:
+      cas du HEAD:models
     """
     ref, _, path = spec.partition(":")
     with ctx.opened() as history:

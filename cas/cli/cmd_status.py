@@ -24,7 +24,9 @@ def status(ctx: Context, as_json: bool, watcher: bool) -> int:
     SNAP (branch B is at HEAD)". Unchanged files are recognised from their
     stat alone, so an unchanged tree answers without reading file contents.
 
-    Example: cas checkout HEAD~4 && cas status
+    \b
+    Examples:
+      cas checkout HEAD~4 && cas status
     """
     if watcher:
         from .cmd_watch import report_status

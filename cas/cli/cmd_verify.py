@@ -37,6 +37,10 @@ def command(ctx: Context, full: bool, sample: float | None, as_json: bool) -> in
     With --full every object and pack is read and rehashed (on all cores)
     and each damaged object is named. With --sample a slice of the objects
     is rehashed, a different slice each run. Exit 1 when anything is damaged.
+
+    \b
+    Examples:
+      cas verify --sample 5
     """
     with ctx.opened() as history:
         store = history.store

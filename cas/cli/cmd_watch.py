@@ -54,6 +54,10 @@ def command(ctx: Context, path: str | None, quiet_period: float, max_interval: f
     logged once, and shown by --status (exit 1). An unexpected error is
     logged and answered with a full scan; after repeated ones in a row the
     watcher exits 1, for a service manager to restart it.
+
+    \b
+    Examples:
+      cas watch --status
     """
     with ctx.opened() as history:
         source, branch = resolve_source(history, path, branch)

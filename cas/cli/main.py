@@ -175,7 +175,7 @@ def help_command(ctx: click.Context, words: tuple[str, ...]) -> None:
     """Show a command's help: 'cas help log' is 'cas log --help'.
 
     \b
-    Example:
+    Examples:
       cas help model import
     """
     at = ctx.parent or ctx
@@ -200,7 +200,13 @@ def help_command(ctx: click.Context, words: tuple[str, ...]) -> None:
 @click.version_option(package_name="cas", prog_name="cas")
 @click.pass_context
 def cli(ctx: click.Context, store_path: str | None, quiet: bool) -> None:
-    """cas: a content-addressed store for data directories and model files."""
+    """cas: a content-addressed store for data directories and model files.
+
+    \b
+    Examples:
+      cas init && cas snapshot -m first
+      cas log --oneline -n 5
+    """
     ctx.obj = Context(store_path, quiet)
 
 
