@@ -1,0 +1,187 @@
+"""Hostile and unlucky use of the issue-13 features: paths from the current
+directory, snapshot PATH, restore into the tree, diff -p, model link and rm.
+
+Each test states what should happen and is expected to fail until the
+finding it names is fixed (strict: it turns red once it passes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import write
+
+
+def _tree(tmp_path: Path, cas) -> Path:
+    """A tracked tree with notes/a.md and one snapshot of it."""
+    root = tmp_path / "t"
+    root.mkdir()
+    assert cas("init", cwd=root).code == 0
+    write(root / "notes" / "a.md", b"hi\n")
+    assert cas("snapshot", cwd=root).code == 0
+    return root
+
+
+def _tiny_model(path: Path) -> Path:
+    """A one-file model directory: config.json only is enough to import."""
+    path.mkdir(parents=True)
+    (path / "config.json").write_text('{"model_type": "x"}')
+    head = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
+    (path / "model.safetensors").write_bytes(struct.pack("<Q", len(head)) + head + b"\0" * 16)
+    return path
+
+
+# -- restore and the store ----------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="restore --to a directory inside .cas (or '.' with the "
+                   "cwd in .cas) writes the snapshot's files into the store directory")
+def test_restore_never_writes_into_the_store_it_reads(tmp_path, cas):
+    root = _tree(tmp_path, cas)
+    store = root / ".cas"
+    r1 = cas("restore", "HEAD", "--to", ".", cwd=store)
+    r2 = cas("restore", "HEAD", "--to", str(store / "refs"), cwd=root)
+    assert not (store / "notes").exists()
+    assert not (store / "refs" / "notes").exists()
+    assert r1.code == 2 and r2.code == 2
+
+
+@pytest.mark.xfail(strict=True, reason="restore SNAP PATH --to . from a subdirectory of the tree "
+                   "writes a second copy at SUBDIR/SUBDIR/PATH instead of the file the user named")
+def test_restore_to_here_from_a_subdirectory_does_not_nest_the_path(tmp_path, cas):
+    root = _tree(tmp_path, cas)
+    write(root / "notes" / "a.md", b"changed\n")
+    assert cas("snapshot", cwd=root).code == 0
+    r = cas("restore", "HEAD~1", "a.md", "--to", ".", cwd=root / "notes")
+    assert not (root / "notes" / "notes").exists(), r.err
+    # Either the named file is restored in place (as git restore does) or it is refused.
+    assert (r.code == 0 and (root / "notes" / "a.md").read_bytes() == b"hi\n") or r.code == 2
+
+
+# -- snapshot PATH --------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="snapshot of a path below a symlinked directory blames "
+                   ".casignore or the store; the reason is the link")
+def test_snapshot_of_a_path_behind_a_link_names_the_link(tmp_path, cas):
+    root = _tree(tmp_path, cas)
+    outside = tmp_path / "outside"
+    write(outside / "s", b"secret\n")
+    (root / "link").symlink_to(outside)
+    r = cas("snapshot", "link/s", cwd=root)
+    assert r.code == 2
+    assert "symbolic link" in r.err and ".casignore" not in r.err, r.err
+
+
+# -- diff -p ---------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="diff -p writes a name holding a newline raw into the "
+                   "patch header, so the name can forge patch lines (git C-quotes such names)")
+def test_diff_patch_quotes_names_with_newlines(tmp_path, cas):
+    root = _tree(tmp_path, cas)
+    odd = os.fsencode(root) + b"/x\n+++ evil"
+    with open(odd, "wb") as f:
+        f.write(b"one\n")
+    assert cas("snapshot", cwd=root).code == 0
+    with open(odd, "wb") as f:
+        f.write(b"two\n")
+    r = cas("diff", "-p", "HEAD", cwd=root)
+    assert r.code == 0, r.err
+    assert b"\n+++ evil" not in r.out, r.out
+
+
+@pytest.mark.xfail(strict=True, reason="diff --stat/-p on one text file under the 1 MiB cap "
+                   "(250k short lines) runs for minutes: difflib is quadratic on such input")
+def test_diff_stat_of_a_file_of_short_lines_is_quick(tmp_path, cas):
+    root = _tree(tmp_path, cas)
+    rows = random.Random(1)
+    write(root / "n.csv", b"".join(b"%d\n" % rows.randrange(200) for _ in range(250_000)))
+    assert cas("snapshot", cwd=root).code == 0
+    rows = random.Random(2)
+    write(root / "n.csv", b"".join(b"%d\n" % rows.randrange(200) for _ in range(250_000)))
+    assert (root / "n.csv").stat().st_size < 1 << 20   # below the patch cap
+    try:
+        p = subprocess.run([sys.executable, "-m", "cas.cli", "diff", "--stat", "HEAD"], cwd=root,
+                           capture_output=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        pytest.fail("cas diff --stat took more than 10 s for an 850 KiB file")
+    assert p.returncode == 0, p.stderr
+
+
+# -- model link and model rm ---------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="model rm trusts links/<name>.json: a crafted record "
+                   "makes it delete files, links and empty directories anywhere")
+def test_model_rm_removes_nothing_a_crafted_links_record_names(tmp_path, cas):
+    assert cas("init").code == 0
+    assert cas("model", "import", str(_tiny_model(tmp_path / "src")), "--name", "m").code == 0
+    victim = tmp_path / "victim"
+    (victim / "empty").mkdir(parents=True)
+    (victim / "ref.txt").write_text("precious\n")
+    (victim / "mylink").symlink_to("../somewhere")
+    (tmp_path / ".cas" / "links").mkdir(exist_ok=True)
+    hub = str(tmp_path)
+    record = {"model": "m", "links": [
+        {"hub": hub, "path": "victim/ref.txt", "content": "precious\n"},
+        {"hub": hub, "path": "victim/mylink", "target": "../somewhere"},
+        {"hub": hub, "path": "victim/empty", "dir": True}]}
+    (tmp_path / ".cas" / "links" / "m.json").write_text(json.dumps(record))
+    cas("model", "rm", "m")
+    assert (victim / "ref.txt").read_text() == "precious\n"
+    assert (victim / "mylink").is_symlink()
+    assert (victim / "empty").is_dir()
+
+
+@pytest.mark.xfail(strict=True, reason="model link --hf-cache moves the cache's refs/main back "
+                   "to the imported revision when the Hub has a newer one; rm leaves it there")
+def test_link_into_the_source_cache_keeps_a_newer_refs_main(tmp_path, cas):
+    assert cas("init").code == 0
+    repo = tmp_path / "hub" / "models--org--tiny"
+    for d in ("blobs", "snapshots/REV1", "refs"):
+        (repo / d).mkdir(parents=True)
+    (repo / "refs" / "main").write_text("REV1")
+    (repo / "blobs" / "b1").write_text('{"model_type": "x"}')
+    (repo / "snapshots" / "REV1" / "config.json").symlink_to("../../blobs/b1")
+    assert cas("model", "import", str(repo)).code == 0
+    # The Hub downloads a newer revision afterwards.
+    (repo / "snapshots" / "REV2").mkdir()
+    (repo / "blobs" / "b2").write_text('{"model_type": "y"}')
+    (repo / "snapshots" / "REV2" / "config.json").symlink_to("../../blobs/b2")
+    (repo / "refs" / "main").write_text("REV2")
+    r = cas("model", "link", "tiny", "--hf-cache", str(tmp_path / "hub"))
+    after_link = (repo / "refs" / "main").read_text()
+    assert cas("model", "rm", "tiny").code == 0
+    assert (after_link, (repo / "refs" / "main").read_text()) == ("REV2", "REV2"), r.err
+
+
+@pytest.mark.xfail(strict=True, reason="model import of a one-file model says '1 files'")
+def test_model_import_counts_one_file_in_the_singular(tmp_path, cas):
+    assert cas("init").code == 0
+    src = tmp_path / "one"
+    src.mkdir()
+    (src / "config.json").write_text('{"model_type": "x"}')
+    r = cas("model", "import", str(src), "--name", "one")
+    assert r.code == 0, r.err
+    assert "1 files" not in r.err + r.text
+
+
+# -- a path that is the tree's root ----------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="log -- PATH and diff -- PATH where PATH is the tree's "
+                   "root ('.', '..' from a subdirectory, its absolute path) print nothing, exit 0")
+def test_a_path_naming_the_tree_root_filters_nothing(tmp_path, cas):
+    root = _tree(tmp_path, cas)
+    write(root / "notes" / "a.md", b"changed\n")
+    assert cas("snapshot", cwd=root).code == 0
+    write(root / "notes" / "a.md", b"unsaved\n")
+    for cwd, path in ((root, "."), (root / "notes", ".."), (root, str(root))):
+        r = cas("log", "--oneline", "--", path, cwd=cwd)
+        assert r.code == 0 and len(r.text.splitlines()) == 2, (path, r.text, r.err)
+        r = cas("diff", "HEAD", "--", path, cwd=cwd)
+        assert r.code == 0 and "notes/a.md" in r.text, (path, r.text, r.err)
