@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import click
 
-from ..errors import ArgumentsConflict, InvalidRefName
+from ..errors import ArgumentsConflict, InvalidRefName, counted
 from ..model.policy import Policies
 from ..model.refs import check_ref_name
 from ..model.snapshot import iso_time
@@ -150,16 +150,23 @@ def gc(ctx: Context, dry_run: bool, grace: int, as_json: bool) -> None:
         out_json(doc)
         return
     verb = "would remove" if dry_run else "removed"
-    out_line(f"{verb} {r.removed_objects} objects ({r.removed_packs} packs, "
+    out_line(f"{verb} {counted(r.removed_objects, 'object')} ({counted(r.removed_packs, 'pack')}, "
              f"{r.repacked_packs} of them rewritten without their dead objects), "
-             f"freeing {human_bytes(r.removed_bytes)}; {r.live_objects} live objects")
+             f"freeing {human_bytes(r.removed_bytes)}; {counted(r.live_objects, 'live object')}")
     if r.kept_dead_objects:
-        out_line(f"{r.kept_dead_objects} unreachable objects ({human_bytes(r.kept_dead_bytes)}) "
-                 "share packs with live ones and were kept")
+        shares = "shares a pack" if r.kept_dead_objects == 1 else "share packs"
+        out_line(f"{counted(r.kept_dead_objects, 'unreachable object')} ({human_bytes(r.kept_dead_bytes)}) "
+                 f"{shares} with live ones and {_was(r.kept_dead_objects)} kept")
     if r.too_young:
-        out_line(f"{r.too_young} unreachable objects are younger than {grace} s and were kept")
+        is_ = "is" if r.too_young == 1 else "are"
+        out_line(f"{counted(r.too_young, 'unreachable object')} {is_} younger than {grace} s and "
+                 f"{_was(r.too_young)} kept")
     if r.removed_views:
-        out_line(f"{verb} {r.removed_views} model view(s) of versions no longer recorded")
+        out_line(f"{verb} {counted(r.removed_views, 'model view')} of versions no longer recorded")
+
+
+def _was(n: int) -> str:
+    return "was" if n == 1 else "were"
 
 
 commands = [forget, gc]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import click
 
+from ..errors import counted
 from ..ops.reindex import rebuild_index
 from .main import Context, json_option, pass_ctx
 from .output import info, out_json, warn
@@ -38,5 +39,5 @@ def rebuild(ctx: Context, as_json: bool) -> None:
                   "bad_files": [{"path": p, "why": w} for p, w in report.bad_files],
                   "temp_files_removed": report.temp_files_removed})
     else:
-        info(f"index rebuilt: {report.objects} objects ({report.loose} loose, "
-             f"from {report.packs} packs)", ctx.quiet)
+        info(f"index rebuilt: {counted(report.objects, 'object')} ({report.loose} loose, "
+             f"from {counted(report.packs, 'pack')})", ctx.quiet)

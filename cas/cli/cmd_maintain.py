@@ -4,7 +4,7 @@ import os
 
 import click
 
-from ..errors import EXIT_PROBLEM_FOUND
+from ..errors import EXIT_PROBLEM_FOUND, counted
 from ..ops.maintain import DEFAULT_SAMPLE_PERCENT, MaintainOptions
 from ..ops.maintain import maintain as do_maintain
 from .main import Context, json_option, pass_ctx
@@ -53,13 +53,13 @@ def _print(report) -> None:
     steps = {s["step"]: s for s in report.steps}
     would = "would " if report.dry_run else ""
     p, g, c, v, x = (steps[n] for n in ("policies", "gc", "consolidate", "verify", "compact"))
-    out_line(f"policies: {p['branches']} branches, {would}forget {p['forgotten']} snapshots")
-    out_line(f"gc: {would}remove {g['removed_objects']} objects "
+    out_line(f"policies: {counted(p['branches'], 'branch')}, {would}forget {counted(p['forgotten'], 'snapshot')}")
+    out_line(f"gc: {would}remove {counted(g['removed_objects'], 'object')} "
              f"({human_bytes(g['removed_bytes'])}); {g['live_objects']} live")
     out_line(f"packs: {c['small_packs']} of {c['packs_before']} under the small size; "
              f"{would}rewrite {c['rewritten_packs']} into {c['new_packs']}"
              + (f", drop {c['orphan_packs']} left by an interrupted run" if c["orphan_packs"] else ""))
-    out_line(f"verify: {v['objects']} objects in {v['snapshots']} snapshots present; "
+    out_line(f"verify: {counted(v['objects'], 'object')} in {counted(v['snapshots'], 'snapshot')} present; "
              f"{v['sampled_objects']} ({human_bytes(v['sampled_bytes'])}) reread, "
              f"{v['damaged']} damaged")
     out_line(f"index: {human_bytes(x['bytes_before'])} -> {human_bytes(x['bytes_after'])}")

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from ..errors import EXIT_PROBLEM_FOUND, CasError, ModelNotFound
+from ..errors import EXIT_PROBLEM_FOUND, CasError, ModelNotFound, counted
 from ..ops.models import (
     ModelInventory,
     ModelRow,
@@ -26,7 +26,18 @@ from ..storage.store import locate_store
 from . import user_config
 from .complete import complete_model, complete_store_name
 from .main import Context, at_option, json_option, pass_ctx
-from .output import byte_progress, error_line, human_bytes, info, out_json, out_line, shown, wants_progress, warn
+from .output import (
+    byte_progress,
+    error_line,
+    human_bytes,
+    info,
+    out_json,
+    out_line,
+    path_text,
+    shown,
+    wants_progress,
+    warn,
+)
 
 
 @click.group("model")
@@ -68,7 +79,7 @@ def import_(ctx: Context, src: str, name: str | None, chunked: bool, message: st
     if result.unchanged:
         out_line(f"{v.label} {v.snapshot.oid.short}: unchanged, nothing stored")
     else:
-        out_line(f"{v.label} {v.snapshot.oid.short}: {len(v.manifest.files)} files, "
+        out_line(f"{v.label} {v.snapshot.oid.short}: {counted(len(v.manifest.files), 'file')}, "
                  f"{human_bytes(v.manifest.bytes)}; {result.new_objects} new objects, "
                  f"{human_bytes(result.new_bytes)} new ({human_bytes(result.stored_bytes)} stored)")
 
@@ -168,7 +179,7 @@ def show(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> None:
         q = m.quantization
         out_line(f"params     {m.parameters:,} ({params_text(m.parameters)})   dtype {m.dtype or '-'}"
                  + (f"   quantized {q['bits']}-bit, group {q['group_size']}" if q else ""))
-        out_line(f"bytes      {m.bytes:,} in {len(m.files)} files, {len(m.tensors)} tensors")
+        out_line(f"bytes      {m.bytes:,} in {counted(len(m.files), 'file')}, {counted(len(m.tensors), 'tensor')}")
         for f in m.files:
             out_line(f"  {f.id.short}  {human_bytes(f.size):>10}  {f.path}")
         if m.config:
@@ -249,8 +260,8 @@ def verify(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> int:
         return 0 if not report.problems else EXIT_PROBLEM_FOUND
     for line in report.problems:
         error_line(f"{v.label}: {line}")
-    verdict = "ok" if not report.problems else f"{len(report.problems)} problem(s) found"
-    info(f"{v.label}: {report.files} files, {human_bytes(report.bytes)} read and rehashed: {verdict}",
+    verdict = "ok" if not report.problems else f"{counted(len(report.problems), 'problem')} found"
+    info(f"{v.label}: {counted(report.files, 'file')}, {human_bytes(report.bytes)} read and rehashed: {verdict}",
          ctx.quiet and not report.problems)
     if report.problems:
         _repair_hint(v, report.to_delete)
@@ -274,8 +285,9 @@ def _repair_hint(v, to_delete: list[str] | None) -> None:
 @click.argument("spec", metavar="NAME", shell_complete=complete_model)
 @click.argument("target", type=click.Path(path_type=str))
 @at_option()
+@json_option("Print what was written as JSON.")
 @pass_ctx
-def export(ctx: Context, spec: str, target: str, at_ns: int | None) -> int:
+def export(ctx: Context, spec: str, target: str, at_ns: int | None, as_json: bool) -> int:
     """Write a model version out as a normal model directory.
 
     \b
@@ -288,14 +300,20 @@ def export(ctx: Context, spec: str, target: str, at_ns: int | None) -> int:
     with ctx.opened() as history:
         v = resolve_model(history, spec, at_ns)
         report = export_model(history, v, target)
+    code = EXIT_PROBLEM_FOUND if report.problems else 0
+    if as_json:
+        out_json({"model": v.label, "target": target, **report.figures(),
+                  "problems": [{"path": path_text(p.path), "message": p.message}
+                               for p in report.problems]})
+        return code
     for problem in report.problems:
-        error_line(f"{problem.path}: {problem.message}")
+        error_line(f"{path_text(problem.path)}: {problem.message}")
     if report.problems:
-        info(f"exported {v.label} to {target} with {len(report.problems)} problem(s)", False)
-        return EXIT_PROBLEM_FOUND
-    info(f"exported {v.label}: {report.files} files, {human_bytes(report.bytes)} to {target}",
+        info(f"exported {v.label} to {target} with {counted(len(report.problems), 'problem')}", False)
+        return code
+    info(f"exported {v.label}: {counted(report.files, 'file')}, {human_bytes(report.bytes)} to {target}",
          ctx.quiet)
-    return 0
+    return code
 
 
 @model.command("path")
@@ -328,8 +346,9 @@ def path(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> None:
               help="Hugging Face hub cache (default: $HF_HUB_CACHE, $HF_HOME/hub or "
                    "~/.cache/huggingface/hub).")
 @at_option()
+@json_option("Print the link and its make-up as JSON.")
 @pass_ctx
-def link(ctx: Context, spec: str, hub: str | None, at_ns: int | None) -> None:
+def link(ctx: Context, spec: str, hub: str | None, at_ns: int | None, as_json: bool) -> None:
     """Make a model visible to tools that look in the Hugging Face cache.
 
     \b
@@ -344,6 +363,10 @@ def link(ctx: Context, spec: str, hub: str | None, at_ns: int | None) -> None:
         v = resolve_model(history, spec, at_ns)
         snap_dir = link_hf_cache(history, v, hub)
         view = model_view(history, v)
+    if as_json:
+        out_json({"model": v.label, "path": snap_dir, "linked_bytes": view.linked_bytes,
+                  "copied_bytes": view.copied_bytes})
+        return
     out_line(snap_dir)
     info(f"{human_bytes(view.linked_bytes)} linked into the store, "
          f"{human_bytes(view.copied_bytes)} copied out", ctx.quiet)
@@ -351,8 +374,9 @@ def link(ctx: Context, spec: str, hub: str | None, at_ns: int | None) -> None:
 
 @model.command("rm")
 @click.argument("name", shell_complete=complete_model)
+@json_option("Print what was removed as JSON.")
 @pass_ctx
-def rm(ctx: Context, name: str) -> None:
+def rm(ctx: Context, name: str, as_json: bool) -> None:
     """Remove a model and all its versions ('cas gc' then frees what only it used).
 
     \b
@@ -364,8 +388,10 @@ def rm(ctx: Context, name: str) -> None:
             raise ModelNotFound(name, "remove a whole model by its name; versions go with it")
         count = remove_model(history, name, on_link_left=lambda path, why: warn(
             f"{path}: a link 'cas model link' made {why}; remove it by hand"))
-    info(f"removed {name} ({count} version{'s' if count != 1 else ''}); run 'cas gc' to free space",
-         ctx.quiet)
+    if as_json:
+        out_json({"model": name, "removed_versions": count})
+        return
+    info(f"removed {name} ({counted(count, 'version')}); run 'cas gc' to free space", ctx.quiet)
 
 
 @click.group("stores")
@@ -381,7 +407,9 @@ def stores() -> None:
 @stores.command("add")
 @click.argument("name")
 @click.argument("store_path", metavar="PATH", type=click.Path(path_type=str))
-def stores_add(name: str, store_path: str) -> None:
+@json_option("Print what was registered as JSON.")
+@pass_ctx
+def stores_add(ctx: Context, name: str, store_path: str, as_json: bool) -> None:
     """Register a store (e.g. one on an external SSD) under NAME: PATH is the
     store directory itself, or a directory holding one as .cas/.
 
@@ -392,18 +420,29 @@ def stores_add(name: str, store_path: str) -> None:
     found = locate_store(store_path)
     StoreConfig.load(found)  # a config this cas can read
     user_config.register_store(name, found)
+    if as_json:
+        out_json({"name": name, "path": found, "action": "registered"})
+        return
+    info(f"registered store {name} at {found}", ctx.quiet)
 
 
 @stores.command("rm")
 @click.argument("name", shell_complete=complete_store_name)
-def stores_rm(name: str) -> None:
+@json_option("Print what was removed as JSON.")
+@pass_ctx
+def stores_rm(ctx: Context, name: str, as_json: bool) -> None:
     """Forget a registered store (its data is untouched).
 
     \b
     Examples:
       cas stores rm ssd
     """
+    path = user_config.registered_stores().get(name)
     user_config.unregister_store(name)
+    if as_json:
+        out_json({"name": name, "path": path, "action": "removed"})
+        return
+    info(f"removed store {name} ({path}) from the list; its data is untouched", ctx.quiet)
 
 
 @stores.command("ls")

@@ -105,9 +105,10 @@ def policy() -> None:
                                                 "of the default thinning).")
 @click.option("--watch-default", is_flag=True, help="The watcher's default (README, 'Thinning').")
 @rule_options
+@json_option("Print the stored policy as JSON.")
 @pass_ctx
 def set_policy(ctx: Context, branch: str | None, keep_all: bool, watch_default: bool,
-               **rules) -> None:
+               as_json: bool, **rules) -> None:
     """Store BRANCH's policy, replacing any it had.
 
     \b
@@ -122,6 +123,9 @@ def set_policy(ctx: Context, branch: str | None, keep_all: bool, watch_default: 
     with ctx.opened() as history:
         branch = require_branch(history, branch or history.refs.head_branch())
         Policies(history).set(branch, chosen)
+    if as_json:
+        out_json({"branch": branch, "policy": chosen.to_doc()})
+        return
     info(f"{branch}: {chosen.describe()}", ctx.quiet)
 
 
@@ -155,8 +159,9 @@ def show_policy(ctx: Context, branch: str | None, as_json: bool) -> None:
 
 @policy.command("clear")
 @branch_option("Branch (default: HEAD's).")
+@json_option("Print what was removed as JSON.")
 @pass_ctx
-def clear_policy(ctx: Context, branch: str | None) -> None:
+def clear_policy(ctx: Context, branch: str | None, as_json: bool) -> None:
     """Remove BRANCH's policy (a watcher stores its default again when it starts;
     'cas policy set --keep-all' keeps everything instead).
 
@@ -168,6 +173,9 @@ def clear_policy(ctx: Context, branch: str | None) -> None:
         branch = branch or history.refs.head_branch()
         check_ref_name(branch)
         removed = Policies(history).clear(branch)
+    if as_json:
+        out_json({"branch": branch, "removed": removed})
+        return
     info(f"{branch}: policy removed" if removed else f"{branch} had no policy", ctx.quiet)
 
 

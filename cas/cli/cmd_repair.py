@@ -4,7 +4,7 @@ import os
 
 import click
 
-from ..errors import EXIT_PROBLEM_FOUND
+from ..errors import EXIT_PROBLEM_FOUND, counted
 from ..ops.repair import repair
 from .main import Context, json_option, pass_ctx
 from .output import byte_progress, error_line, info, out_json, path_text, wants_progress
@@ -39,8 +39,8 @@ def command(ctx: Context, sources: tuple[str, ...], as_json: bool) -> int:
         return 0 if report.ok else EXIT_PROBLEM_FOUND
     repaired = len(report.repaired) + len(report.packs_rewritten)
     if report.found or repaired:
-        info(f"replaced {len(report.repaired)} damaged object(s), rewrote "
-             f"{len(report.packs_rewritten)} damaged pack(s)", ctx.quiet)
+        info(f"replaced {counted(len(report.repaired), 'damaged object')}, rewrote "
+             f"{counted(len(report.packs_rewritten), 'damaged pack')}", ctx.quiet)
     for d in report.still_damaged:
         error_line(f"{d.what} {d.label}: still damaged: {d.why}")
         for snap, path in d.used_by[:20]:
@@ -50,7 +50,8 @@ def command(ctx: Context, sources: tuple[str, ...], as_json: bool) -> int:
              ctx.quiet)
         return 0
     where = "in the sources named" if sources else "without a source"
-    info(f"{len(report.still_damaged)} problem(s) remain, with no good copy found {where}: "
+    remain = "remains" if len(report.still_damaged) == 1 else "remain"
+    info(f"{counted(len(report.still_damaged), 'problem')} {remain}, with no good copy found {where}: "
          "name a directory or store that holds the content ('cas repair --from DIR|STORE'), "
          "or add or import the good files again", False)
     return EXIT_PROBLEM_FOUND

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
+from ..errors import counted
 from ..ops.report import write_report
 from .complete import complete_branch
-from .main import Context, pass_ctx
-from .output import info, path_text
+from .main import Context, json_option, pass_ctx
+from .output import info, out_json, path_text
 
 
 @click.command("report")
@@ -15,8 +16,9 @@ from .output import info, path_text
               help="Write the report to FILE (replaced whole, created 0600).")
 @click.option("--branch", metavar="B", shell_complete=complete_branch,
               help="Only branch B (default: every branch, models too).")
+@json_option("Print what the page holds as JSON.")
 @pass_ctx
-def report(ctx: Context, html_path: str, branch: str | None) -> None:
+def report(ctx: Context, html_path: str, branch: str | None, as_json: bool) -> None:
     """A self-contained HTML page: growth over time, what was stored per day,
     the dedup ratio, the paths that grew the most and the models by size.
 
@@ -32,9 +34,13 @@ def report(ctx: Context, html_path: str, branch: str | None) -> None:
     """
     with ctx.opened() as history:
         result = write_report(history, html_path, branch)
-    info(f"wrote {path_text(html_path)}: {result.rows} day(s), "
-         f"{result.growers.pairs_compared} change(s) compared, {result.models} model(s)",
-         ctx.quiet)
+    if as_json:
+        out_json({"path": path_text(html_path), "days": result.rows,
+                  "changes_compared": result.growers.pairs_compared, "models": result.models})
+        return
+    info(f"wrote {path_text(html_path)}: {counted(result.rows, 'day')}, "
+         f"{counted(result.growers.pairs_compared, 'change')} compared, "
+         f"{counted(result.models, 'model')}", ctx.quiet)
 
 
 commands = [report]

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ..errors import counted
 from ..ops.growth import BY_DAY, BY_SNAPSHOT, GrowthRow, growth
 from ..ops.usage import FIGURES, DirUsage, StoreUsage, disk_usage, store_usage
 from .complete import complete_branch, complete_ref, complete_ref_or_path
@@ -76,8 +77,8 @@ def stats(ctx: Context, spec: str | None, by_history: bool, branch: str | None, 
                 out_json(doc)
                 return
             st = snap.stats
-            out_line(f"snapshot {snap.oid.short}: {st['files']} files, {human_bytes(st['bytes'])}")
-            out_line(f"added {st['new_objects']} objects, {human_bytes(st['new_bytes'])} of new "
+            out_line(f"snapshot {snap.oid.short}: {counted(st['files'], 'file')}, {human_bytes(st['bytes'])}")
+            out_line(f"added {counted(st['new_objects'], 'object')}, {human_bytes(st['new_bytes'])} of new "
                      f"content, {human_bytes(st['stored_bytes'])} stored")
             return
         usage = store_usage(history)
@@ -89,7 +90,8 @@ def stats(ctx: Context, spec: str | None, by_history: bool, branch: str | None, 
 
 def _print_usage(u: StoreUsage) -> None:
     out_line(f"objects:         {u.objects} ({u.loose_objects} loose, {u.packed_objects} in "
-             f"{u.packs} packs, {u.compressed_objects} compressed, {u.chunked_files} chunked files)")
+             f"{counted(u.packs, 'pack')}, {u.compressed_objects} compressed, "
+             f"{counted(u.chunked_files, 'chunked file')})")
     for label, value, what in (
             ("snapshot bytes", u.snapshot_bytes, "all files of all snapshots"),
             ("content bytes", u.content_bytes, "each distinct chunk once"),

@@ -4,7 +4,7 @@ import os
 
 import click
 
-from ..errors import EXIT_PROBLEM_FOUND
+from ..errors import EXIT_PROBLEM_FOUND, counted
 from ..ops.verify import verify
 from .main import Context, json_option, pass_ctx
 from .output import byte_progress, error_line, human_bytes, info, out_json, path_text, wants_progress
@@ -72,10 +72,11 @@ def command(ctx: Context, full: bool, sample: float | None, as_json: bool) -> in
             checked = (f", a sample of {report.sampled_objects} ({human_bytes(report.bytes_checked)}) "
                        f"read and rehashed ({sample_range(report.sample)} of the digest space)")
         if report.unindexed_objects or report.unindexed_packs:
-            info(f"note: {report.unindexed_objects} object files and {report.unindexed_packs} "
-                 "packs on disk are not in the index (left by an interrupted write; "
+            info(f"note: {counted(report.unindexed_objects, 'object file')} and "
+                 f"{counted(report.unindexed_packs, 'pack')} on disk are not in the index (left by an interrupted write; "
                  "harmless, 'cas index rebuild' adopts them)", ctx.quiet)
-        status = "ok" if report.ok else f"{len(report.damage)} problem(s) found"
-        info(f"{report.objects} objects in {report.snapshots} snapshots checked{checked}: {status}",
+        status = "ok" if report.ok else f"{counted(len(report.damage), 'problem')} found"
+        info(f"{counted(report.objects, 'object')} in {counted(report.snapshots, 'snapshot')} "
+             f"checked{checked}: {status}",
              ctx.quiet and report.ok)
     return 0 if report.ok else EXIT_PROBLEM_FOUND
