@@ -6,6 +6,7 @@ import click
 
 from ..errors import EXIT_PROBLEM_FOUND, counted
 from ..ops.repair import repair
+from .cmd_verify import stored_size
 from .main import Context, json_option, pass_ctx
 from .output import byte_progress, error_line, info, out_json, path_text, wants_progress
 
@@ -31,8 +32,8 @@ def command(ctx: Context, sources: tuple[str, ...], as_json: bool) -> int:
       cas repair --from ~/models/tiny-coder --from /mnt/backup/.cas
     """
     with ctx.opened(exclusive=True) as history:
-        total = sum(p.file_size for p in history.store.index.packs())
-        with byte_progress("verifying", total, wants_progress(ctx.quiet), "objects") as advance:
+        bar = wants_progress(ctx.quiet)
+        with byte_progress("verifying", stored_size(history.store) if bar else None, bar) as advance:
             report = repair(history, list(sources), on_progress=advance)
     if as_json:
         out_json(report.to_doc())

@@ -3,6 +3,7 @@ from __future__ import annotations
 import click
 
 from ..errors import EXIT_PROBLEM_FOUND, counted
+from ..model.tree import DIR, FILE
 from ..ops.checkout import checkout as do_checkout
 from ..ops.checkout import restore_to
 from ..ops.restore import Overwrite, OwnerPolicy, snapshot_at
@@ -69,7 +70,8 @@ def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
             split_refs(history, args, 1, paths_after_dashdash())
             given = [*args[1:], *paths_after_dashdash()]
         paths = check_paths(history, snap, given)
-        with byte_progress("restore", snap.stats.get("bytes"), wants_progress(ctx.quiet)) as advance:
+        size, files = _restore_size(history, snap, paths) if wants_progress(ctx.quiet) else (None, None)
+        with byte_progress("restore", size, wants_progress(ctx.quiet), files=files) as advance:
             report = restore_to(history, snap, target, paths or None, force=force,
                                 overwrite=Overwrite(overwrite), on_file=advance,
                                 owners=OwnerPolicy.default(numeric_owner))
@@ -119,6 +121,21 @@ def checkout(ctx: Context, spec: str, paths: tuple[str, ...], force: bool, as_js
     info(f"checked out {snap.oid.short}: {counted(len(report.changes), 'path')} changed "
          f"({counted(report.restore.files, 'file')} written, {report.removed} removed)", ctx.quiet)
     return EXIT_PROBLEM_FOUND if report.restore.problems else 0
+
+
+def _restore_size(history, snap, paths: list[bytes]) -> tuple[int | None, int | None]:
+    """Bytes and files a restore writes, for its progress bar: the snapshot's
+    recorded figures, or the named paths' sizes from the tree."""
+    if not paths or b"" in paths:
+        return snap.stats.get("bytes"), snap.stats.get("files")
+    size = files = 0
+    for path in paths:
+        entry = history.entry_at(snap.tree, path)
+        below = [(path, entry)] if entry is None or entry.kind != DIR else history.walk(entry.oid)
+        for _, e in below:
+            if e is not None and e.kind == FILE:
+                size, files = size + e.size, files + 1
+    return size, files
 
 
 def _problem_docs(problems) -> list[dict]:

@@ -24,6 +24,12 @@ def sample_doc(report) -> dict | None:
             "from": f"{report.sample.start:016x}", "to": f"{report.sample.end:016x}"}
 
 
+def stored_size(store) -> int:
+    """What a full verify reads: every pack file and every loose object."""
+    return sum(p.file_size for p in store.index.packs()) + \
+        sum(e.stored_length for e in store.entries() if e.pack is None)
+
+
 @click.command("verify")
 @click.option("--full", is_flag=True, help="Read back every byte and check it hashes to its id.")
 @click.option("--sample", "sample", type=SAMPLE_PERCENT, metavar="PERCENT",
@@ -44,8 +50,8 @@ def command(ctx: Context, full: bool, sample: float | None, as_json: bool) -> in
     """
     with ctx.opened() as history:
         store = history.store
-        total = sum(p.file_size for p in store.index.packs()) if full else None
-        with byte_progress("verifying", total, full and wants_progress(ctx.quiet), "objects") as advance:
+        bar = full and wants_progress(ctx.quiet)
+        with byte_progress("verifying", stored_size(store) if bar else None, bar) as advance:
             report = verify(store, full=full, on_progress=advance, history=history,
                             sample_percent=sample)
     if as_json:

@@ -9,7 +9,7 @@ import re
 import sys
 from collections.abc import Iterator
 
-from ..errors import human_bytes  # noqa: F401 - the CLI formats sizes through this module
+from ..errors import human_bytes
 
 # C0 controls, DEL and C1 controls: a name or message holding ESC [ ... or
 # an OSC sequence would otherwise drive the terminal it is printed on.
@@ -74,12 +74,72 @@ def wants_progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
+class Advance:
+    """What ``byte_progress`` yields: called once per file (or object) done
+    with its bytes; ``set_total`` gives the totals once they are known (a
+    scan learns them after its stat pass), turning the spinner into a bar."""
+
+    def __init__(self, progress, task) -> None:
+        self._progress, self._task, self.count = progress, task, 0
+
+    def __call__(self, nbytes: int) -> None:
+        self.count += 1
+        self._progress.update(self._task, advance=nbytes, count=self.count)
+
+    def set_total(self, nbytes: int | None, files: int | None = None) -> None:
+        self._progress.update(self._task, total=nbytes, files=_of(files))
+
+
+def _of(files: int | None) -> str:
+    return "" if files is None else f"/{files}"
+
+
+def _columns(unit: str) -> tuple:
+    """Bar, done/total, rate and ETA while a total is known; a spinner with
+    what is done and the rate while it is not (as restic shows them)."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        ProgressColumn,
+        SpinnerColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+    from rich.text import Text
+
+    class Done(ProgressColumn):
+        def render(self, task):
+            return Text(human_bytes(int(task.completed)))
+
+    class Known(ProgressColumn):
+        """One column whose look depends on whether the task has a total."""
+
+        def __init__(self, known: ProgressColumn, unknown: ProgressColumn | None,
+                     label: str = "") -> None:
+            super().__init__()
+            self.known, self.unknown, self.label = known, unknown, label
+
+        def render(self, task):
+            column = self.known if task.total is not None else self.unknown
+            if column is None:
+                return Text("")
+            return Text(self.label) + column.render(task) if self.label else column.render(task)
+
+    return (TextColumn("{task.description}"),
+            Known(BarColumn(), SpinnerColumn()),
+            TextColumn("{task.fields[count]}{task.fields[files]} " + unit),
+            Known(DownloadColumn(binary_units=True), Done()), TransferSpeedColumn(),
+            Known(TimeRemainingColumn(), None, "ETA "))
+
+
 @contextlib.contextmanager
 def byte_progress(description: str, total: int | None, enabled: bool,
-                  unit: str = "files") -> Iterator:
-    """A progress bar on stderr (count, bytes, rate) on a terminal, else nothing.
+                  unit: str = "files", files: int | None = None, console=None) -> Iterator:
+    """A progress bar on stderr on a terminal, else nothing (yields None).
 
-    Yields ``advance(nbytes)``, to be called once per file (or object) done.
+    Yields an ``Advance``: call it once per file (or object) done with its
+    bytes. ``total`` bytes (and ``files``, when known) give a bar with ETA.
     """
     if not enabled:
         yield None
@@ -87,19 +147,9 @@ def byte_progress(description: str, total: int | None, enabled: bool,
     # rich is imported here: it costs ~25 ms of start-up that commands
     # without a terminal never need.
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]} " + unit),
-        DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-        console=Console(file=sys.stderr), transient=True,
-    )
+    from rich.progress import Progress
+    progress = Progress(*_columns(unit), console=console or Console(file=sys.stderr),
+                        transient=True)
     with progress:
-        task = progress.add_task(description, total=total, count=0)
-        count = 0
-
-        def advance(nbytes: int) -> None:
-            nonlocal count
-            count += 1
-            progress.update(task, advance=nbytes, count=count)
-
-        yield advance
+        task = progress.add_task(description, total=total, count=0, files=_of(files))
+        yield Advance(progress, task)
