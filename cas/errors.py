@@ -423,3 +423,10 @@ class TreeTooManyPaths(ManifestInvalid):
     def __init__(self, tree: str, limit: int):
         CasError.__init__(self, f"tree {tree} reuses its subtrees to more than {limit:,} paths; "
                                 "stopped (a crafted or damaged tree, not one recorded from disk)")
+
+
+class RefIsAModel(RefNotFound):
+    """A history command given a model's name: models have their own history."""
+
+    def __init__(self, name: str):
+        CasError.__init__(self, f"'{name}' is a model: see 'cas model log {name}'")

@@ -90,3 +90,33 @@ def test_help_command_and_help_option_agree():
     by_option = subprocess.run([*run, "model", "import", "--help"], capture_output=True, text=True)
     assert by_command.returncode == 0 and by_command.stdout == by_option.stdout
     assert "Examples:\n    cas model import" in by_command.stdout
+
+
+# -- messages that point to the right command ------------------------------------
+
+def test_a_model_name_given_as_a_ref_points_to_model_log(cas, tmp_path):
+    from tests.test_models_everyday import make_model
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.txt").write_text("a\n")
+    assert cas("init", cwd=tree).code == 0
+    assert cas("snapshot", cwd=tree).code == 0
+    assert cas("model", "import", str(make_model(tmp_path / "m", 1)), "--name", "tiny-coder",
+               cwd=tree).code == 0
+    for args in (["log", "tiny-coder"], ["show", "tiny-coder"], ["ls", "tiny-coder"],
+                 ["restore", "tiny-coder", "--to", str(tmp_path / "out")]):
+        r = cas(*args, cwd=tree)
+        assert r.code == 2, args
+        assert "'tiny-coder' is a model: see 'cas model log tiny-coder'" in r.err, args
+    assert "ambiguous argument 'nosuch'" in cas("log", "nosuch", cwd=tree).err
+
+
+def test_counts_are_worded_for_one(cas, tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.txt").write_text("a\n")
+    assert cas("init", cwd=tree).code == 0
+    assert cas("snapshot", cwd=tree).code == 0
+    said = cas("stats", "HEAD", cwd=tree).text
+    assert "1 file," in said and "1 files" not in said
+    assert "(s)" not in cas("verify", "--full", cwd=tree).err

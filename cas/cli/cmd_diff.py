@@ -5,32 +5,17 @@ import sys
 
 import click
 
-from ..ops.diff import SYMBOL, Change, DiffReport, FileDiff, compare, scan_working_tree
+from ..ops.diff import DiffReport, FileDiff, compare, scan_working_tree
 from ..ops.worktree import resolve_source
 from .complete import complete_ref_then_paths
 from .history_args import RefsThenPaths, paths_after_dashdash, split_refs
 from .main import Context, json_option, pass_ctx
-from .output import out_json, out_line, path_text, shown
+from .output import out_json, out_line, print_changes, shown
 
 # Escaped in patch lines on a terminal (a file could hold ESC sequences);
 # a tab is content. Through a pipe, lines go out as they are, for patch(1).
 _TERMINAL_UNSAFE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _STAT_WIDTH = 50
-
-
-def _size(e) -> str:
-    return "" if e is None or e.kind == "dir" else str(e.size)
-
-
-def _print(changes: list[Change], as_json: bool) -> None:
-    if as_json:
-        out_json([{"change": c.kind, "path": path_text(c.path.decode("utf-8", "surrogateescape")),
-                   "old": c.old.to_doc() if c.old else None, "new": c.new.to_doc() if c.new else None}
-                  for c in changes])
-        return
-    for c in changes:
-        sizes = f"{_size(c.old)} -> {_size(c.new)}" if c.old and c.new else _size(c.old or c.new)
-        out_line(f"{SYMBOL[c.kind]}  {shown(c.path)}  ({sizes})")
 
 
 def _working(history, branch_source):
@@ -110,7 +95,7 @@ def diff(ctx: Context, args: tuple[str, ...], patch: bool, with_stat: bool, as_j
             out_line("")
         _print_patch(report)
     if not (patch or with_stat):
-        _print(report.changes, False)
+        print_changes(report.changes)
     return 0
 
 

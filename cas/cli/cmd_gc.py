@@ -12,6 +12,7 @@ from ..ops.gc import GRACE_SECONDS
 from ..ops.gc import gc as do_gc
 from .cmd_policy import policy_from_options, require_branch, rule_options
 from .complete import complete_ref
+from .history_args import stored_id
 from .main import Context, branch_option, json_option, pass_ctx
 from .output import human_bytes, info, out_json, out_line, shown
 from .timespec import show_time
@@ -58,7 +59,7 @@ def forget(ctx: Context, specs: tuple[str, ...], branch: str | None, all_branche
             if dry_run:
                 raise ArgumentsConflict("--dry-run applies to --keep rules")
             snaps = [history.resolve(s) for s in specs]
-            reports = [do_forget(history, [s.oid for s in snaps], force)]
+            reports = [do_forget(history, [stored_id(s) for s in snaps], force)]
         else:
             reports = _apply_rules(history, policy, branch, all_branches, dry_run)
     if as_json:

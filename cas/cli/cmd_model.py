@@ -25,6 +25,7 @@ from ..storage.config import StoreConfig
 from ..storage.store import locate_store
 from . import user_config
 from .complete import complete_model, complete_store_name
+from .history_args import stored_id
 from .main import Context, at_option, json_option, pass_ctx
 from .output import (
     byte_progress,
@@ -72,14 +73,14 @@ def import_(ctx: Context, src: str, name: str | None, chunked: bool, message: st
                               on_file=advance)
     v = result.version
     if as_json:
-        out_json({"name": v.name, "version": v.number, "snapshot": v.snapshot.oid.hex,
+        out_json({"name": v.name, "version": v.number, "snapshot": stored_id(v.snapshot).hex,
                   "unchanged": result.unchanged, "new_objects": result.new_objects,
                   "new_bytes": result.new_bytes, "stored_bytes": result.stored_bytes})
         return
     if result.unchanged:
-        out_line(f"{v.label} {v.snapshot.oid.short}: unchanged, nothing stored")
+        out_line(f"{v.label} {stored_id(v.snapshot).short}: unchanged, nothing stored")
     else:
-        out_line(f"{v.label} {v.snapshot.oid.short}: {counted(len(v.manifest.files), 'file')}, "
+        out_line(f"{v.label} {stored_id(v.snapshot).short}: {counted(len(v.manifest.files), 'file')}, "
                  f"{human_bytes(v.manifest.bytes)}; {result.new_objects} new objects, "
                  f"{human_bytes(result.new_bytes)} new ({human_bytes(result.stored_bytes)} stored)")
 
@@ -148,8 +149,8 @@ def _print_table(inventory: ModelInventory) -> None:
     for o in inventory.offline:
         lines.append([o["store"], "(offline)"] + [""] * (len(head) - 2))
     widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
-    for r in lines:
-        out_line("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for cells in lines:
+        out_line("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
 
 
 @model.command("show")
@@ -171,7 +172,7 @@ def show(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> None:
             out_json(json.loads(v.manifest.to_json()))
             return
         m = v.manifest
-        out_line(f"model      {v.label}  (snapshot {v.snapshot.oid.short}, {v.snapshot.time_iso[:19]}Z)")
+        out_line(f"model      {v.label}  (snapshot {stored_id(v.snapshot).short}, {v.snapshot.time_iso[:19]}Z)")
         out_line(f"note       {shown(v.snapshot.message)}")
         if m.source.get("repo"):
             out_line(f"repo       {m.source['repo']}  revision {m.source.get('revision', '-')}")
@@ -182,12 +183,7 @@ def show(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> None:
         out_line(f"bytes      {m.bytes:,} in {counted(len(m.files), 'file')}, {counted(len(m.tensors), 'tensor')}")
         for f in m.files:
             out_line(f"  {f.id.short}  {human_bytes(f.size):>10}  {f.path}")
-        if m.config:
-            out_line("config")
-            for key in sorted(m.config):
-                value = m.config[key]
-                if not isinstance(value, (dict, list)) or len(str(value)) < 60:
-                    out_line(f"  {key}: {value}")
+        _print_config(m.config)
         by_dtype: dict[str, list[int]] = {}
         for t in m.tensors:
             s = by_dtype.setdefault(t.dtype, [0, 0, 0])
@@ -202,6 +198,17 @@ def show(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> None:
             out_line("largest")
             for t in largest:
                 out_line(f"  {t.name}  {t.dtype} {list(t.shape)}  {human_bytes(t.nbytes)}")
+
+
+def _print_config(config: dict | None) -> None:
+    """The config's short values (long lists and nested objects left out)."""
+    if not config:
+        return
+    out_line("config")
+    for key in sorted(config):
+        value = config[key]
+        if not isinstance(value, (dict, list)) or len(str(value)) < 60:
+            out_line(f"  {key}: {value}")
 
 
 @model.command("log")
@@ -223,14 +230,14 @@ def log(ctx: Context, name: str, as_json: bool) -> None:
         return
     for r in rows:
         v = r.version
-        out_line(f"{v.label:<{len(name) + 4}} {v.snapshot.oid.short}  "
+        out_line(f"{v.label:<{len(name) + 4}} {stored_id(v.snapshot).short}  "
                  f"{v.snapshot.time_iso[:16].replace('T', ' ')}  {human_bytes(v.manifest.bytes):>9}"
                  f"  {human_bytes(r.stored_bytes):>9} on disk  {shown(v.snapshot.message)}")
 
 
 def _log_doc(r: ModelRow) -> dict:
     v = r.version
-    return {"name": v.name, "version": v.number, "snapshot": v.snapshot.oid.hex,
+    return {"name": v.name, "version": v.number, "snapshot": stored_id(v.snapshot).hex,
             "time": v.snapshot.time_iso[:19] + "Z", "note": v.snapshot.message,
             "size_bytes": v.manifest.bytes, "stored_bytes": r.stored_bytes,
             "shared_bytes": r.shared_bytes}

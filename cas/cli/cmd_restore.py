@@ -6,7 +6,7 @@ from ..errors import EXIT_PROBLEM_FOUND, counted
 from ..model.tree import DIR, FILE
 from ..ops.checkout import checkout as do_checkout
 from ..ops.checkout import restore_to
-from ..ops.restore import Overwrite, OwnerPolicy, snapshot_at
+from ..ops.restore import Overwrite, OwnerPolicy, RestoreReport
 from ..ops.worktree import resolve_source
 from .complete import complete_ref, complete_ref_then_paths, complete_snapshot_paths
 from .history_args import (
@@ -17,6 +17,7 @@ from .history_args import (
     resolve_snapshot,
     source_relative,
     split_refs,
+    stored_id,
 )
 from .main import Context, at_option, branch_option, json_option, pass_ctx
 from .output import byte_progress, error_line, human_bytes, info, out_json, path_text, wants_progress
@@ -61,7 +62,7 @@ def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
     """
     with ctx.opened() as history:
         if at_ns is not None:
-            snap = snapshot_at(history, branch or history.refs.head_branch(), at_ns, show_time)
+            snap = history.at(branch, at_ns)
             given = [*args, *paths_after_dashdash()]
         else:
             if not args:
@@ -76,13 +77,13 @@ def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
                                 overwrite=Overwrite(overwrite), on_file=advance,
                                 owners=OwnerPolicy.default(numeric_owner))
     if as_json:
-        out_json({"snapshot": snap.oid.hex, "time": snap.time_iso, "target": target,
+        out_json({"snapshot": stored_id(snap).hex, "time": snap.time_iso, "target": target,
                   **report.figures(), "skipped_paths": [path_text(p) for p in report.skipped],
                   "problems": _problem_docs(report.problems)})
         return EXIT_PROBLEM_FOUND if report.problems else 0
     for p in report.problems:
         error_line(f"{path_text(p.path)}: {p.message}")
-    info(f"restored {snap.oid.short} ({show_time(snap.time_ns)}): {counted(report.files, 'file')}, "
+    info(f"restored {stored_id(snap).short} ({show_time(snap.time_ns)}): {counted(report.files, 'file')}, "
          f"{counted(report.dirs, 'dir')}, {counted(report.symlinks, 'symlink')}, "
          f"{human_bytes(report.bytes)} into {target}"
          + (f", {counted(len(report.skipped), 'existing file')} kept" if report.skipped else ""),
@@ -111,16 +112,16 @@ def checkout(ctx: Context, spec: str, paths: tuple[str, ...], force: bool, as_js
         source, branch = resolve_source(history, None, None)
         rel = [source_relative(source, p) for p in paths]
         report = do_checkout(history, snap, source, branch, rel or None, force)
+    written = report.restore or RestoreReport()   # nothing to write: nothing written
     if as_json:
-        out_json({"snapshot": snap.oid.hex, "changed": len(report.changes), "removed": report.removed,
-                  "written": report.restore.figures(),
-                  "problems": _problem_docs(report.restore.problems)})
-        return EXIT_PROBLEM_FOUND if report.restore.problems else 0
-    for p in report.restore.problems:
+        out_json({"snapshot": stored_id(snap).hex, "changed": len(report.changes), "removed": report.removed,
+                  "written": written.figures(), "problems": _problem_docs(written.problems)})
+        return EXIT_PROBLEM_FOUND if written.problems else 0
+    for p in written.problems:
         error_line(f"{path_text(p.path)}: {p.message}")
-    info(f"checked out {snap.oid.short}: {counted(len(report.changes), 'path')} changed "
-         f"({counted(report.restore.files, 'file')} written, {report.removed} removed)", ctx.quiet)
-    return EXIT_PROBLEM_FOUND if report.restore.problems else 0
+    info(f"checked out {stored_id(snap).short}: {counted(len(report.changes), 'path')} changed "
+         f"({counted(written.files, 'file')} written, {report.removed} removed)", ctx.quiet)
+    return EXIT_PROBLEM_FOUND if written.problems else 0
 
 
 def _restore_size(history, snap, paths: list[bytes]) -> tuple[int | None, int | None]:

@@ -10,7 +10,7 @@ from ..errors import counted
 from ..ops.growth import BY_DAY, BY_SNAPSHOT, GrowthRow, growth
 from ..ops.usage import FIGURES, DirUsage, StoreUsage, disk_usage, store_usage
 from .complete import complete_branch, complete_ref, complete_ref_or_path
-from .history_args import tree_path
+from .history_args import stored_id, tree_path
 from .main import Context, json_option, pass_ctx
 from .output import human_bytes, out_json, out_line, path_text, shown
 
@@ -72,12 +72,12 @@ def stats(ctx: Context, spec: str | None, by_history: bool, branch: str | None, 
     with ctx.opened() as history:
         if spec is not None:
             snap = history.resolve(spec)
-            doc = {"id": snap.oid.hex, **snap.stats}
+            doc = {"id": stored_id(snap).hex, **snap.stats}
             if as_json:
                 out_json(doc)
                 return
             st = snap.stats
-            out_line(f"snapshot {snap.oid.short}: {counted(st['files'], 'file')}, {human_bytes(st['bytes'])}")
+            out_line(f"snapshot {stored_id(snap).short}: {counted(st['files'], 'file')}, {human_bytes(st['bytes'])}")
             out_line(f"added {counted(st['new_objects'], 'object')}, {human_bytes(st['new_bytes'])} of new "
                      f"content, {human_bytes(st['stored_bytes'])} stored")
             return
@@ -136,13 +136,13 @@ def _print_growth(rows: list[GrowthRow], by: str) -> None:
         head[1:2] = ["BRANCH"]
     lines = [head]
     for r in rows:
-        first = [r.label, str(r.snapshots)] if by == BY_DAY else [r.label[:12], shown(r.branch)]
+        first = [r.label, str(r.snapshots)] if by == BY_DAY else [r.label[:12], shown(r.branch or '')]
         lines.append(first + [str(r.snapshots_total), human_bytes(r.logical_bytes),
                               human_bytes(r.new_bytes), human_bytes(r.stored_bytes),
                               human_bytes(r.store_bytes), _ratio(r)])
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     for line in lines:
-        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))]
+        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))]
         out_line("  ".join(cells).rstrip())
 
 
@@ -199,24 +199,26 @@ def _usage_json(root: DirUsage) -> str:
     print it, built with an explicit stack: json's own encoder recurses, and a
     crafted chain of thousands of nested trees must not end in RecursionError."""
     parts: list[str] = []
-    stack: list[tuple[str, object, int]] = [("node", root, 0)]
+    # Each item: a node to print at an indent, or text to print as it is.
+    stack: list[tuple[DirUsage, int] | str] = [(root, 0)]
     while stack:
-        kind, value, indent = stack.pop()
-        if kind == "text":
-            parts.append(value)
+        item = stack.pop()
+        if isinstance(item, str):
+            parts.append(item)
             continue
-        u, pad, inner = value, " " * indent, " " * (indent + 2)
+        u, indent = item
+        pad, inner = " " * indent, " " * (indent + 2)
         parts.append(f'{{\n{inner}"bytes": {u.logical_bytes},\n{inner}"children": ')
         tail = (f',\n{inner}"files": {u.files},\n{inner}"path": {json.dumps(_usage_path(u))},'
                 f'\n{inner}"unique_bytes": {u.unique_bytes}\n{pad}}}')
         if not u.children:
             parts.append("[]" + tail)
             continue
-        stack.append(("text", f"\n{inner}]" + tail, 0))
+        stack.append(f"\n{inner}]" + tail)
         child_pad = " " * (indent + 4)
         for i in range(len(u.children) - 1, -1, -1):
-            stack.append(("node", u.children[i], indent + 4))
-            stack.append(("text", ("[" if i == 0 else ",") + "\n" + child_pad, 0))
+            stack.append((u.children[i], indent + 4))
+            stack.append(("[" if i == 0 else ",") + "\n" + child_pad)
     return "".join(parts)
 
 

@@ -6,9 +6,9 @@ import click
 
 from ..ops.checkout import status as worktree_status
 from ..ops.worktree import WorktreeState, resolve_source
-from .cmd_diff import _print
+from .history_args import stored_id
 from .main import Context, json_option, pass_ctx
-from .output import out_json, out_line, shown
+from .output import out_json, out_line, print_changes, shown
 
 
 @click.command("status")
@@ -42,7 +42,7 @@ def status(ctx: Context, as_json: bool, watcher: bool) -> int:
     where = _where(report.state)
     if where:
         out_line(where + ("" if report.changes else ": nothing changed"))
-    _print(report.changes, False)
+    print_changes(report.changes)
     return 0
 
 
@@ -52,13 +52,13 @@ def _where(state: WorktreeState) -> str:
     if shows is None:
         return f"on branch {branch}, no snapshots yet"
     if state.interrupted:
-        return (f"a checkout of {shows.oid.short} was interrupted: the working tree is partly at it "
-                f"(branch {branch} is at {head.oid.short if head else 'nothing'}; run "
-                f"'cas checkout {shows.oid.short}' again to finish)")
+        return (f"a checkout of {stored_id(shows).short} was interrupted: the working tree is partly at it "
+                f"(branch {branch} is at {stored_id(head).short if head else 'nothing'}; run "
+                f"'cas checkout {stored_id(shows).short}' again to finish)")
     if state.detached:
-        return (f"working tree at {shows.oid.short} (branch {branch} is at "
-                f"{head.oid.short if head else 'nothing'})")
-    return f"on branch {branch} at {shows.oid.short}"
+        return (f"working tree at {stored_id(shows).short} (branch {branch} is at "
+                f"{stored_id(head).short if head else 'nothing'})")
+    return f"on branch {branch} at {stored_id(shows).short}"
 
 
 command = status

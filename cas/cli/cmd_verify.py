@@ -79,8 +79,8 @@ def command(ctx: Context, full: bool, sample: float | None, as_json: bool) -> in
                        f"read and rehashed ({sample_range(report.sample)} of the digest space)")
         if report.unindexed_objects or report.unindexed_packs:
             info(f"note: {counted(report.unindexed_objects, 'object file')} and "
-                 f"{counted(report.unindexed_packs, 'pack')} on disk are not in the index (left by an interrupted write; "
-                 "harmless, 'cas index rebuild' adopts them)", ctx.quiet)
+                 f"{counted(report.unindexed_packs, 'pack')} on disk are not in the index "
+                 "(left by an interrupted write; harmless, 'cas index rebuild' adopts them)", ctx.quiet)
         status = "ok" if report.ok else f"{counted(len(report.damage), 'problem')} found"
         info(f"{counted(report.objects, 'object')} in {counted(report.snapshots, 'snapshot')} "
              f"checked{checked}: {status}",

@@ -24,11 +24,14 @@ from ..errors import (
     NoSnapshotsYet,
     PathNotInSnapshot,
     PathOutsideTree,
+    RefIsAModel,
     RefIsAPath,
     RefNotFound,
 )
 from ..model.history import History
+from ..model.refs import MODELS
 from ..model.snapshot import Snapshot
+from ..objectid import ObjectId
 from ..ops.worktree import own_tree, resolve_source
 from .main import Context
 
@@ -74,18 +77,19 @@ def split_refs(history: History, args: tuple[str, ...], max_refs: int,
         if _is_path(history, arg, trees):
             continue
         error = failed.get(arg)
-        if isinstance(error, (HistoryTooShort, NoSnapshotsYet)):
+        if isinstance(error, (HistoryTooShort, NoSnapshotsYet, RefIsAModel)):
             raise error
         if len(refs) == max_refs:  # no revision could come here: a path, not found
             if len(refs) == 1:
                 raise missing_path(history, refs[0], arg)
-            raise PathNotInSnapshot(arg, " or ".join(s.oid.short for s in refs))
+            raise PathNotInSnapshot(arg, " or ".join(stored_id(s).short for s in refs))
         raise AmbiguousArgument(arg)
     return refs, [given_path(p) for p in [*rest, *after]]
 
 
 def resolve_snapshot(history: History, spec: str) -> Snapshot:
-    """``history.resolve``, saying plainly when HEAD's branch has no snapshot yet."""
+    """``history.resolve``, saying plainly when HEAD's branch has no snapshot
+    yet, or when the name is a model's (models have their own history)."""
     try:
         return history.resolve(spec)
     except RefNotFound:
@@ -93,7 +97,24 @@ def resolve_snapshot(history: History, spec: str) -> Snapshot:
             branch = history.refs.head_branch()
             if history.branch_head(branch) is None:
                 raise NoSnapshotsYet(branch) from None
+        elif _is_model_name(history, spec):
+            raise RefIsAModel(spec) from None
         raise
+
+
+def _is_model_name(history: History, spec: str) -> bool:
+    try:
+        return history.refs.get(MODELS + spec) is not None
+    except CasError:   # not a valid ref name: not a model's either
+        return False
+
+
+def stored_id(snap: Snapshot) -> ObjectId:
+    """The id of a snapshot read from the store (``Snapshot.oid`` is None only
+    for one not yet recorded, which no command prints)."""
+    if snap.oid is None:
+        raise ValueError("a snapshot not yet recorded has no id")
+    return snap.oid
 
 
 def resolve_named(history: History, spec: str, command: str) -> Snapshot:
@@ -128,8 +149,8 @@ def missing_path(history: History, snap: Snapshot, given: str) -> PathNotInSnaps
             history.entry_at(older.tree, rel)
         except CasError:  # not there, or unreadable: the hint is only a hint
             continue
-        return PathNotInSnapshot(given, snap.oid.short, older.oid.short)
-    return PathNotInSnapshot(given, snap.oid.short)
+        return PathNotInSnapshot(given, stored_id(snap).short, stored_id(older).short)
+    return PathNotInSnapshot(given, stored_id(snap).short)
 
 
 def check_paths(history: History, snap: Snapshot, given: list[str]) -> list[bytes]:

@@ -244,33 +244,35 @@ def _keep_buffers_mapped() -> None:
     mallopt(m_trim_threshold, 64 << 20)
 
 
+def _click_exit(e: click.ClickException | click.exceptions.Exit) -> int:
+    """The exit code of click's own outcomes, its usage errors said in one place."""
+    if isinstance(e, click.exceptions.Exit):
+        return e.exit_code
+    if isinstance(e, click.exceptions.NoSuchCommand):
+        # One line with the nearest names, from every group alike.
+        error_line(str(unknown_command(e.ctx, e.command_name)) if e.ctx else e.format_message())
+        return EXIT_USAGE
+    e.show()
+    return EXIT_USAGE
+
+
 def run(argv: list[str] | None = None) -> int:
     try:
         result = cli.main(args=argv, prog_name="cas", standalone_mode=False)
         return result if isinstance(result, int) else 0
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         error_line("interrupted")
         return 130
-    except click.exceptions.NoSuchCommand as e:
-        # One line with the nearest names, from every group alike.
-        error = unknown_command(e.ctx, e.command_name) if e.ctx else e
-        error_line(str(error) if e.ctx else e.format_message())
-        return EXIT_USAGE
-    except click.ClickException as e:
-        e.show()
-        return EXIT_USAGE
-    except click.exceptions.Exit as e:
-        return e.exit_code
+    except (click.ClickException, click.exceptions.Exit) as e:
+        return _click_exit(e)
     except CasError as e:
         error_line(str(e))
         return e.exit_code
-    except KeyboardInterrupt:
-        error_line("interrupted")
-        return 130
     except BrokenPipeError:
-        # The reader went away (`cas objects | head`): not an error.
+        # The reader went away (`cas objects | head`): not an error. Later
+        # writes (flushing at exit) go nowhere; the file stays open until exit.
         try:
-            sys.stdout = open(os.devnull, "w")
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         except OSError:
             pass
         return 0

@@ -52,6 +52,18 @@ def out_json(doc) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
+def print_changes(changes) -> None:
+    """'A|M|D|T  path  (sizes)' per change, as diff and status print them."""
+    from ..model.treediff import SYMBOL
+    for c in changes:
+        sizes = f"{_size(c.old)} -> {_size(c.new)}" if c.old and c.new else _size(c.old or c.new)
+        out_line(f"{SYMBOL[c.kind]}  {shown(c.path)}  ({sizes})")
+
+
+def _size(entry) -> str:
+    return "" if entry is None or entry.kind == "dir" else str(entry.size)
+
+
 def warn(message: str) -> None:
     sys.stdout.flush()
     sys.stderr.write(f"cas: warning: {shown(message)}\n")

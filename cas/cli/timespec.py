@@ -25,6 +25,8 @@ from fractions import Fraction
 
 import click
 
+from ..model.history import local_time
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ACCEPTED = ("use ISO 8601 (2026-11-25T14:00), '2h ago', '3 days ago', '2d', 'yesterday', "
              "'monday', '03:43', 'yesterday 14:00', 'noon', 'last week' or '@EPOCH'")
@@ -209,11 +211,8 @@ class TimeParam(click.ParamType):
 
 
 def show_time(ns: int) -> str:
-    """Local time for people; a crafted time beyond years 1-9999 is shown as a number."""
-    try:
-        return (_EPOCH + timedelta(microseconds=ns // 1000)).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-    except (ValueError, OverflowError, OSError):
-        return f"{'+' if ns > 0 else ''}{ns} ns"
+    """Local time for people, as the library words it (one copy of the rule)."""
+    return local_time(ns)
 
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
