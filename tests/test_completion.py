@@ -63,6 +63,8 @@ def test_paths_of_the_named_snapshot_complete(tree):
     # From a subdirectory, paths are relative to it, as the command reads them.
     assert sorted(complete("cas restore HEAD ", tree / "notes")[0]) == ["drafts/", "todo.md"]
     assert complete("cas checkout v1 mem", tree)[0] == ["memory.db"]
+    # With --at no snapshot is named: the first word is already a path.
+    assert complete("cas restore --at yesterday no", tree)[0] == ["notes/"]
 
 
 def test_snap_colon_path_completes_inside_the_snapshot(tree):

@@ -92,9 +92,12 @@ def _ref(ctx: click.Context, incomplete: str) -> list[CompletionItem]:
 
 def _ref_then_paths(ctx: click.Context, incomplete: str) -> list[CompletionItem]:
     """``cas restore SNAP PATH...`` and the like: a ref first, then paths of
-    that snapshot, from the current directory as the command reads them."""
+    that snapshot, from the current directory as the command reads them
+    (with ``--at``, paths from the start, of HEAD: close enough to offer)."""
     given = [a for a in ctx.params.get("args") or () if a != "--"]
     with _history(ctx) as history:
+        if ctx.params.get("at_ns") is not None:
+            given = ["HEAD", *given]
         if not given:
             return _ref_names(history, incomplete)
         snap = history.resolve(given[0])
