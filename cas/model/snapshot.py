@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import getpass
 import os
+import socket
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from ..errors import ManifestInvalid
 from ..objectid import HEX_LENGTH, ObjectId, is_hex
@@ -82,6 +86,37 @@ class Snapshot:
             model=_oid(doc["model"], what) if "model" in doc else None,
             model_version=number, oid=oid,
         )
+
+
+class WrittenCounts(Protocol):
+    """What a snapshot's stats take from the writer that stored its content."""
+    new_objects: int
+    new_bytes: int
+    stored_bytes: int
+
+
+def new_snapshot(tree: ObjectId, parent: Snapshot | None, *, message: str, branch: str,
+                 source: str, counts: dict, written: WrittenCounts, time_ns: int | None = None,
+                 model: ObjectId | None = None, model_version: int | None = None) -> Snapshot:
+    """A snapshot to record now, made the one way every command makes
+    them: this host and user, the parent's id as its one parent, and the
+    stats of ``counts`` (files, dirs, symlinks, bytes) with what
+    ``written`` (an ``ObjectWriter``) stored."""
+    stats = {**counts, "new_objects": written.new_objects, "new_bytes": written.new_bytes,
+             "stored_bytes": written.stored_bytes}
+    return Snapshot(
+        tree=tree, parents=(parent.oid,) if parent is not None and parent.oid is not None else (),
+        time_ns=time.time_ns() if time_ns is None else time_ns, message=message,
+        branch=branch, host=socket.gethostname(), user=current_user(), source=source,
+        stats=stats, model=model, model_version=model_version)
+
+
+def current_user() -> str:
+    """The user name recorded in snapshots; the uid when it has no name."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
 
 
 def iso_time(time_ns: int) -> str:

@@ -27,7 +27,6 @@ from ..dirfd import remove_at
 from ..model.history import History
 from ..model.treelinks import LINK_DIR
 from ..objectid import ObjectId
-from ..storage.encoding import Encoding
 from ..storage.index import IndexEntry
 from .models import VIEWS
 from .packs import rewrite_packs
@@ -79,7 +78,7 @@ def _mark_tree(history: History, tree_id: ObjectId, live: set[bytes], walked: se
     ``walked`` (trees only) is kept apart from ``live`` because a file's
     content can have the same bytes, and so the same id, as a tree.
     """
-    links, index = history.tree_links, history.store.index
+    links = history.tree_links
     pending = [tree_id.digest]
     while pending:
         digest = pending.pop()
@@ -94,11 +93,9 @@ def _mark_tree(history: History, tree_id: ObjectId, live: set[bytes], walked: se
                 pending.append(child)
             elif child not in live:
                 live.add(child)
-                stored = index.lookup(ObjectId(child))
-                listed = history.store.chunk_list(ObjectId(child)) \
-                    if stored is not None and stored.encoding is Encoding.CHUNKED else None
-                if listed is not None:
-                    live.update(c.digest for c, _ in listed.chunks)
+                content = history.store.content(ObjectId(child))
+                if content is not None and content.chunked:
+                    live.update(c.digest for c in content.chunk_ids)
 
 
 @dataclass

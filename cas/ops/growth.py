@@ -37,7 +37,6 @@ from ..model.refs import HEADS
 from ..model.snapshot import Snapshot, iso_time
 from ..model.tree import DIR, FILE
 from ..objectid import ObjectId
-from ..storage.encoding import Encoding
 
 BY_DAY, BY_SNAPSHOT = "day", "snapshot"
 # Tree entries and chunk-list entries compared, at most, for the growers:
@@ -193,17 +192,15 @@ def _reached_bytes(history: History, root: ObjectId, seen: set[ObjectId]) -> int
 def _file_bytes(history: History, oid: ObjectId, seen: set[ObjectId]) -> int:
     """Stored bytes of a file's object and, if chunked, of its chunks not yet seen."""
     seen.add(oid)
-    entry = history.store.index.lookup(oid)
-    if entry is None:
+    content = history.store.content(oid)
+    if content is None:
         return 0   # missing: verify reports it
-    total = entry.stored_length
-    listed = history.store.chunk_list(oid) if entry.encoding is Encoding.CHUNKED else None
-    if listed is not None:
-        for chunk, _ in listed.chunks:
-            if chunk not in seen:
-                seen.add(chunk)
-                piece = history.store.index.lookup(chunk)
-                total += piece.stored_length if piece is not None else 0
+    total = content.entry.stored_length
+    for chunk in content.chunk_ids:
+        if chunk not in seen:
+            seen.add(chunk)
+            piece = history.store.index.lookup(chunk)
+            total += piece.stored_length if piece is not None else 0
     return total
 
 
@@ -331,13 +328,10 @@ def _stored_added(walk: _GrowWalk, old: ObjectId | None, new: ObjectId) -> int:
 def _pieces(walk: _GrowWalk, oid: ObjectId) -> list[ObjectId]:
     """The chunks of a chunked object (its list's own bytes are not counted:
     they are small); [] for an object stored whole or missing."""
-    entry = walk.history.store.index.lookup(oid)
-    if entry is None or entry.encoding is not Encoding.CHUNKED:
-        return []
-    listed = walk.history.store.chunk_list(oid)
-    chunks = listed.chunks if listed is not None else ()
+    content = walk.history.store.content(oid)
+    chunks = content.chunk_ids if content is not None else []
     walk.budget -= len(chunks)
-    return [c for c, _ in chunks]
+    return chunks
 
 
 def _by_directory(files: list[tuple[str, bytes, int, int]]) -> list[tuple[str, bytes, int]]:

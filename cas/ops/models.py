@@ -39,7 +39,7 @@ from ..errors import (CasError, ModelNotFound, NotAModel, ObjectNotFound, Source
 from ..model.history import History
 from ..model.model_manifest import ModelFile, ModelManifest, TensorInfo, parse_safetensors
 from ..model.refs import MODELS, check_ref_name
-from ..model.snapshot import Snapshot
+from ..model.snapshot import Snapshot, new_snapshot
 from ..model.tree import DIR, FILE, Tree, TreeEntry
 from ..objectid import Hasher, ObjectId
 from ..storage.store import Store
@@ -420,14 +420,11 @@ def import_model(history: History, src: str, name: str | None = None, chunked: b
                                  _config(store, files), source.to_doc())
         model_id = writer.put_bytes(manifest.to_json())
         mark_checked(store, [f.id for f in files if f.path.endswith(".safetensors")])
-        stats = {"files": len(files), "bytes": manifest.bytes, "new_objects": writer.new_objects,
-                 "new_bytes": writer.new_bytes, "stored_bytes": writer.stored_bytes}
-        snapshot = Snapshot(
-            tree=root, parents=(parent.oid,) if parent else (), time_ns=time.time_ns(),
-            message=message or f"import {source.repo or source.directory}",
-            branch=MODELS[len("refs/"):] + name, host=socket.gethostname(), user=_user(),
-            source=source.directory, stats=stats, model=model_id,
-            model_version=number)
+        snapshot = new_snapshot(
+            root, parent, message=message or f"import {source.repo or source.directory}",
+            branch=MODELS[len("refs/"):] + name, source=source.directory,
+            counts={"files": len(files), "bytes": manifest.bytes}, written=writer,
+            model=model_id, model_version=number)
         recorded = history.record(snapshot, writer, ref=MODELS + name)
         counts = (writer.new_objects, writer.new_bytes, writer.stored_bytes)
     version = ModelVersion(name, number, recorded,

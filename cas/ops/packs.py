@@ -22,11 +22,12 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..durable import fsync_dirs, publish
+from ..durable import fsync_dirs
 from ..objectid import ObjectId
 from ..storage.index import IndexEntry, PackRecord
 from ..storage.pack import PackWriter
 from ..storage.store import Store
+from ..storage.writer import seal_pack
 
 # Measured (docs/PERFORMANCE.md, "Pack consolidation"): the watcher's packs
 # are a few KB to a few hundred KB; 1 MiB takes all of those and leaves
@@ -99,14 +100,11 @@ def rewrite_packs(store: Store, entries: Iterable[IndexEntry]) -> int:
         nonlocal writer
         if writer is None:
             return
-        pack_id = writer.finish()
-        final = layout.pack_path(pack_id)
-        publish(writer.temp_path, final)
-        dirs.add(os.path.dirname(final))
-        new_entries.extend(IndexEntry(e.oid, e.encoding, e.size, e.stored_length, pack_id, e.offset)
-                           for e in writer.entries)
-        records.append(PackRecord(pack_id, writer.size, len(writer.entries)))
+        sealed, record, directory = seal_pack(layout, writer)
         writer = None
+        new_entries.extend(sealed)
+        records.append(record)
+        dirs.add(directory)
 
     try:
         for e in entries:

@@ -19,6 +19,7 @@ from ..objectid import ObjectId
 from ..storage.chunklist import HEAD_SIZE, LIST_PARSE_LIMIT, MAGIC, ChunkList, ChunkListError, binary_header
 from ..storage.encoding import Encoding
 from ..storage.index import Index, IndexEntry, PackRecord
+from ..storage.layout import Layout
 from ..storage.pack import PackFormatError, read_entries
 from ..storage.seekable import SeekTableError, content_size, read_seek_table
 from ..storage.store import Store
@@ -43,48 +44,17 @@ def rebuild_index(store_path: str) -> RebuildReport:
         shutil.rmtree(new_path, ignore_errors=True)
         index = Index.create(new_path, store.config.store_id, store.layout.modes)
         try:
-            seen: set[ObjectId] = set()
-            batch: list[IndexEntry] = []
-
-            def add(entry: IndexEntry) -> None:
-                if entry.oid in seen:
-                    return
-                seen.add(entry.oid)
-                batch.append(entry)
-                if len(batch) >= BATCH:
-                    index.record(batch)
-                    batch.clear()
-
-            for pack, path in layout.scan_packs():
-                try:
-                    entries = read_entries(path)
-                    size = os.path.getsize(path)
-                except (PackFormatError, OSError) as e:
-                    report.bad_files.append((path, str(e)))
-                    continue
-                index.record([], [PackRecord(pack, size, len(entries))])
-                report.packs += 1
-                for rec in entries:
-                    add(IndexEntry(rec.oid, rec.encoding, rec.size, rec.stored_length, pack, rec.offset))
-            for oid, encoding, path in layout.scan_loose():
-                try:
-                    stored, size = loose_sizes(oid, encoding, path)
-                except LOOSE_ERRORS as e:
-                    report.bad_files.append((path, str(e)))
-                    continue
-                report.loose += 1
-                add(IndexEntry(oid, encoding, size, stored))
-            index.record(batch)
-            report.objects = len(seen)
+            entries = _Entries(index)
+            # Loose files first: a loose copy of an id that is also in a pack
+            # is the replacement of a damaged pack entry (packs are never
+            # rewritten in place), so it wins unless it is unsound itself.
+            _add_loose(layout, entries, report)
+            _add_packs(store, entries, report)
+            entries.flush()
+            report.objects = len(entries.seen)
         finally:
             index.close()
-        old_path = layout.index + ".old"
-        shutil.rmtree(old_path, ignore_errors=True)
-        if os.path.exists(layout.index):
-            os.rename(layout.index, old_path)
-        os.rename(new_path, layout.index)
-        fsync_dir(layout.root)
-        shutil.rmtree(old_path, ignore_errors=True)
+        _swap_in(layout, new_path)
         store.reopen_index()
         # Snapshots and refs come back from their plain files; the stat
         # cache starts empty (it is only ever a shortcut). A record whose
@@ -95,6 +65,78 @@ def rebuild_index(store_path: str) -> RebuildReport:
             os.unlink(os.path.join(layout.tmp, name))
             report.temp_files_removed += 1
     return report
+
+
+class _Entries:
+    """The new index's object records, written in batches; the loose ones
+    kept until the packs are read, to settle an id found in both."""
+
+    def __init__(self, index: Index):
+        self.index = index
+        self.seen: set[ObjectId] = set()
+        self.loose: dict[ObjectId, IndexEntry] = {}
+        self.batch: list[IndexEntry] = []
+
+    def add(self, entry: IndexEntry) -> None:
+        self.seen.add(entry.oid)
+        if entry.pack is None:
+            self.loose[entry.oid] = entry
+        self.batch.append(entry)
+        if len(self.batch) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        self.index.record(self.batch)
+        self.batch.clear()
+
+
+def _add_loose(layout: Layout, entries: _Entries, report: RebuildReport) -> None:
+    for oid, encoding, path in layout.scan_loose():
+        try:
+            stored, size = loose_sizes(oid, encoding, path)
+        except LOOSE_ERRORS as e:
+            report.bad_files.append((path, str(e)))
+            continue
+        report.loose += 1
+        if oid not in entries.seen:
+            entries.add(IndexEntry(oid, encoding, size, stored))
+
+
+def _add_packs(store: Store, entries: _Entries, report: RebuildReport) -> None:
+    for pack, path in store.layout.scan_packs():
+        try:
+            records = read_entries(path)
+            size = os.path.getsize(path)
+        except (PackFormatError, OSError) as e:
+            report.bad_files.append((path, str(e)))
+            continue
+        entries.index.record([], [PackRecord(pack, size, len(records))])
+        report.packs += 1
+        for rec in records:
+            entry = IndexEntry(rec.oid, rec.encoding, rec.size, rec.stored_length, pack, rec.offset)
+            if rec.oid not in entries.seen or _loose_unsound(store, entries, rec.oid):
+                entries.loose.pop(rec.oid, None)
+                entries.add(entry)   # recorded after the loose one, so it overwrites
+
+
+def _loose_unsound(store: Store, entries: _Entries, oid: ObjectId) -> bool:
+    """Whether the loose copy of an id also found in a pack fails its hash
+    (paid only for ids in both, which a replacement makes). A chunk list
+    cannot be read without the index; it was parsed already, and stays."""
+    loose = entries.loose.get(oid)
+    if loose is None or loose.chunked:
+        return False
+    return not store.entry_is_sound(loose)
+
+
+def _swap_in(layout: Layout, new_path: str) -> None:
+    old_path = layout.index + ".old"
+    shutil.rmtree(old_path, ignore_errors=True)
+    if os.path.exists(layout.index):
+        os.rename(layout.index, old_path)
+    os.rename(new_path, layout.index)
+    fsync_dir(layout.root)
+    shutil.rmtree(old_path, ignore_errors=True)
 
 
 LOOSE_ERRORS = (OSError, SeekTableError, ChunkListError)

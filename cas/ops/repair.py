@@ -21,28 +21,29 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
-from ..durable import open_temp, remove_quietly, write_all
+from ..durable import open_temp, remove_quietly
 from ..errors import CasError, ObjectDamaged, SourceError, StoreNotFound
+from ..model.history import History
 from ..objectid import ObjectId, hash_bytes
+from ..problems import Problem
 from ..storage.encoding import Encoding
 from ..storage.index import IndexEntry
 from ..storage.store import Store, locate_store
 from ..storage.writer import ObjectWriter, Placement, identify_file
-from ..model.history import History
 from .packs import drop_packs, rewrite_packs
 from .reindex import LOOSE_ERRORS, loose_sizes
-from .verify import Damage, VerifyReport, _check_packed, verify
+from .verify import VerifyReport, _check_packed, verify
 
 
 @dataclass
 class RepairReport:
-    found: list[Damage] = field(default_factory=list)      # damage before the repair
+    found: list[Problem] = field(default_factory=list)      # damage before the repair
     repaired: list[ObjectId] = field(default_factory=list)
     packs_rewritten: list[ObjectId] = field(default_factory=list)
-    still_damaged: list[Damage] = field(default_factory=list)
+    still_damaged: list[Problem] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
 
     @property
@@ -57,9 +58,8 @@ class RepairReport:
                 "sources": list(self.sources)}
 
 
-def _damage_doc(d: Damage) -> dict:
-    return {"id": d.label, "kind": d.what, "why": d.why,
-            "used_by": [{"snapshot": s.hex, "path": os.fsdecode(p)} for s, p in d.used_by]}
+def _damage_doc(d: Problem) -> dict:
+    return d.damage_doc()
 
 
 def repair(history: History, sources: list[str] | None = None,
@@ -73,9 +73,9 @@ def repair(history: History, sources: list[str] | None = None,
     report.found = before.damage
     wanted = _wanted(store, before)
     if wanted:
-        sources = [_open_source(s) for s in report.sources]
+        opened = [_open_source(s) for s in report.sources]
         adopted = _adopt_own_copies(store, wanted)
-        report.repaired = adopted + _copy_in(store, wanted - set(adopted), sources)
+        report.repaired = adopted + _copy_in(store, wanted - set(adopted), opened)
         store.forget_cached()
     report.packs_rewritten = _rewrite_damaged_packs(store, before)
     report.still_damaged = _still_damaged(history, before, wanted)
@@ -84,7 +84,7 @@ def repair(history: History, sources: list[str] | None = None,
 
 def _wanted(store: Store, report: VerifyReport) -> set[ObjectId]:
     """Ids to find good copies of: damaged or missing objects and trees."""
-    wanted = {d.oid for d in report.damage if d.oid is not None and d.what in ("object", "tree")}
+    wanted = {d.oid for d in report.damage if d.oid is not None and d.kind in ("object", "tree")}
     return wanted | store.damage.ids()
 
 
@@ -148,18 +148,15 @@ def _chunk_places(store: Store, wanted: set[ObjectId]) -> dict[ObjectId, list[tu
     of each such chunk, so a good copy of the file yields the chunk."""
     places: dict[ObjectId, list[tuple[ObjectId, int, int]]] = {}
     for oid in wanted:
-        entry = store.index.lookup(oid)
-        if entry is None or entry.encoding is not Encoding.CHUNKED:
-            continue
         try:
-            chunks = store.chunk_list(oid).chunks
+            content = store.content(oid)
         except (CasError, OSError):
             continue
-        offset = 0
-        for chunk, length in chunks:
-            if chunk in wanted:
-                places.setdefault(oid, []).append((chunk, offset, length))
-            offset += length
+        if content is None or not content.chunked:
+            continue
+        for piece in content.pieces:
+            if piece.oid in wanted:
+                places.setdefault(oid, []).append((piece.oid, piece.offset, piece.length))
     return places
 
 
@@ -193,7 +190,7 @@ class _Writers:
         self.for_id(oid).put_bytes(data)
         self.got.add(oid)
 
-    def __enter__(self) -> "_Writers":
+    def __enter__(self) -> _Writers:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -203,7 +200,7 @@ class _Writers:
 
 
 def _placement(entry: IndexEntry | None) -> Placement:
-    if entry is None or entry.encoding is Encoding.CHUNKED:
+    if entry is None or entry.chunked:
         return Placement()
     if entry.pack is not None:
         return Placement(raw=entry.encoding is Encoding.RAW)
@@ -294,7 +291,7 @@ def _piece_from_store(other: Store, file_id: ObjectId, chunk: ObjectId, offset: 
         other.read_into(file_id, offset, data)
     except (ObjectDamaged, OSError):
         return  # damaged there too
-    if hash_bytes(data) == chunk:
+    if hash_bytes(memoryview(data)) == chunk:
         writers.put_bytes(chunk, bytes(data))
 
 
@@ -322,7 +319,7 @@ def _rewrite_damaged_packs(store: Store, before: VerifyReport) -> list[ObjectId]
     damaged pack is dropped (its damaged objects live elsewhere now). Packs
     no object is found in any more (a repair stopped before dropping them)
     are dropped too: an index rebuild must not take objects from them."""
-    damaged = {d.oid for d in before.damage if d.what == "pack" and d.oid is not None}
+    damaged = {d.oid for d in before.damage if d.kind == "pack" and d.oid is not None}
     held: dict[ObjectId, list[IndexEntry]] = {p.pack: [] for p in store.index.packs()}
     for entry in store.entries():
         if entry.pack is not None and entry.pack in held:
@@ -342,13 +339,13 @@ def _rewrite_damaged_packs(store: Store, before: VerifyReport) -> list[ObjectId]
     return done
 
 
-def _still_damaged(history: History, before: VerifyReport, wanted: set[ObjectId]) -> list[Damage]:
+def _still_damaged(history: History, before: VerifyReport, wanted: set[ObjectId]) -> list[Problem]:
     """What a quick verify finds, plus each object that was damaged and
     does not read back whole now, plus packs left as they were."""
     store = history.store
     after = verify(store, full=False, history=history)
-    found = {(d.what, d.label): d for d in after.damage}
-    used_by = {d.label: d.used_by for d in before.damage}
+    found = {(d.kind, d.path): d for d in after.damage}
+    used_by = {d.path: d.used_by for d in before.damage}
     for oid in sorted(wanted, key=lambda o: o.hex):
         if ("object", oid.hex) in found or not store.has(oid):
             continue
@@ -359,12 +356,12 @@ def _still_damaged(history: History, before: VerifyReport, wanted: set[ObjectId]
             why = str(e).split(": ", 1)[-1].removesuffix(" (run 'cas verify --full')")
             if e.oid != oid.hex:
                 why = f"its chunk {e.oid} is damaged"
-            found[("object", oid.hex)] = Damage(oid, "object", why, used_by.get(oid.hex, ()))
+            found[("object", oid.hex)] = Problem.damage(oid, "object", why, used_by.get(oid.hex, ()))
         except (CasError, OSError) as e:
             why = str(e).split(": ", 1)[-1].removesuffix(" (run 'cas verify --full')")
-            found[("object", oid.hex)] = Damage(oid, "object", why, used_by.get(oid.hex, ()))
+            found[("object", oid.hex)] = Problem.damage(oid, "object", why, used_by.get(oid.hex, ()))
     kept = {p.pack for p in store.index.packs()}
     for d in before.damage:
-        if d.what == "pack" and d.oid in kept:
-            found.setdefault((d.what, d.label), d)
-    return sorted(found.values(), key=lambda d: (d.what, d.label))
+        if d.kind == "pack" and d.oid in kept:
+            found.setdefault((d.kind, d.path), d)
+    return sorted(found.values(), key=lambda d: (d.kind, d.path))

@@ -11,18 +11,16 @@ head has them.
 from __future__ import annotations
 
 import dataclasses
-import getpass
 import os
-import socket
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..errors import NothingToRecordAt
 from ..model.history import History
-from ..model.treelinks import TABLE as LINKS_TABLE, records_for as links_records
-from ..model.snapshot import Snapshot
+from ..model.snapshot import Snapshot, new_snapshot
 from ..model.tree import DIR, Tree, TreeEntry
+from ..model.treelinks import TABLE as LINKS_TABLE
+from ..model.treelinks import records_for as links_records
 from ..objectid import ObjectId
 from ..storage.writer import ObjectWriter
 from .scan import STAT_TABLE, ScanPolicy, ScanResult, ScanTargets, count_delta, scan
@@ -81,18 +79,9 @@ def take_snapshot(history: History, source: str, branch: str, message: str = "",
         })
         if parent is not None and parent.tree == recorded.root and not allow_empty:
             return SnapshotResult(None, result, parent, tuple(named), recorded.deleted)
-        snapshot = Snapshot(
-            tree=recorded.root,
-            parents=(parent.oid,) if parent else (),
-            time_ns=time.time_ns() if time_ns is None else time_ns,
-            message=message,
-            branch=branch,
-            host=socket.gethostname(),
-            user=_user(),
-            source=source,
-            stats={**recorded.counts, "new_objects": writer.new_objects,
-                   "new_bytes": writer.new_bytes, "stored_bytes": writer.stored_bytes},
-        )
+        snapshot = new_snapshot(recorded.root, parent, message=message, branch=branch,
+                                source=source, counts=recorded.counts, written=writer,
+                                time_ns=time_ns)
         recorded_snapshot = history.record(snapshot, writer)
     if history.branch_head(history.refs.head_branch()) is None:
         # The store's first history: HEAD follows it, so log and HEAD~N work.
@@ -175,11 +164,11 @@ def _scan_paths(history: History, source: str, branch: str, writer: ObjectWriter
     old_counts = {k: parent.stats.get(k, 0) for k in ("files", "dirs", "symlinks", "bytes")} \
         if parent is not None else dict.fromkeys(("files", "dirs", "symlinks", "bytes"), 0)
     delta = count_delta(load, parent.tree if parent is not None else None, root)
-    counts = {k: old_counts[k] + d for k, d in zip(("files", "dirs", "symlinks", "bytes"), delta)}
+    counts = {k: old_counts[k] + d for k, d in zip(("files", "dirs", "symlinks", "bytes"), delta, strict=True)}
     return result, _Recorded(root, counts, trees, deleted)
 
 
-def _sort_out(named: list[bytes], head: "_TreeAt", disk: "_TreeAt", result: ScanResult,
+def _sort_out(named: list[bytes], head: _TreeAt, disk: _TreeAt, result: ScanResult,
               prefix: bytes, branch: str) -> tuple[list[bytes], tuple[bytes, ...]]:
     """(the named paths to take from the scan, those of them gone from disk).
 
@@ -269,13 +258,8 @@ def _graft(head: _TreeAt, disk: _TreeAt, named: list[bytes],
             if sub and parent == directory:
                 kept = entries.get(name)
                 meta = kept if kept is not None and kept.kind == DIR else disk.entry(sub)
+                assert meta is not None, "a rebuilt directory was read from disk"
                 entries[name] = dataclasses.replace(meta, oid=oid)
         rebuilt[directory] = put(Tree.build(list(entries.values())))
     return rebuilt[b""]
 
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())

@@ -12,11 +12,11 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from ..objectid import ObjectId
 from ..model.history import History
 from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE
 from ..model.treelinks import LINK_DIR
+from ..objectid import ObjectId
 from ..storage.encoding import Encoding
 from ..storage.index import IndexEntry
 
@@ -27,7 +27,7 @@ class DirUsage:
     files: int = 0
     logical_bytes: int = 0
     unique_bytes: int = 0
-    children: list["DirUsage"] = field(default_factory=list)
+    children: list[DirUsage] = field(default_factory=list)
 
 
 def logical_bytes(history: History) -> int:
@@ -36,35 +36,56 @@ def logical_bytes(history: History) -> int:
 
 
 def disk_usage(history: History, snapshot: Snapshot, path: bytes = b"") -> DirUsage:
-    store = history.store
+    snap_id = snapshot.oid
+    assert snap_id is not None, "a snapshot read from the store has its id"
     reach, walker = Reach(), ReachWalker(history)
     for snap in history.snapshots():
-        if snap.oid != snapshot.oid:
+        if snap.oid != snap_id:
             walker.add(reach, snap)
-    others = reach.all()         # digests reached by every other snapshot
-    counted: set[ObjectId] = set()
+    # Digests reached by every other snapshot are not this one's alone.
+    usage = _UniqueBytes(history, reach.all())
+    entry = history.entry_at(snapshot.tree, path, snap_id.short)
+    if entry is None:
+        result = usage.walk(snapshot.tree, b"")
+        result.unique_bytes += usage.unique([snap_id])
+        return result
+    if entry.oid is None:
+        return DirUsage(path, 1, entry.size, 0)
+    if entry.kind == DIR:
+        return usage.walk(entry.oid, path)
+    return DirUsage(path, 1, entry.size, usage.unique(usage.objects_of(entry.oid)))
 
-    def objects_of(oid: ObjectId) -> list[ObjectId]:
-        entry = store.index.lookup(oid)
-        if entry is None or entry.encoding is not Encoding.CHUNKED:
-            return [oid]
-        return [oid] + [c for c, _ in store.chunk_list(oid).chunks]
 
-    def unique(oids: list[ObjectId]) -> int:
+class _UniqueBytes:
+    """Stored bytes of objects no other snapshot reaches, each counted once."""
+
+    def __init__(self, history: History, others: set[bytes]):
+        self.history = history
+        self.others = others
+        self.counted: set[ObjectId] = set()
+
+    def objects_of(self, oid: ObjectId) -> list[ObjectId]:
+        """The object and, for a chunked file, its chunks."""
+        content = self.history.store.content(oid)
+        return [oid] + (content.chunk_ids if content is not None else [])
+
+    def unique(self, oids: list[ObjectId]) -> int:
         total = 0
+        lookup = self.history.store.index.lookup
         for oid in oids:
-            if oid.digest in others or oid in counted:
+            if oid.digest in self.others or oid in self.counted:
                 continue
-            counted.add(oid)
-            entry = store.index.lookup(oid)
+            self.counted.add(oid)
+            entry = lookup(oid)
             total += entry.stored_length if entry else 0
         return total
 
-    def walk(tree_id: ObjectId, rel: bytes) -> DirUsage:
+    def walk(self, tree_id: ObjectId, rel: bytes) -> DirUsage:
         # Post-order with an explicit stack: a crafted chain of thousands of
         # nested trees must not end in RecursionError.
-        top = DirUsage(rel, unique_bytes=unique([tree_id]))
-        stack = [(top, iter(history.load_tree(tree_id).entries))]
+        load = self.history.load_tree
+        top = DirUsage(rel, unique_bytes=self.unique([tree_id]))
+        stack = [(top, iter(load(tree_id).entries))]
         while stack:
             usage, entries = stack[-1]
             entry = next(entries, None)
@@ -75,25 +96,18 @@ def disk_usage(history: History, snapshot: Snapshot, path: bytes = b"") -> DirUs
                     parent.files += usage.files
                     parent.logical_bytes += usage.logical_bytes
                     parent.unique_bytes += usage.unique_bytes
+            elif entry.oid is None:
+                continue   # a symbolic link: no content object
             elif entry.kind == DIR:
                 path = usage.path + b"/" + entry.name if usage.path else entry.name
-                child = DirUsage(path, unique_bytes=unique([entry.oid]))
+                child = DirUsage(path, unique_bytes=self.unique([entry.oid]))
                 usage.children.append(child)
-                stack.append((child, iter(history.load_tree(entry.oid).entries)))
+                stack.append((child, iter(load(entry.oid).entries)))
             elif entry.kind == FILE:
                 usage.files += 1
                 usage.logical_bytes += entry.size
-                usage.unique_bytes += unique(objects_of(entry.oid))
+                usage.unique_bytes += self.unique(self.objects_of(entry.oid))
         return top
-
-    entry = history.entry_at(snapshot.tree, path, snapshot.oid.short)
-    if entry is None:
-        result = walk(snapshot.tree, b"")
-        result.unique_bytes += unique([snapshot.oid])
-        return result
-    if entry.kind == DIR:
-        return walk(entry.oid, path)
-    return DirUsage(path, 1, entry.size, unique(objects_of(entry.oid)))
 
 
 # -- store totals ----------------------------------------------------------------
@@ -123,6 +137,7 @@ class ReachWalker:
         self._tree_bytes: dict[bytes, int] = {}   # a tree's files, counted whole
 
     def add(self, reach: Reach, snap: Snapshot) -> None:
+        assert snap.oid is not None, "a snapshot read from the store has its id"
         reach.metadata.add(snap.oid.digest)
         if snap.model is not None:
             reach.metadata.add(snap.model.digest)
@@ -163,11 +178,10 @@ class ReachWalker:
     def _mark_file(self, reach: Reach, digest: bytes) -> None:
         if digest in reach.content:
             return
-        stored = self.history.store.index.lookup(ObjectId(digest))
-        if stored is not None and stored.encoding is Encoding.CHUNKED:
+        content = self.history.store.content(ObjectId(digest))
+        if content is not None and content.chunked:
             reach.metadata.add(digest)          # the chunk list
-            reach.content.update(c.digest for c, _ in
-                                 self.history.store.chunk_list(ObjectId(digest)).chunks)
+            reach.content.update(c.digest for c in content.chunk_ids)
         else:
             reach.content.add(digest)
 
@@ -279,7 +293,7 @@ class _Tally:
 
     def count(self, e: IndexEntry, reach: Reach) -> None:
         self.objects += 1
-        chunked = e.encoding is Encoding.CHUNKED
+        chunked = e.chunked
         self.chunked += chunked
         self.compressed += e.encoding is Encoding.ZSTD
         if e.pack is not None:

@@ -13,38 +13,30 @@ from __future__ import annotations
 import os
 import stat
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Callable, Iterator
+from functools import partial
 
 from ..errors import CasError, ManifestInvalid, ObjectDamaged
+from ..model.history import SNAPSHOTS, History
+from ..model.history import TABLE as SNAPSHOT_TABLE
+from ..model.refs import HEADS
+from ..model.snapshot import Snapshot
+from ..model.tree import DIR, FILE
+from ..model.treelinks import LINK_DIR, Link
 from ..objectid import HEX_LENGTH, ObjectId, hash_bytes, hash_path, is_hex
+from ..problems import Problem
 from ..storage.encoding import Encoding, ZstdError, decode
 from ..storage.index import IndexEntry
 from ..storage.pack import PackFormatError, read_entries
 from ..storage.store import Store
 from ..storage.workers import FILE_WORKERS
-from ..model.history import SNAPSHOTS, TABLE as SNAPSHOT_TABLE, History
-from ..model.snapshot import Snapshot
-from ..model.refs import HEADS
-from ..model.treelinks import LINK_DIR
-from ..model.tree import DIR, FILE
 from .reindex import LOOSE_ERRORS, loose_sizes
 
-
-@dataclass(frozen=True, slots=True)
-class Damage:
-    oid: ObjectId | None  # None for a ref, which is named by ``name``
-    what: str           # "object", "pack", "snapshot", "tree" or "ref"
-    why: str
-    # (snapshot id, path) pairs that use the damaged object, when known
-    used_by: tuple[tuple[ObjectId, bytes], ...] = ()
-    name: str = ""
-
-    @property
-    def label(self) -> str:
-        return self.oid.hex if self.oid is not None else self.name
+# The name other modules know damage by: a ``Problem`` with an id (or name) and kind.
+Damage = Problem
 
 
 @dataclass
@@ -53,11 +45,11 @@ class VerifyReport:
     objects: int = 0
     snapshots: int = 0
     bytes_checked: int = 0
-    damage: list[Damage] = field(default_factory=list)
+    damage: list[Problem] = field(default_factory=list)
     unindexed_objects: int = 0
     unindexed_packs: int = 0
     temp_files: int = 0
-    sample: "SampleSlice | None" = None   # the slice a rotating sample reread
+    sample: SampleSlice | None = None   # the slice a rotating sample reread
     sampled_objects: int = 0
 
     @property
@@ -79,7 +71,7 @@ class SampleSlice:
     width: int   # in (0, 2**64]
 
     @classmethod
-    def after(cls, cursor: int, percent: float) -> "SampleSlice":
+    def after(cls, cursor: int, percent: float) -> SampleSlice:
         width = min(_SPACE, -(-_SPACE * Fraction(str(percent)) // 100))
         return cls(cursor % _SPACE, max(1, int(width)))
 
@@ -115,7 +107,7 @@ def _record_damage(store: Store, report: VerifyReport) -> None:
     write of their content looks (and replaces them). A full check also
     clears recorded objects it read back sound: a crash after a repair made
     its copy durable and indexed, but before it cleared the record."""
-    damaged = {d.oid for d in report.damage if d.oid is not None and d.what in _OBJECT_KINDS}
+    damaged = {d.oid for d in report.damage if d.oid is not None and d.kind in _OBJECT_KINDS}
     store.record_damage(damaged)
     if report.full and not store.read_only:
         store.damage.clear(o for o in store.damage.ids() - damaged if store.has(o))
@@ -162,14 +154,14 @@ def _verify_objects(store: Store, full: bool, on_progress,
             if on_progress is not None:
                 on_progress(checked)
     _attribute_chunk_damage(store, report, loose)
-    unique: dict[tuple[str, str], Damage] = {}
+    unique: dict[tuple[str, str], Problem] = {}
     for d in report.damage:  # a chunk shared by several files is reported once
-        unique.setdefault((d.what, d.label), d)
-    report.damage = sorted(unique.values(), key=lambda d: (d.what, d.label))
+        unique.setdefault((d.kind, d.path), d)
+    report.damage = sorted(unique.values(), key=lambda d: (d.kind, d.path))
     return report
 
 
-Job = Callable[[], tuple[int, list[Damage]]]
+Job = Callable[[], tuple[int, list[Problem]]]
 
 
 def _full_jobs(store, report, by_pack, loose, chunks) -> list[Job]:
@@ -180,10 +172,10 @@ def _full_jobs(store, report, by_pack, loose, chunks) -> list[Job]:
     for pack, entries in by_pack.items():
         if pack not in damaged_already:
             rest = [e for e in entries if e.oid not in chunks]
-            jobs.append(lambda p=pack, es=rest: _check_pack(store, p, es))
+            jobs.append(partial(_check_pack, store, pack, rest))
     for entry in loose:
         if entry.oid not in damaged_already:
-            jobs.append(lambda e=entry: _check_loose(store, e))
+            jobs.append(partial(_check_loose, store, entry))
     return jobs
 
 
@@ -199,35 +191,36 @@ def _sample_jobs(store, report, by_pack, loose, sample: SampleSlice) -> list[Job
             continue
         if sample.holds(pack):
             picked = entries
-            jobs.append(lambda p=pack, es=entries: _check_pack(store, p, es))
+            jobs.append(partial(_check_pack, store, pack, entries))
         else:
             picked = [e for e in entries if sample.holds(e.oid)]
             if picked:
-                jobs.append(lambda p=pack, es=picked: _check_packed(store, p, es))
+                jobs.append(partial(_check_packed, store, pack, picked))
         report.sampled_objects += len(picked)
     for entry in loose:
         if sample.holds(entry.oid) and entry.oid not in damaged_already \
-                and entry.encoding is not Encoding.CHUNKED:
+                and not entry.chunked:
             report.sampled_objects += 1
-            jobs.append(lambda e=entry: _check_loose(store, e))
+            jobs.append(partial(_check_loose, store, entry))
     return jobs
 
 
 def _check_chunk_lists(store: Store, report: VerifyReport, loose: list[IndexEntry]) -> set[ObjectId]:
     """Every chunk list readable, and every chunk it names indexed; returns all chunk ids."""
     all_chunks: set[ObjectId] = set()
+    damaged = {d.oid for d in report.damage}
     for entry in loose:
-        if entry.encoding is not Encoding.CHUNKED or any(d.oid == entry.oid for d in report.damage):
+        if not entry.chunked or entry.oid in damaged:
             continue
         try:
-            chunks = store.chunk_list(entry.oid)
+            chunks = store.contents.resolve(entry).chunks
         except (CasError, OSError) as e:
-            report.damage.append(Damage(entry.oid, "object", f"unreadable chunk list ({e})"))
+            report.damage.append(Problem.damage(entry.oid, "object", f"unreadable chunk list ({e})"))
             continue
-        all_chunks.update(c for c, _ in chunks.chunks)
-        problem = _list_problem(store, chunks.chunks)
+        all_chunks.update(c for c, _ in chunks)
+        problem = _list_problem(store, chunks)
         if problem:
-            report.damage.append(Damage(entry.oid, "object", problem))
+            report.damage.append(Problem.damage(entry.oid, "object", problem))
     return all_chunks
 
 
@@ -240,7 +233,7 @@ def _list_problem(store: Store, chunks) -> str | None:
         stored = store.index.lookup(oid)
         if stored is None:
             missing.append(oid)
-        elif not wrong and stored.encoding is Encoding.CHUNKED:
+        elif not wrong and stored.chunked:
             wrong.append(f"names the chunked object {oid.hex} as a chunk; chunks are stored whole")
         elif not wrong and stored.size != length:
             wrong.append(f"lists {length} bytes for chunk {oid.hex}, which has {stored.size}")
@@ -251,24 +244,24 @@ def _list_problem(store: Store, chunks) -> str | None:
 
 def _attribute_chunk_damage(store: Store, report: VerifyReport, loose: list[IndexEntry]) -> None:
     """A damaged chunk damages every chunked file made with it."""
-    bad = {d.oid for d in report.damage if d.what == "object"}
+    bad = {d.oid for d in report.damage if d.kind == "object"}
     if not bad:
         return
     for entry in loose:
-        if entry.encoding is not Encoding.CHUNKED or entry.oid in bad:
+        if not entry.chunked or entry.oid in bad:
             continue
         try:
-            chunks = store.chunk_list(entry.oid)
+            chunks = store.contents.resolve(entry).chunk_ids
         except (CasError, OSError):
             continue
-        hit = [c for c, _ in chunks.chunks if c in bad]
+        hit = [c for c in chunks if c in bad]
         if hit:
-            report.damage.append(Damage(entry.oid, "object", f"its chunk {hit[0].hex} is damaged"))
+            report.damage.append(Problem.damage(entry.oid, "object", f"its chunk {hit[0].hex} is damaged"))
             bad.add(entry.oid)
 
 
 # (path below the tree, id of what is damaged, its kind, why)
-Problem = tuple[bytes, ObjectId, str, str]
+TreeProblem = tuple[bytes, ObjectId, str, str]
 
 
 def _verify_history(history: History, report: VerifyReport) -> None:
@@ -279,40 +272,41 @@ def _verify_history(history: History, report: VerifyReport) -> None:
     costs one record and one index lookup.
     """
     store = history.store
-    bad = {d.oid for d in report.damage if d.what == "object"}
+    bad = {d.oid for d in report.damage if d.kind == "object" and d.oid is not None}
     trees = _TreeCheck(history, bad)
     usages: dict[ObjectId, list[tuple[ObjectId, bytes]]] = defaultdict(list)
     reasons: dict[ObjectId, tuple[str, str]] = {}
     records = history.records() if report.full else _quick_records(history)
     for oid, snap, error in records:
         report.snapshots += 1
-        if error is not None:
-            report.damage.append(Damage(oid, "snapshot", _why(error)))
+        if error is not None or snap is None:
+            report.damage.append(Problem.damage(oid, "snapshot", _why(error) if error else "unreadable"))
             continue
-        if not store.index.contains(snap.oid):
-            report.damage.append(Damage(snap.oid, "snapshot", "its manifest object is missing"))
-        elif snap.oid in bad:
+        # A record's id is its manifest object's id (History.records).
+        if not store.index.contains(oid):
+            report.damage.append(Problem.damage(oid, "snapshot", "its manifest object is missing"))
+        elif oid in bad:
             # The object is the manifest itself; snapshots/<id>.json still holds its bytes.
-            usages[snap.oid].append((snap.oid, b"(its manifest)"))
+            usages[oid].append((oid, b"(its manifest)"))
         if snap.model is not None:
             if snap.model in bad:
-                usages[snap.model].append((snap.oid, b"(its model manifest)"))
+                usages[snap.model].append((oid, b"(its model manifest)"))
             elif not store.has(snap.model):
-                usages[snap.model].append((snap.oid, b"(its model manifest)"))
+                usages[snap.model].append((oid, b"(its model manifest)"))
                 reasons.setdefault(snap.model, ("object", "model manifest is missing"))
         problems = trees.known(snap.tree)
         for path, bad_id, what, why in problems if problems is not None else trees.problems(snap.tree):
-            usages[bad_id].append((snap.oid, path))
+            usages[bad_id].append((oid, path))
             reasons.setdefault(bad_id, (what, why))
     damage = []
     for d in report.damage:
         if d.oid in usages:
-            damage.append(Damage(d.oid, d.what, d.why, tuple(usages.pop(d.oid))))
+            damage.append(d.with_users(tuple(usages.pop(d.oid))))
         else:
             damage.append(d)
     for oid, used in usages.items():
         what, why = reasons[oid]
-        damage.append(Damage(oid, what, why, tuple(used)))
+        damage.append(Problem.damage(oid, what, why, tuple(used)))
     report.damage = damage + _ref_damage(history)
 
 
@@ -358,15 +352,15 @@ def _why(error: Exception) -> str:
     return str(error).removesuffix("; nothing was written for it")
 
 
-def _ref_damage(history: History) -> list[Damage]:
+def _ref_damage(history: History) -> list[Problem]:
     """Refs that are not readable refs, or that name a snapshot the store lacks."""
-    damage = [Damage(None, "ref", why, name=ref) for ref, why in history.refs.unreadable()]
+    damage = [Problem.damage(None, "ref", why, name=ref) for ref, why in history.refs.unreadable()]
     refs = [(HEADS + n, o) for n, o in history.refs.branches().items()]
     refs += [("refs/tags/" + n, o) for n, o in history.refs.tags().items()]
     refs += [("refs/models/" + n, o) for n, o in history.refs.models().items()]
     for ref, oid in refs:
         if not history.is_recorded(oid) and not history.store.has(oid):
-            damage.append(Damage(None, "ref", f"names snapshot {oid.hex}, which is not in the store",
+            damage.append(Problem.damage(None, "ref", f"names snapshot {oid.hex}, which is not in the store",
                                  name=ref))
     return damage
 
@@ -385,20 +379,20 @@ class _TreeCheck:
         self.bad_digests = {o.digest for o in bad}
         # Keyed by digest, not ObjectId: the walk visits millions of links,
         # and building and hashing an ObjectId for each was a third of it.
-        self.memo: dict[bytes, list[Problem]] = {}
+        self.memo: dict[bytes, list[TreeProblem]] = {}
         # Content size by digest (-1: not indexed), looked up once per file
         # object: a new version of a directory repeats all but its changed
         # entries, and a lookup per entry per tree was a third of verify.
         self.sizes: dict[bytes, int] = {}
 
-    def known(self, tree_id: ObjectId) -> list[Problem] | None:
+    def known(self, tree_id: ObjectId) -> list[TreeProblem] | None:
         return self.memo.get(tree_id.digest)
 
-    def problems(self, root: ObjectId) -> list[Problem]:
+    def problems(self, root: ObjectId) -> list[TreeProblem]:
         # Each open tree stays on the stack with its links: loading it
         # again when its children are done would read every parent twice.
         memo = self.memo
-        stack: list[tuple[bytes, object]] = [(root.digest, None)]
+        stack: list[tuple[bytes, list[Link] | None]] = [(root.digest, None)]
         open_trees: set[bytes] = set()
         while stack:
             tree, links = stack[-1]
@@ -425,7 +419,7 @@ class _TreeCheck:
         self.history.tree_links.flush()
         return memo[root.digest]
 
-    def _links(self, tree: bytes):
+    def _links(self, tree: bytes) -> list[Link] | None:
         """What the tree names (kind, id, size), or None once its own
         damage is recorded. From the index's record of the tree when it
         has one: parsing every tree was most of verify's time."""
@@ -441,7 +435,7 @@ class _TreeCheck:
             self.memo[tree] = [(b"", tree_id, "tree", _why(e))]
             return None
 
-    def _collect(self, tree: bytes, links) -> list[Problem]:
+    def _collect(self, tree: bytes, links) -> list[TreeProblem]:
         """The problems below a tree; only a tree that has some is parsed,
         for the names its problems are reported under."""
         memo, bad, sizes = self.memo, self.bad_digests, self.sizes
@@ -459,8 +453,8 @@ class _TreeCheck:
         except (CasError, OSError) as e:
             return [(b"", tree_id, "tree", _why(e))]
 
-    def _named(self, tree_id: ObjectId, tree) -> list[Problem]:
-        found: list[Problem] = []
+    def _named(self, tree_id: ObjectId, tree) -> list[TreeProblem]:
+        found: list[TreeProblem] = []
         for entry in tree.entries:
             if entry.kind == DIR:
                 for path, oid, what, why in self.memo.get(entry.oid.digest, ()):
@@ -493,28 +487,29 @@ def _compare_with_disk(store, report, by_pack, loose) -> None:
         path = layout.pack_path(pack)
         try:
             size = os.stat(path).st_size
-        except OSError as e:
-            why = "is missing" if isinstance(e, FileNotFoundError) else f"cannot be read ({e.strerror})"
-            report.damage.append(Damage(pack, "pack", f"pack file {why} ({len(entries)} objects lost)"))
-            for e in entries:
-                report.damage.append(Damage(e.oid, "object", f"its pack {pack.short} is missing"))
+        except OSError as err:
+            why = "is missing" if isinstance(err, FileNotFoundError) else f"cannot be read ({err.strerror})"
+            report.damage.append(Problem.damage(pack, "pack", f"pack file {why} ({len(entries)} objects lost)"))
+            for lost in entries:
+                report.damage.append(Problem.damage(lost.oid, "object", f"its pack {pack.short} is missing"))
             continue
         record = indexed_packs.get(pack)
         if record is not None and record.file_size != size:
-            report.damage.append(Damage(pack, "pack", f"has {size} bytes, {record.file_size} recorded"))
+            report.damage.append(Problem.damage(pack, "pack", f"has {size} bytes, {record.file_size} recorded"))
         for e in entries:
             if e.offset + e.stored_length > size:
-                report.damage.append(Damage(e.oid, "object", f"lies past the end of pack {pack.short}"))
+                report.damage.append(Problem.damage(e.oid, "object", f"lies past the end of pack {pack.short}"))
     for e in loose:
         path = layout.loose_path(e.oid, e.encoding)
         try:
             size = os.stat(path).st_size
         except OSError as err:
             why = "is missing" if isinstance(err, FileNotFoundError) else f"cannot be read ({err.strerror})"
-            report.damage.append(Damage(e.oid, "object", f"its file {why}"))
+            report.damage.append(Problem.damage(e.oid, "object", f"its file {why}"))
             continue
         if size != e.stored_length:
-            report.damage.append(Damage(e.oid, "object", f"its file has {size} bytes, {e.stored_length} recorded"))
+            report.damage.append(Problem.damage(e.oid, "object", f"its file has {size} bytes, "
+                                                f"{e.stored_length} recorded"))
     _check_unindexed(store, report, {e.oid for e in loose}, indexed_packs)
     try:
         report.temp_files = len(os.listdir(layout.tmp))
@@ -534,7 +529,7 @@ def _check_unindexed(store: Store, report: VerifyReport, indexed_loose, indexed_
             report.unindexed_objects += 1
         except LOOSE_ERRORS as e:
             # Named by its path: the id may also be indexed in a sound pack.
-            report.damage.append(Damage(None, "file", f"not in the index and unreadable ({e}); "
+            report.damage.append(Problem.damage(None, "file", f"not in the index and unreadable ({e}); "
                                         "'cas index rebuild' leaves it out", name=path))
     for pack, path in store.layout.scan_packs():
         if pack in indexed_packs:
@@ -543,40 +538,40 @@ def _check_unindexed(store: Store, report: VerifyReport, indexed_loose, indexed_
             read_entries(path)
             report.unindexed_packs += 1
         except (PackFormatError, OSError) as e:
-            report.damage.append(Damage(pack, "pack", f"not in the index and unreadable ({e}); "
+            report.damage.append(Problem.damage(pack, "pack", f"not in the index and unreadable ({e}); "
                                         "'cas index rebuild' leaves it out"))
 
 
-def _check_pack(store: Store, pack: ObjectId, entries: list[IndexEntry]) -> tuple[int, list[Damage]]:
+def _check_pack(store: Store, pack: ObjectId, entries: list[IndexEntry]) -> tuple[int, list[Problem]]:
     try:
         with open(store.layout.pack_path(pack), "rb") as f:
             data = f.read()
     except OSError as e:
-        return 0, [Damage(pack, "pack", f"cannot be read ({e.strerror})")]
+        return 0, [Problem.damage(pack, "pack", f"cannot be read ({e.strerror})")]
     damage = []
     if hash_bytes(data) != pack:
-        damage.append(Damage(pack, "pack", "file does not hash to its name"))
+        damage.append(Problem.damage(pack, "pack", "file does not hash to its name"))
     view = memoryview(data)
-    for e in entries:
-        why = _check_content(e, bytes(view[e.offset:e.offset + e.stored_length]))
+    for entry in entries:
+        why = _check_content(entry, bytes(view[entry.offset:entry.offset + entry.stored_length]))
         if why:
-            damage.append(Damage(e.oid, "object", f"{why} (in pack {pack.short})"))
+            damage.append(Problem.damage(entry.oid, "object", f"{why} (in pack {pack.short})"))
     return len(data), damage
 
 
-def _check_packed(store: Store, pack: ObjectId, entries: list[IndexEntry]) -> tuple[int, list[Damage]]:
+def _check_packed(store: Store, pack: ObjectId, entries: list[IndexEntry]) -> tuple[int, list[Problem]]:
     """Some objects of a pack, each read and hashed (the pack as a whole is not)."""
     checked, damage = 0, []
     for e in entries:
         try:
             stored = store.read_stored(e)
         except (CasError, OSError) as err:
-            damage.append(Damage(e.oid, "object", f"unreadable ({err})"))
+            damage.append(Problem.damage(e.oid, "object", f"unreadable ({err})"))
             continue
         checked += len(stored)
         why = _check_content(e, stored)
         if why:
-            damage.append(Damage(e.oid, "object", f"{why} (in pack {pack.short})"))
+            damage.append(Problem.damage(e.oid, "object", f"{why} (in pack {pack.short})"))
     return checked, damage
 
 
@@ -592,12 +587,12 @@ def _check_content(entry: IndexEntry, stored: bytes) -> str | None:
     return None
 
 
-def _check_loose(store: Store, entry: IndexEntry) -> tuple[int, list[Damage]]:
+def _check_loose(store: Store, entry: IndexEntry) -> tuple[int, list[Problem]]:
     path = store.layout.loose_path(entry.oid, entry.encoding)
     try:
         if entry.encoding is Encoding.RAW:
             if hash_path(path) != entry.oid:
-                return entry.stored_length, [Damage(entry.oid, "object", "content does not hash to its id")]
+                return entry.stored_length, [Problem.damage(entry.oid, "object", "content does not hash to its id")]
             return entry.stored_length, []
         for _ in store.iter_content(entry.oid, check_chunks=True):
             pass
@@ -605,9 +600,9 @@ def _check_loose(store: Store, entry: IndexEntry) -> tuple[int, list[Damage]]:
         why = str(e).split(": ", 1)[-1].removesuffix(" (run 'cas verify --full')")
         if e.oid != entry.oid:  # one of its chunks
             chunk = ObjectId.parse(e.oid)
-            return entry.stored_length, [Damage(chunk, "object", why),
-                                         Damage(entry.oid, "object", f"its chunk {e.oid} is damaged")]
-        return entry.stored_length, [Damage(entry.oid, "object", why)]
+            return entry.stored_length, [Problem.damage(chunk, "object", why),
+                                         Problem.damage(entry.oid, "object", f"its chunk {e.oid} is damaged")]
+        return entry.stored_length, [Problem.damage(entry.oid, "object", why)]
     except (OSError, CasError) as e:
-        return entry.stored_length, [Damage(entry.oid, "object", f"unreadable ({e})")]
+        return entry.stored_length, [Problem.damage(entry.oid, "object", f"unreadable ({e})")]
     return entry.stored_length, []

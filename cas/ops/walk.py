@@ -21,15 +21,10 @@ from dataclasses import dataclass
 
 from ..dirfd import DirHandle, open_dir_at
 
-WARNING = "warning"
-ERROR = "error"
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    path: str
-    message: str
-    severity: str = ERROR
+# Re-exported: the walk's users have always taken Problem and its severities from here.
+from ..problems import ERROR as ERROR
+from ..problems import WARNING as WARNING
+from ..problems import Problem as Problem
 
 
 @dataclass(frozen=True, slots=True)

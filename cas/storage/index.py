@@ -69,6 +69,11 @@ class IndexEntry:
     pack: ObjectId | None = None  # None: a loose object file
     offset: int = 0
 
+    @property
+    def chunked(self) -> bool:
+        """Stored as a chunk list: the content is its chunks (``Store.content``)."""
+        return self.encoding is Encoding.CHUNKED
+
     def to_record(self) -> bytes:
         return _OBJECT.pack(
             PACKED if self.pack else LOOSE,

@@ -2,42 +2,46 @@
 
 from __future__ import annotations
 
-import bisect
-import contextlib
 import errno
 import fcntl
 import io
 import json
-import mmap
 import os
 import queue
 import stat
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
-from ..durable import fsync_dir, fsync_dirs, make_dir, read_bounded, read_upto, write_all
-from ..errors import (AmbiguousPrefix, CasError, InvalidObjectId, ObjectDamaged,
-                      ObjectNotFound, StoreExists, StoreFileInvalid, StoreLocked,
-                      StoreNotFound, StoreWriteError)
-from ..objectid import HEX_LENGTH, MIN_PREFIX, Hasher, ObjectId, hash_bytes, is_hex
+from ..durable import fsync_dir, fsync_dirs, make_dir, read_bounded, write_all
+from ..errors import (
+    AmbiguousPrefix,
+    CasError,
+    InvalidObjectId,
+    ObjectDamaged,
+    ObjectNotFound,
+    StoreExists,
+    StoreFileInvalid,
+    StoreLocked,
+    StoreNotFound,
+    StoreWriteError,
+)
+from ..objectid import HEX_LENGTH, MIN_PREFIX, Hasher, ObjectId, is_hex
+from .chunklist import ChunkList
 from .config import CONFIG_FILE, FORMAT_NAME, StoreConfig
-from .encoding import Encoding, ZstdError, decode
-from .chunklist import ChunkList, ChunkListError
-from .seekable import (BlockReader, SeekTableError, iter_blocks, read_frame, read_seek_table,
-                       seekable_reader)
-from .workers import ordered_map
+from .content import READ_BLOCK, Content, Contents
+from .encoding import Encoding, ZstdError
 from .index import Index, IndexEntry
 from .layout import Layout, StoreModes
-from .writer import DamageRecord, Placement, ObjectWriter
+from .seekable import BlockReader, SeekTableError, seekable_reader
+from .writer import DamageRecord, ObjectWriter, Placement
 
 STORE_DIR = ".cas"
-READ_BLOCK = 1 << 20
 # Reused buffers of write_content: three of these are all the memory a restore
 # of any size holds.
 CONTENT_WINDOW = 8 << 20
 MAPPED_WRITE_MIN = 1 << 20
-_MAX_OPEN_PACKS = 64
 
 
 def find_store(start: str) -> str:
@@ -110,16 +114,14 @@ class Store:
         self.layout = Layout(path, config.shared)
         self._index = index
         self._lock_fd = lock_fd
-        self._packs: dict[ObjectId, tuple[int, int]] = {}   # open pack files: fd, size
-        self._packs_lock = threading.Lock()
-        self._chunk_cache: dict[ObjectId, tuple[list[int], tuple]] = {}
-        self._frame_cache: dict[ObjectId, list] = {}
+        # Every read goes through the content layer; it holds the open packs.
+        self.contents = Contents(self.layout, lambda: self.index)
         self.damage = DamageRecord(self.layout)
 
     # -- opening --------------------------------------------------------
 
     @classmethod
-    def init(cls, path: str, config: StoreConfig | None = None) -> "Store":
+    def init(cls, path: str, config: StoreConfig | None = None) -> Store:
         path = os.path.abspath(path)
         if os.path.lexists(os.path.join(path, CONFIG_FILE)):
             raise StoreExists(path)
@@ -141,7 +143,7 @@ class Store:
         return cls.open(path)
 
     @classmethod
-    def open(cls, path: str, *, exclusive: bool = False, with_index: bool = True) -> "Store":
+    def open(cls, path: str, *, exclusive: bool = False, with_index: bool = True) -> Store:
         """Open the store at ``path`` (a store directory, or a tree holding ``.cas/``).
 
         A store that cannot be written (a read-only mount, no write
@@ -186,10 +188,7 @@ class Store:
             bool(self.layout.modes.exposed(st.st_mode, stat.S_ISDIR(st.st_mode)))
 
     def close(self) -> None:
-        with self._packs_lock:
-            for fd, _ in self._packs.values():
-                os.close(fd)
-            self._packs.clear()
+        self.contents.close()
         if self._index is not None:
             self._index.close()
             self._index = None
@@ -197,7 +196,7 @@ class Store:
             os.close(self._lock_fd)
             self._lock_fd = -1
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -229,8 +228,7 @@ class Store:
 
     def forget_cached(self) -> None:
         """Drop cached chunk lists and seek tables (after objects were replaced)."""
-        self._chunk_cache.clear()
-        self._frame_cache.clear()
+        self.contents.forget_cached()
 
     def _note_damage(self, entry: IndexEntry, error: ObjectDamaged) -> None:
         """Record what a read found damaged: the object, and for a chunked
@@ -248,13 +246,13 @@ class Store:
 
     def _damaged_chunks(self, entry: IndexEntry) -> set[ObjectId]:
         try:
-            chunks = self._chunk_list(entry).chunks
+            chunks = self.contents.resolve(entry).chunks
         except (CasError, OSError):
             return set()
         found = set()
         for chunk in chunks:
             try:
-                self._checked_chunk(chunk)
+                self.contents.checked_chunk(chunk)
             except (CasError, OSError):
                 found.add(chunk[0])
         return found
@@ -295,29 +293,28 @@ class Store:
     def has(self, oid: ObjectId) -> bool:
         return self.index.lookup(oid) is not None
 
+    def content(self, oid: ObjectId) -> Content | None:
+        """What ``oid``'s content is made of (its pieces: chunks, or the
+        object itself), None when it is not in the store. A chunk list that
+        cannot be read raises ``ObjectDamaged`` naming the object."""
+        return self.contents.get(oid)
+
     def read_stored(self, entry: IndexEntry) -> bytes:
         """The bytes as stored (possibly compressed) of a packed object."""
-        fd, size = self._pack_file(entry.pack)
-        if entry.offset + entry.stored_length > size:
-            # Checked before reading: a damaged index record must not make
-            # pread allocate whatever length it claims.
-            raise ObjectDamaged(entry.oid.hex, f"its record lies outside pack {entry.pack.short}")
-        data = os.pread(fd, entry.stored_length, entry.offset)
-        if len(data) != entry.stored_length:
-            raise ObjectDamaged(entry.oid.hex, f"pack {entry.pack.short} is truncated")
-        return data
+        return self.contents.read_stored(entry)
 
     def open_raw(self, entry: IndexEntry) -> BinaryIO:
         """A stream of the object's content, not checked against its id."""
+        contents = self.contents
         if entry.pack is not None:
-            return io.BytesIO(self._decode(entry, self.read_stored(entry)))
+            return io.BytesIO(contents.decode(entry, contents.read_stored(entry)))
         if entry.encoding is Encoding.CHUNKED:
-            chunks = self._chunk_list(entry)
+            chunks = contents.resolve(entry).chunks
             return io.BufferedReader(BlockReader(
-                [n for _, n in chunks.chunks],
-                lambda i: self._chunk_content(chunks.chunks[i])), READ_BLOCK)
-        f = os.fdopen(self._open_file(self.layout.loose_path(entry.oid, entry.encoding),
-                                      entry.oid)[0], "rb")
+                [n for _, n in chunks],
+                lambda i: contents.chunk_content(chunks[i])), READ_BLOCK)
+        f = os.fdopen(contents.open_file(self.layout.loose_path(entry.oid, entry.encoding),
+                                         entry.oid)[0], "rb")
         if entry.encoding is Encoding.RAW:
             return f
         try:
@@ -365,7 +362,7 @@ class Store:
         hasher = Hasher()
         total = 0
         try:
-            for block in self._blocks(entry, check_chunks):
+            for block in self.contents.blocks(entry, check_chunks):
                 hasher.update(block)
                 total += len(block)
                 yield block
@@ -373,10 +370,7 @@ class Store:
             raise ObjectDamaged(oid.hex, f"cannot be decompressed ({e})") from None
         except SeekTableError as e:
             raise ObjectDamaged(oid.hex, str(e)) from None
-        if total != entry.size:
-            raise ObjectDamaged(oid.hex, f"has {total} bytes, {entry.size} recorded")
-        if hasher.object_id() != oid:
-            raise ObjectDamaged(oid.hex, "its content does not hash to its id")
+        _check_whole(entry, total, hasher)
 
     def write_content(self, oid: ObjectId, fd: int) -> int:
         """Write an object's content to ``fd``, checking it against its id.
@@ -406,7 +400,6 @@ class Store:
             raise
 
     def _write_mapped(self, entry: IndexEntry, pieces: list[tuple[IndexEntry, int]], fd: int) -> int:
-        oid = entry.oid
         hasher = Hasher()
         ready: queue.Queue = queue.Queue(maxsize=4)
         failure: list[BaseException] = []
@@ -429,10 +422,7 @@ class Store:
             thread.join()
         if failure:
             raise failure[0]
-        if total != entry.size:
-            raise ObjectDamaged(oid.hex, f"has {total} bytes, {entry.size} recorded")
-        if hasher.object_id() != oid:
-            raise ObjectDamaged(oid.hex, "its content does not hash to its id")
+        _check_whole(entry, total, hasher)
         return total
 
     def _feed_mapped(self, pieces: list[tuple[IndexEntry, int]], hasher: Hasher,
@@ -443,7 +433,7 @@ class Store:
         for piece, length in pieces:
             if failure:
                 break
-            with self._mapped(piece, length) as view:
+            with self.contents.mapped(piece, length) as view:
                 for start in range(0, length, CONTENT_WINDOW):
                     window = view[start:start + CONTENT_WINDOW]
                     hasher.update(window)
@@ -451,139 +441,16 @@ class Store:
                 total += length
         return total
 
-    @contextlib.contextmanager
-    def _mapped(self, entry: IndexEntry, length: int) -> Iterator[memoryview]:
-        """The first ``length`` stored bytes of a raw object, mapped read-only.
-
-        The file's size is checked first: touching a mapping past the end of
-        a truncated file would kill the process (SIGBUS) instead of raising.
-        """
-        if entry.pack is not None:
-            path, offset = self.layout.pack_path(entry.pack), entry.offset
-        else:
-            path, offset = self.layout.loose_path(entry.oid, entry.encoding), 0
-        fd, size = self._open_file(path, entry.oid)
-        try:
-            if size < offset + length:
-                raise ObjectDamaged(entry.oid.hex, f"its file {path} is truncated")
-            if length == 0:
-                yield memoryview(b"")
-                return
-            aligned = offset - offset % mmap.ALLOCATIONGRANULARITY
-            mapping = mmap.mmap(fd, offset - aligned + length, offset=aligned,
-                                prot=mmap.PROT_READ,
-                                flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
-        finally:
-            os.close(fd)
-        view = memoryview(mapping)[offset - aligned:]
-        try:
-            yield view
-        finally:
-            view.release()
-            try:
-                mapping.close()
-            except BufferError:
-                pass  # windows still queued: the mapping goes when they do
-
     def _raw_pieces(self, entry: IndexEntry) -> list[tuple[IndexEntry, int]] | None:
-        """(object, length) pieces that make up the content, all raw on disk;
-        None when any piece is compressed (or a chunk is missing)."""
-        if entry.encoding is Encoding.RAW:
-            return [(entry, entry.size)]
-        if entry.encoding is not Encoding.CHUNKED:
-            return None
-        pieces = []
-        for chunk, length in self._chunk_starts(entry)[1]:
-            stored = self.index.lookup(chunk)
-            # Anything else is read (and reported) the slow way.
-            if stored is None or stored.encoding is not Encoding.RAW or stored.size != length \
-                    or stored.stored_length != length:
-                return None
-            pieces.append((stored, length))
-        return pieces
-
-    def _blocks(self, entry: IndexEntry, check_chunks: bool = False) -> Iterator[bytes]:
-        """An object's content in blocks (not checked against its id), decoded on all cores."""
-        if entry.pack is not None:
-            yield self._decode(entry, self.read_stored(entry))
-            return
-        if entry.encoding is Encoding.CHUNKED:
-            load = self._checked_chunk if check_chunks else self._chunk_content
-            yield from ordered_map(load, self._chunk_list(entry).chunks, ahead=8)
-            return
-        fd = self._open_file(self.layout.loose_path(entry.oid, entry.encoding), entry.oid)[0]
-        with os.fdopen(fd, "rb") as f:
-            if entry.encoding is Encoding.ZSTD:
-                yield from iter_blocks(f.fileno(), read_seek_table(f.fileno()))
-            else:
-                while block := f.read(READ_BLOCK):
-                    yield block
-
-    def _chunk_list(self, entry: IndexEntry) -> ChunkList:
-        """A chunked object's chunk list, read no further than its recorded length."""
-        fd = self._open_file(self.layout.loose_path(entry.oid, entry.encoding), entry.oid)[0]
-        try:
-            data = read_upto(fd, entry.stored_length + 1)
-        except MemoryError:
-            # A list whose header claims millions of chunks, a sparse file
-            # rebuilt into the index: damage to report, not a crash.
-            raise ObjectDamaged(entry.oid.hex, f"its chunk list of {entry.stored_length} bytes "
-                                               "does not fit in memory") from None
-        finally:
-            os.close(fd)
-        if len(data) != entry.stored_length:
-            raise ObjectDamaged(entry.oid.hex, f"its chunk list has {len(data)} bytes or more, "
-                                               f"{entry.stored_length} recorded")
-        try:
-            chunks = ChunkList.from_json(data)
-        except (ChunkListError, RecursionError) as e:
-            raise ObjectDamaged(entry.oid.hex, str(e) or "malformed chunk list") from None
-        if chunks.oid != entry.oid or chunks.size != entry.size:
-            raise ObjectDamaged(entry.oid.hex, "its chunk list belongs to another file")
-        return chunks
+        """(object, length) pieces of the content, all raw on disk; None otherwise."""
+        return self.contents.raw_pieces(entry)
 
     def chunk_list(self, oid: ObjectId) -> ChunkList | None:
         """The chunks of a chunked object, or None for an object stored whole."""
         entry = self.entry(oid)
         if entry.encoding is not Encoding.CHUNKED:
             return None
-        return self._chunk_list(entry)
-
-    def _chunk_entry(self, oid: ObjectId, length: int) -> IndexEntry:
-        """The stored chunk a chunk list names with ``length`` bytes. Chunks
-        are stored whole: a chunk that is itself chunked (a list naming
-        itself, a loop, nesting) is damage, refused here so no read path can
-        recurse on it. So is a listed length other than the chunk's recorded
-        size: a read that trusted it would run past a raw chunk's end into
-        its neighbour in the pack."""
-        entry = self.index.lookup(oid)
-        if entry is None:
-            raise ObjectDamaged(oid.hex, "a chunk is missing from the store")
-        if entry.encoding is Encoding.CHUNKED:
-            raise ObjectDamaged(oid.hex, "a chunk list names a chunked object as a chunk "
-                                         "(itself, or a loop); chunks are stored whole")
-        if entry.size != length:
-            raise ObjectDamaged(oid.hex, f"a chunk list lists {length} bytes for this chunk, "
-                                         f"which has {entry.size}")
-        return entry
-
-    def _chunk_content(self, chunk: tuple[ObjectId, int]) -> bytes:
-        oid, length = chunk
-        entry = self._chunk_entry(oid, length)
-        try:
-            data = b"".join(self._blocks(entry))
-        except ZstdError as e:
-            raise ObjectDamaged(oid.hex, f"cannot be decompressed ({e})") from None
-        if len(data) != length:
-            raise ObjectDamaged(oid.hex, f"chunk has {len(data)} bytes, {length} listed")
-        return data
-
-    def _checked_chunk(self, chunk: tuple[ObjectId, int]) -> bytes:
-        """A chunk checked against its own id, so damage names the chunk, not only its file."""
-        data = self._chunk_content(chunk)
-        if hash_bytes(data) != chunk[0]:
-            raise ObjectDamaged(chunk[0].hex, "content does not hash to its id")
-        return data
+        return self.contents.chunk_list(entry)
 
     def plain_path(self, oid: ObjectId) -> str | None:
         """The file holding exactly the object's content (a raw loose object),
@@ -597,14 +464,12 @@ class Store:
         """The files on disk that hold an object's content (its chunks' packs
         and loose files too), sorted."""
         entry = self.entry(oid)
-        if entry.pack is not None:
-            return [self.layout.pack_path(entry.pack)]
-        path = self.layout.loose_path(oid, entry.encoding)
-        if entry.encoding is not Encoding.CHUNKED:
-            return [path]
-        found = {path}
-        for chunk, length in self._chunk_starts(entry)[1]:
-            stored = self._chunk_entry(chunk, length)
+        content = self.contents.resolve(entry)
+        found = set()
+        if content.chunked:
+            found.add(self.layout.loose_path(oid, entry.encoding))
+        for chunk, length in content.chunks or ((oid, entry.size),):
+            stored = self.contents.chunk_entry(chunk, length) if content.chunked else entry
             found.add(self.layout.pack_path(stored.pack) if stored.pack is not None
                       else self.layout.loose_path(chunk, stored.encoding))
         return sorted(found)
@@ -622,120 +487,11 @@ class Store:
         if offset < 0 or offset + len(view) > entry.size:
             raise ValueError(f"range {offset}+{len(view)} lies outside object {oid.short}")
         try:
-            self._read_into(entry, offset, view)
+            self.contents.read_into(entry, offset, view)
         except ZstdError as e:
             raise ObjectDamaged(oid.hex, f"cannot be decompressed ({e})") from None
         except SeekTableError as e:
             raise ObjectDamaged(oid.hex, str(e)) from None
-
-    def _read_into(self, entry: IndexEntry, offset: int, view: memoryview) -> None:
-        if not len(view):
-            return
-        if entry.pack is not None:
-            if entry.encoding is Encoding.RAW:
-                if entry.size != entry.stored_length:
-                    # Reading by the size would run into the next object of the pack.
-                    raise ObjectDamaged(entry.oid.hex, f"its record says {entry.size} bytes "
-                                                       f"stored raw in {entry.stored_length}")
-                _pread_exact(self._pack_file(entry.pack)[0], view, entry.offset + offset, entry.oid)
-            else:
-                view[:] = memoryview(self._decode(entry, self.read_stored(entry)))[
-                    offset:offset + len(view)]
-            return
-        if entry.encoding is Encoding.CHUNKED:
-            starts, chunks = self._chunk_starts(entry)
-            i = bisect.bisect_right(starts, offset) - 1
-            pos = 0
-            while pos < len(view):
-                chunk, length = chunks[i]
-                inner = offset + pos - starts[i]
-                take = min(length - inner, len(view) - pos)
-                # Never chunked itself: this recursion is one level deep.
-                self._read_into(self._chunk_entry(chunk, length), inner, view[pos:pos + take])
-                pos += take
-                i += 1
-            return
-        fd = self._open_file(self.layout.loose_path(entry.oid, entry.encoding), entry.oid)[0]
-        try:
-            if entry.encoding is Encoding.RAW:
-                _pread_exact(fd, view, offset, entry.oid)
-                return
-            pos = 0
-            frames = self._frame_cache.get(entry.oid)
-            if frames is None:
-                # Cached with the chunk lists, for the same reason: a model's
-                # tensors are read a few at a time from one object.
-                frames = read_seek_table(fd)
-                if len(self._frame_cache) >= 64:
-                    self._frame_cache.clear()
-                self._frame_cache[entry.oid] = frames
-            for frame in frames:
-                end = frame.content_offset + frame.content_size
-                if end <= offset + pos:
-                    continue
-                data = read_frame(fd, frame)
-                inner = offset + pos - frame.content_offset
-                take = min(frame.content_size - inner, len(view) - pos)
-                view[pos:pos + take] = memoryview(data)[inner:inner + take]
-                pos += take
-                if pos == len(view):
-                    return
-            raise ObjectDamaged(entry.oid.hex, f"its frames end before the {entry.size} bytes "
-                                               "recorded")
-        finally:
-            os.close(fd)
-
-    def _chunk_starts(self, entry: IndexEntry) -> tuple[list[int], tuple]:
-        """A chunked object's chunk list with each chunk's offset, cached: a
-        model's tensors are read a few at a time from the same few files."""
-        cached = self._chunk_cache.get(entry.oid)
-        if cached is None:
-            chunks = self._chunk_list(entry).chunks
-            starts, pos = [], 0
-            for _, n in chunks:
-                starts.append(pos)
-                pos += n
-            cached = (starts, chunks)
-            if len(self._chunk_cache) >= 64:
-                self._chunk_cache.clear()
-            self._chunk_cache[entry.oid] = cached
-        return cached
-
-    def _decode(self, entry: IndexEntry, stored: bytes) -> bytes:
-        try:
-            return decode(entry.encoding, stored, entry.size)
-        except ZstdError as e:
-            raise ObjectDamaged(entry.oid.hex, f"cannot be decompressed ({e})") from None
-
-    def _open_file(self, path: str, oid: ObjectId, what: str = "its file") -> tuple[int, int]:
-        """(fd, size) of an object or pack file: missing, a link, or anything
-        but a regular file (a FIFO would hang a read, /dev/zero never end) is damage."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise ObjectDamaged(oid.hex, f"{what} {path} is missing") from None
-        except OSError as e:
-            if e.errno != errno.ELOOP:
-                raise
-            raise ObjectDamaged(oid.hex, f"{what} {path} is a symbolic link") from None
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            raise ObjectDamaged(oid.hex, f"{what} {path} is not a regular file")
-        return fd, st.st_size
-
-    def _pack_file(self, pack: ObjectId) -> tuple[int, int]:
-        """An open pack file's (fd, size), kept open for the next read."""
-        with self._packs_lock:
-            opened = self._packs.get(pack)
-            if opened is None:
-                opened = self._open_file(self.layout.pack_path(pack), pack, "pack file")
-                if len(self._packs) >= _MAX_OPEN_PACKS:
-                    old_pack, (old_fd, _) = next(iter(self._packs.items()))
-                    del self._packs[old_pack]
-                    os.close(old_fd)
-                self._packs[pack] = opened
-            return opened
 
     # -- listing --------------------------------------------------------
 
@@ -766,12 +522,12 @@ class Store:
                           stored + overhead, compressed, chunked, chunked_bytes)
 
 
-def _pread_exact(fd: int, view: memoryview, offset: int, oid: ObjectId) -> None:
-    while len(view):
-        got = os.preadv(fd, [view], offset)
-        if got <= 0:
-            raise ObjectDamaged(oid.hex, "its file is truncated")
-        view, offset = view[got:], offset + got
+def _check_whole(entry: IndexEntry, total: int, hasher: Hasher) -> None:
+    """The end of every checked read: all the bytes, hashing to the id."""
+    if total != entry.size:
+        raise ObjectDamaged(entry.oid.hex, f"has {total} bytes, {entry.size} recorded")
+    if hasher.object_id() != entry.oid:
+        raise ObjectDamaged(entry.oid.hex, "its content does not hash to its id")
 
 
 def _lock(layout: Layout, exclusive: bool) -> int:

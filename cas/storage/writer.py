@@ -19,22 +19,21 @@ import errno
 import os
 import stat
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
-from ..durable import (fsync_dirs, make_dir, open_temp, publish, read_bounded,
-                       remove_quietly, start_writeback, write_all)
+from ..durable import fsync_dirs, make_dir, open_temp, publish, read_bounded, remove_quietly, start_writeback, write_all
 from ..errors import SourceError, StoreWriteError
 from ..objectid import HEX_LENGTH, Hasher, ObjectId, hash_bytes, hash_fd, is_hex
-from .config import StoreConfig
-from .encoding import Encoding, compress_frame, encode_small, worth_compressing
 from .chunking import GENERAL_CDC, LIVE_CDC, CdcParams, is_live, iter_chunks
 from .chunklist import ChunkList, ChunkListError
-from .seekable import seek_table
-from .workers import ordered_map
+from .config import StoreConfig
+from .encoding import Encoding, compress_frame, encode_small, worth_compressing
 from .index import Index, IndexEntry, PackRecord
 from .layout import Layout
 from .pack import PackWriter
+from .seekable import seek_table
+from .workers import ordered_map
 
 BATCH_BYTES = 1 << 20
 # Large objects are read, and compressed as independent frames, in blocks of this size.
@@ -234,7 +233,7 @@ class ObjectWriter:
         for d in deferred:
             remove_quietly(d.temp_path)
 
-    def __enter__(self) -> "ObjectWriter":
+    def __enter__(self) -> ObjectWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -586,16 +585,11 @@ class ObjectWriter:
         dirs: set[str] = set()
         if pack is not None and pack.entries:
             try:
-                pack_id = pack.finish()
-                final = self._layout.pack_path(pack_id)
-                publish(pack.temp_path, final)
+                entries, record, directory = seal_pack(self._layout, pack)
             except OSError as e:
-                pack.abandon()
                 raise self._write_error(e) from None
-            dirs.add(os.path.dirname(final))
-            entries = [IndexEntry(e.oid, e.encoding, e.size, e.stored_length, pack_id, e.offset)
-                       for e in pack.entries]
-            packs.append(PackRecord(pack_id, pack.size, len(pack.entries)))
+            dirs.add(directory)
+            packs.append(record)
         elif pack is not None:
             pack.abandon()
         with self._lock:
@@ -639,7 +633,7 @@ class ObjectWriter:
             self._replace.difference_update(e.oid for e in done)
             old = [self._superseded.pop(e.oid, None) for e in done]
             self.replaced.extend(e.oid for e in done)
-        for new, was in zip(done, old):
+        for new, was in zip(done, old, strict=True):
             if was is not None and was.pack is None and \
                     (new.pack is not None or was.encoding is not new.encoding):
                 # Not overwritten by the new copy's rename: left in place, a
@@ -676,6 +670,22 @@ class ObjectWriter:
 
     def _write_error(self, e: OSError) -> StoreWriteError:
         return StoreWriteError(self._layout.root, e.strerror or str(e))
+
+
+def seal_pack(layout: Layout, pack: PackWriter) -> tuple[list[IndexEntry], PackRecord, str]:
+    """Finish a pack and publish it under its name: the index entries of
+    its objects, its pack record, and the directory to fsync before they
+    are indexed. On failure the temp file is removed and the error raised."""
+    try:
+        pack_id = pack.finish()
+        final = layout.pack_path(pack_id)
+        publish(pack.temp_path, final)
+    except BaseException:
+        pack.abandon()
+        raise
+    entries = [IndexEntry(e.oid, e.encoding, e.size, e.stored_length, pack_id, e.offset)
+               for e in pack.entries]
+    return entries, PackRecord(pack_id, pack.size, len(pack.entries)), os.path.dirname(final)
 
 
 @dataclass(frozen=True, eq=False)
