@@ -126,3 +126,44 @@ def test_damage_is_a_problem_with_an_id_and_a_kind():
     assert ref.path == "refs/heads/x" and ref.oid is None
     used = d.with_users(((oid, b"a/b"),))
     assert used.damage_doc()["used_by"] == [{"snapshot": oid.hex, "path": "a/b"}]
+
+
+def _packed_with_loose_copy(tmp_path: Path, damage_pack: bool):
+    """A packed object and a loose file of the same id, as a replacement
+    of a damaged pack entry leaves them; one of the two copies damaged."""
+    data = _random(5000, 4)
+    store = Store.init(str(tmp_path / "store"))
+    with store:
+        oid = store.put_bytes(data)
+        entry = store.entry(oid)
+        assert entry.pack is not None
+        pack_path = store.layout.pack_path(entry.pack)
+        loose_path = store.layout.loose_path(oid, entry.encoding)
+        offset = entry.offset + entry.stored_length // 2
+    os.makedirs(os.path.dirname(loose_path), exist_ok=True)
+    Path(loose_path).write_bytes(data)
+    bad = pack_path if damage_pack else loose_path
+    os.chmod(bad, 0o600)
+    with open(bad, "r+b") as f:
+        at = offset if damage_pack else 100
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    return oid, data
+
+
+def test_index_rebuild_prefers_a_sound_loose_copy_to_a_pack_entry(tmp_path):
+    oid, data = _packed_with_loose_copy(tmp_path, damage_pack=True)
+    assert _runner(tmp_path)("index", "rebuild").returncode == 0
+    with Store.open(str(tmp_path / "store")) as store:
+        assert store.entry(oid).pack is None
+        assert store.read_object(oid) == data
+
+
+def test_index_rebuild_keeps_a_sound_pack_entry_over_a_damaged_loose_copy(tmp_path):
+    oid, data = _packed_with_loose_copy(tmp_path, damage_pack=False)
+    assert _runner(tmp_path)("index", "rebuild").returncode == 0
+    with Store.open(str(tmp_path / "store")) as store:
+        assert store.entry(oid).pack is not None
+        assert store.read_object(oid) == data
