@@ -28,6 +28,7 @@ from ..model.history import History
 from ..model.treelinks import LINK_DIR
 from ..objectid import ObjectId
 from ..storage.index import IndexEntry
+from ..storage.store import Store
 from .models import VIEWS
 from .packs import rewrite_packs
 from .scan import STAT_TABLE
@@ -78,7 +79,7 @@ def _mark_tree(history: History, tree_id: ObjectId, live: set[bytes], walked: se
     ``walked`` (trees only) is kept apart from ``live`` because a file's
     content can have the same bytes, and so the same id, as a tree.
     """
-    links = history.tree_links
+    links, index = history.tree_links, history.store.index
     pending = [tree_id.digest]
     while pending:
         digest = pending.pop()
@@ -93,9 +94,10 @@ def _mark_tree(history: History, tree_id: ObjectId, live: set[bytes], walked: se
                 pending.append(child)
             elif child not in live:
                 live.add(child)
-                content = history.store.content(ObjectId(child))
-                if content is not None and content.chunked:
-                    live.update(c.digest for c in content.chunk_ids)
+                # One index lookup a file; the content layer only for chunked ones.
+                stored = index.lookup(ObjectId(child))
+                if stored is not None and stored.chunked:
+                    live.update(c.digest for c in history.store.contents.resolve(stored).chunk_ids)
 
 
 @dataclass
@@ -114,17 +116,7 @@ def gc(history: History, dry_run: bool = False, grace_seconds: int = GRACE_SECON
     cutoff = time.time() - grace_seconds
     tallies, remove_entries, remove_files = _tally(store, live, cutoff, report)
     doomed, rewrite = _classify(layout, tallies, cutoff, report)
-    repack: dict[ObjectId, tuple[list[IndexEntry], list[IndexEntry]]] = {
-        p: ([], []) for p in rewrite}
-    if doomed or rewrite:
-        for entry in store.entries():
-            if entry.pack in doomed:
-                remove_entries.append(entry)
-            elif entry.pack in repack:
-                entries, dead = repack[entry.pack]
-                entries.append(entry)
-                if entry.oid.digest not in live:
-                    dead.append(entry)
+    repack = _gather(store, live, doomed, rewrite, remove_entries)
     remove_files.extend(layout.pack_path(p) for p in doomed)
     remove_packs = list(doomed)
     report.removed_objects = len(remove_entries) + sum(tallies[p.digest].dead for p in rewrite)
@@ -150,6 +142,23 @@ def gc(history: History, dry_run: bool = False, grace_seconds: int = GRACE_SECON
             pass
     report.removed_views = _remove_stale_views(history)
     return report
+
+
+def _gather(store: Store, live: set[bytes], doomed: set[ObjectId], rewrite: set[ObjectId],
+            remove_entries: list[IndexEntry]) -> dict[ObjectId, tuple[list[IndexEntry], list[IndexEntry]]]:
+    """The entries of the packs that change: those of packs that go, added to
+    ``remove_entries``; for each pack to rewrite, its entries and the dead ones."""
+    repack: dict[ObjectId, tuple[list[IndexEntry], list[IndexEntry]]] = {p: ([], []) for p in rewrite}
+    if doomed or rewrite:
+        for entry in store.entries():
+            if entry.pack in doomed:
+                remove_entries.append(entry)
+            elif entry.pack in repack:
+                entries, dead = repack[entry.pack]
+                entries.append(entry)
+                if entry.oid.digest not in live:
+                    dead.append(entry)
+    return repack
 
 
 def _tally(store, live: set[bytes], cutoff: float, report: GcReport):

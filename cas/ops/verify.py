@@ -29,7 +29,7 @@ from ..model.treelinks import LINK_DIR, Link
 from ..objectid import HEX_LENGTH, ObjectId, hash_bytes, hash_path, is_hex
 from ..problems import Problem
 from ..storage.encoding import Encoding, ZstdError, decode
-from ..storage.index import IndexEntry
+from ..storage.index import IndexEntry, PackRecord
 from ..storage.pack import PackFormatError, read_entries
 from ..storage.store import Store
 from ..storage.workers import FILE_WORKERS
@@ -298,8 +298,15 @@ def _verify_history(history: History, report: VerifyReport) -> None:
         for path, bad_id, what, why in problems if problems is not None else trees.problems(snap.tree):
             usages[bad_id].append((oid, path))
             reasons.setdefault(bad_id, (what, why))
+    report.damage = _with_users(report.damage, usages, reasons) + _ref_damage(history)
+
+
+def _with_users(found: list[Problem], usages: dict[ObjectId, list[tuple[ObjectId, bytes]]],
+                reasons: dict[ObjectId, tuple[str, str]]) -> list[Problem]:
+    """The damage found, each naming the snapshots and paths that use it;
+    then damage only the history walk found (missing content, bad trees)."""
     damage = []
-    for d in report.damage:
+    for d in found:
         if d.oid in usages:
             damage.append(d.with_users(tuple(usages.pop(d.oid))))
         else:
@@ -307,7 +314,7 @@ def _verify_history(history: History, report: VerifyReport) -> None:
     for oid, used in usages.items():
         what, why = reasons[oid]
         damage.append(Problem.damage(oid, what, why, tuple(used)))
-    report.damage = damage + _ref_damage(history)
+    return damage
 
 
 def _quick_records(history: History) -> Iterator[tuple[ObjectId, Snapshot | None, CasError | None]]:
@@ -480,41 +487,48 @@ class _TreeCheck:
         return size
 
 
-def _compare_with_disk(store, report, by_pack, loose) -> None:
-    layout = store.layout
+def _compare_with_disk(store: Store, report: VerifyReport,
+                       by_pack: dict[ObjectId, list[IndexEntry]], loose: list[IndexEntry]) -> None:
     indexed_packs = {p.pack: p for p in store.index.packs()}
     for pack, entries in by_pack.items():
-        path = layout.pack_path(pack)
-        try:
-            size = os.stat(path).st_size
-        except OSError as err:
-            why = "is missing" if isinstance(err, FileNotFoundError) else f"cannot be read ({err.strerror})"
-            report.damage.append(Problem.damage(pack, "pack", f"pack file {why} ({len(entries)} objects lost)"))
-            for lost in entries:
-                report.damage.append(Problem.damage(lost.oid, "object", f"its pack {pack.short} is missing"))
-            continue
-        record = indexed_packs.get(pack)
-        if record is not None and record.file_size != size:
-            report.damage.append(Problem.damage(pack, "pack", f"has {size} bytes, {record.file_size} recorded"))
-        for e in entries:
-            if e.offset + e.stored_length > size:
-                report.damage.append(Problem.damage(e.oid, "object", f"lies past the end of pack {pack.short}"))
+        _compare_pack(store, report, pack, entries, indexed_packs.get(pack))
     for e in loose:
-        path = layout.loose_path(e.oid, e.encoding)
+        path = store.layout.loose_path(e.oid, e.encoding)
         try:
             size = os.stat(path).st_size
         except OSError as err:
-            why = "is missing" if isinstance(err, FileNotFoundError) else f"cannot be read ({err.strerror})"
-            report.damage.append(Problem.damage(e.oid, "object", f"its file {why}"))
+            report.damage.append(Problem.damage(e.oid, "object", f"its file {_stat_why(err)}"))
             continue
         if size != e.stored_length:
             report.damage.append(Problem.damage(e.oid, "object", f"its file has {size} bytes, "
                                                 f"{e.stored_length} recorded"))
     _check_unindexed(store, report, {e.oid for e in loose}, indexed_packs)
     try:
-        report.temp_files = len(os.listdir(layout.tmp))
+        report.temp_files = len(os.listdir(store.layout.tmp))
     except OSError:
         pass
+
+
+def _compare_pack(store: Store, report: VerifyReport, pack: ObjectId, entries: list[IndexEntry],
+                  record: PackRecord | None) -> None:
+    """A pack file is there, of its recorded size, holding every entry's bytes."""
+    try:
+        size = os.stat(store.layout.pack_path(pack)).st_size
+    except OSError as err:
+        report.damage.append(Problem.damage(pack, "pack", f"pack file {_stat_why(err)} "
+                                            f"({len(entries)} objects lost)"))
+        for lost in entries:
+            report.damage.append(Problem.damage(lost.oid, "object", f"its pack {pack.short} is missing"))
+        return
+    if record is not None and record.file_size != size:
+        report.damage.append(Problem.damage(pack, "pack", f"has {size} bytes, {record.file_size} recorded"))
+    for e in entries:
+        if e.offset + e.stored_length > size:
+            report.damage.append(Problem.damage(e.oid, "object", f"lies past the end of pack {pack.short}"))
+
+
+def _stat_why(err: OSError) -> str:
+    return "is missing" if isinstance(err, FileNotFoundError) else f"cannot be read ({err.strerror})"
 
 
 def _check_unindexed(store: Store, report: VerifyReport, indexed_loose, indexed_packs) -> None:

@@ -600,14 +600,7 @@ class ObjectWriter:
             ready, dropped = self._ready_lists({e.oid for e in entries})
         for d in dropped:
             remove_quietly(d.temp_path)
-        for d in ready:
-            final = self._layout.loose_path(d.oid, Encoding.CHUNKED)
-            try:
-                publish(d.temp_path, final)
-            except OSError as e:
-                raise self._write_error(e) from None
-            dirs.add(os.path.dirname(final))
-            entries.append(IndexEntry(d.oid, Encoding.CHUNKED, d.size, d.stored_length))
+        entries.extend(self._publish_lists(ready, dirs))
         if not entries:
             return
         try:
@@ -621,6 +614,19 @@ class ObjectWriter:
             for d in ready:
                 self._lists.pop(d.oid, None)
         self._settle_replaced(entries)
+
+    def _publish_lists(self, ready: list[_DeferredList], dirs: set[str]) -> list[IndexEntry]:
+        """Chunk lists renamed into place (their directories added to ``dirs``)."""
+        entries = []
+        for d in ready:
+            final = self._layout.loose_path(d.oid, Encoding.CHUNKED)
+            try:
+                publish(d.temp_path, final)
+            except OSError as e:
+                raise self._write_error(e) from None
+            dirs.add(os.path.dirname(final))
+            entries.append(IndexEntry(d.oid, Encoding.CHUNKED, d.size, d.stored_length))
+        return entries
 
     def _settle_replaced(self, entries: list[IndexEntry]) -> None:
         """After the good copies are durable and indexed: drop the damaged
