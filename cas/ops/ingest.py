@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..errors import SourceError
@@ -77,29 +77,36 @@ def add_paths(
 
         with FileBatches(store_one, store.config.chunk_min_size, "cas-add",
                          catch=(SourceError,)) as batches:
-            in_flight: deque[tuple[FoundFile, tuple]] = deque()
-
-            def emit_oldest() -> None:
-                found, ticket = in_flight.popleft()
-                try:
-                    emit(batches.result(ticket))
-                except SourceError as e:
-                    emit(Problem(found.path, e.why))
-
-            for item in walk(paths, skip):
-                if isinstance(item, Problem):
-                    # Keep output in walk order: drain what came before it.
-                    while in_flight:
-                        emit_oldest()
-                    emit(item)
-                    continue
-                in_flight.append((item, batches.add(item, _size(item.path))))
-                if len(in_flight) >= WINDOW:
-                    emit_oldest()
-            while in_flight:
-                emit_oldest()
+            _store_in_order(walk(paths, skip), batches, emit)
         writer.flush()
         report.new_objects = writer.new_objects
         report.new_bytes = writer.new_bytes
         report.stored_bytes = writer.stored_bytes
     return report
+
+
+def _store_in_order(found: Iterable[FoundFile | Problem], batches: FileBatches,
+                    emit: Callable[[AddedFile | Problem], None]) -> None:
+    """Hand each found file to the workers and emit the results (and the
+    walk's problems) in walk order, at most ``WINDOW`` files in flight."""
+    in_flight: deque[tuple[FoundFile, tuple]] = deque()
+
+    def emit_oldest() -> None:
+        file, ticket = in_flight.popleft()
+        try:
+            emit(batches.result(ticket))
+        except SourceError as e:
+            emit(Problem(file.path, e.why))
+
+    for item in found:
+        if isinstance(item, Problem):
+            # Keep output in walk order: drain what came before it.
+            while in_flight:
+                emit_oldest()
+            emit(item)
+            continue
+        in_flight.append((item, batches.add(item, _size(item.path))))
+        if len(in_flight) >= WINDOW:
+            emit_oldest()
+    while in_flight:
+        emit_oldest()
