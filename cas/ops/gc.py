@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from ..storage.index import IndexEntry
 from ..storage.store import Store
 from .models import VIEWS
 from .packs import rewrite_packs
-from .scan import STAT_TABLE
+from .statcache import STAT_TABLE, record_oid
 
 GRACE_SECONDS = 3600
 
@@ -47,6 +48,8 @@ class GcReport:
     repacked_packs: int = 0
     too_young: int = 0
     removed_views: int = 0
+    removed_temp_files: int = 0
+    removed_temp_bytes: int = 0
 
     def to_doc(self, dry_run: bool) -> dict:
         """Every figure, as ``cas gc --json`` prints it."""
@@ -111,8 +114,11 @@ class _PackTally:
 def gc(history: History, dry_run: bool = False, grace_seconds: int = GRACE_SECONDS) -> GcReport:
     store = history.store
     layout = store.layout
+    report = GcReport()
+    # First, so that the temp packs gc writes itself are not counted.
+    _remove_temp_files(layout.tmp, dry_run, report)
     live = live_set(history)
-    report = GcReport(live_objects=len(live))
+    report.live_objects = len(live)
     cutoff = time.time() - grace_seconds
     tallies, remove_entries, remove_files = _tally(store, live, cutoff, report)
     doomed, rewrite = _classify(layout, tallies, cutoff, report)
@@ -252,8 +258,38 @@ def _survivors(groups) -> Iterator[IndexEntry]:
         yield from (e for e in entries if e.oid not in dead_ids)
 
 
+def _remove_temp_files(tmp: str, dry_run: bool, report: GcReport) -> None:
+    """What writers killed mid-write (SIGKILL, power loss) left in ``tmp``.
+
+    Every writer holds the store's shared lock while its temp files exist
+    and gc holds it exclusively, so no file here has a writer alive. Only
+    regular files and links are removed (a link itself, never its target);
+    ``tmp`` is opened without following a link.
+    """
+    try:
+        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return  # none, or not a directory of ours: verify reports it
+    try:
+        for name in os.listdir(fd):
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                    continue
+                if not dry_run:
+                    os.unlink(name, dir_fd=fd)
+            except OSError:
+                continue  # left for the next gc
+            report.removed_temp_files += 1
+            report.removed_temp_bytes += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    finally:
+        os.close(fd)
+
+
 def _prune_stat_cache(store, removed: set[ObjectId]) -> None:
-    stale = [k for k, v in store.index.scan(STAT_TABLE) if ObjectId(v[-32:]) in removed]
+    """Drop the stat-cache records naming removed objects (a record that
+    does not parse names nothing and is left to the scan that reads it)."""
+    stale = [k for k, v in store.index.scan(STAT_TABLE) if record_oid(v) in removed]
     store.index.update(STAT_TABLE, delete=stale)
 
 

@@ -75,7 +75,8 @@ def repair(history: History, sources: list[str] | None = None,
     if wanted:
         opened = [_open_source(s) for s in report.sources]
         adopted = _adopt_own_copies(store, wanted)
-        report.repaired = adopted + _copy_in(store, wanted - set(adopted), opened)
+        sizes = _expected_sizes(history, before, wanted)
+        report.repaired = adopted + _copy_in(store, wanted - set(adopted), opened, sizes)
         store.forget_cached()
     report.packs_rewritten = _rewrite_damaged_packs(store, before)
     report.still_damaged = _still_damaged(history, before, wanted)
@@ -86,6 +87,36 @@ def _wanted(store: Store, report: VerifyReport) -> set[ObjectId]:
     """Ids to find good copies of: damaged or missing objects and trees."""
     wanted = {d.oid for d in report.damage if d.oid is not None and d.kind in ("object", "tree")}
     return wanted | store.damage.ids()
+
+
+def _expected_sizes(history: History, before: VerifyReport,
+                    wanted: set[ObjectId]) -> dict[ObjectId, int]:
+    """The content size our own records give each wanted object: its index
+    entry, or for a missing file the size its tree entry records. A source
+    claiming another size for the id is not copied from (a crafted chunk
+    list under a small object's id would otherwise fill the disk). Missing
+    trees and manifests have no recorded size and are left out."""
+    sizes = {}
+    for oid in wanted:
+        entry = history.store.index.lookup(oid)
+        if entry is not None:
+            sizes[oid] = entry.size
+    for d in before.damage:
+        if d.oid in wanted and d.oid not in sizes and d.kind == "object" and d.used_by:
+            size = _tree_size(history, d.oid, d.used_by[0])
+            if size is not None:
+                sizes[d.oid] = size
+    return sizes
+
+
+def _tree_size(history: History, oid: ObjectId, use: tuple[ObjectId, bytes]) -> int | None:
+    """The size the snapshot ``use`` names records for the file ``oid`` at its path."""
+    snap_id, path = use
+    try:
+        entry = history.entry_at(history.load_snapshot(snap_id).tree, path)
+    except (CasError, OSError):
+        return None
+    return entry.size if entry is not None and entry.oid == oid else None
 
 
 def _adopt_own_copies(store: Store, wanted: set[ObjectId]) -> list[ObjectId]:
@@ -131,15 +162,16 @@ def _open_source(path: str) -> _Source:
     return _Source(path, other)
 
 
-def _copy_in(store: Store, wanted: set[ObjectId], sources: list[_Source]) -> list[ObjectId]:
+def _copy_in(store: Store, wanted: set[ObjectId], sources: list[_Source],
+             sizes: dict[ObjectId, int]) -> list[ObjectId]:
     """Store good copies of ``wanted`` found in the sources; returns the ids replaced."""
     pieces = _chunk_places(store, wanted)
     with _Writers(store, wanted) as writers:
         for source in sources:
             if source.store_path is None:
-                _from_files(store, source.path, wanted - writers.got, pieces, writers)
+                _from_files(source.path, wanted - writers.got, pieces, sizes, writers)
             else:
-                _from_store(store, source.store_path, wanted - writers.got, pieces, writers)
+                _from_store(store, source.store_path, wanted - writers.got, pieces, sizes, writers)
     return sorted(writers.replaced, key=lambda o: o.hex)
 
 
@@ -207,13 +239,14 @@ def _placement(entry: IndexEntry | None) -> Placement:
     return Placement(raw=entry.encoding is Encoding.RAW, whole=True)
 
 
-def _from_files(store: Store, root: str, wanted: set[ObjectId],
-                pieces: dict[ObjectId, list[tuple[ObjectId, int, int]]], writers: _Writers) -> None:
+def _from_files(root: str, wanted: set[ObjectId],
+                pieces: dict[ObjectId, list[tuple[ObjectId, int, int]]],
+                sizes: dict[ObjectId, int], writers: _Writers) -> None:
     """Hash the files under ``root`` whose size a wanted object (or a file
     holding a wanted chunk) has; store those that are wanted."""
-    sizes = _sizes(store, wanted | set(pieces))
+    wanted_sizes = _sizes(wanted | set(pieces), sizes)
     for path, st in _regular_files(root):
-        if sizes is not None and st.st_size not in sizes:
+        if wanted_sizes is not None and st.st_size not in wanted_sizes:
             continue
         try:
             oid, _ = identify_file(path, expect=(st.st_dev, st.st_ino))
@@ -226,15 +259,11 @@ def _from_files(store: Store, root: str, wanted: set[ObjectId],
             continue  # vanished, replaced or unreadable: another source may have it
 
 
-def _sizes(store: Store, ids: set[ObjectId]) -> set[int] | None:
-    """The content sizes of ``ids``; None if one is not indexed (size unknown)."""
-    sizes = set()
-    for oid in ids:
-        entry = store.index.lookup(oid)
-        if entry is None:
-            return None
-        sizes.add(entry.size)
-    return sizes
+def _sizes(ids: set[ObjectId], sizes: dict[ObjectId, int]) -> set[int] | None:
+    """The content sizes of ``ids``; None if one is unknown."""
+    if not ids <= sizes.keys():
+        return None
+    return {sizes[oid] for oid in ids}
 
 
 def _regular_files(root: str) -> Iterator[tuple[str, os.stat_result]]:
@@ -266,14 +295,20 @@ def _piece_from_file(path: str, chunk: ObjectId, offset: int, length: int,
 
 
 def _from_store(store: Store, path: str, wanted: set[ObjectId],
-                pieces: dict[ObjectId, list[tuple[ObjectId, int, int]]], writers: _Writers) -> None:
-    """Copy wanted objects out of another store, each checked against its id."""
+                pieces: dict[ObjectId, list[tuple[ObjectId, int, int]]],
+                sizes: dict[ObjectId, int], writers: _Writers) -> None:
+    """Copy wanted objects out of another store, each checked against its id
+    and the size our records give it."""
     if os.path.realpath(path) == os.path.realpath(store.path):
         raise SourceError(path, "is the store being repaired; name another store or directory")
     with Store.open(path) as other:
         for oid in sorted(wanted, key=lambda o: o.hex):
-            if oid not in writers.got and other.has(oid):
-                _copy_object(store, other, oid, writers)
+            theirs = other.index.lookup(oid)
+            if oid in writers.got or theirs is None:
+                continue
+            if oid in sizes and theirs.size != sizes[oid]:
+                continue  # not the object we lost, whatever its id claims
+            _copy_object(store, other, oid, writers)
         for file_id, places in pieces.items():
             for chunk, offset, length in places:
                 if chunk not in writers.got and other.has(file_id):
@@ -297,7 +332,9 @@ def _piece_from_store(other: Store, file_id: ObjectId, chunk: ObjectId, offset: 
 
 def _copy_object(store: Store, other: Store, oid: ObjectId, writers: _Writers) -> None:
     """Through a temp file in the store: the content is checked as it is
-    read, and a large object never sits in memory whole."""
+    read, and a large object never sits in memory whole. ``write_content``
+    writes no more than the size the other store records (checked against
+    ours by the caller) however long its files are."""
     temp, fd = open_temp(store.layout.tmp, "repair")
     try:
         try:

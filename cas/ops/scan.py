@@ -35,7 +35,6 @@ from ..storage.workers import FileBatches
 from ..storage.writer import ObjectWriter, identify_file
 from .ignore import load_ignore
 from .sqlite_capture import SQLITE_SIDE_FILES, identify_sqlite, read_sqlite, sqlite_side_files
-from .statcache import STAT_TABLE as STAT_TABLE  # re-exported: gc and snapshot name it here
 from .statcache import StatCache
 from .walk import ERROR, WARNING, Problem
 

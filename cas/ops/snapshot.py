@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import NothingToRecordAt
+from ..errors import NothingToRecordAt, SourceError
 from ..model.history import History
 from ..model.snapshot import Snapshot, new_snapshot
 from ..model.tree import DIR, Tree, TreeEntry
@@ -23,7 +24,8 @@ from ..model.treelinks import TABLE as LINKS_TABLE
 from ..model.treelinks import records_for as links_records
 from ..objectid import ObjectId
 from ..storage.writer import ObjectWriter
-from .scan import STAT_TABLE, ScanPolicy, ScanResult, ScanTargets, count_delta, scan
+from .scan import ScanPolicy, ScanResult, ScanTargets, count_delta, scan
+from .statcache import STAT_TABLE
 
 
 @dataclass
@@ -181,6 +183,12 @@ def _sort_out(named: list[bytes], head: _TreeAt, disk: _TreeAt, result: ScanResu
         if disk.entry(path) is not None:
             taken.append(path)
             continue
+        link = _link_on_the_way(prefix, path)
+        if link is not None:
+            # The scan records the link and never follows it; lexists below would.
+            raise SourceError(os.fsdecode(path), f"is beyond the symbolic link "
+                                                 f"'{os.fsdecode(link)}', which is recorded as a "
+                                                 "link; name the link itself to record it")
         gone = not os.path.lexists(prefix + path)
         if head.entry(path) is None:
             raise NothingToRecordAt(os.fsdecode(path), branch,
@@ -189,6 +197,19 @@ def _sort_out(named: list[bytes], head: _TreeAt, disk: _TreeAt, result: ScanResu
             taken.append(path)
             deleted.append(path)
     return taken, tuple(deleted)
+
+
+def _link_on_the_way(prefix: bytes, path: bytes) -> bytes | None:
+    """The first directory of ``path`` (below ``prefix``) that is a symbolic link."""
+    parts = path.split(b"/")[:-1]
+    for i in range(1, len(parts) + 1):
+        above = b"/".join(parts[:i])
+        try:
+            if stat.S_ISLNK(os.lstat(prefix + above).st_mode):
+                return above
+        except OSError:
+            return None  # gone: the path is not on disk
+    return None
 
 
 def _why_left_out(result: ScanResult, full: bytes) -> str:

@@ -363,8 +363,12 @@ class Store:
         total = 0
         try:
             for block in self.contents.blocks(entry, check_chunks):
-                hasher.update(block)
                 total += len(block)
+                if total > entry.size:
+                    # Checked before the block goes out: a file longer than
+                    # its record (or a crafted one) never gets copied whole.
+                    raise ObjectDamaged(oid.hex, f"has more than the {entry.size} bytes recorded")
+                hasher.update(block)
                 yield block
         except ZstdError as e:
             raise ObjectDamaged(oid.hex, f"cannot be decompressed ({e})") from None
