@@ -167,3 +167,20 @@ def test_index_rebuild_keeps_a_sound_pack_entry_over_a_damaged_loose_copy(tmp_pa
     with Store.open(str(tmp_path / "store")) as store:
         assert store.entry(oid).pack is not None
         assert store.read_object(oid) == data
+
+
+def test_a_read_yields_no_more_than_the_recorded_size(stored):
+    """A loose file grown past its record (or crafted so) is damage found
+    before the excess is handed out: a copy of it never outgrows the object."""
+    store, objects = stored
+    oid, data = objects["loose"]
+    entry = store.entry(oid)
+    path = store.layout.loose_path(oid, entry.encoding)
+    os.chmod(path, 0o644)
+    with open(path, "ab") as f:
+        f.write(b"\0" * (4 << 20))
+    handed_out = 0
+    with pytest.raises(ObjectDamaged, match="more than"):
+        for block in store.iter_content(oid):
+            handed_out += len(block)
+    assert handed_out <= len(data)

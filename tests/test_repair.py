@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from cas.objectid import ObjectId
+from cas.ops.statcache import STAT_TABLE
 from cas.storage.config import StoreConfig
 from cas.storage.store import Store
 
@@ -110,6 +111,28 @@ def test_snapshot_replaces_a_damaged_chunk(tmp_path, cas):
     assert cas("verify", "--full", cwd=tree).code == 0
     assert cas("restore", "HEAD", "db.bin", "--to", str(tmp_path / "out"), cwd=tree).code == 0
     assert (tmp_path / "out" / "db.bin").read_bytes() == (tree / "db.bin").read_bytes()
+
+
+def test_snapshot_replaces_a_damaged_chunk_of_a_file_unchanged_on_disk(tmp_path, cas):
+    """The stat cache vouches for the file, but its stored chunk is damaged:
+    with damage recorded the scan reads every file, so the snapshot's write
+    of that chunk replaces the damaged copy."""
+    tree = tmp_path / "tree"
+    write(tree / "db.bin", _data(6, 3 << 20))
+    old = time.time_ns() - 3600 * 10**9   # old enough for the stat cache to record it
+    os.utime(tree / "db.bin", ns=(old, old))
+    assert cas("init", cwd=tree).code == 0
+    assert cas("snapshot", cwd=tree).code == 0
+    with Store.open(str(tree / ".cas")) as s:
+        assert sum(1 for _ in s.index.scan(STAT_TABLE)) == 1   # the file is vouched for
+    file_id = json.loads(cas("ls", "HEAD", "--json", cwd=tree).out)[0]["id"]
+    chunk = damage_first_chunk(tree / ".cas", file_id)
+    assert {chunk, file_id} <= _damaged(cas, tree / ".cas")   # recorded by verify
+    assert cas("snapshot", "-m", "again", cwd=tree).code == 0
+    assert not {chunk, file_id} & _damaged(cas, tree / ".cas")
+    # Only the damaged pack is left: repair moves its sound objects, needing no source.
+    assert cas("repair", cwd=tree).code == 0
+    assert cas("verify", "--full", cwd=tree).code == 0
 
 
 def _model(path: Path) -> Path:
@@ -284,3 +307,18 @@ def test_a_damage_record_linked_elsewhere_is_not_followed(tmp_path, cas):
     assert cas("--store", str(store), "verify", "--full").code == 1
     assert cas("--store", str(store), "cat", ids["loose.bin"]).code == 1
     assert list(outside.iterdir()) == []
+
+
+def test_gc_removes_and_counts_what_killed_writers_left_in_tmp(tmp_path, cas):
+    store, _ = _make(tmp_path, cas)
+    tmp = store / "tmp"
+    write(tmp / "pack-99999-0123456789abcdef.tmp", b"x" * 5000)
+    (tmp / "obj-99999-fedcba9876543210.tmp").symlink_to(tmp_path / "s-files" / "loose.bin")
+    r = cas("--store", str(store), "gc", "--dry-run", "--json")
+    doc = json.loads(r.out)
+    assert (doc["removed_temp_files"], doc["removed_temp_bytes"]) == (2, 5000)
+    assert len(os.listdir(tmp)) == 2   # a dry run removes nothing
+    r = cas("--store", str(store), "gc", "--json")
+    assert json.loads(r.out)["removed_temp_bytes"] == 5000
+    assert os.listdir(tmp) == []
+    assert (tmp_path / "s-files" / "loose.bin").exists()   # a link goes, never its target

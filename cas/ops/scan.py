@@ -182,6 +182,8 @@ class _Scan:
         # A full scan looks at every file, so it reads the branch's whole
         # cache at once; a targeted one looks up the few it reads.
         self.cache = StatCache(store.index, branch, time.time_ns(), preload=targets is None)
+        # Damage is rare: while any is recorded, every file is read once.
+        self.reread = writer is not None and writer.replacing()
         # With targets: paths to look at afresh, and directories to list again.
         self.changed: set[bytes] = targets.changed if targets else set()
         self.ancestors: set[bytes] = targets.ancestors() if targets else set()
@@ -327,6 +329,8 @@ class _Scan:
             return
         side_files = here.side_files
         oid = self.cache.lookup(rel, st)
+        if oid is not None and self.reread:
+            oid = None  # damage is recorded: the file may hold it (ObjectWriter.replacing)
         if oid is not None and name + b"-wal" in side_files:
             oid = None  # committed pages may sit in the WAL, beyond the main file's stat
         if oid is not None and self.writer is not None and not self.store.has(oid):

@@ -213,6 +213,12 @@ class ObjectWriter:
         read the file rather than take the stored copy as good."""
         return bool(self._replace) and oid in self._replace
 
+    def replacing(self) -> bool:
+        """Whether any stored id is still to be written again. A scan then
+        reads every file instead of trusting its stat cache: an unchanged
+        file may hold the damaged chunk, and only a read finds which."""
+        return bool(self._replace)
+
     def flush(self) -> None:
         """Make everything written so far durable and indexed."""
         with self._lock:
