@@ -23,7 +23,7 @@ import dataclasses
 import os
 import re
 from collections import OrderedDict, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 from ..durable import atomic_output
@@ -51,7 +51,7 @@ from .tree import DIR, Tree, TreeEntry
 from .treelinks import TreeLinks
 from .treewalk import TreeWalk
 
-__all__ = ["History", "LogEntry", "TimelineEntry", "local_time"]
+__all__ = ["History", "LogEntry", "TimelineEntry", "local_time", "stored_id"]
 
 SNAPSHOTS = "snapshots"
 TABLE = b"snapshots"
@@ -72,6 +72,14 @@ _TREE_CACHE_ENTRIES = 1 << 18
 # looks for the snapshot a branch was forked from.
 _FORGOTTEN_STEPS = 10_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def stored_id(snap: Snapshot) -> ObjectId:
+    """The id of a snapshot read from the store (``Snapshot.oid`` is None
+    only for one not yet recorded)."""
+    if snap.oid is None:
+        raise ValueError("a snapshot not yet recorded has no id")
+    return snap.oid
 
 
 class History:
@@ -216,14 +224,15 @@ class History:
     def _stretches(self, start: Snapshot, whole_branch: bool) -> Iterator[tuple[str, bytes | None]]:
         """(branch, key bound) of each stretch of history from ``start`` back:
         its branch, then the branch it was forked from, before the fork."""
-        snap, seen = start, {start.oid}
+        snap, seen = start, {stored_id(start)}
         while True:
             before = None if whole_branch else entry_key(snap.branch, snap.time_ns, snap.oid) + b"\0"
             yield snap.branch, before
             oldest = self._timeline.oldest(snap.branch)
             below = oldest is not None and (before is None or
                                             entry_key(oldest.branch, oldest.time_ns, oldest.oid) < before)
-            fork = self._recorded_ancestor(self.load_snapshot(oldest.oid) if below else snap, seen)
+            fork = self._recorded_ancestor(
+                self.load_snapshot(oldest.oid) if below and oldest is not None else snap, seen)
             if fork is None or fork.branch == snap.branch:
                 return
             snap, whole_branch = fork, False
@@ -258,13 +267,16 @@ class History:
                 return self.load_snapshot(found[0].oid)
         return None
 
-    def at(self, branch: str | None, time_ns: int) -> Snapshot:
+    def at(self, branch: str | None, time_ns: int,
+           show_time: Callable[[int], str] | None = None) -> Snapshot:
         """The newest snapshot of ``branch`` (default HEAD's) at or before
         ``time_ns``, as ``restore --at`` picks it.
 
         A time before the branch's history begins raises ``NoSnapshotAt``,
-        saying when its first snapshot is.
+        saying when its first snapshot is (times shown by ``show_time``,
+        by default in local time).
         """
+        show_time = show_time or local_time
         branch = branch or self.refs.head_branch()
         snap = self.at_time(branch, time_ns)
         if snap is not None:
@@ -278,7 +290,7 @@ class History:
             raise NoSnapshotsYet(branch) if branch == self.refs.head_branch() else \
                 BranchNotInHistory(branch)
         first = oldest[0]
-        raise NoSnapshotAt(branch, local_time(time_ns), first.oid.short, local_time(first.time_ns))
+        raise NoSnapshotAt(branch, show_time(time_ns), first.oid.short, show_time(first.time_ns))
 
     def log(self, start: str = "HEAD", *, all_branches: bool = False, limit: int | None = None,
             since: int | None = None, until: int | None = None, paths: Sequence[bytes] = (),
@@ -325,16 +337,20 @@ class History:
         snap: Snapshot | None = start
         seen: set[ObjectId] = set()
         while snap is not None:
-            if snap.oid in seen:
-                raise ManifestInvalid(f"snapshot {snap.oid.hex}", "its chain of parents loops back to it")
-            seen.add(snap.oid)
+            oid = stored_id(snap)
+            if oid in seen:
+                raise ManifestInvalid(f"snapshot {oid.hex}", "its chain of parents loops back to it")
+            seen.add(oid)
             yield snap
             parent = snap.parent
             snap = self.load_snapshot(parent) if parent and self.is_recorded(parent) else None
 
     def resolve(self, spec: str) -> Snapshot:
         """HEAD, a branch, a tag, an id or unique prefix, each optionally with ~N."""
-        base, tildes = _ANCESTRY.match(spec.strip()).groups()
+        match = _ANCESTRY.match(spec.strip())
+        if match is None:   # a line break in the name: '.' does not cross it
+            raise RefNotFound(spec)
+        base, tildes = match.groups()
         counts = tildes.split("~")[1:] if tildes else []
         snap = self._resolve_base(base or "HEAD", spec)
         if any(len(t) > _MAX_STEP_DIGITS for t in counts):
@@ -396,9 +412,9 @@ class History:
         current = tree_id
         for i, part in enumerate(parts):
             entry = self.load_tree(current).get(part)
-            if entry is None or (i < len(parts) - 1 and entry.kind != DIR):
+            if entry is None or (i < len(parts) - 1 and (entry.kind != DIR or entry.oid is None)):
                 raise PathNotInSnapshot(os.fsdecode(path), snapshot)
-            current = entry.oid
+            current = entry.oid or current
         return entry
 
     def walk(self, tree_id: ObjectId, prefix: bytes = b"") -> Iterator[tuple[bytes, TreeEntry]]:

@@ -119,33 +119,35 @@ class _Pair:
         """One directory's changes, and what to descend into below it."""
         if a == b:
             return []
-        filters = self.filters
         old = {e.name: e for e in self.load_a(a).entries} if a else {}
         new = {e.name: e for e in self.load_b(b).entries} if b else {}
         if reused:
             self.guard_a.count(len(old) + len(new), self.root)
         items: list = []
         for name in sorted(old.keys() | new.keys()):
-            path = prefix + name
             o, n = old.get(name), new.get(name)
-            is_dir = (o is not None and o.kind == DIR) or (n is not None and n.kind == DIR)
-            if not _within(path, filters, is_dir):
-                continue
-            if o is not None and n is not None and _same(o, n):
-                continue
-            if o is not None and n is not None and o.kind == DIR and n.kind == DIR:
-                assert o.oid is not None and n.oid is not None
-                items.append(_Descend(o.oid, n.oid, path + b"/", reused))
-            elif o is not None and n is not None and o.kind != n.kind:
-                if DIR not in (o.kind, n.kind):
-                    items.append(Change(TYPE_CHANGED, path, o, n))
-                else:
-                    items += [self.side(o, path, DELETED), self.side(n, path, ADDED)]
-            elif o is None or n is None:
-                items.append(self.side(n, path, ADDED) if o is None else self.side(o, path, DELETED))
-            else:
-                items.append(Change(MODIFIED, path, o, n))
+            if o is None or n is None or not _same(o, n):
+                items += self.changed(o, n, prefix + name, reused)
         return items
+
+    def changed(self, o: TreeEntry | None, n: TreeEntry | None, path: bytes, reused: bool) -> list:
+        """What differs at one name: a change, a pair to descend into, or a side."""
+        is_dir = (o is not None and o.kind == DIR) or (n is not None and n.kind == DIR)
+        if not _within(path, self.filters, is_dir):
+            return []
+        if o is None:
+            assert n is not None
+            return [self.side(n, path, ADDED)]
+        if n is None:
+            return [self.side(o, path, DELETED)]
+        if o.kind == DIR and n.kind == DIR:
+            assert o.oid is not None and n.oid is not None
+            return [_Descend(o.oid, n.oid, path + b"/", reused)]
+        if o.kind != n.kind:
+            if DIR not in (o.kind, n.kind):
+                return [Change(TYPE_CHANGED, path, o, n)]
+            return [self.side(o, path, DELETED), self.side(n, path, ADDED)]
+        return [Change(MODIFIED, path, o, n)]
 
 
 def _side(side: _Side, filters: list[bytes] | None) -> Iterator[Change]:
@@ -155,27 +157,28 @@ def _side(side: _Side, filters: list[bytes] | None) -> Iterator[Change]:
         yield _one(side.kind, side.path, side.entry)
         return
     walk = side.walk
-    open_dirs = [[side.path, False]]   # [path, holds anything], the side entry first
+    open_dirs = [(side.path, False)]   # (path, holds anything), the side entry first
     for step in walk:
         while len(open_dirs) > step.depth + 1:
-            yield from _empty(side.kind, *open_dirs.pop(), filters)
-        open_dirs[-1][1] = True
+            yield from _empty(side.kind, open_dirs.pop(), filters)
+        open_dirs[-1] = (open_dirs[-1][0], True)
         entry = step.entry
         if not _within(step.path, filters, entry.kind == DIR):
             if entry.kind == DIR:
                 walk.prune()
         elif entry.kind == DIR:
-            open_dirs.append([step.path, False])
+            open_dirs.append((step.path, False))
         else:
             yield _one(side.kind, step.path, entry)
     while open_dirs:
-        yield from _empty(side.kind, *open_dirs.pop(), filters)
+        yield from _empty(side.kind, open_dirs.pop(), filters)
 
 
 def _one(kind: str, path: bytes, entry: TreeEntry) -> Change:
     return Change(kind, path, entry if kind == DELETED else None, entry if kind == ADDED else None)
 
 
-def _empty(kind: str, path: bytes, holds: bool, filters: list[bytes] | None) -> Iterator[Change]:
+def _empty(kind: str, open_dir: tuple[bytes, bool], filters: list[bytes] | None) -> Iterator[Change]:
+    path, holds = open_dir
     if not holds and _within(path, filters, False):
         yield Change(kind, path + b"/", None, None)

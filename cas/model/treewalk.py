@@ -37,11 +37,11 @@ class WalkGuard:
 
     __slots__ = ("expanded", "limit", "on_path", "reused_paths")
 
-    def __init__(self, limit: int = MAX_REUSED_PATHS):
+    def __init__(self, limit: int | None = None):
         self.on_path: set[ObjectId] = set()
         self.expanded: set[ObjectId] = set()
         self.reused_paths = 0
-        self.limit = limit
+        self.limit = MAX_REUSED_PATHS if limit is None else limit
 
     def enter(self, oid: ObjectId, path: bytes) -> bool:
         """Note that the walk goes into tree ``oid`` at ``path``; whether it

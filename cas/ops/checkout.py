@@ -21,13 +21,17 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..dirfd import open_path, remove_at
-from typing import Callable
-
-from ..errors import (CasError, RestoreWouldLoseChanges, SourceError, WorktreeNotRecorded,
-                      WouldLoseChanges)
+from ..errors import (
+    CasError,
+    RestoreWouldLoseChanges,
+    SourceError,
+    WorktreeNotRecorded,
+    WouldLoseChanges,
+)
 from ..model.history import History
 from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE
@@ -36,8 +40,14 @@ from .gc import live_set
 from .restore import Overwrite, OwnerPolicy, RestoreReport, restore
 from .scan import ScanPolicy, ScanResult, scan
 from .walk import WARNING, Problem
-from .worktree import (WorktreeRecord, WorktreeState, entry_in, tracked_tree_of, worktree_state,
-                       write_worktree_record)
+from .worktree import (
+    WorktreeRecord,
+    WorktreeState,
+    entry_in,
+    tracked_tree_of,
+    worktree_state,
+    write_worktree_record,
+)
 
 
 @dataclass
@@ -253,7 +263,8 @@ def _prune_parents(history: History, snapshot: Snapshot, root_fd: int, path: byt
     parent = path.rpartition(b"/")[0]
     while parent:
         try:
-            if history.entry_at(snapshot.tree, parent).kind == DIR:
+            entry = history.entry_at(snapshot.tree, parent)
+            if entry is not None and entry.kind == DIR:
                 return
         except CasError:
             pass

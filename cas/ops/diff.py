@@ -13,10 +13,10 @@ from __future__ import annotations
 import difflib
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import DiffContentUnreadable, human_bytes
+from ..errors import CasError, DiffContentUnreadable, human_bytes
 from ..model.history import History
 from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE, SYMLINK, Tree, TreeEntry
@@ -24,7 +24,7 @@ from ..model.treediff import ADDED, DELETED, MODIFIED, SYMBOL, TYPE_CHANGED, Cha
 from ..objectid import ObjectId
 from ..storage.store import Store
 from .scan import ScanPolicy, ScanResult, scan
-from .worktree import resolve_source
+from .worktree import resolve_source, worktree_state
 
 __all__ = [
     "ADDED",
@@ -157,18 +157,23 @@ def store_reader(store: Store, limit: int = PATCH_LIMIT) -> ContentReader:
     def read(path: bytes, entry: TreeEntry) -> bytes:
         if entry.kind == SYMLINK:
             return entry.target or b""
+        assert entry.oid is not None   # a file entry names its content
         if entry.size <= limit:
             return store.read_object(entry.oid)
-        blocks, head = store.iter_content(entry.oid), bytearray()
-        try:
-            for block in blocks:
-                head += block
-                if len(head) >= _BINARY_PROBE:
-                    break
-        finally:
-            blocks.close()
-        return bytes(head[:_BINARY_PROBE])
+        return _head(store.iter_content(entry.oid), _BINARY_PROBE)
     return read
+
+
+def _head(blocks: Iterator[bytes], size: int) -> bytes:
+    """The first ``size`` bytes of a stream. The stream is let go unfinished
+    on return; a generator's last reference going closes it (and the file
+    it reads) at once, so no ``close()`` is needed of an Iterator."""
+    head = bytearray()
+    for block in blocks:
+        head += block
+        if len(head) >= size:
+            break
+    return bytes(head[:size])
 
 
 def disk_reader(root: str, limit: int = PATCH_LIMIT) -> ContentReader:
@@ -256,6 +261,17 @@ def scan_working_tree(history: History, source: str, branch: str) -> tuple[ScanR
     def load(oid: ObjectId) -> Tree:
         return result.trees.get(oid) or history.load_tree(oid)
     return result, load
+
+
+def working_base(history: History) -> Snapshot:
+    """What the working tree is compared with when no snapshot is named:
+    the snapshot it shows (a whole-tree checkout's, as git diffs against a
+    detached HEAD), else HEAD."""
+    try:
+        shows = worktree_state(history).shows
+    except CasError:
+        shows = None   # no tracked tree of its own: HEAD says it
+    return shows or history.resolve("HEAD")
 
 
 def compare(history: History, old: Snapshot, new: Snapshot | None = None,

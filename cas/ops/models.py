@@ -30,14 +30,25 @@ import socket
 import stat
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..durable import write_all
-from ..errors import (CasError, ModelNotFound, NotAModel, ObjectNotFound, SourceError,
-                      TargetRefused)
-from ..model.history import History
-from ..model.model_manifest import ModelFile, ModelManifest, TensorInfo, parse_safetensors
+from ..errors import (
+    CasError,
+    ModelNotFound,
+    NotAModel,
+    ObjectNotFound,
+    SourceError,
+    TargetRefused,
+)
+from ..model.history import History, stored_id
+from ..model.model_manifest import (
+    ModelFile,
+    ModelManifest,
+    TensorInfo,
+    parse_safetensors,
+)
 from ..model.refs import MODELS, check_ref_name
 from ..model.snapshot import Snapshot, new_snapshot
 from ..model.tree import DIR, FILE, Tree, TreeEntry
@@ -110,10 +121,10 @@ class ModelRow:
         v, m = self.version, self.version.manifest
         doc = {
             "name": m.source.get("repo") or v.name, "ref": v.name, "version": v.number,
-            "snapshot": v.snapshot.oid.hex, "architecture": m.architecture,
+            "snapshot": stored_id(v.snapshot).hex, "architecture": m.architecture,
             "parameters": params_text(m.parameters), "parameter_count": m.parameters,
             "framework": m.framework, "type": m.kind,
-            "revision": m.source.get("revision") or v.snapshot.oid.hex[:40],
+            "revision": m.source.get("revision") or stored_id(v.snapshot).hex[:40],
             "dtype": m.dtype, "quantization": m.quantization, "size_bytes": m.bytes,
             "stored_bytes": self.stored_bytes, "shared_bytes": self.shared_bytes,
             "modified": v.snapshot.time_iso[:19] + "Z", "note": v.snapshot.message,
@@ -739,7 +750,7 @@ def _version_chain(history: History, name: str,
             if tolerant and next_id != oid:
                 break
             raise
-        if history.is_recorded(snap.oid):
+        if history.is_recorded(stored_id(snap)):
             chain.append(snap)
         next_id = snap.parent
     # Numbers are stored at import; versions imported before they were
@@ -749,7 +760,7 @@ def _version_chain(history: History, name: str,
 
 def load_manifest(history: History, snap: Snapshot) -> ModelManifest:
     if snap.model is None:
-        raise ModelNotFound(snap.oid.hex, "this snapshot is not a model version")
+        raise ModelNotFound(stored_id(snap).hex, "this snapshot is not a model version")
     return ModelManifest.from_json(history.store.read_object(snap.model), snap.model)
 
 
@@ -778,7 +789,7 @@ def resolve_model(history: History, spec: str, at_ns: int | None = None) -> Mode
         known = f"1 to {numbers[-1]}" if numbers == list(range(1, len(numbers) + 1)) \
             else ", ".join(map(str, numbers))
         raise ModelNotFound(spec, f"has versions {known}")
-    hits = [(n, s) for n, s in versions if s.oid.hex.startswith(which)]
+    hits = [(n, s) for n, s in versions if stored_id(s).hex.startswith(which)]
     if len(hits) != 1:
         raise ModelNotFound(spec, "no version has that id" if not hits else "ambiguous id prefix")
     return _with_manifest(history, name, *hits[0])
@@ -845,8 +856,8 @@ class _SharedSizes:
                 ReachWalker(history).add(mine, snap)  # its own walk: shared trees count too
             except CasError:
                 continue   # a damaged snapshot shares nothing; verify names it
-            self.reach_of[snap.oid] = mine.content
-            for digest in self.reach_of[snap.oid]:
+            self.reach_of[stored_id(snap)] = mine.content
+            for digest in mine.content:
                 self.users[digest] = self.users.get(digest, 0) + 1
         history.tree_links.flush()
         self.others = self.snapshots.all()
@@ -854,7 +865,7 @@ class _SharedSizes:
     def of(self, snap: Snapshot) -> tuple[int, int]:
         on_disk = shared = 0
         others = self.others
-        for digest in self.reach_of.get(snap.oid, ()):
+        for digest in self.reach_of.get(stored_id(snap), ()):
             entry = self.store.index.lookup(ObjectId(digest))
             if entry is None:
                 continue  # missing: verify reports it
@@ -875,7 +886,8 @@ def remove_model(history: History, name: str,
     if head is None:
         raise ModelNotFound(name)
     try:
-        ids = [snap.oid for _, snap in _version_chain(history, name, tolerant=True)] or [head]
+        ids = [stored_id(snap) for _, snap in _version_chain(history, name, tolerant=True)] \
+            or [head]
     except CasError:
         ids = [head]  # the newest snapshot itself is unreadable
     history.refs.delete(MODELS + name)
@@ -906,7 +918,7 @@ def model_view(history: History, version: ModelVersion) -> ModelView:
     written out once, kept beside it, and counted in ``copied_bytes``. Views
     are derived: deleting one loses nothing."""
     store = history.store
-    name = version.snapshot.oid.hex
+    name = stored_id(version.snapshot).hex
     final = os.path.join(store.path, VIEWS, name)
     plain = {f.path: store.plain_path(f.id) for f in version.manifest.files}
     linked = sum(f.size for f in version.manifest.files if plain[f.path])
@@ -1134,7 +1146,7 @@ def _hub_revision(version: ModelVersion) -> str:
     rev = version.manifest.source.get("revision")
     if isinstance(rev, str) and _is_one_component(rev) and not rev.startswith("."):
         return rev
-    return version.snapshot.oid.hex[:40]
+    return stored_id(version.snapshot).hex[:40]
 
 
 @dataclass(frozen=True)

@@ -34,19 +34,18 @@ import pwd
 import secrets
 import stat
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable, Sequence
 
 from ..dirfd import DirHandle, lstat_at, make_dir_at, open_dir_at
-from ..errors import (BranchNotInHistory, CasError, ManifestInvalid, NoSnapshotAt, NoSnapshotsYet,
-                      PathNotInSnapshot, SourceError)
+from ..errors import CasError, ManifestInvalid, PathNotInSnapshot, SourceError
 from ..model.history import History
 from ..model.snapshot import Snapshot, iso_time
-from ..objectid import hash_fd
 from ..model.tree import DIR, FILE, Owner, TreeEntry
 from ..model.treewalk import TreeWalk
+from ..objectid import hash_fd
 from ..storage.store import STORE_DIR
 from ..storage.workers import FILE_WORKERS
 from .walk import Problem
@@ -89,7 +88,7 @@ class OwnerPolicy:
     numeric: bool = False
 
     @classmethod
-    def default(cls, numeric: bool = False) -> "OwnerPolicy":
+    def default(cls, numeric: bool = False) -> OwnerPolicy:
         return cls(restore=os.geteuid() == 0, numeric=numeric)
 
     def ids(self, owner: Owner | None) -> tuple[int, int] | None:
@@ -191,6 +190,7 @@ class _Restorer:
                                       f"is a {entry.kind} in snapshot {label}, not a directory")
                 handle = self.open_dir(parent, part, where + b"/" + part, entry)
                 parent.release()
+                assert entry.oid is not None   # a directory entry names its tree
                 parent, where, tree_id = handle, where + b"/" + part, entry.oid
             self.place_tree(self.history.load_tree(tree_id).entries, parent, where)
         except ManifestInvalid:
@@ -288,6 +288,7 @@ class _Restorer:
 
     def _send(self, items: list) -> None:
         work = [(entry, parent.fd, ids) for _, parent, entry, ids in items]
+        assert self.pool is not None   # set by restore() before anything is placed
         self.in_flight.append((items, self.pool.submit(_write_files, self.history, work,
                                                        self.overwrite)))
         self.drain(WINDOW)
@@ -377,22 +378,8 @@ def _same_content_kept(entry: TreeEntry, dir_fd: int, ids: tuple[int, int] | Non
 
 def snapshot_at(history: History, branch: str, at_ns: int,
                 show_time: Callable[[int], str] = iso_time) -> Snapshot:
-    """The newest snapshot of ``branch`` at or before a time; before its
-    first one, the error says when the first one is (times shown by
-    ``show_time``)."""
-    snap = history.at_time(branch, at_ns)
-    if snap is not None:
-        return snap
-    head = history.branch_head(branch)
-    # As at_time reads it: a deleted branch's recorded snapshots still count.
-    entries = history.lineage(head, whole_branch=head.branch == branch) if head else \
-        history.timeline(branch)
-    oldest = deque(entries, maxlen=1)
-    if not oldest:
-        raise NoSnapshotsYet(branch) if branch == history.refs.head_branch() else \
-            BranchNotInHistory(branch)
-    first = oldest[0]
-    raise NoSnapshotAt(branch, show_time(at_ns), first.oid.short, show_time(first.time_ns))
+    """``History.at``, under the name callers used before it moved there."""
+    return history.at(branch, at_ns, show_time)
 
 
 def _message(e: Exception) -> str:
@@ -430,6 +417,7 @@ def _write_file(history: History, entry: TreeEntry, dir_fd: int, ids: tuple[int,
                  dir_fd=dir_fd)
     try:
         try:
+            assert entry.oid is not None   # a file entry names its content
             history.store.write_content(entry.oid, fd)
             _apply_meta(fd, entry, ids)
         finally:
@@ -459,6 +447,7 @@ def _write_symlink(entry: TreeEntry, dir_fd: int, ids: tuple[int, int] | None) -
         private_fd = open_dir_at(dir_fd, private)
         try:
             _check_private(private_fd)
+            assert entry.target is not None   # a symlink entry has its target
             os.symlink(entry.target, b"link", dir_fd=private_fd)
             if ids is not None:
                 os.chown(b"link", *ids, dir_fd=private_fd, follow_symlinks=False)

@@ -202,24 +202,57 @@ def entry_in(load_tree, root, path: bytes):
 
 
 
+def tracked_trees(history: History) -> dict[str, str]:
+    """The directories the store's branches track, each with its branch:
+    HEAD's first, then the store's own, then every other branch's (a
+    store on another disk)."""
+    found: dict[str, str] = {}
+    try:
+        source, branch = resolve_source(history, None, None)
+        found[source] = branch
+    except CasError:
+        pass  # no snapshot yet, and no tree of its own
+    own = own_tree(history)
+    if own is not None:
+        found.setdefault(own, history.refs.head_branch())
+    for name in sorted(history.refs.branches()):
+        try:
+            head = history.branch_head(name)
+        except CasError:
+            continue  # a damaged head: verify reports it
+        if head is not None:
+            found.setdefault(head.source, name)
+    return found
+
+
+def inside(tree: str, path: str) -> str | None:
+    """An absolute ``path`` relative to ``tree`` if it lies there, else None.
+
+    Compared as written first, then with links resolved: the current
+    directory and paths typed from ``pwd -P`` come with links resolved,
+    a tree recorded through a link does not.
+    """
+    path = os.path.normpath(path)
+    real_tree = os.path.realpath(tree)
+    resolved = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+    for root, candidate in ((tree, path), (real_tree, path), (real_tree, resolved)):
+        root = os.path.normpath(root)
+        candidate = os.path.normpath(candidate)
+        if candidate == root:
+            return ""
+        prefix = root if root.endswith("/") else root + "/"
+        if candidate.startswith(prefix):
+            return candidate[len(prefix):]
+    return None
+
+
 def tracked_tree_of(history: History, target: str) -> tuple[str, str, bytes] | None:
     """(tree, its branch, the target's path inside it) when ``target`` is a
     directory this store tracks, or inside one; the innermost such tree."""
-    trees = {}
-    own = own_tree(history)
-    if own is not None:
-        trees[own] = history.refs.head_branch()
-    for name in history.refs.branches():
-        head = history.branch_head(name)
-        if head is not None:
-            trees.setdefault(head.source, name)
-    real = os.path.realpath(target)
     best, depth = None, -1
-    for tree, branch in trees.items():
-        tree_real = os.path.realpath(tree)
-        if real != tree_real and not real.startswith(tree_real.rstrip("/") + "/"):
-            continue
-        if len(tree_real) > depth:
-            inside = b"" if real == tree_real else os.fsencode(os.path.relpath(real, tree_real))
-            best, depth = (tree, branch, inside), len(tree_real)
+    target = os.path.abspath(target)
+    for tree, branch in tracked_trees(history).items():
+        rel = inside(tree, target)
+        if rel is not None and len(os.path.realpath(tree)) > depth:
+            best, depth = (tree, branch, os.fsencode(rel)), len(os.path.realpath(tree))
     return best
