@@ -10,7 +10,6 @@ caller reads every report the same way.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from .objectid import ObjectId
@@ -43,21 +42,10 @@ class Problem:
     def with_users(self, used_by: tuple[tuple[ObjectId, bytes], ...]) -> Problem:
         return Problem(self.path, self.message, self.severity, self.oid, self.kind, tuple(used_by))
 
-    # The names verify's reports have always used.
-    @property
-    def label(self) -> str:
-        return self.path
-
-    @property
-    def what(self) -> str:
-        return self.kind
-
-    @property
-    def why(self) -> str:
-        return self.message
-
     def damage_doc(self) -> dict:
         """The JSON of one damage record, as ``verify`` and ``repair`` print it."""
+        # A path that is not UTF-8 is shown with \xNN escapes, as every
+        # path in the JSON output is (a lone surrogate is no JSON text).
         return {"id": self.path, "kind": self.kind, "why": self.message,
-                "used_by": [{"snapshot": s.hex, "path": os.fsdecode(p)}
+                "used_by": [{"snapshot": s.hex, "path": p.decode("utf-8", "backslashreplace")}
                             for s, p in self.used_by]}

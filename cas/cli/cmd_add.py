@@ -4,7 +4,7 @@ import click
 
 from ..errors import EXIT_USAGE, counted
 from ..ops.ingest import AddedFile, add_paths
-from ..ops.walk import ERROR, Problem
+from ..problems import ERROR, Problem
 from .main import Context, json_option, pass_ctx
 from .output import error_line, human_bytes, info, out_json, out_line, path_bytes, path_text, warn
 

@@ -9,7 +9,7 @@ from ..durable import atomic_output
 from ..errors import SourceError
 from ..model.tree import DIR, FILE
 from .complete import complete_ref_or_path
-from .history_args import resolve_snapshot, stored_id, tree_path
+from .history_args import resolve_snapshot, tree_path
 from .main import Context, pass_ctx
 
 
@@ -21,12 +21,12 @@ def _resolve(history, ref: str):
         return history.store.resolve(ref), 0o600
     spec, _, path = ref.partition(":")
     snap = resolve_snapshot(history, spec or "HEAD")
-    entry = history.entry_at(snap.tree, tree_path(path), stored_id(snap).short)
+    entry = history.entry_at(snap.tree, tree_path(path), snap.stored_id.short)
     if entry is None or entry.kind == DIR:
-        raise SourceError(ref, f"is a directory in snapshot {stored_id(snap).short}, not a file "
+        raise SourceError(ref, f"is a directory in snapshot {snap.stored_id.short}, not a file "
                                f"(list it with 'cas ls {ref}')")
     if entry.kind != FILE:
-        raise SourceError(ref, f"is a {entry.kind} in snapshot {stored_id(snap).short}, not a file "
+        raise SourceError(ref, f"is a {entry.kind} in snapshot {snap.stored_id.short}, not a file "
                                f"(see 'cas ls {ref}')")
     # Permission bits only: no owner is restored, so no setuid or setgid.
     return entry.oid, entry.mode & 0o777 & ~_umask()

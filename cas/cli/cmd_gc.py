@@ -12,7 +12,6 @@ from ..ops.gc import GRACE_SECONDS
 from ..ops.gc import gc as do_gc
 from .cmd_policy import policy_from_options, require_branch, rule_options
 from .complete import complete_ref
-from .history_args import stored_id
 from .main import Context, branch_option, json_option, pass_ctx
 from .output import human_bytes, info, out_json, out_line, shown
 from .timespec import show_time
@@ -59,7 +58,7 @@ def forget(ctx: Context, specs: tuple[str, ...], branch: str | None, all_branche
             if dry_run:
                 raise ArgumentsConflict("--dry-run applies to --keep rules")
             snaps = [history.resolve(s) for s in specs]
-            reports = [do_forget(history, [stored_id(s) for s in snaps], force)]
+            reports = [do_forget(history, [s.stored_id for s in snaps], force)]
         else:
             reports = _apply_rules(history, policy, branch, all_branches, dry_run)
     if as_json:
@@ -164,6 +163,9 @@ def gc(ctx: Context, dry_run: bool, grace: int, as_json: bool) -> None:
                  f"{_was(r.too_young)} kept")
     if r.removed_views:
         out_line(f"{verb} {counted(r.removed_views, 'model view')} of versions no longer recorded")
+    if r.removed_temp_files:
+        out_line(f"{verb} {counted(r.removed_temp_files, 'temp file')} "
+                 f"({human_bytes(r.removed_temp_bytes)}) left by interrupted writes")
 
 
 def _was(n: int) -> str:

@@ -10,14 +10,14 @@ from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE, SYMLINK
 from ..model.treediff import SYMBOL, TYPE_CHANGED
 from .complete import complete_ref, complete_ref_or_path, complete_ref_then_paths
-from .history_args import RefsThenPaths, paths_after_dashdash, resolve_snapshot, split_refs, stored_id, tree_path
+from .history_args import RefsThenPaths, paths_after_dashdash, resolve_snapshot, split_refs, tree_path
 from .main import Context, json_option, pass_ctx
 from .output import human_bytes, out_json, out_line, shown
 from .timespec import TimeParam, show_time
 
 
 def _snapshot_doc(s: Snapshot) -> dict:
-    return {"id": stored_id(s).hex, "tree": s.tree.hex, "parents": [p.hex for p in s.parents],
+    return {"id": s.stored_id.hex, "tree": s.tree.hex, "parents": [p.hex for p in s.parents],
             "time": s.time_iso, "time_ns": s.time_ns, "message": s.message, "branch": s.branch,
             "host": s.host, "user": s.user, "source": s.source, "stats": s.stats}
 
@@ -80,11 +80,11 @@ def _print_entry(e: LogEntry, oneline: bool) -> None:
     mark = "~" if e.parent_forgotten else " "
     refs = f"({shown(', '.join(e.refs))}) " if e.refs else ""
     if oneline:
-        out_line(f"{stored_id(s).short}{mark} {refs}{shown(s.message)}")
+        out_line(f"{s.stored_id.short}{mark} {refs}{shown(s.message)}")
         return
     files = s.stats['files']
     noun = "file " if files == 1 else "files"  # padded: the columns stay aligned
-    out_line(f"{stored_id(s).short}{mark} {show_time(s.time_ns)}  {shown(s.branch):<10} "
+    out_line(f"{s.stored_id.short}{mark} {show_time(s.time_ns)}  {shown(s.branch):<10} "
              f"{files:>7} {noun} {human_bytes(s.stats['bytes']):>10}  {refs}{shown(s.message)}")
 
 
@@ -104,7 +104,7 @@ def show(ctx: Context, spec: str, as_json: bool) -> None:
     if as_json:
         out_json(_snapshot_doc(s))
         return
-    out_line(f"snapshot {stored_id(s).hex}")
+    out_line(f"snapshot {s.stored_id.hex}")
     out_line(f"branch   {shown(s.branch)}")
     out_line(f"parents  {' '.join(p.hex for p in s.parents) or '(none)'}")
     out_line(f"time     {show_time(s.time_ns)} ({s.time_iso})")
@@ -135,7 +135,7 @@ def ls(ctx: Context, spec: str, recursive: bool, as_json: bool) -> None:
     with ctx.opened() as history:
         snap = resolve_snapshot(history, ref or "HEAD")
         rel = tree_path(path)
-        entry = history.entry_at(snap.tree, rel, stored_id(snap).short)
+        entry = history.entry_at(snap.tree, rel, snap.stored_id.short)
         if entry is not None and entry.kind != DIR:
             rows = [(rel, entry)]
         else:

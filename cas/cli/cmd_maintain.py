@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-import os
-
 import click
 
 from ..errors import EXIT_PROBLEM_FOUND, counted
 from ..ops.maintain import DEFAULT_SAMPLE_PERCENT, MaintainOptions
 from ..ops.maintain import maintain as do_maintain
+from .cmd_verify import print_damage
 from .main import Context, json_option, pass_ctx
-from .output import error_line, human_bytes, out_json, out_line, path_text
+from .output import human_bytes, out_json, out_line
 
 
 @click.command("maintain")
@@ -39,14 +38,16 @@ def maintain(ctx: Context, sample: float, dry_run: bool, as_json: bool) -> int:
     if as_json:
         out_json({"ok": report.ok, "dry_run": report.dry_run, "seconds": report.seconds,
                   "steps": report.steps, "notes": report.notes,
-                  "damage": [{"id": d.label, "kind": d.what, "why": d.why} for d in report.damage]})
+                  "damage": [_without_users(d.damage_doc()) for d in report.damage]})
     else:
         _print(report)
-    for d in report.damage:
-        error_line(f"{d.what} {d.label}: {d.why}")
-        for snap, path in d.used_by[:5]:
-            error_line(f"  used by snapshot {snap.short} at {path_text(os.fsdecode(path))}")
+    print_damage(report.damage, "", places=5)
     return 0 if report.ok else EXIT_PROBLEM_FOUND
+
+
+def _without_users(doc: dict) -> dict:
+    """maintain's JSON names damage without the snapshots using it (verify's has them)."""
+    return {k: v for k, v in doc.items() if k != "used_by"}
 
 
 def _print(report) -> None:

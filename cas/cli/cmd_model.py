@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 
 import click
 
@@ -25,7 +26,6 @@ from ..storage.config import StoreConfig
 from ..storage.store import locate_store
 from . import user_config
 from .complete import complete_model, complete_store_name
-from .history_args import stored_id
 from .main import Context, at_option, json_option, pass_ctx
 from .output import (
     byte_progress,
@@ -73,14 +73,14 @@ def import_(ctx: Context, src: str, name: str | None, chunked: bool, message: st
                               on_file=advance)
     v = result.version
     if as_json:
-        out_json({"name": v.name, "version": v.number, "snapshot": stored_id(v.snapshot).hex,
+        out_json({"name": v.name, "version": v.number, "snapshot": v.snapshot.stored_id.hex,
                   "unchanged": result.unchanged, "new_objects": result.new_objects,
                   "new_bytes": result.new_bytes, "stored_bytes": result.stored_bytes})
         return
     if result.unchanged:
-        out_line(f"{v.label} {stored_id(v.snapshot).short}: unchanged, nothing stored")
+        out_line(f"{v.label} {v.snapshot.stored_id.short}: unchanged, nothing stored")
     else:
-        out_line(f"{v.label} {stored_id(v.snapshot).short}: {counted(len(v.manifest.files), 'file')}, "
+        out_line(f"{v.label} {v.snapshot.stored_id.short}: {counted(len(v.manifest.files), 'file')}, "
                  f"{human_bytes(v.manifest.bytes)}; {result.new_objects} new objects, "
                  f"{human_bytes(result.new_bytes)} new ({human_bytes(result.stored_bytes)} stored)")
 
@@ -172,7 +172,7 @@ def show(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> None:
             out_json(json.loads(v.manifest.to_json()))
             return
         m = v.manifest
-        out_line(f"model      {v.label}  (snapshot {stored_id(v.snapshot).short}, {v.snapshot.time_iso[:19]}Z)")
+        out_line(f"model      {v.label}  (snapshot {v.snapshot.stored_id.short}, {v.snapshot.time_iso[:19]}Z)")
         out_line(f"note       {shown(v.snapshot.message)}")
         if m.source.get("repo"):
             out_line(f"repo       {m.source['repo']}  revision {m.source.get('revision', '-')}")
@@ -230,14 +230,14 @@ def log(ctx: Context, name: str, as_json: bool) -> None:
         return
     for r in rows:
         v = r.version
-        out_line(f"{v.label:<{len(name) + 4}} {stored_id(v.snapshot).short}  "
+        out_line(f"{v.label:<{len(name) + 4}} {v.snapshot.stored_id.short}  "
                  f"{v.snapshot.time_iso[:16].replace('T', ' ')}  {human_bytes(v.manifest.bytes):>9}"
                  f"  {human_bytes(r.stored_bytes):>9} on disk  {shown(v.snapshot.message)}")
 
 
 def _log_doc(r: ModelRow) -> dict:
     v = r.version
-    return {"name": v.name, "version": v.number, "snapshot": stored_id(v.snapshot).hex,
+    return {"name": v.name, "version": v.number, "snapshot": v.snapshot.stored_id.hex,
             "time": v.snapshot.time_iso[:19] + "Z", "note": v.snapshot.message,
             "size_bytes": v.manifest.bytes, "stored_bytes": r.stored_bytes,
             "shared_bytes": r.shared_bytes}
@@ -271,21 +271,17 @@ def verify(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> int:
     info(f"{v.label}: {counted(report.files, 'file')}, {human_bytes(report.bytes)} read and rehashed: {verdict}",
          ctx.quiet and not report.problems)
     if report.problems:
-        _repair_hint(v, report.to_delete)
+        _repair_hint(v)
     return 0 if not report.problems else EXIT_PROBLEM_FOUND
 
 
-def _repair_hint(v, to_delete: list[str] | None) -> None:
-    """What repairs the damage today: importing alone does not, since content
-    the index already has (damaged or not) is not written again."""
-    source = v.manifest.source.get("path") or "the model's source"
-    if to_delete is None:
-        info(f"{v.label}: the damaged content is stored in packs or chunks shared with other "
-             f"files, which cas cannot repair in place yet; keep {source} (the good copy)", False)
-        return
-    steps = " ".join(f"'{p}'" for p in to_delete)
-    info(f"to repair {v.label} from {source} (if it still holds the model): delete {steps}, "
-         f"run 'cas index rebuild', then 'cas model import {source} --name {v.name}'", False)
+def _repair_hint(v) -> None:
+    """Both ways to repair: a write of content recorded as damaged (this
+    verify recorded it) replaces the damaged copy, and repair looks for it."""
+    source = v.manifest.source.get("path")
+    where = shlex.quote(source) if source else "DIR"
+    info(f"to repair {v.label}: cas model import {where} --name {shlex.quote(v.name)}, "
+         f"or cas repair --from {where}", False)
 
 
 @model.command("export")

@@ -6,7 +6,6 @@ from ..errors import TagExists
 from ..model.refs import HEADS, TAGS, check_new_ref_name, check_ref_name
 from ..objectid import ObjectId
 from .complete import complete_branch, complete_ref, complete_tag
-from .history_args import stored_id
 from .main import Context, json_option, pass_ctx
 from .output import info, out_json, out_line, shown
 
@@ -58,7 +57,7 @@ def tag(ctx: Context, name: str | None, spec: str, delete: bool, force: bool,
             _report(ctx, as_json, f"deleted tag {name} (was {deleted.short})",
                     {"tag": name, "action": "deleted", "id": None, "was": deleted.hex})
             return
-        oid = stored_id(history.resolve(spec))
+        oid = history.resolve(spec).stored_id
         with history.refs.locked():
             was = history.refs.get(TAGS + name)
             if was is None:

@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-import os
-
 import click
 
 from ..errors import EXIT_PROBLEM_FOUND, counted
 from ..ops.repair import repair
-from .cmd_verify import stored_size
+from .cmd_verify import print_damage, stored_size
 from .main import Context, json_option, pass_ctx
-from .output import byte_progress, error_line, info, out_json, path_text, wants_progress
+from .output import byte_progress, info, out_json, wants_progress
 
 
 @click.command("repair")
@@ -42,10 +40,7 @@ def command(ctx: Context, sources: tuple[str, ...], as_json: bool) -> int:
     if report.found or repaired:
         info(f"replaced {counted(len(report.repaired), 'damaged object')}, rewrote "
              f"{counted(len(report.packs_rewritten), 'damaged pack')}", ctx.quiet)
-    for d in report.still_damaged:
-        error_line(f"{d.what} {d.label}: still damaged: {d.why}")
-        for snap, path in d.used_by[:20]:
-            error_line(f"  used by snapshot {snap.short} at {path_text(os.fsdecode(path))}")
+    print_damage(report.still_damaged, "still damaged: ")
     if report.ok:
         info("all repaired: the store verifies" if report.found else "nothing is damaged",
              ctx.quiet)

@@ -17,7 +17,6 @@ from .history_args import (
     resolve_snapshot,
     source_relative,
     split_refs,
-    stored_id,
 )
 from .main import Context, at_option, branch_option, json_option, pass_ctx
 from .output import byte_progress, error_line, human_bytes, info, out_json, path_text, wants_progress
@@ -77,13 +76,13 @@ def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
                                 overwrite=Overwrite(overwrite), on_file=advance,
                                 owners=OwnerPolicy.default(numeric_owner))
     if as_json:
-        out_json({"snapshot": stored_id(snap).hex, "time": snap.time_iso, "target": target,
+        out_json({"snapshot": snap.stored_id.hex, "time": snap.time_iso, "target": target,
                   **report.figures(), "skipped_paths": [path_text(p) for p in report.skipped],
                   "problems": _problem_docs(report.problems)})
         return EXIT_PROBLEM_FOUND if report.problems else 0
     for p in report.problems:
         error_line(f"{path_text(p.path)}: {p.message}")
-    info(f"restored {stored_id(snap).short} ({show_time(snap.time_ns)}): {counted(report.files, 'file')}, "
+    info(f"restored {snap.stored_id.short} ({show_time(snap.time_ns)}): {counted(report.files, 'file')}, "
          f"{counted(report.dirs, 'dir')}, {counted(report.symlinks, 'symlink')}, "
          f"{human_bytes(report.bytes)} into {target}"
          + (f", {counted(len(report.skipped), 'existing file')} kept" if report.skipped else ""),
@@ -114,12 +113,12 @@ def checkout(ctx: Context, spec: str, paths: tuple[str, ...], force: bool, as_js
         report = do_checkout(history, snap, source, branch, rel or None, force)
     written = report.restore or RestoreReport()   # nothing to write: nothing written
     if as_json:
-        out_json({"snapshot": stored_id(snap).hex, "changed": len(report.changes), "removed": report.removed,
+        out_json({"snapshot": snap.stored_id.hex, "changed": len(report.changes), "removed": report.removed,
                   "written": written.figures(), "problems": _problem_docs(written.problems)})
         return EXIT_PROBLEM_FOUND if written.problems else 0
     for p in written.problems:
         error_line(f"{path_text(p.path)}: {p.message}")
-    info(f"checked out {stored_id(snap).short}: {counted(len(report.changes), 'path')} changed "
+    info(f"checked out {snap.stored_id.short}: {counted(len(report.changes), 'path')} changed "
          f"({counted(written.files, 'file')} written, {report.removed} removed)", ctx.quiet)
     return EXIT_PROBLEM_FOUND if written.problems else 0
 

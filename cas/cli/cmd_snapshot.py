@@ -8,7 +8,7 @@ from ..errors import EXIT_USAGE, ArgumentsConflict, SourceError, counted
 from ..ops.scan import ScanPolicy
 from ..ops.snapshot import SnapshotResult, take_snapshot
 from ..ops.worktree import plain_branch_name, resolve_source
-from .history_args import inside, place_in, stored_id, tracked_trees
+from .history_args import inside, place_in, tracked_trees
 from .main import Context, branch_option, json_option, pass_ctx
 from .output import (
     byte_progress,
@@ -64,7 +64,8 @@ def command(ctx: Context, paths: tuple[str, ...], message: str, branch: str | No
         with byte_progress("snapshot", None, wants_progress(ctx.quiet)) as advance:
             result = take_snapshot(history, source, branch, message, allow_empty, advance,
                                    ScanPolicy(sqlite_backup=sqlite_backup), time_ns=time_ns,
-                                   paths=named)
+                                   paths=named,
+                                   on_total=advance.set_total if advance is not None else None)
     scan = result.scan
     for p in scan.problems:
         (error_line if p.severity == "error" else warn)(f"{path_text(p.path)}: {p.message}")
@@ -112,7 +113,7 @@ def _where(history, paths: tuple[str, ...], branch: str | None) -> tuple[str, st
 def _print_json(result: SnapshotResult, branch: str, source: str) -> None:
     snap, scan = result.snapshot, result.scan
     out_json({"created": snap is not None, "branch": branch, "source": source,
-              "id": stored_id(snap).hex if snap else (stored_id(result.parent).hex if result.parent else None),
+              "id": snap.stored_id.hex if snap else (result.parent.stored_id.hex if result.parent else None),
               "paths": [path_text(os.fsdecode(p)) for p in result.paths] or None,
               "deleted": [path_text(os.fsdecode(p)) for p in result.deleted],
               "files": scan.files, "read_files": scan.read_files, "bytes": scan.bytes,
@@ -127,18 +128,18 @@ def _print_summary(ctx: Context, result: SnapshotResult, branch: str, source: st
     what = _paths_text(result)
     if snap is None:
         where = f" in {what}" if what else ""
-        info(f"nothing changed{where} on {branch} since {stored_id(parent).short if parent else 'nothing'}; "
+        info(f"nothing changed{where} on {branch} since {parent.stored_id.short if parent else 'nothing'}; "
              "no snapshot recorded", False)
         return
     plain = plain_branch_name(source)
     if chosen is None and parent is None and not result.paths and branch.startswith(plain + "-"):
         info(f"branch {plain} tracks another directory: {source} is recorded on "
              f"branch {branch}", ctx.quiet)
-    out_line(f"{stored_id(snap).hex}")
+    out_line(f"{snap.stored_id.hex}")
     s = snap.stats
-    base = f"the rest as in {stored_id(parent).short}" if parent else "nothing else"
+    base = f"the rest as in {parent.stored_id.short}" if parent else "nothing else"
     taken = f" (from disk: {what}; {base})" if what else ""
-    info(f"[{branch} {stored_id(snap).short}] {message or '(no message)'}{taken}: "
+    info(f"[{branch} {snap.stored_id.short}] {message or '(no message)'}{taken}: "
          f"{counted(s['files'], 'file')}, {human_bytes(s['bytes'])}; {scan.read_files} read, "
          f"{counted(s['new_objects'], 'new object')}, {human_bytes(s['stored_bytes'])} stored",
          ctx.quiet)

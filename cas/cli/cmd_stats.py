@@ -10,7 +10,7 @@ from ..errors import counted
 from ..ops.growth import BY_DAY, BY_SNAPSHOT, GrowthRow, growth
 from ..ops.usage import FIGURES, DirUsage, StoreUsage, disk_usage, store_usage
 from .complete import complete_branch, complete_ref, complete_ref_or_path
-from .history_args import stored_id, tree_path
+from .history_args import tree_path
 from .main import Context, json_option, pass_ctx
 from .output import human_bytes, out_json, out_line, path_text, shown
 
@@ -72,12 +72,12 @@ def stats(ctx: Context, spec: str | None, by_history: bool, branch: str | None, 
     with ctx.opened() as history:
         if spec is not None:
             snap = history.resolve(spec)
-            doc = {"id": stored_id(snap).hex, **snap.stats}
+            doc = {"id": snap.stored_id.hex, **snap.stats}
             if as_json:
                 out_json(doc)
                 return
             st = snap.stats
-            out_line(f"snapshot {stored_id(snap).short}: {counted(st['files'], 'file')}, {human_bytes(st['bytes'])}")
+            out_line(f"snapshot {snap.stored_id.short}: {counted(st['files'], 'file')}, {human_bytes(st['bytes'])}")
             out_line(f"added {counted(st['new_objects'], 'object')}, {human_bytes(st['new_bytes'])} of new "
                      f"content, {human_bytes(st['stored_bytes'])} stored")
             return

@@ -6,7 +6,6 @@ import click
 
 from ..ops.checkout import status as worktree_status
 from ..ops.worktree import WorktreeState, resolve_source
-from .history_args import stored_id
 from .main import Context, json_option, pass_ctx
 from .output import out_json, out_line, print_changes, shown
 
@@ -52,13 +51,13 @@ def _where(state: WorktreeState) -> str:
     if shows is None:
         return f"on branch {branch}, no snapshots yet"
     if state.interrupted:
-        return (f"a checkout of {stored_id(shows).short} was interrupted: the working tree is partly at it "
-                f"(branch {branch} is at {stored_id(head).short if head else 'nothing'}; run "
-                f"'cas checkout {stored_id(shows).short}' again to finish)")
+        return (f"a checkout of {shows.stored_id.short} was interrupted: the working tree is partly at it "
+                f"(branch {branch} is at {head.stored_id.short if head else 'nothing'}; run "
+                f"'cas checkout {shows.stored_id.short}' again to finish)")
     if state.detached:
-        return (f"working tree at {stored_id(shows).short} (branch {branch} is at "
-                f"{stored_id(head).short if head else 'nothing'})")
-    return f"on branch {branch} at {stored_id(shows).short}"
+        return (f"working tree at {shows.stored_id.short} (branch {branch} is at "
+                f"{head.stored_id.short if head else 'nothing'})")
+    return f"on branch {branch} at {shows.stored_id.short}"
 
 
 command = status

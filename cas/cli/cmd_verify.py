@@ -6,6 +6,7 @@ import click
 
 from ..errors import EXIT_PROBLEM_FOUND, counted
 from ..ops.verify import verify
+from ..problems import Problem
 from .main import Context, json_option, pass_ctx
 from .output import byte_progress, error_line, human_bytes, info, out_json, path_text, wants_progress
 
@@ -28,6 +29,17 @@ def stored_size(store) -> int:
     """What a full verify reads: every pack file and every loose object."""
     return sum(p.file_size for p in store.index.packs()) + \
         sum(e.stored_length for e in store.entries() if e.pack is None)
+
+
+def print_damage(damage: list[Problem], state: str, places: int = 20) -> None:
+    """Each damaged thing on a line (``state``: what is said before why), with
+    at most ``places`` of the snapshot paths that use it."""
+    for d in damage:
+        error_line(f"{d.kind} {d.path}: {state}{d.message}")
+        for snap, path in d.used_by[:places]:
+            error_line(f"  used by snapshot {snap.short} at {path_text(os.fsdecode(path))}")
+        if len(d.used_by) > places:
+            error_line(f"  ... and {len(d.used_by) - places} more places")
 
 
 @click.command("verify")
@@ -59,20 +71,16 @@ def command(ctx: Context, full: bool, sample: float | None, as_json: bool) -> in
             "ok": report.ok, "full": report.full, "objects": report.objects,
             "bytes_checked": report.bytes_checked,
             "snapshots": report.snapshots,
-            "damage": [{"id": d.label, "kind": d.what, "why": d.why,
-                        "used_by": [{"snapshot": s.hex, "path": path_text(os.fsdecode(p))}
-                                    for s, p in d.used_by]} for d in report.damage],
+            "damage": [d.damage_doc() for d in report.damage],
             "unindexed_objects": report.unindexed_objects,
             "unindexed_packs": report.unindexed_packs, "temp_files": report.temp_files,
             "sample": sample_doc(report),
         })
     else:
-        for d in report.damage:
-            error_line(f"{d.what} {d.label}: {d.why}")
-            for snap, path in d.used_by[:20]:
-                error_line(f"  used by snapshot {snap.short} at {path_text(os.fsdecode(path))}")
-            if len(d.used_by) > 20:
-                error_line(f"  ... and {len(d.used_by) - 20} more places")
+        print_damage(report.damage, "")
+        if report.damage:
+            info("to repair: add or import the good files again, or run "
+                 "'cas repair --from DIR|STORE'", False)
         checked = f", {human_bytes(report.bytes_checked)} read and rehashed" if full else ""
         if report.sample is not None:
             checked = (f", a sample of {report.sampled_objects} ({human_bytes(report.bytes_checked)}) "

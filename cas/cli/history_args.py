@@ -31,7 +31,6 @@ from ..errors import (
 from ..model.history import History
 from ..model.refs import MODELS
 from ..model.snapshot import Snapshot
-from ..objectid import ObjectId
 from ..ops.worktree import own_tree, resolve_source
 from .main import Context
 
@@ -82,7 +81,7 @@ def split_refs(history: History, args: tuple[str, ...], max_refs: int,
         if len(refs) == max_refs:  # no revision could come here: a path, not found
             if len(refs) == 1:
                 raise missing_path(history, refs[0], arg)
-            raise PathNotInSnapshot(arg, " or ".join(stored_id(s).short for s in refs))
+            raise PathNotInSnapshot(arg, " or ".join(s.stored_id.short for s in refs))
         raise AmbiguousArgument(arg)
     return refs, [given_path(p) for p in [*rest, *after]]
 
@@ -107,14 +106,6 @@ def _is_model_name(history: History, spec: str) -> bool:
         return history.refs.get(MODELS + spec) is not None
     except CasError:   # not a valid ref name: not a model's either
         return False
-
-
-def stored_id(snap: Snapshot) -> ObjectId:
-    """The id of a snapshot read from the store (``Snapshot.oid`` is None only
-    for one not yet recorded, which no command prints)."""
-    if snap.oid is None:
-        raise ValueError("a snapshot not yet recorded has no id")
-    return snap.oid
 
 
 def resolve_named(history: History, spec: str, command: str) -> Snapshot:
@@ -149,8 +140,8 @@ def missing_path(history: History, snap: Snapshot, given: str) -> PathNotInSnaps
             history.entry_at(older.tree, rel)
         except CasError:  # not there, or unreadable: the hint is only a hint
             continue
-        return PathNotInSnapshot(given, stored_id(snap).short, stored_id(older).short)
-    return PathNotInSnapshot(given, stored_id(snap).short)
+        return PathNotInSnapshot(given, snap.stored_id.short, older.stored_id.short)
+    return PathNotInSnapshot(given, snap.stored_id.short)
 
 
 def check_paths(history: History, snap: Snapshot, given: list[str]) -> list[bytes]:

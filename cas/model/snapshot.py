@@ -34,6 +34,14 @@ class Snapshot:
     oid: ObjectId | None = None      # set once stored
 
     @property
+    def stored_id(self) -> ObjectId:
+        """The id of a snapshot read from or recorded in the store; one only
+        built (``oid`` None) has none, and asking for it is a bug."""
+        if self.oid is None:
+            raise ValueError("a snapshot not yet recorded has no id")
+        return self.oid
+
+    @property
     def parent(self) -> ObjectId | None:
         return self.parents[0] if self.parents else None
 

@@ -21,7 +21,7 @@ import pygal
 from pygal.style import Style
 
 from ..durable import atomic_output
-from ..errors import TargetRefused, human_bytes
+from ..errors import TargetRefused, counted, human_bytes
 from ..model.history import History
 from ..model.snapshot import iso_time
 from .growth import BY_DAY, Growers, GrowthRow, growth_rows, largest_growers, selected_snapshots
@@ -173,7 +173,7 @@ def _growers_html(g: Growers) -> str:
     out = [f"<h2>Largest growers</h2>\n<p class=\"note\">Stored bytes each path added, over "
            f"{scope}; a branch's first snapshot is the baseline.</p>\n"]
     if g.unreadable:
-        out.append(f"<p class=\"note\">{len(g.unreadable)} snapshot(s) could not be compared "
+        out.append(f"<p class=\"note\">{counted(len(g.unreadable), 'snapshot')} could not be compared "
                    f"(damaged trees; run <code>cas verify</code>).</p>\n")
     out.append("<table><tr><th>file</th><th>branch</th><th>added</th><th>changes</th></tr>\n")
     out += [f"<tr><td class=\"name\">{_h(p)}</td><td class=\"name\">{_h(b)}</td>"

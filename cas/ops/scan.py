@@ -28,6 +28,7 @@ from ..dirfd import DirHandle, open_beneath, open_dir_at
 from ..errors import SourceError
 from ..model.tree import DIR, FILE, SYMLINK, Owner, Tree, TreeEntry
 from ..objectid import ObjectId, hash_bytes
+from ..problems import ERROR, WARNING, Problem
 from ..storage.chunking import SQLITE_MAGIC
 from ..storage.config import CONFIG_FILE, FORMAT_NAME
 from ..storage.store import Store
@@ -36,7 +37,6 @@ from ..storage.writer import ObjectWriter, identify_file
 from .ignore import load_ignore
 from .sqlite_capture import SQLITE_SIDE_FILES, identify_sqlite, read_sqlite, sqlite_side_files
 from .statcache import StatCache
-from .walk import ERROR, WARNING, Problem
 
 STORE_MARKERS = {CONFIG_FILE.encode(), b"objects", b"packs", b"refs"}
 COUNTS = ("files", "dirs", "symlinks", "bytes")
@@ -148,11 +148,15 @@ class _Listing:
 
 def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
          on_file: Callable[[int], None] | None = None,
-         policy: ScanPolicy | None = None, source_fd: int | None = None) -> ScanResult:
+         policy: ScanPolicy | None = None, source_fd: int | None = None,
+         on_total: Callable[[int, int], None] | None = None) -> ScanResult:
     """Scan ``source``; with a writer, new file contents and trees are stored.
 
-    ``source_fd``, an open descriptor of ``source``, is used instead of
-    opening it by path (checkout scans and writes through one descriptor).
+    ``on_file(size)`` is called as each file is read; ``on_total(bytes,
+    files)`` once, when the listing knows what is to be read (reads start
+    during the listing, so some may be done by then). ``source_fd``, an
+    open descriptor of ``source``, is used instead of opening it by path
+    (checkout scans and writes through one descriptor).
     """
     source_b = os.fsencode(os.path.abspath(source))
     own_fd = source_fd is None
@@ -164,7 +168,8 @@ def scan(store: Store, source: str, branch: str, writer: ObjectWriter | None,
             # An unmounted or vanished source must not become an empty snapshot.
             raise SourceError(source, f"cannot be listed ({e.strerror})") from None
     try:
-        return _Scan(store, source_b, source_fd, branch, writer, on_file, policy or ScanPolicy()).run()
+        found = _Scan(store, source_b, source_fd, branch, writer, on_file, policy or ScanPolicy())
+        return found.run(on_total)
     finally:
         if own_fd:
             os.close(source_fd)
@@ -192,17 +197,21 @@ class _Scan:
         self.own = (own.st_dev, own.st_ino)
         self.result = ScanResult(root=ObjectId(bytes(32)), trees={},
                                  problems=list(self.ignore.problems))
+        # What the listing queued to be read: a progress bar's total.
+        self.queued_bytes = self.queued_files = 0
 
     def problem(self, rel: bytes, message: str, severity: str = ERROR) -> None:
         self.result.problems.append(Problem(_shown(self.source_b, rel), message, severity))
 
-    def run(self) -> ScanResult:
+    def run(self, on_total: Callable[[int, int], None] | None = None) -> ScanResult:
         targets, result = self.targets, self.result
         with FileBatches(lambda item: self.read_file(*item), self.store.config.chunk_min_size,
                          "cas-scan", catch=(SourceError,)) as self.batches:
             base = _load_tree(self.store, targets.base) if targets else None
             root = _Dir(b"", None, base=base)
             self.walk(root)
+            if on_total is not None:
+                on_total(self.queued_bytes, self.queued_files)
             self.batches.flush()
             result.root = self.finish(root)
         # A targeted scan only knows that the changed paths it did not see are gone.
@@ -343,6 +352,8 @@ class _Scan:
             self.result.bytes += st.st_size
             return
         sides = bool(side_files) and any(name + side in side_files for side in SQLITE_SIDE_FILES)
+        self.queued_bytes += st.st_size
+        self.queued_files += 1
         ticket = self.batches.add((rel, (st.st_dev, st.st_ino), sides), st.st_size)
         here.node.entries.append(_PendingFile(name, rel, ticket, owner_of(st)))
 

@@ -52,8 +52,11 @@ def take_snapshot(history: History, source: str, branch: str, message: str = "",
                   allow_empty: bool = False,
                   on_file: Callable[[int], None] | None = None,
                   policy: ScanPolicy | None = None, time_ns: int | None = None,
-                  paths: list[bytes] | None = None) -> SnapshotResult:
+                  paths: list[bytes] | None = None,
+                  on_total: Callable[[int, int], None] | None = None) -> SnapshotResult:
     """Scan ``source`` and record it on ``branch`` (at ``time_ns``, default now).
+
+    ``on_file`` and ``on_total`` report progress as ``scan`` does.
 
     With ``paths`` ('/'-separated, relative to ``source``), only they are
     taken from disk; everything else is as the branch head has it. A named
@@ -67,9 +70,9 @@ def take_snapshot(history: History, source: str, branch: str, message: str = "",
     with store.writer() as writer:
         if named:
             result, recorded = _scan_paths(history, source, branch, writer, parent, named,
-                                           on_file, policy or ScanPolicy())
+                                           (on_file, on_total), policy or ScanPolicy())
         else:
-            result = scan(store, source, branch, writer, on_file, policy)
+            result = scan(store, source, branch, writer, on_file, policy, on_total=on_total)
             recorded = _Recorded(result.root, _counts(result), result.trees)
         writer.flush()
         # The stat cache only ever describes content that is durable now;
@@ -132,7 +135,7 @@ class _OutsideNamed(dict):
 
 def _scan_paths(history: History, source: str, branch: str, writer: ObjectWriter,
                 parent: Snapshot | None, named: list[bytes],
-                on_file: Callable[[int], None] | None,
+                progress: tuple[Callable[[int], None] | None, Callable[[int, int], None] | None],
                 policy: ScanPolicy) -> tuple[ScanResult, _Recorded]:
     """Scan the named paths and graft them onto the head's tree."""
     wanted = set(named)
@@ -141,7 +144,8 @@ def _scan_paths(history: History, source: str, branch: str, writer: ObjectWriter
     targets = ScanTargets(base=parent.tree, counts=parent.stats, changed=wanted, relist=set()) \
         if parent is not None else None
     policy = dataclasses.replace(policy, held=_OutsideNamed(wanted), targets=targets)
-    result = scan(history.store, source, branch, writer, on_file, policy)
+    on_file, on_total = progress
+    result = scan(history.store, source, branch, writer, on_file, policy, on_total=on_total)
     prefix = os.fsencode(source).rstrip(b"/") + b"/"
     # Problems met on the way (a special file beside a named path) concern
     # nothing this snapshot records.

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from ..dirfd import DirHandle, open_dir_at
 
-# Re-exported: the walk's users have always taken Problem and its severities from here.
+# Re-exported: ignore, ingest, checkout, restore and watch take Problem and
+# its severities from here.
 from ..problems import ERROR as ERROR
 from ..problems import WARNING as WARNING
 from ..problems import Problem as Problem
