@@ -114,11 +114,7 @@ def test_following_verifys_hint_repairs(tmp_path, cas):
     assert cas("verify", "--full", cwd=tree).code == 0
 
 
-@pytest.mark.parametrize("way", [
-    pytest.param("repair", marks=pytest.mark.xfail(
-        strict=True, reason="repair --from takes a model directory (it has a config.json) "
-                            "for a store: ops/repair.py _open_source")),
-    "import"])
+@pytest.mark.parametrize("way", ["repair", "import"])
 def test_following_model_verifys_hint_repairs(tmp_path, cas, way):
     assert cas("init").code == 0
     src = make_model_dir(tmp_path / "src")

@@ -31,7 +31,7 @@ from ..objectid import ObjectId, hash_bytes
 from ..problems import Problem
 from ..storage.encoding import Encoding
 from ..storage.index import IndexEntry
-from ..storage.store import Store, locate_store
+from ..storage.store import Store, holds_store, locate_store
 from ..storage.writer import ObjectWriter, Placement, identify_file
 from .packs import drop_packs, rewrite_packs
 from .reindex import LOOSE_ERRORS, loose_sizes
@@ -159,6 +159,8 @@ def _open_source(path: str) -> _Source:
             raise SourceError(path, "does not exist; name a directory, a file or a cas store "
                                     "holding good copies") from None
         return _Source(path)
+    if other == os.path.abspath(path) and not holds_store(other):
+        return _Source(path)  # a model directory's own config.json names no store
     return _Source(path, other)
 
 

@@ -49,7 +49,7 @@ def find_store(start: str) -> str:
     directory that is a store itself or holds ``.cas/``."""
     here = os.path.abspath(start)
     while True:
-        if _holds_store(here):
+        if holds_store(here):
             return here
         candidate = os.path.join(here, STORE_DIR)
         if os.path.lexists(os.path.join(candidate, CONFIG_FILE)):
@@ -66,7 +66,7 @@ def locate_store(path: str) -> str:
     it is a store (``cas --store PATH init`` made it), else ``PATH/.cas``.
     Never a store further up: an explicit path means that store."""
     path = os.path.abspath(path)
-    if _holds_store(path):
+    if holds_store(path):
         return path
     candidate = os.path.join(path, STORE_DIR)
     if os.path.lexists(os.path.join(candidate, CONFIG_FILE)):
@@ -76,7 +76,7 @@ def locate_store(path: str) -> str:
     raise StoreNotFound(path, searched_up=False)
 
 
-def _holds_store(directory: str) -> bool:
+def holds_store(directory: str) -> bool:
     """A directory is a store if its config.json says so (FORMAT §1). Model
     directories have a config.json too: the content decides. A config that
     cannot be read beside ``objects/`` is a damaged store, reported by
