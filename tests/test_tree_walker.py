@@ -105,9 +105,9 @@ def test_pruning_keeps_the_walk_out_of_a_directory():
     root = trees.put([_dir(b"a", inner), _dir(b"b", inner), _file(b"c")])
     walk = TreeWalk(trees.load, root)
     seen = []
-    for step in walk:
-        seen.append(step.path)
-        if step.path == b"a":
+    for path, _, _ in walk:
+        seen.append(path)
+        if path == b"a":
             walk.prune()
     assert seen == [b"a", b"b", b"b/deep", b"c"]
 
@@ -137,7 +137,7 @@ def test_the_same_subtree_at_many_paths_is_no_loop():
     trees = Trees()
     leaf = trees.put([_file(b"f")])
     root = trees.put([_dir(b"a", leaf), _dir(b"b", leaf), _dir(b"c", trees.put([_dir(b"d", leaf)]))])
-    assert [s.path for s in TreeWalk(trees.load, root)] == \
+    assert [s[0] for s in TreeWalk(trees.load, root)] == \
         [b"a", b"a/f", b"b", b"b/f", b"c", b"c/d", b"c/d/f"]
     other = trees.put([_dir(b"a", leaf), _dir(b"b", trees.put([_file(b"g")]))])
     assert [(c.kind, c.path) for c in diff_trees(trees.load, root, trees.load, other)] == \
@@ -158,8 +158,8 @@ def test_a_subtree_reused_to_runaway_numbers_of_paths_stops_the_walk():
     with pytest.raises(TreeTooManyPaths, match="10,000 paths"):
         list(TreeWalk(trees.load, root, guard=WalkGuard(limit=10_000)))
     small = _doubling(trees, 8)   # 2**8 files, well under the limit
-    assert sum(1 for s in TreeWalk(trees.load, small, guard=WalkGuard(limit=10_000))
-               if s.entry.kind == FILE) == 256
+    assert sum(1 for _, e, _ in TreeWalk(trees.load, small, guard=WalkGuard(limit=10_000))
+               if e.kind == FILE) == 256
     assert WalkGuard().limit == 100_000_000   # by default: no real tree comes near it
 
 
@@ -177,7 +177,7 @@ def test_ten_thousand_levels_walk_without_recursion():
     for _ in range(10_000):
         child = trees.put([_dir(b"d", child)])
     steps = list(TreeWalk(trees.load, child))
-    assert steps[-1].path == b"d/" * 10_000 + b"leaf" and steps[-1].depth == 10_000
+    assert steps[-1][0] == b"d/" * 10_000 + b"leaf" and steps[-1][2] == 10_000
     changes = list(diff_trees(trees.load, None, trees.load, child))
     assert [c.path for c in changes] == [b"d/" * 10_000 + b"leaf"]
 

@@ -421,8 +421,8 @@ class History:
         """Every entry below a tree, depth first, with its relative path
         (``TreeWalk``: no recursion, and a loop or runaway reuse of subtrees
         in a crafted tree is an error)."""
-        for step in TreeWalk(self.load_tree, tree_id, prefix):
-            yield step.path, step.entry
+        for path, entry, _ in TreeWalk(self.load_tree, tree_id, prefix):
+            yield path, entry
 
     # -- writing -------------------------------------------------------------
 

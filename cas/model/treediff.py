@@ -158,18 +158,17 @@ def _side(side: _Side, filters: list[bytes] | None) -> Iterator[Change]:
         return
     walk = side.walk
     open_dirs = [(side.path, False)]   # (path, holds anything), the side entry first
-    for step in walk:
-        while len(open_dirs) > step.depth + 1:
+    for path, entry, depth in walk:
+        while len(open_dirs) > depth + 1:
             yield from _empty(side.kind, open_dirs.pop(), filters)
         open_dirs[-1] = (open_dirs[-1][0], True)
-        entry = step.entry
-        if not _within(step.path, filters, entry.kind == DIR):
+        if not _within(path, filters, entry.kind == DIR):
             if entry.kind == DIR:
                 walk.prune()
         elif entry.kind == DIR:
-            open_dirs.append((step.path, False))
+            open_dirs.append((path, False))
         else:
-            yield _one(side.kind, step.path, entry)
+            yield _one(side.kind, path, entry)
     while open_dirs:
         yield from _empty(side.kind, open_dirs.pop(), filters)
 
