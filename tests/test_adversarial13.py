@@ -121,8 +121,6 @@ def test_diff_stat_of_a_file_of_short_lines_is_quick(tmp_path, cas):
 
 # -- model link and model rm ---------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="model rm trusts links/<name>.json: a crafted record "
-                   "makes it delete files, links and empty directories anywhere")
 def test_model_rm_removes_nothing_a_crafted_links_record_names(tmp_path, cas):
     assert cas("init").code == 0
     assert cas("model", "import", str(_tiny_model(tmp_path / "src")), "--name", "m").code == 0
@@ -143,8 +141,6 @@ def test_model_rm_removes_nothing_a_crafted_links_record_names(tmp_path, cas):
     assert (victim / "empty").is_dir()
 
 
-@pytest.mark.xfail(strict=True, reason="model link --hf-cache moves the cache's refs/main back "
-                   "to the imported revision when the Hub has a newer one; rm leaves it there")
 def test_link_into_the_source_cache_keeps_a_newer_refs_main(tmp_path, cas):
     assert cas("init").code == 0
     repo = tmp_path / "hub" / "models--org--tiny"

@@ -19,6 +19,7 @@ from ..ops.models import (
     model_log,
     model_view,
     params_text,
+    problem_text,
     remove_model,
     resolve_model,
 )
@@ -262,11 +263,10 @@ def verify(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> int:
         with byte_progress("verify", total, wants_progress(ctx.quiet)) as advance:
             report = check_model(history, v, on_file=advance)
     if as_json:
-        out_json({"model": v.label, "ok": not report.problems, "files": report.files,
-                  "bytes": report.bytes, "problems": [str(p) for p in report.problems]})
+        out_json(report.to_doc(v.label))
         return 0 if not report.problems else EXIT_PROBLEM_FOUND
-    for line in report.problems:
-        error_line(f"{v.label}: {line}")
+    for problem in report.problems:
+        error_line(f"{v.label}: {problem_text(problem)}")
     verdict = "ok" if not report.problems else f"{counted(len(report.problems), 'problem')} found"
     info(f"{v.label}: {counted(report.files, 'file')}, {human_bytes(report.bytes)} read and rehashed: {verdict}",
          ctx.quiet and not report.problems)

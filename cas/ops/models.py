@@ -20,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import getpass
 import json
 import os
 import re
@@ -53,6 +52,7 @@ from ..model.refs import MODELS, check_ref_name
 from ..model.snapshot import Snapshot, new_snapshot
 from ..model.tree import DIR, FILE, Tree, TreeEntry
 from ..objectid import Hasher, ObjectId
+from ..problems import Problem
 from ..storage.store import Store
 from ..storage.workers import ordered_map
 from ..storage.writer import ObjectWriter, Placement
@@ -601,25 +601,28 @@ def _config(store: Store, files: list[ModelFile]) -> dict | None:
     return None
 
 
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
-
-
 # -- checking -----------------------------------------------------------------
 
 @dataclass
 class ModelCheck:
     files: int = 0
     bytes: int = 0
-    problems: list[str] = field(default_factory=list)  # "file[: tensor]: what is wrong"
+    # One per damaged file, then one per tensor of it that does not match:
+    # path is the file's path in the model, oid its content's id.
+    problems: list[Problem] = field(default_factory=list)
     damaged: list[ModelFile] = field(default_factory=list)
-    # The object files to delete so that importing the source again stores
-    # the damaged files anew; None when one of them is shared with other
-    # content (a pack, chunks), which cas cannot repair in place yet.
-    to_delete: list[str] | None = None
+
+    def to_doc(self, label: str) -> dict:
+        """The verdict as ``cas model verify --json`` prints it."""
+        return {"model": label, "ok": not self.problems, "files": self.files,
+                "bytes": self.bytes, "problems": [problem_text(p) for p in self.problems],
+                "damage": [{"path": p.path, "message": p.message, "kind": p.kind,
+                            "id": p.oid.hex if p.oid else None} for p in self.problems]}
+
+
+def problem_text(p: Problem) -> str:
+    """One problem of a model check as a line: 'file[: tensor ...]: what is wrong'."""
+    return f"{p.path}: {p.message}"
 
 
 def check_model(history: History, version: ModelVersion,
@@ -632,16 +635,16 @@ def check_model(history: History, version: ModelVersion,
     for t in version.manifest.tensors:
         tensors_of.setdefault(t.file, []).append(t)
 
-    def check(f: ModelFile) -> tuple[ModelFile, list[str]]:
-        found: list[str] = []
+    def check(f: ModelFile) -> tuple[ModelFile, list[Problem]]:
+        found: list[Problem] = []
         try:
             for _ in store.iter_content(f.id, check_chunks=True):
                 pass
         except CasError as e:
-            found.append(f"{f.path}: {e}")
-            for t in tensors_of.get(f.path, []):
-                if not _tensor_ok(store, f.id, t):
-                    found.append(f"{f.path}: tensor '{t.name}' does not match its recorded BLAKE3")
+            found.append(Problem(f.path, str(e), oid=f.id, kind="file"))
+            found.extend(Problem(f.path, f"tensor '{t.name}' does not match its recorded BLAKE3",
+                                 oid=f.id, kind="tensor")
+                         for t in tensors_of.get(f.path, []) if not _tensor_ok(store, f.id, t))
         return f, found
 
     for f, found in ordered_map(check, version.manifest.files, ahead=2):
@@ -654,24 +657,7 @@ def check_model(history: History, version: ModelVersion,
             on_file(f.size)
     if not report.problems:
         mark_checked(store, [f.id for f in version.manifest.files if f.path in tensors_of])
-    report.to_delete = _repair_files(store, report.damaged)
     return report
-
-
-def _repair_files(store: Store, damaged: list[ModelFile]) -> list[str] | None:
-    """The object files holding only the damaged files' content (each a plain
-    object of its own), or None if any is held otherwise. Importing skips
-    content the index already has, damaged or not, so these must go first."""
-    paths = []
-    for f in damaged:
-        try:
-            path = store.plain_path(f.id)
-        except CasError:
-            continue  # missing: nothing to delete, importing stores it again
-        if path is None:
-            return None
-        paths.append(path)
-    return sorted(set(paths))
 
 
 def _tensor_ok(store: Store, file_id: ObjectId, t: TensorInfo) -> bool:
@@ -1130,13 +1116,15 @@ def link_hf_cache(history: History, version: ModelVersion, hub: str) -> str:
         hub_fd = os.open(hub, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
         raise TargetRefused(hub, f"cannot be used as the cache ({e.strerror})") from None
-    made: list[dict] = []
+    made: list[dict] = []      # what this link wrote
+    kept: list[str] = []       # what was already as it would have written it
     try:
-        _link_repo(_LinkTarget(hub_fd, repo_name, repo_dir, rev), view, version, made)
+        _link_repo(_LinkTarget(hub_fd, repo_name, repo_dir, rev), view, version, made, kept)
     finally:
         os.close(hub_fd)
-        if made:
-            _record_links(history.store, version.name, os.path.abspath(hub), made)
+        if made or kept:
+            _record_links(history.store, version.name, os.path.abspath(hub),
+                          stored_id(version.snapshot).hex, made, kept)
     return os.path.join(repo_dir, "snapshots", rev)
 
 
@@ -1158,7 +1146,7 @@ class _LinkTarget:
 
 
 def _link_repo(to: _LinkTarget, view: ModelView, version: ModelVersion,
-               made: list[dict]) -> None:
+               made: list[dict], kept: list[str]) -> None:
     new_repo = not _is_dir_at(to.hub_fd, to.repo_name)
     repo = _DirCache(_subdir(to.hub_fd, to.repo_name, to.repo_dir), to.repo_dir, owns_top=True)
     made.extend([{"path": to.repo_name, "dir": True}] if new_repo else [])
@@ -1169,23 +1157,51 @@ def _link_repo(to: _LinkTarget, view: ModelView, version: ModelVersion,
             dir_fd, leaf = repo.parent_of(where)
             up = "../" * where.count("/")
             blob = _named_blob(dir_fd, leaf, up) or f.id.hex
-            blob_shown = os.path.join(to.repo_dir, "blobs", blob)
             if not _is_cache_copy(blobs, blob, f.size):
                 target = os.path.realpath(os.path.join(view.path, *f.path.split("/")))
-                if _replace_link(blobs, blob, target, blob_shown):
-                    made.append({"path": f"{to.repo_name}/blobs/{blob}", "target": target})
-            if _replace_link(dir_fd, leaf, f"{up}blobs/{blob}", os.path.join(to.repo_dir, where)):
-                made.append({"path": f"{to.repo_name}/{where}", "target": f"{up}blobs/{blob}"})
-        refs, _ = repo.parent_of("refs/main")
-        if _read_at(refs, "main") != to.rev.encode():
-            _replace_file(refs, "main", to.rev.encode(), os.path.join(to.repo_dir, "refs", "main"))
-            made.append({"path": f"{to.repo_name}/refs/main", "content": to.rev})
+                _linked(made, kept, f"{to.repo_name}/blobs/{blob}", target,
+                        _replace_link(blobs, blob, target,
+                                      os.path.join(to.repo_dir, "blobs", blob)))
+            _linked(made, kept, f"{to.repo_name}/{where}", f"{up}blobs/{blob}",
+                    _replace_link(dir_fd, leaf, f"{up}blobs/{blob}",
+                                  os.path.join(to.repo_dir, where)))
+        _link_ref_main(repo, to, made, kept)
         repo.fsync()
     except OSError as e:
         raise TargetRefused(to.repo_dir, f"cannot be written ({e.strerror})") from None
     finally:
         made.extend({"path": f"{to.repo_name}/{d}", "dir": True} for d in repo.made)
+        kept.extend(f"{to.repo_name}/{d}".rstrip("/") for d in repo.fds)
         repo.close()
+
+
+def _linked(made: list[dict], kept: list[str], path: str, target: str, replaced: bool) -> None:
+    if replaced:
+        made.append({"path": path, "target": target})
+    else:
+        kept.append(path)
+
+
+def _link_ref_main(repo: _DirCache, to: _LinkTarget, made: list[dict], kept: list[str]) -> None:
+    """Point ``refs/main`` at the revision linked, unless it already names a
+    snapshot directory of the cache: the Hub may have a newer revision than
+    the one imported, and its ``refs/main`` is the Hub's, not ours."""
+    top = repo.fds[""]
+    current = None
+    if _is_dir_at(top, "refs"):
+        refs_fd = os.open("refs", _DIR_FLAGS, dir_fd=top)
+        try:
+            current = _read_at(refs_fd, "main")
+        finally:
+            os.close(refs_fd)
+    rev = current.decode("utf-8", "replace").strip() if current else ""
+    if rev == to.rev:
+        kept.append(f"{to.repo_name}/refs/main")
+    if rev and _is_one_component(rev) and _is_dir_at(repo.parent_of("snapshots/x")[0], rev):
+        return
+    refs, _ = repo.parent_of("refs/main")
+    _replace_file(refs, "main", to.rev.encode(), os.path.join(to.repo_dir, "refs", "main"))
+    made.append({"path": f"{to.repo_name}/refs/main", "content": to.rev})
 
 
 def _named_blob(dir_fd: int, leaf: str, up: str) -> str | None:
@@ -1223,6 +1239,13 @@ def _read_at(dir_fd: int, name: str) -> bytes | None:
 
 
 # -- what `model link` made: links/<name>.json ---------------------------------
+#
+# One record per model: {"model": name, "links": [{"hub", "path", one of
+# "target" (a link), "content" (refs/main) or "dir", "versions"}]}, where
+# "versions" lists the snapshot ids of the versions whose link made or
+# kept the entry. The record is read from the store and so is not trusted:
+# an entry is acted on only if it has a shape ``model link`` writes (see
+# _shape), and a link only while it still points into this store.
 
 LINKS = "links"
 
@@ -1235,9 +1258,10 @@ def _links_file(name: str) -> str:
                    for c in name) + ".json"
 
 
-def _load_links(links_fd: int, name: str) -> list[dict]:
+def _load_links(links_fd: int, file_name: str) -> list[dict]:
+    """The entries of one record that have a shape ``model link`` writes."""
     try:
-        fd = os.open(_links_file(name), _ANY_FLAGS, dir_fd=links_fd)
+        fd = os.open(file_name, _ANY_FLAGS, dir_fd=links_fd)
     except OSError:
         return []
     try:
@@ -1247,67 +1271,203 @@ def _load_links(links_fd: int, name: str) -> list[dict]:
     finally:
         os.close(fd)
     links = doc.get("links") if isinstance(doc, dict) else None
-    return [d for d in links if _is_link_record(d)] if isinstance(links, list) else []
+    return [d for d in links if _shape(d) is not None] if isinstance(links, list) else []
 
 
-def _is_link_record(d: object) -> bool:
-    return isinstance(d, dict) and isinstance(d.get("hub"), str) \
-        and isinstance(d.get("path"), str) \
-        and (isinstance(d.get("target"), str) or isinstance(d.get("content"), str)
-             or d.get("dir") is True)
+def _shape(d: object) -> str | None:
+    """What an entry names, if it is a shape ``model link`` writes, below an
+    absolute ``hub``: ``models--*`` or its blobs/, snapshots/<rev>/... and
+    refs/ directories ("dir"), a blob link to an absolute path ("blob"), a
+    snapshot link to ``../``s and ``blobs/<name>`` ("file"), or ``refs/main``
+    ("ref"). None for anything else, which is never touched."""
+    if not isinstance(d, dict) or not isinstance(d.get("hub"), str) \
+            or not d["hub"].startswith("/") or not isinstance(d.get("path"), str):
+        return None
+    parts = d["path"].split("/")
+    if not all(_is_one_component(p) for p in parts) or not parts[0].startswith(HF_PREFIX):
+        return None
+    rest, target = parts[1:], d.get("target")
+    if d.get("dir") is True:
+        ok = rest in ([], ["blobs"], ["snapshots"], ["refs"]) \
+            or (len(rest) >= 2 and rest[0] == "snapshots")
+        return "dir" if ok else None
+    if rest == ["refs", "main"] and isinstance(d.get("content"), str):
+        return "ref" if _is_one_component(d["content"]) else None
+    if not isinstance(target, str):
+        return None
+    if len(rest) == 2 and rest[0] == "blobs":
+        return "blob" if target.startswith("/") and os.path.normpath(target) == target else None
+    up = "../" * (len(rest) - 1) + "blobs/"
+    blob = target[len(up):] if target.startswith(up) else ""
+    return "file" if len(rest) >= 3 and rest[0] == "snapshots" and _is_one_component(blob) \
+        else None
 
 
-def _record_links(store: Store, name: str, hub: str, made: list[dict]) -> None:
-    """Add what was made to the model's record: temp file, fsync, rename."""
+def _versions(d: dict) -> list[str] | None:
+    """The versions an entry belongs to; None for an entry that names none
+    (recorded before entries named them)."""
+    v = d.get("versions")
+    return [x for x in v if isinstance(x, str)] if isinstance(v, list) else None
+
+
+def _record_links(store: Store, name: str, hub: str, version: str, made: list[dict],
+                  kept: list[str]) -> None:
+    """Add what was made to the model's record, and ``version`` to the
+    entries of what was kept as an earlier link made it: temp file, fsync, rename."""
     links_fd = _open_store_dir(store, LINKS)
     try:
-        new = [{"hub": hub, **d} for d in made]
-        seen = {(d["hub"], d["path"]) for d in new}
-        kept = [d for d in _load_links(links_fd, name) if (d["hub"], d["path"]) not in seen]
-        doc = {"model": name, "links": kept + new}
-        data = json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
-        _replace_file(links_fd, _links_file(name), data,
-                      os.path.join(store.path, LINKS, _links_file(name)))
-        os.fsync(links_fd)
+        fresh = {d["path"]: d for d in made}
+        entries = []
+        for d in _load_links(links_fd, _links_file(name)):
+            if d["hub"] == hub and d["path"] in fresh:
+                continue  # written again now: the new entry stands
+            if d["hub"] == hub and d["path"] in kept:
+                d = {**d, "versions": sorted(set((_versions(d) or []) + [version]))}
+            entries.append(d)
+        entries.extend({"hub": hub, **d, "versions": [version]} for d in made)
+        _write_record(store, links_fd, name, entries)
     finally:
         os.close(links_fd)
 
 
+def _write_record(store: Store, links_fd: int, name: str, entries: list[dict]) -> None:
+    file_name = _links_file(name)
+    if not entries:
+        try:
+            os.unlink(file_name, dir_fd=links_fd)
+        except FileNotFoundError:
+            pass
+    else:
+        data = json.dumps({"model": name, "links": entries}, indent=2, sort_keys=True).encode()
+        _replace_file(links_fd, file_name, data + b"\n", os.path.join(store.path, LINKS, file_name))
+    os.fsync(links_fd)
+
+
 def _remove_links(store: Store, name: str, on_left: Callable[[str, str], None]) -> int:
-    """Remove what ``model link`` made for the model that is still as it was
-    made (a blob link still pointing into the store, a snapshot link or
-    refs/main unchanged), then the directories that leaves empty; tell
+    """Remove what ``model link`` made for the model and its record; tell
     ``on_left(path, why)`` of each one left. Returns how many were removed."""
+    try:
+        links_fd = _open_store_dir(store, LINKS, make=False)
+    except (CasError, OSError):
+        return 0
+    try:
+        removed = remove_linked(store, _load_links(links_fd, _links_file(name)), on_left)
+        _write_record(store, links_fd, name, [])
+    finally:
+        os.close(links_fd)
+    return removed
+
+
+def forget_links(store: Store, is_recorded: Callable[[str], bool],
+                 on_left: Callable[[str, str], None]) -> int:
+    """Remove the links of versions no longer recorded (gc, after ``cas
+    forget``): an entry goes when none of its versions is recorded; an
+    entry that names no versions is left, and ``on_left`` hears of it if
+    its link dangles. Returns how many were removed."""
     try:
         links_fd = _open_store_dir(store, LINKS, make=False)
     except (CasError, OSError):
         return 0
     removed = 0
     try:
-        records = _load_links(links_fd, name)
-        inside = os.path.realpath(store.path) + "/"
-        links = [d for d in records if not d.get("dir")]
-        # Links first, then the directories link made that they leave empty,
-        # deepest first; refs/main last, only where its snapshot directory went.
-        for d in sorted(links, key=lambda d: "content" in d):
-            if "content" in d:
-                _remove_dirs(records)
-            why = _remove_one(d, inside)
-            if why is None:
-                removed += 1
-            elif why:
-                on_left(os.path.join(d["hub"], d["path"]), why)
-        _remove_dirs(records)
-        try:
-            os.unlink(_links_file(name), dir_fd=links_fd)
-        except FileNotFoundError:
-            pass
+        for file_name in sorted(os.listdir(links_fd)):
+            model = _record_model(links_fd, file_name)
+            if model is None:
+                continue  # not a record of ours
+            gone, kept = _split_by_versions(_load_links(links_fd, file_name), is_recorded)
+            for d in kept:
+                if _versions(d) is None and _dangles(d, store):
+                    on_left(os.path.join(d["hub"], d["path"]), "names no version of "
+                            f"{model} and now dangles (link the model again to record it)")
+            if gone:
+                removed += remove_linked(store, gone, on_left)
+                _write_record(store, links_fd, model, kept)
     finally:
         os.close(links_fd)
     return removed
 
 
-def _remove_one(d: dict, inside: str) -> str | None:
+def _record_model(links_fd: int, file_name: str) -> str | None:
+    """The model a record file is for, when its name is the one ``_links_file`` gives."""
+    try:
+        fd = os.open(file_name, _ANY_FLAGS, dir_fd=links_fd)
+    except OSError:
+        return None
+    try:
+        doc = json.loads(os.read(fd, 64 << 20)) if stat.S_ISREG(os.fstat(fd).st_mode) else {}
+    except (ValueError, RecursionError, OSError):
+        return None
+    finally:
+        os.close(fd)
+    model = doc.get("model") if isinstance(doc, dict) else None
+    return model if isinstance(model, str) and _links_file(model) == file_name else None
+
+
+def _split_by_versions(entries: list[dict], is_recorded: Callable[[str], bool]
+                       ) -> tuple[list[dict], list[dict]]:
+    gone, kept = [], []
+    for d in entries:
+        versions = _versions(d)
+        if versions is None:
+            kept.append(d)
+            continue
+        live = [v for v in versions if is_recorded(v)]
+        if live:
+            kept.append({**d, "versions": live})
+        else:
+            gone.append(d)
+    return gone, kept
+
+
+def _dangles(d: dict, store: Store) -> bool:
+    """Whether a blob link of ours (as recorded, into the store) names nothing."""
+    if _shape(d) != "blob":
+        return False
+    parts = d["path"].split("/")
+    try:
+        dir_fd = _open_below(d["hub"], parts[:-1])
+    except OSError:
+        return False
+    try:
+        return _link_is(dir_fd, parts[-1], d, _store_prefix(store)) \
+            and not os.path.exists(d["target"])
+    finally:
+        os.close(dir_fd)
+
+
+def remove_linked(store: Store, entries: list[dict], on_left: Callable[[str, str], None]) -> int:
+    """Remove what the entries name that is still ours, then the directories
+    they name that this leaves empty, deepest first. Every path is opened
+    from its hub one directory at a time without following a link; a link
+    is ours while it reads as recorded and points into this store (a
+    snapshot link: while the blob it names does), refs/main while it holds
+    what link wrote and names no snapshot directory. Nothing else is removed."""
+    inside = _store_prefix(store)
+    kinds = [(d, _shape(d)) for d in entries]
+    dirs = [d for d, k in kinds if k == "dir"]
+    done: list[dict] = []
+    # Links, snapshot links before the blobs they name; then the directories
+    # that leaves empty, so that refs/main, removed only where its snapshot
+    # directory went, can go last.
+    for group in (("file",), ("blob",), ("ref",)):
+        if group == ("ref",):
+            _remove_dirs(dirs, done)
+        for d, kind in kinds:
+            if kind in group:
+                why = _remove_one(d, kind, inside)
+                if why is None:
+                    done.append(d)
+                elif why:
+                    on_left(os.path.join(d["hub"], d["path"]), why)
+    _remove_dirs(dirs, done)
+    return len(done)
+
+
+def _store_prefix(store: Store) -> str:
+    return os.path.realpath(store.path).rstrip("/") + "/"
+
+
+def _remove_one(d: dict, kind: str, inside: str) -> str | None:
     """None when removed; '' when it is gone or no longer ours (left alone,
     silently); else why it could not be removed."""
     parts = d["path"].split("/")
@@ -1317,15 +1477,13 @@ def _remove_one(d: dict, inside: str) -> str | None:
         return ""   # its directory is gone or is now a link: nothing of ours there
     try:
         leaf = parts[-1]
-        if "content" in d:
+        if kind == "ref":
             ours = _read_at(dir_fd, leaf) == d["content"].encode() and \
                 not _exists_below(d["hub"], parts[:-2] + ["snapshots", d["content"]])
+        elif kind == "blob":
+            ours = _link_is(dir_fd, leaf, d, inside)
         else:
-            try:
-                ours = os.readlink(leaf, dir_fd=dir_fd) == d["target"] and (
-                    d["target"].startswith("../") or d["target"].startswith(inside))
-            except OSError:
-                ours = False
+            ours = _link_is(dir_fd, leaf, d, inside) and _blob_is_ours(d, inside)
         if not ours:
             return ""
         os.unlink(leaf, dir_fd=dir_fd)
@@ -1336,8 +1494,35 @@ def _remove_one(d: dict, inside: str) -> str | None:
         os.close(dir_fd)
 
 
+def _link_is(dir_fd: int, leaf: str, d: dict, inside: str) -> bool:
+    """Whether ``leaf`` is a link reading as recorded; a blob link also
+    only while that is a path in this store."""
+    try:
+        target = os.readlink(leaf, dir_fd=dir_fd)
+    except OSError:
+        return False  # gone, or not a link
+    return target == d["target"] and (not target.startswith("/") or target.startswith(inside))
+
+
+def _blob_is_ours(d: dict, inside: str) -> bool:
+    """Whether the blob a snapshot link names is a link into this store."""
+    repo = d["path"].split("/")[0]
+    blob = d["target"].rpartition("/")[2]
+    try:
+        blobs_fd = _open_below(d["hub"], [repo, "blobs"])
+    except OSError:
+        return False
+    try:
+        target = os.readlink(blob, dir_fd=blobs_fd)
+    except OSError:
+        return False
+    finally:
+        os.close(blobs_fd)
+    return target.startswith(inside) and os.path.normpath(target) == target
+
+
 def _open_below(top: str, parts: list[str]) -> int:
-    """The directory ``top/parts...``, each step opened with O_NOFOLLOW."""
+    """The directory ``top/parts...``, each step below ``top`` opened with O_NOFOLLOW."""
     fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for part in parts:
@@ -1360,18 +1545,21 @@ def _exists_below(top: str, parts: list[str]) -> bool:
         return False
 
 
-def _remove_dirs(records: list[dict]) -> None:
-    """rmdir the directories ``model link`` made, deepest first; one that is
-    not empty (something else was put there) stays."""
-    for d in sorted((d for d in records if d.get("dir")), key=lambda d: -d["path"].count("/")):
+def _remove_dirs(dirs: list[dict], removed: list[dict]) -> None:
+    """rmdir the directories ``model link`` made that hold something just
+    removed, deepest first; one that is not empty (something else was put
+    there) stays."""
+    emptied = {(d["hub"], d["path"]) for d in removed}
+    held = [d for d in dirs if any(h == d["hub"] and p.startswith(d["path"] + "/")
+                                   for h, p in emptied)]
+    for d in sorted(held, key=lambda d: -d["path"].count("/")):
         parts = d["path"].split("/")
         try:
             parent = _open_below(d["hub"], parts[:-1])
         except OSError:
             continue
         try:
-            if _is_one_component(parts[-1]):
-                os.rmdir(parts[-1], dir_fd=parent)
+            os.rmdir(parts[-1], dir_fd=parent)
         except OSError:
             pass   # not empty, or gone
         finally:
