@@ -269,3 +269,44 @@ def test_link_into_a_fresh_cache_uses_the_hub_revision(cas, store_dir, tmp_path)
     with Store.open(str(store_dir)) as store:
         v = resolve_model(History(store), "tiny")
         assert Path(link_hf_cache(History(store), v, str(other))).name == REV
+
+
+def test_gc_after_forgetting_a_linked_version_removes_its_links_only(cas, store_dir, tmp_path):
+    src = make_model(tmp_path / "src", 14)
+    assert cas("model", "import", str(src), "--name", "m").code == 0
+    (src / "config.json").write_text(json.dumps({"model_type": "tiny", "v": 2}))
+    assert cas("model", "import", str(src), "--name", "m").code == 0
+    hub = tmp_path / "hub"
+    snaps = {}
+    for spec in ("m@1", "m@2"):
+        r = cas("model", "link", spec, "--hf-cache", str(hub))
+        assert r.code == 0, r.err
+        snaps[spec] = Path(r.out.decode().strip())
+    old = json.loads(cas("model", "log", "m", "--json").out)[1]["snapshot"]
+    assert cas("gc").code == 0
+    assert snaps["m@1"].is_dir()                 # nothing forgotten yet: all kept
+    assert cas("forget", "--force", old).code == 0
+    r = cas("gc", "--json")
+    assert r.code == 0, r.err
+    # m@1's config blob, its 2 snapshot links, and refs/main, which named its revision.
+    assert json.loads(r.out)["removed_links"] == 4
+    assert not snaps["m@1"].exists()
+    assert not (hub / "models--cas--m" / "refs" / "main").exists()
+    # m@2 shares the weights blob with m@1: it stays, and nothing dangles.
+    assert (snaps["m@2"] / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
+    dangling = [p for p in hub.rglob("*") if p.is_symlink() and not p.exists()]
+    assert dangling == []
+    assert cas("model", "rm", "m").code == 0
+    assert not (hub / "models--cas--m").exists()
+
+
+def test_export_reports_each_file_written_against_the_manifest_total(cas, store_dir, tmp_path):
+    from cas.ops.models import export_model
+    assert cas("model", "import", str(make_model(tmp_path / "src", 15)), "--name", "m").code == 0
+    sizes: list[int] = []
+    with Store.open(str(store_dir)) as store:
+        v = resolve_model(History(store), "m")
+        report = export_model(History(store), v, str(tmp_path / "out"), on_file=sizes.append)
+    assert not report.problems
+    assert sorted(sizes) == sorted(f.size for f in v.manifest.files)
+    assert sum(sizes) == v.manifest.bytes

@@ -302,7 +302,9 @@ def export(ctx: Context, spec: str, target: str, at_ns: int | None, as_json: boo
         raise CasError(f"{target} exists and is not an empty directory; choose a new one")
     with ctx.opened() as history:
         v = resolve_model(history, spec, at_ns)
-        report = export_model(history, v, target)
+        with byte_progress("export", v.manifest.bytes, wants_progress(ctx.quiet),
+                           files=len(v.manifest.files)) as advance:
+            report = export_model(history, v, target, on_file=advance)
     code = EXIT_PROBLEM_FOUND if report.problems else 0
     if as_json:
         out_json({"model": v.label, "target": target, **report.figures(),

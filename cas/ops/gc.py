@@ -30,7 +30,7 @@ from ..model.treelinks import LINK_DIR
 from ..objectid import ObjectId
 from ..storage.index import IndexEntry
 from ..storage.store import Store
-from .models import VIEWS
+from .models import VIEWS, forget_links
 from .packs import rewrite_packs
 from .statcache import STAT_TABLE, record_oid
 
@@ -50,6 +50,10 @@ class GcReport:
     removed_views: int = 0
     removed_temp_files: int = 0
     removed_temp_bytes: int = 0
+    # Links 'cas model link' made for versions no longer recorded, removed;
+    # and "path: why" of each such link left in place.
+    removed_links: int = 0
+    left_links: list[str] = dataclasses.field(default_factory=list)
 
     def to_doc(self, dry_run: bool) -> dict:
         """Every figure, as ``cas gc --json`` prints it."""
@@ -147,7 +151,16 @@ def gc(history: History, dry_run: bool = False, grace_seconds: int = GRACE_SECON
         except FileNotFoundError:
             pass
     report.removed_views = _remove_stale_views(history)
+    report.removed_links = forget_links(store, lambda hex_id: _is_recorded(history, hex_id),
+                                        lambda path, why: report.left_links.append(f"{path}: {why}"))
     return report
+
+
+def _is_recorded(history: History, hex_id: str) -> bool:
+    try:
+        return history.is_recorded(ObjectId.parse(hex_id))
+    except ValueError:
+        return False  # not an id: nothing recorded by it
 
 
 def _gather(store: Store, live: set[bytes], doomed: set[ObjectId], rewrite: set[ObjectId],

@@ -56,7 +56,7 @@ from ..problems import Problem
 from ..storage.store import Store
 from ..storage.workers import ordered_map
 from ..storage.writer import ObjectWriter, Placement
-from .restore import restore
+from .restore import RestoreReport, restore
 from .usage import VIEWS, Reach, ReachWalker
 
 HF_PREFIX = "models--"
@@ -884,8 +884,11 @@ def remove_model(history: History, name: str,
     return len(ids)
 
 
-def export_model(history: History, version: ModelVersion, target: str):
-    return restore(history, version.snapshot, target)
+def export_model(history: History, version: ModelVersion, target: str,
+                 on_file: Callable[[int], None] | None = None) -> RestoreReport:
+    """Write the version out as a plain model directory; ``on_file(size)``
+    is called as each file is written (the total is ``manifest.bytes``)."""
+    return restore(history, version.snapshot, target, on_file=on_file)
 
 
 # -- views: a model as a plain directory, for tools that want a path ----------
