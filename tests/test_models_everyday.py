@@ -310,3 +310,16 @@ def test_export_reports_each_file_written_against_the_manifest_total(cas, store_
     assert not report.problems
     assert sorted(sizes) == sorted(f.size for f in v.manifest.files)
     assert sum(sizes) == v.manifest.bytes
+
+
+def test_gc_says_in_text_how_many_links_it_removed(cas, store_dir, tmp_path):
+    src = make_model(tmp_path / "src", 14)
+    assert cas("model", "import", str(src), "--name", "m").code == 0
+    (src / "config.json").write_text(json.dumps({"model_type": "tiny", "v": 2}))
+    assert cas("model", "import", str(src), "--name", "m").code == 0
+    assert cas("model", "link", "m@1", "--hf-cache", str(tmp_path / "hub")).code == 0
+    old = json.loads(cas("model", "log", "m", "--json").out)[1]["snapshot"]
+    assert cas("forget", "--force", old).code == 0
+    r = cas("gc")
+    assert r.code == 0, r.err
+    assert "removed 5 model links of versions no longer recorded" in r.out.decode()

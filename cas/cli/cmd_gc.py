@@ -13,7 +13,7 @@ from ..ops.gc import gc as do_gc
 from .cmd_policy import policy_from_options, require_branch, rule_options
 from .complete import complete_ref
 from .main import Context, branch_option, json_option, pass_ctx
-from .output import human_bytes, info, out_json, out_line, shown
+from .output import human_bytes, info, out_json, out_line, shown, warn
 from .timespec import show_time
 
 
@@ -161,8 +161,17 @@ def gc(ctx: Context, dry_run: bool, grace: int, as_json: bool) -> None:
         is_ = "is" if r.too_young == 1 else "are"
         out_line(f"{counted(r.too_young, 'unreachable object')} {is_} younger than {grace} s and "
                  f"{_was(r.too_young)} kept")
+    _print_cleanup(r, verb)
+
+
+def _print_cleanup(r, verb: str) -> None:
+    """What gc took away besides objects: views, links and temp files."""
     if r.removed_views:
         out_line(f"{verb} {counted(r.removed_views, 'model view')} of versions no longer recorded")
+    if r.removed_links:
+        out_line(f"{verb} {counted(r.removed_links, 'model link')} of versions no longer recorded")
+    for left in r.left_links:
+        warn(f"model link left in place: {left}")
     if r.removed_temp_files:
         out_line(f"{verb} {counted(r.removed_temp_files, 'temp file')} "
                  f"({human_bytes(r.removed_temp_bytes)}) left by interrupted writes")
