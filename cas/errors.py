@@ -430,3 +430,22 @@ class RefIsAModel(RefNotFound):
 
     def __init__(self, name: str):
         CasError.__init__(self, f"'{name}' is a model: see 'cas model log {name}'")
+
+
+class TargetInStore(CasError):
+    """A restore or checkout target at or below a store directory: a
+    snapshot's files written there would mix with the store's own."""
+
+    def __init__(self, target: str, store: str):
+        super().__init__(f"{target} is inside the store {store}; a restore never writes into a "
+                         "store (give a directory outside it with --to)")
+
+
+class TargetInsideTree(CasError):
+    """A restore into a directory of the tracked tree other than its root or
+    the current directory: where the paths would land is ambiguous."""
+
+    def __init__(self, target: str, tree: str):
+        super().__init__(f"{target} lies inside the tracked tree {tree}: paths are restored where "
+                         f"they live in it (use --to {tree} or --to . from where you are), or "
+                         "give a directory outside the tree for a copy")

@@ -9,7 +9,6 @@ import pytest
 
 from cas.errors import NoSnapshotAt
 from cas.model.history import History
-from cas.ops.restore import snapshot_at
 from cas.storage.store import Store
 
 from .conftest import cas_process, write
@@ -130,6 +129,6 @@ def test_the_time_a_restore_is_at_is_a_library_call(tracked):
     with Store.open(str(root / ".cas")) as store:
         history = History(store)
         head = history.branch_head("main")
-        assert snapshot_at(history, "main", head.time_ns).oid.hex == second
+        assert history.at("main", head.time_ns).oid.hex == second
         with pytest.raises(NoSnapshotAt, match=first[:12]):
-            snapshot_at(history, "main", 1)
+            history.at("main", 1)

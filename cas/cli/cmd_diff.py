@@ -5,12 +5,12 @@ import sys
 
 import click
 
-from ..ops.diff import DiffReport, FileDiff, compare, scan_working_tree
+from ..ops.diff import DiffReport, FileDiff, c_quote, compare, scan_working_tree, working_base
 from ..ops.worktree import resolve_source
 from .complete import complete_ref_then_paths
 from .history_args import RefsThenPaths, paths_after_dashdash, split_refs
 from .main import Context, json_option, pass_ctx
-from .output import out_json, out_line, print_changes, shown
+from .output import out_json, out_line, print_changes
 
 # Escaped in patch lines on a terminal (a file could hold ESC sequences);
 # a tab is content. Through a pipe, lines go out as they are, for patch(1).
@@ -33,7 +33,7 @@ def _print_patch(report: DiffReport) -> None:
 
 
 def _stat_cell(f: FileDiff, scale: float) -> str:
-    if f.binary or f.too_large:
+    if f.binary or f.too_large or f.too_many_lines:
         return f"Bin {f.old_size} -> {f.new_size} bytes"
     plus, minus = round(f.added * scale), round(f.removed * scale)
     # Every changed side gets at least one mark, as git draws it.
@@ -43,7 +43,8 @@ def _stat_cell(f: FileDiff, scale: float) -> str:
 
 def _print_stat(report: DiffReport) -> None:
     files = report.files or []
-    names = [shown(f.change.path) for f in files]
+    # C-quoted as in the patch's headers (and as git's --stat): one line a name.
+    names = [c_quote(f.change.path).decode("ascii") for f in files]
     width = max((len(n) for n in names), default=0)
     most = max((f.added + f.removed for f in files), default=0)
     scale = min(1.0, _STAT_WIDTH / most) if most else 1.0
@@ -80,7 +81,7 @@ def diff(ctx: Context, args: tuple[str, ...], patch: bool, with_stat: bool, as_j
     """
     with ctx.opened() as history:
         refs, paths = split_refs(history, args, 2, paths_after_dashdash())
-        old = refs[0] if refs else history.resolve("HEAD")
+        old = refs[0] if refs else working_base(history)
         new = refs[1] if len(refs) == 2 else None
         working = None if new is not None else resolve_source(history, None, old.branch)
         report = compare(history, old, new, paths, contents=patch or with_stat, working=working)

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import os
+
 import click
 
 from ..errors import EXIT_PROBLEM_FOUND, counted
 from ..model.tree import DIR, FILE
 from ..ops.checkout import checkout as do_checkout
-from ..ops.checkout import restore_to
+from ..ops.checkout import place_in_tree, restore_to
 from ..ops.restore import Overwrite, OwnerPolicy, RestoreReport
 from ..ops.worktree import resolve_source
 from .complete import complete_ref, complete_ref_then_paths, complete_snapshot_paths
@@ -53,7 +55,10 @@ def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
     link on the way) is reported and skipped, and the rest is restored
     (exit 1). Into the tracked tree (or a directory in it), a file whose
     content is in no snapshot is not overwritten: the restore refuses (exit
-    2, naming the files) unless --force or --overwrite never.
+    2, naming the files) unless --force or --overwrite never. Into the
+    tracked tree, paths are written where they live in it (--to . from a
+    subdirectory means the tree, as git restore does); a target inside the
+    store is refused.
 
     \b
     Examples:
@@ -61,7 +66,7 @@ def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
     """
     with ctx.opened() as history:
         if at_ns is not None:
-            snap = history.at(branch, at_ns)
+            snap = history.at(branch, at_ns, show_time)
             given = [*args, *paths_after_dashdash()]
         else:
             if not args:
@@ -70,9 +75,13 @@ def restore(ctx: Context, args: tuple[str, ...], target: str, at_ns: int | None,
             split_refs(history, args, 1, paths_after_dashdash())
             given = [*args[1:], *paths_after_dashdash()]
         paths = check_paths(history, snap, given)
+        into, part = place_in_tree(history, target, _cwd())
+        if part is not None and not paths:
+            history.entry_at(snap.tree, part, snap.stored_id.short)   # refused if not there
+            paths = [part]
         size, files = _restore_size(history, snap, paths) if wants_progress(ctx.quiet) else (None, None)
         with byte_progress("restore", size, wants_progress(ctx.quiet), files=files) as advance:
-            report = restore_to(history, snap, target, paths or None, force=force,
+            report = restore_to(history, snap, into, paths or None, force=force,
                                 overwrite=Overwrite(overwrite), on_file=advance,
                                 owners=OwnerPolicy.default(numeric_owner))
     if as_json:
@@ -121,6 +130,13 @@ def checkout(ctx: Context, spec: str, paths: tuple[str, ...], force: bool, as_js
     info(f"checked out {snap.stored_id.short}: {counted(len(report.changes), 'path')} changed "
          f"({counted(written.files, 'file')} written, {report.removed} removed)", ctx.quiet)
     return EXIT_PROBLEM_FOUND if written.problems else 0
+
+
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:   # removed meanwhile: no place of its own
+        return None
 
 
 def _restore_size(history, snap, paths: list[bytes]) -> tuple[int | None, int | None]:

@@ -13,6 +13,7 @@ relative to it, those outside it refused (``given_path``). The PATH of
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import click
@@ -31,7 +32,7 @@ from ..errors import (
 from ..model.history import History
 from ..model.refs import MODELS
 from ..model.snapshot import Snapshot
-from ..ops.worktree import own_tree, resolve_source
+from ..ops.worktree import inside, tracked_trees
 from .main import Context
 
 PATHS_AFTER_DASHDASH = "cas.paths_after_dashdash"
@@ -215,29 +216,9 @@ def source_relative(source: str, path: str) -> bytes:
     return _to_tree(path, place_in((source,)))
 
 
-def tracked_trees(history: History) -> list[str]:
-    """The directories the store's branches track: HEAD's first, then the
-    store's own, then every other branch's (a store on another disk)."""
-    found = []
-    try:
-        found.append(resolve_source(history, None, None)[0])
-    except CasError:
-        pass  # no snapshot yet, and no tree of its own
-    own = own_tree(history)
-    if own is not None:
-        found.append(own)
-    for name in sorted(history.refs.branches()):
-        try:
-            head = history.branch_head(name)
-        except CasError:
-            continue  # a damaged head: verify reports it
-        if head is not None:
-            found.append(head.source)
-    return list(dict.fromkeys(found))
-
-
-def place_in(trees: tuple[str, ...] | list[str]) -> PathPlace:
-    """Where the current directory lies among ``trees``."""
+def place_in(tracked: Iterable[str]) -> PathPlace:
+    """Where the current directory lies among the ``tracked`` trees."""
+    trees = list(tracked)
     try:
         cwd = os.getcwd()
     except OSError:  # the current directory was removed
@@ -247,27 +228,6 @@ def place_in(trees: tuple[str, ...] | list[str]) -> PathPlace:
         if here is not None:
             return PathPlace((tree, *trees[:i], *trees[i + 1:]), here)
     return PathPlace(tuple(trees), None)
-
-
-def inside(tree: str, path: str) -> str | None:
-    """An absolute ``path`` relative to ``tree`` if it lies there, else None.
-
-    Compared as written first, then with links resolved: the current
-    directory and paths typed from ``pwd -P`` come with links resolved,
-    a tree recorded through a link does not.
-    """
-    path = os.path.normpath(path)
-    real_tree = os.path.realpath(tree)
-    resolved = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
-    for root, candidate in ((tree, path), (real_tree, path), (real_tree, resolved)):
-        root = os.path.normpath(root)
-        candidate = os.path.normpath(candidate)
-        if candidate == root:
-            return ""
-        prefix = root if root.endswith("/") else root + "/"
-        if candidate.startswith(prefix):
-            return candidate[len(prefix):]
-    return None
 
 
 def _current_place() -> PathPlace | None:

@@ -48,6 +48,7 @@ from .refs import HEADS, TAGS, Refs, looks_like_id, read_small_file
 from .snapshot import Snapshot
 from .timeline import Timeline, TimelineEntry, entry_key
 from .tree import DIR, Tree, TreeEntry
+from .treediff import whole_tree_or
 from .treelinks import TreeLinks
 from .treewalk import TreeWalk
 
@@ -224,7 +225,7 @@ class History:
     def _stretches(self, start: Snapshot, whole_branch: bool) -> Iterator[tuple[str, bytes | None]]:
         """(branch, key bound) of each stretch of history from ``start`` back:
         its branch, then the branch it was forked from, before the fork."""
-        snap, seen = start, {stored_id(start)}
+        snap, seen = start, {start.stored_id}
         while True:
             before = None if whole_branch else entry_key(snap.branch, snap.time_ns, snap.oid) + b"\0"
             yield snap.branch, before
@@ -312,7 +313,8 @@ class History:
             # a snapshot of its base, listed from there back.
             whole = self.branch_named(start) == snap.branch
             entries = self.lineage(snap, whole_branch=whole)
-        query = LogQuery(limit, since, until, tuple(paths), changes, all_branches, decorate)
+        query = LogQuery(limit, since, until, tuple(whole_tree_or(paths) or ()), changes,
+                         all_branches, decorate)
         return walk_log(self, entries, query)
 
     def _log_start(self, spec: str) -> Snapshot:
@@ -337,7 +339,7 @@ class History:
         snap: Snapshot | None = start
         seen: set[ObjectId] = set()
         while snap is not None:
-            oid = stored_id(snap)
+            oid = snap.stored_id
             if oid in seen:
                 raise ManifestInvalid(f"snapshot {oid.hex}", "its chain of parents loops back to it")
             seen.add(oid)

@@ -9,7 +9,7 @@ cost of a diff follows the size of the change, not of the tree.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -44,6 +44,14 @@ def _within(path: bytes, filters: list[bytes] | None, is_dir: bool) -> bool:
     return any(path == f or path.startswith(f + b"/") or (is_dir and f.startswith(path + b"/")) for f in filters)
 
 
+def whole_tree_or(paths: Sequence[bytes] | None) -> list[bytes] | None:
+    """Path filters as the walks take them: None for the whole tree, which
+    an empty path (the root: '.' given at the tree's top) also names."""
+    if not paths or b"" in paths:
+        return None
+    return list(paths)
+
+
 def diff_trees(load_a: TreeLoader, a: ObjectId | None, load_b: TreeLoader, b: ObjectId | None,
                filters: list[bytes] | None = None, prefix: bytes = b"") -> Iterator[Change]:
     """Changes from tree ``a`` to tree ``b``, in path order.
@@ -54,7 +62,7 @@ def diff_trees(load_a: TreeLoader, a: ObjectId | None, load_b: TreeLoader, b: Ob
     a ``WalkGuard`` as ``TreeWalk`` does: a tree inside itself, or a
     subtree reused to more paths than a walk takes, is an error.
     """
-    pair = _Pair(load_a, load_b, filters, WalkGuard(), WalkGuard())
+    pair = _Pair(load_a, load_b, whole_tree_or(filters), WalkGuard(), WalkGuard())
     pair.root = b or a
     stack = [iter(pair.level(a, b, prefix, pair.enter(a, b, prefix)))]
     leave: list[tuple[ObjectId | None, ObjectId | None]] = [(a, b)]

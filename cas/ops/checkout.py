@@ -21,23 +21,27 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..dirfd import open_path, remove_at
+from ..dirfd import lstat_at, open_path, remove_at
 from ..errors import (
     CasError,
     RestoreWouldLoseChanges,
     SourceError,
+    TargetInsideTree,
     WorktreeNotRecorded,
     WouldLoseChanges,
 )
 from ..model.history import History
 from ..model.snapshot import Snapshot
-from ..model.tree import DIR, FILE
-from .diff import Change, diff_trees
+from ..model.tree import DIR, FILE, TreeEntry
+from ..objectid import hash_fd
+from ..storage.store import STORE_DIR
+from .diff import Change, diff_trees, whole_tree_or
 from .gc import live_set
-from .restore import Overwrite, OwnerPolicy, RestoreReport, restore
+from .restore import Overwrite, OwnerPolicy, RestoreReport, refuse_store_target, restore
 from .scan import ScanPolicy, ScanResult, scan
 from .walk import WARNING, Problem
 from .worktree import (
@@ -65,7 +69,7 @@ def checkout(history: History, snapshot: Snapshot, source: str, branch: str,
     # is made to name another meanwhile.
     root_fd = _open_tree(source)
     try:
-        return _checkout(history, snapshot, source, root_fd, branch, paths, force)
+        return _checkout(history, snapshot, source, root_fd, branch, whole_tree_or(paths), force)
     finally:
         os.close(root_fd)
 
@@ -99,9 +103,11 @@ def _checkout(history: History, snapshot: Snapshot, source: str, root_fd: int, b
     changes = list(diff_trees(load_working, working.root, history.load_tree, snapshot.tree, paths))
     head = history.branch_head(branch)
     safe = SafeContent(history, head)
-    at_risk = [c for c in changes if not safe.recoverable(c)]
-    if at_risk and not force:
-        raise WouldLoseChanges([os.fsdecode(c.path) for c in at_risk])
+    if not force:
+        at_risk = [c for c in changes if not safe.recoverable(c)]
+        at_risk += hidden_unsaved(root_fd, changes, safe)
+        if at_risk:
+            raise WouldLoseChanges([os.fsdecode(c.path) for c in at_risk])
     report = CheckoutReport(changes)
     record = _begin_record(history, snapshot, branch, head, paths, report.problems)
     source_b = os.fsencode(os.path.abspath(source))
@@ -226,11 +232,40 @@ def restore_to(history: History, snapshot: Snapshot, target: str, paths: list[by
     """Restore into ``target``; into a tracked tree (or a directory in one),
     refused with ``RestoreWouldLoseChanges`` when a file it would replace
     holds content that is in no snapshot, unless ``force``."""
+    refuse_store_target(history, target)
     if not force:
         at_risk = unsaved_overwrites(history, snapshot, target, paths, overwrite)
         if at_risk:
             raise RestoreWouldLoseChanges(at_risk)
     return restore(history, snapshot, target, paths, on_file, owners, overwrite=overwrite)
+
+
+def place_in_tree(history: History, target: str, here: str | None) -> tuple[str, bytes | None]:
+    """Where a restore into ``target`` writes, as git restore places paths
+    in the working tree: (directory to restore into, the part of the tree
+    that a restore naming no paths restores, or None for all of it).
+
+    Paths are from the tree's root, so into a tracked tree they are written
+    where they live: a target that is the current directory ``here``, deep
+    in the tree, means the tree's root (and, with no paths, only ``here``'s
+    part of it); any other directory below the root would hold a second,
+    nested copy and is refused (``TargetInsideTree``). Elsewhere (outside
+    every tracked tree, or at a tree's root) the target is as given.
+    """
+    found = tracked_tree_of(history, target)
+    if found is None or not found[2]:
+        return target, None
+    tree, _, rel = found
+    if here is not None and _same_dir(target, here):
+        return tree, rel
+    raise TargetInsideTree(target, tree)
+
+
+def _same_dir(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False   # one does not exist: not the same
 
 
 def unsaved_overwrites(history: History, snapshot: Snapshot, target: str,
@@ -246,16 +281,69 @@ def unsaved_overwrites(history: History, snapshot: Snapshot, target: str,
     root = working.root
     if inside:
         here = entry_in(load, root, inside)
-        if here is None or here.kind != DIR:
-            return []  # nothing there yet, or a conflict the restore reports
-        root = here.oid
+        if here is not None and here.kind != DIR:
+            return []  # a conflict the restore reports
+        root = here.oid if here is not None else None   # None: nothing the scan saw there
     safe = SafeContent(history, history.branch_head(branch))
+    changes = list(diff_trees(load, root, history.load_tree, snapshot.tree, paths))
     # A restore adds and replaces, never deletes, and never puts a
-    # directory in a file's place: only replaced files and links count.
-    return [os.path.join(target, os.fsdecode(c.path))
-            for c in diff_trees(load, root, history.load_tree, snapshot.tree, paths)
-            if c.old is not None and c.new is not None and c.new.kind != DIR
-            and not safe.recoverable(c, inside + b"/" + c.path if inside else c.path)]
+    # directory in a file's place: only replaced files and links count,
+    # and files the scan left out (ignored ones) where the snapshot has one.
+    at_risk = [c for c in changes if c.old is not None and c.new is not None
+               and c.new.kind != DIR and not safe.recoverable(c, _in_tree(inside, c.path))]
+    tree_fd = _open_tree(tree)
+    try:
+        at_risk += hidden_unsaved(tree_fd, changes, safe, inside)
+    finally:
+        os.close(tree_fd)
+    return [os.path.join(target, os.fsdecode(c.path)) for c in at_risk]
+
+
+def _in_tree(inside: bytes, path: bytes) -> bytes:
+    return inside + b"/" + path if inside else path
+
+
+def hidden_unsaved(root_fd: int, changes: list[Change], safe: SafeContent,
+                   inside: bytes = b"") -> list[Change]:
+    """The changes that would replace a file the scan left out (one that
+    ``.casignore`` covers now) whose content is in no snapshot.
+
+    The scan lists no ignored file, so to a comparison the snapshot's file
+    at that path looks added: only those paths are looked at on disk (the
+    tree ``root_fd``; ``inside`` is where the compared directory lies in it).
+    """
+    return [c for c in changes
+            if c.old is None and c.new is not None and c.new.kind != DIR
+            and not _in_tree(inside, c.path).startswith(_STORE_PREFIX)   # never written
+            and _unsaved_on_disk(root_fd, _in_tree(inside, c.path), c.new, safe)]
+
+
+_STORE_PREFIX = STORE_DIR.encode() + b"/"
+
+
+def _unsaved_on_disk(root_fd: int, path: bytes, new: TreeEntry, safe: SafeContent) -> bool:
+    above, _, name = path.rpartition(b"/")
+    try:
+        dir_fd = open_path(root_fd, _parts(above))
+    except OSError:
+        return False   # no directory there (or a link on the way, which the write refuses)
+    try:
+        st = lstat_at(dir_fd, name)
+        if st is None or stat.S_ISDIR(st.st_mode):
+            return False   # nothing there, or a conflict the write reports
+        if stat.S_ISLNK(st.st_mode):
+            return os.readlink(name, dir_fd=dir_fd) != new.target
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            return not safe.has(path, hash_fd(fd))
+        finally:
+            os.close(fd)
+    except OSError:
+        return True   # there but unreadable: not known to be safe
+    finally:
+        os.close(dir_fd)
 
 
 def _prune_parents(history: History, snapshot: Snapshot, root_fd: int, path: bytes) -> None:

@@ -20,7 +20,17 @@ from ..errors import CasError, DiffContentUnreadable, human_bytes
 from ..model.history import History
 from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE, SYMLINK, Tree, TreeEntry
-from ..model.treediff import ADDED, DELETED, MODIFIED, SYMBOL, TYPE_CHANGED, Change, TreeLoader, diff_trees
+from ..model.treediff import (
+    ADDED,
+    DELETED,
+    MODIFIED,
+    SYMBOL,
+    TYPE_CHANGED,
+    Change,
+    TreeLoader,
+    diff_trees,
+    whole_tree_or,
+)
 from ..objectid import ObjectId
 from ..storage.store import Store
 from .scan import ScanPolicy, ScanResult, scan
@@ -29,6 +39,7 @@ from .worktree import resolve_source, worktree_state
 __all__ = [
     "ADDED",
     "DELETED",
+    "LINE_LIMIT",
     "MODIFIED",
     "PATCH_LIMIT",
     "SYMBOL",
@@ -37,15 +48,21 @@ __all__ = [
     "DiffReport",
     "FileDiff",
     "TreeLoader",
+    "c_quote",
     "compare",
     "diff_trees",
     "file_diff",
     "scan_working_tree",
+    "whole_tree_or",
 ]
 
 # Past this size a file's lines are not compared (difflib is quadratic in
 # the worst case, and a patch of megabytes is read by no one).
 PATCH_LIMIT = 1 << 20
+# Past this many lines a side, lines are not compared either: difflib's
+# matching is quadratic on files of many short, repeated lines (250,000
+# lines of a CSV took minutes; 20,000 take about 1.5 s at worst).
+LINE_LIMIT = 20_000
 # As git decides: a NUL byte in the first 8000 bytes makes a file binary.
 _BINARY_PROBE = 8000
 
@@ -57,12 +74,14 @@ class FileDiff:
     """How one changed file's content changed.
 
     ``patch`` holds the unified diff's hunk lines without line ends (empty
-    for binary and too-large files); ``added`` and ``removed`` count its
+    for binary files and those too large or of too many lines to compare);
+    ``added`` and ``removed`` count its
     '+' and '-' lines.
     """
     change: Change
     binary: bool = False
     too_large: bool = False
+    too_many_lines: bool = False
     added: int = 0
     removed: int = 0
     patch: tuple[bytes, ...] = ()
@@ -76,23 +95,30 @@ class FileDiff:
         return _size(self.change.new)
 
     def lines(self, limit: int = PATCH_LIMIT) -> list[bytes]:
-        """The file's part of a git-style patch, header first."""
+        """The file's part of a git-style patch, header first; names
+        C-quoted as git quotes them, so no name can add a line of its own
+        or reach a terminal as a control sequence."""
         path = self.change.path
-        out = [b"diff --git a/" + path + b" b/" + path, *_mode_lines(self.change)]
-        old = b"a/" + path if self.change.old else b"/dev/null"
-        new = b"b/" + path if self.change.new else b"/dev/null"
+        a, b = c_quote(b"a/" + path), c_quote(b"b/" + path)
+        out = [b"diff --git " + a + b" " + b, *_mode_lines(self.change)]
+        old = a if self.change.old else b"/dev/null"
+        new = b if self.change.new else b"/dev/null"
         if self.binary:
             return [*out, b"Binary files " + old + b" and " + new + b" differ"]
         if self.too_large:
-            return [*out, f"File {path.decode('utf-8', 'backslashreplace')} is larger than "
-                          f"{human_bytes(limit)}: its lines are not compared".encode()]
+            return [*out, b"File " + c_quote(path) + f" is larger than {human_bytes(limit)}: "
+                          "its lines are not compared".encode()]
+        if self.too_many_lines:
+            return [*out, b"File " + c_quote(path) + f" has more than {LINE_LIMIT:,} lines: "
+                          "its lines are not compared".encode()]
         if not self.patch:
             return out
         return [*out, b"--- " + old, b"+++ " + new, *self.patch]
 
     def to_doc(self) -> dict:
         return {"change": self.change.kind, "path": _text(self.change.path), "binary": self.binary,
-                "too_large": self.too_large, "added": self.added, "removed": self.removed,
+                "too_large": self.too_large, "too_many_lines": self.too_many_lines,
+                "added": self.added, "removed": self.removed,
                 "old_size": self.old_size, "new_size": self.new_size,
                 "patch": [_text(line) for line in self.patch]}
 
@@ -116,6 +142,28 @@ class DiffReport:
         if self.files is not None:
             doc["files"] = [f.to_doc() for f in self.files]
         return doc
+
+
+# As git's quote_c_style: these are written as escapes, any other byte
+# below 0x20, DEL and every byte from 0x80 (core.quotePath) as octal.
+_C_ESCAPES = {0x07: b"\\a", 0x08: b"\\b", 0x09: b"\\t", 0x0a: b"\\n", 0x0b: b"\\v",
+              0x0c: b"\\f", 0x0d: b"\\r", 0x22: b'\\"', 0x5c: b"\\\\"}
+
+
+def c_quote(name: bytes) -> bytes:
+    """``name`` as git writes it in patches and --stat: as it is when it
+    needs no quoting, else in double quotes with C escapes."""
+    if not any(c < 0x20 or c >= 0x7f or c in (0x22, 0x5c) for c in name):
+        return name
+    out = bytearray(b'"')
+    for c in name:
+        if c in _C_ESCAPES:
+            out += _C_ESCAPES[c]
+        elif c < 0x20 or c >= 0x7f:
+            out += b"\\%03o" % c
+        else:
+            out.append(c)
+    return bytes(out + b'"')
 
 
 def _text(data: bytes) -> str:
@@ -235,7 +283,10 @@ def file_diff(change: Change, read_old: ContentReader, read_new: ContentReader,
         return FileDiff(change, binary=True)
     if len(old) > limit or len(new) > limit or any(e.kind == FILE and e.size > limit for e in sides):
         return FileDiff(change, too_large=True)
-    hunks = list(difflib.diff_bytes(difflib.unified_diff, _lines(old), _lines(new), b"", b"",
+    old_lines, new_lines = _lines(old), _lines(new)
+    if len(old_lines) > LINE_LIMIT or len(new_lines) > LINE_LIMIT:
+        return FileDiff(change, too_many_lines=True)
+    hunks = list(difflib.diff_bytes(difflib.unified_diff, old_lines, new_lines, b"", b"",
                                     n=context))[2:]   # the ---/+++ pair is written by lines()
     patch: list[bytes] = []
     added = removed = 0
@@ -281,7 +332,7 @@ def compare(history: History, old: Snapshot, new: Snapshot | None = None,
     (``working`` = (source, branch), by default the tree ``old``'s branch
     is snapshotted from) when ``new`` is None. With ``contents``, each
     changed file's unified diff and line counts too."""
-    filters = list(paths) if paths else None
+    filters = whole_tree_or(paths)
     if new is not None:
         changes = list(diff_trees(history.load_tree, old.tree, history.load_tree, new.tree, filters))
         read_new = store_reader(history.store, limit)

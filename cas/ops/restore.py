@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import grp
+import json
 import os
 import pwd
 import secrets
@@ -40,12 +41,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from ..dirfd import DirHandle, lstat_at, make_dir_at, open_dir_at
-from ..errors import CasError, ManifestInvalid, PathNotInSnapshot, SourceError
+from ..errors import CasError, ManifestInvalid, PathNotInSnapshot, SourceError, TargetInStore
 from ..model.history import History
-from ..model.snapshot import Snapshot, iso_time
+from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE, Owner, TreeEntry
 from ..model.treewalk import TreeWalk
 from ..objectid import hash_fd
+from ..storage.config import CONFIG_FILE, FORMAT_NAME
 from ..storage.store import STORE_DIR
 from ..storage.workers import FILE_WORKERS
 from .walk import Problem
@@ -55,6 +57,8 @@ WINDOW = 16
 BATCH_FILES = 64
 BATCH_BYTES = 4 << 20
 SET_ID_BITS = stat.S_ISUID | stat.S_ISGID
+# A store's config.json is a few hundred bytes; more is not one.
+_MAX_CONFIG_BYTES = 64 << 10
 
 
 class Overwrite(Enum):
@@ -127,7 +131,9 @@ def restore(history: History, snapshot: Snapshot, target: str, paths: list[bytes
     tracked tree, ``worktree.restore_to`` does that first."""
     report = RestoreReport()
     target_b = os.fsencode(os.path.abspath(target))
+    store_st = os.stat(history.store.path)
     if target_fd is None:
+        refuse_store_target(history, target)   # before any directory is made there
         os.makedirs(os.path.dirname(target_b), exist_ok=True)
         try:
             os.mkdir(target_b, 0o777)  # the target is not in the snapshot: umask decides
@@ -137,8 +143,13 @@ def restore(history: History, snapshot: Snapshot, target: str, paths: list[bytes
         root_fd = os.open(target_b, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     else:
         root_fd = os.dup(target_fd)
+    try:
+        _refuse_store_fd(root_fd, target, history.store.path, store_st)
+    except BaseException:
+        os.close(root_fd)
+        raise
     restorer = _Restorer(history, report, on_file, owners or OwnerPolicy.default(),
-                         os.stat(history.store.path), overwrite)
+                         store_st, overwrite)
     root = DirHandle(root_fd)
     try:
         with ThreadPoolExecutor(FILE_WORKERS, "cas-restore") as pool:
@@ -151,6 +162,60 @@ def restore(history: History, snapshot: Snapshot, target: str, paths: list[bytes
     finally:
         root.release()
     return report
+
+
+def refuse_store_target(history: History, target: str) -> None:
+    """Refuse (``TargetInStore``) a target at or below a store directory:
+    this store, or any directory holding a store's config. The nearest
+    existing directory on the way to ``target`` is opened and compared by
+    device and inode, so a link or ``..`` in the name changes nothing."""
+    existing = os.path.abspath(target)
+    while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    fd = os.open(existing, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _refuse_store_fd(fd, target, history.store.path, os.stat(history.store.path))
+    finally:
+        os.close(fd)
+
+
+def _refuse_store_fd(fd: int, target: str, store_path: str, store_st: os.stat_result) -> None:
+    """Walk from the open directory ``fd`` up to the root through '..': a
+    few calls per level, once per restore."""
+    store_id = (store_st.st_dev, store_st.st_ino)
+    here = os.dup(fd)
+    try:
+        while True:
+            st = os.fstat(here)
+            if (st.st_dev, st.st_ino) == store_id or _holds_store_config(here):
+                raise TargetInStore(target, store_path)
+            parent = os.open(b"..", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=here)
+            os.close(here)
+            here = parent
+            up = os.fstat(here)
+            if (up.st_dev, up.st_ino) == (st.st_dev, st.st_ino):
+                return   # the root is its own parent
+    finally:
+        os.close(here)
+
+
+def _holds_store_config(dir_fd: int) -> bool:
+    """Whether the directory holds a store's config.json (a model's config
+    says something else: its content decides, as ``holds_store`` reads it)."""
+    try:
+        fd = os.open(CONFIG_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        doc = json.loads(os.read(fd, _MAX_CONFIG_BYTES))
+    except (OSError, ValueError, RecursionError):
+        return False
+    finally:
+        os.close(fd)
+    return isinstance(doc, dict) and doc.get("format") == FORMAT_NAME
 
 
 class _Restorer:
@@ -374,12 +439,6 @@ def _same_content_kept(entry: TreeEntry, dir_fd: int, ids: tuple[int, int] | Non
         return True
     finally:
         os.close(fd)
-
-
-def snapshot_at(history: History, branch: str, at_ns: int,
-                show_time: Callable[[int], str] = iso_time) -> Snapshot:
-    """``History.at``, under the name callers used before it moved there."""
-    return history.at(branch, at_ns, show_time)
 
 
 def _message(e: Exception) -> str:
