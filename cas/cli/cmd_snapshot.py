@@ -7,8 +7,8 @@ import click
 from ..errors import EXIT_USAGE, ArgumentsConflict, SourceError, counted
 from ..ops.scan import ScanPolicy
 from ..ops.snapshot import SnapshotResult, take_snapshot
-from ..ops.worktree import plain_branch_name, resolve_source
-from .history_args import inside, place_in, tracked_trees
+from ..ops.worktree import inside, plain_branch_name, resolve_source, tracked_trees
+from .history_args import place_in
 from .main import Context, branch_option, json_option, pass_ctx
 from .output import (
     byte_progress,

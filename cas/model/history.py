@@ -52,7 +52,7 @@ from .treediff import whole_tree_or
 from .treelinks import TreeLinks
 from .treewalk import TreeWalk
 
-__all__ = ["History", "LogEntry", "TimelineEntry", "local_time", "stored_id"]
+__all__ = ["History", "LogEntry", "TimelineEntry", "local_time"]
 
 SNAPSHOTS = "snapshots"
 TABLE = b"snapshots"
@@ -73,14 +73,6 @@ _TREE_CACHE_ENTRIES = 1 << 18
 # looks for the snapshot a branch was forked from.
 _FORGOTTEN_STEPS = 10_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def stored_id(snap: Snapshot) -> ObjectId:
-    """The id of a snapshot read from the store (``Snapshot.oid`` is None
-    only for one not yet recorded)."""
-    if snap.oid is None:
-        raise ValueError("a snapshot not yet recorded has no id")
-    return snap.oid
 
 
 class History:

@@ -41,7 +41,7 @@ from ..errors import (
     SourceError,
     TargetRefused,
 )
-from ..model.history import History, stored_id
+from ..model.history import History
 from ..model.model_manifest import (
     ModelFile,
     ModelManifest,
@@ -121,10 +121,10 @@ class ModelRow:
         v, m = self.version, self.version.manifest
         doc = {
             "name": m.source.get("repo") or v.name, "ref": v.name, "version": v.number,
-            "snapshot": stored_id(v.snapshot).hex, "architecture": m.architecture,
+            "snapshot": v.snapshot.stored_id.hex, "architecture": m.architecture,
             "parameters": params_text(m.parameters), "parameter_count": m.parameters,
             "framework": m.framework, "type": m.kind,
-            "revision": m.source.get("revision") or stored_id(v.snapshot).hex[:40],
+            "revision": m.source.get("revision") or v.snapshot.stored_id.hex[:40],
             "dtype": m.dtype, "quantization": m.quantization, "size_bytes": m.bytes,
             "stored_bytes": self.stored_bytes, "shared_bytes": self.shared_bytes,
             "modified": v.snapshot.time_iso[:19] + "Z", "note": v.snapshot.message,
@@ -736,7 +736,7 @@ def _version_chain(history: History, name: str,
             if tolerant and next_id != oid:
                 break
             raise
-        if history.is_recorded(stored_id(snap)):
+        if history.is_recorded(snap.stored_id):
             chain.append(snap)
         next_id = snap.parent
     # Numbers are stored at import; versions imported before they were
@@ -746,7 +746,7 @@ def _version_chain(history: History, name: str,
 
 def load_manifest(history: History, snap: Snapshot) -> ModelManifest:
     if snap.model is None:
-        raise ModelNotFound(stored_id(snap).hex, "this snapshot is not a model version")
+        raise ModelNotFound(snap.stored_id.hex, "this snapshot is not a model version")
     return ModelManifest.from_json(history.store.read_object(snap.model), snap.model)
 
 
@@ -775,7 +775,7 @@ def resolve_model(history: History, spec: str, at_ns: int | None = None) -> Mode
         known = f"1 to {numbers[-1]}" if numbers == list(range(1, len(numbers) + 1)) \
             else ", ".join(map(str, numbers))
         raise ModelNotFound(spec, f"has versions {known}")
-    hits = [(n, s) for n, s in versions if stored_id(s).hex.startswith(which)]
+    hits = [(n, s) for n, s in versions if s.stored_id.hex.startswith(which)]
     if len(hits) != 1:
         raise ModelNotFound(spec, "no version has that id" if not hits else "ambiguous id prefix")
     return _with_manifest(history, name, *hits[0])
@@ -842,7 +842,7 @@ class _SharedSizes:
                 ReachWalker(history).add(mine, snap)  # its own walk: shared trees count too
             except CasError:
                 continue   # a damaged snapshot shares nothing; verify names it
-            self.reach_of[stored_id(snap)] = mine.content
+            self.reach_of[snap.stored_id] = mine.content
             for digest in mine.content:
                 self.users[digest] = self.users.get(digest, 0) + 1
         history.tree_links.flush()
@@ -851,7 +851,7 @@ class _SharedSizes:
     def of(self, snap: Snapshot) -> tuple[int, int]:
         on_disk = shared = 0
         others = self.others
-        for digest in self.reach_of.get(stored_id(snap), ()):
+        for digest in self.reach_of.get(snap.stored_id, ()):
             entry = self.store.index.lookup(ObjectId(digest))
             if entry is None:
                 continue  # missing: verify reports it
@@ -872,7 +872,7 @@ def remove_model(history: History, name: str,
     if head is None:
         raise ModelNotFound(name)
     try:
-        ids = [stored_id(snap) for _, snap in _version_chain(history, name, tolerant=True)] \
+        ids = [snap.stored_id for _, snap in _version_chain(history, name, tolerant=True)] \
             or [head]
     except CasError:
         ids = [head]  # the newest snapshot itself is unreadable
@@ -907,7 +907,7 @@ def model_view(history: History, version: ModelVersion) -> ModelView:
     written out once, kept beside it, and counted in ``copied_bytes``. Views
     are derived: deleting one loses nothing."""
     store = history.store
-    name = stored_id(version.snapshot).hex
+    name = version.snapshot.stored_id.hex
     final = os.path.join(store.path, VIEWS, name)
     plain = {f.path: store.plain_path(f.id) for f in version.manifest.files}
     linked = sum(f.size for f in version.manifest.files if plain[f.path])
@@ -1127,7 +1127,7 @@ def link_hf_cache(history: History, version: ModelVersion, hub: str) -> str:
         os.close(hub_fd)
         if made or kept:
             _record_links(history.store, version.name, os.path.abspath(hub),
-                          stored_id(version.snapshot).hex, made, kept)
+                          version.snapshot.stored_id.hex, made, kept)
     return os.path.join(repo_dir, "snapshots", rev)
 
 
@@ -1137,7 +1137,7 @@ def _hub_revision(version: ModelVersion) -> str:
     rev = version.manifest.source.get("revision")
     if isinstance(rev, str) and _is_one_component(rev) and not rev.startswith("."):
         return rev
-    return stored_id(version.snapshot).hex[:40]
+    return version.snapshot.stored_id.hex[:40]
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import grp
-import json
 import os
 import pwd
 import secrets
@@ -47,8 +46,7 @@ from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE, Owner, TreeEntry
 from ..model.treewalk import TreeWalk
 from ..objectid import hash_fd
-from ..storage.config import CONFIG_FILE, FORMAT_NAME
-from ..storage.store import STORE_DIR
+from ..storage.store import STORE_DIR, dir_holds_store
 from ..storage.workers import FILE_WORKERS
 from .walk import Problem
 
@@ -187,7 +185,7 @@ def _refuse_store_fd(fd: int, target: str, store_path: str, store_st: os.stat_re
     try:
         while True:
             st = os.fstat(here)
-            if (st.st_dev, st.st_ino) == store_id or _holds_store_config(here):
+            if (st.st_dev, st.st_ino) == store_id or dir_holds_store(here):
                 raise TargetInStore(target, store_path)
             parent = os.open(b"..", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=here)
             os.close(here)
@@ -197,25 +195,6 @@ def _refuse_store_fd(fd: int, target: str, store_path: str, store_st: os.stat_re
                 return   # the root is its own parent
     finally:
         os.close(here)
-
-
-def _holds_store_config(dir_fd: int) -> bool:
-    """Whether the directory holds a store's config.json (a model's config
-    says something else: its content decides, as ``holds_store`` reads it)."""
-    try:
-        fd = os.open(CONFIG_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     dir_fd=dir_fd)
-    except OSError:
-        return False
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        doc = json.loads(os.read(fd, _MAX_CONFIG_BYTES))
-    except (OSError, ValueError, RecursionError):
-        return False
-    finally:
-        os.close(fd)
-    return isinstance(doc, dict) and doc.get("format") == FORMAT_NAME
 
 
 class _Restorer:

@@ -30,8 +30,8 @@ from ..model.tree import DIR, FILE, SYMLINK, Owner, Tree, TreeEntry
 from ..objectid import ObjectId, hash_bytes
 from ..problems import ERROR, WARNING, Problem
 from ..storage.chunking import SQLITE_MAGIC
-from ..storage.config import CONFIG_FILE, FORMAT_NAME
-from ..storage.store import Store
+from ..storage.config import CONFIG_FILE
+from ..storage.store import Store, dir_holds_store
 from ..storage.workers import FileBatches
 from ..storage.writer import ObjectWriter, identify_file
 from .ignore import load_ignore
@@ -525,18 +525,8 @@ def _is_store(dir_fd: int, items: list[tuple[bytes, os.DirEntry]]) -> bool:
     A store inside a tree is never recorded as data, whichever store it
     is (restic's and borg's --exclude-caches do the same for their caches).
     """
-    if {name for name, _ in items if name in STORE_MARKERS} != STORE_MARKERS:
-        return False
-    try:
-        fd = os.open(CONFIG_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     dir_fd=dir_fd)
-    except OSError:
-        return False
-    try:
-        head = os.read(fd, 4096)
-    finally:
-        os.close(fd)
-    return FORMAT_NAME.encode() in head
+    names = {name for name, _ in items if name in STORE_MARKERS}
+    return names == STORE_MARKERS and dir_holds_store(dir_fd)
 
 
 def _is_listed_sqlite(opener: Callable[[int], int], expect: tuple[int, int]) -> bool:

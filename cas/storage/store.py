@@ -90,6 +90,25 @@ def holds_store(directory: str) -> bool:
     return isinstance(doc, dict) and doc.get("format") == FORMAT_NAME
 
 
+def dir_holds_store(dir_fd: int) -> bool:
+    """Whether the directory open as ``dir_fd`` holds a cas store's
+    config.json: a regular file (never followed through a link) whose head
+    names the format. Generous on purpose: a store whose config no longer
+    parses is still a store, never data to record and never a place to
+    write a restore into."""
+    try:
+        fd = os.open(CONFIG_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and FORMAT_NAME.encode() in os.read(fd, 4096)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 @dataclass(frozen=True)
 class StoreStats:
     objects: int
