@@ -26,9 +26,11 @@ from .tree import DIR, Tree, TreeEntry
 
 TreeLoader = Callable[[ObjectId], Tree]
 # Paths a walk may expand from subtrees it has expanded before. Real trees
-# repeat a few subtrees (empty directories, copies of a package); a hundred
+# repeat a few subtrees (empty directories, copies of a package); ten
 # million repeated paths is a crafted tree, or one no restore could finish.
-MAX_REUSED_PATHS = 100_000_000
+# The limit also bounds how long such a tree can keep a walk busy: a diff
+# yields about 350,000 paths a second, so under half a minute.
+MAX_REUSED_PATHS = 10_000_000
 
 
 class WalkGuard:
