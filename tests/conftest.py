@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import pty
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -48,6 +50,32 @@ def cas_process(*args: str, cwd: Path, env: dict | None = None, timeout: float =
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "cas.cli", *args], cwd=cwd, env=full_env,
                           capture_output=True, timeout=timeout, **kwargs)
+
+
+ESCAPES = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]")
+
+
+def stderr_on_a_pty(args: list[str], cwd: Path) -> str:
+    """stderr of a real ``cas`` run with a terminal on stderr (stdout a
+    pipe), terminal escapes removed: what a user sees of progress bars."""
+    leader, follower = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "CAS_STORE"}
+    proc = subprocess.Popen([sys.executable, "-m", "cas.cli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=follower, stdin=subprocess.DEVNULL)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:   # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(leader)
+    assert proc.returncode == 0, b"".join(chunks)
+    return ESCAPES.sub("", b"".join(chunks).decode("utf-8", "replace"))
 
 
 @pytest.fixture

@@ -4,11 +4,8 @@ repair when followed, and a stored snapshot's id."""
 from __future__ import annotations
 
 import os
-import pty
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,33 +17,10 @@ from cas.ops.models import resolve_model
 from cas.ops.scan import scan
 from cas.storage.store import Store
 
-from .conftest import flip_byte
+from .conftest import flip_byte, stderr_on_a_pty
 from .test_models_trust import make_model_dir
 
-_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]")
 MiB = 1 << 20
-
-
-def _stderr_on_a_pty(args: list[str], cwd: Path) -> str:
-    """stderr of a real ``cas`` run with a terminal on stderr, escapes removed."""
-    leader, follower = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if k != "CAS_STORE"}
-    proc = subprocess.Popen([sys.executable, "-m", "cas.cli", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=follower, stdin=subprocess.DEVNULL)
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 65536)
-        except OSError:   # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    proc.wait(timeout=120)
-    os.close(leader)
-    assert proc.returncode == 0, b"".join(chunks)
-    return _ESCAPES.sub("", b"".join(chunks).decode("utf-8", "replace"))
 
 
 def test_snapshot_bar_shows_the_total_the_listing_found(tmp_path, cas):
@@ -56,7 +30,7 @@ def test_snapshot_bar_shows_the_total_the_listing_found(tmp_path, cas):
         (tree / f"f{i}").write_bytes(os.urandom(MiB))
     (tree / "small").write_bytes(b"x" * 10)
     assert cas("init", cwd=tree).code == 0
-    err = _stderr_on_a_pty(["snapshot"], tree)
+    err = stderr_on_a_pty(["snapshot"], tree)
     assert "/4 files" in err and "ETA" in err and re.search(r"/3\.0 MiB", err)
 
 

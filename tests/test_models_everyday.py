@@ -15,7 +15,8 @@ from cas.model.history import History
 from cas.ops.models import link_hf_cache, model_inventory, resolve_model
 from cas.storage.store import Store
 
-REV = "0123456789abcdef0123456789abcdef01234567"
+from .test_models_trust import REV, make_hf_repo
+
 N = 256 * 1024                     # float32 elements: 1 MiB of weights per model
 
 
@@ -45,20 +46,6 @@ def make_model(path: Path, seed: int, config_extra: dict | None = None) -> Path:
     (path / "model.safetensors").write_bytes(
         safetensors({"w": ("F32", [N], weights(seed)), "b": ("F32", [4], b"\0" * 16)}))
     return path
-
-
-def make_hf_repo(hub: Path, model: Path, name: str = "models--org--tiny") -> Path:
-    """A Hub cache repo as huggingface_hub writes it: sha256-named blobs."""
-    repo = hub / name
-    (repo / "blobs").mkdir(parents=True)
-    (repo / "snapshots" / REV).mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(REV)
-    for f in sorted(model.iterdir()):
-        blob = repo / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
-        blob.write_bytes(f.read_bytes())
-        (repo / "snapshots" / REV / f.name).symlink_to(f"../../blobs/{blob.name}")
-    return repo
 
 
 def rows(cas, *args: str) -> dict[str, dict]:

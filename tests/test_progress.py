@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import io
 import os
-import pty
 import re
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 from rich.console import Console
 
 from cas.cli.output import byte_progress
 
-_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]")
+from .conftest import ESCAPES, stderr_on_a_pty
+
 MiB = 1 << 20
 
 
@@ -31,7 +28,7 @@ def _rendered(total: int | None, files: int | None, later_total: int | None = No
             advance(MiB)
             time.sleep(0.02)
         advance._progress.refresh()
-        return _ESCAPES.sub("", out.getvalue()).split("\r")[-1]
+        return ESCAPES.sub("", out.getvalue()).split("\r")[-1]
 
 
 def test_a_known_total_shows_done_over_total_rate_and_eta():
@@ -61,28 +58,6 @@ def test_no_terminal_no_bar():
         assert advance is None
 
 
-def _through_a_pty(args: list[str], cwd: Path) -> str:
-    """stderr of a real ``cas`` run with a terminal on stderr (stdout a pipe)."""
-    leader, follower = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if k != "CAS_STORE"}
-    proc = subprocess.Popen([sys.executable, "-m", "cas.cli", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=follower, stdin=subprocess.DEVNULL)
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 65536)
-        except OSError:   # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    proc.wait(timeout=120)
-    os.close(leader)
-    assert proc.returncode == 0, b"".join(chunks)
-    return _ESCAPES.sub("", b"".join(chunks).decode("utf-8", "replace"))
-
-
 def test_restore_shows_its_total_from_the_tree(tmp_path, cas):
     tree = tmp_path / "tree"
     (tree / "big").mkdir(parents=True)
@@ -91,10 +66,10 @@ def test_restore_shows_its_total_from_the_tree(tmp_path, cas):
     (tree / "small").write_bytes(b"x" * 10)
     assert cas("init", cwd=tree).code == 0
     assert cas("snapshot", cwd=tree).code == 0
-    whole = _through_a_pty(["restore", "HEAD", "--to", str(tmp_path / "a")], tree)
+    whole = stderr_on_a_pty(["restore", "HEAD", "--to", str(tmp_path / "a")], tree)
     assert "/4 files" in whole and "ETA" in whole
     # Some paths: the total is theirs, read from the tree, not the snapshot's.
-    some = _through_a_pty(["restore", "HEAD", "big", "--to", str(tmp_path / "b")], tree)
+    some = stderr_on_a_pty(["restore", "HEAD", "big", "--to", str(tmp_path / "b")], tree)
     assert "/3 files" in some and "/3.0 MiB" in some
 
 
@@ -104,5 +79,5 @@ def test_verify_full_shows_a_total(tmp_path, cas):
     (tree / "f").write_bytes(os.urandom(2 * MiB))
     assert cas("init", cwd=tree).code == 0
     assert cas("snapshot", cwd=tree).code == 0
-    err = _through_a_pty(["verify", "--full"], tree)
+    err = stderr_on_a_pty(["verify", "--full"], tree)
     assert "ETA" in err and re.search(r"/\d+\.\d MiB", err)
