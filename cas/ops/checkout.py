@@ -37,12 +37,11 @@ from ..errors import (
 from ..model.history import History
 from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE, TreeEntry
-from ..objectid import hash_fd
+from ..objectid import ObjectId, hash_fd
 from ..storage.store import STORE_DIR
-from .diff import Change, diff_trees, whole_tree_or
+from .diff import Change, diff_trees, scan_working_tree, whole_tree_or
 from .gc import live_set
 from .restore import Overwrite, OwnerPolicy, RestoreReport, refuse_store_target, restore
-from .scan import ScanPolicy, ScanResult, scan
 from .walk import WARNING, Problem
 from .worktree import (
     WorktreeRecord,
@@ -98,7 +97,7 @@ def _open_tree(source: str) -> int:
 def _checkout(history: History, snapshot: Snapshot, source: str, root_fd: int, branch: str,
               paths: list[bytes] | None, force: bool) -> CheckoutReport:
     # Databases compare by their consistent copy, as snapshot records them.
-    working, load_working = scan_working(history, source, branch, root_fd)
+    working, load_working = scan_working_tree(history, source, branch, root_fd)
     # old = the working tree, new = the snapshot.
     changes = list(diff_trees(load_working, working.root, history.load_tree, snapshot.tree, paths))
     head = history.branch_head(branch)
@@ -168,18 +167,10 @@ def change_doc(c: Change) -> dict:
             "old": c.old.to_doc() if c.old else None, "new": c.new.to_doc() if c.new else None}
 
 
-def scan_working(history: History, source: str, branch: str, source_fd: int | None = None):
-    """The working tree as a snapshot would record it (live SQLite databases
-    by their consistent copy), and a tree loader that reads its trees."""
-    result: ScanResult = scan(history.store, source, branch, writer=None, source_fd=source_fd,
-                              policy=ScanPolicy(sqlite_backup=True))
-    return result, (lambda oid: result.trees.get(oid) or history.load_tree(oid))
-
-
 def status(history: History) -> Status:
     """What changed in the working tree since the snapshot it shows."""
     state = worktree_state(history)
-    working, load = scan_working(history, state.source, state.branch)
+    working, load = scan_working_tree(history, state.source, state.branch)
     base = state.shows.tree if state.shows is not None else None
     return Status(state, list(diff_trees(history.load_tree, base, load, working.root)))
 
@@ -277,8 +268,8 @@ def unsaved_overwrites(history: History, snapshot: Snapshot, target: str,
     if found is None:
         return []
     tree, branch, inside = found
-    working, load = scan_working(history, tree, branch)
-    root = working.root
+    working, load = scan_working_tree(history, tree, branch)
+    root: ObjectId | None = working.root
     if inside:
         here = entry_in(load, root, inside)
         if here is not None and here.kind != DIR:

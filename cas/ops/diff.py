@@ -303,11 +303,14 @@ def file_diff(change: Change, read_old: ContentReader, read_new: ContentReader,
 # -- whole comparisons -------------------------------------------------------
 
 
-def scan_working_tree(history: History, source: str, branch: str) -> tuple[ScanResult, TreeLoader]:
+def scan_working_tree(history: History, source: str, branch: str,
+                      source_fd: int | None = None) -> tuple[ScanResult, TreeLoader]:
     """The working tree as a snapshot would record it (live SQLite
     databases by a consistent copy, their -wal, -shm and -journal files
-    left out), and a loader for its trees, stored or not."""
-    result = scan(history.store, source, branch, writer=None, policy=ScanPolicy(sqlite_backup=True))
+    left out), and a loader for its trees, stored or not. ``source_fd``:
+    the tree's directory already open (checkout holds it)."""
+    result = scan(history.store, source, branch, writer=None, source_fd=source_fd,
+                  policy=ScanPolicy(sqlite_backup=True))
 
     def load(oid: ObjectId) -> Tree:
         return result.trees.get(oid) or history.load_tree(oid)
