@@ -22,6 +22,7 @@ import click
 
 from ..errors import EXIT_PROBLEM_FOUND, EXIT_USAGE, ArgumentsConflict, CasError, UnknownCommand
 from ..storage.store import Store, find_store, locate_store
+from .audit_trail import AuditNotes, record_command
 from .output import error_line, warn
 
 if TYPE_CHECKING:   # imported by the commands that use them: start-up stays short
@@ -32,13 +33,14 @@ F = TypeVar("F", bound=Callable)
 
 
 class Context:
-    def __init__(self, store_path: str | None, quiet: bool):
+    def __init__(self, store_path: str | None, quiet: bool, audit: AuditNotes | None = None):
         self.store_path = store_path
         self.quiet = quiet
         # The history opened last, and where paths given on the command
         # line lie in its tracked tree (worked out when a path is first given).
         self.history: History | None = None
         self.path_place: PathPlace | None = None
+        self.audit = audit or AuditNotes([])
 
     def open_store(self, **kwargs) -> Store:
         store = Store.open(self.resolve_store_path(), **kwargs)
@@ -47,12 +49,14 @@ class Context:
         except BaseException:
             store.close()
             raise
+        self.audit.opened(store)
         return store
 
     def open_history(self, **kwargs) -> History:
         from ..model.history import History
         history = History(self.open_store(**kwargs))
         self.history, self.path_place = history, None
+        self.audit.histories.append(history)
         return history
 
     @contextlib.contextmanager
@@ -114,7 +118,7 @@ COMMAND_MODULES = {
     "checkout": "cmd_restore", "branch": "cmd_refs", "tag": "cmd_refs", "gc": "cmd_gc",
     "forget": "cmd_gc", "model": "cmd_model", "stores": "cmd_model", "watch": "cmd_watch",
     "policy": "cmd_policy", "maintain": "cmd_maintain", "report": "cmd_report",
-    "repair": "cmd_repair",
+    "repair": "cmd_repair", "audit": "cmd_audit",
 }
 
 
@@ -131,6 +135,30 @@ class _CommandGroup(click.Group):
         module = importlib.import_module(f".{module_name}", __package__)
         commands = getattr(module, "commands", None) or [module.command]
         return next(c for c in commands if c.name == name)
+
+    def invoke(self, ctx: click.Context):
+        """Run the command, then record it in the store's audit trail when it
+        read content or changed the store (the one place this is done)."""
+        try:
+            result = super().invoke(ctx)
+        except BaseException as e:
+            record_command(getattr(ctx.obj, "audit", None), _exit_code_of(e),
+                           str(e) or type(e).__name__)
+            raise
+        record_command(getattr(ctx.obj, "audit", None), result if isinstance(result, int) else 0, None)
+        return result
+
+
+def _exit_code_of(e: BaseException) -> int:
+    if isinstance(e, CasError):
+        return e.exit_code
+    if isinstance(e, click.exceptions.Exit):
+        return e.exit_code
+    if isinstance(e, click.ClickException):
+        return EXIT_USAGE
+    if isinstance(e, (KeyboardInterrupt, click.exceptions.Abort)):
+        return 130
+    return 70 if not isinstance(e, OSError) else EXIT_PROBLEM_FOUND
 
 
 def unknown_command(ctx: click.Context, name: str) -> UnknownCommand:
@@ -207,7 +235,7 @@ def cli(ctx: click.Context, store_path: str | None, quiet: bool) -> None:
       cas init && cas snapshot -m first
       cas log --oneline -n 5
     """
-    ctx.obj = Context(store_path, quiet)
+    ctx.obj = Context(store_path, quiet, ctx.obj if isinstance(ctx.obj, AuditNotes) else None)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -258,7 +286,9 @@ def _click_exit(e: click.ClickException | click.exceptions.Exit) -> int:
 
 def run(argv: list[str] | None = None) -> int:
     try:
-        result = cli.main(args=argv, prog_name="cas", standalone_mode=False)
+        args = list(sys.argv[1:] if argv is None else argv)
+        result = cli.main(args=args, prog_name="cas", standalone_mode=False,
+                          obj=AuditNotes(args))
         return result if isinstance(result, int) else 0
     except (click.exceptions.Abort, KeyboardInterrupt):
         error_line("interrupted")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import warnings
 from collections.abc import Iterable
 
 import mlx.core as mx
@@ -22,6 +23,7 @@ from ..model.history import History
 from ..model.model_manifest import TensorInfo
 from ..objectid import hash_bytes
 from ..ops.models import ModelVersion, is_checked, mark_checked, model_view, resolve_model
+from ..storage.audit import AuditLog, new_record
 from ..storage.store import Store, find_store, locate_store
 from ..storage.workers import ordered_map
 
@@ -83,7 +85,27 @@ def load_weights(ref: str, *, store: str | Store | None = None, keys: Iterable[s
     ``verify=False`` hashes none.
     """
     with open_model(ref, store, at_ns) as opened:
-        return _load(opened, keys, verify)
+        try:
+            arrays = _load(opened, keys, verify)
+        except CasError as e:
+            _record_read(opened, ref, e.exit_code, str(e))
+            raise
+        _record_read(opened, ref, 0, None)
+        return arrays
+
+
+def _record_read(opened: _Opened, ref: str, exit_code: int, message: str | None) -> None:
+    """The audit trail's record of this read. A store that cannot be written
+    warns (a Python warning: the library prints nothing) and the read goes on."""
+    modes = opened.store.layout.modes
+    record = new_record(["cas.mlx.load_weights", ref], refs=[opened.version.label],
+                        paths=[f.path for f in opened.version.manifest.files],
+                        created=[], removed=[], exit_code=exit_code, message=message)
+    try:
+        AuditLog(opened.store.path, modes.file, modes.directory).append(record)
+    except (OSError, CasError) as e:
+        warnings.warn(f"the audit log of {opened.store.path} cannot be written ({e}): "
+                      "reads are not being logged", RuntimeWarning, stacklevel=3)
 
 
 def _load(opened: _Opened, keys: Iterable[str] | None, verify: bool | None) -> dict[str, mx.array]:

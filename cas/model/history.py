@@ -84,6 +84,9 @@ class History:
         self._dir = os.path.join(store.path, SNAPSHOTS)
         self._timeline = Timeline(store, self._dir, self._timeline_entry)
         self.tree_links = TreeLinks(store, self.load_tree)
+        # What this history recorded and dropped, for the audit trail.
+        self.snapshots_created: list[ObjectId] = []
+        self.snapshots_removed: list[ObjectId] = []
 
     # -- reading -------------------------------------------------------------
 
@@ -444,6 +447,7 @@ class History:
                                                                      snapshot.branch)],
                                           also={TABLE: ([(oid.digest, data)], ())})
                     self.refs.write_locked(ref, oid)
+                    self.snapshots_created.append(oid)
                     return Snapshot.from_json(data, oid)
             snapshot = self._reparented(snapshot, current, ref)
         raise RefMovedMeanwhile(ref, f"moved {_RECORD_ATTEMPTS} times while this snapshot was recorded")
@@ -488,6 +492,7 @@ class History:
             self._unlink_records(entries)
             self._timeline.change(before, remove=[e for e in entries if e.branch],
                                   also={TABLE: ((), [e.oid.digest for e in entries])})
+        self.snapshots_removed.extend(e.oid for e in entries)
 
     def _unlink_records(self, entries: list[TimelineEntry]) -> None:
         """Unlink records by name within ``snapshots/`` (one descriptor, no
