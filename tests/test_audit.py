@@ -158,3 +158,31 @@ def test_a_thousand_appends_stay_fast(tmp_path):
     took.sort()
     assert took[500] < 0.005
     assert log.verify().records == 1000 and log.verify().problem is None
+
+
+def test_verify_finds_a_tail_cut_off_against_the_snapshots(snapped):
+    cas(snapped, "cat", "HEAD:a.txt")
+    cas(snapped, "cat", "HEAD:a.txt")
+    (snapped / "a.txt").write_text("gamma\n")
+    cas(snapped, "snapshot", "-m", "two")     # saw 3 records
+    head = json.loads(cas(snapped, "show", "HEAD", "--json").stdout)
+    lines = log_path(snapped).read_bytes().splitlines(keepends=True)
+    assert len(lines) == 4
+    log_path(snapped).write_bytes(b"".join(lines[:2]))   # a chain intact in itself
+    proc = cas(snapped, "audit", "verify", check=False)
+    assert proc.returncode == 1, proc.stdout
+    assert "record 3: missing" in proc.stdout and "cut short" in proc.stdout, (head, proc.stdout)
+
+
+def test_load_weights_is_recorded(tmp_path):
+    mlx = pytest.importorskip("cas.mlx")
+    from .test_models_trust import make_model_dir, weights
+    store = tmp_path / "store"
+    cas(tmp_path, "--store", str(store), "init")
+    src = make_model_dir(tmp_path / "src")
+    cas(tmp_path, "--store", str(store), "model", "import", str(src), "--name", "m")
+    got = mlx.load_weights("m", store=str(store))
+    assert bytes(memoryview(got["w"])) == weights(1)
+    last = json.loads(cas(tmp_path, "--store", str(store), "audit", "log", "--json").stdout)[-1]
+    assert last["command"] == ["cas.mlx.load_weights", "m"]
+    assert last["outcome"]["status"] == "ok" and last["paths"]

@@ -67,7 +67,10 @@ def verify(ctx: Context, as_json: bool) -> int:
     Examples:
       cas audit verify
     """
-    report = _audit_log(ctx).verify()
+    with ctx.opened() as history:
+        heads = [(oid.hex, s.audit_head[0], s.audit_head[1])
+                 for oid, s, _ in history.records() if s is not None and s.audit_head]
+        report = AuditLog(history.store.path).verify(heads)
     if as_json:
         out_json({"records": report.records, "ok": report.problem is None,
                   "problem": report.problem})

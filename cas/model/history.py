@@ -41,6 +41,7 @@ from ..errors import (
     RefNotFound,
 )
 from ..objectid import HEX_LENGTH, ObjectId, hash_bytes, is_hex
+from ..storage.audit import AuditLog
 from ..storage.store import Store
 from ..storage.writer import ObjectWriter
 from .log import LogEntry, LogQuery, walk_log
@@ -432,6 +433,8 @@ class History:
         again; only the snapshot that lands is recorded.
         """
         ref = ref or HEADS + snapshot.branch
+        if snapshot.audit_head is None:
+            snapshot = dataclasses.replace(snapshot, audit_head=AuditLog(self.store.path).head())
         for _ in range(_RECORD_ATTEMPTS):
             data = snapshot.to_json()
             oid = writer.put_bytes(data)

@@ -31,6 +31,9 @@ class Snapshot:
     stats: dict = field(default_factory=dict)
     model: ObjectId | None = None    # the model manifest of an imported model version
     model_version: int | None = None  # its number, fixed at import (NAME@N)
+    # The audit trail's head when recorded (record count, hash of its last
+    # line): cutting records off the log's end is found against it.
+    audit_head: tuple[int, str] | None = None
     oid: ObjectId | None = None      # set once stored
 
     @property
@@ -61,6 +64,8 @@ class Snapshot:
             doc["model"] = self.model.hex
             if self.model_version is not None:
                 doc["model_version"] = self.model_version
+        if self.audit_head is not None:
+            doc["audit_head"] = {"records": self.audit_head[0], "hash": self.audit_head[1]}
         # A source path that is not UTF-8 round-trips through source_b64.
         put_name(doc, "source", os.fsencode(self.source))
         return dumps(doc)
@@ -92,8 +97,19 @@ class Snapshot:
             host=doc["host"], user=doc["user"], source=os.fsdecode(source),
             stats={k: stats.get(k, 0) for k in STAT_KEYS},
             model=_oid(doc["model"], what) if "model" in doc else None,
-            model_version=number, oid=oid,
+            model_version=number, audit_head=_audit_head(doc.get("audit_head"), what), oid=oid,
         )
+
+
+def _audit_head(value, what: str) -> tuple[int, str] | None:
+    if value is None:
+        return None
+    records, digest = (value.get("records"), value.get("hash")) if isinstance(value, dict) \
+        else (None, None)
+    if type(records) is not int or records < 1 or not isinstance(digest, str) \
+            or len(digest) != HEX_LENGTH or not is_hex(digest):
+        raise ManifestInvalid(what, "audit_head must be a record count and a hash")
+    return records, digest
 
 
 class WrittenCounts(Protocol):

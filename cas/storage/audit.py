@@ -17,7 +17,7 @@ import pwd
 import socket
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ..errors import StoreFileInvalid
@@ -124,6 +124,22 @@ class AuditLog:
             os.fchmod(fd, self._file_mode)  # new: the umask must not narrow a shared store's mode
         return fd
 
+    def head(self) -> tuple[int, str] | None:
+        """(record count, hash of the last line) now, or None for an empty
+        or unreadable log (a snapshot then records no head)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            tail, torn = _last_line(fd)
+        finally:
+            os.close(fd)
+        seq = _seq_of(tail) if tail and not torn else 0
+        return (seq, line_hash(tail)) if seq else None
+
     def lines(self) -> list[bytes]:
         """Every line as written (each with its newline, a torn last one without)."""
         try:
@@ -149,13 +165,23 @@ class AuditLog:
             if isinstance(record, dict):
                 yield record
 
-    def verify(self) -> ChainReport:
+    def verify(self, heads: Iterable[tuple[str, int, str]] = ()) -> ChainReport:
+        """Check the chain, then each (snapshot, count, hash) head recorded
+        by a snapshot: a head past the end means records were cut off."""
+        lines = self.lines()
         prev, count = GENESIS, 0
-        for number, line in enumerate(self.lines(), 1):
+        for number, line in enumerate(lines, 1):
             problem = _check_line(line, number, prev)
             if problem:
                 return ChainReport(count, problem)
             prev, count = line_hash(line), number
+        for snapshot, records, digest in sorted(heads, key=lambda h: -h[1]):
+            if records > count:
+                return ChainReport(count, f"record {count + 1}: missing (snapshot {snapshot[:12]} "
+                                          f"saw {records} records: the log was cut short)")
+            if line_hash(lines[records - 1]) != digest:
+                return ChainReport(count, f"record {records}: not the one snapshot "
+                                          f"{snapshot[:12]} saw (the log was replaced)")
         return ChainReport(count, None)
 
 
