@@ -15,7 +15,7 @@ from cas.model.history import History
 from cas.ops.models import link_hf_cache, model_inventory, resolve_model
 from cas.storage.store import Store
 
-from .test_models_trust import REV, make_hf_repo
+from .test_models_trust import REV, make_hf_repo, tree_state
 
 N = 256 * 1024                     # float32 elements: 1 MiB of weights per model
 
@@ -52,18 +52,6 @@ def rows(cas, *args: str) -> dict[str, dict]:
     r = cas("model", "ls", "--json", *args)
     assert r.code == 0, r.err
     return {f"{m['ref']}@{m['version']}": m for m in json.loads(r.out)["models"]}
-
-
-def tree_state(root: Path) -> dict[str, tuple]:
-    state = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for n in dirnames + filenames:
-            p = Path(dirpath) / n
-            st = p.lstat()
-            content = os.readlink(p) if p.is_symlink() else \
-                p.read_bytes() if p.is_file() else None
-            state[str(p.relative_to(root))] = (st.st_mode, st.st_mtime_ns, content)
-    return state
 
 
 @pytest.fixture
