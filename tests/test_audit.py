@@ -89,9 +89,14 @@ def test_verify_passes_an_intact_chain(snapped):
 
 
 def _flip(lines):
+    # Change the pid's last digit: the record stays valid JSON whatever the
+    # pid was (changing its first digit could make a leading zero).
     line = lines[2]
     at = line.index(b'"pid":') + 6
-    lines[2] = line[:at] + bytes([line[at] ^ 1]) + line[at + 1:]
+    while line[at + 1:at + 2].isdigit():
+        at += 1
+    digit = b"%d" % ((line[at] - ord("0") + 1) % 10)
+    lines[2] = line[:at] + digit + line[at + 1:]
     return lines
 
 
