@@ -449,3 +449,48 @@ class TargetInsideTree(CasError):
         super().__init__(f"{target} lies inside the tracked tree {tree}: paths are restored where "
                          f"they live in it (use --to {tree} or --to . from where you are), or "
                          "give a directory outside the tree for a copy")
+
+
+class PasswordRequired(CasError):
+    """An encrypted store opened with no passphrase source."""
+
+    def __init__(self, store: str):
+        super().__init__(f"the store {store} is encrypted: give its passphrase in CAS_PASSWORD, "
+                         "CAS_PASSWORD_FILE or CAS_PASSWORD_COMMAND, or run from a terminal to be asked")
+
+
+class WrongPassword(CasError):
+    def __init__(self, store: str):
+        super().__init__(f"wrong passphrase for the store {store}: no key slot opens with it "
+                         "(see 'cas key list')")
+
+
+class KeySlotsUnusable(CasError):
+    """An encrypted store with no readable key slot: nothing can unlock it."""
+
+    exit_code = EXIT_PROBLEM_FOUND
+
+    def __init__(self, store: str, reasons: list[str]):
+        why = "; ".join(reasons) if reasons else "keys/ holds no key slot"
+        super().__init__(f"the encrypted store {store} has no usable key slot ({why}); restore "
+                         "keys/ from a copy of the store to unlock it")
+
+
+class LastKeySlot(CasError):
+    def __init__(self, store: str, slot_id: str):
+        super().__init__(f"key {slot_id} is the last key of {store}: removing it would lock the "
+                         "store for good (add another with 'cas key add' first)")
+
+
+class PasswordSourceFailed(CasError):
+    """CAS_PASSWORD_FILE or CAS_PASSWORD_COMMAND could not give a passphrase."""
+
+    def __init__(self, source: str, why: str):
+        super().__init__(f"could not read the passphrase from {source}: {why}")
+
+
+class StoreIsEncrypted(CasError):
+    """An operation that would put plaintext on disk, refused in an encrypted store."""
+
+    def __init__(self, what: str, hint: str):
+        super().__init__(f"{what} would write plaintext into an encrypted store; {hint}")

@@ -85,8 +85,6 @@ class StoreConfig:
             raise ConfigDamaged(path, f"bad format version {version!r}")
         if version > FORMAT_VERSION:
             raise UnsupportedFormat(store_path, version, FORMAT_VERSION)
-        if doc.get("encryption") is not None:
-            raise UnsupportedFormat(store_path, f"{version} (encrypted)", FORMAT_VERSION)
         try:
             return _from_doc(doc, store_path, version)
         except _BadSetting as e:
@@ -115,7 +113,7 @@ def _from_doc(doc: dict, store_path: str, version: int) -> StoreConfig:
         created=_setting(doc, "created", str),
         version=version,
         id_hash=id_hash,
-        encryption=None,
+        encryption=_encryption(doc.get("encryption"), store_path, version),
         loose_min_size=_number(doc, "loose_min_size", int, _SIZE_RANGE),
         pack_target_size=_number(doc, "pack_target_size", int, _SIZE_RANGE),
         chunk_min_size=_number(doc, "chunk_min_size", int, _SIZE_RANGE, default=1 << 20),
@@ -125,6 +123,19 @@ def _from_doc(doc: dict, store_path: str, version: int) -> StoreConfig:
         compression=_compression(doc.get("compression", {}), store_path, version),
         shared=shared,
     )
+
+
+# The one encryption scheme this version implements (docs/FORMAT.md §18).
+ENCRYPTION = {"scheme": "cas-aead-1", "cipher": "aes-256-gcm", "names": "aes-256",
+              "kdf": "argon2id", "segment_size": 1 << 20}
+
+
+def _encryption(doc, store_path: str, version: int) -> dict | None:
+    if doc is None:
+        return None
+    if doc != ENCRYPTION:
+        raise UnsupportedFormat(store_path, f"{version} encrypted as {doc!r}", FORMAT_VERSION)
+    return dict(ENCRYPTION)
 
 
 def _compression(doc, store_path: str, version: int) -> Compression:

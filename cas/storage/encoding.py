@@ -18,12 +18,46 @@ import zstandard
 class Encoding(enum.IntEnum):
     RAW = 0
     ZSTD = 1
-    # 2 and 3 are reserved for AEAD-encrypted raw and zstd objects.
+    # Sealed (docs/FORMAT.md §18): the stored bytes of RAW, ZSTD and CHUNKED
+    # inside an AEAD envelope, in an encrypted store.
+    SEALED_RAW = 2
+    SEALED_ZSTD = 3
     CHUNKED = 4   # stored as a chunk list: the content is the chunks in order
+    SEALED_CHUNKED = 5
 
     @property
     def suffix(self) -> str:
-        return {Encoding.RAW: "", Encoding.ZSTD: ".zst", Encoding.CHUNKED: ".chunks"}[self]
+        return _SUFFIX[self]
+
+    @property
+    def sealed(self) -> bool:
+        return self in (Encoding.SEALED_RAW, Encoding.SEALED_ZSTD, Encoding.SEALED_CHUNKED)
+
+    @property
+    def inner(self) -> Encoding:
+        """What the stored bytes are once opened: RAW, ZSTD or CHUNKED."""
+        return _INNER[self]
+
+    def sealed_as(self, sealed: bool) -> Encoding:
+        """This encoding with its bytes sealed (or not)."""
+        inner = _INNER[self]
+        return _SEAL[inner] if sealed else inner
+
+    @staticmethod
+    def suffixed() -> tuple[Encoding, ...]:
+        """Encodings with a file name suffix, longest suffix first."""
+        return (Encoding.SEALED_CHUNKED, Encoding.SEALED_ZSTD, Encoding.SEALED_RAW,
+                Encoding.CHUNKED, Encoding.ZSTD)
+
+
+_SUFFIX = {Encoding.RAW: "", Encoding.ZSTD: ".zst", Encoding.CHUNKED: ".chunks",
+           Encoding.SEALED_RAW: ".sealed", Encoding.SEALED_ZSTD: ".zst.sealed",
+           Encoding.SEALED_CHUNKED: ".chunks.sealed"}
+_INNER = {Encoding.RAW: Encoding.RAW, Encoding.ZSTD: Encoding.ZSTD, Encoding.CHUNKED: Encoding.CHUNKED,
+          Encoding.SEALED_RAW: Encoding.RAW, Encoding.SEALED_ZSTD: Encoding.ZSTD,
+          Encoding.SEALED_CHUNKED: Encoding.CHUNKED}
+_SEAL = {Encoding.RAW: Encoding.SEALED_RAW, Encoding.ZSTD: Encoding.SEALED_ZSTD,
+         Encoding.CHUNKED: Encoding.SEALED_CHUNKED}
 
 
 # Below this size zstd's frame overhead eats the saving.

@@ -36,6 +36,7 @@ import lmdb
 from ..durable import fsync_dir, make_dir, open_temp, remove_quietly
 from ..errors import IndexUnavailable, StoreFileInvalid, StoreWriteError
 from ..objectid import DIGEST_SIZE, ObjectId, hash_bytes
+from .crypto import PLAIN, PlainSealer, Sealer
 from .encoding import Encoding
 from .layout import PRIVATE, StoreModes
 
@@ -180,8 +181,11 @@ def _cover_last_page(env: lmdb.Environment, path: str, read_only: bool) -> None:
 
 
 class Index:
-    def __init__(self, env: lmdb.Environment, path: str, read_only: bool = False):
+    def __init__(self, env: lmdb.Environment, path: str, read_only: bool = False,
+                 sealer: Sealer | PlainSealer = PLAIN):
         self._env = env
+        # Names object keys and seals values in an encrypted store (FORMAT §18.4).
+        self.sealer = sealer
         self.path = path
         self.read_only = read_only
         # A read-only index cannot create a table an older cas did not make;
@@ -190,10 +194,11 @@ class Index:
         self._max_key = env.max_key_size()
 
     @classmethod
-    def create(cls, path: str, store_id: str, modes: StoreModes = PRIVATE) -> Index:
+    def create(cls, path: str, store_id: str, modes: StoreModes = PRIVATE,
+               sealer: Sealer | PlainSealer = PLAIN) -> Index:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         make_dir(path, modes.directory)
-        index = cls(cls._open_env(path, modes), path)
+        index = cls(cls._open_env(path, modes), path, sealer=sealer)
         with index._env.begin(write=True) as txn:
             txn.put(b"format", INDEX_FORMAT, db=index._db[b"meta"])
             txn.put(b"store_id", store_id.encode(), db=index._db[b"meta"])
@@ -203,13 +208,14 @@ class Index:
         return index
 
     @classmethod
-    def open(cls, path: str, store_id: str, modes: StoreModes = PRIVATE) -> Index:
+    def open(cls, path: str, store_id: str, modes: StoreModes = PRIVATE,
+             sealer: Sealer | PlainSealer = PLAIN) -> Index:
         _check_files(path)
         read_only = not _writable(path)
         try:
             env = cls._open_env(path, modes, read_only)
             _cover_last_page(env, path, read_only)
-            index = cls(env, path, read_only)
+            index = cls(env, path, read_only, sealer)
             with index._env.begin() as txn:
                 fmt = txn.get(b"format", db=index._db[b"meta"])
                 owner = txn.get(b"store_id", db=index._db[b"meta"])

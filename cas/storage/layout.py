@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..objectid import HEX_LENGTH, ObjectId, is_hex
+from .crypto import PLAIN, PlainSealer, Sealer
 from .encoding import Encoding
 
 OBJECTS = "objects"
@@ -43,6 +44,16 @@ SHARED = StoreModes(directory=0o2770, file=0o660, object=0o440)
 class Layout:
     root: str
     shared: bool = False
+    # Objects live under their names: their ids, or in an encrypted store
+    # the ids sealed (FORMAT §18.3). Every path built from an id goes
+    # through ``name_of`` and every scan through ``id_of``.
+    names: Sealer | PlainSealer = PLAIN
+
+    def name_of(self, oid: ObjectId) -> ObjectId:
+        return self.names.name(oid)
+
+    def id_of(self, name: ObjectId) -> ObjectId:
+        return self.names.unname(name)
 
     @property
     def modes(self) -> StoreModes:
@@ -69,7 +80,7 @@ class Layout:
         return os.path.join(self.root, LOCK)
 
     def loose_path(self, oid: ObjectId, encoding: Encoding) -> str:
-        fan, rest = oid.fanout()
+        fan, rest = self.names.name(oid).fanout()
         return os.path.join(self.objects, fan, rest + encoding.suffix)
 
     def pack_path(self, pack: ObjectId) -> str:
@@ -92,12 +103,13 @@ class Layout:
             fan_dir = os.path.join(self.objects, fan)
             for name in _sorted_entries(fan_dir):
                 stem, encoding = name, Encoding.RAW
-                for candidate in (Encoding.ZSTD, Encoding.CHUNKED):
+                for candidate in Encoding.suffixed():
                     if name.endswith(candidate.suffix):
                         stem, encoding = name[: -len(candidate.suffix)], candidate
+                        break
                 text = fan + stem
                 if len(text) == HEX_LENGTH and is_hex(text):
-                    yield ObjectId.parse(text), encoding, os.path.join(fan_dir, name)
+                    yield self.id_of(ObjectId.parse(text)), encoding, os.path.join(fan_dir, name)
 
     def scan_packs(self) -> Iterator[tuple[ObjectId, str]]:
         for fan in _sorted_entries(self.packs):

@@ -21,6 +21,7 @@ from ..errors import (
     InvalidObjectId,
     ObjectDamaged,
     ObjectNotFound,
+    PasswordRequired,
     StoreExists,
     StoreFileInvalid,
     StoreLocked,
@@ -28,9 +29,11 @@ from ..errors import (
     StoreWriteError,
 )
 from ..objectid import HEX_LENGTH, MIN_PREFIX, Hasher, ObjectId, is_hex
+from . import keys
 from .chunklist import ChunkList
 from .config import CONFIG_FILE, FORMAT_NAME, StoreConfig
 from .content import READ_BLOCK, Content, Contents
+from .crypto import PLAIN, PlainSealer, Sealer
 from .encoding import Encoding, ZstdError
 from .index import Index, IndexEntry
 from .layout import Layout, StoreModes
@@ -127,10 +130,13 @@ class StoreStats:
 
 
 class Store:
-    def __init__(self, path: str, config: StoreConfig, index: Index | None, lock_fd: int):
+    def __init__(self, path: str, config: StoreConfig, index: Index | None, lock_fd: int,
+                 sealer: Sealer | PlainSealer = PLAIN):
         self.path = path
         self.config = config
-        self.layout = Layout(path, config.shared)
+        # What names and seals the store's bytes: PLAIN unless encrypted (FORMAT §18).
+        self.sealer = sealer
+        self.layout = Layout(path, config.shared, sealer)
         self._index = index
         self._lock_fd = lock_fd
         # Every read goes through the content layer; it holds the open packs.
@@ -140,11 +146,15 @@ class Store:
     # -- opening --------------------------------------------------------
 
     @classmethod
-    def init(cls, path: str, config: StoreConfig | None = None) -> Store:
+    def init(cls, path: str, config: StoreConfig | None = None, password: bytes | None = None) -> Store:
+        """A new store at ``path``; encrypted when ``config.encryption`` is set,
+        its first key slot wrapped by ``password``."""
         path = os.path.abspath(path)
         if os.path.lexists(os.path.join(path, CONFIG_FILE)):
             raise StoreExists(path)
         config = config or StoreConfig()
+        if config.encryption is not None and password is None:
+            raise PasswordRequired(path)
         layout = Layout(path, config.shared)
         modes = layout.modes
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -154,7 +164,13 @@ class Store:
         for d in layout.directories():
             make_dir(d, modes.directory)
         fsync_dirs([path] + layout.directories())
-        Index.create(layout.index, config.store_id, modes).close()
+        sealer: Sealer | PlainSealer = PLAIN
+        if config.encryption is not None and password is not None:
+            master, slot = keys.create_master(config.store_id, password)
+            keys.write_slot(path, slot, modes.directory, modes.file)
+            keys.remember(config.store_id, master)
+            sealer = Sealer(master)
+        Index.create(layout.index, config.store_id, modes, sealer).close()
         os.close(_create_lock(layout.lock, modes))
         # The config is written last: its presence is what makes a store.
         config.save(path, modes.file)
@@ -162,24 +178,28 @@ class Store:
         return cls.open(path)
 
     @classmethod
-    def open(cls, path: str, *, exclusive: bool = False, with_index: bool = True) -> Store:
+    def open(cls, path: str, *, exclusive: bool = False, with_index: bool = True,
+             password: keys.PasswordSource | None = None) -> Store:
         """Open the store at ``path`` (a store directory, or a tree holding ``.cas/``).
 
         A store that cannot be written (a read-only mount, no write
         permission) opens read-only: every read works, every write fails
-        with ``StoreWriteError``.
+        with ``StoreWriteError``. An encrypted store is unlocked with
+        ``password`` (bytes, or a function giving them), else with the
+        process's password source (``keys.set_password_source``).
         """
         path = locate_store(path)
         config = StoreConfig.load(path)
-        layout = Layout(path, config.shared)
+        sealer = keys.sealer_for(path, config.store_id, config.encryption is not None, password)
+        layout = Layout(path, config.shared, sealer)
         lock_fd = _lock(layout, exclusive)
         try:
-            index = Index.open(layout.index, config.store_id, layout.modes) if with_index else None
+            index = Index.open(layout.index, config.store_id, layout.modes, sealer) if with_index else None
         except CasError:
             if lock_fd >= 0:
                 os.close(lock_fd)
             raise
-        return cls(path, config, index, lock_fd)
+        return cls(path, config, index, lock_fd, sealer)
 
     @property
     def read_only(self) -> bool:
@@ -225,7 +245,7 @@ class Store:
         """Open the index again (after a rebuild swapped a new one in)."""
         if self._index is not None:
             self._index.close()
-        self._index = Index.open(self.layout.index, self.config.store_id, self.layout.modes)
+        self._index = Index.open(self.layout.index, self.config.store_id, self.layout.modes, self.sealer)
 
     @property
     def index(self) -> Index:
