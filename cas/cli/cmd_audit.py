@@ -21,8 +21,10 @@ def command() -> None:
 
 
 def _audit_log(ctx: Context) -> AuditLog:
+    # The store's sealer opens an encrypted store's records (its keys stay
+    # usable once the store is closed).
     with ctx.open_store(with_index=False) as store:
-        return AuditLog(store.path)
+        return AuditLog.of(store)
 
 
 def _line(record: dict) -> str:
@@ -70,7 +72,7 @@ def verify(ctx: Context, as_json: bool) -> int:
     with ctx.opened() as history:
         heads = [(oid.hex, s.audit_head[0], s.audit_head[1])
                  for oid, s, _ in history.records() if s is not None and s.audit_head]
-        report = AuditLog(history.store.path).verify(heads)
+        report = AuditLog.of(history.store).verify(heads)
     if as_json:
         out_json({"records": report.records, "ok": report.problem is None,
                   "problem": report.problem})

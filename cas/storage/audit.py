@@ -3,14 +3,20 @@ from the store or changed it (``.cas/audit/log``, one JSON record a line).
 
 Each record carries ``prev``, the BLAKE3 of the previous record's line, so a
 changed byte, a removed line or a reordered pair breaks the chain where it
-happened; ``seq`` numbers records from 1 so a gap is named. ``mac`` is kept
-for encrypted stores (a MAC under a store key) and is null in plain ones.
+happened; ``seq`` numbers records from 1 so a gap is named. ``mac`` is null
+in a plain store. In an encrypted store a record keeps only ``v``, ``seq``,
+``prev`` and ``mac`` in the clear: its fields (who, when, what, outcome)
+are one sealed value, and ``mac`` is a keyed BLAKE3 of the line under the
+store's audit key, so a record cannot be forged or altered without the
+keys (docs/FORMAT.md §18.9).
 """
 
 from __future__ import annotations
 
+import base64
 import errno
 import fcntl
+import hmac
 import json
 import os
 import pwd
@@ -20,12 +26,21 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from ..errors import StoreFileInvalid
+import blake3
+
+from ..errors import StoreFileInvalid, StoreIsEncrypted
 from ..objectid import hash_bytes
+from .crypto import PLAIN, PlainSealer, Sealer, SealError
+from .keys import KEYS_DIR
 
 AUDIT_DIR = "audit"
 LOG_NAME = "log"
 FORMAT_VERSION = 1
+SEALED_VERSION = 2          # an encrypted store's record: its fields sealed
+# A sealed record's fields are padded to a multiple of this, so a line's
+# length tells little about the command, refs and paths it names.
+SEALED_PAD = 128
+_CLEAR = ("v", "seq", "prev", "mac")
 GENESIS = "0" * 64
 _TAIL_READ = 64 << 10
 
@@ -83,14 +98,29 @@ class ChainReport:
 
 
 class AuditLog:
-    def __init__(self, store_root: str, file_mode: int = 0o600, dir_mode: int = 0o700):
+    """The log of one store. ``sealer`` is the store's: given None, the log
+    is read as a plain store's and an append into a store that has key
+    slots (an encrypted one) is refused rather than written in the clear."""
+
+    def __init__(self, store_root: str, file_mode: int = 0o600, dir_mode: int = 0o700,
+                 sealer: Sealer | PlainSealer | None = None):
+        self.root = store_root
         self.directory = os.path.join(store_root, AUDIT_DIR)
         self.path = os.path.join(self.directory, LOG_NAME)
         self._file_mode, self._dir_mode = file_mode, dir_mode
+        self._sealer_given = sealer is not None
+        self.sealer: Sealer | PlainSealer = sealer if sealer is not None else PLAIN
+
+    @classmethod
+    def of(cls, store) -> AuditLog:
+        """The log of an open store, with its modes and its sealer."""
+        modes = store.layout.modes
+        return cls(store.path, modes.file, modes.directory, store.sealer)
 
     def append(self, fields: dict) -> dict:
         """Number, chain and append one record, fsync'd; OSError when the
         store or the log cannot be written (a read-only store)."""
+        self._refuse_plaintext()
         fd = self._open_for_append()
         try:
             # The log's own lock orders appenders: most commands hold the
@@ -98,15 +128,30 @@ class AuditLog:
             fcntl.flock(fd, fcntl.LOCK_EX)
             tail, torn = _last_line(fd)
             seq = _seq_of(tail) + 1 if tail else 1
-            record = {**fields, "v": FORMAT_VERSION, "seq": seq,
-                      "prev": line_hash(tail) if tail else GENESIS, "mac": None}
+            prev = line_hash(tail) if tail else GENESIS
+            record = self._record(fields, seq, prev)
             line = canonical_line(record)
             # A line torn by a crash stays (verify names it); ours starts anew.
             os.write(fd, b"\n" + line if torn else line)
             os.fsync(fd)
-            return record
+            return {**fields, **{k: record[k] for k in _CLEAR}}
         finally:
             os.close(fd)
+
+    def _refuse_plaintext(self) -> None:
+        if self._sealer_given or not os.path.isdir(os.path.join(self.root, KEYS_DIR)):
+            return
+        raise StoreIsEncrypted(f"the audit record for {self.root}",
+                               "the record must be written through the unlocked store")
+
+    def _record(self, fields: dict, seq: int, prev: str) -> dict:
+        """The record as written: the fields in the clear, or sealed and MAC'd."""
+        sealer = self.sealer
+        if not isinstance(sealer, Sealer):
+            return {**fields, "v": FORMAT_VERSION, "seq": seq, "prev": prev, "mac": None}
+        record = {"v": SEALED_VERSION, "seq": seq, "prev": prev,
+                  "sealed": seal_fields(sealer, seq, fields)}
+        return {**record, "mac": record_mac(sealer, record)}
 
     def _open_for_append(self) -> int:
         try:
@@ -156,14 +201,21 @@ class AuditLog:
             return f.read().splitlines(keepends=True)
 
     def records(self) -> Iterator[dict]:
-        """The records that parse, in order (``verify`` says what does not)."""
+        """The records that parse (in an encrypted store: that authenticate,
+        unsealed), in order; ``verify`` says what does not."""
         for line in self.lines():
             try:
                 record = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(record, dict):
-                yield record
+            if not isinstance(record, dict):
+                continue
+            if isinstance(self.sealer, Sealer):
+                try:
+                    record = open_record(self.sealer, record)
+                except SealError:
+                    continue
+            yield record
 
     def verify(self, heads: Iterable[tuple[str, int, str]] = ()) -> ChainReport:
         """Check the chain, then each (snapshot, count, hash) head recorded
@@ -171,7 +223,7 @@ class AuditLog:
         lines = self.lines()
         prev, count = GENESIS, 0
         for number, line in enumerate(lines, 1):
-            problem = _check_line(line, number, prev)
+            problem = _check_line(line, number, prev) or self._check_seal(line, number)
             if problem:
                 return ChainReport(count, problem)
             prev, count = line_hash(line), number
@@ -183,6 +235,59 @@ class AuditLog:
                 return ChainReport(count, f"record {records}: not the one snapshot "
                                           f"{snapshot[:12]} saw (the log was replaced)")
         return ChainReport(count, None)
+
+
+    def _check_seal(self, line: bytes, number: int) -> str | None:
+        """In an encrypted store: the record's MAC and sealed fields."""
+        if not isinstance(self.sealer, Sealer):
+            return None
+        try:
+            open_record(self.sealer, json.loads(line))
+        except SealError as e:
+            return f"record {number}: {e}"
+        return None
+
+
+# -- sealed records (encrypted stores) ------------------------------------------
+
+
+def _context(seq: int) -> bytes:
+    # Binds sealed fields to their record number: moved elsewhere, they do not open.
+    return b"cas audit record\0" + seq.to_bytes(8, "big")
+
+
+def seal_fields(sealer: Sealer, seq: int, fields: dict) -> str:
+    """A record's fields as one sealed value (base64), padded with spaces."""
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % SEALED_PAD)
+    return base64.b64encode(sealer.seal_value(_context(seq), text)).decode("ascii")
+
+
+def record_mac(sealer: Sealer, record: dict) -> str:
+    """The keyed BLAKE3, under the store's audit key, of the record's
+    canonical JSON without its ``mac`` member."""
+    body = {k: v for k, v in record.items() if k != "mac"}
+    text = canonical_line(body).rstrip(b"\n")
+    return blake3.blake3(b"cas audit mac\0" + text, key=sealer.audit_key).hexdigest()
+
+
+def open_record(sealer: Sealer, record: dict) -> dict:
+    """A sealed record's fields with its clear ones; SealError if its MAC
+    or its sealed value does not authenticate."""
+    mac, seq, sealed = record.get("mac"), record.get("seq"), record.get("sealed")
+    if record.get("v") != SEALED_VERSION or not isinstance(mac, str) or \
+            not isinstance(sealed, str) or type(seq) is not int or seq < 1:
+        raise SealError("not a sealed record (the log of an encrypted store holds only those)")
+    if not hmac.compare_digest(mac, record_mac(sealer, record)):
+        raise SealError("its MAC does not match (the record was changed or forged)")
+    try:
+        text = sealer.open_value(_context(seq), base64.b64decode(sealed, validate=True))
+        fields = json.loads(text)
+    except (ValueError, SealError) as e:
+        raise SealError(f"its sealed fields do not open ({e})") from None
+    if not isinstance(fields, dict):
+        raise SealError("its sealed fields are not a record")
+    return {**{k: v for k, v in fields.items() if k not in _CLEAR}, **{k: record.get(k) for k in _CLEAR}}
 
 
 def _set_mode(path: str, flags: int, mode: int) -> None:
