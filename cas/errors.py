@@ -494,3 +494,24 @@ class StoreIsEncrypted(CasError):
 
     def __init__(self, what: str, hint: str):
         super().__init__(f"{what} would write plaintext into an encrypted store; {hint}")
+
+
+class UnknownKeySlot(CasError):
+    def __init__(self, store: str, slot_id: str, known: list[str]):
+        have = ", ".join(known) if known else "none that open"
+        super().__init__(f"the store {store} has no key {slot_id!r} (its keys: {have}; "
+                         "see 'cas key list')")
+
+
+class NewPasswordRefused(CasError):
+    """A new passphrase that is empty, or typed differently the second time."""
+
+    def __init__(self, why: str):
+        super().__init__(f"no new passphrase: {why}")
+
+
+class StoreNotEncrypted(CasError):
+    def __init__(self, store: str):
+        super().__init__(f"the store {store} is not encrypted, so it has no keys (an encrypted "
+                         "store is made with 'cas init --encrypt')")
+

@@ -4,10 +4,11 @@ import os
 
 import click
 
-from ..errors import StoreInsideTree, StoreNotFound
+from ..errors import StoreExists, StoreInsideTree, StoreNotFound
 from ..model.refs import DEFAULT_BRANCH, Refs
-from ..storage.config import StoreConfig
+from ..storage.config import CONFIG_FILE, ENCRYPTION, StoreConfig
 from ..storage.store import STORE_DIR, Store, find_store
+from .cmd_key import new_passphrase
 from .main import Context, json_option, pass_ctx
 from .output import info, out_json
 
@@ -16,12 +17,15 @@ from .output import info, out_json
 @click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=str))
 @click.option("--shared", is_flag=True,
               help="Share the store with its directory's group (directories 2770, files 0660).")
+@click.option("--encrypt", is_flag=True,
+              help="Encrypt the store under a passphrase (CAS_PASSWORD, CAS_PASSWORD_FILE, "
+                   "CAS_PASSWORD_COMMAND, or typed twice on a terminal).")
 @click.option("--nested", is_flag=True,
               help="Make the store even inside the tree of another one (whose snapshots "
                    "then take in this store's files).")
 @json_option("Print the new store's details as JSON.")
 @pass_ctx
-def command(ctx: Context, directory: str | None, shared: bool, nested: bool,
+def command(ctx: Context, directory: str | None, shared: bool, encrypt: bool, nested: bool,
             as_json: bool) -> None:
     """Create a store.
 
@@ -36,20 +40,31 @@ def command(ctx: Context, directory: str | None, shared: bool, nested: bool,
     Inside the tree of an existing store (a directory below one holding
     .cas/) init refuses unless --nested is given.
 
+    With --encrypt, everything the store holds is encrypted under a master
+    key, itself kept in a key slot that the passphrase unlocks (more with
+    'cas key add'). Without a passphrase no one can read the store, cas
+    included: keep it somewhere safe.
+
     \b
     Examples:
       cas init ~/assistant
+      CAS_PASSWORD_FILE=~/.config/cas/pass cas init --encrypt --store /media/ssd/cas
     """
     if ctx.store_path is None and not nested:
         _refuse_inside_tree(os.path.abspath(directory or "."))
     path = ctx.store_path or os.path.join(directory or ".", STORE_DIR)
-    with Store.init(path, StoreConfig(shared=shared)) as store:
+    if os.path.lexists(os.path.join(path, CONFIG_FILE)):
+        raise StoreExists(os.path.abspath(path))   # before asking for a passphrase
+    password = new_passphrase("CAS_") if encrypt else None
+    config = StoreConfig(shared=shared, encryption=dict(ENCRYPTION) if encrypt else None)
+    with Store.init(path, config, password=password) as store:
         Refs(store).set_head_branch(DEFAULT_BRANCH)
         if as_json:
             out_json({"store": store.path, "store_id": store.config.store_id,
-                      "version": store.config.version})
+                      "version": store.config.version, "encrypted": encrypt})
         else:
-            info(f"initialized empty cas store in {store.path}", ctx.quiet)
+            kind = "empty encrypted" if encrypt else "empty"
+            info(f"initialized {kind} cas store in {store.path}", ctx.quiet)
 
 
 def _refuse_inside_tree(directory: str) -> None:

@@ -4,7 +4,7 @@ import os
 
 import click
 
-from ..errors import counted
+from ..errors import ArgumentsConflict, counted
 from ..model.log import LogEntry
 from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE, SYMLINK
@@ -122,15 +122,24 @@ def show(ctx: Context, spec: str, as_json: bool) -> None:
 @click.command("ls")
 @click.argument("spec", metavar="SNAP[:PATH]", default="HEAD", shell_complete=complete_ref_or_path)
 @click.option("-r", "--recursive", is_flag=True, help="List everything below, not one level.")
+@click.option("--b3sum", "as_b3sum", is_flag=True,
+              help="Only files, each as b3sum prints it: its BLAKE3 (its id), two spaces, its path.")
 @json_option()
 @pass_ctx
-def ls(ctx: Context, spec: str, recursive: bool, as_json: bool) -> None:
+def ls(ctx: Context, spec: str, recursive: bool, as_b3sum: bool, as_json: bool) -> None:
     """List a directory of a snapshot: cas ls SNAP[:PATH].
+
+    A file's id is the BLAKE3 of its content, in an encrypted store too, so
+    --b3sum output compares with b3sum's (paths are relative to the store's
+    tree, ids to the bytes restore writes).
 
     \b
     Examples:
       cas ls -r HEAD~1:notes
+      cas ls -r --b3sum HEAD:notes
     """
+    if as_b3sum and as_json:
+        raise ArgumentsConflict("--b3sum and --json are two formats: give one (the JSON has each id)")
     ref, _, path = spec.partition(":")
     with ctx.opened() as history:
         snap = resolve_snapshot(history, ref or "HEAD")
@@ -143,6 +152,11 @@ def ls(ctx: Context, spec: str, recursive: bool, as_json: bool) -> None:
             base = rel + b"/" if rel else b""
             rows = list(history.walk(tree_id, base)) if recursive else \
                 [(base + e.name, e) for e in history.load_tree(tree_id).entries]
+    if as_b3sum:
+        for p, e in rows:
+            if e.kind == FILE and e.oid is not None:
+                out_line(f"{e.oid.hex}  {shown(p)}")
+        return
     if as_json:
         out_json([{"path": os.fsdecode(p).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
                    **e.to_doc()} for p, e in rows])

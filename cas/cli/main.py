@@ -2,7 +2,8 @@
 
 Errors become one line on stderr and an exit code here, in one place:
 0 ok, 1 a check found a problem, 2 a usage or input error, 130 interrupted.
-Only this package reads ``CAS_*`` environment variables.
+Only this package reads ``CAS_*`` environment variables (and cas.passwords,
+for the passphrase sources the MLX loader reads too).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import TYPE_CHECKING, TypeVar
 import click
 
 from ..errors import EXIT_PROBLEM_FOUND, EXIT_USAGE, ArgumentsConflict, CasError, UnknownCommand
+from ..passwords import environment_source
+from ..storage import keys
 from ..storage.store import Store, find_store, locate_store
 from .audit_trail import AuditNotes, record_command
 from .output import error_line, warn
@@ -118,7 +121,7 @@ COMMAND_MODULES = {
     "checkout": "cmd_restore", "branch": "cmd_refs", "tag": "cmd_refs", "gc": "cmd_gc",
     "forget": "cmd_gc", "model": "cmd_model", "stores": "cmd_model", "watch": "cmd_watch",
     "policy": "cmd_policy", "maintain": "cmd_maintain", "report": "cmd_report",
-    "repair": "cmd_repair", "audit": "cmd_audit",
+    "repair": "cmd_repair", "audit": "cmd_audit", "key": "cmd_key",
 }
 
 
@@ -236,6 +239,26 @@ def cli(ctx: click.Context, store_path: str | None, quiet: bool) -> None:
       cas log --oneline -n 5
     """
     ctx.obj = Context(store_path, quiet, ctx.obj if isinstance(ctx.obj, AuditNotes) else None)
+    keys.set_password_source(store_passphrase)
+
+
+def store_passphrase() -> bytes | None:
+    """An encrypted store's passphrase, asked for only when one is opened:
+    CAS_PASSWORD, CAS_PASSWORD_FILE or CAS_PASSWORD_COMMAND, else typed on
+    the terminal stdin is; None when there is no way to get one."""
+    given = environment_source()
+    if given is None and sys.stdin.isatty():
+        given = ask_passphrase("Passphrase of the store: ") or None
+    return given
+
+
+def ask_passphrase(prompt: str) -> bytes:
+    """A line typed on the terminal without echo (empty at end of input)."""
+    import getpass
+    try:
+        return os.fsencode(getpass.getpass(prompt))
+    except EOFError:
+        return b""
 
 
 def main(argv: list[str] | None = None) -> None:

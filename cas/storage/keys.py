@@ -9,23 +9,25 @@ leaves every old slot as it was.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
-from ..durable import fsync_dir, make_dir, read_bounded, remove_quietly, write_atomic
-from ..errors import KeySlotsUnusable, LastKeySlot, PasswordRequired, WrongPassword
+from ..durable import fsync_dir, make_dir, read_bounded, write_atomic
+from ..errors import KeySlotsUnusable, LastKeySlot, PasswordRequired, UnknownKeySlot, WrongPassword
 from .crypto import KEY_SIZE, PLAIN, SALT_SIZE, TAG_SIZE, PlainSealer, Sealer, new_master_key
 
 # A passphrase, or a function that asks for one (called only when needed).
-PasswordSource = bytes | Callable[[], bytes]
+PasswordSource = bytes | Callable[[], bytes | None]
 
 KEYS_DIR = "keys"
 SLOT_SUFFIX = ".json"
@@ -43,8 +45,11 @@ MAX_SLOT_BYTES = 64 << 10
 # Master keys unlocked in this process, by store id: one Argon2id per store
 # and process, however often it is opened.
 _unlocked: dict[str, bytes] = {}
+# The slot each of them was unlocked with ('cas key passwd' replaces it).
+_opened_slots: dict[str, str] = {}
 # Where a passphrase comes from when Store.open is given none: the CLI and
-# the MLX loader set this to the CAS_PASSWORD* sources and a prompt.
+# the MLX loader set this to the CAS_PASSWORD* sources and a prompt. A
+# function giving None has none to give (PasswordRequired).
 _default_source: PasswordSource | None = None
 
 
@@ -60,11 +65,22 @@ def sealer_for(store_path: str, store_id: str, encrypted: bool,
         return PLAIN
     master = _unlocked.get(store_id)
     if master is None:
+        # The slots first: a store nothing can unlock says so before anyone
+        # is asked for a passphrase.
+        slots, bad = read_slots(store_path)
+        if not slots:
+            raise KeySlotsUnusable(store_path, bad)
         source = password if password is not None else _default_source
-        if source is None:
+        given = source() if callable(source) else source
+        if given is None:
             raise PasswordRequired(store_path)
-        master, _slot = unlock(store_path, store_id, source() if callable(source) else source)
+        master = _unlock_slots(store_path, store_id, slots, given)
     return Sealer(master)
+
+
+def opened_slot(store_id: str) -> str | None:
+    """The id of the slot that unlocked the store in this process."""
+    return _opened_slots.get(store_id)
 
 
 @dataclass(frozen=True)
@@ -131,21 +147,31 @@ def create_master(store_id: str, password: bytes) -> tuple[bytes, KeySlot]:
 
 def read_slots(store_path: str) -> tuple[list[KeySlot], list[str]]:
     """The readable slots, and a reason for each slot file that is not."""
+    slots, damaged = slot_files(store_path)
+    return slots, [f"{slot_id}{SLOT_SUFFIX}: {why}" if slot_id else why for slot_id, why in damaged]
+
+
+def slot_files(store_path: str) -> tuple[list[KeySlot], list[tuple[str, str]]]:
+    """The readable slots, and (slot id, reason) for each slot file that is
+    not (the id empty when keys/ itself cannot be listed)."""
     directory = keys_dir(store_path)
     try:
         names = sorted(os.listdir(directory))
     except OSError as e:
-        return [], [f"{directory}: {e.strerror}"]
-    slots, bad = [], []
+        return [], [("", f"{directory}: {e.strerror}")]
+    slots: list[KeySlot] = []
+    damaged: list[tuple[str, str]] = []
     for name in names:
         if not name.endswith(SLOT_SUFFIX) or name.startswith("."):
             continue
+        slot_id = name[: -len(SLOT_SUFFIX)]
         try:
-            slots.append(_parse_slot(read_bounded(os.path.join(directory, name), MAX_SLOT_BYTES),
-                                     name[: -len(SLOT_SUFFIX)]))
-        except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
-            bad.append(f"{name}: {e}")
-    return slots, bad
+            slots.append(_parse_slot(read_bounded(os.path.join(directory, name), MAX_SLOT_BYTES), slot_id))
+        except OSError as e:
+            damaged.append((slot_id, e.strerror or str(e)))
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
+            damaged.append((slot_id, f"not a key slot ({type(e).__name__}: {e})"))
+    return slots, damaged
 
 
 def _parse_slot(data: bytes, slot_id: str) -> KeySlot:
@@ -178,11 +204,17 @@ def unlock(store_path: str, store_id: str, password: bytes) -> tuple[bytes, str]
     slots, bad = read_slots(store_path)
     if not slots:
         raise KeySlotsUnusable(store_path, bad)
+    master = _unlock_slots(store_path, store_id, slots, password)
+    return master, _opened_slots[store_id]
+
+
+def _unlock_slots(store_path: str, store_id: str, slots: list[KeySlot], password: bytes) -> bytes:
     for slot in slots:
         master = unwrap(slot, store_id, password)
         if master is not None:
             _unlocked[store_id] = master
-            return master, slot.slot_id
+            _opened_slots[store_id] = slot.slot_id
+            return master
     raise WrongPassword(store_path)
 
 
@@ -194,11 +226,25 @@ def remember(store_id: str, master: bytes) -> None:
     _unlocked[store_id] = master
 
 
+@contextlib.contextmanager
+def keys_locked(store_path: str) -> Iterator[None]:
+    """keys/ held exclusively (flock on the directory): two removals at once
+    must not each see the other's slot left and remove the last two."""
+    fd = os.open(keys_dir(store_path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def remove_slot(store_path: str, slot_id: str) -> None:
-    slots, _bad = read_slots(store_path)
-    if not any(s.slot_id == slot_id for s in slots):
-        raise KeyError(slot_id)
-    if len(slots) == 1:
-        raise LastKeySlot(store_path, slot_id)
-    remove_quietly(os.path.join(keys_dir(store_path), slot_id + SLOT_SUFFIX))
-    fsync_dir(keys_dir(store_path))
+    """Remove a slot (a damaged one too), refusing the last that opens."""
+    with keys_locked(store_path):
+        slots, damaged = slot_files(store_path)
+        if slot_id not in {s.slot_id for s in slots} | {d for d, _ in damaged}:
+            raise UnknownKeySlot(store_path, slot_id, [s.slot_id for s in slots])
+        if [s.slot_id for s in slots] == [slot_id]:
+            raise LastKeySlot(store_path, slot_id)
+        os.unlink(os.path.join(keys_dir(store_path), slot_id + SLOT_SUFFIX))
+        fsync_dir(keys_dir(store_path))
