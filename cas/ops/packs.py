@@ -46,6 +46,15 @@ class ConsolidateReport:
     orphan_packs: int = 0
 
 
+def _inner_bytes(store: Store, entry: IndexEntry) -> bytes:
+    """An entry's stored bytes as they are before sealing: a sealed entry is
+    bound to its pack and offset, so a rewrite opens it and seals it anew."""
+    stored = store.read_stored(entry)
+    if not entry.encoding.sealed:
+        return stored
+    return store.contents.open_entry(entry, stored)
+
+
 def consolidate(store: Store, small: int = SMALL_PACK, dry_run: bool = False) -> ConsolidateReport:
     """Rewrite the packs under ``small`` bytes into few larger ones.
 
@@ -109,8 +118,8 @@ def rewrite_packs(store: Store, entries: Iterable[IndexEntry]) -> int:
     try:
         for e in entries:
             if writer is None:
-                writer = PackWriter(layout.tmp, layout.modes.object)
-            writer.add(e.oid, e.encoding, store.read_stored(e), e.size)
+                writer = PackWriter(layout.tmp, layout.modes.object, store.sealer)
+            writer.add(e.oid, e.encoding.inner, _inner_bytes(store, e), e.size)
             if writer.size >= store.config.pack_target_size:
                 seal()
         seal()

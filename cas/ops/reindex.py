@@ -13,16 +13,18 @@ import shutil
 import stat
 from dataclasses import dataclass, field
 
-from ..durable import fsync_dir, read_upto
+from ..durable import fsync_dir
 from ..model.history import History
 from ..objectid import ObjectId
 from ..storage.chunklist import HEAD_SIZE, LIST_PARSE_LIMIT, MAGIC, ChunkList, ChunkListError, binary_header
+from ..storage.crypto import SealError
 from ..storage.encoding import Encoding
 from ..storage.index import Index, IndexEntry, PackRecord
 from ..storage.layout import Layout
 from ..storage.pack import PackFormatError, read_entries
 from ..storage.seekable import SeekTableError, content_size, read_seek_table
 from ..storage.store import Store
+from ..storage.storedfile import StoredFile, open_stored
 
 BATCH = 10_000
 
@@ -42,7 +44,7 @@ def rebuild_index(store_path: str) -> RebuildReport:
         layout = store.layout
         new_path = layout.index + ".new"
         shutil.rmtree(new_path, ignore_errors=True)
-        index = Index.create(new_path, store.config.store_id, store.layout.modes)
+        index = Index.create(new_path, store.config.store_id, store.layout.modes, store.sealer)
         try:
             entries = _Entries(index)
             # Loose files first: a loose copy of an id that is also in a pack
@@ -93,7 +95,7 @@ class _Entries:
 def _add_loose(layout: Layout, entries: _Entries, report: RebuildReport) -> None:
     for oid, encoding, path in layout.scan_loose():
         try:
-            stored, size = loose_sizes(oid, encoding, path)
+            stored, size = loose_sizes(oid, encoding, path, layout)
         except LOOSE_ERRORS as e:
             report.bad_files.append((path, str(e)))
             continue
@@ -105,7 +107,7 @@ def _add_loose(layout: Layout, entries: _Entries, report: RebuildReport) -> None
 def _add_packs(store: Store, entries: _Entries, report: RebuildReport) -> None:
     for pack, path in store.layout.scan_packs():
         try:
-            records = read_entries(path)
+            records = read_entries(path, store.sealer)
             size = os.path.getsize(path)
         except (PackFormatError, OSError) as e:
             report.bad_files.append((path, str(e)))
@@ -139,20 +141,22 @@ def _swap_in(layout: Layout, new_path: str) -> None:
     shutil.rmtree(old_path, ignore_errors=True)
 
 
-LOOSE_ERRORS = (OSError, SeekTableError, ChunkListError)
+LOOSE_ERRORS = (OSError, SeekTableError, ChunkListError, SealError)
 
 
-def loose_sizes(oid: ObjectId, encoding: Encoding, path: str) -> tuple[int, int]:
+def loose_sizes(oid: ObjectId, encoding: Encoding, path: str, layout: Layout) -> tuple[int, int]:
     """(stored, content) size of a loose object file, as the index records them;
-    raises one of LOOSE_ERRORS for a file the index cannot take."""
+    raises one of LOOSE_ERRORS for a file the index cannot take. A sealed
+    file must open under the store's keys as this object's."""
     fd = _open_regular(path)
     try:
         stored = os.fstat(fd).st_size
-        if encoding is Encoding.RAW:
-            return stored, stored
-        if encoding is Encoding.CHUNKED:
-            return stored, _chunked_size(fd, oid, stored)
-        return stored, content_size(read_seek_table(fd))
+        f = open_stored(fd, stored, layout, oid, encoding)
+        if encoding.inner is Encoding.RAW:
+            return stored, f.size
+        if encoding.inner is Encoding.CHUNKED:
+            return stored, _chunked_size(f, oid)
+        return stored, content_size(read_seek_table(f))
     finally:
         os.close(fd)
 
@@ -167,7 +171,7 @@ def _open_regular(path: str) -> int:
     return fd
 
 
-def _chunked_size(fd: int, oid: ObjectId, stored: int) -> int:
+def _chunked_size(f: StoredFile, oid: ObjectId) -> int:
     """The content size a chunk list records, reading no more than it needs.
 
     A list up to ``LIST_PARSE_LIMIT`` bytes is parsed whole, as every read
@@ -177,7 +181,8 @@ def _chunked_size(fd: int, oid: ObjectId, stored: int) -> int:
     bound it: longer is damage. A sparse file of any length planted under
     objects/ costs no memory.
     """
-    head = os.pread(fd, HEAD_SIZE, 0)
+    stored = f.size
+    head = f.pread(HEAD_SIZE, 0)
     if head.startswith(MAGIC):
         listed, size, lengths = binary_header(head)
         if stored not in lengths:
@@ -185,7 +190,7 @@ def _chunked_size(fd: int, oid: ObjectId, stored: int) -> int:
     elif stored > LIST_PARSE_LIMIT:
         raise ChunkListError(f"a version 1 chunk list larger than {LIST_PARSE_LIMIT} bytes")
     if stored <= LIST_PARSE_LIMIT:
-        chunks = ChunkList.from_json(read_upto(fd, LIST_PARSE_LIMIT + 1))
+        chunks = ChunkList.from_json(f.pread(LIST_PARSE_LIMIT + 1, 0))
         listed, size = chunks.oid, chunks.size
     if listed != oid:
         raise ChunkListError("chunk list names another file")

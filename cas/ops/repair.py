@@ -126,12 +126,12 @@ def _adopt_own_copies(store: Store, wanted: set[ObjectId]) -> list[ObjectId]:
     adopted = []
     for oid in sorted(wanted, key=lambda o: o.hex):
         current = store.index.lookup(oid)
-        for encoding in (Encoding.RAW, Encoding.ZSTD):
+        for encoding in (Encoding.RAW, Encoding.ZSTD, Encoding.SEALED_RAW, Encoding.SEALED_ZSTD):
             if current is not None and current.pack is None and current.encoding is encoding:
                 continue  # the damaged copy itself
             path = store.layout.loose_path(oid, encoding)
             try:
-                stored, size = loose_sizes(oid, encoding, path)
+                stored, size = loose_sizes(oid, encoding, path, store.layout)
             except LOOSE_ERRORS:
                 continue
             entry = IndexEntry(oid, encoding, size, stored)
@@ -237,8 +237,10 @@ def _placement(entry: IndexEntry | None) -> Placement:
     if entry is None or entry.chunked:
         return Placement()
     if entry.pack is not None:
-        return Placement(raw=entry.encoding is Encoding.RAW)
-    return Placement(raw=entry.encoding is Encoding.RAW, whole=True)
+        return Placement(raw=entry.encoding.inner is Encoding.RAW)
+    # A public object (raw, unsealed in an encrypted store) stays public.
+    return Placement(raw=entry.encoding.inner is Encoding.RAW, whole=True,
+                     public=entry.encoding is Encoding.RAW)
 
 
 def _from_files(root: str, wanted: set[ObjectId],

@@ -295,7 +295,7 @@ class _Tally:
         self.objects += 1
         chunked = e.chunked
         self.chunked += chunked
-        self.compressed += e.encoding is Encoding.ZSTD
+        self.compressed += e.encoding.inner is Encoding.ZSTD
         if e.pack is not None:
             self.packed_objects += 1
             self.packed_stored += e.stored_length

@@ -28,7 +28,7 @@ from ..model.tree import DIR, FILE
 from ..model.treelinks import LINK_DIR, Link
 from ..objectid import HEX_LENGTH, ObjectId, hash_bytes, hash_path, is_hex
 from ..problems import Problem
-from ..storage.encoding import Encoding, ZstdError, decode
+from ..storage.encoding import Encoding
 from ..storage.index import IndexEntry, PackRecord
 from ..storage.pack import PackFormatError, read_entries
 from ..storage.store import Store
@@ -539,7 +539,7 @@ def _check_unindexed(store: Store, report: VerifyReport, indexed_loose, indexed_
         if oid in indexed_loose:
             continue
         try:
-            loose_sizes(oid, encoding, path)
+            loose_sizes(oid, encoding, path, store.layout)
             report.unindexed_objects += 1
         except LOOSE_ERRORS as e:
             # Named by its path: the id may also be indexed in a sound pack.
@@ -549,7 +549,7 @@ def _check_unindexed(store: Store, report: VerifyReport, indexed_loose, indexed_
         if pack in indexed_packs:
             continue
         try:
-            read_entries(path)
+            read_entries(path, store.sealer)
             report.unindexed_packs += 1
         except (PackFormatError, OSError) as e:
             report.damage.append(Problem.damage(pack, "pack", f"not in the index and unreadable ({e}); "
@@ -567,7 +567,7 @@ def _check_pack(store: Store, pack: ObjectId, entries: list[IndexEntry]) -> tupl
         damage.append(Problem.damage(pack, "pack", "file does not hash to its name"))
     view = memoryview(data)
     for entry in entries:
-        why = _check_content(entry, bytes(view[entry.offset:entry.offset + entry.stored_length]))
+        why = _check_content(store, entry, bytes(view[entry.offset:entry.offset + entry.stored_length]))
         if why:
             damage.append(Problem.damage(entry.oid, "object", f"{why} (in pack {pack.short})"))
     return len(data), damage
@@ -583,17 +583,18 @@ def _check_packed(store: Store, pack: ObjectId, entries: list[IndexEntry]) -> tu
             damage.append(Problem.damage(e.oid, "object", f"unreadable ({err})"))
             continue
         checked += len(stored)
-        why = _check_content(e, stored)
+        why = _check_content(store, e, stored)
         if why:
             damage.append(Problem.damage(e.oid, "object", f"{why} (in pack {pack.short})"))
     return checked, damage
 
 
-def _check_content(entry: IndexEntry, stored: bytes) -> str | None:
+def _check_content(store: Store, entry: IndexEntry, stored: bytes) -> str | None:
+    """Why a packed object's stored bytes are not its content, or None."""
     try:
-        content = decode(entry.encoding, stored, entry.size)
-    except ZstdError as e:
-        return f"cannot be decompressed ({e})"
+        content = store.contents.decode(entry, stored)
+    except ObjectDamaged as e:
+        return str(e).split(": ", 1)[-1].removesuffix(" (run 'cas verify --full')")
     if len(content) != entry.size:
         return f"has {len(content)} bytes, {entry.size} recorded"
     if hash_bytes(content) != entry.oid:

@@ -26,13 +26,18 @@ from ..durable import read_upto
 from ..errors import ObjectDamaged
 from ..objectid import ObjectId, hash_bytes
 from .chunklist import ChunkList, ChunkListError
+from .crypto import PackCipher, Sealer, SealError
 from .encoding import Encoding, ZstdError, decode
 from .index import Index, IndexEntry
 from .layout import Layout
+from .pack import PackFormatError, read_header
 from .seekable import iter_blocks, read_frame, read_seek_table
+from .storedfile import SealedFile, StoredFile, open_stored
 from .workers import ordered_map
 
 READ_BLOCK = 1 << 20
+# A sealed raw file is read this much at a time (whole 1 MiB segments).
+_SEALED_BLOCK = 4 << 20
 _MAX_OPEN_PACKS = 64
 # Chunk lists and seek tables kept: a model's tensors are read a few at a
 # time from the same few files.
@@ -67,7 +72,7 @@ class Content:
 
     @property
     def chunked(self) -> bool:
-        return self.entry.encoding is Encoding.CHUNKED
+        return self.entry.chunked
 
     @property
     def chunk_ids(self) -> list[ObjectId]:
@@ -96,6 +101,8 @@ class Contents:
         self._packs_lock = threading.Lock()
         self._lists: dict[ObjectId, Content] = {}
         self._frames: dict[ObjectId, list] = {}
+        self._sealer = layout.names
+        self._pack_ciphers: dict[ObjectId, PackCipher] = {}
 
     def close(self) -> None:
         with self._packs_lock:
@@ -117,7 +124,7 @@ class Contents:
         return None if entry is None else self.resolve(entry)
 
     def resolve(self, entry: IndexEntry) -> Content:
-        if entry.encoding is not Encoding.CHUNKED:
+        if not entry.chunked:
             return Content(entry)
         cached = self._lists.get(entry.oid)
         if cached is None or cached.entry != entry:
@@ -148,6 +155,8 @@ class Contents:
             raise ObjectDamaged(entry.oid.hex, f"its chunk list has {len(data)} bytes or more, "
                                                f"{entry.stored_length} recorded")
         try:
+            if entry.encoding.sealed:
+                data = self._open_sealed_bytes(entry, data)
             chunks = ChunkList.from_json(data)
         except (ChunkListError, RecursionError) as e:
             raise ObjectDamaged(entry.oid.hex, str(e) or "malformed chunk list") from None
@@ -165,7 +174,7 @@ class Contents:
         entry = self._index().lookup(oid)
         if entry is None:
             raise ObjectDamaged(oid.hex, "a chunk is missing from the store")
-        if entry.encoding is Encoding.CHUNKED:
+        if entry.chunked:
             raise ObjectDamaged(oid.hex, "a chunk list names a chunked object as a chunk "
                                          "(itself, or a loop); chunks are stored whole")
         if entry.size != length:
@@ -198,17 +207,22 @@ class Contents:
         if entry.pack is not None:
             yield self.decode(entry, self.read_stored(entry))
             return
-        if entry.encoding is Encoding.CHUNKED:
+        if entry.chunked:
             load = self.checked_chunk if check_chunks else self.chunk_content
             yield from ordered_map(load, self.resolve(entry).chunks, ahead=8)
             return
-        fd = self.open_file(self.layout.loose_path(entry.oid, entry.encoding), entry.oid)[0]
-        with os.fdopen(fd, "rb") as f:
-            if entry.encoding is Encoding.ZSTD:
-                yield from iter_blocks(f.fileno(), read_seek_table(f.fileno()))
+        stored = self.open_loose(entry)
+        try:
+            if entry.encoding.inner is Encoding.ZSTD:
+                yield from iter_blocks(stored, read_seek_table(stored))
+            elif isinstance(stored, SealedFile):
+                # Segments opened on all cores, a block of several at a time.
+                starts = range(0, stored.size, _SEALED_BLOCK)
+                yield from ordered_map(lambda at: stored.pread(_SEALED_BLOCK, at), starts)
             else:
-                while block := f.read(READ_BLOCK):
-                    yield block
+                yield from _plain_blocks(stored.fd)
+        finally:
+            os.close(stored.fd)
 
     def chunk_content(self, chunk: tuple[ObjectId, int]) -> bytes:
         oid, length = chunk
@@ -234,7 +248,7 @@ class Contents:
             return
         if entry.pack is not None:
             self._read_packed_into(entry, offset, view)
-        elif entry.encoding is Encoding.CHUNKED:
+        elif entry.chunked:
             content = self.resolve(entry)
             i = bisect.bisect_right(content.starts, offset) - 1
             pos = 0
@@ -251,7 +265,7 @@ class Contents:
 
     def _read_packed_into(self, entry: IndexEntry, offset: int, view: memoryview) -> None:
         assert entry.pack is not None
-        if entry.encoding is Encoding.RAW:
+        if entry.encoding is Encoding.RAW:   # raw and unsealed: read in place
             if entry.size != entry.stored_length:
                 # Reading by the size would run into the next object of the pack.
                 raise ObjectDamaged(entry.oid.hex, f"its record says {entry.size} bytes "
@@ -262,17 +276,18 @@ class Contents:
                 offset:offset + len(view)]
 
     def _read_loose_into(self, entry: IndexEntry, offset: int, view: memoryview) -> None:
-        fd = self.open_file(self.layout.loose_path(entry.oid, entry.encoding), entry.oid)[0]
+        stored = self.open_loose(entry)
         try:
-            if entry.encoding is Encoding.RAW:
-                pread_exact(fd, view, offset, entry.oid)
+            if entry.encoding.inner is Encoding.RAW:
+                if stored.readinto(view, offset) != len(view):
+                    raise ObjectDamaged(entry.oid.hex, "its file is truncated")
                 return
             pos = 0
-            for frame in self._seek_table(entry.oid, fd):
+            for frame in self._seek_table(entry.oid, stored):
                 end = frame.content_offset + frame.content_size
                 if end <= offset + pos:
                     continue
-                data = read_frame(fd, frame)
+                data = read_frame(stored, frame)
                 inner = offset + pos - frame.content_offset
                 take = min(frame.content_size - inner, len(view) - pos)
                 view[pos:pos + take] = memoryview(data)[inner:inner + take]
@@ -282,12 +297,12 @@ class Contents:
             raise ObjectDamaged(entry.oid.hex, f"its frames end before the {entry.size} bytes "
                                                "recorded")
         finally:
-            os.close(fd)
+            os.close(stored.fd)
 
-    def _seek_table(self, oid: ObjectId, fd: int) -> list:
+    def _seek_table(self, oid: ObjectId, stored: StoredFile) -> list:
         frames = self._frames.get(oid)
         if frames is None:
-            frames = read_seek_table(fd)
+            frames = read_seek_table(stored)
             if len(self._frames) >= _CACHED_LISTS:
                 self._frames.clear()
             self._frames[oid] = frames
@@ -307,10 +322,54 @@ class Contents:
         return data
 
     def decode(self, entry: IndexEntry, stored: bytes) -> bytes:
+        """A packed object's content from its stored bytes (opened first when sealed)."""
+        if entry.encoding.sealed:
+            stored = self.open_entry(entry, stored)
         try:
-            return decode(entry.encoding, stored, entry.size)
+            return decode(entry.encoding.inner, stored, entry.size)
         except ZstdError as e:
             raise ObjectDamaged(entry.oid.hex, f"cannot be decompressed ({e})") from None
+
+    def open_entry(self, entry: IndexEntry, stored: bytes) -> bytes:
+        """A sealed pack entry's bytes as they were before sealing."""
+        assert entry.pack is not None and isinstance(self._sealer, Sealer)
+        context = Sealer.entry_context(self._sealer.name(entry.oid), entry.encoding)
+        try:
+            return self.pack_cipher(entry.pack).open_entry(entry.offset, context, stored)
+        except SealError as e:
+            raise ObjectDamaged(entry.oid.hex, f"{e} (pack {entry.pack.short})") from None
+
+    def pack_cipher(self, pack: ObjectId) -> PackCipher:
+        """The cipher of a sealed pack, from the salt in its header."""
+        cipher = self._pack_ciphers.get(pack)
+        if cipher is None:
+            fd, _size = self.pack_file(pack)
+            try:
+                with os.fdopen(os.dup(fd), "rb") as f:
+                    _header, cipher = read_header(f, self._sealer)
+            except PackFormatError as e:
+                raise ObjectDamaged(pack.hex, f"pack file {pack.short} {e}") from None
+            if cipher is None:
+                raise ObjectDamaged(pack.hex, f"pack file {pack.short} is not sealed")
+            self._pack_ciphers[pack] = cipher
+        return cipher
+
+    def open_loose(self, entry: IndexEntry) -> StoredFile:
+        """A loose object's file, read as its stored bytes (the caller closes ``.fd``)."""
+        fd, size = self.open_file(self.layout.loose_path(entry.oid, entry.encoding), entry.oid)
+        try:
+            return open_stored(fd, size, self.layout, entry.oid, entry.encoding)
+        except SealError as e:
+            os.close(fd)
+            raise ObjectDamaged(entry.oid.hex, str(e)) from None
+
+    def _open_sealed_bytes(self, entry: IndexEntry, data: bytes) -> bytes:
+        assert isinstance(self._sealer, Sealer)
+        try:
+            return self._sealer.open_bytes(Sealer.object_context(self._sealer.name(entry.oid), entry.encoding),
+                                           data)
+        except SealError as e:
+            raise ObjectDamaged(entry.oid.hex, str(e)) from None
 
     @contextlib.contextmanager
     def mapped(self, entry: IndexEntry, length: int) -> Iterator[memoryview]:
@@ -377,6 +436,14 @@ class Contents:
                     os.close(old_fd)
                 self._packs[pack] = opened
             return opened
+
+
+def _plain_blocks(fd: int) -> Iterator[bytes]:
+    """A plain file's bytes to its end (a file longer than recorded shows as such)."""
+    offset = 0
+    while block := os.pread(fd, READ_BLOCK, offset):
+        offset += len(block)
+        yield block
 
 
 def pread_exact(fd: int, view: memoryview, offset: int, oid: ObjectId) -> None:

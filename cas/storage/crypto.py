@@ -13,12 +13,15 @@ Three things are sealed, each its own way:
   without the key, it is the same for the same content (so dedup works),
   and the key holder turns it back into the id (so a rebuilt index, gc and
   verify still speak ids).
-- **Files** (loose objects, chunk lists, snapshot records, refs, ...): a
-  48-byte header with a random 32-byte salt, then the content in segments
-  of 1 MiB, each AES-256-GCM under a key derived from the salt, the nonce
-  the segment's number and a last-segment flag. Any segment can be read
-  alone (a tensor in the middle of weights), and cutting or reordering
-  segments fails to authenticate.
+- **Files** (loose objects, chunk lists, snapshot records, refs, ...): an
+  80-byte header with a random 32-byte salt and a binding, then the content
+  in segments of 1 MiB, each AES-256-GCM under a key derived from the salt,
+  the nonce the segment's number and a last-segment flag. Any segment can be
+  read alone (a tensor in the middle of weights), and cutting or reordering
+  segments fails to authenticate. The binding, a MAC of what the file is
+  (an object's name and encoding, a small file's path) under the file's key,
+  is written last, once a streamed object's id is known, so a file renamed
+  to another's place does not open there.
 - **Pack entries**: AES-256-GCM under a key derived from the pack's salt,
   the nonce the entry's offset in the pack (unique within it).
 
@@ -29,6 +32,7 @@ records are equal.
 
 from __future__ import annotations
 
+import hmac
 import os
 import struct
 import threading
@@ -49,8 +53,10 @@ SEGMENT_LOG2 = 20
 SEGMENT = 1 << SEGMENT_LOG2
 FILE_MAGIC = b"CASSEAL\0"
 FILE_VERSION = 1
-_FILE_HEADER = struct.Struct("<8sII32s")
-FILE_HEADER_SIZE = _FILE_HEADER.size    # 48
+# magic, version, log2 of the segment size, salt; then the binding.
+_FILE_PREFIX = struct.Struct("<8sII32s")
+BINDING_SIZE = 32
+FILE_HEADER_SIZE = _FILE_PREFIX.size + BINDING_SIZE    # 80
 _SIV_NONCE = 12
 # Sub-key contexts for BLAKE3's key derivation mode (docs/FORMAT.md §18.2).
 _CONTEXT = "cas 2026-11 {}"
@@ -102,19 +108,31 @@ def plain_size(file_size: int) -> int:
 
 @dataclass(frozen=True)
 class FileCipher:
-    """The cipher of one sealed file: its header and the key from its salt."""
-    header: bytes
+    """The cipher of one sealed file: its header's first 48 bytes (the
+    associated data of every segment) and the key derived from its salt."""
+    prefix: bytes
     aead: AESGCM
-    context: bytes
+    key: bytes
 
-    def seal_segment(self, number: int, last: bool, data: bytes | memoryview) -> bytes:
-        return self.aead.encrypt(segment_nonce(number, last), bytes(data), self.header + self.context)
+    def header(self, context: bytes) -> bytes:
+        """The whole 80-byte header of this file when it holds ``context``."""
+        return self.prefix + blake3.blake3(b"binding\0" + context, key=self.key).digest()
 
-    def open_segment(self, number: int, last: bool, data: bytes | memoryview) -> bytes:
+    def seal_segment(self, number: int, last: bool, data: bytes | bytearray | memoryview) -> bytes:
+        return self.aead.encrypt(segment_nonce(number, last), data, self.prefix)
+
+    def open_segment_into(self, number: int, last: bool, data: bytes | memoryview,
+                          out: memoryview) -> None:
+        """Open a segment into ``out`` (exactly its plaintext length)."""
         try:
-            return self.aead.decrypt(segment_nonce(number, last), bytes(data), self.header + self.context)
+            self.aead.decrypt_into(segment_nonce(number, last), data, self.prefix, out)
         except InvalidTag:
             raise SealError(f"segment {number} does not authenticate") from None
+
+    def open_segment(self, number: int, last: bool, data: bytes | memoryview) -> bytes:
+        out = bytearray(len(data) - TAG_SIZE)
+        self.open_segment_into(number, last, data, memoryview(out))
+        return bytes(out)
 
 
 class PackCipher:
@@ -124,11 +142,11 @@ class PackCipher:
         self._aead = aead
 
     def seal_entry(self, offset: int, context: bytes, data: bytes | memoryview) -> bytes:
-        return self._aead.encrypt(struct.pack(">QI", offset, 0), bytes(data), context)
+        return self._aead.encrypt(struct.pack(">QI", offset, 0), data, context)
 
     def open_entry(self, offset: int, context: bytes, data: bytes | memoryview) -> bytes:
         try:
-            return self._aead.decrypt(struct.pack(">QI", offset, 0), bytes(data), context)
+            return self._aead.decrypt(struct.pack(">QI", offset, 0), data, context)
         except InvalidTag:
             raise SealError(f"pack entry at offset {offset} does not authenticate") from None
 
@@ -198,44 +216,63 @@ class Sealer:
 
     # -- files --------------------------------------------------------------
 
-    def new_file(self, context: bytes) -> FileCipher:
+    def new_file(self) -> FileCipher:
+        """The cipher of a new sealed file, under a fresh random salt."""
         salt = os.urandom(SALT_SIZE)
-        return self._file_cipher(_FILE_HEADER.pack(FILE_MAGIC, FILE_VERSION, SEGMENT_LOG2, salt), context)
+        return self._file_cipher(_FILE_PREFIX.pack(FILE_MAGIC, FILE_VERSION, SEGMENT_LOG2, salt))
 
     def file_cipher(self, header: bytes, context: bytes) -> FileCipher:
-        """The cipher of an existing sealed file from its first 48 bytes."""
+        """The cipher of an existing sealed file from its 80-byte header,
+        which must be bound to ``context``."""
         if len(header) != FILE_HEADER_SIZE:
             raise SealError("sealed file is too short for its header")
-        magic, version, log2, _salt = _FILE_HEADER.unpack(header)
+        prefix = header[:_FILE_PREFIX.size]
+        magic, version, log2, _salt = _FILE_PREFIX.unpack(prefix)
         if magic != FILE_MAGIC or version != FILE_VERSION or log2 != SEGMENT_LOG2:
             raise SealError("not a sealed file of this format")
-        return self._file_cipher(header, context)
+        cipher = self._file_cipher(prefix)
+        if not hmac.compare_digest(cipher.header(context), header):
+            raise SealError("sealed file belongs somewhere else (its binding does not match)")
+        return cipher
 
-    def _file_cipher(self, header: bytes, context: bytes) -> FileCipher:
-        salt = header[FILE_HEADER_SIZE - SALT_SIZE:]
+    def _file_cipher(self, prefix: bytes) -> FileCipher:
+        salt = prefix[_FILE_PREFIX.size - SALT_SIZE:]
         key = blake3.blake3(b"file\0" + salt, key=self._data_key).digest()
-        return FileCipher(header, AESGCM(key), context)
+        return FileCipher(prefix, AESGCM(key), key)
 
     def seal_bytes(self, context: bytes, data: bytes | memoryview) -> bytes:
         """A whole sealed file holding ``data``."""
-        cipher = self.new_file(context)
-        return cipher.header + b"".join(_seal_segments(cipher, memoryview(data)))
+        cipher = self.new_file()
+        return cipher.header(context) + b"".join(_seal_segments(cipher, memoryview(data)))
 
     def open_bytes(self, context: bytes, sealed: bytes | memoryview) -> bytes:
         """The content of a whole sealed file; SealError if it does not open."""
         sealed = memoryview(sealed)
         size = plain_size(len(sealed))
         cipher = self.file_cipher(bytes(sealed[:FILE_HEADER_SIZE]), context)
-        out = bytearray()
+        out = bytearray(size)
+        view = memoryview(out)
         pos, number = FILE_HEADER_SIZE, 0
         while True:
-            piece = min(SEGMENT, size - number * SEGMENT)
-            last = (number + 1) * SEGMENT >= size
-            out += cipher.open_segment(number, last, sealed[pos:pos + piece + TAG_SIZE])
+            start = number * SEGMENT
+            piece = min(SEGMENT, size - start)
+            last = start + SEGMENT >= size
+            cipher.open_segment_into(number, last, sealed[pos:pos + piece + TAG_SIZE],
+                                     view[start:start + piece])
             pos += piece + TAG_SIZE
             number += 1
             if last:
                 return bytes(out)
+
+    @staticmethod
+    def object_context(name: ObjectId, encoding: int) -> bytes:
+        """What a loose object file holds: its name and encoding."""
+        return b"cas object\0" + name.digest + bytes([encoding])
+
+    @staticmethod
+    def entry_context(name: ObjectId, encoding: int) -> bytes:
+        """The associated data of a pack entry."""
+        return b"cas pack entry\0" + name.digest + bytes([encoding])
 
     # -- packs ----------------------------------------------------------------
 

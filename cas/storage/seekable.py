@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .encoding import ZstdError, decompress_frame, max_content_size
+from .storedfile import PlainFile, StoredFile
 from .workers import ordered_map
 
 SKIPPABLE_MAGIC = 0x184D2A5E
@@ -56,18 +57,25 @@ def seek_table(frames: list[tuple[int, int]]) -> bytes:
     return _HEADER.pack(SKIPPABLE_MAGIC, len(body) + len(footer)) + body + footer
 
 
-def read_seek_table(fd: int) -> list[Frame]:
-    file_size = os.fstat(fd).st_size
+def _stored(src: int | StoredFile) -> StoredFile:
+    """The stored bytes of an object file given as an fd (a plain file) or already opened."""
+    return PlainFile(src, os.fstat(src).st_size) if isinstance(src, int) else src
+
+
+def read_seek_table(src: int | StoredFile) -> list[Frame]:
+    """The frames of a compressed loose object, from the table its stored bytes end with."""
+    f = _stored(src)
+    file_size = f.size
     if file_size < _HEADER.size + _FOOTER.size:
         raise SeekTableError("too short for a seek table")
-    count, descriptor, magic = _FOOTER.unpack(os.pread(fd, _FOOTER.size, file_size - _FOOTER.size))
+    count, descriptor, magic = _FOOTER.unpack(f.pread(_FOOTER.size, file_size - _FOOTER.size))
     if magic != SEEKABLE_MAGIC:
         raise SeekTableError("no seek table at the end")
     entry_size = _ENTRY.size + (4 if descriptor & 0x80 else 0)
     table_size = _HEADER.size + count * entry_size + _FOOTER.size
     if table_size > file_size:
         raise SeekTableError("seek table larger than the file")
-    table = os.pread(fd, table_size, file_size - table_size)
+    table = f.pread(table_size, file_size - table_size)
     skippable, length = _HEADER.unpack_from(table)
     if skippable != SKIPPABLE_MAGIC or length != table_size - _HEADER.size:
         raise SeekTableError("bad seek table header")
@@ -93,8 +101,8 @@ def content_size(frames: list[Frame]) -> int:
     return frames[-1].content_offset + frames[-1].content_size if frames else 0
 
 
-def read_frame(fd: int, frame: Frame) -> bytes:
-    data = os.pread(fd, frame.length, frame.offset)
+def read_frame(src: int | StoredFile, frame: Frame) -> bytes:
+    data = _stored(src).pread(frame.length, frame.offset)
     if len(data) != frame.length:
         raise ZstdError("object file is truncated")
     out = decompress_frame(data, frame.content_size)
@@ -103,9 +111,10 @@ def read_frame(fd: int, frame: Frame) -> bytes:
     return out
 
 
-def iter_blocks(fd: int, frames: list[Frame]) -> Iterator[bytes]:
+def iter_blocks(src: int | StoredFile, frames: list[Frame]) -> Iterator[bytes]:
     """The content, block by block, decompressed on all cores."""
-    return ordered_map(lambda f: read_frame(fd, f), frames)
+    f = _stored(src)
+    return ordered_map(lambda frame: read_frame(f, frame), frames)
 
 
 class BlockReader(io.RawIOBase):
@@ -159,9 +168,8 @@ class BlockReader(io.RawIOBase):
         super().close()
 
 
-def seekable_reader(f: io.BufferedReader) -> BlockReader:
-    """A seekable reader over a compressed loose object file (which it closes)."""
-    fd = f.fileno()
-    frames = read_seek_table(fd)
-    return BlockReader([fr.content_size for fr in frames], lambda i: read_frame(fd, frames[i]),
-                       f.close)
+def seekable_reader(f: StoredFile, on_close) -> BlockReader:
+    """A seekable reader over a compressed loose object file."""
+    frames = read_seek_table(f)
+    return BlockReader([fr.content_size for fr in frames], lambda i: read_frame(f, frames[i]),
+                       on_close)

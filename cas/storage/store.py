@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import io
@@ -33,11 +34,12 @@ from . import keys
 from .chunklist import ChunkList
 from .config import CONFIG_FILE, FORMAT_NAME, StoreConfig
 from .content import READ_BLOCK, Content, Contents
-from .crypto import PLAIN, PlainSealer, Sealer
+from .crypto import PLAIN, SEGMENT, PlainSealer, Sealer
 from .encoding import Encoding, ZstdError
 from .index import Index, IndexEntry
 from .layout import Layout, StoreModes
 from .seekable import BlockReader, SeekTableError, seekable_reader
+from .storedfile import StoredFile
 from .writer import DamageRecord, ObjectWriter, Placement
 
 STORE_DIR = ".cas"
@@ -255,8 +257,12 @@ class Store:
     # -- writing --------------------------------------------------------
 
     def writer(self, on_stored: Callable[[int, int], None] | None = None,
-               placement: Placement | None = None, replace=()) -> ObjectWriter:
-        """``replace``: ids to store again although indexed (see ``ObjectWriter``)."""
+               placement: Placement | None = None, replace=(), public: bool = False) -> ObjectWriter:
+        """``replace``: ids to store again although indexed (see ``ObjectWriter``).
+        ``public``: loose objects stay unsealed in an encrypted store (a public
+        model's weights, ``cas model import --public``)."""
+        if public:
+            placement = dataclasses.replace(placement or Placement(), public=True)
         return ObjectWriter(self.layout, self.config, self.index, on_stored, placement, replace)
 
     def record_damage(self, oids) -> None:
@@ -276,7 +282,7 @@ class Store:
         ids = {entry.oid}
         if is_hex(error.oid) and len(error.oid) == HEX_LENGTH:
             ids.add(ObjectId.parse(error.oid))
-        if entry.encoding is Encoding.CHUNKED and error.oid == entry.oid.hex:
+        if entry.chunked and error.oid == entry.oid.hex:
             ids |= self._damaged_chunks(entry)
         try:
             self.record_damage(ids)
@@ -347,19 +353,20 @@ class Store:
         contents = self.contents
         if entry.pack is not None:
             return io.BytesIO(contents.decode(entry, contents.read_stored(entry)))
-        if entry.encoding is Encoding.CHUNKED:
+        if entry.chunked:
             chunks = contents.resolve(entry).chunks
             return io.BufferedReader(BlockReader(
                 [n for _, n in chunks],
                 lambda i: contents.chunk_content(chunks[i])), READ_BLOCK)
-        f = os.fdopen(contents.open_file(self.layout.loose_path(entry.oid, entry.encoding),
-                                         entry.oid)[0], "rb")
+        stored = contents.open_loose(entry)
         if entry.encoding is Encoding.RAW:
-            return f
+            return os.fdopen(stored.fd, "rb")
         try:
-            return io.BufferedReader(seekable_reader(f), READ_BLOCK)
+            if entry.encoding.inner is Encoding.RAW:
+                return io.BufferedReader(_segment_reader(stored), READ_BLOCK)
+            return io.BufferedReader(seekable_reader(stored, lambda: os.close(stored.fd)), READ_BLOCK)
         except SeekTableError as e:
-            f.close()
+            os.close(stored.fd)
             raise ObjectDamaged(entry.oid.hex, str(e)) from None
 
     def open_object(self, oid: ObjectId) -> BinaryIO:
@@ -491,7 +498,7 @@ class Store:
     def chunk_list(self, oid: ObjectId) -> ChunkList | None:
         """The chunks of a chunked object, or None for an object stored whole."""
         entry = self.entry(oid)
-        if entry.encoding is not Encoding.CHUNKED:
+        if not entry.chunked:
             return None
         return self.contents.chunk_list(entry)
 
@@ -547,13 +554,13 @@ class Store:
         for e in self.index.entries():
             objects += 1
             stored += e.stored_length
-            if e.encoding is Encoding.CHUNKED:
+            if e.chunked:
                 # Its content is its chunks, counted as objects of their own.
                 chunked += 1
                 chunked_bytes += e.size
             else:
                 unique += e.size
-                compressed += e.encoding is Encoding.ZSTD
+                compressed += e.encoding.inner is Encoding.ZSTD
             if e.pack is None:
                 loose += 1
             else:
@@ -563,6 +570,13 @@ class Store:
         overhead = max(sum(p.file_size for p in packs) - packed_stored, 0)
         return StoreStats(objects, loose, objects - loose, len(packs), unique,
                           stored + overhead, compressed, chunked, chunked_bytes)
+
+
+def _segment_reader(stored: StoredFile) -> BlockReader:
+    """A seekable reader over a sealed raw object, a few segments at a time."""
+    block = 4 * SEGMENT
+    sizes = [min(block, stored.size - at) for at in range(0, stored.size, block)]
+    return BlockReader(sizes, lambda i: stored.pread(block, i * block), lambda: os.close(stored.fd))
 
 
 def _check_whole(entry: IndexEntry, total: int, hasher: Hasher) -> None:

@@ -22,17 +22,19 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from ..durable import fsync_dirs, make_dir, open_temp, publish, read_bounded, remove_quietly, start_writeback, write_all
+from ..durable import fsync_dirs, make_dir, open_temp, publish, remove_quietly
 from ..errors import SourceError, StoreWriteError
 from ..objectid import HEX_LENGTH, Hasher, ObjectId, hash_bytes, hash_fd, is_hex
 from .chunking import GENERAL_CDC, LIVE_CDC, CdcParams, is_live, iter_chunks
 from .chunklist import ChunkList, ChunkListError
 from .config import StoreConfig
+from .crypto import Sealer, SealError
 from .encoding import Encoding, compress_frame, encode_small, worth_compressing
 from .index import Index, IndexEntry, PackRecord
 from .layout import Layout
 from .pack import PackWriter
 from .seekable import seek_table
+from .storedfile import PlainSink, SealedSink, read_loose_bytes
 from .workers import ordered_map
 
 BATCH_BYTES = 1 << 20
@@ -64,6 +66,8 @@ class DamageRecord:
     def __init__(self, layout: Layout):
         self.path = os.path.join(layout.root, DAMAGED_DIR)
         self._modes = layout.modes
+        # Files are named by the objects' names: ids stay hidden when encrypted.
+        self._layout = layout
 
     def ids(self) -> set[ObjectId]:
         try:
@@ -76,7 +80,7 @@ class DamageRecord:
             return set()
         finally:
             os.close(fd)
-        return {ObjectId.parse(n) for n in names if len(n) == HEX_LENGTH and is_hex(n)}
+        return {self._layout.id_of(ObjectId.parse(n)) for n in names if len(n) == HEX_LENGTH and is_hex(n)}
 
     def add(self, oids) -> bool:
         """Record ids as damaged; False when the store cannot be written
@@ -91,7 +95,7 @@ class DamageRecord:
             return False
         try:
             for oid in oids:
-                os.close(os.open(oid.hex, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                os.close(os.open(self._layout.name_of(oid).hex, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
                                  | os.O_CLOEXEC, self._modes.file, dir_fd=fd))
             os.fsync(fd)
         except OSError:
@@ -112,7 +116,7 @@ class DamageRecord:
         try:
             for oid in oids:
                 try:
-                    os.unlink(oid.hex, dir_fd=fd)
+                    os.unlink(self._layout.name_of(oid).hex, dir_fd=fd)
                 except OSError:
                     pass  # not recorded, or a read-only store
             os.fsync(fd)
@@ -140,6 +144,9 @@ class Placement:
 
     raw: bool = False
     whole: bool = False
+    # Left unsealed in an encrypted store (a public model's weights, read
+    # in place by other programs); packed objects are sealed all the same.
+    public: bool = False
 
 
 class ObjectWriter:
@@ -150,6 +157,8 @@ class ObjectWriter:
         repair's targets), besides those the damage record names."""
         self._layout = layout
         self._placement = placement or Placement()
+        self._sealer = layout.names
+        self._seal_loose = isinstance(layout.names, Sealer) and not self._placement.public
         self._config = config
         self._index = index
         self._lock = threading.Lock()
@@ -306,7 +315,7 @@ class ObjectWriter:
             if entry is None or (self._replace and self._supersedes(entry)):
                 self._store_whole(oid, data, level)
                 return [(oid, len(data))]
-            if entry.encoding is not Encoding.CHUNKED:
+            if not entry.chunked:
                 return [(oid, len(data))]
             lengths = self._stored_lengths(entry) or (len(data),)
         entries, pos = [], 0
@@ -324,15 +333,14 @@ class ObjectWriter:
         if oid in self._pending:
             return True
         entry = self._index.lookup(oid)
-        return entry is not None and entry.encoding is not Encoding.CHUNKED \
+        return entry is not None and not entry.chunked \
             and not (self._replace and self._supersedes(entry))
 
     def _stored_lengths(self, entry: IndexEntry) -> tuple[int, ...] | None:
         """The chunk lengths of an indexed chunk list; None if it cannot be read."""
-        path = self._layout.loose_path(entry.oid, Encoding.CHUNKED)
         try:
-            listed = ChunkList.from_json(read_bounded(path, entry.stored_length))
-        except (OSError, ChunkListError, RecursionError, MemoryError):
+            listed = ChunkList.from_json(read_loose_bytes(self._layout, entry))
+        except (OSError, ChunkListError, SealError, RecursionError, MemoryError):
             return None
         if listed.oid != entry.oid or listed.size != entry.size or len(listed.chunks) < 2:
             return None
@@ -384,9 +392,10 @@ class ObjectWriter:
             if self._aborted:
                 raise StoreWriteError(self._layout.root, "the write was abandoned")
             if self._pack is None:
-                self._pack = self._store_side(PackWriter, self._layout.tmp, self._layout.modes.object)
+                self._pack = self._store_side(PackWriter, self._layout.tmp, self._layout.modes.object,
+                                              self._sealer)
             try:
-                self._pack.add(oid, encoding, stored, len(data))
+                packed = self._pack.add(oid, encoding, stored, len(data))
             except OSError as e:
                 # Other workers must not append to a pack whose file is short.
                 broken, self._pack = self._pack, None
@@ -394,8 +403,8 @@ class ObjectWriter:
                 for lost in broken.entries:
                     self._pending.pop(lost.oid, None)
                 raise self._write_error(e) from None
-            self._pending[oid] = IndexEntry(oid, encoding, len(data), len(stored))
-            self._count(len(data), len(stored))
+            self._pending[oid] = IndexEntry(oid, packed.encoding, len(data), packed.stored_length)
+            self._count(len(data), packed.stored_length)
             if self._pack.size >= self._config.pack_target_size:
                 full, self._pack = self._pack, None
         if full is not None:
@@ -412,23 +421,43 @@ class ObjectWriter:
             frames = list(ordered_map(lambda b: compress_frame(b, comp.large_level), blocks))
             sizes = [(len(f), min(BLOCK, len(data) - i * BLOCK)) for i, f in enumerate(frames)]
             encoding, stored = Encoding.ZSTD, [*frames, seek_table(sizes)]
-        temp_path = self._write_temp("obj", stored)
-        self._publish_loose(oid, encoding, temp_path, len(data), sum(len(p) for p in stored))
+        temp_path, encoding, length = self._write_temp("obj", stored, oid, encoding)
+        self._publish_loose(oid, encoding, temp_path, len(data), length)
 
-    def _write_temp(self, kind: str, parts: list) -> str:
-        """Write and fsync a temp file in the store; returns its path."""
+    def _write_temp(self, kind: str, parts: list, oid: ObjectId,
+                    encoding: Encoding) -> tuple[str, Encoding, int]:
+        """Write and fsync a temp file in the store holding ``oid``'s stored
+        bytes ``parts`` (sealed in an encrypted store); returns its path,
+        the encoding it was stored in and the file's size."""
         temp_path, fd = self._store_side(open_temp, self._layout.tmp, kind,
                                            self._layout.modes.object)
         try:
+            sink = self._sink(fd)
             for part in parts:
-                write_all(fd, part)
+                sink.write(part)
+            encoding, length = self._finish(sink, oid, encoding)
             os.fsync(fd)
         except OSError as e:
             remove_quietly(temp_path)
             raise self._write_error(e) from None
         finally:
             os.close(fd)
-        return temp_path
+        return temp_path, encoding, length
+
+    def _sink(self, fd: int) -> SealedSink | PlainSink:
+        """Where a loose object's stored bytes go: sealed in an encrypted store."""
+        if self._seal_loose:
+            assert isinstance(self._sealer, Sealer)
+            return SealedSink(fd, self._sealer.new_file())
+        return PlainSink(fd)
+
+    def _finish(self, sink: SealedSink | PlainSink, oid: ObjectId,
+                encoding: Encoding) -> tuple[Encoding, int]:
+        """Close a sink for ``oid``: its final encoding and file size."""
+        if isinstance(sink, PlainSink):
+            return encoding, sink.length
+        encoding = encoding.sealed_as(True)
+        return encoding, sink.finish(Sealer.object_context(self._layout.name_of(oid), encoding))
 
     def _put_chunked(self, src: int, size: int, before: os.stat_result,
                      cdc: CdcParams = GENERAL_CDC) -> ObjectId | None:
@@ -470,17 +499,17 @@ class ObjectWriter:
         if self._known(oid):
             return oid
         data = ChunkList(oid, size, tuple(listed)).encode(self._config.version)
-        temp_path = self._write_temp("chunks", [data])
+        temp_path, encoding, length = self._write_temp("chunks", [data], oid, Encoding.CHUNKED)
         with self._lock:
             if oid in self._pending or oid in self._lists:
                 # Another thread stored the same content meanwhile.
                 remove_quietly(temp_path)
                 return oid
             # Published by the seal that makes its last chunk durable.
-            self._deferred.append(_DeferredList(oid, temp_path, size, len(data),
-                                                frozenset(c for c, _ in listed)))
+            self._deferred.append(_DeferredList(oid, temp_path, size, length,
+                                                frozenset(c for c, _ in listed), encoding))
             self._lists[oid] = tuple(n for _, n in listed)
-            self._count(0, len(data))
+            self._count(0, length)
         return oid
 
     def _put_large(self, src: int, size: int, before: os.stat_result) -> ObjectId | None:
@@ -502,14 +531,13 @@ class ObjectWriter:
         published = False
         try:
             try:
-                stored_length, oid, length = self._copy(src, fd, size, encoding, comp.large_level)
-            except OSError as e:
-                raise self._write_error(e) from None
-            if length != size or _stat_key(os.fstat(src)) != _stat_key(before):
-                return None
-            if self._known(oid):
-                return oid
-            try:
+                sink = self._sink(fd)
+                oid, length = self._copy(src, sink, encoding, comp.large_level)
+                if length != size or _stat_key(os.fstat(src)) != _stat_key(before):
+                    return None
+                if self._known(oid):
+                    return oid
+                encoding, stored_length = self._finish(sink, oid, encoding)
                 os.fsync(fd)
             except OSError as e:
                 raise self._write_error(e) from None
@@ -524,9 +552,9 @@ class ObjectWriter:
             if not published:
                 remove_quietly(temp_path)
 
-    def _copy(self, src: int, dst: int, size: int, encoding: Encoding,
-              level: int) -> tuple[int, ObjectId, int]:
-        """Stream src into dst; returns (stored bytes, id of what was read, bytes read).
+    def _copy(self, src: int, sink: SealedSink | PlainSink, encoding: Encoding,
+              level: int) -> tuple[ObjectId, int]:
+        """Stream src into the sink; returns (id of what was read, bytes read).
 
         Compressed objects are written as independent frames of ``BLOCK``
         bytes, compressed on all cores, then a seek table. Source read
@@ -549,28 +577,22 @@ class ObjectWriter:
                 hasher.update(block)
                 yield block
 
-        stored = 0
         if encoding is Encoding.RAW:
             for block in blocks():
-                write_all(dst, block)
-                start_writeback(dst, stored, len(block))
-                stored += len(block)
-            return stored, hasher.object_id(), read
+                sink.write(block)
+            return hasher.object_id(), read
         sizes = []
         compressed = ordered_map(lambda b: (compress_frame(b, level), len(b)), blocks())
         for frame, content in compressed:
-            write_all(dst, frame)
-            start_writeback(dst, stored, len(frame))
+            sink.write(frame)
             sizes.append((len(frame), content))
-            stored += len(frame)
-        table = seek_table(sizes)
-        write_all(dst, table)
-        return stored + len(table), hasher.object_id(), read
+        sink.write(seek_table(sizes))
+        return hasher.object_id(), read
 
     def _publish_loose(self, oid: ObjectId, encoding: Encoding, temp_path: str,
                        size: int, stored_length: int) -> None:
         # A chunk list adds no content of its own: its chunks were counted.
-        new_content = 0 if encoding is Encoding.CHUNKED else size
+        new_content = 0 if encoding.inner is Encoding.CHUNKED else size
         final = self._layout.loose_path(oid, encoding)
         try:
             publish(temp_path, final)
@@ -625,13 +647,13 @@ class ObjectWriter:
         """Chunk lists renamed into place (their directories added to ``dirs``)."""
         entries = []
         for d in ready:
-            final = self._layout.loose_path(d.oid, Encoding.CHUNKED)
+            final = self._layout.loose_path(d.oid, d.encoding)
             try:
                 publish(d.temp_path, final)
             except OSError as e:
                 raise self._write_error(e) from None
             dirs.add(os.path.dirname(final))
-            entries.append(IndexEntry(d.oid, Encoding.CHUNKED, d.size, d.stored_length))
+            entries.append(IndexEntry(d.oid, d.encoding, d.size, d.stored_length))
         return entries
 
     def _settle_replaced(self, entries: list[IndexEntry]) -> None:
@@ -708,6 +730,7 @@ class _DeferredList:
     size: int
     stored_length: int
     chunks: frozenset
+    encoding: Encoding = Encoding.CHUNKED   # SEALED_CHUNKED in an encrypted store
 
 
 def _batches(chunks: Iterator[bytes], limit: int) -> Iterator[list[bytes]]:
