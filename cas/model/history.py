@@ -42,10 +42,11 @@ from ..errors import (
 )
 from ..objectid import HEX_LENGTH, ObjectId, hash_bytes, is_hex
 from ..storage.audit import AuditLog
+from ..storage.crypto import sealed_size
 from ..storage.store import Store
 from ..storage.writer import ObjectWriter
 from .log import LogEntry, LogQuery, walk_log
-from .refs import HEADS, TAGS, Refs, looks_like_id, read_small_file
+from .refs import HEADS, TAGS, Refs, looks_like_id, open_sealed, read_small_file
 from .snapshot import Snapshot
 from .timeline import Timeline, TimelineEntry, entry_key
 from .tree import DIR, Tree, TreeEntry
@@ -56,6 +57,7 @@ from .treewalk import TreeWalk
 __all__ = ["History", "LogEntry", "TimelineEntry", "local_time"]
 
 SNAPSHOTS = "snapshots"
+RECORD_SUFFIX = ".json"
 TABLE = b"snapshots"
 _ANCESTRY = re.compile(r"^(.*?)((?:~\d*)*)$")
 # No history is a billion snapshots deep; more digits than this in ~N is
@@ -119,16 +121,40 @@ class History:
                 data = self._read_record(oid)
         return Snapshot.from_json(data, oid)
 
+    def record_file(self, oid: ObjectId) -> str:
+        """The file name of a snapshot's record in ``snapshots/``: its id, in
+        an encrypted store its name (docs/FORMAT.md §18.7)."""
+        return self.store.sealer.name(oid).hex + RECORD_SUFFIX
+
+    def recorded_id(self, file_name: str) -> ObjectId | None:
+        """The snapshot a file name in ``snapshots/`` is the record of; None
+        for a name no record has."""
+        if len(file_name) != HEX_LENGTH + len(RECORD_SUFFIX) or not file_name.endswith(RECORD_SUFFIX) \
+                or not is_hex(file_name[:HEX_LENGTH]):
+            return None
+        return self.store.sealer.unname(ObjectId.parse(file_name[:HEX_LENGTH]))
+
+    def record_size(self, data: bytes) -> int:
+        """The size of the record file holding the record ``data``."""
+        return sealed_size(len(data)) if self.store.sealer.encrypted else len(data)
+
     def _record_path(self, oid: ObjectId) -> str:
-        return os.path.join(self._dir, oid.hex + ".json")
+        return os.path.join(self._dir, self.record_file(oid))
 
     def _read_record(self, oid: ObjectId) -> bytes:
         """``snapshots/<id>.json``, refused unless its bytes hash to ``<id>``."""
-        data = read_small_file(self._record_path(oid), MAX_RECORD_BYTES)
-        if data is None:
+        relpath = f"{SNAPSHOTS}/{self.record_file(oid)}"
+        sealed = self.store.sealer.encrypted
+        raw = read_small_file(self._record_path(oid), sealed_size(MAX_RECORD_BYTES) if sealed
+                              else MAX_RECORD_BYTES)
+        if raw is None:
             raise ObjectNotFound(oid.hex)
+        data = open_sealed(self.store, relpath, raw)
+        if data is None:
+            raise ManifestInvalid(f"snapshot record {relpath}", "it does not open under this store's "
+                                  "keys (damaged, or moved from another file)")
         if hash_bytes(data) != oid:
-            raise ManifestInvalid(f"snapshot record {SNAPSHOTS}/{oid.hex}.json",
+            raise ManifestInvalid(f"snapshot record {relpath}",
                                   "its bytes do not hash to its name (edited or damaged)")
         return data
 
@@ -174,8 +200,7 @@ class History:
             names = os.listdir(self._dir)
         except FileNotFoundError:
             return []
-        return [ObjectId.parse(n[:-5]) for n in names
-                if n.endswith(".json") and len(n) == HEX_LENGTH + 5 and is_hex(n[:-5])]
+        return [oid for oid in map(self.recorded_id, names) if oid is not None]
 
     def is_recorded(self, oid: ObjectId) -> bool:
         return os.path.exists(self._record_path(oid))
@@ -445,7 +470,7 @@ class History:
                     before = self._timeline.stamp()
                     with atomic_output(self._record_path(oid), self.store.layout.tmp,
                                        self.store.layout.modes.file) as f:
-                        f.write(data)
+                        f.write(self.store.sealer.seal_file(f"{SNAPSHOTS}/{self.record_file(oid)}", data))
                     self._timeline.change(before, add=[TimelineEntry(oid, snapshot.time_ns,
                                                                      snapshot.branch)],
                                           also={TABLE: ([(oid.digest, data)], ())})
@@ -507,7 +532,7 @@ class History:
         try:
             for e in entries:
                 try:
-                    os.unlink(e.oid.digest.hex() + ".json", dir_fd=fd)
+                    os.unlink(self.record_file(e.oid), dir_fd=fd)
                 except FileNotFoundError:
                     pass
             os.fsync(fd)

@@ -5,7 +5,9 @@
 fsync, rename) with the store's modes, under ``refs/lock`` so that a policy
 never changes while forget applies it; they are read bounded and without
 following links, like refs. A policy with no rules is stored too: it keeps
-everything, and is how a branch opts out of the watcher's default.
+everything, and is how a branch opts out of the watcher's default. In an
+encrypted store the file is named by the branch name's label and sealed to
+its place (docs/FORMAT.md §18.7); the branch inside says whose it is.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from ..errors import (
     StoreWriteError,
     TargetRefused,
 )
+from ..storage.crypto import FILE_HEADER_SIZE, TAG_SIZE
 from .canonical import dumps
-from .refs import check_ref_name
+from .refs import check_ref_name, open_sealed
 from .retention import Policy
 
 POLICIES = "policies"
@@ -33,6 +36,7 @@ POLICY_VERSION = 1
 SUFFIX = ".json"
 # A policy is a few hundred bytes; a file far larger is damage, not a policy.
 MAX_POLICY_BYTES = 64 << 10
+OVERHEAD = FILE_HEADER_SIZE + TAG_SIZE  # what sealing adds to a file of under 1 MiB
 
 
 class Policies:
@@ -51,7 +55,7 @@ class Policies:
         if fd is None:
             return None
         try:
-            return self._read(fd, branch + SUFFIX, branch)
+            return self._read(fd, self._name(branch), branch)
         finally:
             os.close(fd)
 
@@ -73,13 +77,13 @@ class Policies:
         try:
             found: dict[str, Policy | PolicyFileInvalid] = {}
             for name in sorted(os.listdir(fd)):
-                branch = _branch_of(name)
-                if branch is None:
+                label = _branch_of(name)
+                if label is None:
                     continue
                 try:
-                    policy = self._read(fd, name, branch)
+                    branch, policy = self._read_named(fd, name, label)
                 except PolicyFileInvalid as e:
-                    found[branch] = e
+                    found[label] = e
                     continue
                 if policy is not None:
                     found[branch] = policy
@@ -94,13 +98,13 @@ class Policies:
         path = self._path(branch)
         with self._refs.locked():
             self._make_dir()
-            if self._is_directory(branch + SUFFIX):  # a rename cannot replace it
+            if self._is_directory(self._name(branch)):  # a rename cannot replace it
                 raise TargetRefused(path, "is a directory, not a policy file (remove it with "
                                           "'cas policy clear')")
             try:
                 with atomic_output(path, self._store.layout.tmp,
                                    self._store.layout.modes.file) as f:
-                    f.write(dumps(doc) + b"\n")
+                    f.write(self._store.sealer.seal_file(self._relpath(branch), dumps(doc) + b"\n"))
             except OSError as e:
                 # The error names the temp file; the user knows the policy.
                 raise StoreWriteError(path, e.strerror or str(e)) from None
@@ -120,7 +124,7 @@ class Policies:
         is in its place goes too, never followed: a link is unlinked, an
         empty directory removed."""
         check_ref_name(branch)
-        name = branch + SUFFIX
+        name = self._name(branch)
         with self._refs.locked():
             fd = self._open_dir()
             if fd is None:
@@ -135,8 +139,15 @@ class Policies:
 
     # -- files ---------------------------------------------------------------
 
+    def _name(self, branch: str) -> str:
+        """The branch's policy file name: the branch name, or its label."""
+        return self._store.sealer.label(branch) + SUFFIX
+
+    def _relpath(self, branch: str) -> str:
+        return f"{POLICIES}/{self._name(branch)}"
+
     def _path(self, branch: str) -> str:
-        return os.path.join(self._dir, branch + SUFFIX)
+        return os.path.join(self._dir, self._name(branch))
 
     def _open_dir(self) -> int | None:
         """``policies/`` opened without following a link; None if absent."""
@@ -165,20 +176,47 @@ class Policies:
             if fd is not None:
                 os.close(fd)
 
+    def _read_named(self, dir_fd: int, name: str, label: str) -> tuple[str, Policy | None]:
+        """(branch, policy) of the file ``name``: in a plain store the branch
+        is ``label``, in an encrypted one the branch the file names inside."""
+        if not self._store.sealer.encrypted:
+            return label, self._read(dir_fd, name, label)
+        doc = self._read_doc(dir_fd, name)
+        if doc is None:
+            return label, None  # removed meanwhile
+        branch = doc.get("branch") if isinstance(doc, dict) else None
+        if not isinstance(branch, str) or self._name(branch) != name:
+            raise PolicyFileInvalid(os.path.join(self._dir, name), "it names no branch, or another "
+                                    "branch than its file is named for")
+        return branch, self._policy(doc, name, branch)
+
     def _read(self, dir_fd: int, name: str, branch: str) -> Policy | None:
+        doc = self._read_doc(dir_fd, name)
+        return None if doc is None else self._policy(doc, name, branch)
+
+    def _read_doc(self, dir_fd: int, name: str):
+        """The policy file's JSON; None when there is none."""
         path = os.path.join(self._dir, name)
+        limit = MAX_POLICY_BYTES + (OVERHEAD if self._store.sealer.encrypted else 0)
         try:
-            data = read_bounded(name, MAX_POLICY_BYTES, dir_fd=dir_fd)
+            raw = read_bounded(name, limit, dir_fd=dir_fd)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:
             raise PolicyFileInvalid(path, e.strerror or str(e)) from None
+        data = open_sealed(self._store, f"{POLICIES}/{name}", raw)
+        if data is None:
+            raise PolicyFileInvalid(path, "it does not open under this store's keys (damaged, "
+                                          "or moved from another file)")
         try:
-            doc = json.loads(data)
+            return json.loads(data)
         except (ValueError, UnicodeDecodeError):
             raise PolicyFileInvalid(path, "it is not JSON") from None
         except RecursionError:  # the C decoder's answer to deep nesting: damage, not a bug
             raise PolicyFileInvalid(path, "it is JSON nested too deeply to be a policy") from None
+
+    def _policy(self, doc, name: str, branch: str) -> Policy:
+        path = os.path.join(self._dir, name)
         if not isinstance(doc, dict) or doc.get("type") != "policy" or \
                 doc.get("version") != POLICY_VERSION or doc.get("branch") != branch:
             raise PolicyFileInvalid(path, f"it is not a version {POLICY_VERSION} policy "

@@ -1,9 +1,10 @@
 """Branches, tags and HEAD.
 
-Refs are small plain files in the store (``HEAD``, ``refs/heads/<name>``,
-``refs/tags/<name>``), written atomically, and mirrored in the index's
-``refs`` table for fast lookups. The files are the truth: an index rebuild
-reads them back.
+Refs are small files in the store (``HEAD``, ``refs/heads/<name>``,
+``refs/tags/<name>``, ``refs/models/<name>``), written atomically; the files
+are the truth. In an encrypted store each is sealed to its place and named
+by the label of its name (docs/FORMAT.md §18.7): the name lives inside, so a
+listing opens every file to learn it.
 
 Every ref write happens under ``refs/lock`` (an exclusive ``flock``), so a
 writer can compare a ref with the value it started from and move it in one
@@ -25,6 +26,7 @@ from collections.abc import Iterator
 from ..durable import atomic_output, fsync_dir, make_dir, read_bounded, remove_quietly
 from ..errors import InvalidRefName, MetadataUnreadable, RefNameLooksLikeId, RefNotFound
 from ..objectid import HEX_LENGTH, MIN_PREFIX, ObjectId, is_hex
+from ..storage.crypto import SealError
 from ..storage.store import Store
 
 HEADS = "refs/heads/"
@@ -74,6 +76,19 @@ def read_small_file(path: str, limit: int) -> bytes | None:
         raise MetadataUnreadable(path, e.strerror or str(e)) from None
 
 
+def open_sealed(store: Store, relpath: str, data: bytes | None) -> bytes | None:
+    """A small store file's content, opened with the store's keys (as it
+    is in a plain store); None when it does not authenticate (damaged, moved
+    from another file, or sealed by another store): the caller treats that
+    as it treats a damaged file of its kind."""
+    if data is None:
+        return None
+    try:
+        return store.sealer.open_file(relpath, data)
+    except SealError:
+        return None
+
+
 def _valid_ref(ref: str) -> bool:
     """``HEAD`` or ``refs/<kind>/<name>``: a ref never names a path elsewhere."""
     if ref == "HEAD":
@@ -103,8 +118,19 @@ class Refs:
         self._lock_thread = threading.Lock()
         self._lock_owner: int | None = None
 
+    def _file(self, relpath: str) -> str:
+        return os.path.join(self._root, *relpath.split("/"))
+
+    def _relpath(self, ref: str) -> str:
+        """Where a ref's file lives, relative to the store: ``refs/<kind>/``
+        and its name, which an encrypted store replaces by the name's label."""
+        if ref == "HEAD":
+            return ref
+        kind, _, name = ref.rpartition("/")
+        return f"{kind}/{self._store.sealer.label(name)}"
+
     def _path(self, ref: str) -> str:
-        return os.path.join(self._root, *ref.split("/"))
+        return self._file(self._relpath(ref))
 
     # -- the lock ----------------------------------------------------------
 
@@ -136,7 +162,7 @@ class Refs:
 
     @contextlib.contextmanager
     def _flock(self) -> Iterator[None]:
-        path = self._path(LOCK)
+        path = self._file(LOCK)
         self._make_dirs(os.path.dirname(path))
         try:
             fd = _open_lock(path, self._store.layout.modes.file)
@@ -154,33 +180,56 @@ class Refs:
     # -- HEAD --------------------------------------------------------------
 
     def head_branch(self) -> str:
-        data = read_small_file(self._path("HEAD"), MAX_REF_BYTES)
-        if data is None:
+        raw = read_small_file(self._file("HEAD"), MAX_REF_BYTES)
+        if raw is None:
             return DEFAULT_BRANCH
+        data = open_sealed(self._store, "HEAD", raw) or b""  # damaged: no branch name
         text = data.decode("utf-8", "replace").strip()
         name = text[len("ref: " + HEADS):] if text.startswith("ref: " + HEADS) else ""
         return check_ref_name(name)
 
     def set_head_branch(self, branch: str) -> None:
         check_ref_name(branch)
-        with atomic_output(self._path("HEAD"), self._store.layout.tmp,
+        data = self._store.sealer.seal_file("HEAD", f"ref: {HEADS}{branch}\n".encode())
+        with atomic_output(self._file("HEAD"), self._store.layout.tmp,
                            self._store.layout.modes.file) as f:
-            f.write(f"ref: {HEADS}{branch}\n".encode())
+            f.write(data)
 
     # -- branches and tags -------------------------------------------------
 
     def get(self, ref: str) -> ObjectId | None:
-        # The files are the truth (written first); the index table mirrors them.
-        return self._read_file(ref) if _valid_ref(ref) and ref != "HEAD" else None
+        if not _valid_ref(ref) or ref == "HEAD":
+            return None
+        found = self._read_file(self._relpath(ref))
+        return found[1] if found is not None and found[0] == ref else None
 
-    def _read_file(self, ref: str) -> ObjectId | None:
-        data = read_small_file(self._path(ref), MAX_REF_BYTES)
+    def _read_file(self, relpath: str) -> tuple[str, ObjectId] | None:
+        """(ref, id) from the file at ``relpath``; None when there is none
+        or it is not a ref (FORMAT §11, §18.7): listings skip it."""
+        raw = read_small_file(self._file(relpath), MAX_REF_BYTES)
+        data = open_sealed(self._store, relpath, raw)
         if data is None:
             return None
         try:
-            return ObjectId.parse(data.decode("ascii").strip())
+            text = data.decode("ascii")
+            if not self._store.sealer.encrypted:
+                return relpath, ObjectId.parse(text.strip())
+            value, ref, rest = text.split("\n")
         except (UnicodeDecodeError, ValueError):
-            return None  # not a ref (FORMAT §11): listings skip it
+            return None
+        if rest or not _valid_ref(ref) or ref == "HEAD" or self._relpath(ref) != relpath:
+            return None  # the name inside must be the one the file is named for
+        try:
+            return ref, ObjectId.parse(value)
+        except ValueError:
+            return None
+
+    def _content(self, ref: str, oid: ObjectId) -> bytes:
+        """A ref file's bytes: the id, and in an encrypted store the ref's
+        name too (its file name is only a label), sealed to its place."""
+        if not self._store.sealer.encrypted:
+            return oid.hex.encode() + b"\n"
+        return self._store.sealer.seal_file(self._relpath(ref), f"{oid.hex}\n{ref}\n".encode())
 
     def set(self, ref: str, oid: ObjectId) -> None:
         with self.locked():
@@ -194,7 +243,7 @@ class Refs:
         path = self._path(ref)
         self._make_dirs(os.path.dirname(path))
         with atomic_output(path, self._store.layout.tmp, self._store.layout.modes.file) as f:
-            f.write(oid.hex.encode() + b"\n")
+            f.write(self._content(ref, oid))
 
     def delete(self, ref: str) -> None:
         """Remove a ref; a ref that does not exist is an error the user can act on."""
@@ -204,44 +253,43 @@ class Refs:
             remove_quietly(self._path(ref))
             fsync_dir(os.path.dirname(self._path(ref)))
 
+    def _files(self, prefix: str) -> builtins.list[str]:   # the class's ``list`` shadows the type
+        """The relative paths of the files under ``prefix`` named as refs are."""
+        try:
+            names = sorted(os.listdir(self._file(prefix.rstrip("/"))))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return [prefix + name for name in names if _NAME.match(name)]
+
     def list(self, prefix: str) -> dict[str, ObjectId]:
         """Refs under ``prefix`` (e.g. ``refs/heads/``) by short name, read from the files.
 
-        A file that is not a ref (bad content, a link, a FIFO) is left out;
-        ``cas verify`` reports it.
+        A file that is not a ref (bad content, a link, a FIFO, in an
+        encrypted store one that does not open) is left out; ``cas verify``
+        reports it.
         """
-        base = self._path(prefix.rstrip("/"))
         found = {}
-        try:
-            names = os.listdir(base)
-        except (FileNotFoundError, NotADirectoryError):
-            names = []
-        for name in names:
-            if _NAME.match(name):
-                try:
-                    oid = self._read_file(prefix + name)
-                except MetadataUnreadable:
-                    continue
-                if oid is not None:
-                    found[name] = oid
+        for relpath in self._files(prefix):
+            try:
+                ref = self._read_file(relpath)
+            except MetadataUnreadable:
+                continue
+            if ref is not None and ref[0].startswith(prefix):
+                found[ref[0][len(prefix):]] = ref[1]
         return dict(sorted(found.items()))
 
-    def unreadable(self) -> builtins.list[tuple[str, str]]:   # the class's ``list`` shadows the type
+    def unreadable(self) -> builtins.list[tuple[str, str]]:
         """(ref, why) for every file under refs/ that is not a readable ref."""
         bad = []
+        why = "does not open as the ref it is named for (damaged, or moved from another file)" \
+            if self._store.sealer.encrypted else "does not hold a snapshot id"
         for prefix in NAMESPACES:
-            try:
-                names = sorted(os.listdir(self._path(prefix.rstrip("/"))))
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            for name in names:
-                if not _NAME.match(name):
-                    continue
+            for relpath in self._files(prefix):
                 try:
-                    if self._read_file(prefix + name) is None:
-                        bad.append((prefix + name, "does not hold a snapshot id"))
+                    if self._read_file(relpath) is None:
+                        bad.append((relpath, why))
                 except MetadataUnreadable as e:
-                    bad.append((prefix + name, str(e)))
+                    bad.append((relpath, str(e)))
         return bad
 
     def branches(self) -> dict[str, ObjectId]:

@@ -12,7 +12,8 @@ What the working tree shows: the snapshot a whole-tree checkout last made
 it match, recorded in the store's ``WORKTREE`` file (FORMAT §11.2) together
 with the branch head it was taken against. A new snapshot moves the head,
 and a record taken against another head is ignored: the record resets
-itself, so snapshot and the watcher need not know about it.
+itself, so snapshot and the watcher need not know about it. In an encrypted
+store the record is sealed (docs/FORMAT.md §18.7).
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from dataclasses import dataclass
 from ..durable import atomic_output
 from ..errors import CasError, MetadataUnreadable, WorktreeNotRecorded
 from ..model.history import History
-from ..model.refs import HEADS, check_new_ref_name, check_ref_name, looks_like_id, read_small_file
+from ..model.refs import (
+    HEADS,
+    check_new_ref_name,
+    check_ref_name,
+    looks_like_id,
+    open_sealed,
+    read_small_file,
+)
 from ..model.snapshot import Snapshot
 from ..model.tree import DIR
 from ..objectid import ObjectId
@@ -115,9 +123,10 @@ def read_worktree_record(history: History) -> WorktreeRecord | None:
     """The record, or None when there is none or it is not one (damage is
     not trusted: status then compares against the branch head)."""
     try:
-        data = read_small_file(os.path.join(history.store.path, WORKTREE_FILE), MAX_WORKTREE_BYTES)
+        raw = read_small_file(os.path.join(history.store.path, WORKTREE_FILE), MAX_WORKTREE_BYTES)
     except MetadataUnreadable:
         return None
+    data = open_sealed(history.store, WORKTREE_FILE, raw)
     if data is None:
         return None
     try:
@@ -136,7 +145,7 @@ def write_worktree_record(history: History, record: WorktreeRecord) -> None:
     try:
         with atomic_output(os.path.join(history.store.path, WORKTREE_FILE), layout.tmp,
                            layout.modes.file) as f:
-            f.write(record.to_json())
+            f.write(history.store.sealer.seal_file(WORKTREE_FILE, record.to_json()))
     except OSError as e:
         raise WorktreeNotRecorded(e.strerror or str(e)) from None
 
