@@ -122,6 +122,7 @@ COMMAND_MODULES = {
     "forget": "cmd_gc", "model": "cmd_model", "stores": "cmd_model", "watch": "cmd_watch",
     "policy": "cmd_policy", "maintain": "cmd_maintain", "report": "cmd_report",
     "repair": "cmd_repair", "audit": "cmd_audit", "key": "cmd_key",
+    "purge": "cmd_purge",
 }
 
 

@@ -115,7 +115,10 @@ class _PackTally:
     dead_bytes: int = 0
 
 
-def gc(history: History, dry_run: bool = False, grace_seconds: int = GRACE_SECONDS) -> GcReport:
+def gc(history: History, dry_run: bool = False, grace_seconds: int = GRACE_SECONDS,
+       repack_all_dead: bool = False) -> GcReport:
+    """Mark and sweep. ``repack_all_dead`` (purge) rewrites every pack holding
+    a dead object, however little of it is dead, so no dead byte stays."""
     store = history.store
     layout = store.layout
     report = GcReport()
@@ -125,7 +128,7 @@ def gc(history: History, dry_run: bool = False, grace_seconds: int = GRACE_SECON
     report.live_objects = len(live)
     cutoff = time.time() - grace_seconds
     tallies, remove_entries, remove_files = _tally(store, live, cutoff, report)
-    doomed, rewrite = _classify(layout, tallies, cutoff, report)
+    doomed, rewrite = _classify(layout, tallies, cutoff, report, repack_all_dead)
     repack = _gather(store, live, doomed, rewrite, remove_entries)
     remove_files.extend(layout.pack_path(p) for p in doomed)
     remove_packs = list(doomed)
@@ -210,8 +213,8 @@ def _tally(store, live: set[bytes], cutoff: float, report: GcReport):
     return tallies, remove_entries, remove_files
 
 
-def _classify(layout, tallies: dict[bytes, _PackTally], cutoff: float,
-              report: GcReport) -> tuple[set[ObjectId], set[ObjectId]]:
+def _classify(layout, tallies: dict[bytes, _PackTally], cutoff: float, report: GcReport,
+              repack_all_dead: bool = False) -> tuple[set[ObjectId], set[ObjectId]]:
     """Packs to remove whole, and packs to rewrite without their dead objects."""
     doomed: set[ObjectId] = set()
     rewrite: set[ObjectId] = set()
@@ -224,7 +227,7 @@ def _classify(layout, tallies: dict[bytes, _PackTally], cutoff: float,
             doomed.add(pack)
         elif t.dead == t.objects:
             report.too_young += t.dead
-        elif t.dead_bytes * 2 >= t.bytes and not young:
+        elif (repack_all_dead or t.dead_bytes * 2 >= t.bytes) and not young:
             rewrite.add(pack)  # at least half dead: rewrite it (as restic's prune)
         else:
             report.kept_dead_objects += t.dead
