@@ -536,10 +536,17 @@ class _BranchPathKeys:
 
     def __init__(self, sealer: Sealer):
         self._keyed = sealer.keyed
+        self._heads: dict[bytes, bytes] = {}   # a scan's branch, hashed once
 
     def _head(self, key: bytes) -> bytes:
         cut = key.find(b"\0")
-        return self._keyed(b"statcache branch", key if cut < 0 else key[:cut + 1], 16)
+        branch = key if cut < 0 else key[:cut + 1]
+        head = self._heads.get(branch)
+        if head is None:
+            if len(self._heads) >= 64:
+                self._heads.clear()
+            head = self._heads[branch] = self._keyed(b"statcache branch", branch, 16)
+        return head
 
     def stored(self, key: bytes) -> bytes:
         return self._head(key) + self._keyed(b"statcache key", key, 16)
@@ -655,7 +662,7 @@ class SealedIndex(Index):
     def _open(self, table: bytes, stored: bytes, sealed: bytes) -> tuple[bytes, bytes]:
         """(caller's key, value); SealError (damage) for a value that does not
         open, or was moved here from another key."""
-        return _split_long(self.sealer.open_value(table + b"\0" + stored, sealed))
+        return _key_and_value(self.sealer.open_value(table + b"\0" + stored, sealed))
 
     @_guarded
     def get(self, table: bytes, key: bytes) -> bytes | None:
@@ -689,7 +696,24 @@ class SealedIndex(Index):
         scheme = self._keys.get(table)
         if scheme is None:
             return super().scan(table, prefix)
-        return self._scan(table, scheme, prefix, None, newest=False)
+        if self._db[table] is None:
+            return []
+        # One loop, no generators: a branch's stat cache preload opens a
+        # record per file (100,000 in ~1.3 s here, ~1 s of it AES-GCM-SIV).
+        cover, context, open_value = scheme.cover(prefix), table + b"\0", self.sealer.open_value
+        out = []
+        with self._env.begin(db=self._db[table]) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(cover):
+                return out
+            for stored, sealed in cursor:
+                if not stored.startswith(cover):
+                    break
+                key, value = _key_and_value(open_value(context + stored, sealed))
+                if key.startswith(prefix):
+                    out.append((key, value))
+        out.sort(key=_first)   # keys are unique: the order of the pairs
+        return out
 
     @_guarded
     def scan_oldest(self, table: bytes, prefix: bytes, limit: int = 1) -> list[tuple[bytes, bytes]]:
@@ -730,6 +754,18 @@ class SealedIndex(Index):
             wanted = ((s, k, v) for s, k, v in rows
                       if k.startswith(prefix) and (before is None or k < before))
             return _in_key_order(wanted, tie, limit, newest)
+
+
+def _first(pair: tuple[bytes, bytes]) -> bytes:
+    return pair[0]
+
+
+def _key_and_value(plain: bytes) -> tuple[bytes, bytes]:
+    """The caller's key and value in an opened record: u32 key length, key, value."""
+    end = _KEY_LENGTH.size + _KEY_LENGTH.unpack_from(plain)[0]
+    if end > len(plain):
+        raise ValueError("a sealed index record is shorter than its key")
+    return plain[_KEY_LENGTH.size:end], plain[end:]
 
 
 def _forward(cursor, cover: bytes) -> Iterator[tuple[bytes, bytes]]:
