@@ -58,24 +58,30 @@ def model() -> None:
 @click.option("--chunked", is_flag=True,
               help="Cut weights at tensors, so fine-tunes share unchanged tensors "
                    "(loads slower; views copy the files out).")
+@click.option("--public", is_flag=True,
+              help="A public model: in an encrypted store its weights stay unencrypted, so "
+                   "MLX and 'cas model path' read them in place (this shows which public "
+                   "model is stored).")
 @click.option("-m", "--message", default="", help="Note recorded with this version.")
 @json_option()
 @pass_ctx
-def import_(ctx: Context, src: str, name: str | None, chunked: bool, message: str,
+def import_(ctx: Context, src: str, name: str | None, chunked: bool, public: bool, message: str,
             as_json: bool) -> None:
     """Import a model directory or a Hugging Face cache repo (models--org--name).
 
     \b
     Examples:
       cas model import ./tiny-coder --name tiny-coder -m "fine-tune 2"
+      cas model import ~/.cache/huggingface/hub/models--Qwen--Qwen2.5-0.5B --public
     """
     with ctx.opened() as history, byte_progress("import", None, wants_progress(ctx.quiet)) as advance:
         result = import_model(history, src, name, chunked=chunked, message=message,
-                              on_file=advance)
+                              on_file=advance, public=public)
     v = result.version
     if as_json:
         out_json({"name": v.name, "version": v.number, "snapshot": v.snapshot.stored_id.hex,
-                  "unchanged": result.unchanged, "new_objects": result.new_objects,
+                  "public": v.manifest.public, "unchanged": result.unchanged,
+                  "new_objects": result.new_objects,
                   "new_bytes": result.new_bytes, "stored_bytes": result.stored_bytes})
         return
     if result.unchanged:
@@ -178,6 +184,8 @@ def show(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> None:
         if m.source.get("repo"):
             out_line(f"repo       {m.source['repo']}  revision {m.source.get('revision', '-')}")
         out_line(f"arch       {m.architecture or '-'}   framework {m.framework}   type {m.kind}")
+        if m.public:
+            out_line("public     yes: imported with --public (weights kept unencrypted)")
         q = m.quantization
         out_line(f"params     {m.parameters:,} ({params_text(m.parameters)})   dtype {m.dtype or '-'}"
                  + (f"   quantized {q['bits']}-bit, group {q['group_size']}" if q else ""))

@@ -18,12 +18,14 @@ from collections.abc import Iterable
 
 import mlx.core as mx
 
-from ..errors import CasError, ModelNotFound, WeightsDamaged
+from ..errors import CasError, ModelNotFound, PasswordRequired, WeightsDamaged
 from ..model.history import History
 from ..model.model_manifest import TensorInfo
 from ..objectid import hash_bytes
 from ..ops.models import ModelVersion, is_checked, mark_checked, model_view, resolve_model
+from ..passwords import environment_source
 from ..storage.audit import AuditLog, new_record
+from ..storage.keys import PasswordSource
 from ..storage.store import Store, find_store, locate_store
 from ..storage.workers import ordered_map
 
@@ -37,14 +39,15 @@ MX_DTYPES = {
 class _Opened:
     """A store and one resolved model version, closed together."""
 
-    def __init__(self, ref: str, store: str | os.PathLike | Store | None, at_ns: int | None):
+    def __init__(self, ref: str, store: str | os.PathLike | Store | None, at_ns: int | None,
+                 password: PasswordSource | None = None):
         self._owned = not isinstance(store, Store)
         # A path given names that store (the directory itself, or its .cas/),
         # as --store and 'cas stores add' take one; only the default looks
         # upwards from the current directory, as the CLI does.
         self.store = store if isinstance(store, Store) else \
-            Store.open(locate_store(os.fspath(store)) if store is not None
-                       else find_store(os.getcwd()))
+            _open_store(locate_store(os.fspath(store)) if store is not None
+                        else find_store(os.getcwd()), password)
         try:
             self.history = History(self.store)
             self.version: ModelVersion = resolve_model(self.history, ref, at_ns)
@@ -63,18 +66,39 @@ class _Opened:
         self.close()
 
 
-def open_model(ref: str, store: str | Store | None = None, at_ns: int | None = None) -> _Opened:
-    return _Opened(ref, store, at_ns)
+def _open_store(path: str, password: PasswordSource | None) -> Store:
+    """The store at ``path``; an encrypted one unlocked with ``password``,
+    else the process's password source (``cas.storage.keys.set_password_source``),
+    else the environment's (CAS_PASSWORD, CAS_PASSWORD_FILE, CAS_PASSWORD_COMMAND),
+    asked only when the store needs one."""
+    try:
+        return Store.open(path, password=password)
+    except PasswordRequired:
+        from_environment = environment_source() if password is None else None
+        if from_environment is None:
+            raise
+    return Store.open(path, password=from_environment)
+
+
+def open_model(ref: str, store: str | Store | None = None, at_ns: int | None = None,
+               password: PasswordSource | None = None) -> _Opened:
+    return _Opened(ref, store, at_ns, password)
 
 
 def load_weights(ref: str, *, store: str | Store | None = None, keys: Iterable[str] | None = None,
-                 at_ns: int | None = None, verify: bool | None = None) -> dict[str, mx.array]:
+                 at_ns: int | None = None, verify: bool | None = None,
+                 password: PasswordSource | None = None) -> dict[str, mx.array]:
     """Every tensor (or only ``keys``) of a stored model's safetensors files.
 
     ``ref`` is ``NAME``, ``NAME@N`` or ``NAME@<snapshot id>``; ``at_ns`` picks
     the version current at that moment. ``store`` is an open ``Store`` or a
     path: a store directory, or a directory holding one as ``.cas/`` (default:
     the nearest store in or above the current directory).
+
+    An encrypted store is unlocked with ``password`` (bytes, or a function
+    returning them), else with the process's password source. Its tensors
+    are decrypted into the arrays' memory as they are read; the weights of
+    a model imported with ``--public`` are kept raw and read by ``mx.load``.
 
     Checking: by default, tensors are hashed and compared with the BLAKE3
     recorded at import whenever one of the files holding them changed
@@ -84,7 +108,7 @@ def load_weights(ref: str, *, store: str | Store | None = None, keys: Iterable[s
     tensor, as ``cas verify --full`` does for the whole store;
     ``verify=False`` hashes none.
     """
-    with open_model(ref, store, at_ns) as opened:
+    with open_model(ref, store, at_ns, password) as opened:
         try:
             arrays = _load(opened, keys, verify)
         except CasError as e:
@@ -97,12 +121,11 @@ def load_weights(ref: str, *, store: str | Store | None = None, keys: Iterable[s
 def _record_read(opened: _Opened, ref: str, exit_code: int, message: str | None) -> None:
     """The audit trail's record of this read. A store that cannot be written
     warns (a Python warning: the library prints nothing) and the read goes on."""
-    modes = opened.store.layout.modes
     record = new_record(["cas.mlx.load_weights", ref], refs=[opened.version.label],
                         paths=[f.path for f in opened.version.manifest.files],
                         created=[], removed=[], exit_code=exit_code, message=message)
     try:
-        AuditLog(opened.store.path, modes.file, modes.directory).append(record)
+        AuditLog.of(opened.store).append(record)
     except (OSError, CasError) as e:
         warnings.warn(f"the audit log of {opened.store.path} cannot be written ({e}): "
                       "reads are not being logged", RuntimeWarning, stacklevel=3)
@@ -225,9 +248,10 @@ def _writable_bytes(array: mx.array, t: TensorInfo) -> memoryview:
     return view.cast("B") if view.nbytes else memoryview(bytearray())
 
 
-def load_config(ref: str, *, store: str | Store | None = None, at_ns: int | None = None) -> dict:
+def load_config(ref: str, *, store: str | Store | None = None, at_ns: int | None = None,
+                password: PasswordSource | None = None) -> dict:
     """A stored model's config.json, exactly as imported."""
-    with open_model(ref, store, at_ns) as opened:
+    with open_model(ref, store, at_ns, password) as opened:
         f = opened.version.manifest.file("config.json")
         if f is None:
             raise ModelNotFound(opened.version.label, "has no config.json")
@@ -237,10 +261,13 @@ def load_config(ref: str, *, store: str | Store | None = None, at_ns: int | None
             raise CasError(f"{opened.version.label}: its config.json is not JSON") from None
 
 
-def model_path(ref: str, *, store: str | Store | None = None, at_ns: int | None = None) -> str:
+def model_path(ref: str, *, store: str | Store | None = None, at_ns: int | None = None,
+               password: PasswordSource | None = None) -> str:
     """A read-only directory of the model that ``mlx_lm.load`` and other tools
     accept: links into the store for files kept as plain objects, a copy made
-    once for the others (``cas model path`` reports its size)."""
-    with open_model(ref, store, at_ns) as opened:
+    once for the others (``cas model path`` reports its size). In an
+    encrypted store only a model imported with ``--public`` has one
+    (``StoreIsEncrypted`` otherwise: a view would be plaintext on disk)."""
+    with open_model(ref, store, at_ns, password) as opened:
         return model_view(opened.history, opened.version).path
 

@@ -69,6 +69,9 @@ class ModelManifest:
     tensors: tuple[TensorInfo, ...]
     config: dict | None = None
     source: dict = field(default_factory=dict)
+    # Imported with --public: its weights are kept raw in an encrypted store
+    # (readable in place), and views and links of it are allowed.
+    public: bool = False
 
     # -- summary, derived from the config and the tensors ------------------
 
@@ -158,6 +161,10 @@ class ModelManifest:
                         "dtype": self.dtype, "quantization": self.quantization,
                         "bytes": self.bytes, "framework": self.framework, "kind": self.kind},
         }
+        if self.public:
+            # Written only when true: a manifest without it has the bytes,
+            # and so the id, it always had.
+            doc["public"] = True
         return dumps(_without_floats(doc))
 
     @classmethod
@@ -173,16 +180,19 @@ class ModelManifest:
                                        str(t.get("blake3", "")))
                             for t in doc["tensors"])
             name, config, source = doc["name"], doc.get("config"), doc.get("source") or {}
+            public = doc.get("public", False)
         except (KeyError, TypeError, IndexError, ValueError) as e:
             raise ManifestInvalid(what, f"malformed ({e})") from None
         if not isinstance(name, str) or not (config is None or isinstance(config, dict)):
             raise ManifestInvalid(what, "name must be a string and config an object")
+        if type(public) is not bool:
+            raise ManifestInvalid(what, "public must be true or false")
         known = {f.path: f.size for f in files}
         for t in tensors:
             if t.file not in known or not 0 <= t.start <= t.stop <= known[t.file] or \
                     t.nbytes != t.numel * DTYPE_SIZES[t.dtype]:
                 raise ManifestInvalid(what, f"tensor {t.name!r} does not fit its file or shape")
-        return cls(name, files, tensors, config, source)
+        return cls(name, files, tensors, config, source, public)
 
 
 def parse_safetensors(read_at: Callable[[int, int], bytes], file_size: int,

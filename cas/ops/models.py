@@ -17,6 +17,7 @@ and a copied-out view.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -29,20 +30,23 @@ import socket
 import stat
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from ..durable import write_all
+from ..durable import read_bounded, write_all
 from ..errors import (
     CasError,
     ModelNotFound,
     NotAModel,
     ObjectNotFound,
     SourceError,
+    StoreIsEncrypted,
     TargetRefused,
 )
 from ..model.history import History
 from ..model.model_manifest import (
+    WEIGHT_SUFFIXES,
     ModelFile,
     ModelManifest,
     TensorInfo,
@@ -411,62 +415,139 @@ def default_name(source: ModelSource) -> str:
 # -- import -------------------------------------------------------------------
 
 def import_model(history: History, src: str, name: str | None = None, chunked: bool = False,
-                 message: str = "", on_file: Callable[[int], None] | None = None) -> ImportResult:
+                 message: str = "", on_file: Callable[[int], None] | None = None,
+                 public: bool = False) -> ImportResult:
     """Import a model directory or Hugging Face cache repo as a new version of
-    ``name``; ``on_file(size)`` is called as each file is stored."""
+    ``name``; ``on_file(size)`` is called as each file is stored.
+
+    ``public``: a public model, whose weights an encrypted store keeps raw
+    (unsealed) so that MLX and views read them in place; recorded in the
+    manifest. In a plain store it changes nothing else."""
     source = find_model_source(src)
     name = check_ref_name(name or default_name(source))
     store = history.store
     chain = _version_chain(history, name)
     parent, number = (chain[0][1], chain[0][0] + 1) if chain else (None, 1)
-    with store.writer(placement=Placement(raw=True, whole=not chunked)) as writer:
+    placement = Placement(raw=True, whole=not chunked)
+    with store.writer(placement=placement) as writer, \
+            _weights_writer(store, writer, placement, public) as weights:
         files: list[ModelFile] = []
-        root = _store_source(writer, source, files, on_file)
+        root = _store_source(_Writers(writer, weights), source, files, on_file)
+        weights.flush()  # the weights indexed before anything that names them
         writer.flush()
         files.sort(key=lambda f: f.path)
-        unchanged = _unchanged(history, name, chain, root)
+        unchanged = _unchanged(history, name, chain, root, public)
         if unchanged is not None:
             return ImportResult(unchanged, 0, 0, 0, unchanged=True)
+        if public:
+            _unseal_weights(store, placement, source, files)
         manifest = ModelManifest(name, tuple(files), _tensors(store, files),
-                                 _config(store, files), source.to_doc())
+                                 _config(store, files), source.to_doc(), public)
         model_id = writer.put_bytes(manifest.to_json())
         mark_checked(store, [f.id for f in files if f.path.endswith(".safetensors")])
         snapshot = new_snapshot(
             root, parent, message=message or f"import {source.repo or source.directory}",
             branch=MODELS[len("refs/"):] + name, source=source.directory,
-            counts={"files": len(files), "bytes": manifest.bytes}, written=writer,
-            model=model_id, model_version=number)
+            counts={"files": len(files), "bytes": manifest.bytes},
+            written=_Written(*_counts(writer, weights)), model=model_id, model_version=number)
         recorded = history.record(snapshot, writer, ref=MODELS + name)
-        counts = (writer.new_objects, writer.new_bytes, writer.stored_bytes)
+        counts = _counts(writer, weights)
     version = ModelVersion(name, number, recorded,
                            ModelManifest.from_json(manifest.to_json(), model_id))
     return ImportResult(version, *counts, unchanged=False)
 
 
 def _unchanged(history: History, name: str, chain: list[tuple[int, Snapshot]],
-               root: ObjectId) -> ModelVersion | None:
-    """The newest version, if it holds exactly ``root`` and its manifest
-    reads; a damaged manifest is replaced by importing a new version."""
+               root: ObjectId, public: bool) -> ModelVersion | None:
+    """The newest version, if it holds exactly ``root``, was imported as
+    public or not alike, and its manifest reads; a damaged manifest is
+    replaced by importing a new version."""
     if not chain or chain[0][1].tree != root:
         return None
     number, snap = chain[0]
     try:
-        return ModelVersion(name, number, snap, load_manifest(history, snap))
+        version = ModelVersion(name, number, snap, load_manifest(history, snap))
     except CasError:
         return None
+    return version if version.manifest.public == public else None
+
+
+class _Writers(NamedTuple):
+    """Where an import stores a file: weights apart from the rest (the same
+    writer, except for a public model in an encrypted store)."""
+    rest: ObjectWriter
+    weights: ObjectWriter
+
+    def put_bytes(self, data: bytes) -> ObjectId:
+        return self.rest.put_bytes(data)
+
+    def for_path(self, rel: str) -> ObjectWriter:
+        return self.weights if rel.endswith(WEIGHT_SUFFIXES) else self.rest
+
+
+@contextlib.contextmanager
+def _weights_writer(store: Store, writer: ObjectWriter, placement: Placement,
+                    public: bool) -> Iterator[ObjectWriter]:
+    """The writer of a model's weights: for a public model in an encrypted
+    store, one whose loose objects are raw and unsealed (FORMAT §18.8)."""
+    if not (public and store.sealer.encrypted):
+        yield writer
+        return
+    with store.writer(placement=placement, public=True) as weights:
+        yield weights
+
+
+@dataclass
+class _Written:
+    """What an import's writers stored, as a snapshot's stats take it."""
+    new_objects: int
+    new_bytes: int
+    stored_bytes: int
+
+
+def _counts(writer: ObjectWriter, weights: ObjectWriter) -> tuple[int, int, int]:
+    """New objects, their bytes, and the bytes they take stored, of both writers."""
+    both = (writer,) if weights is writer else (writer, weights)
+    return (sum(w.new_objects for w in both), sum(w.new_bytes for w in both),
+            sum(w.stored_bytes for w in both))
+
+
+def _unseal_weights(store: Store, placement: Placement, source: ModelSource,
+                    files: list[ModelFile]) -> None:
+    """Store again, raw, the weights of a public import that were already in
+    an encrypted store sealed (from an earlier import that was not public):
+    content already stored keeps its form unless it is named for replacing."""
+    if not store.sealer.encrypted or not placement.whole:
+        return  # chunked weights are never one plain file: nothing to gain
+    sealed = [f for f in files if f.path.endswith(WEIGHT_SUFFIXES) and store.plain_path(f.id) is None]
+    if not sealed:
+        return
+    with store.writer(placement=placement, replace=[f.id for f in sealed], public=True) as writer:
+        beneath = _Beneath(source.root)
+        try:
+            start = os.path.relpath(source.directory, source.root)
+            for f in sealed:
+                fd, st, real = beneath.open((), f"{start}/{f.path}", f.path)
+                os.close(fd)
+                oid, _st = writer.put_file(beneath.path(real), expect=(st.st_dev, st.st_ino))
+                if oid != f.id:
+                    raise SourceError(os.path.join(source.directory, f.path),
+                                      "changed while it was imported; not imported")
+        finally:
+            beneath.close()
 
 
 @dataclass
 class _Walk:
     """What an import's walk of the source shares."""
-    writer: ObjectWriter
+    writer: _Writers
     beneath: _Beneath
     shown: str                   # the source directory, for messages
     files: list[ModelFile]
     on_file: Callable[[int], None] | None
 
 
-def _store_source(writer: ObjectWriter, source: ModelSource, files: list[ModelFile],
+def _store_source(writer: _Writers, source: ModelSource, files: list[ModelFile],
                   on_file: Callable[[int], None] | None) -> ObjectId:
     """Store the source's files, reading nothing outside ``source.root``:
     links are followed only where they lead inside it (a Hugging Face
@@ -527,7 +608,8 @@ def _store_entry(walk: _Walk, fd: int, st: os.stat_result, real: tuple[str, ...]
         raise SourceError(shown, "not a regular file or directory; not imported")
     # Read by path, but only if that path still reaches the very file
     # checked to be inside the root.
-    oid, st = walk.writer.put_file(walk.beneath.path(real), expect=(st.st_dev, st.st_ino))
+    oid, st = walk.writer.for_path(rel).put_file(walk.beneath.path(real),
+                                                 expect=(st.st_dev, st.st_ino))
     walk.files.append(ModelFile(rel, oid, st.st_size))
     if walk.on_file is not None:
         walk.on_file(st.st_size)
@@ -879,7 +961,7 @@ def remove_model(history: History, name: str,
     history.refs.delete(MODELS + name)
     for oid in ids:
         history.forget(oid)
-    _remove_views(history.store, [oid.hex for oid in ids])
+    _remove_views(history.store, [view_name(history.store, oid) for oid in ids])
     _remove_links(history.store, name, on_link_left or (lambda path, why: None))
     return len(ids)
 
@@ -907,7 +989,8 @@ def model_view(history: History, version: ModelVersion) -> ModelView:
     written out once, kept beside it, and counted in ``copied_bytes``. Views
     are derived: deleting one loses nothing."""
     store = history.store
-    name = version.snapshot.stored_id.hex
+    refuse_plaintext(store, version, "a view of")
+    name = view_name(store, version.snapshot.stored_id)
     final = os.path.join(store.path, VIEWS, name)
     plain = {f.path: store.plain_path(f.id) for f in version.manifest.files}
     linked = sum(f.size for f in version.manifest.files if plain[f.path])
@@ -924,6 +1007,32 @@ def model_view(history: History, version: ModelVersion) -> ModelView:
         return view
     finally:
         os.close(views_fd)
+
+
+def refuse_plaintext(store: Store, version: ModelVersion, what: str) -> None:
+    """In an encrypted store, only a public model may be laid out in plain
+    files (a view, links to it): anything else would put its content on
+    disk unsealed (FORMAT §18.8)."""
+    if store.sealer.encrypted and not version.manifest.public:
+        raise StoreIsEncrypted(
+            f"{what} {version.label}",
+            f"write it out with 'cas model export {version.label} DIR' to a directory of "
+            "your choice, or import it with --public if it is a public model")
+
+
+def view_name(store: Store, snapshot_id: ObjectId) -> str:
+    """The directory name under views/ of a version's view: its snapshot id,
+    as the store names ids on disk."""
+    return store.sealer.name(snapshot_id).hex
+
+
+def view_snapshot(store: Store, name: str) -> ObjectId | None:
+    """The snapshot id a directory under views/ is the view of; None for a
+    name that is not one."""
+    try:
+        return store.sealer.unname(ObjectId.parse(name))
+    except ValueError:
+        return None
 
 
 def _open_views(store: Store) -> int:
@@ -1107,6 +1216,7 @@ def link_hf_cache(history: History, version: ModelVersion, hub: str) -> str:
     ``hub`` itself is taken as given; below it nothing is written through a
     link: directories are opened with O_NOFOLLOW from their parent's fd, and
     links and ``refs/main`` are made under fresh random names and renamed."""
+    refuse_plaintext(history.store, version, "a Hugging Face cache link of")
     view = model_view(history, version)
     repo = version.manifest.source.get("repo") or f"cas/{version.name}"
     repo_name = HF_PREFIX + str(repo).replace("/", "--")
@@ -1253,27 +1363,36 @@ def _read_at(dir_fd: int, name: str) -> bytes | None:
 LINKS = "links"
 
 
-def _links_file(name: str) -> str:
-    """The record's file name: the model name with every byte that is not a
+_MAX_RECORD = 64 << 20
+
+
+def _links_file(store: Store, name: str) -> str:
+    """The record's file name: the model name as the store labels names (in
+    an encrypted store, 32 hex digits), with every byte that is not a
     letter, digit, '.', '_' or '-' written %XX, so any ref name makes one file name."""
+    label = store.sealer.label(name)
     return "".join(c if c.isascii() and (c.isalnum() or c in "._-") else
                    "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape"))
-                   for c in name) + ".json"
+                   for c in label) + ".json"
 
 
-def _load_links(links_fd: int, file_name: str) -> list[dict]:
-    """The entries of one record that have a shape ``model link`` writes."""
+def _read_record(store: Store, links_fd: int, file_name: str) -> dict | None:
+    """A record's JSON object, opened without following a link and unsealed
+    in an encrypted store; None when it is missing, not a regular file, or
+    damaged (one that does not parse or authenticate)."""
     try:
-        fd = os.open(file_name, _ANY_FLAGS, dir_fd=links_fd)
-    except OSError:
-        return []
-    try:
-        doc = json.loads(os.read(fd, 64 << 20)) if stat.S_ISREG(os.fstat(fd).st_mode) else {}
+        data = read_bounded(file_name, _MAX_RECORD, dir_fd=links_fd)
+        doc = json.loads(store.sealer.open_file(f"{LINKS}/{file_name}", data))
     except (ValueError, RecursionError, OSError):
-        doc = {}  # a damaged record: what it named is not removed, never anything else
-    finally:
-        os.close(fd)
-    links = doc.get("links") if isinstance(doc, dict) else None
+        return None  # SealError is a ValueError: damaged alike
+    return doc if isinstance(doc, dict) else None
+
+
+def _load_links(store: Store, links_fd: int, file_name: str) -> list[dict]:
+    """The entries of one record that have a shape ``model link`` writes; none
+    of a damaged record: what it named is not removed, never anything else."""
+    doc = _read_record(store, links_fd, file_name) or {}
+    links = doc.get("links")
     return [d for d in links if _shape(d) is not None] if isinstance(links, list) else []
 
 
@@ -1321,7 +1440,7 @@ def _record_links(store: Store, name: str, hub: str, version: str, made: list[di
     try:
         fresh = {d["path"]: d for d in made}
         entries = []
-        for d in _load_links(links_fd, _links_file(name)):
+        for d in _load_links(store, links_fd, _links_file(store, name)):
             if d["hub"] == hub and d["path"] in fresh:
                 continue  # written again now: the new entry stands
             if d["hub"] == hub and d["path"] in kept:
@@ -1334,7 +1453,7 @@ def _record_links(store: Store, name: str, hub: str, version: str, made: list[di
 
 
 def _write_record(store: Store, links_fd: int, name: str, entries: list[dict]) -> None:
-    file_name = _links_file(name)
+    file_name = _links_file(store, name)
     if not entries:
         try:
             os.unlink(file_name, dir_fd=links_fd)
@@ -1342,7 +1461,8 @@ def _write_record(store: Store, links_fd: int, name: str, entries: list[dict]) -
             pass
     else:
         data = json.dumps({"model": name, "links": entries}, indent=2, sort_keys=True).encode()
-        _replace_file(links_fd, file_name, data + b"\n", os.path.join(store.path, LINKS, file_name))
+        _replace_file(links_fd, file_name, store.sealer.seal_file(f"{LINKS}/{file_name}", data + b"\n"),
+                      os.path.join(store.path, LINKS, file_name))
     os.fsync(links_fd)
 
 
@@ -1354,7 +1474,7 @@ def _remove_links(store: Store, name: str, on_left: Callable[[str, str], None]) 
     except (CasError, OSError):
         return 0
     try:
-        removed = remove_linked(store, _load_links(links_fd, _links_file(name)), on_left)
+        removed = remove_linked(store, _load_links(store, links_fd, _links_file(store, name)), on_left)
         _write_record(store, links_fd, name, [])
     finally:
         os.close(links_fd)
@@ -1374,10 +1494,10 @@ def forget_links(store: Store, is_recorded: Callable[[str], bool],
     removed = 0
     try:
         for file_name in sorted(os.listdir(links_fd)):
-            model = _record_model(links_fd, file_name)
+            model = _record_model(store, links_fd, file_name)
             if model is None:
                 continue  # not a record of ours
-            gone, kept = _split_by_versions(_load_links(links_fd, file_name), is_recorded)
+            gone, kept = _split_by_versions(_load_links(store, links_fd, file_name), is_recorded)
             for d in kept:
                 if _versions(d) is None and _dangles(d, store):
                     on_left(os.path.join(d["hub"], d["path"]), "names no version of "
@@ -1390,20 +1510,10 @@ def forget_links(store: Store, is_recorded: Callable[[str], bool],
     return removed
 
 
-def _record_model(links_fd: int, file_name: str) -> str | None:
+def _record_model(store: Store, links_fd: int, file_name: str) -> str | None:
     """The model a record file is for, when its name is the one ``_links_file`` gives."""
-    try:
-        fd = os.open(file_name, _ANY_FLAGS, dir_fd=links_fd)
-    except OSError:
-        return None
-    try:
-        doc = json.loads(os.read(fd, 64 << 20)) if stat.S_ISREG(os.fstat(fd).st_mode) else {}
-    except (ValueError, RecursionError, OSError):
-        return None
-    finally:
-        os.close(fd)
-    model = doc.get("model") if isinstance(doc, dict) else None
-    return model if isinstance(model, str) and _links_file(model) == file_name else None
+    model = (_read_record(store, links_fd, file_name) or {}).get("model")
+    return model if isinstance(model, str) and _links_file(store, model) == file_name else None
 
 
 def _split_by_versions(entries: list[dict], is_recorded: Callable[[str], bool]
