@@ -31,7 +31,8 @@ def _line(record: dict) -> str:
     outcome = record.get("outcome") or {}
     status = outcome.get("status", "?")
     if status != "ok":
-        status = f"error {outcome.get('exit_code')}: {outcome.get('message')}"
+        message = outcome.get("message")
+        status = f"error {outcome.get('exit_code')}" + (f": {message}" if message else "")
     command = " ".join(str(word) for word in record.get("command") or [])
     return (f"{record.get('seq')} {record.get('time')} {record.get('user')}@{record.get('host')} "
             f"pid {record.get('pid')}: {command} [{status}]")

@@ -15,6 +15,7 @@ import click
 from ..errors import EXIT_PROBLEM_FOUND, counted
 from ..ops.watch import Watcher, WatchOptions, watch_status
 from ..ops.worktree import resolve_source
+from ..storage.crypto import PLAIN, PlainSealer, Sealer
 from .main import Context, branch_option, json_option, pass_ctx
 from .output import out_json, out_line, shown
 from .timespec import DurationParam
@@ -61,16 +62,17 @@ def command(ctx: Context, path: str | None, quiet_period: float, max_interval: f
     """
     with ctx.opened() as history:
         source, branch = resolve_source(history, path, branch)
-        store_path = history.store.path
+        store_path, sealer = history.store.path, history.store.sealer
     if status:
-        return report_status(store_path, source, as_json)
+        return report_status(store_path, source, as_json, sealer)
     if quiet_period <= 0 or max_interval < quiet_period:
         raise click.UsageError("need 0 < --quiet-period <= --max-interval")
     sink = _open_log(log_file) if log_file else sys.stderr
     stop = threading.Event()
     options = WatchOptions(branch, quiet_period, max_interval, maintain_interval=maintain_interval)
     watcher = Watcher(store_path, source, options, _json_lines(sink),
-                      quiet_paths=(log_file,) if log_file else ())
+                      quiet_paths=(log_file,) if log_file else (), sealer=sealer,
+                      command=["cas", *ctx.audit.argv])
 
     def on_signal(signum, frame) -> None:
         stop.set()
@@ -114,10 +116,11 @@ def _open_log(path: str):
     return os.fdopen(fd, "a", buffering=1)
 
 
-def report_status(store_path: str, source: str, as_json: bool) -> int:
+def report_status(store_path: str, source: str, as_json: bool,
+                  sealer: Sealer | PlainSealer = PLAIN) -> int:
     """Print a watcher's state; exit 0 if one runs, 1 if it runs but is in
     trouble (a full disk, say) or has stopped beating (stalled), 3 if none runs."""
-    state = watch_status(store_path, source)
+    state = watch_status(store_path, source, sealer)
     if as_json:
         out_json(state)
     else:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from ..errors import CasError
 from ..model.history import History
+from ..storage.audit import AuditLog, new_record
 from ..storage.store import Store
 from .gc import GRACE_SECONDS, gc
 from .packs import SMALL_PACK, consolidate
@@ -66,11 +67,43 @@ class MaintainReport:
         return not self.damage and not self.problems
 
 
-def run_maintenance(store_path: str, options: MaintainOptions | None = None) -> MaintainReport:
+def run_maintenance(store_path: str, options: MaintainOptions | None = None,
+                    audit_command: list[str] | None = None) -> MaintainReport:
     """Open the store exclusively (``StoreLocked`` while anything else has it
-    open) and maintain it."""
+    open) and maintain it. With ``audit_command`` (a watcher's scheduled
+    run: the library call's name), the run is recorded in the audit trail, with
+    the snapshots its policies forgot; ``cas maintain`` is recorded by the CLI."""
     with Store.open(store_path, exclusive=True) as store:
-        return maintain(History(store), options)
+        history = History(store)
+        try:
+            report = maintain(history, options)
+        except CasError as e:
+            _record(history, audit_command, e.exit_code, str(e))
+            raise
+        _record(history, audit_command, 0 if report.ok else 1, _trouble_of(report))
+        return report
+
+
+def _trouble_of(report: MaintainReport) -> str | None:
+    """What a run that is not ok found, in words (its record's outcome)."""
+    found = list(report.problems)
+    if report.damage:
+        found.append(f"the verify sample found {len(report.damage)} damaged objects")
+    return "; ".join(found) or None
+
+
+def _record(history: History, command: list[str] | None, exit_code: int,
+            message: str | None) -> None:
+    """The audit record of a run; a log that cannot be written loses only it."""
+    if command is None:
+        return
+    record = new_record(command, refs=[], paths=[], created=[],
+                        removed=[oid.hex for oid in history.snapshots_removed],
+                        exit_code=exit_code, message=message)
+    try:
+        AuditLog.of(history.store).append(record)
+    except (OSError, CasError):
+        pass  # the run's own report stands; the watcher's next snapshot tries the log again
 
 
 def maintain(history: History, options: MaintainOptions | None = None) -> MaintainReport:

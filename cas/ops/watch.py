@@ -88,6 +88,8 @@ from ..model.history import History
 from ..model.snapshot import Snapshot
 from ..model.tree import FILE, TreeEntry
 from ..objectid import hash_bytes
+from ..storage.audit import AuditLog, new_record
+from ..storage.crypto import PLAIN, PlainSealer, Sealer, sealed_size
 from ..storage.store import Store
 from .ignore import IGNORE_FILE, load_ignore
 from .scan import ScanPolicy, ScanTargets
@@ -107,6 +109,8 @@ from .watch_schedule import (
 )
 
 WATCH_DIR = "watch"
+# The audit trail's name for the maintenance a watcher runs (a library call's form).
+MAINTAIN_CALL = "cas.ops.maintain.run_maintenance"
 WATCHED_EVENTS = [FileCreatedEvent, DirCreatedEvent, FileModifiedEvent, DirModifiedEvent,
                   FileAttribEvent, DirAttribEvent, FileDeletedEvent, DirDeletedEvent,
                   FileMovedEvent, DirMovedEvent, FileClosedEvent]
@@ -190,17 +194,27 @@ def _utc(ts: float | None = None) -> str:
         .strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def state_paths(store_path: str, source: str) -> tuple[str, str]:
-    """The lock file and state file of the watcher of ``source``."""
-    key = hash_bytes(os.fsencode(os.path.abspath(source))).hex[:16]
+def state_paths(store_path: str, source: str,
+                sealer: Sealer | PlainSealer = PLAIN) -> tuple[str, str]:
+    """The lock file and state file of the watcher of ``source``. In an
+    encrypted store their name is a keyed hash of the path: hashing a
+    guessed path does not confirm that it is watched."""
+    path = os.fsencode(os.path.abspath(source))
+    key = sealer.keyed(b"watch", path, 8).hex() if isinstance(sealer, Sealer) \
+        else hash_bytes(path).hex[:16]
     base = os.path.join(store_path, WATCH_DIR, key)
     return base + ".lock", base + ".json"
 
 
-def watch_status(store_path: str, source: str) -> dict:
+def _state_relpath(state_path: str) -> str:
+    """What a state file is sealed against: its place in the store."""
+    return f"{WATCH_DIR}/{os.path.basename(state_path)}"
+
+
+def watch_status(store_path: str, source: str, sealer: Sealer | PlainSealer = PLAIN) -> dict:
     """What ``cas watch --status`` reports: running or not, the last state
     written, and whether a running watcher has stopped beating (``stalled``)."""
-    lock_path, state_path = state_paths(store_path, source)
+    lock_path, state_path = state_paths(store_path, source, sealer)
     running = False
     fd = _open_plain(lock_path, os.O_RDONLY)
     if fd >= 0:
@@ -212,7 +226,7 @@ def watch_status(store_path: str, source: str) -> dict:
             pass
         finally:
             os.close(fd)
-    state = _read_state(state_path)
+    state = _read_state(state_path, sealer)
     out = {"source": os.path.abspath(source), "running": running, **state,
            **({} if running else {"pid": None})}
     age = _age_seconds(state.get("updated"))
@@ -254,12 +268,15 @@ def _open_plain(path: str, flags: int) -> int:
     return -1
 
 
-def _read_state(state_path: str) -> dict:
+def _read_state(state_path: str, sealer: Sealer | PlainSealer = PLAIN) -> dict:
+    """The state a state file holds; {} for one that is missing, damaged
+    or (in an encrypted store) does not open."""
     fd = _open_plain(state_path, os.O_RDONLY)
     if fd < 0:
         return {}
     try:
-        state = json.loads(os.read(fd, MAX_STATE_BYTES))
+        data = os.read(fd, sealed_size(MAX_STATE_BYTES) if sealer.encrypted else MAX_STATE_BYTES)
+        state = json.loads(sealer.open_file(_state_relpath(state_path), data))
     except (OSError, ValueError, RecursionError):  # deep nesting: not a state we wrote
         return {}
     finally:
@@ -333,10 +350,16 @@ class Watcher:
     (tests/test_watch_schedule.py checks this); the loop's own fields need no lock."""
 
     def __init__(self, store_path: str, source: str, options: WatchOptions,
-                 log: Callable[[dict], None], quiet_paths: tuple[str, ...] = ()):
+                 log: Callable[[dict], None], quiet_paths: tuple[str, ...] = (),
+                 sealer: Sealer | PlainSealer | None = None, command: list[str] | None = None):
         self.store_path = os.path.abspath(store_path)
         self.source = os.path.abspath(source)
         self.options = options
+        # The store's sealer, for the state file's name and content (None:
+        # learnt by opening the store when the watcher starts).
+        self._sealer = sealer
+        # What the audit trail's records of this watcher's work say ran.
+        self._command = list(command) if command else ["cas.ops.watch.Watcher", self.source]
         self._timing = Timing(options.quiet_period, options.max_interval,
                               options.rescan_interval, options.maintain_interval, IDLE_SECONDS)
         self._log = log
@@ -564,7 +587,10 @@ class Watcher:
     # -- the loop --------------------------------------------------------------
 
     def acquire(self) -> None:
-        lock_path, _ = state_paths(self.store_path, self.source)
+        if self._sealer is None:
+            with Store.open(self.store_path, with_index=False) as store:
+                self._sealer = store.sealer
+        lock_path, _ = state_paths(self.store_path, self.source, self.sealer)
         try:
             # The store's modes, whatever the umask: private, or group-shared.
             make_dir_like_parent(os.path.dirname(lock_path))
@@ -578,8 +604,13 @@ class Watcher:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise WatcherRunning(self.source, watch_status(self.store_path, self.source).get("pid")) from None
+            raise WatcherRunning(self.source, watch_status(self.store_path, self.source,
+                                                           self.sealer).get("pid")) from None
         self._lock_fd = fd
+
+    @property
+    def sealer(self) -> Sealer | PlainSealer:
+        return self._sealer if self._sealer is not None else PLAIN
 
     def release(self) -> None:
         if self._lock_fd >= 0:
@@ -851,6 +882,7 @@ class Watcher:
             self._recorded = _snapshot_id(snap if snap is not None else parent)
             if snap is not None:
                 self._thin(history)
+                self._audit(store, history)
         with self._lock:
             self._faults_in_a_row = 0
         self._report_problems(result.scan.problems, taken, full=targets is None)
@@ -877,6 +909,22 @@ class Watcher:
                    "started": started_at, "branch": self.options.branch, "changes": changes,
                    "new_objects": snap.stats.get("new_objects", 0),
                    "new_bytes": new_bytes, "seconds": seconds})
+
+    def _audit(self, store: Store, history: History) -> None:
+        """The audit trail's record of a snapshot (and the thinning after
+        it). A log that cannot be written is logged once as trouble; the
+        snapshot stands."""
+        record = new_record(self._command, refs=[self.options.branch], paths=[self.source],
+                            created=[oid.hex for oid in history.snapshots_created],
+                            removed=[oid.hex for oid in history.snapshots_removed],
+                            exit_code=0, message=None)
+        try:
+            AuditLog.of(store).append(record)
+        except (OSError, CasError) as e:
+            self._trouble("audit", trouble_kind(e), f"the audit log cannot be written ({e}): "
+                          "snapshots are not being logged")
+            return
+        self._recovered("audit")
 
     # -- thinning and maintenance ----------------------------------------------
 
@@ -929,7 +977,8 @@ class Watcher:
         started = time.monotonic()
         try:
             from . import maintain
-            report = maintain.run_maintenance(self.store_path, _maintenance_options(maintain))
+            report = maintain.run_maintenance(self.store_path, _maintenance_options(maintain),
+                                              audit_command=[MAINTAIN_CALL, self.store_path])
         except ImportError as e:
             with self._lock:
                 self._maintenance_from = time.time()
@@ -967,8 +1016,8 @@ class Watcher:
         """What a previous watcher of this tree left that must outlive it:
         when maintenance last ran, and when its interval started (for a new
         watcher of a tree, now: its first run is an interval away)."""
-        _, state_path = state_paths(self.store_path, self.source)
-        state = _read_state(state_path)
+        _, state_path = state_paths(self.store_path, self.source, self.sealer)
+        state = _read_state(state_path, self.sealer)
         now = time.time()
 
         def past(key: str) -> float | None:
@@ -1093,7 +1142,8 @@ class Watcher:
                 return
             self._state_key, self._state_written = key, now
             state.update({"updated": _utc(now), **({"failed": failed} if failed else {})})
-            _write_state_file(state_paths(self.store_path, self.source)[1], state, self._file_mode)
+            _write_state_file(state_paths(self.store_path, self.source, self.sealer)[1], state,
+                              self._file_mode, self.sealer)
         finally:
             self._state_lock.release()
 
@@ -1111,14 +1161,17 @@ class Watcher:
                 else _utc(self._maintenance_from)}
 
 
-def _write_state_file(state_path: str, state: dict, mode: int) -> None:
+def _write_state_file(state_path: str, state: dict, mode: int,
+                      sealer: Sealer | PlainSealer = PLAIN) -> None:
     """Replace the state file, padded to ``STATE_FILE_BYTES`` with spaces
-    (JSON ignores them). The padding is room kept for a full disk: when the
-    new file cannot be written, the state is written over the old one in
-    place, in blocks the file already has, so that ``--status`` still tells
-    of the trouble. The state file is advisory: other failures are ignored."""
+    (JSON ignores them) and then sealed in an encrypted store. The padding
+    is room kept for a full disk: when the new file cannot be written, the
+    state is written over the old one in place, in blocks the file already
+    has, so that ``--status`` still tells of the trouble. The state file is
+    advisory: other failures are ignored."""
     data = (json.dumps(state, sort_keys=True) + "\n").encode()
     data += b" " * max(0, STATE_FILE_BYTES - len(data))
+    data = sealer.seal_file(_state_relpath(state_path), data)
     try:
         with atomic_output(state_path, mode=mode, durable=False) as f:
             f.write(data)
