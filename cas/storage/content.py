@@ -31,7 +31,7 @@ from .encoding import Encoding, ZstdError, decode
 from .index import Index, IndexEntry
 from .layout import Layout
 from .pack import PackFormatError, read_header
-from .seekable import iter_blocks, read_frame, read_seek_table
+from .seekable import SeekTableError, iter_blocks, read_frame, read_seek_table
 from .storedfile import SealedFile, StoredFile, open_stored
 from .workers import ordered_map
 
@@ -231,6 +231,8 @@ class Contents:
             data = b"".join(self.blocks(entry))
         except ZstdError as e:
             raise ObjectDamaged(oid.hex, f"cannot be decompressed ({e})") from None
+        except (SeekTableError, SealError) as e:
+            raise ObjectDamaged(oid.hex, str(e)) from None
         if len(data) != length:
             raise ObjectDamaged(oid.hex, f"chunk has {len(data)} bytes, {length} listed")
         return data

@@ -34,7 +34,7 @@ from . import keys
 from .chunklist import ChunkList
 from .config import CONFIG_FILE, FORMAT_NAME, StoreConfig
 from .content import READ_BLOCK, Content, Contents
-from .crypto import PLAIN, SEGMENT, PlainSealer, Sealer
+from .crypto import PLAIN, SEGMENT, PlainSealer, Sealer, SealError
 from .encoding import Encoding, ZstdError
 from .index import Index, IndexEntry
 from .layout import Layout, StoreModes
@@ -365,7 +365,7 @@ class Store:
             if entry.encoding.inner is Encoding.RAW:
                 return io.BufferedReader(_segment_reader(stored), READ_BLOCK)
             return io.BufferedReader(seekable_reader(stored, lambda: os.close(stored.fd)), READ_BLOCK)
-        except SeekTableError as e:
+        except (SeekTableError, SealError) as e:
             os.close(stored.fd)
             raise ObjectDamaged(entry.oid.hex, str(e)) from None
 
@@ -418,7 +418,7 @@ class Store:
                 yield block
         except ZstdError as e:
             raise ObjectDamaged(oid.hex, f"cannot be decompressed ({e})") from None
-        except SeekTableError as e:
+        except (SeekTableError, SealError) as e:
             raise ObjectDamaged(oid.hex, str(e)) from None
         _check_whole(entry, total, hasher)
 
@@ -540,7 +540,7 @@ class Store:
             self.contents.read_into(entry, offset, view)
         except ZstdError as e:
             raise ObjectDamaged(oid.hex, f"cannot be decompressed ({e})") from None
-        except SeekTableError as e:
+        except (SeekTableError, SealError) as e:
             raise ObjectDamaged(oid.hex, str(e)) from None
 
     # -- listing --------------------------------------------------------
