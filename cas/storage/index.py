@@ -19,6 +19,11 @@ be 4 KiB. ``get``, ``update`` and ``scan`` take keys of any length: a key
 LMDB cannot hold is kept in ``longkeys`` under ``table NUL head digest`` (its
 first bytes, for ordered prefix scans, then the BLAKE3 of the whole key),
 with the whole key in the value. Callers never see the difference.
+
+An encrypted store's index is a ``SealedIndex`` (docs/FORMAT.md §18.4):
+objects are keyed by their names; snapshots, treelinks, verified, statcache
+and timeline by names and keyed hashes, their values sealed together with
+the caller's key. Callers still see plain ids, keys and values.
 """
 
 from __future__ import annotations
@@ -616,7 +621,8 @@ class SealedIndex(Index):
     @_guarded
     def match_prefix(self, prefix: str, limit: int = 2) -> list[ObjectId]:
         """Names are in no order of their ids: every name is turned back into
-        its id and compared (about 0.09 s per 100,000 objects, measured)."""
+        its id and compared (measured: 0.2 s of CPU per 100,000 objects; a
+        plain index reads only the matching keys)."""
         head = bytes.fromhex(prefix[: len(prefix) // 2 * 2])
         nibble = int(prefix[-1], 16) if len(prefix) % 2 else None
         found: list[ObjectId] = []
@@ -699,7 +705,8 @@ class SealedIndex(Index):
         if self._db[table] is None:
             return []
         # One loop, no generators: a branch's stat cache preload opens a
-        # record per file (100,000 in ~1.3 s here, ~1 s of it AES-GCM-SIV).
+        # record per file. Measured per 100,000: 0.44 s of CPU (0.22 s of it
+        # AES-GCM-SIV), against 0.09 s in a plain index.
         cover, context, open_value = scheme.cover(prefix), table + b"\0", self.sealer.open_value
         out = []
         with self._env.begin(db=self._db[table]) as txn:
