@@ -185,7 +185,7 @@ def show(ctx: Context, spec: str, at_ns: int | None, as_json: bool) -> None:
             out_line(f"repo       {m.source['repo']}  revision {m.source.get('revision', '-')}")
         out_line(f"arch       {m.architecture or '-'}   framework {m.framework}   type {m.kind}")
         if m.public:
-            out_line("public     yes: imported with --public (weights kept unencrypted)")
+            out_line("public     yes (imported with --public)")
         q = m.quantization
         out_line(f"params     {m.parameters:,} ({params_text(m.parameters)})   dtype {m.dtype or '-'}"
                  + (f"   quantized {q['bits']}-bit, group {q['group_size']}" if q else ""))
