@@ -515,3 +515,20 @@ class StoreNotEncrypted(CasError):
         super().__init__(f"the store {store} is not encrypted, so it has no keys (an encrypted "
                          "store is made with 'cas init --encrypt')")
 
+
+class SameStore(CasError):
+    """``cas copy`` given one store as both source and target."""
+
+    def __init__(self, store: str):
+        super().__init__(f"{store} is both the source and the target of the copy: name another "
+                         "store with --from (or --to)")
+
+
+class RefsNotCopied(CasError):
+    """``cas copy`` left refs or policies of the target as they were."""
+
+    exit_code = EXIT_PROBLEM_FOUND
+
+    def __init__(self, names: list[str]):
+        super().__init__(f"{len(names)} differ in the target and were left as they are: "
+                         f"{', '.join(names)} (every snapshot was copied; --force moves them)")

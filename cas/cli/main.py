@@ -121,7 +121,7 @@ COMMAND_MODULES = {
     "checkout": "cmd_restore", "branch": "cmd_refs", "tag": "cmd_refs", "gc": "cmd_gc",
     "forget": "cmd_gc", "model": "cmd_model", "stores": "cmd_model", "watch": "cmd_watch",
     "policy": "cmd_policy", "maintain": "cmd_maintain", "report": "cmd_report",
-    "repair": "cmd_repair", "audit": "cmd_audit", "key": "cmd_key",
+    "repair": "cmd_repair", "audit": "cmd_audit", "key": "cmd_key", "copy": "cmd_copy",
     "purge": "cmd_purge",
 }
 
