@@ -6,7 +6,10 @@ whose latest commits still sit in its ``-wal``. SQLite's online backup API
 copies the database under a read transaction, so the copy is one committed
 state, WAL content included. The copy goes to a temp file in the store and
 is stored in place of the file; writers are held up only for as long as a
-read transaction lasts (WAL mode: not at all).
+read transaction lasts (WAL mode: not at all). An encrypted store must hold
+no plaintext, temp files included, so there the copy is made in memory
+(an in-memory database, then an anonymous memory file to read it from):
+no copy of the database reaches a disk.
 
 SQLite's locks in rollback-journal mode are POSIX record locks, which belong
 to the process: closing *any* descriptor of the database file drops them.
@@ -36,9 +39,10 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 
 from ..durable import remove_quietly
-from ..errors import SourceError, StoreWriteError
+from ..errors import CasError, SourceError, StoreIsEncrypted, StoreWriteError
 from ..objectid import ObjectId
 from ..storage.chunking import SQLITE_MAGIC
+from ..storage.config import StoreConfig
 from ..storage.writer import ObjectWriter, identify_file
 
 BUSY_TIMEOUT_S = 10         # a lock held this long without progress: the file is skipped
@@ -121,7 +125,8 @@ def _head(path: str | bytes, size: int, dir_fd: int | None) -> bytes | None:
 
 
 def backup_to(path: str, dest: str, expect: tuple[int, int] | None = None,
-              interrupted: Callable[[], bool] | None = None) -> None:
+              interrupted: Callable[[], bool] | None = None,
+              on_copied: Callable[[sqlite3.Connection], None] | None = None) -> None:
     """Copy one committed state of the database at ``path`` into a new file ``dest``.
 
     SQLite opens the database by its path, which someone who can write in a
@@ -134,6 +139,8 @@ def backup_to(path: str, dest: str, expect: tuple[int, int] | None = None,
     another process is waited on in slices: the wait ends once
     ``interrupted()`` says so (a watcher stopping) or after
     ``BUSY_TIMEOUT_S`` without progress, and the file is reported as locked.
+    ``on_copied`` is given the copy's connection before it is closed (for
+    ``dest`` ":memory:", the only time the copy exists).
     """
     # Quoted from the bytes: a name that is not UTF-8 (surrogate escapes) is
     # still a name on disk, and quote() of the str would fail to encode it.
@@ -150,6 +157,8 @@ def backup_to(path: str, dest: str, expect: tuple[int, int] | None = None,
         dst = sqlite3.connect(dest)
         try:
             src.backup(dst, pages=BACKUP_STEP_PAGES, progress=waiting.step, sleep=STEP_SLEEP_S)
+            if on_copied is not None:
+                on_copied(dst)
         finally:
             dst.close()
     except BackupGaveUp as e:
@@ -217,9 +226,9 @@ def read_sqlite(writer: ObjectWriter, path: str, tmp_dir: str,
     if st is None:
         oid, st = writer.put_file(path, expect=expect, opener=opener)
         return oid, st, st.st_size
-    with _scratch_copy(tmp_dir) as dest:
-        backup_to(path, dest, expect, interrupted)
-        oid, copied = writer.put_file(dest)
+    with _scratch_copy(tmp_dir, _in_memory(tmp_dir)) as scratch:
+        scratch.backup(path, expect, interrupted)
+        oid, copied = writer.put_file(scratch.path, opener=scratch.opener)
         return oid, st, copied.st_size
 
 
@@ -237,18 +246,62 @@ def identify_sqlite(writer: None, path: str, tmp_dir: str,
     if st is None:
         oid, st = identify_file(path, expect, opener)
         return oid, st, st.st_size
-    with _scratch_copy(tmp_dir if os.access(tmp_dir, os.W_OK) else None) as dest:
-        backup_to(path, dest, expect, interrupted)
-        oid, copied = identify_file(dest)
+    in_memory = _in_memory(tmp_dir)
+    with _scratch_copy(tmp_dir if os.access(tmp_dir, os.W_OK) else None, in_memory) as scratch:
+        scratch.backup(path, expect, interrupted)
+        oid, copied = identify_file(scratch.path, opener=scratch.opener)
         return oid, st, copied.st_size
 
 
+def _in_memory(tmp_dir: str) -> bool:
+    """Whether copies for the store whose temp directory this is must stay
+    in memory: it is encrypted, or its config cannot tell (then the safe way)."""
+    try:
+        return StoreConfig.load(os.path.dirname(os.path.abspath(tmp_dir))).encryption is not None
+    except (CasError, OSError):
+        return True
+
+
+class _Scratch:
+    """Where a backup copy is made and read back: a file path, or memory.
+    ``opener`` opens the copy for reading (None: open ``path`` as any file)."""
+
+    def __init__(self, path: str, memory_fd: int = -1):
+        self.path, self._memory_fd = path, memory_fd
+        self.opener: Callable[[int], int] | None = None if memory_fd < 0 else self._open_memory
+        self._copy = b""
+
+    def backup(self, source: str, expect: tuple[int, int] | None,
+               interrupted: Callable[[], bool] | None) -> None:
+        if self._memory_fd < 0:
+            backup_to(source, self.path, expect, interrupted)
+            return
+        backup_to(source, ":memory:", expect, interrupted, on_copied=self._serialize)
+        # The in-memory database is closed by now: at most two copies at once.
+        view, self._copy = memoryview(self._copy), b""
+        while view:
+            view = view[os.write(self._memory_fd, view):]
+
+    def _serialize(self, copy: sqlite3.Connection) -> None:
+        self._copy = copy.serialize()
+
+    def _open_memory(self, flags: int) -> int:
+        # A new open file of the memory file (its own offset), through its
+        # /proc link: the one link that is followed, to a file of our own.
+        return os.open(self.path, flags & ~os.O_NOFOLLOW)
+
+
 @contextlib.contextmanager
-def _scratch_copy(tmp_dir: str | None) -> Iterator[str]:
-    """A new empty file, created here (not by SQLite, which would follow a
-    link planted under its name) with a random name, for a backup copy:
-    in ``tmp_dir``, or in a private temporary directory if None. Removed
-    afterwards, with any side file SQLite made beside it."""
+def _scratch_copy(tmp_dir: str | None, in_memory: bool = False) -> Iterator[_Scratch]:
+    """Where a backup copy goes. In memory for an encrypted store (an
+    anonymous memory file, never on a disk). Else a new empty file, created
+    here (not by SQLite, which would follow a link planted under its name)
+    with a random name: in ``tmp_dir``, or in a private temporary directory
+    if None; removed afterwards, with any side file SQLite made beside it."""
+    if in_memory:
+        with _memory_scratch() as scratch:
+            yield scratch
+        return
     directory = tempfile.mkdtemp(prefix="cas-sqlite-") if tmp_dir is None else tmp_dir
     private = directory if tmp_dir is None else None
     dest = os.path.join(directory, f"sqlite-{os.getpid()}-{os.urandom(6).hex()}")
@@ -261,12 +314,24 @@ def _scratch_copy(tmp_dir: str | None) -> Iterator[str]:
         raise StoreWriteError(directory, e.strerror or str(e)) from e
     os.close(fd)
     try:
-        yield dest
+        yield _Scratch(dest)
     finally:
         for name in ("", "-journal", "-wal", "-shm"):
             remove_quietly(dest + name)
         if private:
             os.rmdir(private)
+
+
+@contextlib.contextmanager
+def _memory_scratch() -> Iterator[_Scratch]:
+    if not hasattr(os, "memfd_create"):
+        raise StoreIsEncrypted("a consistent copy of a SQLite database",
+                               "this system has no memory files; snapshot without --sqlite-backup")
+    fd = os.memfd_create("cas-sqlite-copy", os.MFD_CLOEXEC)
+    try:
+        yield _Scratch(f"/proc/self/fd/{fd}", fd)
+    finally:
+        os.close(fd)
 
 
 def _listed_database(path: str, expect: tuple[int, int] | None,
