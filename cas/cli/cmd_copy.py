@@ -45,7 +45,7 @@ def command(ctx: Context, source: str, target: str | None, force: bool,
 
     \b
     Examples:
-      cas init --encrypt --store /media/ssd/cas
+      cas --store /media/ssd/cas init --encrypt
       cas copy --from ~/data/.cas --to /media/ssd/cas
     """
     if target is not None:
