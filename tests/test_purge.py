@@ -141,7 +141,7 @@ def test_purge_leaves_no_byte_of_the_paths_in_any_file(tmp_path, cas):
 
 
 def test_history_keeps_its_shape(tmp_path, cas):
-    root, ids = history_with_secrets(tmp_path, cas)
+    root, _ = history_with_secrets(tmp_path, cas)
     old = {e["id"]: e for e in listed(cas, root)}
     assert cas("purge", SECRET_DIR, cwd=root).code == 0
     new = {e["message"]: e for e in listed(cas, root)}
@@ -195,7 +195,7 @@ def test_branch_only_leaves_other_branches(tmp_path, cas):
 
 
 def test_dry_run_changes_nothing(tmp_path, cas):
-    root, ids = history_with_secrets(tmp_path, cas)
+    root, _ = history_with_secrets(tmp_path, cas)
     store = root / ".cas"
     files = {str(p): p.read_bytes() for p in store_files(store) if "audit" not in p.parts}
     r = cas("purge", SECRET_DIR, "--dry-run", cwd=root)
@@ -205,6 +205,21 @@ def test_dry_run_changes_nothing(tmp_path, cas):
     planned = {line.split()[4] for line in r.text.splitlines() if line.startswith("would rewrite")}
     done = cas("purge", SECRET_DIR, cwd=root).text
     assert planned == {line.split()[3] for line in done.splitlines() if line.startswith("rewrite")}
+
+
+def test_the_checked_out_snapshot_is_followed_to_its_new_record(tmp_path, cas):
+    root = new_tree(tmp_path)
+    write(root / "s.bin", marked(2000))
+    write(root / "a.txt", b"1")
+    s1 = snap(cas, root, "-m", "one")
+    write(root / "a.txt", b"2")
+    snap(cas, root, "-m", "two")
+    assert cas("checkout", s1, cwd=root).code == 0
+    r = cas("purge", "s.bin", "--json", cwd=root)
+    new1 = next(w["new"] for w in json.loads(r.out)["rewritten"] if w["old"] == s1)
+    # Status still compares with the checked-out snapshot, now its new record.
+    status = json.loads(cas("status", "--json", cwd=root).out)
+    assert new1 in json.dumps(status)
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, cas):
@@ -231,8 +246,8 @@ def test_purge_waits_for_no_one(tmp_path, cas):
     assert cas("cat", "HEAD:a.txt", cwd=root).out == b"a"
 
 
-def many_snapshots(tmp_path: Path, cas, count: int) -> Path:
-    root = new_tree(tmp_path)
+def many_snapshots(tmp_path: Path, cas, count: int, config: StoreConfig | None = None) -> Path:
+    root = new_tree(tmp_path, config)
     secret_files(root)
     for i in range(count):
         write(root / "keep" / f"f{i % 7}.txt", f"version {i}\n".encode() * 50)
@@ -243,42 +258,61 @@ def many_snapshots(tmp_path: Path, cas, count: int) -> Path:
     return root
 
 
-def test_sigkill_during_purge_leaves_a_store_that_verifies_and_purge_finishes(tmp_path, cas):
-    root = many_snapshots(tmp_path, cas, 30)
+def recorded(root: Path, password: bytes | None) -> dict[str, set[str]]:
+    """The ids of the recorded snapshots by message, read from the records."""
+    from cas.model.history import History
+    found: dict[str, set[str]] = {}
+    with Store.open(str(root / ".cas"), password=password) as s:
+        for snapshot in History(s).snapshots():
+            found.setdefault(snapshot.message, set()).add(snapshot.stored_id.hex)
+    return found
+
+
+@pytest.mark.parametrize("encrypted", [
+    False, pytest.param(True, marks=pytest.mark.skipif("not _sealed_objects()"))])
+def test_sigkill_during_purge_leaves_a_store_that_verifies_and_purge_finishes(
+        tmp_path, cas, monkeypatch, encrypted):
+    config, password, env = StoreConfig(loose_min_size=64 << 10), None, dict(os.environ)
+    if encrypted:
+        from cas.storage.config import ENCRYPTION
+        config = StoreConfig(loose_min_size=64 << 10, encryption=dict(ENCRYPTION))
+        password, env["CAS_PASSWORD"] = b"pw", "pw"
+        monkeypatch.setenv("CAS_PASSWORD", "pw")
+    root = many_snapshots(tmp_path, cas, 20 if encrypted else 30, config)
     pristine = tmp_path / "pristine"
     shutil.copytree(root / ".cas", pristine, symlinks=True)
-    expected = {m: tree_state_of(cas, root, e["id"], tmp_path / f"x-{m}")
-                for m, e in ((e["message"], e) for e in listed(cas, root))}
+    expected = {m: tree_state_of(cas, root, i, tmp_path / f"x-{m}")
+                for m, (i,) in recorded(root, password).items()}
+    purge = [sys.executable, "-m", "cas.cli", "purge", SECRET_DIR, f"notes/{CHUNKED}"]
     t0 = time.monotonic()
-    assert cas_process("purge", SECRET_DIR, f"notes/{CHUNKED}", cwd=root).returncode == 0
+    assert subprocess.run(purge, cwd=root, env=env, capture_output=True).returncode == 0
     duration = time.monotonic() - t0
     rng = random.Random(14)
     killed = 0
-    for attempt in range(6):
+    for attempt in range(5 if encrypted else 8):
         shutil.rmtree(root / ".cas")
         shutil.copytree(pristine, root / ".cas", symlinks=True)
-        proc = subprocess.Popen([sys.executable, "-m", "cas.cli", "purge", SECRET_DIR,
-                                 f"notes/{CHUNKED}"], cwd=root,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.15, duration * 0.95))
+        proc = subprocess.Popen(purge, cwd=root, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.25, duration * 0.85))
         killed += proc.poll() is None
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        v = cas_process("verify", "--full", cwd=root)
+        v = cas_process("verify", "--full", cwd=root, env=env)
         assert v.returncode == 0, (attempt, v.stdout, v.stderr)
-        # Every snapshot is still listed (old or new record, or both).
-        assert {e["message"] for e in listed(cas, root)} == set(expected)
-        r = cas_process("purge", SECRET_DIR, f"notes/{CHUNKED}", cwd=root)
+        # Every snapshot is still recorded (old record, new one, or both).
+        assert set(recorded(root, password)) == set(expected)
+        r = subprocess.run(purge, cwd=root, env=env, capture_output=True)
         assert r.returncode == 0, r.stderr
-        assert cas_process("verify", "--full", cwd=root).returncode == 0
+        assert cas_process("verify", "--full", cwd=root, env=env).returncode == 0
         left = grep_store(root / ".cas", [MARKER, *NAMES])
         assert all(files == ["audit/log"] for files in left.values()), (attempt, left)
-        after = listed(cas, root)
-        assert sorted(e["message"] for e in after) == sorted(expected)
-        some = rng.choice(after)
-        assert tree_state_of(cas, root, some["id"], tmp_path / f"y{attempt}") == \
-            expected[some["message"]]
-    assert killed >= 3
+        after = recorded(root, password)
+        assert set(after) == set(expected) and all(len(i) == 1 for i in after.values())
+        message = rng.choice(sorted(after))
+        assert tree_state_of(cas, root, after[message].pop(), tmp_path / f"y{attempt}") == \
+            expected[message]
+    assert killed >= 3, killed
 
 
 def tree_state_of(cas, root: Path, spec: str, out: Path) -> dict[str, bytes]:
@@ -305,6 +339,15 @@ def _sealed_objects() -> bool:
         return not grep_store(Path(d) / ".cas", [MARKER])
 
 
+def purged_ids(tmp_path: Path) -> list[bytes]:
+    """The plain BLAKE3 of each purged file, hex and raw (as a copy of the
+    files hashes them)."""
+    from cas.objectid import hash_bytes
+    copy = tmp_path / "copies"
+    ids = [hash_bytes(p.read_bytes()) for p in sorted(copy.rglob("*")) if p.is_file()]
+    return [i.hex.encode() for i in ids] + [i.digest for i in ids]
+
+
 @pytest.mark.skipif(not _sealed_objects(), reason="objects are not sealed in encrypted stores yet")
 def test_purge_in_an_encrypted_store(tmp_path, cas, monkeypatch):
     from cas.storage.config import ENCRYPTION
@@ -312,13 +355,21 @@ def test_purge_in_an_encrypted_store(tmp_path, cas, monkeypatch):
     root = new_tree(tmp_path, StoreConfig(loose_min_size=64 << 10, encryption=dict(ENCRYPTION)))
     write(root / "keep.txt", b"kept\n")
     secret_files(root)
+    shutil.copytree(root, tmp_path / "copies", ignore=shutil.ignore_patterns(".cas", "keep.txt"))
     snap(cas, root, "-m", "one")
     write(root / "keep.txt", b"kept, again\n")
     snap(cas, root, "-m", "two")
     assert cas("tag", "t", cwd=root).code == 0
-    r = cas("purge", SECRET_DIR, f"notes/{CHUNKED}", cwd=root)
+    assert grep_store(root / ".cas", [MARKER]) == {}   # sealed from the start
+    r = cas("purge", SECRET_DIR, f"notes/{CHUNKED}", "--json", cwd=root)
     assert r.code == 0, r.err
-    assert not grep_store(root / ".cas", [MARKER, *NAMES])
+    rewritten = sorted(json.loads(r.out)["rewritten"], key=lambda w: w["time_ns"])
+    assert [w["paths"] for w in rewritten] == [[f"notes/{CHUNKED}", SECRET_DIR]] * 2
+    # Not a name, not an id of the purged content, in any file.
+    assert not grep_store(root / ".cas", [MARKER, *NAMES, *purged_ids(tmp_path)])
+    first, second = (w["new"] for w in rewritten)
     assert cas("cat", "HEAD:keep.txt", cwd=root).out == b"kept, again\n"
-    assert cas("cat", "t~1:keep.txt", cwd=root).out == b"kept\n"
+    assert cas("cat", f"{second}:keep.txt", cwd=root).out == b"kept, again\n"
+    assert cas("cat", f"{first}:keep.txt", cwd=root).out == b"kept\n"
+    assert cas("cat", f"{first}:{SECRET_DIR}/{SMALL}", cwd=root).code != 0
     assert cas_process("verify", "--full", cwd=root, env={"CAS_PASSWORD": "pw"}).returncode == 0

@@ -115,8 +115,8 @@ def _split_paths(paths: Iterable[bytes]) -> PathSet:
     for p in paths:
         parts = tuple(x for x in p.split(b"/") if x and x != b".")
         if not parts:
-            raise ArgumentsConflict("a path naming the tree root cannot be purged (forget the snapshots "
-                           "with 'cas forget' instead)")
+            raise ArgumentsConflict("a path naming the tree root cannot be purged (forget the "
+                                    "snapshots with 'cas forget' instead)")
         split.add(parts)
     # A path below another purged one goes with it.
     return frozenset(p for p in split if not any(p[:i] in split for i in range(1, len(p))))
@@ -365,7 +365,7 @@ def _switch_records(history: History, report: PurgeReport, records: dict[ObjectI
         before = history._timeline.stamp()
         added, mirror = [], []
         for r in report.rewritten:
-            if r.new_id in mapping.values():
+            if r.old.stored_id in mapping:
                 _write_record(history, r.new_id, records[r.new_id])
                 added.append(TimelineEntry(r.new_id, r.old.time_ns, r.old.branch))
                 mirror.append((r.new_id.digest, records[r.new_id]))
@@ -392,11 +392,11 @@ def _write_record(history: History, oid: ObjectId, data: bytes) -> None:
 def _move_worktree(history: History, mapping: dict[ObjectId, ObjectId]) -> None:
     """The record of what a checkout left follows its snapshot to the new id."""
     record = read_worktree_record(history)
-    if record is None or record.snapshot not in mapping:
+    if record is None or (record.snapshot not in mapping and record.branch_head not in mapping):
         return
     head = record.branch_head
     write_worktree_record(history, WorktreeRecord(
-        mapping[record.snapshot], record.branch,
+        mapping.get(record.snapshot, record.snapshot), record.branch,
         mapping.get(head, head) if head is not None else None, record.complete))
 
 
