@@ -708,7 +708,7 @@ class SealedIndex(Index):
         # record per file. Measured per 100,000: 0.44 s of CPU (0.22 s of it
         # AES-GCM-SIV), against 0.09 s in a plain index.
         cover, context, open_value = scheme.cover(prefix), table + b"\0", self.sealer.open_value
-        out = []
+        out: list[tuple[bytes, bytes]] = []
         with self._env.begin(db=self._db[table]) as txn:
             cursor = txn.cursor()
             if not cursor.set_range(cover):
