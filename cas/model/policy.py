@@ -26,7 +26,7 @@ from ..errors import (
     StoreWriteError,
     TargetRefused,
 )
-from ..storage.crypto import FILE_HEADER_SIZE, TAG_SIZE
+from ..storage.crypto import sealed_size
 from .canonical import dumps
 from .refs import check_ref_name, open_sealed
 from .retention import Policy
@@ -36,7 +36,6 @@ POLICY_VERSION = 1
 SUFFIX = ".json"
 # A policy is a few hundred bytes; a file far larger is damage, not a policy.
 MAX_POLICY_BYTES = 64 << 10
-OVERHEAD = FILE_HEADER_SIZE + TAG_SIZE  # what sealing adds to a file of under 1 MiB
 
 
 class Policies:
@@ -197,7 +196,7 @@ class Policies:
     def _read_doc(self, dir_fd: int, name: str):
         """The policy file's JSON; None when there is none."""
         path = os.path.join(self._dir, name)
-        limit = MAX_POLICY_BYTES + (OVERHEAD if self._store.sealer.encrypted else 0)
+        limit = sealed_size(MAX_POLICY_BYTES) if self._store.sealer.encrypted else MAX_POLICY_BYTES
         try:
             raw = read_bounded(name, limit, dir_fd=dir_fd)
         except (FileNotFoundError, NotADirectoryError):
