@@ -1,4 +1,4 @@
-"""The index of an encrypted store (docs/FORMAT.md §18.4): every table keyed
+"""The index of an encrypted store (docs/FORMAT.md §18.12): every table keyed
 by names and keyed hashes, every value that holds a path, a name or an id
 sealed, yet every caller gets back exactly the keys, values and orders it
 would get from a plain store's index."""

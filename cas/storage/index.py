@@ -20,7 +20,7 @@ LMDB cannot hold is kept in ``longkeys`` under ``table NUL head digest`` (its
 first bytes, for ordered prefix scans, then the BLAKE3 of the whole key),
 with the whole key in the value. Callers never see the difference.
 
-An encrypted store's index is a ``SealedIndex`` (docs/FORMAT.md §18.4):
+An encrypted store's index is a ``SealedIndex`` (docs/FORMAT.md §18.12):
 objects are keyed by their names; snapshots, treelinks, verified, statcache
 and timeline by names and keyed hashes, their values sealed together with
 the caller's key. Callers still see plain ids, keys and values.
@@ -189,7 +189,7 @@ class Index:
     def __init__(self, env: lmdb.Environment, path: str, read_only: bool = False,
                  sealer: Sealer | PlainSealer = PLAIN):
         self._env = env
-        # Names object keys and seals values in an encrypted store (FORMAT §18.4).
+        # Names object keys and seals values in an encrypted store (FORMAT §18.12).
         self.sealer = sealer
         self.path = path
         self.read_only = read_only
@@ -504,7 +504,7 @@ def _kind(cls: type[Index], sealer: Sealer | PlainSealer) -> type[Index]:
     return SealedIndex if sealer.encrypted else cls
 
 
-# -- the index of an encrypted store (docs/FORMAT.md §18.4) -------------------
+# -- the index of an encrypted store (docs/FORMAT.md §18.12) -------------------
 #
 # Every table keyed by something a reader must not learn (an id, a path, a
 # branch) is keyed by a name or keyed hash instead, and its values are sealed
