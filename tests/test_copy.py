@@ -17,7 +17,7 @@ from cas.objectid import hash_bytes
 from cas.storage.config import ENCRYPTION, StoreConfig
 from cas.storage.store import Store
 
-from .conftest import cas_process
+from .conftest import cas_process, stderr_on_a_pty
 from .test_models_trust import make_model_dir
 
 MARKER = "MARKER-copy-7d2e-at-rest"
@@ -256,6 +256,14 @@ def test_head_is_set_when_the_target_has_none(cli, tmp_path):
     # A target whose HEAD names a branch it has keeps it.
     assert cli("--store", str(old), "branch", "--switch", "data", password=OLD_PW).code == 0
     assert json.loads(copy(cli, old, new, "--json").out)["head"] is None
+
+
+def test_a_copy_on_a_terminal_shows_a_bar(cli, tmp_path):
+    old = make_history(cli, tmp_path)
+    new = tmp_path / "new-store"
+    make_store(cli, new, False, NEW_PW)
+    shown = stderr_on_a_pty(["--store", str(new), "copy", "--from", str(old)], tmp_path)
+    assert "copying" in shown and "copied 6 snapshots" in shown
 
 
 @pytest.mark.parametrize("args, code, words", [

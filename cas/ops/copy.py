@@ -91,7 +91,8 @@ class CopyPlan:
     snapshots: list[tuple[Snapshot, bytes]] = field(default_factory=list)
     contents: dict[ObjectId, _Wanted] = field(default_factory=dict)
     manifests: list[ObjectId] = field(default_factory=list)   # trees, model manifests
-    present: int = 0
+    present: int = 0            # objects the target holds already
+    recorded: int = 0           # snapshots the target has recorded already
 
     @property
     def total_bytes(self) -> int:
@@ -107,6 +108,7 @@ def plan_copy(source: History, target: History) -> CopyPlan:
     for snap in source.snapshots():
         oid = snap.stored_id
         if target.is_recorded(oid):
+            plan.recorded += 1
             continue
         plan.snapshots.append((snap, _manifest_bytes(source, snap)))
         kind = DATA
@@ -199,8 +201,7 @@ def copy_store(source: History, target: History, force: bool = False,
     if _same_store(source.store, target.store):
         raise SameStore(source.store.path)
     plan = plan or plan_copy(source, target)
-    report = CopyReport(snapshots_present=len(source.snapshots()) - len(plan.snapshots),
-                        objects_present=plan.present)
+    report = CopyReport(snapshots_present=plan.recorded, objects_present=plan.present)
     with _Writers(target.store) as writers:
         _copy_contents(source.store, target.store, writers, plan, on_progress)
         for oid in plan.manifests:
