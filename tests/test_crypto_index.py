@@ -314,7 +314,7 @@ def test_snapshots_stat_cache_and_tree_links_on_an_encrypted_index(encrypted, tm
     encrypted.index.compact()
     data = Path(encrypted.index.path, DATA_FILE).read_bytes()
     secrets = [MARKER, b"zq-", branch_prefix("zq-branch-main"), snap.oid.digest, snap.oid.hex.encode(),
-               snap.tree.digest, snap.tree.hex.encode()]
+               snap.tree.digest, snap.tree.hex.encode(), str(tmp_path / "src").encode()]
     for content in files.values():
         secrets += [hash_bytes(content).digest, hash_bytes(content).hex.encode()]
     assert [s for s in secrets if s in data] == []
