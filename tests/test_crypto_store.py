@@ -93,8 +93,9 @@ def test_every_kind_of_object_reads_back_and_nothing_on_disk_is_plain(filled):
 
 def test_a_store_written_sealed_verifies_and_rebuilds_its_index(filled):
     root, ids, data = filled
-    r = cas_process("--store", str(root), "verify", "--full", cwd=root.parent, env=ENV)
-    assert r.returncode == 0, r.stderr
+    for args in (["verify"], ["verify", "--full"]):
+        r = cas_process("--store", str(root), *args, cwd=root.parent, env=ENV)
+        assert r.returncode == 0, r.stderr
     r = cas_process("--store", str(root), "index", "rebuild", cwd=root.parent, env=ENV)
     assert r.returncode == 0, r.stderr
     with Store.open(str(root)) as store:
@@ -252,3 +253,42 @@ def test_sealed_files_round_trip_at_every_size_and_window(tmp_path_factory, size
     finally:
         os.close(fd)
     assert hash_bytes(data) == hash_bytes(sealer.open_bytes(b"ctx", path.read_bytes()))
+
+
+def test_repair_of_an_encrypted_store_from_a_plain_copy_puts_no_plaintext_under_tmp(tmp_path):
+    """A damaged sealed object is replaced from another store through a
+    file in memory: nothing named repair-* is ever made under tmp/."""
+    from watchdog.events import FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "weights.bin").write_bytes(MARKER + os.urandom(9 << 20))
+    (tree / "note.txt").write_bytes(MARKER + b" small")
+    assert cas_process("init", "--encrypt", cwd=tree, env=ENV).returncode == 0
+    assert cas_process("snapshot", cwd=tree, env=ENV).returncode == 0
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copyfile(tree / "weights.bin", copy / "weights.bin")
+    store = tree / ".cas"
+    sealed = [p for p in every_file(store / "objects") if p.name.endswith(".sealed")]
+    flip(sealed[0], FILE_HEADER_SIZE + 100)
+    created: list[str] = []
+
+    class Seen(FileSystemEventHandler):
+        def on_created(self, event):
+            created.append(os.path.basename(str(event.src_path)))
+
+    observer = Observer()
+    observer.schedule(Seen(), str(store / "tmp"))
+    observer.start()
+    try:
+        r = cas_process("repair", "--from", str(copy), cwd=tree, env=ENV)
+    finally:
+        observer.stop()
+        observer.join()
+    assert r.returncode == 0, r.stderr
+    assert not [n for n in created if n.startswith("repair")]
+    assert cas_process("verify", cwd=tree, env=ENV).returncode == 0
+    assert cas_process("verify", "--full", cwd=tree, env=ENV).returncode == 0
+    assert_nothing_plain(store, [MARKER])

@@ -215,8 +215,9 @@ class _Writers:
             self._writers[placement] = writer
         return writer
 
-    def put_file(self, oid: ObjectId, path: str, expect: tuple[int, int] | None = None) -> None:
-        stored, _ = self.for_id(oid).put_file(path, expect=expect)
+    def put_file(self, oid: ObjectId, path: str, expect: tuple[int, int] | None = None,
+                 opener: Callable[[int], int] | None = None) -> None:
+        stored, _ = self.for_id(oid).put_file(path, expect=expect, opener=opener)
         if stored == oid:
             self.got.add(oid)
 
@@ -335,21 +336,27 @@ def _piece_from_store(other: Store, file_id: ObjectId, chunk: ObjectId, offset: 
 
 
 def _copy_object(store: Store, other: Store, oid: ObjectId, writers: _Writers) -> None:
-    """Through a temp file in the store: the content is checked as it is
-    read, and a large object never sits in memory whole. ``write_content``
-    writes no more than the size the other store records (checked against
-    ours by the caller) however long its files are."""
-    temp, fd = open_temp(store.layout.tmp, "repair")
+    """Through a temp file: the content is checked as it is read, and a
+    large object never sits in memory whole. ``write_content`` writes no
+    more than the size the other store records (checked against ours by the
+    caller) however long its files are. In an encrypted store, where no
+    plaintext may touch the disk, the temp file is an anonymous one in memory."""
+    if store.sealer.encrypted:
+        temp, fd = "(in memory)", os.memfd_create("cas-repair", os.MFD_CLOEXEC)
+    else:
+        temp, fd = open_temp(store.layout.tmp, "repair")
     try:
         try:
             other.write_content(oid, fd)
         except ObjectDamaged:
             return  # damaged there too
-        finally:
-            os.close(fd)
-        writers.put_file(oid, temp)
+        # A memory file is read through a second fd; tmp/'s is opened by name.
+        opener = (lambda _flags: os.dup(fd)) if store.sealer.encrypted else None
+        writers.put_file(oid, temp, opener=opener)
     finally:
-        remove_quietly(temp)
+        os.close(fd)
+        if not store.sealer.encrypted:
+            remove_quietly(temp)
 
 
 # -- packs and the final word -------------------------------------------------

@@ -26,7 +26,7 @@ from ..model.refs import HEADS
 from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE
 from ..model.treelinks import LINK_DIR, Link
-from ..objectid import HEX_LENGTH, ObjectId, hash_bytes, hash_path, is_hex
+from ..objectid import ObjectId, hash_bytes, hash_path
 from ..problems import Problem
 from ..storage.encoding import Encoding
 from ..storage.index import IndexEntry, PackRecord
@@ -325,17 +325,17 @@ def _quick_records(history: History) -> Iterator[tuple[ObjectId, Snapshot | None
     file, hash-checked. ``--full`` rereads every file instead."""
     directory = os.path.join(history.store.path, SNAPSHOTS)
     try:
-        listing = sorted((e.name, e) for e in os.scandir(directory)
-                         if len(e.name) == HEX_LENGTH + 5 and e.name.endswith(".json")
-                         and is_hex(e.name[:-5]))
+        # Named by their ids, or in an encrypted store by their names (§18.3).
+        listing = sorted((oid, e) for e in os.scandir(directory)
+                         if (oid := history.recorded_id(e.name)) is not None)
     except FileNotFoundError:
         return
     index = history.store.index
-    for name, entry in listing:
-        oid = ObjectId.parse(name[:-5])
+    for oid, entry in listing:
         data = index.get(SNAPSHOT_TABLE, oid.digest)
         try:
-            if data is None or hash_bytes(data) != oid or not _sound_file(entry, len(data)):
+            if data is None or hash_bytes(data) != oid or \
+                    not _sound_file(entry, history.record_size(data)):
                 yield oid, history.load_record(oid), None  # the file decides, and says why
             else:
                 yield oid, Snapshot.from_json(data, oid), None
