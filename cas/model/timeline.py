@@ -111,6 +111,9 @@ class Timeline:
                  read_entry: Callable[[ObjectId], TimelineEntry]):
         self._index = store.index
         self._dir = directory
+        # Records are named by their ids, or in an encrypted store by their
+        # names (docs/FORMAT.md §18.3), which the sealer turns back into ids.
+        self._unname = store.sealer.unname
         self._read_entry = read_entry  # a record's branch and time, hash-checked
         self._memory: list[tuple[bytes, bytes]] | None = None  # a read-only store's copy
 
@@ -179,7 +182,7 @@ class Timeline:
     def resync(self) -> None:
         """Make the table list exactly the records in ``snapshots/``."""
         stamp = _dir_stamp(self._dir)
-        on_disk = set(_listed_ids(self._dir))
+        on_disk = set(_listed_ids(self._dir, self._unname))
         rows = self._index.scan(TABLE)
         indexed = {k[-DIGEST_SIZE:]: k for k, _ in rows if len(k) == _KEY_LENGTH}
         stale = [k for d, k in indexed.items() if d not in on_disk]
@@ -224,10 +227,11 @@ class Timeline:
         self._index.clear(TABLE)
 
 
-def _listed_ids(directory: str) -> list[bytes]:
+def _listed_ids(directory: str, unname: Callable[[ObjectId], ObjectId]) -> list[bytes]:
+    """The ids of the records in ``snapshots/``, from their file names."""
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
         return []
-    return [bytes.fromhex(n[:-5]) for n in names
+    return [unname(ObjectId(bytes.fromhex(n[:-5]))).digest for n in names
             if n.endswith(".json") and len(n) == HEX_LENGTH + 5 and is_hex(n[:-5])]
