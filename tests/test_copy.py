@@ -310,6 +310,15 @@ def _has_entries(directory: Path) -> bool:
         return False
 
 
+def refs_name_records(store_path: Path) -> bool:
+    """Whether every branch, tag and model of a store names a recorded snapshot."""
+    from cas.model.history import History
+    with Store.open(str(store_path)) as store:
+        history = History(store)
+        refs = {**history.refs.branches(), **history.refs.tags(), **history.refs.models()}
+        return all(history.is_recorded(oid) for oid in refs.values())
+
+
 def test_sigkill_at_any_point_leaves_the_target_opening_and_verifying(cli, tmp_path):
     old = _sizable_source(cli, tmp_path)
     env = {**os.environ, "CAS_PASSWORD": NEW_PW, "CAS_FROM_PASSWORD": OLD_PW}
@@ -338,6 +347,7 @@ def test_sigkill_at_any_point_leaves_the_target_opening_and_verifying(cli, tmp_p
         s = ["--store", str(new)]
         result = cli(*s, "verify", "--full")
         assert result.code == 0, (when, result.err, result.text)
+        assert refs_name_records(new), when
         assert cli(*s, "log", "--all").code == 0
         # Whatever a record or ref names is there; running the copy again finishes it.
         assert copy(cli, old, new).code == 0
