@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -268,19 +269,23 @@ class Bench:
 SQLITE_MAGIC = b"SQLite format 3\0"
 
 
+@functools.lru_cache(maxsize=None)  # the corpus's databases are dumped once
 def sqlite_digest(path: Path) -> str | None:
-    """BLAKE2 of a database's SQL dump (None if it is not one)."""
+    """BLAKE2 of a database's SQL dump (None if it is not a readable one)."""
     with open(path, "rb") as f:
         if f.read(16) != SQLITE_MAGIC:
             return None
-    db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
     try:
-        h = hashlib.blake2b()
-        for line in db.iterdump():
-            h.update(line.encode() + b"\n")
-        return h.hexdigest()
-    finally:
-        db.close()
+        db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+        try:
+            h = hashlib.blake2b()
+            for line in db.iterdump():
+                h.update(line.encode() + b"\n")
+            return h.hexdigest()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
 
 
 def check_restore(ref: Listing, corpus: Path, root: Path) -> str:
@@ -293,8 +298,9 @@ def check_restore(ref: Listing, corpus: Path, root: Path) -> str:
     got = list_tree(root, hashes=True)
     missing, extra = set(ref.meta) - set(got.meta), set(got.meta) - set(ref.meta)
     changed = sorted(p for p in set(ref.meta) & set(got.meta) if ref.b3[p] != got.b3.get(p))
+    # restored files are not cached: each run's restore has its own path
     wrong = [p for p in changed if sqlite_digest(corpus / p) is None
-             or sqlite_digest(corpus / p) != sqlite_digest(root / p)]
+             or sqlite_digest(corpus / p) != sqlite_digest.__wrapped__(root / p)]
     what = f"{len(got.meta):,} files, {got.bytes:,} B, all hashed"
     if missing or extra or wrong:
         return (f"DIFFERS: {len(missing)} missing, {len(extra)} extra, {len(wrong)} differ in "
