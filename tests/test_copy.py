@@ -438,3 +438,25 @@ def test_after_plain_to_encrypted_no_file_of_the_target_holds_plaintext(cli, tmp
                 data = p.read_bytes()
                 found += [f"{p}: holds {w}" for w, n in needles.items() if n in data]
     assert found == []
+
+
+@needs_sealing
+def test_a_public_model_stays_public_in_an_encrypted_copy(cli, tmp_path):
+    old = tmp_path / "old-store"
+    make_store(cli, old, False, OLD_PW)
+    src = make_model_dir(tmp_path / "model-pub", seed=5)
+    s = ["--store", str(old)]
+    assert cli(*s, "model", "import", str(src), "--name", "pub", "--public").code == 0
+    assert cli(*s, "model", "import", str(make_model_dir(tmp_path / "model-priv", seed=6)),
+               "--name", MODEL).code == 0
+    new = tmp_path / "new-store"
+    make_store(cli, new, True, NEW_PW)
+    assert copy(cli, old, new).code == 0
+    # The public weights lie raw in the copy, readable in place; the other
+    # model's are sealed, so it has no plain directory.
+    weights = (src / "model.safetensors").read_bytes()
+    assert any(p.read_bytes() == weights for p in (new / "objects").rglob("*") if p.is_file())
+    assert cli("--store", str(new), "model", "path", "pub").code == 0
+    refused = cli("--store", str(new), "model", "path", MODEL)
+    assert refused.code != 0 and "encrypted" in refused.err
+    assert cli("--store", str(new), "verify", "--full").code == 0
