@@ -12,8 +12,14 @@ from pathlib import Path
 import pytest
 
 from cas import passwords
-from cas.errors import (KeySlotsUnusable, LastKeySlot, PasswordRequired, PasswordSourceFailed,
-                        UnknownKeySlot, WrongPassword)
+from cas.errors import (
+    KeySlotsUnusable,
+    LastKeySlot,
+    PasswordRequired,
+    PasswordSourceFailed,
+    UnknownKeySlot,
+    WrongPassword,
+)
 from cas.storage import keys
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,7 +145,7 @@ def test_a_slot_moved_to_another_store_or_file_name_does_not_open(tmp_path):
 
 @pytest.mark.parametrize("state", ["missing", "empty", "garbage", "symlink", "fifo", "huge kdf"])
 def test_no_usable_slot_is_said_before_a_passphrase_is_asked(tmp_path, state):
-    root, store_id, _master, ids = _slot_store(tmp_path / "s", [b"pw"])
+    root, _store_id, _master, ids = _slot_store(tmp_path / "s", [b"pw"])
     slot = Path(root) / "keys" / f"{ids[0]}.json"
     if state == "missing":
         slot.unlink()
@@ -164,7 +170,7 @@ def test_no_usable_slot_is_said_before_a_passphrase_is_asked(tmp_path, state):
 
 
 def test_a_damaged_slot_beside_a_good_one_is_listed_and_skipped(tmp_path):
-    root, store_id, master, ids = _slot_store(tmp_path / "s", [b"pw", b"other"])
+    root, store_id, _master, ids = _slot_store(tmp_path / "s", [b"pw", b"other"])
     (Path(root) / "keys" / f"{ids[1]}.json").write_bytes(b"{}")
     slots, damaged = keys.slot_files(root)
     assert [s.slot_id for s in slots] == [ids[0]] and [d for d, _ in damaged] == [ids[1]]
