@@ -14,7 +14,7 @@ import pytest
 
 mx = pytest.importorskip("mlx.core")
 
-from cas.errors import StoreIsEncrypted  # noqa: E402
+from cas.errors import StoreIsEncrypted, WeightsDamaged  # noqa: E402
 from cas.mlx import load_config, load_weights, model_path  # noqa: E402
 from cas.model.history import History  # noqa: E402
 from cas.objectid import hash_bytes  # noqa: E402
@@ -28,6 +28,7 @@ from cas.ops.models import (  # noqa: E402
     remove_model,
     resolve_model,
 )
+from cas.storage import crypto  # noqa: E402
 from cas.storage.config import ENCRYPTION, StoreConfig  # noqa: E402
 from cas.storage.store import Store  # noqa: E402
 
@@ -176,6 +177,46 @@ def test_public_in_a_plain_store_is_recorded_and_stores_the_same(store, tmp_path
     [f] = weight_files(history, "public")
     assert store.plain_path(f.id) is not None
     assert "public" not in json.loads(plain.version.manifest.to_json())   # ids as before
+
+
+def test_many_small_tensors_and_a_subset_load_exactly_from_a_sealed_store(history, tmp_path):
+    sys.path.insert(0, str(REPO / "tools"))
+    import tiny_model
+    config = {**tiny_model.CONFIG, "vocab_size": 4096, "hidden_size": 256, "intermediate_size": 768}
+    model, cfg = tiny_model.build(config, dtype="bfloat16", seed=11)
+    tiny_model.save(model, cfg, str(tmp_path / "tiny"))
+    import_model(history, str(tmp_path / "tiny"), "tiny")
+    weights = tmp_path / "tiny" / "model.safetensors"
+    same_arrays(load_weights("tiny", store=history.store, verify=True), weights)
+    want = mx.load(str(weights))
+    names = sorted(want)[::3]
+    got = load_weights("tiny", store=history.store, keys=names, verify=True)
+    assert list(got) == names
+    assert all(bytes(memoryview(got[k])) == bytes(memoryview(want[k])) for k in names)
+
+
+def sealed_offset(content_offset: int) -> int:
+    """Where a byte of a sealed loose object's content lies in its file
+    (FORMAT §18.5: an 80-byte header, then segments each followed by a tag)."""
+    segment, inner = divmod(content_offset, crypto.SEGMENT)
+    return 80 + segment * (crypto.SEGMENT + crypto.TAG_SIZE) + inner
+
+
+@pytest.mark.parametrize("tensor", ["w", "b"])
+def test_a_damaged_sealed_weight_names_its_tensor(history, tmp_path, tensor):
+    import_model(history, str(model_source(tmp_path)), NAME)
+    v = resolve_model(history, NAME)
+    t = next(t for t in v.manifest.tensors if t.name == tensor)
+    [path] = history.store.backing_files(weight_files(history)[0].id)
+    flip_byte(path, sealed_offset(t.start + t.nbytes // 2))
+    with pytest.raises(WeightsDamaged) as raised:
+        load_weights(NAME, store=history.store)
+    # A sealed segment authenticates whole: damage names a tensor it holds
+    # part of ('b' shares its segment with the end of 'w').
+    segment = t.start + t.nbytes // 2 >> 20
+    holders = {u.name for u in v.manifest.tensors if u.start >> 20 <= segment <= u.stop - 1 >> 20}
+    assert raised.value.tensor in holders and (tensor == "b" or raised.value.tensor == tensor)
+    assert check_model(history, v).problems
 
 
 # -- what would write plaintext is refused --------------------------------------------

@@ -15,16 +15,18 @@ import os
 import threading
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import mlx.core as mx
 
 from ..errors import CasError, ModelNotFound, PasswordRequired, WeightsDamaged
 from ..model.history import History
 from ..model.model_manifest import TensorInfo
-from ..objectid import hash_bytes
+from ..objectid import ObjectId, hash_bytes
 from ..ops.models import ModelVersion, is_checked, mark_checked, model_view, resolve_model
 from ..passwords import environment_source
 from ..storage.audit import AuditLog, new_record
+from ..storage.crypto import SEGMENT
 from ..storage.keys import PasswordSource
 from ..storage.store import Store, find_store, locate_store
 from ..storage.workers import ordered_map
@@ -133,18 +135,7 @@ def _record_read(opened: _Opened, ref: str, exit_code: int, message: str | None)
 
 def _load(opened: _Opened, keys: Iterable[str] | None, verify: bool | None) -> dict[str, mx.array]:
     version, store = opened.version, opened.store
-    tensors = list(version.manifest.tensors)
-    if keys is not None:
-        wanted = list(dict.fromkeys(keys))
-        by_name = {t.name: t for t in tensors}
-        missing = [k for k in wanted if k not in by_name]
-        if missing:
-            raise ModelNotFound(version.label, f"has no tensor {missing[0]!r}")
-        tensors = [by_name[k] for k in wanted]
-    unsupported = [t for t in tensors if t.dtype not in MX_DTYPES]
-    if unsupported:
-        raise CasError(f"model {version.label}: tensor {unsupported[0].name!r} has dtype "
-                       f"{unsupported[0].dtype}, which MLX cannot hold")
+    tensors = _selected(version, keys)
     files = {f.path: f.id for f in version.manifest.files}
     by_file: dict[str, list[TensorInfo]] = {}
     for t in tensors:
@@ -175,6 +166,9 @@ def _load(opened: _Opened, keys: Iterable[str] | None, verify: bool | None) -> d
         else:
             direct.extend(ts)
     mx.eval(list(arrays.values()))
+    if store.sealer.encrypted:
+        arrays.update(_read_sealed(_Reading(version.label, store, files, check), direct))
+        direct = []
 
     def fill(t: TensorInfo) -> tuple[str, mx.array]:
         # Each worker allocates on its own stream: the first touch of fresh
@@ -216,6 +210,136 @@ def _load(opened: _Opened, keys: Iterable[str] | None, verify: bool | None) -> d
         for name in plain_order.get(path) or [t.name for t in ts]:
             out[name] = arrays[name]
     return out
+
+
+def _selected(version: ModelVersion, keys: Iterable[str] | None) -> list[TensorInfo]:
+    """The tensors to load: all, or those ``keys`` names, each one MLX can hold."""
+    tensors = list(version.manifest.tensors)
+    if keys is not None:
+        wanted = list(dict.fromkeys(keys))
+        by_name = {t.name: t for t in tensors}
+        missing = [k for k in wanted if k not in by_name]
+        if missing:
+            raise ModelNotFound(version.label, f"has no tensor {missing[0]!r}")
+        tensors = [by_name[k] for k in wanted]
+    unsupported = [t for t in tensors if t.dtype not in MX_DTYPES]
+    if unsupported:
+        raise CasError(f"model {version.label}: tensor {unsupported[0].name!r} has dtype "
+                       f"{unsupported[0].dtype}, which MLX cannot hold")
+    return tensors
+
+
+# -- an encrypted store: reading in spans of whole sealed segments ----------------
+
+# A multiple of the sealed segment: spans start and end on segment bounds,
+# so each segment is opened once, never for a part of it.
+_SPAN = 8 * SEGMENT
+
+
+@dataclass(frozen=True)
+class _Reading:
+    label: str
+    store: Store
+    files: dict[str, ObjectId]
+    check: dict[str, bool]
+
+
+@dataclass
+class _Span:
+    """A segment-aligned byte range of one file and the tensors it overlaps."""
+    path: str
+    start: int
+    stop: int
+    tensors: list[TensorInfo] = field(default_factory=list)
+
+
+def _read_sealed(reading: _Reading, tensors: list[TensorInfo]) -> dict[str, mx.array]:
+    """Tensors of an encrypted store, decrypted into their arrays.
+
+    Reading tensor by tensor would open every segment that two tensors share
+    twice, and open a part of a segment through a copy. So the arrays are
+    made first, then the files are read in spans of whole segments on both
+    cores: a span inside one tensor straight into its array, any other
+    through a buffer copied out to the tensors it holds parts of."""
+    arrays = dict(ordered_map(_allocated, tensors, ahead=8))
+    spans = _spans(tensors, {f: reading.store.entry(oid).size for f, oid in reading.files.items()
+                             if any(t.file == f for t in tensors)})
+    spans.sort(key=lambda span: -(span.stop - span.start))
+    for _ in ordered_map(lambda span: _read_span(reading, span, arrays), spans, ahead=8):
+        pass
+    checked = [t for t in tensors if reading.check[t.file]]
+    checked.sort(key=lambda t: -t.nbytes)
+    for _ in ordered_map(lambda t: _check(reading.label, t, _readable_bytes(arrays[t.name], t)),
+                         checked, ahead=8):
+        pass
+    return arrays
+
+
+def _allocated(t: TensorInfo) -> tuple[str, mx.array]:
+    # On the worker's own stream: the first touch of fresh memory (page
+    # faults) is a large share of a load, and this spreads it on both cores.
+    with mx.stream(_worker_stream()):
+        array = mx.zeros(t.shape, dtype=MX_DTYPES[t.dtype])
+        mx.eval(array)
+    return t.name, array
+
+
+def _spans(tensors: list[TensorInfo], sizes: dict[str, int]) -> list[_Span]:
+    """The spans that hold the tensors' bytes: fixed ``_SPAN`` windows of each
+    file, cut to the segments the tensors in them reach."""
+    spans: dict[tuple[str, int], _Span] = {}
+    for t in tensors:
+        for k in range(t.start // _SPAN, (t.stop - 1) // _SPAN + 1):
+            span = spans.get((t.file, k))
+            if span is None:
+                span = spans[(t.file, k)] = _Span(t.file, (k + 1) * _SPAN, k * _SPAN)
+            span.tensors.append(t)
+            span.start = min(span.start, max(k * _SPAN, t.start // SEGMENT * SEGMENT))
+            span.stop = max(span.stop, min((k + 1) * _SPAN, -(-t.stop // SEGMENT) * SEGMENT,
+                                           sizes[t.file]))
+    return list(spans.values())
+
+
+def _read_span(reading: _Reading, span: _Span, arrays: dict[str, mx.array]) -> None:
+    oid = reading.files[span.path]
+    if len(span.tensors) == 1 and span.tensors[0].start <= span.start \
+            and span.stop <= span.tensors[0].stop:
+        t = span.tensors[0]   # inside one tensor: straight into its array
+        target = _writable_bytes(arrays[t.name], t)[span.start - t.start:span.stop - t.start]
+        _read_or_name(reading, span, oid, span.start, target)
+        return
+    buffer = _span_buffer()[:span.stop - span.start]
+    _read_or_name(reading, span, oid, span.start, buffer)
+    for t in span.tensors:
+        lo, hi = max(t.start, span.start), min(t.stop, span.stop)
+        _writable_bytes(arrays[t.name], t)[lo - t.start:hi - t.start] = \
+            buffer[lo - span.start:hi - span.start]
+
+
+def _read_or_name(reading: _Reading, span: _Span, oid: ObjectId, offset: int,
+                  target: memoryview) -> None:
+    """Read, or name the tensor whose bytes do not read (damage is named by
+    model, file and tensor, whatever the reading was grouped by)."""
+    try:
+        reading.store.read_into(oid, offset, target)
+        return
+    except CasError as e:
+        first = e
+    for t in span.tensors:
+        lo, hi = max(t.start, span.start), min(t.stop, span.stop)
+        try:
+            reading.store.read_into(oid, lo, bytearray(hi - lo))
+        except CasError as e:
+            raise WeightsDamaged(reading.label, span.path, t.name, str(e)) from None
+    raise WeightsDamaged(reading.label, span.path, span.tensors[0].name, str(first)) from None
+
+
+def _span_buffer() -> memoryview:
+    """This worker's buffer for spans that hold parts of several tensors."""
+    buffer = getattr(_local, "span_buffer", None)
+    if buffer is None:
+        buffer = _local.span_buffer = memoryview(bytearray(_SPAN))
+    return buffer
 
 
 _local = threading.local()
