@@ -1,21 +1,78 @@
 from __future__ import annotations
 
+import dataclasses
 import os
 import pty
 import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from cas.cli.main import run
-from cas.storage.config import StoreConfig
+from cas.storage.config import ENCRYPTION, StoreConfig
 from cas.storage.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data"
+
+# The passphrase of every store made under --encrypted-stores.
+SUITE_PASSWORD = "cas suite passphrase"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--encrypted-stores", action="store_true",
+                     help="make every store the tests create an encrypted one (tests marked "
+                          "plain_only, whose subject is the plain format, are skipped)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "plain_only: checks the plain store format itself "
+                                       "(skipped under --encrypted-stores)")
+    if config.getoption("--encrypted-stores"):
+        _encrypt_every_new_store()
+
+
+def pytest_unconfigure(config):
+    if config.getoption("--encrypted-stores"):
+        import shutil
+        shutil.rmtree(os.environ["XDG_CONFIG_HOME"], ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--encrypted-stores"):
+        return
+    skip = pytest.mark.skip(reason="the plain store format is its subject")
+    for item in items:
+        if "plain_only" in item.keywords:
+            item.add_marker(skip)
+
+
+def _encrypt_every_new_store() -> None:
+    """Every store made in this process or its subprocesses is encrypted:
+    the CLI through the user's 'encrypt new stores' setting and CAS_PASSWORD
+    (in-process runs read both too), the library by Store.init itself."""
+    from cas.cli import user_config
+    from cas.storage import keys
+    os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="cas-suite-config-")
+    os.environ["CAS_PASSWORD"] = SUITE_PASSWORD
+    user_config.set_encrypt_new_stores(True)
+    keys.set_password_source(SUITE_PASSWORD.encode())
+    # The lowest Argon2id cost a slot may have: the suite unlocks thousands
+    # of stores, and the key derivation is not what it tests (test_keys is).
+    keys.DEFAULT_KDF = {"name": "argon2id", "memory_kib": 8 << 10, "iterations": 1, "lanes": 1}
+    plain_init = Store.init.__func__
+
+    def init(cls, path, config=None, password=None):
+        config = config or StoreConfig()
+        if config.encryption is None:
+            config = dataclasses.replace(config, encryption=dict(ENCRYPTION))
+        return plain_init(cls, path, config, password or SUITE_PASSWORD.encode())
+
+    Store.init = classmethod(init)
 
 
 @dataclass
