@@ -299,6 +299,12 @@ def test_cli_refuses_path_and_link_of_a_sealed_model_and_serves_a_public_one(cli
     assert (view / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
     r = cli("model", "ls", "--json", cwd=cli_store)
     assert r.returncode == 0 and {m["ref"] for m in json.loads(r.stdout)["models"]} == {NAME, "pub"}
+    assert cli("model", "verify", NAME, cwd=cli_store).returncode == 0
+    r = cli("model", "export", NAME, str(tmp_path / "out"), cwd=cli_store)
+    assert r.returncode == 0, r.stderr
+    assert all((tmp_path / "out" / n).read_bytes() == (src / n).read_bytes() for n in FILE_NAMES)
+    r = cli("model", "path", NAME, cwd=cli_store, password=b"wrong")
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.count("cas: error:") == 1
 
 
 LOAD = ("import sys; from cas.mlx import load_weights\n"
