@@ -6,7 +6,6 @@ the damaged file of its kind is, never a traceback."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
@@ -15,13 +14,11 @@ from pathlib import Path
 import pytest
 
 from cas.errors import AmbiguousRef, InvalidRefName, ManifestInvalid, PolicyFileInvalid
-from cas.model import timeline as timeline_module
 from cas.model.history import History
 from cas.model.policy import Policies
 from cas.model.refs import HEADS, MODELS, TAGS
 from cas.model.retention import WATCH_DEFAULT, Policy
 from cas.objectid import ObjectId
-from cas.ops import verify as verify_module
 from cas.ops.forget import apply_policy, forget
 from cas.ops.snapshot import take_snapshot
 from cas.ops.worktree import WorktreeRecord, read_worktree_record, worktree_state, write_worktree_record
@@ -36,11 +33,6 @@ TAG = "zq-secret-tag"
 MODEL = "zq-secret-model"
 DAY = 86_400 * 10**9
 T0 = 1_700_000_000 * 10**9
-# The timeline lists snapshots/ by record name: until it turns names back
-# into ids, an encrypted store's timeline resync finds no records.
-needs_timeline = pytest.mark.skipif(
-    "unname" not in inspect.getsource(timeline_module),
-    reason="cas/model/timeline.py _listed_ids must unname record file names")
 # The files this layer writes; objects, packs and the index have owners of their own.
 HISTORY_FILES = ("HEAD", "WORKTREE", "refs", "snapshots", "policies")
 
@@ -93,7 +85,6 @@ def _label_path(history: History, ref: str) -> Path:
     return Path(history.store.path) / kind / history.store.sealer.label(name)
 
 
-@needs_timeline
 def test_refs_round_trip_in_an_encrypted_store(sealed):
     history, ids, side = sealed
     for reopen in (False, True):
@@ -216,7 +207,6 @@ def test_a_damaged_worktree_record_is_ignored(sealed):
     assert read_worktree_record(history) is None and worktree_state(history).shows.oid == ids[3]
 
 
-@needs_timeline
 def test_forget_and_policies_in_an_encrypted_store(sealed):
     history, ids, side = sealed
     report = forget(history, [ids[3]])
@@ -229,7 +219,6 @@ def test_forget_and_policies_in_an_encrypted_store(sealed):
     assert sorted(s.oid for s in history.snapshots()) == sorted([ids[1], ids[2], side])
 
 
-@needs_timeline
 def test_the_timeline_is_rebuilt_from_the_record_names(sealed):
     history, ids, side = sealed
     assert history.reload_index() == []
@@ -241,14 +230,6 @@ def test_the_timeline_is_rebuilt_from_the_record_names(sealed):
 
 
 # -- the command line ----------------------------------------------------------------
-
-def _reads_record_names(module) -> bool:
-    """Whether ``module`` turns record file names back into ids (§18.7)."""
-    return "unname" in inspect.getsource(module) or "recorded_id" in inspect.getsource(module)
-
-
-needs_verify = pytest.mark.skipif(not _reads_record_names(verify_module),
-                                  reason="cas/ops/verify.py lists snapshots/ by History.recorded_id")
 
 
 def _cas(*args: str, cwd: Path, code: int = 0) -> str:
@@ -271,7 +252,6 @@ def _cli_store(tmp_path: Path) -> tuple[Path, str, str]:
     return tree, first, second
 
 
-@needs_timeline
 def test_refs_through_the_cli_in_an_encrypted_store(tmp_path):
     tree, first, second = _cli_store(tmp_path)
     assert json.loads(_cas("show", "--json", TAG, cwd=tree))["id"] == first
@@ -289,7 +269,6 @@ def test_refs_through_the_cli_in_an_encrypted_store(tmp_path):
     assert [r["id"] for r in json.loads(_cas("log", "--json", cwd=tree))] == [second]
 
 
-@needs_verify
 def test_verify_names_a_damaged_ref_of_an_encrypted_store(tmp_path):
     tree, first, second = _cli_store(tmp_path)
     _cas("verify", cwd=tree)
