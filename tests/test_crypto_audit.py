@@ -18,7 +18,14 @@ import pytest
 
 from cas.cli.audit_trail import AuditNotes
 from cas.errors import StoreIsEncrypted
-from cas.storage.audit import AuditLog, canonical_line, line_hash, new_record
+from cas.storage.audit import (
+    AuditLog,
+    canonical_line,
+    line_hash,
+    new_record,
+    record_mac,
+    seal_fields,
+)
 from cas.storage.config import ENCRYPTION, StoreConfig
 from cas.storage.store import Store
 
@@ -154,7 +161,6 @@ def test_a_moved_sealed_field_does_not_open(sealed):
     key holder: the fields are bound to their record number."""
     with Store.open(str(sealed / ".cas"), password=b"pw", with_index=False) as store:
         sealer = store.sealer
-    from cas.storage.audit import record_mac
     lines = log_path(sealed).read_bytes().splitlines(keepends=True)
     third = json.loads(lines[2])
 
@@ -172,27 +178,28 @@ def _encrypted_store(tmp_path) -> Store:
     return Store.open(path, password=b"pw", with_index=False)
 
 
-def test_appending_a_sealed_record_costs_what_a_plain_one_does(tmp_path):
-    """An append is an fsync (milliseconds, however loaded the disk); sealing
-    and the MAC add tens of microseconds. Plain and sealed appends alternate,
-    so both see the same load."""
-    plain_path = str(tmp_path / "plain")
-    Store.init(plain_path, StoreConfig()).close()
-    with _encrypted_store(tmp_path) as store, Store.open(plain_path, with_index=False) as plain:
-        logs = {"sealed": AuditLog.of(store), "plain": AuditLog.of(plain)}
-        took: dict[str, list[float]] = {"sealed": [], "plain": []}
-        for _ in range(100):
-            for kind, log in logs.items():
-                record = new_record(["cas", "cat", "HEAD:some/path/in/the/tree.txt"],
-                                    refs=["HEAD:some/path/in/the/tree.txt"], paths=[], created=[],
-                                    removed=[], exit_code=0, message=None)
-                start = time.perf_counter()
-                log.append(record)
-                took[kind].append(time.perf_counter() - start)
-        sealed, plain_median = (statistics.median(took[k]) for k in ("sealed", "plain"))
-        print(f"median append of 100: sealed {sealed * 1e3:.3f} ms, plain {plain_median * 1e3:.3f} ms")
-        assert sealed < plain_median + 0.001 and sealed < 0.02
-        report = logs["sealed"].verify()
+def test_appending_a_sealed_record_takes_a_few_milliseconds(tmp_path):
+    """An append is an fsync (milliseconds, more on a loaded disk); sealing
+    and the MAC, the part an encrypted store adds, take tens of microseconds."""
+    with _encrypted_store(tmp_path) as store:
+        log = AuditLog.of(store)
+        took, sealing = [], []
+        for seq in range(1, 101):
+            record = new_record(["cas", "cat", "HEAD:some/path/in/the/tree.txt"],
+                                refs=["HEAD:some/path/in/the/tree.txt"], paths=[], created=[],
+                                removed=[], exit_code=0, message=None)
+            start = time.perf_counter()
+            log.append(record)
+            took.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            record_mac(store.sealer, {"v": 2, "seq": seq, "prev": "0" * 64,
+                                      "sealed": seal_fields(store.sealer, seq, record)})
+            sealing.append(time.perf_counter() - start)
+        append, seal = statistics.median(took), statistics.median(sealing)
+        print(f"median of 100: sealed append {append * 1e3:.3f} ms, of which sealing and MAC "
+              f"{seal * 1e3:.3f} ms")
+        assert seal < 0.001 and append < 0.02
+        report = log.verify()
         assert report.records == 100 and report.problem is None
 
 

@@ -57,10 +57,6 @@ class AuditNotes:
         self.created: list[str] = []
         self.removed: list[str] = []
 
-    @property
-    def store_root(self) -> str | None:
-        return next(iter(self.logs), None)
-
     def opened(self, store: Store) -> None:
         self.logs.setdefault(store.path, AuditLog.of(store))
         current = click.get_current_context(silent=True)
