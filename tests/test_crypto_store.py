@@ -292,3 +292,31 @@ def test_repair_of_an_encrypted_store_from_a_plain_copy_puts_no_plaintext_under_
     assert cas_process("verify", cwd=tree, env=ENV).returncode == 0
     assert cas_process("verify", "--full", cwd=tree, env=ENV).returncode == 0
     assert_nothing_plain(store, [MARKER])
+
+
+def test_threads_opening_one_sealed_pack_at_once_all_get_its_cipher(filled):
+    """The pack's fd is shared by the reading threads: its header must be
+    read at an offset, never through the fd's file position."""
+    import threading
+
+    root, ids, data = filled
+    for _ in range(20):
+        with Store.open(str(root)) as store:
+            entry = store.entry(ids["packed raw"])
+            barrier = threading.Barrier(8)
+            errors: list[BaseException] = []
+
+            def read() -> None:
+                barrier.wait()
+                try:
+                    assert store.read_object(ids["packed raw"]) == data["packed raw"]
+                    store.contents.pack_cipher(entry)
+                except BaseException as e:
+                    errors.append(e)
+
+            threads = [threading.Thread(target=read) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert not errors, errors[0]

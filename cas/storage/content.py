@@ -30,7 +30,7 @@ from .crypto import PackCipher, Sealer, SealError
 from .encoding import Encoding, ZstdError, decode
 from .index import Index, IndexEntry
 from .layout import Layout
-from .pack import PackFormatError, read_header
+from .pack import PackFormatError, parse_header
 from .seekable import SeekTableError, iter_blocks, read_frame, read_seek_table
 from .storedfile import SealedFile, StoredFile, open_stored
 from .workers import ordered_map
@@ -38,6 +38,7 @@ from .workers import ordered_map
 READ_BLOCK = 1 << 20
 # A sealed raw file is read this much at a time (whole 1 MiB segments).
 _SEALED_BLOCK = 4 << 20
+PACK_HEADER_SIZE = 48   # a sealed pack's header and salt
 _MAX_OPEN_PACKS = 64
 # Chunk lists and seek tables kept: a model's tensors are read a few at a
 # time from the same few files.
@@ -337,22 +338,24 @@ class Contents:
         assert entry.pack is not None and isinstance(self._sealer, Sealer)
         context = Sealer.entry_context(self._sealer.name(entry.oid), entry.encoding)
         try:
-            return self.pack_cipher(entry.pack).open_entry(entry.offset, context, stored)
+            return self.pack_cipher(entry).open_entry(entry.offset, context, stored)
         except SealError as e:
             raise ObjectDamaged(entry.oid.hex, f"{e} (pack {entry.pack.short})") from None
 
-    def pack_cipher(self, pack: ObjectId) -> PackCipher:
-        """The cipher of a sealed pack, from the salt in its header."""
+    def pack_cipher(self, entry: IndexEntry) -> PackCipher:
+        """The cipher of the sealed pack holding ``entry``, from the salt in
+        its header (read with pread: the pack's fd is shared by threads)."""
+        pack = entry.pack
+        assert pack is not None
         cipher = self._pack_ciphers.get(pack)
         if cipher is None:
             fd, _size = self.pack_file(pack)
             try:
-                with os.fdopen(os.dup(fd), "rb") as f:
-                    _header, cipher = read_header(f, self._sealer)
+                _header, cipher = parse_header(os.pread(fd, PACK_HEADER_SIZE, 0), self._sealer)
             except PackFormatError as e:
-                raise ObjectDamaged(pack.hex, f"pack file {pack.short} {e}") from None
+                raise ObjectDamaged(entry.oid.hex, f"its pack file {pack.short} {e}") from None
             if cipher is None:
-                raise ObjectDamaged(pack.hex, f"pack file {pack.short} is not sealed")
+                raise ObjectDamaged(entry.oid.hex, f"its pack file {pack.short} is not sealed")
             self._pack_ciphers[pack] = cipher
         return cipher
 

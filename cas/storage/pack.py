@@ -190,12 +190,21 @@ def read_entries(path: str, sealer: Sealer | PlainSealer = PLAIN) -> list[PackEn
 def read_header(f, sealer: Sealer | PlainSealer) -> tuple[bytes, PackCipher | None]:
     """A pack's header (with its salt when sealed) and its cipher, read from
     the start of ``f``; refused when the pack and the store disagree on sealing."""
-    header = f.read(HEADER.size)
-    magic, version, _ = HEADER.unpack(header)
+    return parse_header(f.read(HEADER.size + SALT_SIZE), sealer)
+
+
+def parse_header(head: bytes, sealer: Sealer | PlainSealer) -> tuple[bytes, PackCipher | None]:
+    """The header of a pack from its first 48 bytes (fewer for a short file),
+    with its cipher when sealed."""
+    if len(head) < HEADER.size:
+        raise PackFormatError("too short to be a pack")
+    magic, version, _ = HEADER.unpack_from(head)
     if magic != MAGIC:
         raise PackFormatError("bad header magic")
     if version == SEALED_VERSION and isinstance(sealer, Sealer):
-        header += f.read(SALT_SIZE)
+        if len(head) < HEADER.size + SALT_SIZE:
+            raise PackFormatError("too short for a sealed pack's header")
+        header = head[:HEADER.size + SALT_SIZE]
         return header, sealer.pack_cipher(header[HEADER.size:])
     if version == SEALED_VERSION:
         raise PackFormatError("is sealed (version 2), but this store is not encrypted")
@@ -203,7 +212,7 @@ def read_header(f, sealer: Sealer | PlainSealer) -> tuple[bytes, PackCipher | No
         raise PackFormatError(f"unknown pack version {version}")
     if isinstance(sealer, Sealer):
         raise PackFormatError("is not sealed, but this store is encrypted")
-    return header, None
+    return head[:HEADER.size], None
 
 
 def _open_pack(path: str):
