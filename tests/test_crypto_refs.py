@@ -298,3 +298,15 @@ def test_no_name_or_id_reaches_any_file_of_the_store(tmp_path):
         data = path.read_bytes()
         for secret in [b"zq-tree-dir", *_secrets(ids)]:
             assert secret not in data, (path, secret)
+
+
+def test_records_added_with_their_bytes_are_sealed_and_listed(sealed, tmp_path):
+    history, ids, side = sealed
+    other = _encrypted(tmp_path / "other-store")
+    snaps = [history.load_record(i) for i in ids[:2]]
+    other.add_records([(s, s.to_json()) for s in snaps])
+    assert [e.oid for e in other.timeline("main")] == ids[1::-1]
+    assert other.load_record(ids[0]).message == "s0" and other.snapshots_created == ids[:2]
+    for path in _history_files(other.store.path):
+        assert all(secret not in path.read_bytes() for secret in _secrets(ids))
+    other.store.close()

@@ -468,9 +468,7 @@ class History:
                 current = self.refs.get(ref)
                 if current == snapshot.parent:
                     before = self._timeline.stamp()
-                    with atomic_output(self._record_path(oid), self.store.layout.tmp,
-                                       self.store.layout.modes.file) as f:
-                        f.write(self.store.sealer.seal_file(f"{SNAPSHOTS}/{self.record_file(oid)}", data))
+                    self._write_record(oid, data)
                     self._timeline.change(before, add=[TimelineEntry(oid, snapshot.time_ns,
                                                                      snapshot.branch)],
                                           also={TABLE: ([(oid.digest, data)], ())})
@@ -479,6 +477,29 @@ class History:
                     return Snapshot.from_json(data, oid)
             snapshot = self._reparented(snapshot, current, ref)
         raise RefMovedMeanwhile(ref, f"moved {_RECORD_ATTEMPTS} times while this snapshot was recorded")
+
+    def add_records(self, snapshots: Sequence[tuple[Snapshot, bytes]]) -> None:
+        """Record stored snapshots with their exact manifest bytes (copied
+        from another store; their objects are durable and indexed): every
+        file, then one index transaction for the mirror and the timeline,
+        under the refs lock. Refs are the caller's to move."""
+        if not snapshots:
+            return
+        with self.refs.locked():
+            before = self._timeline.stamp()
+            for snap, data in snapshots:
+                self._write_record(snap.stored_id, data)
+            self._timeline.change(
+                before, add=[TimelineEntry(s.stored_id, s.time_ns, s.branch) for s, _ in snapshots],
+                also={TABLE: ([(s.stored_id.digest, d) for s, d in snapshots], ())})
+        self.snapshots_created.extend(s.stored_id for s, _ in snapshots)
+
+    def _write_record(self, oid: ObjectId, data: bytes) -> None:
+        """``snapshots/<id>.json`` (named and sealed in an encrypted store), durably."""
+        sealed = self.store.sealer.seal_file(f"{SNAPSHOTS}/{self.record_file(oid)}", data)
+        with atomic_output(self._record_path(oid), self.store.layout.tmp,
+                           self.store.layout.modes.file) as f:
+            f.write(sealed)
 
     def _reparented(self, snapshot: Snapshot, head_id: ObjectId | None, ref: str) -> Snapshot:
         """``snapshot`` with ``head_id`` (the ref's new value) as its first parent."""
