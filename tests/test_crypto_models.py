@@ -195,6 +195,14 @@ def test_many_small_tensors_and_a_subset_load_exactly_from_a_sealed_store(histor
     assert all(bytes(memoryview(got[k])) == bytes(memoryview(want[k])) for k in names)
 
 
+def test_sealed_weights_load_where_there_is_no_memfd(history, tmp_path, monkeypatch):
+    # macOS has none: the arrays are then made with mx.zeros.
+    src = model_source(tmp_path)
+    import_model(history, str(src), NAME)
+    monkeypatch.delattr(os, "memfd_create")
+    same_arrays(load_weights(NAME, store=history.store, verify=True), src / "model.safetensors")
+
+
 def sealed_offset(content_offset: int) -> int:
     """Where a byte of a sealed loose object's content lies in its file
     (FORMAT §18.5: an 80-byte header, then segments each followed by a tag)."""
