@@ -532,3 +532,12 @@ class RefsNotCopied(CasError):
     def __init__(self, names: list[str]):
         super().__init__(f"{len(names)} differ in the target and were left as they are: "
                          f"{', '.join(names)} (every snapshot was copied; --force moves them)")
+
+
+class SourcePasswordRequired(CasError):
+    """``cas copy --from`` an encrypted store with no passphrase for it."""
+
+    def __init__(self, store: str):
+        super().__init__(f"the store copied from, {store}, is encrypted: give its passphrase in "
+                         "CAS_FROM_PASSWORD, CAS_FROM_PASSWORD_FILE, CAS_FROM_PASSWORD_COMMAND or "
+                         "--from-password-file, or run from a terminal to be asked")

@@ -418,20 +418,44 @@ def test_round_trips_between_plain_and_encrypted_stores(cli, tmp_path, old_encry
     assert sorted(got) == ["b", "w"]
 
 
+def _copy_process(new: Path, old: Path, cwd: Path, env: dict, *more: str):
+    """``cas copy`` in a new process (this one holds OLD's unlocked key),
+    with exactly the passphrase variables of ``env``."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("CAS_PASSWORD", "CAS_FROM_"))}
+    return subprocess.run([sys.executable, "-m", "cas.cli", "--store", str(new), "copy", "--from",
+                           str(old), *more], cwd=cwd, env={**full, **env}, capture_output=True,
+                          stdin=subprocess.DEVNULL, timeout=120)
+
+
 @needs_sealing
-def test_a_wrong_source_passphrase_is_one_line_and_writes_nothing(cli, tmp_path):
+@pytest.mark.parametrize("source_env, words", [
+    ({"CAS_FROM_PASSWORD": "not it"}, "wrong passphrase"),
+    ({}, "CAS_FROM_PASSWORD"),
+    ({"CAS_FROM_PASSWORD_COMMAND": "false"}, "CAS_FROM_PASSWORD_COMMAND"),
+])
+def test_no_or_a_wrong_source_passphrase_is_one_line_and_writes_nothing(cli, tmp_path, source_env,
+                                                                       words):
     old = make_history(cli, tmp_path, encrypted=True)
     new = tmp_path / "new-store"
     make_store(cli, new, True, NEW_PW)
-    before = sorted(p for p in new.rglob("*"))
-    # A new process: this one holds OLD's unlocked key.
-    env = {"CAS_PASSWORD": NEW_PW, "CAS_FROM_PASSWORD": "not it"}
-    result = cas_process("--store", str(new), "copy", "--from", str(old), cwd=tmp_path, env=env)
+    before = sorted(p for p in new.rglob("*") if "audit" not in str(p))
+    result = _copy_process(new, old, tmp_path, {"CAS_PASSWORD": NEW_PW, **source_env})
     err = result.stderr.decode()
-    assert result.returncode == 2 and "wrong passphrase" in err and str(old) in err
+    assert result.returncode == 2 and words in err, err
     assert len(err.strip().splitlines()) == 1 and result.stdout == b""
-    assert sorted(p for p in new.rglob("*") if "audit" not in str(p)) == \
-        [p for p in before if "audit" not in str(p)]
+    assert sorted(p for p in new.rglob("*") if "audit" not in str(p)) == before
+
+
+@needs_sealing
+def test_the_source_passphrase_from_a_file(cli, tmp_path):
+    old = make_history(cli, tmp_path, encrypted=True)
+    new = tmp_path / "new-store"
+    make_store(cli, new, False, NEW_PW)
+    secret = tmp_path / "old-passphrase"
+    secret.write_text(OLD_PW + "\n")
+    result = _copy_process(new, old, tmp_path, {}, "--from-password-file", str(secret))
+    assert result.returncode == 0, result.stderr
+    assert snapshot_ids(cli, new, NEW_PW) == snapshot_ids(cli, old, OLD_PW)
 
 
 @needs_sealing

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import click
 
-from ..errors import RefsNotCopied, SameStore, counted
+from ..errors import RefsNotCopied, SameStore, SourcePasswordRequired, counted
 from ..model.history import History
 from ..ops.copy import CopyReport, copy_store, plan_copy, same_directory
 from ..passwords import environment_source, read_password_file
@@ -53,7 +54,7 @@ def command(ctx: Context, source: str, target: str | None, force: bool,
     source = locate_store(source)
     if same_directory(source, ctx.resolve_store_path()):
         raise SameStore(source)   # before a second open of one index
-    with Store.open(source, password=_source_password(password_file)) as old, \
+    with Store.open(source, password=_source_password(source, password_file)) as old, \
             ctx.opened() as new:
         report = _run(ctx, History(old), new, force)
     if as_json:
@@ -67,14 +68,16 @@ def command(ctx: Context, source: str, target: str | None, force: bool,
     return 0
 
 
-def _source_password(password_file: str | None):
+def _source_password(source: str, password_file: str | None) -> Callable[[], bytes]:
     """OLD's passphrase, asked for only if OLD turns out to be encrypted."""
-    def ask() -> bytes | None:
+    def ask() -> bytes:
         if password_file is not None:
             return read_password_file(password_file, "--from-password-file")
         given = environment_source("CAS_FROM_")
         if given is None and sys.stdin.isatty():
             given = ask_passphrase("Passphrase of the store copied from: ") or None
+        if given is None:
+            raise SourcePasswordRequired(source)
         return given
     return ask
 
