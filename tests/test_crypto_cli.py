@@ -168,6 +168,12 @@ def test_add_remove_and_passwd_change_which_passphrases_open(tree, tmp_path):
     [last] = _slots(tree)
     _one_line_error(cas("key", "remove", last, cwd=tree, CAS_PASSWORD="changed"), 2, "last key")
     assert _opens(tree, "changed")
+    # Each change is in the audit trail with the keys it touched.
+    log = json.loads(cas("audit", "log", "--json", cwd=tree, CAS_PASSWORD="changed").stdout)
+    changes = [(r["command"][1:], r["refs"], r["outcome"]["status"]) for r in log if r["command"][1:2] == ["key"]]
+    assert (["key", "add", "--new-password-file", str(newfile)], [added], "ok") in changes
+    assert any(c[0] == ["key", "passwd"] and added in c[1] and c[2] == "ok" for c in changes)
+    assert (["key", "remove", original], [original], "ok") in changes
 
 
 def test_a_new_passphrase_must_be_given_and_not_empty(tree, tmp_path):

@@ -115,14 +115,15 @@ def add(ctx: Context, new_file: str | None) -> None:
       cas key add --new-password-file ~/.config/cas/backup-pass
     """
     with _open_encrypted(ctx) as store:
-        slot_id = _add_slot(store, new_passphrase(file=new_file))
+        slot_id = _add_slot(ctx, store, new_passphrase(file=new_file))
     info(f"added key {slot_id}", ctx.quiet)
 
 
-def _add_slot(store: Store, password: bytes) -> str:
+def _add_slot(ctx: Context, store: Store, password: bytes) -> str:
     slot = keys.make_slot(store.config.store_id, _master(store), password)
     modes = store.layout.modes
     keys.write_slot(store.path, slot, modes.directory, modes.file)
+    ctx.audit.note(refs=[slot.slot_id])    # the audit record names the new key
     return slot.slot_id
 
 
@@ -157,7 +158,8 @@ def passwd(ctx: Context, new_file: str | None) -> None:
     """
     with _open_encrypted(ctx) as store:
         old = keys.opened_slot(store.config.store_id)
-        slot_id = _add_slot(store, new_passphrase(file=new_file))
+        slot_id = _add_slot(ctx, store, new_passphrase(file=new_file))
         if old is not None:
+            ctx.audit.note(refs=[old])
             keys.remove_slot(store.path, old)
     info(f"changed the passphrase: key {old} replaced by {slot_id}", ctx.quiet)
