@@ -187,7 +187,17 @@ def flip_byte(path, offset: int, mask: int = 0x01) -> None:
 
 
 def chunk_list_path(store_path, file_id: str) -> Path:
-    return Path(store_path) / "objects" / file_id[:2] / (file_id[2:] + ".chunks")
+    """Where a chunked file's list is: under its id in a plain store, under
+    its name (sealed) in an encrypted one."""
+    from cas.objectid import ObjectId
+    from cas.storage import keys
+    from cas.storage.encoding import Encoding
+    config = StoreConfig.load(str(store_path))
+    if config.encryption is None:
+        return Path(store_path) / "objects" / file_id[:2] / (file_id[2:] + ".chunks")
+    sealer = keys.sealer_for(str(store_path), config.store_id, True, SUITE_PASSWORD.encode())
+    fan, rest = sealer.name(ObjectId.parse(file_id)).fanout()
+    return Path(store_path) / "objects" / fan / (rest + Encoding.SEALED_CHUNKED.suffix)
 
 
 @pytest.fixture

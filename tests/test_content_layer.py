@@ -153,6 +153,7 @@ def _packed_with_loose_copy(tmp_path: Path, damage_pack: bool):
     return oid, data
 
 
+@pytest.mark.plain_only
 def test_index_rebuild_prefers_a_sound_loose_copy_to_a_pack_entry(tmp_path):
     oid, data = _packed_with_loose_copy(tmp_path, damage_pack=True)
     assert _runner(tmp_path)("index", "rebuild").returncode == 0
@@ -169,6 +170,7 @@ def test_index_rebuild_keeps_a_sound_pack_entry_over_a_damaged_loose_copy(tmp_pa
         assert store.read_object(oid) == data
 
 
+@pytest.mark.plain_only
 def test_a_read_yields_no_more_than_the_recorded_size(stored):
     """A loose file grown past its record (or crafted so) is damage found
     before the excess is handed out: a copy of it never outgrows the object."""

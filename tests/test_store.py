@@ -35,6 +35,7 @@ def test_content_round_trips_across_the_loose_threshold(small_store, tmp_path, d
     assert b"".join(small_store.iter_content(oid)) == data
 
 
+@pytest.mark.plain_only
 def test_small_objects_share_packs_and_large_ones_are_files(small_store, tmp_path):
     small = [os.urandom(1000) for _ in range(50)]
     big = os.urandom(100_000)
@@ -62,6 +63,7 @@ def test_storing_the_same_content_twice_writes_nothing_new(small_store, tmp_path
     assert (sorted(os.listdir(small_store.layout.packs)), small_store.index.object_count()) == before
 
 
+@pytest.mark.plain_only
 def test_compressible_content_is_compressed_and_noise_is_not(small_store):
     text_id = small_store.put_bytes(b"the same line of a log\n" * 20_000)
     noise_id = small_store.put_bytes(os.urandom(200_000))
@@ -70,6 +72,7 @@ def test_compressible_content_is_compressed_and_noise_is_not(small_store):
     assert small_store.entry(noise_id).encoding is Encoding.RAW
 
 
+@pytest.mark.plain_only
 @pytest.mark.skipif(shutil.which("zstd") is None, reason="zstd not installed")
 def test_a_compressed_object_file_decompresses_with_the_zstd_tool(small_store):
     data = b"weights " * 50_000
@@ -145,6 +148,7 @@ def test_a_garbage_index_is_reported_as_damaged(small_store):
             list(s.entries())
 
 
+@pytest.mark.plain_only
 def test_large_compressed_objects_are_seekable_frames_that_zstd_reads(small_store, tmp_path):
     rng = __import__("random").Random(5)
     words = [bytes(rng.choice(b"abcdefgh") for _ in range(6)) for _ in range(500)]
@@ -193,6 +197,7 @@ def _rerecord(store: Store, oid, **changes) -> None:
     store.index.record([dataclasses.replace(store.entry(oid), **changes)])
 
 
+@pytest.mark.plain_only
 def test_read_into_never_reads_a_raw_packed_object_past_its_stored_bytes(small_store):
     first, second = os.urandom(3000), os.urandom(3000)
     with small_store.writer() as w:   # one pack: the second object follows the first
@@ -205,6 +210,7 @@ def test_read_into_never_reads_a_raw_packed_object_past_its_stored_bytes(small_s
         small_store.read_into(oid, 0, buf)
 
 
+@pytest.mark.plain_only
 def test_read_into_past_a_compressed_objects_frames_is_damage(small_store):
     data = b"compressible " * 20_000
     oid = small_store.put_bytes(data)
