@@ -27,11 +27,13 @@ SECRET_DIR = "private-pj5u"
 NAMES = [SMALL.encode(), LOOSE.encode(), CHUNKED.encode(), SECRET_DIR.encode()]
 
 
-def marked(size: int) -> bytes:
+def marked(size: int, copies: int = 1) -> bytes:
     """Incompressible bytes (so stored raw, where a grep could find them)
-    with the marker in the middle."""
+    with the marker at ``copies`` places (a chunk boundary may cut one)."""
     data = bytearray(os.urandom(size))
-    data[size // 2:size // 2 + len(MARKER)] = MARKER
+    for i in range(1, copies + 1):
+        at = size * i // (copies + 1)
+        data[at:at + len(MARKER)] = MARKER
     return bytes(data)
 
 
@@ -47,9 +49,15 @@ def new_tree(tmp_path: Path, config: StoreConfig | None = None) -> Path:
 
 
 def secret_files(root: Path) -> None:
-    write(root / SECRET_DIR / SMALL, marked(3000))           # packed
-    write(root / SECRET_DIR / LOOSE, marked(200_000))        # one loose object
-    write(root / "notes" / CHUNKED, marked(3 << 20))         # a chunk list and chunks
+    paths = [write(root / SECRET_DIR / SMALL, marked(3000)),          # packed
+             write(root / SECRET_DIR / LOOSE, marked(200_000)),       # one loose object
+             write(root / "notes" / CHUNKED, marked(3 << 20, 8))]     # a chunk list and chunks
+    # Enough stat cache records to fill index pages of their own, which
+    # LMDB keeps, freed, in its file: only compaction drops them.
+    paths += [write(root / SECRET_DIR / "many" / f"f{i:03}", b"%d" % i) for i in range(300)]
+    old = time.time() - 3600   # older than the racy window: the stat cache records them
+    for p in paths:
+        os.utime(p, (old, old))
 
 
 def snap(cas, root: Path, *args: str) -> str:
@@ -64,6 +72,10 @@ def history_with_secrets(tmp_path: Path, cas) -> tuple[Path, dict[str, str]]:
     root = new_tree(tmp_path)
     write(root / "keep" / "a.txt", b"kept a\n")
     write(root / "keep" / "big.bin", os.urandom(300_000))
+    # Kept, and packed with the small secret: most of that pack stays live,
+    # so gc alone would keep the pack whole, secret and all.
+    for i in range(60):
+        write(root / "keep" / "packed" / f"p{i}.bin", os.urandom(50_000))
     secret_files(root)
     ids = {"s1": snap(cas, root, "-m", "one")}
     write(root / "keep" / "a.txt", b"kept a, again\n")
@@ -156,7 +168,7 @@ def test_history_keeps_its_shape(tmp_path, cas):
     assert shown["fork one"]["parents"] == [new["one"]["id"]]
     assert shown["three"]["parents"] == [new["two"]["id"]]
     assert shown["unnamed later"]["parents"] == [new["three"]["id"]]
-    assert shown["one"]["stats"]["files"] == 3   # two secrets fewer
+    assert shown["one"]["stats"]["files"] == 63   # the secret directory's 302 files fewer
     for ref, message in (("main", "three"), ("fork", "fork one"), ("release", "two")):
         assert json.loads(cas("show", "--json", ref, cwd=root).out)["id"] == new[message]["id"]
 

@@ -29,7 +29,7 @@ def command(ctx: Context, paths: tuple[str, ...], branch: str | None, dry_run: b
     snapshots get the new parents) and the old records are forgotten. Then
     everything no snapshot reaches is removed at once, whatever gc's grace
     period (objects stored by 'cas add' alone included), every pack that
-    held some of it is rewritten, and the index is compacted. Content a
+    held some of it is rewritten, and the index is rewritten. Content a
     kept snapshot holds under another path stays, and is named. Model
     versions are left alone ('cas model rm' removes a model). Takes the
     store's exclusive lock. The disk itself may keep old blocks: see the
@@ -73,7 +73,7 @@ def _print_report(r: PurgeReport, quiet: bool) -> None:
                  f"{g.repacked_packs} rewritten, {counted(g.removed_temp_files, 'temp file')}, "
                  f"{counted(r.stat_records, 'stat cache record')}")
     if r.index_bytes is not None:
-        info(f"index compacted: {human_bytes(r.index_bytes[0])} -> {human_bytes(r.index_bytes[1])}",
+        info(f"index rewritten: {human_bytes(r.index_bytes[0])} -> {human_bytes(r.index_bytes[1])}",
              quiet)
 
 

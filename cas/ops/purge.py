@@ -10,13 +10,14 @@ again too, with the new parent's id, so history keeps its shape. Refs move
 to the new records and the old ones are forgotten. Then everything no
 recorded snapshot reaches goes at once, whatever gc's grace period, and
 every pack holding any of it is rewritten without it; the stat cache's
-records of the paths go, and the index is compacted so that no freed page
-keeps them.
+records of the paths go, and the index is copied record by record into a
+new environment, so that no freed page, nor the free middle of a page,
+keeps them (compaction copies pages whole).
 
 Order, for a SIGKILL at any moment (each step is crash-safe alone): new
 objects are durable and indexed before any record names them; new records
 are written before refs move to them; refs move before the old records are
-forgotten; gc and compaction keep their own orders. A crash leaves old and
+forgotten; gc and the index copy keep their own orders. A crash leaves old and
 new records side by side at worst; running purge again rewrites what still
 holds the paths (to the very same ids: a rewrite is a function of the old
 record) and finishes the removal.
@@ -29,10 +30,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from ..durable import atomic_output
+from ..durable import atomic_output, fsync_dir
 from ..errors import ArgumentsConflict, PathNotInSnapshot
 from ..model.history import TABLE as SNAPSHOT_TABLE
 from ..model.history import History, TimelineEntry
@@ -40,6 +42,8 @@ from ..model.refs import HEADS, TAGS
 from ..model.snapshot import Snapshot
 from ..model.tree import DIR, FILE, SYMLINK, Tree, TreeEntry
 from ..objectid import ObjectId, hash_bytes
+from ..storage.index import DATA_FILE, LONG_KEYS, TABLES, Index
+from ..storage.store import Store
 from ..storage.writer import ObjectWriter
 from .gc import GcReport, gc
 from .statcache import STAT_TABLE
@@ -106,7 +110,7 @@ def purge(history: History, paths: Iterable[bytes], branch: str | None = None,
     _switch_records(history, report, sink.records)
     report.stat_records = _drop_stat_records(history, report.paths, branch)
     report.gc = gc(history, grace_seconds=0, repack_all_dead=True)
-    report.index_bytes = history.store.index.compact()
+    report.index_bytes = copy_index(history.store)
     return report
 
 
@@ -411,3 +415,50 @@ def _drop_stat_records(history: History, paths: list[bytes], branch: str | None)
             doomed.append(key)
     history.store.index.update(STAT_TABLE, delete=doomed)
     return len(doomed)
+
+
+# -- an index without a freed byte -----------------------------------------------
+
+def copy_index(store: Store) -> tuple[int, int]:
+    """Replace the index by a copy made record by record; (bytes before, after).
+
+    Compaction is not enough: it copies live pages whole, and a page keeps
+    the bytes of a record deleted from it in its free middle (purged names
+    were found there). A new environment written from the records alone
+    holds nothing else. Written in ``index.new/``, fsynced, then its data
+    file renamed over ``index/data.mdb`` (as compaction does, §5.1): a crash
+    leaves the old index or the new, and a stray ``index.new/``, removed by
+    the next run. Call with the store opened exclusively.
+    """
+    old, layout = store.index, store.layout
+    before = old.size()
+    new_path = layout.index + ".new"
+    shutil.rmtree(new_path, ignore_errors=True)
+    new = Index.create(new_path, store.config.store_id, layout.modes, store.sealer)
+    try:
+        new.record(old.entries(), old.packs())
+        for table in TABLES:
+            if table not in _COPIED_APART:
+                new.update(table, put=old.scan(table))
+        after = new.size()
+    finally:
+        new.close()
+    _fsync_file(os.path.join(new_path, DATA_FILE))
+    old.close()
+    os.rename(os.path.join(new_path, DATA_FILE), os.path.join(layout.index, DATA_FILE))
+    fsync_dir(layout.index)
+    store.reopen_index()
+    shutil.rmtree(new_path, ignore_errors=True)
+    return before, after
+
+
+# Objects and packs go through record(); long keys come with their tables.
+_COPIED_APART = (b"objects", b"packs", LONG_KEYS)
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
