@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from cas.errors import WrongPassword
-from cas.objectid import hash_bytes, hash_path
+from cas.objectid import hash_path
 from cas.storage import keys
 from cas.storage.config import ENCRYPTION, StoreConfig
 from cas.storage.store import Store
@@ -199,3 +202,81 @@ def test_a_passphrase_command_printing_hundreds_of_megabytes_is_cut_off(tmp_path
     assert proc.returncode == 2 and len(message.splitlines()) == 1, message
     # A passphrase is at most 64 KiB: nothing needs hundreds of megabytes.
     assert usage.ru_maxrss < 250 << 10, f"{usage.ru_maxrss >> 10} MiB resident"
+
+
+# -- no plaintext on disk while commands run ------------------------------------
+
+
+@contextmanager
+def watching(places: list[Path], wanted: dict[str, bytes]) -> Iterator[dict]:
+    """Reads every file under ``places`` over and over while the block runs
+    (temp files live only while a command writes them): what was seen."""
+    seen: dict = {"files": set(), "hits": set()}
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            for place in places:
+                for path in list(place.rglob("*")):
+                    seen["files"].add(path.name)
+                    try:
+                        data = path.read_bytes()
+                    except OSError:     # renamed into place, or a directory
+                        continue
+                    seen["hits"].update(f"{what} in {path.name}" for what, b in wanted.items() if b in data)
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join()
+
+
+def private_corpus(tree: Path) -> dict[str, bytes]:
+    """Files a user would not want read off a lost disk, and what must not
+    be found of them: names, a marker, and each file's plain id."""
+    (tree / "notes-zq14").mkdir(parents=True)
+    for i in range(20):
+        (tree / "notes-zq14" / f"diary-zq14-{i}.txt").write_text(f"{MARKER} entry {i}\n" * 30)
+    big = bytearray(os.urandom(6 << 20))
+    for at in range(0, len(big), 1 << 20):      # the marker in every chunk and segment
+        big[at + 5000:at + 5000 + len(MARKER)] = MARKER.encode()
+    (tree / "weights-zq14.bin").write_bytes(bytes(big))
+    db = sqlite3.connect(tree / "memory-zq14.db")
+    db.execute("create table m (t text)")
+    db.executemany("insert into m values (?)", [(f"{MARKER} {i}",) for i in range(2000)])
+    db.commit()
+    db.close()
+    wanted = {"marker": MARKER.encode()}
+    for path in tree.rglob("*"):
+        if path.is_file() and ".cas" not in path.parts:
+            wanted[f"name {path.name}"] = path.name.encode()
+            wanted[f"id of {path.name}"] = hash_path(path).hex.encode()
+            wanted[f"raw id of {path.name}"] = hash_path(path).digest
+    return wanted
+
+
+def test_no_plaintext_in_tmp_or_the_system_temp_dir_while_commands_run(tmp_path):
+    tree = tmp_path / "t"
+    make_store(tree)
+    wanted = private_corpus(tree)
+    systmp = tmp_path / "systmp"
+    systmp.mkdir()
+    store = tree / ".cas"
+    env = {"TMPDIR": str(systmp)}
+    with watching([store / "tmp", systmp], wanted) as seen:
+        cas(tree, "snapshot", "-m", "private", env=env)
+        (tree / "notes-zq14" / "diary-zq14-0.txt").write_text(MARKER + " changed")
+        cas(tree, "snapshot", "-m", "again", env=env)
+        cas(tree, "forget", "HEAD~1", env=env)
+        cas(tree, "gc", "--grace", "0", env=env)
+        cas(tree, "index", "rebuild", env=env)
+        cas(tree, "restore", "HEAD", "--to", str(tmp_path / "out"), env=env)
+    print(sorted(seen["files"]))
+    assert seen["files"], "the poller saw no temp file: it tested nothing"
+    assert not seen["hits"], sorted(seen["hits"])[:10]
+    assert not grep_files(store, wanted)
+    assert (tmp_path / "out" / "weights-zq14.bin").read_bytes() == (tree / "weights-zq14.bin").read_bytes()
