@@ -103,13 +103,18 @@ def purge(history: History, paths: Iterable[bytes], branch: str | None = None,
             sink = _Sink(writer)
             mapping = _rewrite(history, order, holders, wanted, _Pruner(history, sink), report)
             writer.flush()
-    report.kept = _kept_content(history, snaps, report.rewritten, sink.trees)
+    purged = _purged_ids(history, report.rewritten)
     if dry_run:
+        report.kept = _kept_content(history, snaps, report.rewritten, sink.trees, purged)
         report.moved = {ref: (old, mapping[old]) for ref, old in _refs_on(history, mapping)}
         return report
     _switch_records(history, report, sink.records)
     report.stat_records = _drop_stat_records(history, report.paths, branch)
     report.gc = gc(history, grace_seconds=0, repack_all_dead=True)
+    # What gc left of the purged content is what a snapshot still reaches.
+    index = history.store.index
+    still = {d: p for d, p in purged.items() if index.contains(ObjectId(d))}
+    report.kept = _kept_content(history, history.snapshots(), report.rewritten, sink.trees, still)
     report.index_bytes = copy_index(history.store)
     return report
 
@@ -302,11 +307,11 @@ def _rewrite(history: History, order: list[Snapshot], holders: dict[ObjectId, li
 # -- what stays: purged content that kept snapshots still hold -------------------
 
 def _kept_content(history: History, snaps: list[Snapshot], rewritten: list[Rewritten],
-                  new_trees: dict[ObjectId, Tree]) -> list[KeptContent]:
-    """Each purged file or directory whose content a snapshot still holds
-    after the purge (under another path, or on a branch left alone), with
-    one place that holds it: that content is live and stays."""
-    purged = _purged_ids(history, rewritten)
+                  new_trees: dict[ObjectId, Tree], purged: dict[bytes, bytes]) -> list[KeptContent]:
+    """Each purged file or directory (of ``purged``) whose content a
+    snapshot still holds after the purge (under another path, or on a
+    branch left alone), with one place that holds it: that content is live
+    and stays. Walks every tree once: only when something is kept."""
     if not purged:
         return []
     new_tree_of = {r.old.stored_id: (r.new_id, r.new_tree) for r in rewritten}
