@@ -164,6 +164,10 @@ def test_copy_keeps_every_snapshot_ref_policy_and_model(cli, tmp_path):
                                    "refs/tags/first"]
     assert doc["policies"] == ["data"]
     assert_same_history(cli, old, new, tmp_path, OLD_PW, NEW_PW)
+    # Copied records keep the old store's audit heads; each log still verifies.
+    for store in (old, new):
+        result = cli("--store", str(store), "audit", "verify")
+        assert result.code == 0, result.err + result.text
 
 
 def test_models_load_from_the_copy(cli, tmp_path):

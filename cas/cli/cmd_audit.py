@@ -71,8 +71,12 @@ def verify(ctx: Context, as_json: bool) -> int:
       cas audit verify
     """
     with ctx.opened() as history:
+        # A record copied from another store ('cas copy') keeps the head of
+        # that store's log: only this store's heads are checked here.
+        own = history.store.config.store_id
         heads = [(oid.hex, s.audit_head[0], s.audit_head[1])
-                 for oid, s, _ in history.records() if s is not None and s.audit_head]
+                 for oid, s, _ in history.records()
+                 if s is not None and s.audit_head and s.audit_head[2] in (None, own)]
         report = AuditLog.of(history.store).verify(heads)
     if as_json:
         out_json({"records": report.records, "ok": report.problem is None,

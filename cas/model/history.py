@@ -459,7 +459,9 @@ class History:
         """
         ref = ref or HEADS + snapshot.branch
         if snapshot.audit_head is None:
-            snapshot = dataclasses.replace(snapshot, audit_head=AuditLog(self.store.path).head())
+            head = AuditLog(self.store.path).head()
+            if head is not None:
+                snapshot = dataclasses.replace(snapshot, audit_head=(*head, self.store.config.store_id))
         for _ in range(_RECORD_ATTEMPTS):
             data = snapshot.to_json()
             oid = writer.put_bytes(data)

@@ -33,7 +33,9 @@ class Snapshot:
     model_version: int | None = None  # its number, fixed at import (NAME@N)
     # The audit trail's head when recorded (record count, hash of its last
     # line): cutting records off the log's end is found against it.
-    audit_head: tuple[int, str] | None = None
+    # (records, hash of the last line, id of the store whose log it is):
+    # a record copied from another store keeps that store's head.
+    audit_head: tuple[int, str, str | None] | None = None
     oid: ObjectId | None = None      # set once stored
 
     @property
@@ -65,7 +67,8 @@ class Snapshot:
             if self.model_version is not None:
                 doc["model_version"] = self.model_version
         if self.audit_head is not None:
-            doc["audit_head"] = {"records": self.audit_head[0], "hash": self.audit_head[1]}
+            records, digest, store = self.audit_head
+            doc["audit_head"] = {"records": records, "hash": digest} | ({"store": store} if store else {})
         # A source path that is not UTF-8 round-trips through source_b64.
         put_name(doc, "source", os.fsencode(self.source))
         return dumps(doc)
@@ -101,15 +104,16 @@ class Snapshot:
         )
 
 
-def _audit_head(value, what: str) -> tuple[int, str] | None:
+def _audit_head(value, what: str) -> tuple[int, str, str | None] | None:
     if value is None:
         return None
-    records, digest = (value.get("records"), value.get("hash")) if isinstance(value, dict) \
-        else (None, None)
+    records, digest, store = (value.get("records"), value.get("hash"), value.get("store")) \
+        if isinstance(value, dict) else (None, None, None)
     if type(records) is not int or records < 1 or not isinstance(digest, str) \
-            or len(digest) != HEX_LENGTH or not is_hex(digest):
-        raise ManifestInvalid(what, "audit_head must be a record count and a hash")
-    return records, digest
+            or len(digest) != HEX_LENGTH or not is_hex(digest) \
+            or not (store is None or (isinstance(store, str) and 1 <= len(store) <= 64 and is_hex(store))):
+        raise ManifestInvalid(what, "audit_head must be a record count, a hash and a store id")
+    return records, digest, store
 
 
 class WrittenCounts(Protocol):
