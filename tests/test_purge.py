@@ -238,12 +238,34 @@ def test_bad_arguments_are_one_line_errors(tmp_path, cas):
     root = new_tree(tmp_path)
     write(root / "a.txt", b"a")
     snap(cas, root)
-    for args in (["."], ["/"], ["a.txt", "--branch", "-x"], ["a.txt", "--branch", "a/b"]):
+    for args in (["."], ["/"], ["a.txt", "--branch", "-x"], ["a.txt", "--branch", "a/b"],
+                 ["a.txt", "--branch", "mian"]):
         r = cas("purge", *args, cwd=root)
         assert r.code == 2 and len(r.err.strip().splitlines()) == 1, (args, r.err)
     r = cas("purge", "nothing-here", cwd=root)
     assert r.code == 0 and "in no recorded snapshot" in r.err
     assert cas("cat", "HEAD:a.txt", cwd=root).out == b"a"
+
+
+def test_a_store_its_user_cannot_write_is_refused_in_one_line(cas):
+    import tempfile
+    top = Path(tempfile.mkdtemp(prefix="cas-purge-ro-"))   # reachable by another user
+    try:
+        root = new_tree(top)
+        write(root / "a.txt", b"a")
+        snap(cas, root)
+        subprocess.run(["chown", "-R", "65534:65534", str(top)], check=True)
+        subprocess.run(["chmod", "-R", "a-w", str(root / ".cas")], check=True)
+        before = {str(p): p.read_bytes() for p in store_files(root / ".cas")}
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            sys.executable, "-m", "cas.cli", "purge", "a.txt"], cwd=root,
+                           capture_output=True)
+        assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert b"cannot write to the store" in r.stderr
+        assert {str(p): p.read_bytes() for p in store_files(root / ".cas")} == before
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(top)], check=True)
+        shutil.rmtree(top)
 
 
 def test_purge_waits_for_no_one(tmp_path, cas):

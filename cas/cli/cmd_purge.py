@@ -7,6 +7,7 @@ import click
 from ..errors import counted
 from ..model.refs import check_ref_name
 from ..ops.purge import PurgeReport, purge
+from .cmd_policy import require_branch
 from .history_args import given_path
 from .main import Context, json_option, pass_ctx
 from .output import human_bytes, info, out_json, out_line, path_text, warn
@@ -43,6 +44,8 @@ def command(ctx: Context, paths: tuple[str, ...], branch: str | None, dry_run: b
     if branch is not None:
         check_ref_name(branch)
     with ctx.opened(exclusive=not dry_run) as history:
+        if branch is not None:
+            require_branch(history, branch)   # a typo must not purge nothing and collect all
         report = purge(history, [given_path(p) for p in paths], branch, dry_run)
     if as_json:
         out_json(_report_doc(report))

@@ -7,7 +7,9 @@ it reaches, the file contents they name and the chunks of chunked files.
 Everything else that is older than the grace period (an hour by default) is
 removed: loose object files, packs whose every object is dead, and packs at
 least half dead, whose live objects are first copied into new packs. Packs
-with less dead weight are kept whole and reported.
+with less dead weight are kept whole and reported. ``cas purge`` runs it
+with no grace period and every pack holding a dead object rewritten
+(``repack_all_dead``), so that no dead byte stays.
 
 Order: new packs are durable and indexed first; then index entries go,
 then files, so a crash in between leaves only unindexed files (which verify

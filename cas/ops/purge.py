@@ -35,7 +35,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..durable import atomic_output, fsync_dir
-from ..errors import ArgumentsConflict, PathNotInSnapshot
+from ..errors import ArgumentsConflict, PathNotInSnapshot, StoreWriteError
 from ..model.history import TABLE as SNAPSHOT_TABLE
 from ..model.history import History, TimelineEntry
 from ..model.refs import HEADS, TAGS
@@ -91,6 +91,9 @@ def purge(history: History, paths: Iterable[bytes], branch: str | None = None,
     Call with the store opened exclusively unless ``dry_run``.
     """
     wanted = _split_paths(paths)
+    if not dry_run and history.store.index.read_only:
+        raise StoreWriteError(history.store.path, "read-only: nothing can be purged (a read-only "
+                                                  "filesystem, or no permission to write)")
     report = PurgeReport(paths=sorted(b"/".join(p) for p in wanted), branch=branch, dry_run=dry_run)
     snaps = history.snapshots()
     holders = _holders(history, snaps, wanted, branch, report)
@@ -108,7 +111,8 @@ def purge(history: History, paths: Iterable[bytes], branch: str | None = None,
         report.kept = _kept_content(history, snaps, report.rewritten, sink.trees, purged)
         report.moved = {ref: (old, mapping[old]) for ref, old in _refs_on(history, mapping)}
         return report
-    _switch_records(history, report, sink.records)
+    if report.rewritten:
+        _switch_records(history, report, sink.records)
     report.stat_records = _drop_stat_records(history, report.paths, branch)
     report.gc = gc(history, grace_seconds=0, repack_all_dead=True)
     # What gc left of the purged content is what a snapshot still reaches.
