@@ -512,3 +512,27 @@ def test_a_public_model_stays_public_in_an_encrypted_copy(cli, tmp_path):
     refused = cli("--store", str(new), "model", "path", MODEL)
     assert refused.code != 0 and "encrypted" in refused.err
     assert cli("--store", str(new), "verify", "--full").code == 0
+
+
+@pytest.mark.parametrize("new_encrypted", [False, True])
+def test_content_past_the_memory_bound_is_streamed_and_copied_whole(cli, tmp_path, monkeypatch,
+                                                                    new_encrypted):
+    """With the bound below every large file, chunked data files and whole
+    model weights are streamed from an encrypted OLD (no raw file to read)
+    rather than held in memory: the copy is the same history all the same."""
+    from cas.ops import copy as copy_module
+    monkeypatch.setattr(copy_module, "MEMORY_FILE_MAX", 64 << 10)
+    old = make_history(cli, tmp_path, encrypted=True)
+    new = tmp_path / "new-store"
+    make_store(cli, new, new_encrypted, NEW_PW)
+    streamed = []
+    for name in ("put_chunks", "put_stream"):
+        real = getattr(copy_module.ObjectWriter, name)
+
+        def spy(self, blocks, _real=real, _name=name):
+            streamed.append(_name)
+            return _real(self, blocks)
+        monkeypatch.setattr(copy_module.ObjectWriter, name, spy)
+    assert copy(cli, old, new).code == 0
+    assert {"put_chunks", "put_stream"} <= set(streamed)
+    assert_same_history(cli, old, new, tmp_path, OLD_PW, NEW_PW)

@@ -35,7 +35,6 @@ from ..model.snapshot import Snapshot
 from ..model.timeline import TimelineEntry
 from ..model.tree import DIR, FILE, Tree, TreeEntry
 from ..objectid import ObjectId, hash_bytes
-from ..storage.encoding import Encoding
 from ..storage.store import Store
 from ..storage.writer import ObjectWriter, Placement
 
@@ -281,7 +280,7 @@ def _copy_contents(source: Store, target: Store, writers: _Writers, plan: CopyPl
                 target.config.loose_min_size)
     for oid, wanted in plan.contents.items():
         entry = source.entry(oid)
-        writer = writers.for_content(wanted, entry.encoding is Encoding.CHUNKED)
+        writer = writers.for_content(wanted, entry.chunked)
         if entry.size < small:
             got = writer.put_bytes(source.read_object(oid))
         else:
@@ -293,17 +292,30 @@ def _copy_contents(source: Store, target: Store, writers: _Writers, plan: CopyPl
             on_progress(entry.size)
 
 
+# Content up to this size is copied through a memory file and cut by NEW's
+# rules as a snapshot of the file would be; larger content is streamed,
+# keeping OLD's cuts, so memory stays bounded whatever the file's size.
+MEMORY_FILE_MAX = 256 << 20
+
+
 def _put_large(source: Store, target: Store, writer: ObjectWriter, oid: ObjectId,
                name: str) -> ObjectId:
     """Store content through the writer's file path, which cuts it as a
     snapshot of a file of that name would be cut: from the source's own
     file when the content lies there raw, else from an anonymous memory
-    file holding it (never a file on disk: the target may be encrypted)."""
+    file holding it (never a file on disk: the target may be encrypted).
+    Content larger than ``MEMORY_FILE_MAX`` is streamed instead: its
+    chunks as OLD cut them, or its blocks into one loose object."""
     plain = source.plain_path(oid)
     if plain is not None:
         def opener(flags: int) -> int:
             return os.open(plain, flags | os.O_NOFOLLOW)
         return writer.put_file(name, opener=opener)[0]
+    content = source.content(oid)
+    if content is not None and content.size > MEMORY_FILE_MAX:
+        if content.chunked:
+            return writer.put_chunks(source.contents.checked_chunk(c) for c in content.chunks)
+        return writer.put_stream(source.iter_content(oid))
     with _content_file(source, target, oid) as fd:
         return writer.put_file(name, opener=lambda _flags: os.dup(fd))[0]
 

@@ -16,6 +16,7 @@ from several threads; hashing, compression and file I/O release the GIL.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import stat
 import threading
@@ -461,25 +462,39 @@ class ObjectWriter:
 
     def _put_chunked(self, src: int, size: int, before: os.stat_result,
                      cdc: CdcParams = GENERAL_CDC) -> ObjectId | None:
-        """Store a large file as chunks plus a chunk list named by the file's id.
+        """Store a large file as chunks plus a chunk list named by the file's id;
+        None when it changed while it was read."""
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from iter_chunks(src, size, cdc)
+            except OSError as e:
+                raise _SourceReadError(e) from None
 
-        Chunks are hashed, deduplicated, compressed and packed on all cores
-        while the whole-file hash is computed in order. The chunk list is
-        published only once every chunk is durable and indexed, so no chunk
-        list on disk ever names a chunk that a crash could lose.
-        """
+        oid, listed, read = self._store_chunks(chunks())
+        if read != size or _stat_key(os.fstat(src)) != _stat_key(before):
+            return None
+        return self._list_chunks(oid, size, listed)
+
+    def put_chunks(self, chunks: Iterable[bytes]) -> ObjectId:
+        """Store content given as its chunks, in order: cut where they are cut
+        (a copy from another store keeps its cuts, and never holds more than
+        a few chunks in memory)."""
+        oid, listed, size = self._store_chunks(iter(chunks))
+        return self._list_chunks(oid, size, listed)
+
+    def _store_chunks(self, chunks: Iterator[bytes]) -> tuple[ObjectId, list[tuple[ObjectId, int]], int]:
+        """Chunks hashed, deduplicated, compressed and packed on all cores
+        while the whole content's hash is computed in order: its id, the
+        chunk list's entries and the bytes read."""
         hasher = Hasher()
         read = 0
 
-        def chunks() -> Iterator[bytes]:
+        def hashed() -> Iterator[bytes]:
             nonlocal read
-            try:
-                for data in iter_chunks(src, size, cdc):
-                    hasher.update(data)
-                    read += len(data)
-                    yield data
-            except OSError as e:
-                raise _SourceReadError(e) from None
+            for data in chunks:
+                hasher.update(data)
+                read += len(data)
+                yield data
 
         # Chunks of large files get the fast level, as whole large objects
         # do: the same ratio on weights and pages, ~5% less on logs.
@@ -490,11 +505,14 @@ class ObjectWriter:
 
         # Batches of about a megabyte: a task per 4 KiB SQLite page would
         # spend more on thread hand-offs than on the page.
-        listed = [c for batch in ordered_map(store_batch, _batches(chunks(), BATCH_BYTES), ahead=4)
+        listed = [c for batch in ordered_map(store_batch, _batches(hashed(), BATCH_BYTES), ahead=4)
                   for c in batch]
-        if read != size or _stat_key(os.fstat(src)) != _stat_key(before):
-            return None
-        oid = hasher.object_id()
+        return hasher.object_id(), listed, read
+
+    def _list_chunks(self, oid: ObjectId, size: int, listed: list[tuple[ObjectId, int]]) -> ObjectId:
+        """The chunk list naming ``oid``'s chunks, written and left to be
+        published by the seal that makes its last chunk durable, so no chunk
+        list on disk ever names a chunk that a crash could lose."""
         # A file of one chunk is that chunk, stored whole under the file's id.
         if self._known(oid):
             return oid
@@ -505,7 +523,6 @@ class ObjectWriter:
                 # Another thread stored the same content meanwhile.
                 remove_quietly(temp_path)
                 return oid
-            # Published by the seal that makes its last chunk durable.
             self._deferred.append(_DeferredList(oid, temp_path, size, length,
                                                 frozenset(c for c, _ in listed), encoding))
             self._lists[oid] = tuple(n for _, n in listed)
@@ -555,17 +572,10 @@ class ObjectWriter:
     def _copy(self, src: int, sink: SealedSink | PlainSink, encoding: Encoding,
               level: int) -> tuple[ObjectId, int]:
         """Stream src into the sink; returns (id of what was read, bytes read).
-
-        Compressed objects are written as independent frames of ``BLOCK``
-        bytes, compressed on all cores, then a seek table. Source read
-        errors surface as ``_SourceReadError``; anything else is a
-        store-side failure.
-        """
-        hasher = Hasher()
-        read = 0
-
+        Source read errors surface as ``_SourceReadError``; anything else is
+        a store-side failure."""
         def blocks() -> Iterator[bytes]:
-            nonlocal read
+            read = 0
             while True:
                 try:
                     block = os.pread(src, BLOCK, read)
@@ -574,20 +584,67 @@ class ObjectWriter:
                 if not block:
                     return
                 read += len(block)
+                yield block
+
+        return self._copy_blocks(blocks(), sink, encoding, level)
+
+    def _copy_blocks(self, blocks: Iterator[bytes], sink: SealedSink | PlainSink, encoding: Encoding,
+                     level: int) -> tuple[ObjectId, int]:
+        """Blocks hashed and written to the sink: raw, or compressed as
+        independent frames on all cores then a seek table. Returns the id of
+        the content and its length."""
+        hasher = Hasher()
+        read = 0
+
+        def hashed() -> Iterator[bytes]:
+            nonlocal read
+            for block in blocks:
+                read += len(block)
                 hasher.update(block)
                 yield block
 
         if encoding is Encoding.RAW:
-            for block in blocks():
+            for block in hashed():
                 sink.write(block)
             return hasher.object_id(), read
         sizes = []
-        compressed = ordered_map(lambda b: (compress_frame(b, level), len(b)), blocks())
-        for frame, content in compressed:
+        for frame, content in ordered_map(lambda b: (compress_frame(b, level), len(b)), hashed()):
             sink.write(frame)
             sizes.append((len(frame), content))
         sink.write(seek_table(sizes))
         return hasher.object_id(), read
+
+    def put_stream(self, blocks: Iterable[bytes]) -> ObjectId:
+        """Store content given as a stream of blocks as one loose object (a
+        copy from another store, where there is no file to read): memory
+        holds a few blocks, whatever the size."""
+        stream = iter(blocks)
+        first = next(stream, b"")
+        comp = self._config.compression
+        encoding = Encoding.ZSTD if not self._placement.raw and \
+            worth_compressing(first[:BLOCK], comp.large_level, comp.min_saving) else Encoding.RAW
+        temp_path, fd = self._store_side(open_temp, self._layout.tmp, "obj", self._layout.modes.object)
+        try:
+            try:
+                sink = self._sink(fd)
+                oid, length = self._copy_blocks(itertools.chain([first], stream), sink, encoding,
+                                                comp.large_level)
+                if self._known(oid):
+                    return oid
+                encoding, stored_length = self._finish(sink, oid, encoding)
+                os.fsync(fd)
+            except OSError as e:
+                raise self._write_error(e) from None
+            os.close(fd)
+            fd = -1
+            self._publish_loose(oid, encoding, temp_path, length, stored_length)
+            temp_path = ""
+            return oid
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            if temp_path:
+                remove_quietly(temp_path)
 
     def _publish_loose(self, oid: ObjectId, encoding: Encoding, temp_path: str,
                        size: int, stored_length: int) -> None:
