@@ -221,3 +221,23 @@ def test_two_removals_at_once_leave_one_slot(tmp_path):
     outs = [p.communicate(timeout=30)[0].strip() for p in procs]
     assert sorted(outs) == ["", "LastKeySlot"]
     assert len(os.listdir(Path(root) / "keys")) == 1
+
+
+def test_keys_as_a_link_is_never_followed(tmp_path):
+    """A crafted store whose keys/ links elsewhere: its slots are not read
+    from there, and no slot is written or removed there."""
+    root, store_id, master, ids = _slot_store(tmp_path / "s", [b"pw", b"two"])
+    elsewhere = tmp_path / "elsewhere"
+    (Path(root) / "keys").rename(elsewhere)
+    (Path(root) / "keys").symlink_to(elsewhere)
+    before = sorted(os.listdir(elsewhere))
+    keys._unlocked.pop(store_id, None)
+    with pytest.raises(KeySlotsUnusable) as e:
+        keys.sealer_for(root, store_id, True, b"pw")
+    assert "symbolic link" in str(e.value)
+    with pytest.raises(OSError):
+        keys.write_slot(root, keys.make_slot(store_id, master, b"new", FAST_KDF), 0o700, 0o600)
+    with pytest.raises(OSError):
+        keys.remove_slot(root, ids[0])
+    assert sorted(os.listdir(elsewhere)) == before
+    assert os.listdir(Path(root) / "tmp") == []

@@ -10,6 +10,7 @@ leaves every old slot as it was.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -22,7 +23,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
-from ..durable import fsync_dir, make_dir, read_bounded, write_atomic
+from ..durable import make_dir, open_temp, read_bounded, remove_quietly
 from ..errors import KeySlotsUnusable, LastKeySlot, PasswordRequired, UnknownKeySlot, WrongPassword
 from .crypto import KEY_SIZE, PLAIN, SALT_SIZE, TAG_SIZE, PlainSealer, Sealer, new_master_key
 
@@ -132,12 +133,30 @@ def keys_dir(store_path: str) -> str:
     return os.path.join(store_path, KEYS_DIR)
 
 
+def _open_keys_dir(store_path: str) -> int:
+    """keys/ opened as itself: a link there (a crafted store) is refused, never
+    followed to read slots from, or write them to, somewhere else."""
+    return os.open(keys_dir(store_path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
 def write_slot(store_path: str, slot: KeySlot, modes_dir: int, modes_file: int) -> None:
-    directory = keys_dir(store_path)
-    make_dir(directory, modes_dir)
-    write_atomic(os.path.join(directory, slot.slot_id + SLOT_SUFFIX), slot.to_json(),
-                 tmp_dir=os.path.join(store_path, "tmp"), mode=modes_file)
-    fsync_dir(directory)
+    """Write a slot whole: temp file, fsync, rename into keys/, fsync keys/."""
+    make_dir(keys_dir(store_path), modes_dir)
+    directory_fd = _open_keys_dir(store_path)
+    try:
+        temp, fd = open_temp(os.path.join(store_path, "tmp"), "keyslot", modes_file)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(slot.to_json())
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(temp, slot.slot_id + SLOT_SUFFIX, dst_dir_fd=directory_fd)
+        except BaseException:
+            remove_quietly(temp)
+            raise
+        os.fsync(directory_fd)
+    finally:
+        os.close(directory_fd)
 
 
 def create_master(store_id: str, password: bytes) -> tuple[bytes, KeySlot]:
@@ -154,19 +173,28 @@ def read_slots(store_path: str) -> tuple[list[KeySlot], list[str]]:
 def slot_files(store_path: str) -> tuple[list[KeySlot], list[tuple[str, str]]]:
     """The readable slots, and (slot id, reason) for each slot file that is
     not (the id empty when keys/ itself cannot be listed)."""
-    directory = keys_dir(store_path)
     try:
-        names = sorted(os.listdir(directory))
+        directory_fd = _open_keys_dir(store_path)
     except OSError as e:
-        return [], [("", f"{directory}: {e.strerror}")]
+        # O_DIRECTORY|O_NOFOLLOW on a link fails with ENOTDIR (or ELOOP).
+        link = e.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(keys_dir(store_path))
+        why = "is a symbolic link; not followed" if link else e.strerror
+        return [], [("", f"{keys_dir(store_path)}: {why}")]
+    try:
+        return _read_slot_files(directory_fd)
+    finally:
+        os.close(directory_fd)
+
+
+def _read_slot_files(directory_fd: int) -> tuple[list[KeySlot], list[tuple[str, str]]]:
     slots: list[KeySlot] = []
     damaged: list[tuple[str, str]] = []
-    for name in names:
+    for name in sorted(os.listdir(directory_fd)):
         if not name.endswith(SLOT_SUFFIX) or name.startswith("."):
             continue
         slot_id = name[: -len(SLOT_SUFFIX)]
         try:
-            slots.append(_parse_slot(read_bounded(os.path.join(directory, name), MAX_SLOT_BYTES), slot_id))
+            slots.append(_parse_slot(read_bounded(name, MAX_SLOT_BYTES, dir_fd=directory_fd), slot_id))
         except OSError as e:
             damaged.append((slot_id, e.strerror or str(e)))
         except (ValueError, KeyError, TypeError, RecursionError) as e:
@@ -227,24 +255,25 @@ def remember(store_id: str, master: bytes) -> None:
 
 
 @contextlib.contextmanager
-def keys_locked(store_path: str) -> Iterator[None]:
-    """keys/ held exclusively (flock on the directory): two removals at once
-    must not each see the other's slot left and remove the last two."""
-    fd = os.open(keys_dir(store_path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def keys_locked(store_path: str) -> Iterator[int]:
+    """keys/ held exclusively (flock on the directory), as its descriptor: two
+    removals at once must not each see the other's slot left and remove the
+    last two."""
+    directory_fd = _open_keys_dir(store_path)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        fcntl.flock(directory_fd, fcntl.LOCK_EX)
+        yield directory_fd
     finally:
-        os.close(fd)
+        os.close(directory_fd)
 
 
 def remove_slot(store_path: str, slot_id: str) -> None:
     """Remove a slot (a damaged one too), refusing the last that opens."""
-    with keys_locked(store_path):
-        slots, damaged = slot_files(store_path)
+    with keys_locked(store_path) as directory_fd:
+        slots, damaged = _read_slot_files(directory_fd)
         if slot_id not in {s.slot_id for s in slots} | {d for d, _ in damaged}:
             raise UnknownKeySlot(store_path, slot_id, [s.slot_id for s in slots])
         if [s.slot_id for s in slots] == [slot_id]:
             raise LastKeySlot(store_path, slot_id)
-        os.unlink(os.path.join(keys_dir(store_path), slot_id + SLOT_SUFFIX))
-        fsync_dir(keys_dir(store_path))
+        os.unlink(slot_id + SLOT_SUFFIX, dir_fd=directory_fd)
+        os.fsync(directory_fd)
