@@ -25,14 +25,12 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from ..durable import atomic_output
 from ..errors import CasError, ManifestInvalid, ObjectDamaged, ObjectNotFound, SameStore, StoreIsEncrypted
-from ..model.history import SNAPSHOTS, TABLE, History
+from ..model.history import History
 from ..model.model_manifest import WEIGHT_SUFFIXES, ModelManifest
 from ..model.policy import Policies
 from ..model.refs import HEADS, MODELS, TAGS
 from ..model.snapshot import Snapshot
-from ..model.timeline import TimelineEntry
 from ..model.tree import DIR, FILE, Tree, TreeEntry
 from ..objectid import ObjectId, hash_bytes
 from ..storage.store import Store
@@ -344,23 +342,9 @@ def _content_file(source: Store, target: Store, oid: ObjectId) -> Iterator[int]:
 
 
 def _record(target: History, snapshots: list[tuple[Snapshot, bytes]]) -> None:
-    """Record copied snapshots (their objects are durable and indexed):
-    every ``snapshots/`` file, then one index transaction for the mirror
-    and the timeline, under the refs lock as any record is written."""
-    if not snapshots:
-        return
-    layout = target.store.layout
-    with target.refs.locked():
-        before = target._timeline.stamp()
-        for snap, data in snapshots:
-            name = target.record_file(snap.stored_id)
-            with atomic_output(os.path.join(target.store.path, SNAPSHOTS, name), layout.tmp,
-                               layout.modes.file) as f:
-                f.write(target.store.sealer.seal_file(f"{SNAPSHOTS}/{name}", data))
-        target._timeline.change(
-            before, add=[TimelineEntry(s.stored_id, s.time_ns, s.branch) for s, _ in snapshots],
-            also={TABLE: ([(s.stored_id.digest, d) for s, d in snapshots], ())})
-    target.snapshots_created.extend(s.stored_id for s, _ in snapshots)
+    """Record copied snapshots (their objects are durable and indexed) with
+    their exact manifest bytes, as the history writes any record."""
+    target.add_records(snapshots)
 
 
 def _copy_refs(source: History, target: History, force: bool, report: CopyReport) -> None:
