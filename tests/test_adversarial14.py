@@ -374,3 +374,26 @@ def test_a_plain_store_names_objects_by_the_b3sum_of_their_bytes(tmp_path):
     for path in raw:
         assert path.parent.name + path.name == hash_path(path).hex
     assert len((store / "refs" / "heads" / "main").read_text().strip()) == 64
+
+
+# -- a careless user: plaintext written into the store by a command --------------
+
+
+@pytest.mark.parametrize("command", [
+    pytest.param("cat", marks=pytest.mark.xfail(strict=True, reason="cat -o writes plaintext inside an encrypted "
+                                                "store (restore, report and model export refuse a target there)")),
+    "export"])
+def test_outputs_inside_an_encrypted_store_are_refused(tmp_path, command):
+    from tests.test_models_trust import make_model_dir
+    tree, _oid = _snapshot_one_file(tmp_path, (MARKER + " private\n").encode() * 20)
+    if command == "cat":
+        target = tree / ".cas" / "snapshots" / "f.txt"
+        r = cas_process("cat", "HEAD:f.txt", "-o", str(target), cwd=tree, env=ENV)
+    else:
+        src = make_model_dir(tmp_path / "model-zq14")
+        (src / "config.json").write_text(json.dumps({"model_type": "tiny", "note": MARKER}))
+        cas(tree, "model", "import", str(src), "--name", "private-zq14")
+        target = tree / ".cas" / "tmp" / "export"
+        r = cas_process("model", "export", "private-zq14", str(target), cwd=tree, env=ENV)
+    hits = grep_files(tree / ".cas", {"marker": MARKER.encode()})
+    assert r.returncode in (1, 2) and not hits, (r.returncode, hits, r.stderr[-400:])
