@@ -71,9 +71,9 @@ def _print_report(r: PurgeReport, quiet: bool) -> None:
              f"({snap.stored_id.short}); 'cas model rm' removes a model")
     if r.gc is not None:
         g = r.gc
-        out_line(f"removed {counted(g.removed_objects, 'object')} "
-                 f"({human_bytes(g.removed_bytes)}), {counted(g.removed_packs, 'pack')} removed and "
-                 f"{g.repacked_packs} rewritten, {counted(g.removed_temp_files, 'temp file')}, "
+        out_line(f"removed {counted(g.removed_objects, 'object')} ({human_bytes(g.removed_bytes)}; "
+                 f"{counted(g.removed_packs, 'pack')}, {g.repacked_packs} of them rewritten "
+                 f"without them), {counted(g.removed_temp_files, 'temp file')}, "
                  f"{counted(r.stat_records, 'stat cache record')}")
     if r.index_bytes is not None:
         info(f"index rewritten: {human_bytes(r.index_bytes[0])} -> {human_bytes(r.index_bytes[1])}",
