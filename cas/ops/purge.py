@@ -34,9 +34,8 @@ import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from ..durable import atomic_output, fsync_dir
+from ..durable import fsync_dir
 from ..errors import ArgumentsConflict, PathNotInSnapshot, StoreWriteError
-from ..model.history import TABLE as SNAPSHOT_TABLE
 from ..model.history import History, TimelineEntry
 from ..model.refs import HEADS, TAGS
 from ..model.snapshot import Snapshot
@@ -375,31 +374,14 @@ def _switch_records(history: History, report: PurgeReport, records: dict[ObjectI
     """New records listed, refs moved onto them, the old records forgotten."""
     mapping = {r.old.stored_id: r.new_id for r in report.rewritten if r.new_id != r.old.stored_id}
     with history.refs.locked():
-        before = history._timeline.stamp()
-        added, mirror = [], []
-        for r in report.rewritten:
-            if r.old.stored_id in mapping:
-                _write_record(history, r.new_id, records[r.new_id])
-                added.append(TimelineEntry(r.new_id, r.old.time_ns, r.old.branch))
-                mirror.append((r.new_id.digest, records[r.new_id]))
-        history._timeline.change(before, add=added, also={SNAPSHOT_TABLE: (mirror, ())})
-        history.snapshots_created.extend(e.oid for e in added)
+        history.add_records([(Snapshot.from_json(records[new], new), records[new])
+                             for new in mapping.values()])
         for ref, old in _refs_on(history, mapping):
             history.refs.write_locked(ref, mapping[old])
             report.moved[ref] = (old, mapping[old])
         _move_worktree(history, mapping)
         history.forget_many([TimelineEntry(r.old.stored_id, r.old.time_ns, r.old.branch)
                              for r in report.rewritten if r.old.stored_id in mapping])
-
-
-def _write_record(history: History, oid: ObjectId, data: bytes) -> None:
-    """``snapshots/<id>.json``, as recording a snapshot writes it (sealed
-    in an encrypted store, under its path in the store)."""
-    store = history.store
-    path = history._record_path(oid)
-    relpath = os.path.relpath(path, store.path).replace(os.sep, "/")
-    with atomic_output(path, store.layout.tmp, store.layout.modes.file) as f:
-        f.write(store.sealer.seal_file(relpath, data))
 
 
 def _move_worktree(history: History, mapping: dict[ObjectId, ObjectId]) -> None:
