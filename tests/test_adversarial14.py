@@ -409,3 +409,28 @@ def test_init_with_a_passphrase_set_but_no_encrypt_says_the_store_is_plain(tmp_p
     said = (r.stdout + r.stderr).decode().replace(str(tree), "TREE").lower()
     encrypted = json.loads((tree / ".cas" / "config.json").read_text()).get("encryption") is not None
     assert encrypted or "encrypt" in said, said
+
+
+# -- a crafted audit log ---------------------------------------------------------
+
+
+def _run_measured(tree: Path, args: list[str], env: dict, out_dir: Path) -> tuple[int, str, int]:
+    """(exit code, stderr, peak resident KiB) of one cas process alone."""
+    with open(out_dir / "out", "wb") as out, open(out_dir / "err", "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "cas.cli", *args], cwd=tree, env={**os.environ, **env},
+                                stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+    return os.waitstatus_to_exitcode(status), (out_dir / "err").read_text(), usage.ru_maxrss
+
+
+@pytest.mark.xfail(strict=True, reason="the audit log's last line is read whole however long: a log ending in "
+                                       "one huge line costs every recorded command its size in memory, twice")
+def test_a_huge_last_audit_line_does_not_cost_each_command_its_size(tmp_path):
+    tree, _oid = _snapshot_one_file(tmp_path, b"one")
+    log = tree / ".cas" / "audit" / "log"
+    with open(log, "ab") as f:                  # a sparse tail: no newline in 128 MiB
+        f.truncate(log.stat().st_size + (128 << 20))
+    (tree / "f.txt").write_bytes(b"two")
+    code, err, peak = _run_measured(tree, ["snapshot", "-m", "two"], ENV, tmp_path)
+    assert code == 0, err
+    assert peak < 200 << 10, f"{peak >> 10} MiB resident for a snapshot of 3 bytes"
