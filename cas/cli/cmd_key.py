@@ -70,7 +70,7 @@ def _open_encrypted(ctx: Context) -> Store:
 
 
 def _master(store: Store) -> bytes:
-    master = keys.cached_master(store.config.store_id)
+    master = keys.cached_master(store.config.store_id, store.path)
     assert master is not None   # an encrypted store that opened was unlocked
     return master
 
@@ -89,7 +89,7 @@ def list_keys(ctx: Context, as_json: bool) -> None:
     """
     with _open_encrypted(ctx) as store:
         slots, damaged = keys.slot_files(store.path)
-        current = keys.opened_slot(store.config.store_id)
+        current = keys.opened_slot(store.config.store_id, store.path)
     if as_json:
         out_json([{"id": s.slot_id, "created": s.created, "user": s.user, "host": s.host,
                    "kdf": s.kdf, "current": s.slot_id == current} for s in slots]
@@ -157,7 +157,7 @@ def passwd(ctx: Context, new_file: str | None) -> None:
       CAS_NEW_PASSWORD_COMMAND='pass show cas/new' cas key passwd
     """
     with _open_encrypted(ctx) as store:
-        old = keys.opened_slot(store.config.store_id)
+        old = keys.opened_slot(store.config.store_id, store.path)
         slot_id = _add_slot(ctx, store, new_passphrase(file=new_file))
         if old is not None:
             ctx.audit.note(refs=[old])

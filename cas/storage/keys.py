@@ -45,9 +45,11 @@ MAX_SLOT_BYTES = 64 << 10
 
 # Master keys unlocked in this process, by store id: one Argon2id per store
 # and process, however often it is opened.
-_unlocked: dict[str, bytes] = {}
+# Keyed by store id, then by the store's real path: a store that merely
+# claims another's id (a crafted copy) is not opened with the other's key.
+_unlocked: dict[str, dict[str, bytes]] = {}
 # The slot each of them was unlocked with ('cas key passwd' replaces it).
-_opened_slots: dict[str, str] = {}
+_opened_slots: dict[str, dict[str, str]] = {}
 # Where a passphrase comes from when Store.open is given none: the CLI and
 # the MLX loader set this to the CAS_PASSWORD* sources and a prompt. A
 # function giving None has none to give (PasswordRequired).
@@ -64,7 +66,7 @@ def sealer_for(store_path: str, store_id: str, encrypted: bool,
     """The sealer of a store being opened: PLAIN, or its unlocked keys."""
     if not encrypted:
         return PLAIN
-    master = _unlocked.get(store_id)
+    master = _cached(_unlocked, store_id, store_path)
     if master is None:
         # The slots first: a store nothing can unlock says so before anyone
         # is asked for a passphrase.
@@ -79,9 +81,22 @@ def sealer_for(store_path: str, store_id: str, encrypted: bool,
     return Sealer(master)
 
 
-def opened_slot(store_id: str) -> str | None:
+def _where(store_path: str) -> str:
+    return os.path.realpath(store_path)
+
+
+def _cached(table: dict, store_id: str, store_path: str | None):
+    """A store's entry in a per-process table; without a path, the one entry
+    of that store id, if there is exactly one."""
+    entries = table.get(store_id, {})
+    if store_path is not None:
+        return entries.get(_where(store_path))
+    return next(iter(entries.values())) if len(entries) == 1 else None
+
+
+def opened_slot(store_id: str, store_path: str | None = None) -> str | None:
     """The id of the slot that unlocked the store in this process."""
-    return _opened_slots.get(store_id)
+    return _cached(_opened_slots, store_id, store_path)
 
 
 @dataclass(frozen=True)
@@ -233,25 +248,25 @@ def unlock(store_path: str, store_id: str, password: bytes) -> tuple[bytes, str]
     if not slots:
         raise KeySlotsUnusable(store_path, bad)
     master = _unlock_slots(store_path, store_id, slots, password)
-    return master, _opened_slots[store_id]
+    return master, _opened_slots[store_id][_where(store_path)]
 
 
 def _unlock_slots(store_path: str, store_id: str, slots: list[KeySlot], password: bytes) -> bytes:
     for slot in slots:
         master = unwrap(slot, store_id, password)
         if master is not None:
-            _unlocked[store_id] = master
-            _opened_slots[store_id] = slot.slot_id
+            remember(store_id, master, store_path)
+            _opened_slots.setdefault(store_id, {})[_where(store_path)] = slot.slot_id
             return master
     raise WrongPassword(store_path)
 
 
-def cached_master(store_id: str) -> bytes | None:
-    return _unlocked.get(store_id)
+def cached_master(store_id: str, store_path: str | None = None) -> bytes | None:
+    return _cached(_unlocked, store_id, store_path)
 
 
-def remember(store_id: str, master: bytes) -> None:
-    _unlocked[store_id] = master
+def remember(store_id: str, master: bytes, store_path: str) -> None:
+    _unlocked.setdefault(store_id, {})[_where(store_path)] = master
 
 
 @contextlib.contextmanager

@@ -170,7 +170,7 @@ class Store:
         if config.encryption is not None and password is not None:
             master, slot = keys.create_master(config.store_id, password)
             keys.write_slot(path, slot, modes.directory, modes.file)
-            keys.remember(config.store_id, master)
+            keys.remember(config.store_id, master, path)
             sealer = Sealer(master)
         Index.create(layout.index, config.store_id, modes, sealer).close()
         os.close(_create_lock(layout.lock, modes))
