@@ -175,10 +175,18 @@ def test_two_key_adds_at_once_both_open_and_the_old_one_still_does(tmp_path):
     for p in procs:
         _out, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
-    assert len(list((tree / ".cas" / "keys").glob("*.json"))) == 3
-    for phrase in (PASSWORD, "new passphrase 0", "new passphrase 1"):
-        cas(tree, "key", "list", env={"CAS_PASSWORD": phrase})
-    one_line_error(cas_process("key", "list", cwd=tree, env={"CAS_PASSWORD": "new passphrase 2"}), codes=(2,))
+    store = str(tree / ".cas")
+    slots, damaged = keys.read_slots(store)
+    assert len(slots) == 3 and not damaged, damaged
+    store_id = StoreConfig.load(store).store_id
+    try:
+        opened = {keys.unlock(store, store_id, phrase.encode())[1]
+                  for phrase in (PASSWORD, "new passphrase 0", "new passphrase 1")}
+        assert opened == {s.slot_id for s in slots}
+        with pytest.raises(WrongPassword):
+            keys.unlock(store, store_id, b"new passphrase 2")
+    finally:
+        forget_keys(store_id)
 
 
 # -- passphrase sources ---------------------------------------------------------
