@@ -29,6 +29,7 @@ the caller's key. Callers still see plain ids, keys and values.
 from __future__ import annotations
 
 import functools
+import hmac
 import inspect
 import os
 import stat
@@ -41,7 +42,7 @@ import lmdb
 from ..durable import fsync_dir, make_dir, open_temp, remove_quietly
 from ..errors import IndexUnavailable, StoreFileInvalid, StoreWriteError
 from ..objectid import DIGEST_SIZE, ObjectId, hash_bytes
-from .crypto import PLAIN, PlainSealer, Sealer
+from .crypto import PLAIN, PlainSealer, Sealer, SealError
 from .encoding import Encoding
 from .layout import PRIVATE, StoreModes
 
@@ -61,6 +62,7 @@ MAP_SIZE = 1 << 40
 LOOSE = 0
 PACKED = 1
 _OBJECT = struct.Struct("<BB6x32sQQQ")
+_OBJECT_TAG = 16   # the MAC an encrypted store's objects record ends with
 _PACK = struct.Struct("<QQ")
 _NO_PACK = bytes(32)
 _ENCODINGS = {e.value: e for e in Encoding}
@@ -590,7 +592,9 @@ _KeyScheme = _IdKeys | _BranchPathKeys | _TimeKeys
 class SealedIndex(Index):
     """The index of an encrypted store: the same interface, every id, path
     and branch name named, keyed or sealed (meta, objects and packs values
-    hold only locations and sizes, and stay as they are)."""
+    hold only locations and sizes, and stay in the clear). An objects record
+    carries a MAC of its name and bytes: a record changed on disk (an
+    encoding turned raw, to make a read serve planted bytes) is damage."""
 
     sealer: Sealer
 
@@ -607,11 +611,23 @@ class SealedIndex(Index):
 
     # -- objects, by name -----------------------------------------------------
 
+    def _tag(self, name: bytes, record: bytes) -> bytes:
+        return self.sealer.keyed(b"objects", name + record, _OBJECT_TAG)
+
+    def _checked(self, name: bytes, stored: bytes) -> bytes:
+        """An objects record's 64 bytes, once its MAC is checked (SealError: damage)."""
+        record = bytes(stored[:_OBJECT.size])
+        if len(stored) != _OBJECT.size + _OBJECT_TAG or \
+                not hmac.compare_digest(bytes(stored[_OBJECT.size:]), self._tag(bytes(name), record)):
+            raise SealError("an object record does not authenticate (changed, or moved from another key)")
+        return record
+
     @_guarded
     def lookup(self, oid: ObjectId) -> IndexEntry | None:
+        name = self._name(oid).digest
         with self._env.begin(db=self._db[b"objects"]) as txn:
-            record = txn.get(self._name(oid).digest)
-        return None if record is None else IndexEntry.from_record(oid.digest, record)
+            record = txn.get(name)
+        return None if record is None else IndexEntry.from_record(oid.digest, self._checked(name, record))
 
     @_guarded
     def contains(self, oid: ObjectId) -> bool:
@@ -636,9 +652,14 @@ class SealedIndex(Index):
 
     @_guarded(writing=True)
     def record(self, entries: Iterable[IndexEntry], packs: Iterable[PackRecord] = ()) -> None:
-        named = [IndexEntry(self._name(e.oid), e.encoding, e.size, e.stored_length, e.pack, e.offset)
-                 for e in entries]
-        super().record(named, packs)
+        with self._write() as txn:
+            objects = self._db[b"objects"]
+            for entry in entries:
+                name, record = self._name(entry.oid).digest, entry.to_record()
+                txn.put(name, record + self._tag(name, record), db=objects)
+            for pack in packs:
+                txn.put(pack.pack.digest, _PACK.pack(pack.file_size, pack.entry_count),
+                        db=self._db[b"packs"])
 
     @_guarded(writing=True)
     def remove(self, oids: Iterable[ObjectId], packs: Iterable[ObjectId] = ()) -> None:
@@ -650,14 +671,14 @@ class SealedIndex(Index):
         unname = self._unname
         with self._env.begin(db=self._db[b"objects"]) as txn:
             for key, record in txn.cursor():
-                yield IndexEntry.from_record(unname(ObjectId(key)).digest, record, packs)
+                yield IndexEntry.from_record(unname(ObjectId(key)).digest, self._checked(key, record), packs)
 
     @_guarded
     def locations(self) -> Iterator[tuple[bytes, bytes | None, int]]:
         unpack, unname = _OBJECT.unpack, self._unname
         with self._env.begin(db=self._db[b"objects"]) as txn:
             for key, record in txn.cursor():
-                location, _, pack, _, stored_length, _ = unpack(record)
+                location, _, pack, _, stored_length, _ = unpack(self._checked(key, record))
                 yield unname(ObjectId(key)).digest, (pack if location == PACKED else None), stored_length
 
     # -- the other tables: keyed, values sealed with the caller's key -----------
