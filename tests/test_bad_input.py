@@ -135,6 +135,7 @@ def test_a_file_that_changed_once_is_re_read_and_stored_correctly(ws, cas):
     assert cas("cat", oid).out == path.read_bytes()
 
 
+@pytest.mark.plain_only
 def test_a_corrupted_object_is_named_by_verify_and_refused_by_cat(ws, cas, tmp_path):
     write(ws / "in" / "big.bin", os.urandom(9 << 20))
     lines = dict(reversed(l.split("  ")) for l in cas("add", "in").text.splitlines())

@@ -88,6 +88,7 @@ def test_following_verifys_hint_repairs(tmp_path, cas):
     assert cas("verify", "--full", cwd=tree).code == 0
 
 
+@pytest.mark.plain_only
 @pytest.mark.parametrize("way", ["repair", "import"])
 def test_following_model_verifys_hint_repairs(tmp_path, cas, way):
     assert cas("init").code == 0

@@ -262,6 +262,7 @@ def test_a_branch_opts_out_of_the_watcher_default_with_keep_all(days, cas):
     assert logged(cas, root) == ids[::-1]
 
 
+@pytest.mark.plain_only
 @pytest.mark.parametrize("content", [b"{", b"[]", b'{"type":"policy","version":1,"branch":"x","keep":{}}',
                                      b'{"type":"policy","version":1,"branch":"main","keep":{"last":-5}}',
                                      b'{"type":"policy","version":9,"branch":"main","keep":{}}'])

@@ -262,6 +262,7 @@ def check_reads(store: Store, oid: ObjectId, original: bytes) -> None:
         pass
 
 
+@pytest.mark.plain_only
 @FUZZ
 @given(data=st.data(), target=st.sampled_from(["live.db", "today.jsonl"]))
 def test_crafted_binary_lists_read_as_the_file_or_as_damage(base, tmp_path_factory, data, target):
@@ -274,6 +275,7 @@ def test_crafted_binary_lists_read_as_the_file_or_as_damage(base, tmp_path_facto
     fz.remove_tree(store_path.parent)
 
 
+@pytest.mark.plain_only
 def test_two_lists_naming_each_other_are_damage_not_a_loop(base, tmp_path):
     """A cycle: the database's list names the log as a chunk and the log's
     list names the database. Every command ends, with one-line errors."""
@@ -292,6 +294,7 @@ def test_two_lists_naming_each_other_are_damage_not_a_loop(base, tmp_path):
 
 # -- the real commands on crafted lists ------------------------------------------
 
+@pytest.mark.plain_only
 @settings(max_examples=max(EXAMPLES // 6, 2), deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))
 @given(data=st.data())
@@ -408,6 +411,7 @@ def test_a_file_equal_to_a_chunk_stored_whole_before_it_stays_whole(tmp_path):
         assert store.read_object(hash_bytes(blob)) == blob
 
 
+@pytest.mark.plain_only
 def test_a_chunk_equal_to_a_damaged_chunked_file_is_stored_whole(tmp_path):
     """The chunked file's list is unreadable: the new file's chunk is stored
     whole, and the index takes the whole copy in place of the damaged list."""
@@ -423,6 +427,7 @@ def test_a_chunk_equal_to_a_damaged_chunked_file_is_stored_whole(tmp_path):
         assert store.read_object(blob_id) == blob
 
 
+@pytest.mark.plain_only
 @pytest.mark.parametrize("damage", ["names a chunk list", "lengths disagree"])
 def test_quick_verify_reports_a_list_no_read_can_follow(base, tmp_path, damage):
     """Plain verify checks each listed chunk against the index's word: a
@@ -480,6 +485,7 @@ def shift_first_tensor_bytes(store_path: Path, oid: ObjectId, moved: int = 100) 
     replace_list(store_path, oid, ChunkList(oid, listed.size, tuple(chunks)).to_binary())
 
 
+@pytest.mark.plain_only
 def test_model_verify_of_a_list_with_shifted_lengths_is_exit_1(tmp_path):
     """Lengths moved between two zstd chunks: read_into compares each listed
     length with the chunk's recorded size, so the damage is reported (once a
@@ -502,6 +508,7 @@ def test_model_verify_of_a_list_with_shifted_lengths_is_exit_1(tmp_path):
     one_line_error(cas("--store", str(store), "model", "verify", "tiny", cwd=tmp_path))
 
 
+@pytest.mark.plain_only
 def test_read_into_never_reads_past_a_chunk_into_its_neighbour(tmp_path):
     """A list that moves bytes between two raw packed chunks' lengths: reading
     by the list would run past the first chunk into the next object."""
@@ -525,6 +532,7 @@ def _data_limit() -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (fz.MEMORY_LIMIT, fz.MEMORY_LIMIT))
 
 
+@pytest.mark.plain_only
 def test_index_rebuild_bounds_what_it_reads_of_a_chunk_list(tmp_path):
     """A sparse 3 GiB file planted under objects/ (no disk used) whose header
     claims 90 million chunks: rebuild takes the header's word for the size
@@ -546,6 +554,7 @@ def test_index_rebuild_bounds_what_it_reads_of_a_chunk_list(tmp_path):
     assert done.returncode == 1 and b"Traceback" not in done.stderr, done
 
 
+@pytest.mark.plain_only
 @pytest.mark.parametrize("form", ["binary", "json"])
 def test_index_rebuild_refuses_a_chunk_list_longer_than_its_chunks_need(tmp_path, form):
     """Bytes past what the header's count can need (or a version 1 list past
@@ -698,6 +707,7 @@ def test_a_database_rewritten_while_it_is_cut_is_stored_as_one_of_its_states(tmp
             assert hash_bytes(b"".join(store.iter_content(oid))) == oid
 
 
+@pytest.mark.plain_only
 def test_a_version_1_store_gets_json_lists_from_every_writer(tmp_path):
     """Snapshot (database, log), model import --chunked, watcher-style
     backup capture: every list a version 1 store gets is JSON."""

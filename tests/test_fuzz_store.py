@@ -104,6 +104,7 @@ def damage_bytes(base, mutations):
     return damage
 
 
+@pytest.mark.plain_only
 @FUZZ
 @given(mutations=byte_damage(OBJECT_FILES))
 @example(mutations=[("obj:z.txt", "tail", 0.5, b"\xff\xff\xff\xff\xff\xff\xff\x7f")])
@@ -112,12 +113,14 @@ def test_damaged_object_files(base, mutations):
     check_commands(base, damage_bytes(base, mutations), f"{mutations!r}")
 
 
+@pytest.mark.plain_only
 @FUZZ
 @given(mutations=byte_damage(METADATA_FILES))
 def test_damaged_metadata_files(base, mutations):
     check_commands(base, damage_bytes(base, mutations), f"{mutations!r}")
 
 
+@pytest.mark.plain_only
 def test_a_truncated_index_is_reported(base):
     """LMDB maps index/data.mdb: a page past the end of a truncated file would be SIGBUS."""
     mutations = [("index", "truncate", 0.56, b"\x00")]
@@ -129,6 +132,7 @@ def test_a_truncated_index_is_reported(base):
 REPLACEMENTS = ["remove", "devzero", "fifo", "outside", "dangling", "directory", "empty"]
 
 
+@pytest.mark.plain_only
 @FUZZ
 @given(role=st.sampled_from(OBJECT_FILES + METADATA_FILES), how=st.sampled_from(REPLACEMENTS))
 @example(role="record_head", how="devzero")
@@ -222,6 +226,7 @@ def apply_manifest_edit(base, store, canary, manifest, location, value, rehash):
     path.write_bytes(fz.canonical(doc))
 
 
+@pytest.mark.plain_only
 @FUZZ
 @given(edit=manifest_edits())
 @example(edit=("record_head", ["parents", 0], ("id", "own"), False))
@@ -239,11 +244,13 @@ def test_crafted_manifests(base, edit):
     check_commands(base, damage, f"{manifest} {location} = {value!r} (rehash={rehash})")
 
 
+@pytest.mark.plain_only
 def test_a_tree_chain_deeper_than_the_interpreter_recurses(base):
     check_commands(base, lambda store, canary: fz.deep_chain(store, base, 1100),
                    "a HEAD tree nesting 1,100 directories")
 
 
+@pytest.mark.plain_only
 def test_a_link_restored_from_one_snapshot_is_not_followed_by_the_next(base):
     """HEAD~1 holds ``a`` as a link to a directory outside the target, HEAD
     holds ``a`` as a directory: restoring both into one target must not

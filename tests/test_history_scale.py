@@ -51,6 +51,7 @@ class CountingHistory(History):
         return super()._read_record(oid)
 
 
+@pytest.mark.plain_only
 def test_the_built_store_is_what_cas_writes(scaled):
     store_path, source, times = scaled
     log = cas_process("--store", str(store_path), "log", "--json", cwd=source)
@@ -70,6 +71,7 @@ def test_the_built_store_is_what_cas_writes(scaled):
     assert (restored / history_scale.LIVE_FILE).read_bytes() == b"live 7\n"
 
 
+@pytest.mark.plain_only
 def test_verify_reads_each_distinct_tree_once_and_no_record_file(scaled):
     store_path, _, _ = scaled
     with Store.open(str(store_path)) as store:
@@ -87,6 +89,7 @@ def test_verify_reads_each_distinct_tree_once_and_no_record_file(scaled):
     assert history.record_reads == 0
 
 
+@pytest.mark.plain_only
 def test_full_verify_still_rereads_every_record_file(scaled):
     store_path, _, _ = scaled
     with Store.open(str(store_path)) as store:
@@ -95,6 +98,7 @@ def test_full_verify_still_rereads_every_record_file(scaled):
     assert history.record_reads >= SNAPSHOTS
 
 
+@pytest.mark.plain_only
 def test_gc_reads_each_distinct_tree_once(scaled):
     store_path, _, _ = scaled
     with Store.open(str(store_path), exclusive=True) as store:
@@ -109,6 +113,7 @@ def test_gc_reads_each_distinct_tree_once(scaled):
     assert report.removed_objects == 0
 
 
+@pytest.mark.plain_only
 def test_a_record_swapped_for_a_bigger_file_is_seen_by_quick_verify(tmp_path):
     store_path, source, _ = history_scale.build_store(tmp_path, 30, 3)
     record = sorted((store_path / "snapshots").iterdir())[5]
@@ -119,6 +124,7 @@ def test_a_record_swapped_for_a_bigger_file_is_seen_by_quick_verify(tmp_path):
     assert [(d["kind"], d["id"]) for d in damage] == [("snapshot", record.name[:-5])]
 
 
+@pytest.mark.plain_only
 def test_the_bench_runs_and_reports_every_step(tmp_path):
     out = tmp_path / "scale.json"
     assert history_scale.main(["--snapshots", "300", "--variants", "5", "--dirs",

@@ -185,6 +185,7 @@ def test_a_database_of_one_page_is_stored_whole(tmp_path):
         assert b"".join(store.iter_content(oid)) == data
 
 
+@pytest.mark.plain_only
 def test_new_stores_write_binary_chunk_lists_a_third_the_size(tmp_path):
     make_db(tmp_path / "m.db", 640)
     with Store.init(str(tmp_path / "s")) as store:
@@ -197,6 +198,7 @@ def test_new_stores_write_binary_chunk_lists_a_third_the_size(tmp_path):
     assert len(raw) * 2 < len(listed.to_json())
 
 
+@pytest.mark.plain_only
 def test_a_version_1_store_keeps_json_chunk_lists_and_still_reads(tmp_path):
     """A store made by an older cas: version 1, no live_chunk_min_size in its
     config. It is read as before, and written so that older cas can still read it."""
@@ -274,6 +276,7 @@ def test_binary_chunk_list_refuses_what_json_ones_refuse():
 
 
 
+@pytest.mark.plain_only
 @settings(max_examples=40, deadline=None)
 @given(offset=st.integers(0, 10**6), mask=st.integers(1, 255))
 def test_a_damaged_byte_anywhere_in_a_binary_chunk_list_is_damage_or_harmless(

@@ -192,6 +192,7 @@ def test_a_rotating_sample_rereads_every_object_within_its_period(tmp_path, cas)
     assert cas("verify", "--full", cwd=root).code == 1
 
 
+@pytest.mark.plain_only
 def test_maintain_reports_damage_its_sample_finds(tmp_path, cas):
     root, _ = watched_history(tmp_path, cas, 3)
     damage_one_packed_object(root)

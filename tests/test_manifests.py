@@ -155,6 +155,7 @@ def _reachable_trees(store: Store, tree_id: str) -> dict[str, bytes]:
     return found
 
 
+@pytest.mark.plain_only
 def test_every_manifest_of_a_real_snapshot_validates(snapshotted):
     store, snaps = snapshotted
     entries = []
@@ -397,6 +398,7 @@ def test_reader_rejects_broken_snapshot(case):
 
 # -- chunk lists --------------------------------------------------------------------------
 
+@pytest.mark.plain_only
 def test_every_chunk_list_written_validates_against_its_schema(tmp_path):
     from cas.objectid import ObjectId
     from cas.storage.chunklist import ChunkList

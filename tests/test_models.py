@@ -191,6 +191,7 @@ def test_hugging_face_cache_repo_imports_with_its_revision(history, models, tmp_
                         models["q4"] / "model.safetensors")
 
 
+@pytest.mark.plain_only
 def test_views_link_plain_objects_and_copy_the_rest(history, models, tmp_path):
     whole = import_model(history, str(models["f32"]), "plain").version
     chunked = import_model(history, str(models["bf16"]), "cut", chunked=True).version
@@ -308,6 +309,7 @@ def test_cli_bad_input_is_one_line(cas, models, args, message):
     assert r.code != 0 and message in r.err and r.err.count("\n") == 1 and "Traceback" not in r.err
 
 
+@pytest.mark.plain_only
 def test_gc_removes_the_view_of_a_forgotten_version(history, models):
     from cas.ops.forget import forget
     v1 = import_model(history, str(models["f32"]), "m").version
@@ -321,6 +323,7 @@ def test_gc_removes_the_view_of_a_forgotten_version(history, models):
     assert_same_weights(mx.load(str(keep_view / "model.safetensors")), models["f16"] / "model.safetensors")
 
 
+@pytest.mark.plain_only
 def test_a_damaged_header_of_a_whole_file_is_named_too(history, models):
     v = import_model(history, str(models["bf16"]), "m").version
     path = history.store.plain_path(v.manifest.file("model.safetensors").id)
@@ -387,6 +390,7 @@ def test_version_numbers_stay_put_when_a_version_is_forgotten(history, models):
     assert v4.number == 4
 
 
+@pytest.mark.plain_only
 def test_model_verify_path_and_stores_ls_print_json(cas, models, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     assert cas("init").code == 0

@@ -62,6 +62,7 @@ def store_dir(cas, tmp_path) -> Path:
 
 # -- item 1: ON DISK and SHARED -----------------------------------------------------
 
+@pytest.mark.plain_only
 def test_two_models_that_share_nothing_show_no_shared_bytes(cas, store_dir, tmp_path):
     for seed, name in ((1, "a"), (2, "b")):
         assert cas("model", "import", str(make_model(tmp_path / name, seed)),
@@ -73,6 +74,7 @@ def test_two_models_that_share_nothing_show_no_shared_bytes(cas, store_dir, tmp_
         assert got[key]["stored_bytes"] == got[key]["size_bytes"]
 
 
+@pytest.mark.plain_only
 def test_versions_show_what_each_takes_and_shares_with_the_others(cas, store_dir, tmp_path):
     src = make_model(tmp_path / "m", 1)
     assert cas("model", "import", str(src), "--name", "m", "-m", "first").code == 0
@@ -148,6 +150,7 @@ def test_model_log_lists_versions_newest_first(cas, store_dir, tmp_path):
 
 # -- item 5: links into a Hugging Face cache -----------------------------------------
 
+@pytest.mark.plain_only
 def test_linking_into_the_source_cache_keeps_its_revision_and_blobs(cas, store_dir, tmp_path):
     hub = tmp_path / "hub"
     repo = make_hf_repo(hub, make_model(tmp_path / "src", 8))
@@ -163,6 +166,7 @@ def test_linking_into_the_source_cache_keeps_its_revision_and_blobs(cas, store_d
     assert [len(list(r.revisions)) for r in info.repos] == [1]
 
 
+@pytest.mark.plain_only
 def test_a_source_cache_with_pruned_blobs_gets_links_under_the_hubs_names(cas, store_dir,
                                                                           tmp_path):
     hub = tmp_path / "hub"
@@ -184,6 +188,7 @@ def test_a_source_cache_with_pruned_blobs_gets_links_under_the_hubs_names(cas, s
     assert (repo / "refs" / "main").read_text() == REV
 
 
+@pytest.mark.plain_only
 def test_rm_removes_the_links_link_made_and_gc_leaves_none_dangling(cas, store_dir, tmp_path):
     assert cas("model", "import", str(make_model(tmp_path / "src", 10)), "--name", "m").code == 0
     hub = tmp_path / "hub"
@@ -201,6 +206,7 @@ def test_rm_removes_the_links_link_made_and_gc_leaves_none_dangling(cas, store_d
     assert dangling == []
 
 
+@pytest.mark.plain_only
 def test_rm_leaves_links_that_no_longer_point_into_the_store(cas, store_dir, tmp_path):
     assert cas("model", "import", str(make_model(tmp_path / "src", 11)), "--name", "m").code == 0
     hub = tmp_path / "hub"
@@ -216,6 +222,7 @@ def test_rm_leaves_links_that_no_longer_point_into_the_store(cas, store_dir, tmp
     assert (tmp_path / "src" / "config.json").exists()
 
 
+@pytest.mark.plain_only
 def test_rm_warns_about_links_it_cannot_remove(cas, store_dir, tmp_path):
     assert cas("model", "import", str(make_model(tmp_path / "src", 12)), "--name", "m").code == 0
     hub = tmp_path / "hub"
@@ -234,6 +241,7 @@ def test_rm_warns_about_links_it_cannot_remove(cas, store_dir, tmp_path):
     assert len(warned) == 2 and all(str(blobs) in w for w in warned), r.err
 
 
+@pytest.mark.plain_only
 def test_link_into_a_fresh_cache_uses_the_hub_revision(cas, store_dir, tmp_path):
     repo = make_hf_repo(tmp_path / "hub", make_model(tmp_path / "src", 13))
     assert cas("model", "import", str(repo)).code == 0
@@ -246,6 +254,7 @@ def test_link_into_a_fresh_cache_uses_the_hub_revision(cas, store_dir, tmp_path)
         assert Path(link_hf_cache(History(store), v, str(other))).name == REV
 
 
+@pytest.mark.plain_only
 def test_gc_after_forgetting_a_linked_version_removes_its_links_only(cas, store_dir, tmp_path):
     src = make_model(tmp_path / "src", 14)
     assert cas("model", "import", str(src), "--name", "m").code == 0
@@ -287,6 +296,7 @@ def test_export_reports_each_file_written_against_the_manifest_total(cas, store_
     assert sum(sizes) == v.manifest.bytes
 
 
+@pytest.mark.plain_only
 def test_gc_says_in_text_how_many_links_it_removed(cas, store_dir, tmp_path):
     src = make_model(tmp_path / "src", 14)
     assert cas("model", "import", str(src), "--name", "m").code == 0

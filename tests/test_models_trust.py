@@ -115,6 +115,7 @@ def imported(cas, tmp_path) -> Path:
 
 # -- item 7: cas model link --hf-cache never writes through a link -----------------
 
+@pytest.mark.plain_only
 @pytest.mark.parametrize("planted", ["models--cas--m", "models--cas--m/blobs", "models--cas--m/refs",
                                      "models--cas--m/snapshots", f"models--cas--m/snapshots/REV"])
 def test_link_refuses_a_symlinked_directory_in_the_cache(cas, imported, tmp_path, outside, planted):
@@ -131,6 +132,7 @@ def test_link_refuses_a_symlinked_directory_in_the_cache(cas, imported, tmp_path
     assert tree_state(outside) == before
 
 
+@pytest.mark.plain_only
 def test_link_never_writes_through_planted_temp_names_or_links(cas, imported, tmp_path, outside):
     hub = tmp_path / "hub"
     repo = hub / "models--cas--m"
@@ -153,6 +155,7 @@ def test_link_never_writes_through_planted_temp_names_or_links(cas, imported, tm
     assert (snap / "model.safetensors").read_bytes() == (imported / "model.safetensors").read_bytes()
 
 
+@pytest.mark.plain_only
 def test_link_leaves_a_regular_file_where_a_link_belongs(cas, imported, tmp_path):
     hub = tmp_path / "hub"
     assert cas("model", "link", "m", "--hf-cache", str(hub)).code == 0
@@ -403,6 +406,7 @@ def test_all_stores_lists_what_is_reachable_and_marks_the_rest_offline(cas, tmp_
     assert [o["store"] for o in doc["offline_stores"]] == ["ssd"]
 
 
+@pytest.mark.plain_only
 def test_python_api_takes_a_store_directory_or_a_tree_holding_one(cas, tmp_path):
     mlx = pytest.importorskip("cas.mlx")
     s = tmp_path / "disk" / "store"
@@ -427,6 +431,7 @@ def test_python_api_takes_a_store_directory_or_a_tree_holding_one(cas, tmp_path)
 
 # -- Low: export names each failed file; views do not expose the store's copy --------
 
+@pytest.mark.plain_only
 def test_export_reports_a_damaged_file_in_one_line_each(cas, imported, tmp_path):
     with Store.open(str(tmp_path / ".cas")) as store:
         v = resolve_model(History(store), "m")
@@ -479,6 +484,7 @@ def test_a_tool_writing_into_a_view_cannot_change_the_store(nobody_home):
     assert (view / "model.safetensors").read_bytes() == (home / "src" / "model.safetensors").read_bytes()
 
 
+@pytest.mark.plain_only
 def test_view_files_are_clones_or_links_to_read_only_objects(history, tmp_path):
     """Clones where the filesystem has them (run with --basetemp on XFS or
     btrfs to take that branch), else links to objects no write bit allows."""
@@ -506,6 +512,7 @@ def history(store) -> History:
     return History(store)
 
 
+@pytest.mark.plain_only
 def test_model_verify_says_how_to_repair_and_following_it_repairs(cas, imported, tmp_path):
     with Store.open(str(tmp_path / ".cas")) as store:
         v = resolve_model(History(store), "m")

@@ -196,6 +196,7 @@ def assert_each_object_intact_or_damaged(store_path, objects, damaged_ids=()):
             assert oid not in damaged_ids, "a changed raw byte went unnoticed"
 
 
+@pytest.mark.plain_only
 @PROPERTY
 @given(where=st.floats(0, 1, exclude_max=True), mask=st.integers(1, 255), truncate=st.booleans())
 def test_every_pack_flip_and_truncation_is_object_damage_or_harmless(packed_store, where, mask,
@@ -247,6 +248,7 @@ def seekable_store(tmp_path_factory):
     return root / "S", oid, content, path
 
 
+@pytest.mark.plain_only
 @PROPERTY
 @given(where=st.floats(0, 1, exclude_max=True), mask=st.integers(1, 255), truncate=st.booleans(),
        window=st.tuples(st.integers(0, 9 << 20), st.integers(1, 64 << 10)))

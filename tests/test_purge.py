@@ -124,6 +124,7 @@ def listed(cas, root: Path) -> list[dict]:
     return json.loads(cas("log", "--all", "--json", cwd=root).out)
 
 
+@pytest.mark.plain_only
 def test_purge_leaves_no_byte_of_the_paths_in_any_file(tmp_path, cas):
     root, ids = history_with_secrets(tmp_path, cas)
     store = root / ".cas"
@@ -173,6 +174,7 @@ def test_history_keeps_its_shape(tmp_path, cas):
         assert json.loads(cas("show", "--json", ref, cwd=root).out)["id"] == new[message]["id"]
 
 
+@pytest.mark.plain_only
 def test_content_kept_under_another_path_stays_and_is_named(tmp_path, cas):
     root = new_tree(tmp_path)
     secret = marked(5000)

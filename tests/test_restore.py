@@ -231,6 +231,7 @@ def test_checkout_turns_files_into_directories_and_back(tmp_path, cas):
     assert (root / "x" / "inner.txt").read_bytes() == b"inner"
 
 
+@pytest.mark.plain_only
 def test_raw_content_is_written_from_its_mapping_and_checked(tmp_path):
     """Raw chunks and raw loose objects go out through write_content's mapped
     path: a flipped byte or a truncated pack is an error, never a torn file."""

@@ -180,6 +180,7 @@ def test_a_file_that_cannot_be_read_is_reported_and_the_rest_snapshotted(tree, c
     assert r.code == 0 and "pipe: is a special file; skipped" in r.err
 
 
+@pytest.mark.plain_only
 def test_snapshot_manifest_copies_are_plain_json_files(tree, cas):
     sid = snap(cas, tree, "-m", "hello")
     doc = json.loads((tree / ".cas" / "snapshots" / f"{sid}.json").read_text())
