@@ -149,8 +149,6 @@ def test_copy_from_a_store_claiming_the_targets_id_leaves_the_target_alone(tmp_p
 # -- key slots ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="key slot KDF bounds admit 4 GiB x 64 passes x 16 lanes: a planted "
-                                       "slot, tried first by name, costs every open minutes and 4 GiB")
 def test_a_planted_slot_with_the_dearest_allowed_kdf_is_not_tried(tmp_path):
     tree = tmp_path / "t"
     make_store(tree)

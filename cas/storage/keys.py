@@ -37,9 +37,14 @@ SLOT_SUFFIX = ".json"
 DEFAULT_KDF = {"name": "argon2id", "memory_kib": 64 << 10, "iterations": 3, "lanes": 2}
 # Bounds a slot's parameters must lie in: a crafted slot must not make an
 # open allocate gigabytes or run for hours.
-_MEMORY_KIB = (8 << 10, 4 << 20)
-_ITERATIONS = (1, 64)
-_LANES = (1, 16)
+_MEMORY_KIB = (8 << 10, 1 << 20)      # 8 MiB to 1 GiB
+_ITERATIONS = (1, 16)
+_LANES = (1, 8)
+# And memory x passes at most 4 GiB-passes: about 5 s to try here (the
+# default is 192 MiB-passes, 0.23 s), so a planted slot costs an open
+# seconds, never minutes; slots are tried cheapest first, at most this many.
+_MAX_COST_KIB = 4 << 20
+MAX_SLOTS = 64
 _NONCE = 12
 MAX_SLOT_BYTES = 64 << 10
 
@@ -208,6 +213,9 @@ def _read_slot_files(directory_fd: int) -> tuple[list[KeySlot], list[tuple[str, 
         if not name.endswith(SLOT_SUFFIX) or name.startswith("."):
             continue
         slot_id = name[: -len(SLOT_SUFFIX)]
+        if len(slots) >= MAX_SLOTS:
+            damaged.append((slot_id, f"more than {MAX_SLOTS} key slots; not read"))
+            continue
         try:
             slots.append(_parse_slot(read_bounded(name, MAX_SLOT_BYTES, dir_fd=directory_fd), slot_id))
         except OSError as e:
@@ -227,6 +235,8 @@ def _parse_slot(data: bytes, slot_id: str) -> KeySlot:
     for key, (low, high) in (("memory_kib", _MEMORY_KIB), ("iterations", _ITERATIONS), ("lanes", _LANES)):
         if type(kdf.get(key)) is not int or not low <= kdf[key] <= high:
             raise ValueError(f"kdf {key} out of range")
+    if kdf["memory_kib"] * kdf["iterations"] > _MAX_COST_KIB:
+        raise ValueError("kdf memory x passes out of range")
     salt, nonce, wrapped = (bytes.fromhex(doc[k]) for k in ("salt", "nonce", "wrapped"))
     if len(salt) != SALT_SIZE or len(nonce) != _NONCE or len(wrapped) != KEY_SIZE + TAG_SIZE:
         raise ValueError("wrong field sizes")
@@ -252,7 +262,8 @@ def unlock(store_path: str, store_id: str, password: bytes) -> tuple[bytes, str]
 
 
 def _unlock_slots(store_path: str, store_id: str, slots: list[KeySlot], password: bytes) -> bytes:
-    for slot in slots:
+    # Cheapest first: a slot planted with dear parameters is tried last.
+    for slot in sorted(slots, key=lambda s: (s.kdf["memory_kib"] * s.kdf["iterations"], s.slot_id)):
         master = unwrap(slot, store_id, password)
         if master is not None:
             remember(store_id, master, store_path)
