@@ -11,9 +11,11 @@ them: the CLI and the MLX loader both ask it.
 from __future__ import annotations
 
 import os
+import select
 import shlex
 import stat
 import subprocess
+import time
 from collections.abc import Mapping
 
 from .errors import PasswordSourceFailed
@@ -90,7 +92,7 @@ def run_password_command(command: str, source: str, timeout: float = COMMAND_TIM
     except OSError as e:
         raise PasswordSourceFailed(source, f"cannot run {argv[0]}: {e.strerror or e}") from None
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        out = _bounded_output(proc, timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
@@ -98,11 +100,37 @@ def run_password_command(command: str, source: str, timeout: float = COMMAND_TIM
     finally:
         if proc.stdout is not None:
             proc.stdout.close()
+    if len(out) > MAX_PASSWORD_BYTES:
+        proc.kill()
+        proc.wait()
+        raise PasswordSourceFailed(source, f"the output of {argv[0]} is longer than a passphrase can be")
     if proc.returncode != 0:
         how = f"was killed by signal {-proc.returncode}" if proc.returncode < 0 \
             else f"exited with status {proc.returncode}"
         raise PasswordSourceFailed(source, f"{argv[0]} {how}")
     return _first_line(out, source, f"the output of {argv[0]}")
+
+
+def _bounded_output(proc: subprocess.Popen, timeout: float) -> bytes:
+    """What the command prints until it exits, or until it has printed more
+    than a passphrase can be (then the caller stops it): a command printing
+    without end must cost neither memory nor time beyond ``timeout``."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    fd = proc.stdout.fileno()
+    out = bytearray()
+    while len(out) <= MAX_PASSWORD_BYTES:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        if not select.select([fd], [], [], left)[0]:
+            continue
+        piece = os.read(fd, 1 << 16)
+        if not piece:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            break
+        out += piece
+    return bytes(out)
 
 
 def _first_line(data: bytes, where: str, what: str) -> bytes:

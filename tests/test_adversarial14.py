@@ -190,8 +190,6 @@ def test_two_key_adds_at_once_both_open_and_the_old_one_still_does(tmp_path):
 # -- passphrase sources ---------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="CAS_PASSWORD_COMMAND's output is read whole before its size is "
-                                       "checked: a command printing without end grows cas's memory unbounded")
 def test_a_passphrase_command_printing_hundreds_of_megabytes_is_cut_off(tmp_path):
     tree = tmp_path / "t"
     make_store(tree)
