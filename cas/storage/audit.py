@@ -43,6 +43,8 @@ SEALED_PAD = 128
 _CLEAR = ("v", "seq", "prev", "mac")
 GENESIS = "0" * 64
 _TAIL_READ = 64 << 10
+# No record comes near this (sealed ones are padded to 128 bytes of fields).
+MAX_LINE = 1 << 20
 
 
 def canonical_line(record: dict) -> bytes:
@@ -198,7 +200,7 @@ class AuditLog:
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise StoreFileInvalid(self.path, "is not a regular file")
-            return f.read().splitlines(keepends=True)
+            return _bounded_lines(f)
 
     def records(self) -> Iterator[dict]:
         """The records that parse (in an encrypted store: that authenticate,
@@ -319,6 +321,20 @@ def _check_line(line: bytes, number: int, prev: str) -> str | None:
     return None
 
 
+def _bounded_lines(f) -> list[bytes]:
+    """The file's lines, each cut at ``MAX_LINE`` bytes: a line longer than
+    any record (damage, or planted) is kept cut, without its newline, so
+    that verification names it, and the rest of it is skipped unread into
+    memory."""
+    lines = []
+    while line := f.readline(MAX_LINE + 1):
+        if len(line) > MAX_LINE and not line.endswith(b"\n"):
+            while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass
+        lines.append(line)
+    return lines
+
+
 def _last_line(fd: int) -> tuple[bytes, bool]:
     """The file's last line and whether it lacks its newline (torn)."""
     size = os.fstat(fd).st_size
@@ -333,6 +349,10 @@ def _last_line(fd: int) -> tuple[bytes, bool]:
         cut = body.rfind(b"\n")
         if cut >= 0 or start == 0:
             return body[cut + 1:] + (b"" if torn else b"\n"), torn
+        if span >= MAX_LINE:
+            # No record is this long: the tail is damage (verify names it),
+            # read no further; the next record starts on a line of its own.
+            return body[-MAX_LINE:], True
         span *= 4
 
 
