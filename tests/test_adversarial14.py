@@ -93,8 +93,6 @@ def files_of(store: Path, leave_out: tuple[str, ...] = ("audit", "lock.mdb")) ->
 # -- downgrade: a plain config over an encrypted store ------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="config.json is not authenticated: with 'encryption' removed (keys/ "
-                                       "still there) the store opens plain and a snapshot writes plaintext")
 def test_a_config_stripped_of_its_encryption_does_not_make_cas_write_plaintext(tmp_path):
     tree = tmp_path / "t"
     make_store(tree)

@@ -19,6 +19,7 @@ from ..durable import fsync_dir, fsync_dirs, make_dir, read_bounded, write_all
 from ..errors import (
     AmbiguousPrefix,
     CasError,
+    ConfigDamaged,
     InvalidObjectId,
     ObjectDamaged,
     ObjectNotFound,
@@ -34,7 +35,7 @@ from . import keys
 from .chunklist import ChunkList
 from .config import CONFIG_FILE, FORMAT_NAME, StoreConfig
 from .content import READ_BLOCK, Content, Contents
-from .crypto import PLAIN, SEGMENT, PlainSealer, Sealer, SealError
+from .crypto import FILE_MAGIC, PLAIN, SEGMENT, PlainSealer, Sealer, SealError
 from .encoding import Encoding, ZstdError
 from .index import Index, IndexEntry
 from .layout import Layout, StoreModes
@@ -192,6 +193,8 @@ class Store:
         """
         path = locate_store(path)
         config = StoreConfig.load(path)
+        if config.encryption is None:
+            _refuse_downgrade(path)
         sealer = keys.sealer_for(path, config.store_id, config.encryption is not None, password)
         layout = Layout(path, config.shared, sealer)
         lock_fd = _lock(layout, exclusive)
@@ -570,6 +573,22 @@ class Store:
         overhead = max(sum(p.file_size for p in packs) - packed_stored, 0)
         return StoreStats(objects, loose, objects - loose, len(packs), unique,
                           stored + overhead, compressed, chunked, chunked_bytes)
+
+
+def _refuse_downgrade(path: str) -> None:
+    """A config saying "plain" in a store that holds key slots or a sealed
+    HEAD was changed (config.json is not sealed): opened as plain, the next
+    snapshot would write plaintext beside the sealed history."""
+    sealed_head = False
+    try:
+        with open(os.path.join(path, "HEAD"), "rb", buffering=0) as f:
+            sealed_head = f.read(len(FILE_MAGIC)) == FILE_MAGIC
+    except OSError:
+        pass
+    if sealed_head or os.path.lexists(keys.keys_dir(path)):
+        raise ConfigDamaged(os.path.join(path, CONFIG_FILE),
+                            "it says the store is not encrypted, but the store holds key slots or sealed "
+                            "files: the config was changed; put back its \"encryption\" setting from a copy")
 
 
 def _segment_reader(stored: StoredFile) -> BlockReader:
