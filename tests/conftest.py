@@ -92,6 +92,28 @@ NEEDS_ADAPTING = {
     "tests/test_repair.py::test_readd_replaces_a_damaged_loose_object": "looks for damaged/<id> by its plain name",
     "tests/test_repair.py::test_sigkill_during_repair_leaves_only_what_is_still_damaged":
         "reads a chunk list it has damaged (a plain list still parses, a sealed one does not open)",
+    "tests/test_timeline.py::test_the_timeline_follows_records_changed_behind_its_back":
+        "rewrites a record by its plain name",
+    "tests/test_timeline.py::test_a_read_only_store_lists_history_it_cannot_index":
+        "removes a record by its plain name",
+    "tests/test_timeline.py::test_the_timeline_always_lists_exactly_the_records":
+        "its crashed writer leaves a plain record",
+    "tests/test_watch.py::test_a_failing_maintenance_is_trouble_and_retried_not_a_stop":
+        "its lock holder opens the store without a passphrase",
+    "tests/test_watch_trouble.py::test_an_observer_that_cannot_be_restarted_is_trouble_with_backoff":
+        "head_files_elsewhere opens the store without a passphrase",
+    "tests/test_watch_trust.py::test_a_dead_observer_thread_is_restarted":
+        "head_files_elsewhere opens the store without a passphrase",
+    "tests/test_watch_trust.py::test_a_failing_snapshot_is_retried_then_succeeds":
+        "head_files_elsewhere opens the store without a passphrase",
+    "tests/test_watch_trust.py::test_a_fault_in_the_event_handler_is_logged_and_recovered_by_a_full_scan":
+        "head_files_elsewhere opens the store without a passphrase",
+    "tests/test_watch_trust.py::test_a_snapshot_that_always_fails_makes_the_watcher_exit_non_zero":
+        "calls watch_status without the store's sealer",
+    "tests/test_watch_trust.py::test_status_reports_a_watcher_that_stopped_beating":
+        "reads the watch state file by its plain name",
+    "tests/test_watch_trust.py::test_watch_files_and_the_log_are_private_whatever_the_umask":
+        "waits for the watch state file by its plain name",
     "tests/test_copy.py": "chooses plain and encrypted stores itself",
 }
 

@@ -81,6 +81,7 @@ def test_objects_in_no_snapshot_are_unreferenced(cas, data):
     assert_consistent(doc, data / ".cas")
 
 
+@pytest.mark.plain_only
 def test_view_copies_are_counted(cas, data, tmp_path):
     src = make_model(tmp_path / "m", 21)
     assert cas("model", "import", str(src), "--name", "m", "--chunked", cwd=data).code == 0

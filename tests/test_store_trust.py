@@ -421,12 +421,14 @@ def every_read_is_damage(store: Store, oid) -> None:
             read()
 
 
+@pytest.mark.plain_only
 def test_a_chunk_list_naming_itself_is_damage_not_a_recursion_error(chunky_store, tmp_path):
     oid = put_chunked(chunky_store, tmp_path, "a")
     rewrite_chunk_list(chunky_store, oid, [(oid, chunky_store.entry(oid).size)])
     every_read_is_damage(chunky_store, oid)
 
 
+@pytest.mark.plain_only
 def test_a_loop_of_chunk_lists_is_damage(chunky_store, tmp_path):
     a = put_chunked(chunky_store, tmp_path, "a")
     b = put_chunked(chunky_store, tmp_path, "b")
@@ -451,6 +453,7 @@ def test_cat_and_verify_report_a_self_naming_chunk_list_in_one_line(tmp_path):
         assert b"Traceback" not in r.stderr
 
 
+@pytest.mark.plain_only
 def test_read_object_refuses_bytes_that_do_not_hash_to_the_id(chunky_store):
     small = os.urandom(2000)            # incompressible: packed raw
     large = os.urandom(200_000)         # a loose raw file
