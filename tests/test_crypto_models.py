@@ -18,6 +18,7 @@ from cas.errors import StoreIsEncrypted, WeightsDamaged  # noqa: E402
 from cas.mlx import load_config, load_weights, model_path  # noqa: E402
 from cas.model.history import History  # noqa: E402
 from cas.objectid import hash_bytes  # noqa: E402
+from cas.ops.gc import gc  # noqa: E402
 from cas.ops.models import (  # noqa: E402
     check_model,
     export_model,
@@ -259,6 +260,8 @@ def test_a_public_model_has_a_view_and_a_sealed_link_record(history, tmp_path):
     [record] = (Path(history.store.path) / "links").iterdir()
     assert record.name == history.store.sealer.label(NAME) + ".json"
     assert str(hub).encode() not in record.read_bytes() and NAME.encode() not in record.read_bytes()
+    gc(history, grace_seconds=0)   # the view is a recorded snapshot's, under its name: it stays
+    assert (snap_dir / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
     assert remove_model(history, NAME) == 1
     assert not (snap_dir / "model.safetensors").exists(), "rm opened the sealed record"
     assert not record.exists()

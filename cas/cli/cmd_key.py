@@ -106,8 +106,9 @@ def list_keys(ctx: Context, as_json: bool) -> None:
 @command.command("add")
 @click.option("--new-password-file", "new_file", metavar="FILE", type=click.Path(dir_okay=False),
               help="Read the new passphrase from the first line of FILE.")
+@json_option("Print the new key's id as JSON.")
 @pass_ctx
-def add(ctx: Context, new_file: str | None) -> None:
+def add(ctx: Context, new_file: str | None, as_json: bool) -> None:
     """Add a passphrase: a new key slot for the store's master key.
 
     \b
@@ -116,7 +117,10 @@ def add(ctx: Context, new_file: str | None) -> None:
     """
     with _open_encrypted(ctx) as store:
         slot_id = _add_slot(ctx, store, new_passphrase(file=new_file))
-    info(f"added key {slot_id}", ctx.quiet)
+    if as_json:
+        out_json({"added": slot_id})
+    else:
+        info(f"added key {slot_id}", ctx.quiet)
 
 
 def _add_slot(ctx: Context, store: Store, password: bytes) -> str:
@@ -129,8 +133,9 @@ def _add_slot(ctx: Context, store: Store, password: bytes) -> str:
 
 @command.command("remove")
 @click.argument("slot_id", metavar="ID")
+@json_option("Print the removed key's id as JSON.")
 @pass_ctx
-def remove(ctx: Context, slot_id: str) -> None:
+def remove(ctx: Context, slot_id: str, as_json: bool) -> None:
     """Remove a key slot: its passphrase no longer opens the store. The
     last slot that opens is never removed.
 
@@ -140,14 +145,18 @@ def remove(ctx: Context, slot_id: str) -> None:
     """
     with _open_encrypted(ctx) as store:
         keys.remove_slot(store.path, slot_id)
-    info(f"removed key {slot_id}", ctx.quiet)
+    if as_json:
+        out_json({"removed": slot_id})
+    else:
+        info(f"removed key {slot_id}", ctx.quiet)
 
 
 @command.command("passwd")
 @click.option("--new-password-file", "new_file", metavar="FILE", type=click.Path(dir_okay=False),
               help="Read the new passphrase from the first line of FILE.")
+@json_option("Print the added and removed keys' ids as JSON.")
 @pass_ctx
-def passwd(ctx: Context, new_file: str | None) -> None:
+def passwd(ctx: Context, new_file: str | None, as_json: bool) -> None:
     """Change the passphrase that opened the store: a slot for the new one
     is added, then the old one's removed (interrupted between the two,
     both passphrases open the store).
@@ -162,4 +171,7 @@ def passwd(ctx: Context, new_file: str | None) -> None:
         if old is not None:
             ctx.audit.note(refs=[old])
             keys.remove_slot(store.path, old)
-    info(f"changed the passphrase: key {old} replaced by {slot_id}", ctx.quiet)
+    if as_json:
+        out_json({"added": slot_id, "removed": old})
+    else:
+        info(f"changed the passphrase: key {old} replaced by {slot_id}", ctx.quiet)

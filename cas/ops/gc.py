@@ -255,7 +255,8 @@ def _remove_stale_views(history: History) -> int:
             stale = ".building-" in name
             if not stale:
                 try:
-                    stale = not history.is_recorded(ObjectId.parse(name))
+                    # Named by the snapshot's id, in an encrypted store its name (§18.3).
+                    stale = not history.is_recorded(history.store.sealer.unname(ObjectId.parse(name)))
                 except ValueError:
                     continue  # not ours
             if stale:
