@@ -380,9 +380,7 @@ def test_a_plain_store_names_objects_by_the_b3sum_of_their_bytes(tmp_path):
 
 
 @pytest.mark.parametrize("command", [
-    pytest.param("cat", marks=pytest.mark.xfail(strict=True, reason="cat -o writes plaintext inside an encrypted "
-                                                "store (restore, report and model export refuse a target there)")),
-    "export"])
+    "cat", "export"])
 def test_outputs_inside_an_encrypted_store_are_refused(tmp_path, command):
     from tests.test_models_trust import make_model_dir
     tree, _oid = _snapshot_one_file(tmp_path, (MARKER + " private\n").encode() * 20)

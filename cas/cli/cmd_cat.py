@@ -8,6 +8,7 @@ import click
 from ..durable import atomic_output
 from ..errors import SourceError
 from ..model.tree import DIR, FILE
+from ..ops.restore import refuse_store_target
 from .complete import complete_ref_or_path
 from .history_args import resolve_snapshot, tree_path
 from .main import Context, pass_ctx
@@ -69,6 +70,9 @@ def command(ctx: Context, object_ref: str, output: str | None) -> None:
             return
         if os.path.isdir(output):
             raise SourceError(output, "is a directory; give a file name to -o")
+        # As a restore: content never lands inside a store (in an encrypted
+        # one it would be plaintext among sealed files).
+        refuse_store_target(history, output)
         try:
             with atomic_output(output, durable=False, mode=mode) as f:
                 f.flush()
