@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..durable import fsync_dir
 from ..model.history import History
-from ..objectid import ObjectId
+from ..objectid import ObjectId, hash_fd
 from ..storage.chunklist import HEAD_SIZE, LIST_PARSE_LIMIT, MAGIC, ChunkList, ChunkListError, binary_header
 from ..storage.crypto import SealError
 from ..storage.encoding import Encoding
@@ -96,6 +96,7 @@ def _add_loose(layout: Layout, entries: _Entries, report: RebuildReport) -> None
     for oid, encoding, path in layout.scan_loose():
         try:
             stored, size = loose_sizes(oid, encoding, path, layout)
+            _check_unsealed(layout, oid, encoding, path)
         except LOOSE_ERRORS as e:
             report.bad_files.append((path, str(e)))
             continue
@@ -159,6 +160,20 @@ def loose_sizes(oid: ObjectId, encoding: Encoding, path: str, layout: Layout) ->
         return stored, content_size(read_seek_table(f))
     finally:
         os.close(fd)
+
+
+def _check_unsealed(layout: Layout, oid: ObjectId, encoding: Encoding, path: str) -> None:
+    """In an encrypted store, an unsealed file (a public model's weights) is
+    adopted only if its content hashes to the id its name stands for: a
+    sealed file authenticates itself, a raw one only by its hash, and anyone
+    who can write the disk can plant one under a name."""
+    if layout.names.encrypted and not encoding.sealed:
+        fd = _open_regular(path)
+        try:
+            if hash_fd(fd) != oid:
+                raise OSError(errno.EINVAL, "unsealed, and its content is not the object its name stands for")
+        finally:
+            os.close(fd)
 
 
 def _open_regular(path: str) -> int:
