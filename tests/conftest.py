@@ -114,6 +114,8 @@ NEEDS_ADAPTING = {
         "reads the watch state file by its plain name",
     "tests/test_watch_trust.py::test_watch_files_and_the_log_are_private_whatever_the_umask":
         "waits for the watch state file by its plain name",
+    "tests/test_cli.py::test_json_outputs_parse":
+        "leaves out objects whose encoding is 'chunked' (an encrypted store's are 'sealed_chunked')",
     "tests/test_copy.py": "chooses plain and encrypted stores itself",
 }
 
