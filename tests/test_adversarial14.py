@@ -397,8 +397,6 @@ def test_outputs_inside_an_encrypted_store_are_refused(tmp_path, command):
     assert r.returncode in (1, 2) and not hits, (r.returncode, hits, r.stderr[-400:])
 
 
-@pytest.mark.xfail(strict=True, reason="'cas init' with CAS_PASSWORD set but no --encrypt makes a plain store "
-                                       "and says nothing: the passphrase is ignored by every command after")
 def test_init_with_a_passphrase_set_but_no_encrypt_says_the_store_is_plain(tmp_path):
     tree = tmp_path / "t"
     tree.mkdir()

@@ -10,7 +10,7 @@ from ..storage.config import CONFIG_FILE, ENCRYPTION, StoreConfig
 from ..storage.store import STORE_DIR, Store, find_store
 from .cmd_key import new_passphrase
 from .main import Context, json_option, pass_ctx
-from .output import info, out_json
+from .output import info, out_json, warn
 
 
 @click.command("init")
@@ -65,6 +65,16 @@ def command(ctx: Context, directory: str | None, shared: bool, encrypt: bool, ne
         else:
             kind = "empty encrypted" if encrypt else "empty"
             info(f"initialized {kind} cas store in {store.path}", ctx.quiet)
+    if not encrypt and (given := _passphrase_given()):
+        # Set for this store, it would be ignored by every command after.
+        warn(f"{given} is set, but this store is not encrypted (make an encrypted one with "
+             "'cas init --encrypt')")
+
+
+def _passphrase_given() -> str | None:
+    """The passphrase variable set in the environment, if any."""
+    return next((v for v in ("CAS_PASSWORD", "CAS_PASSWORD_FILE", "CAS_PASSWORD_COMMAND")
+                 if os.environ.get(v)), None)
 
 
 def _refuse_inside_tree(directory: str) -> None:
