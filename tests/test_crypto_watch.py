@@ -60,6 +60,9 @@ def test_a_watcher_of_an_encrypted_store_records_and_hides_its_tree(sealed_tree)
         status = json.loads(cas(sealed_tree, "watch", "--status", "--json").stdout)
         assert status["running"] and status["pid"] == w.proc.pid
         assert status["last_snapshot"]["id"] == w.events("snapshot")[-1]["id"]
+        # "cas status --watch" reads the same sealed state
+        shown = json.loads(cas(sealed_tree, "status", "--watch", "--json").stdout)
+        assert shown["running"] and shown["pid"] == w.proc.pid
     finally:
         assert w.stop() == 0, w.stderr
     snapshot_ids = [e["id"] for e in w.events("snapshot")]

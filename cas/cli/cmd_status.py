@@ -31,8 +31,8 @@ def status(ctx: Context, as_json: bool, watcher: bool) -> int:
         from .cmd_watch import report_status
         with ctx.opened() as history:
             source, _ = resolve_source(history, None, None)
-            store_path = history.store.path
-        return report_status(store_path, source, as_json)
+            store_path, sealer = history.store.path, history.store.sealer
+        return report_status(store_path, source, as_json, sealer)
     with ctx.opened() as history:
         report = worktree_status(history)
     if as_json:
