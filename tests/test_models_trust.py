@@ -461,6 +461,7 @@ def as_nobody(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           env={**os.environ, "HOME": str(cwd), "PYTHONPATH": str(REPO)})
 
 
+@pytest.mark.plain_only
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
 def test_a_tool_writing_into_a_view_cannot_change_the_store(nobody_home):
     home = nobody_home
