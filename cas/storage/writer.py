@@ -543,14 +543,23 @@ class ObjectWriter:
         encoding = Encoding.RAW if self._placement.raw else \
             Encoding.ZSTD if worth_compressing(sample, comp.large_level, comp.min_saving) \
             else Encoding.RAW
-        temp_path, fd = self._store_side(open_temp, self._layout.tmp, "obj",
-                                           self._layout.modes.object)
+        return self._write_loose(_source_blocks(src), encoding, lambda length: length == size and
+                                 _stat_key(os.fstat(src)) == _stat_key(before))
+
+    def _write_loose(self, blocks: Iterator[bytes], encoding: Encoding,
+                     unchanged: Callable[[int], bool] | None = None) -> ObjectId | None:
+        """One loose object from a stream of blocks, in one pass: hashed and
+        written (compressed when ``encoding`` says, sealed in an encrypted
+        store) to a temp file, then published. None when ``unchanged(length)``
+        says its source changed while it was read."""
+        comp = self._config.compression
+        temp_path, fd = self._store_side(open_temp, self._layout.tmp, "obj", self._layout.modes.object)
         published = False
         try:
             try:
                 sink = self._sink(fd)
-                oid, length = self._copy(src, sink, encoding, comp.large_level)
-                if length != size or _stat_key(os.fstat(src)) != _stat_key(before):
+                oid, length = self._copy_blocks(blocks, sink, encoding, comp.large_level)
+                if unchanged is not None and not unchanged(length):
                     return None
                 if self._known(oid):
                     return oid
@@ -560,7 +569,7 @@ class ObjectWriter:
                 raise self._write_error(e) from None
             os.close(fd)
             fd = -1
-            self._publish_loose(oid, encoding, temp_path, size, stored_length)
+            self._publish_loose(oid, encoding, temp_path, length, stored_length)
             published = True
             return oid
         finally:
@@ -568,25 +577,6 @@ class ObjectWriter:
                 os.close(fd)
             if not published:
                 remove_quietly(temp_path)
-
-    def _copy(self, src: int, sink: SealedSink | PlainSink, encoding: Encoding,
-              level: int) -> tuple[ObjectId, int]:
-        """Stream src into the sink; returns (id of what was read, bytes read).
-        Source read errors surface as ``_SourceReadError``; anything else is
-        a store-side failure."""
-        def blocks() -> Iterator[bytes]:
-            read = 0
-            while True:
-                try:
-                    block = os.pread(src, BLOCK, read)
-                except OSError as e:
-                    raise _SourceReadError(e) from None
-                if not block:
-                    return
-                read += len(block)
-                yield block
-
-        return self._copy_blocks(blocks(), sink, encoding, level)
 
     def _copy_blocks(self, blocks: Iterator[bytes], sink: SealedSink | PlainSink, encoding: Encoding,
                      level: int) -> tuple[ObjectId, int]:
@@ -623,28 +613,9 @@ class ObjectWriter:
         comp = self._config.compression
         encoding = Encoding.ZSTD if not self._placement.raw and \
             worth_compressing(first[:BLOCK], comp.large_level, comp.min_saving) else Encoding.RAW
-        temp_path, fd = self._store_side(open_temp, self._layout.tmp, "obj", self._layout.modes.object)
-        try:
-            try:
-                sink = self._sink(fd)
-                oid, length = self._copy_blocks(itertools.chain([first], stream), sink, encoding,
-                                                comp.large_level)
-                if self._known(oid):
-                    return oid
-                encoding, stored_length = self._finish(sink, oid, encoding)
-                os.fsync(fd)
-            except OSError as e:
-                raise self._write_error(e) from None
-            os.close(fd)
-            fd = -1
-            self._publish_loose(oid, encoding, temp_path, length, stored_length)
-            temp_path = ""
-            return oid
-        finally:
-            if fd >= 0:
-                os.close(fd)
-            if temp_path:
-                remove_quietly(temp_path)
+        oid = self._write_loose(itertools.chain([first], stream), encoding)
+        assert oid is not None   # nothing to change under a stream
+        return oid
 
     def _publish_loose(self, oid: ObjectId, encoding: Encoding, temp_path: str,
                        size: int, stored_length: int) -> None:
@@ -788,6 +759,21 @@ class _DeferredList:
     stored_length: int
     chunks: frozenset
     encoding: Encoding = Encoding.CHUNKED   # SEALED_CHUNKED in an encrypted store
+
+
+def _source_blocks(src: int) -> Iterator[bytes]:
+    """A source file's bytes in ``BLOCK``s to its end; read errors surface
+    as ``_SourceReadError`` (anything else is a store-side failure)."""
+    read = 0
+    while True:
+        try:
+            block = os.pread(src, BLOCK, read)
+        except OSError as e:
+            raise _SourceReadError(e) from None
+        if not block:
+            return
+        read += len(block)
+        yield block
 
 
 def _batches(chunks: Iterator[bytes], limit: int) -> Iterator[list[bytes]]:
