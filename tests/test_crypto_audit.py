@@ -229,7 +229,9 @@ def test_diff_with_a_patch_reads_content_and_is_recorded():
     assert notes.recorded()
 
 
-def test_maintain_lists_the_snapshots_its_policies_forgot(tmp_path):
+def three_snapshots_and_a_keep_last_policy(tmp_path) -> tuple:
+    """A tree with three snapshots, a policy keeping the last; returns
+    (tree, the ids of the two the policy will forget)."""
     root = tmp_path / "data"
     root.mkdir()
     cas(root, "init")
@@ -238,24 +240,22 @@ def test_maintain_lists_the_snapshots_its_policies_forgot(tmp_path):
         cas(root, "snapshot", "-m", f"s{i}")
     created = [r["snapshots_created"][0] for r in records(root)]
     cas(root, "policy", "set", "--keep-last", "1")
+    return root, created[:2]
+
+
+def test_maintain_lists_the_snapshots_its_policies_forgot(tmp_path):
+    root, doomed = three_snapshots_and_a_keep_last_policy(tmp_path)
     cas(root, "maintain")
     last = records(root)[-1]
     assert last["command"][1:] == ["maintain"]
-    assert sorted(last["snapshots_removed"]) == sorted(created[:2])
+    assert sorted(last["snapshots_removed"]) == sorted(doomed)
 
 
 def test_a_scheduled_maintenance_is_recorded_with_what_it_forgot(tmp_path):
     from cas.ops.maintain import run_maintenance
-    root = tmp_path / "data"
-    root.mkdir()
-    cas(root, "init")
-    for i in range(3):
-        (root / "a.txt").write_text(f"v{i}\n")
-        cas(root, "snapshot", "-m", f"s{i}")
-    created = [r["snapshots_created"][0] for r in records(root)]
-    cas(root, "policy", "set", "--keep-last", "1")
+    root, doomed = three_snapshots_and_a_keep_last_policy(tmp_path)
     run_maintenance(str(root / ".cas"), audit_command=["cas.ops.maintain.run_maintenance", "x"])
     last = records(root)[-1]
     assert last["command"] == ["cas.ops.maintain.run_maintenance", "x"]
-    assert sorted(last["snapshots_removed"]) == sorted(created[:2])
+    assert sorted(last["snapshots_removed"]) == sorted(doomed)
     assert cas(root, "audit", "verify").returncode == 0
