@@ -206,7 +206,7 @@ class Contents:
     def blocks(self, entry: IndexEntry, check_chunks: bool = False) -> Iterator[bytes]:
         """An object's content in blocks (not checked against its id), decoded on all cores."""
         if entry.pack is not None:
-            yield self.decode(entry, self.read_stored(entry))
+            yield self.packed_content(entry)
             return
         if entry.chunked:
             load = self.checked_chunk if check_chunks else self.chunk_content
@@ -275,8 +275,7 @@ class Contents:
                                                    f"stored raw in {entry.stored_length}")
             pread_exact(self.pack_file(entry.pack)[0], view, entry.offset + offset, entry.oid)
         else:
-            view[:] = memoryview(self.decode(entry, self.read_stored(entry)))[
-                offset:offset + len(view)]
+            view[:] = memoryview(self.packed_content(entry))[offset:offset + len(view)]
 
     def _read_loose_into(self, entry: IndexEntry, offset: int, view: memoryview) -> None:
         stored = self.open_loose(entry)
@@ -323,6 +322,16 @@ class Contents:
         if len(data) != entry.stored_length:
             raise ObjectDamaged(entry.oid.hex, f"pack {entry.pack.short} is truncated")
         return data
+
+    def packed_content(self, entry: IndexEntry) -> bytes:
+        """A packed object's content, of the size its record says: a sealed
+        entry opens to whatever length it was sealed at, which a damaged or
+        crafted record need not match."""
+        content = self.decode(entry, self.read_stored(entry))
+        if len(content) != entry.size:
+            raise ObjectDamaged(entry.oid.hex, f"its record says {entry.size} bytes, "
+                                               f"its stored copy holds {len(content)}")
+        return content
 
     def decode(self, entry: IndexEntry, stored: bytes) -> bytes:
         """A packed object's content from its stored bytes (opened first when sealed)."""
