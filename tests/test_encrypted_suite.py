@@ -59,3 +59,30 @@ def test_a_sealed_packed_object_whose_record_disagrees_is_damage(tmp_path):
         store.index.record([dataclasses.replace(entry, size=3500)])
         with pytest.raises(ObjectDamaged):
             store.read_into(oid, 0, bytearray(3500))
+
+
+def test_repair_of_an_encrypted_store_from_another_store_copies_small_objects(tmp_path):
+    # The object is written into an anonymous memory file and read back
+    # through a second descriptor: a dup shares the offset the write left at
+    # the end, so a small object read as nothing, three times over.
+    from tests.conftest import flip_byte
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "small.txt").write_bytes(os.urandom(3000))
+    stores = [str(tmp_path / name) for name in ("a", "b")]
+    for store in stores:
+        assert run_cas("--store", store, "init", "--encrypt", cwd=tmp_path).returncode == 0
+        assert run_cas("--store", store, "add", str(files / "small.txt"), cwd=tmp_path).returncode == 0
+    oid = run_cas("--store", stores[0], "add", str(files / "small.txt"), cwd=tmp_path).stdout.split()[0]
+    (files / "small.txt").unlink()   # only the other store has it now
+    from cas.objectid import ObjectId
+    with Store.open(stores[0], password=PASSWORD.encode()) as store:
+        entry = store.entry(ObjectId.parse(oid))
+        path = store.layout.pack_path(entry.pack) if entry.pack else \
+            store.layout.loose_path(entry.oid, entry.encoding)
+        offset = entry.offset + entry.stored_length // 2
+    flip_byte(path, offset, 0x40)
+    assert run_cas("--store", stores[0], "verify", "--full", cwd=tmp_path).returncode == 1
+    r = run_cas("--store", stores[0], "repair", "--from", stores[1], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert run_cas("--store", stores[0], "verify", "--full", cwd=tmp_path).returncode == 0

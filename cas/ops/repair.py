@@ -335,6 +335,16 @@ def _piece_from_store(other: Store, file_id: ObjectId, chunk: ObjectId, offset: 
         writers.put_bytes(chunk, bytes(data))
 
 
+def _reopen(fd: int) -> Callable[[int], int]:
+    """Opens the memory file ``fd`` again for reading from its start: a dup
+    shares the offset the write left at the end, and small files are read
+    from wherever it is (each attempt of put_file opens it anew)."""
+    def opener(_flags: int) -> int:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.dup(fd)
+    return opener
+
+
 def _copy_object(store: Store, other: Store, oid: ObjectId, writers: _Writers) -> None:
     """Through a temp file: the content is checked as it is read, and a
     large object never sits in memory whole. ``write_content`` writes no
@@ -351,7 +361,7 @@ def _copy_object(store: Store, other: Store, oid: ObjectId, writers: _Writers) -
         except ObjectDamaged:
             return  # damaged there too
         # A memory file is read through a second fd; tmp/'s is opened by name.
-        opener = (lambda _flags: os.dup(fd)) if store.sealer.encrypted else None
+        opener = _reopen(fd) if store.sealer.encrypted else None
         writers.put_file(oid, temp, opener=opener)
     finally:
         os.close(fd)
