@@ -46,6 +46,27 @@ def test_a_public_models_view_survives_gc_in_an_encrypted_store(tmp_path):
     assert not os.path.exists(view)   # a forgotten version's view still goes
 
 
+def complete(line: str, cwd: Path) -> list[str]:
+    words = line.split()
+    env = {"_CAS_COMPLETE": "bash_complete", "COMP_WORDS": line,
+           "COMP_CWORD": str(len(words) if line.endswith(" ") else len(words) - 1)}
+    r = run_cas(cwd=cwd, env=env)
+    assert r.returncode == 0, r.stderr
+    return [item.split(",", 1)[1] for item in r.stdout.splitlines() if item]
+
+
+def test_completion_reads_an_encrypted_store_with_the_passphrase_from_the_environment(tmp_path):
+    # Completion runs before the command group sets the password source:
+    # it opened the store without a passphrase and offered nothing.
+    tree = tmp_path / "tree"
+    (tree / "notes").mkdir(parents=True)
+    (tree / "notes" / "a.md").write_text("a\n")
+    for args in (["init", "--encrypt"], ["snapshot", "-m", "one"], ["tag", "v1"]):
+        assert run_cas(*args, cwd=tree).returncode == 0
+    assert set(complete("cas restore ", tree)) == {"HEAD", "main", "v1"}
+    assert complete("cas ls HEAD:no", tree) == ["HEAD:notes/"]
+
+
 def test_a_sealed_packed_object_whose_record_disagrees_is_damage(tmp_path):
     # A raw packed object has its size checked against its record; a sealed
     # one was handed to a memoryview copy of the wrong length (ValueError).

@@ -26,10 +26,14 @@ _MOST = 500
 @contextlib.contextmanager
 def _history(ctx: click.Context) -> Iterator:
     from ..model.history import History
+    from ..passwords import environment_source
     from ..storage.store import Store, find_store, locate_store
     store_path = ctx.find_root().params.get("store_path") or os.environ.get("CAS_STORE")
     path = locate_store(store_path) if store_path else find_store(os.getcwd())
-    with Store.open(path) as store:
+    # The command group's callback, which sets the process's passphrase
+    # source, has not run: the passphrase comes from CAS_PASSWORD* here,
+    # never from a prompt on the shell's terminal.
+    with Store.open(path, password=environment_source) as store:
         yield History(store)
 
 
