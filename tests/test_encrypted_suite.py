@@ -6,6 +6,7 @@ ids, or opened a store without its passphrase)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -80,6 +81,67 @@ def test_a_sealed_packed_object_whose_record_disagrees_is_damage(tmp_path):
         store.index.record([dataclasses.replace(entry, size=3500)])
         with pytest.raises(ObjectDamaged):
             store.read_into(oid, 0, bytearray(3500))
+
+
+def test_init_follows_the_users_encrypt_new_stores_setting(tmp_path):
+    (tmp_path / "xdg" / "cas").mkdir(parents=True)
+    (tmp_path / "xdg" / "cas" / "config.json").write_text(json.dumps({"encrypt_new_stores": True}))
+    made = run_cas("--store", str(tmp_path / "a"), "init", "--json", cwd=tmp_path)
+    assert made.returncode == 0 and json.loads(made.stdout)["encrypted"] is True
+    assert StoreConfig.load(str(tmp_path / "a")).encryption is not None
+    plain = run_cas("--store", str(tmp_path / "b"), "init", "--no-encrypt", cwd=tmp_path)
+    assert plain.returncode == 0 and StoreConfig.load(str(tmp_path / "b")).encryption is None
+    # Without a passphrase nothing is made: no plain store in its place.
+    refused = run_cas("--store", str(tmp_path / "c"), "init", cwd=tmp_path, env={"CAS_PASSWORD": ""})
+    assert refused.returncode == 2 and not (tmp_path / "c" / "config.json").exists()
+
+
+@pytest.mark.parametrize("value", ['"yes"', "1", "null"])
+def test_a_setting_that_is_not_true_or_false_is_a_one_line_error(tmp_path, value):
+    (tmp_path / "xdg" / "cas").mkdir(parents=True)
+    (tmp_path / "xdg" / "cas" / "config.json").write_text('{"encrypt_new_stores": %s}' % value)
+    r = run_cas("--store", str(tmp_path / "a"), "init", cwd=tmp_path)
+    assert r.returncode == 2 and "encrypt_new_stores" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert not (tmp_path / "a").exists()
+
+
+def _sealed_paths(store_dir: Path, snapshot: str) -> list[Path]:
+    """The record of ``snapshot`` and the ref of main, under the names an
+    encrypted store gives them."""
+    from cas.model.history import History
+    from cas.objectid import ObjectId
+    with Store.open(str(store_dir), password=PASSWORD.encode()) as store:
+        record = History(store).record_file(ObjectId.parse(snapshot))
+        label = store.sealer.label("main")
+    return [store_dir / "snapshots" / record, store_dir / "refs" / "heads" / label]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "devzero", "huge"])
+def test_a_sealed_record_or_ref_that_is_not_a_small_file_is_an_error_not_a_hang(tmp_path, kind):
+    # test_history_trust's check, at the names an encrypted store uses.
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.txt").write_text("a\n")
+    assert run_cas("init", "--encrypt", cwd=tree).returncode == 0
+    first = json.loads(run_cas("snapshot", "--json", cwd=tree).stdout)["id"]
+    for path in _sealed_paths(tree / ".cas", first):
+        saved = path.read_bytes()
+        path.unlink()
+        if kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "devzero":
+            os.symlink("/dev/zero", path)
+        else:
+            path.write_bytes(b" " * (64 << 20))
+        for args in (["log"], ["verify", "--full"], ["gc", "--dry-run"], ["index", "rebuild"],
+                     ["show", first]):
+            r = run_cas(*args, cwd=tree)
+            assert r.returncode in (0, 1, 2), (args, r.stderr)
+            assert "Traceback" not in r.stderr and "internal error" not in r.stderr, (args, r.stderr)
+        assert run_cas("verify", cwd=tree).returncode == 1
+        path.unlink()
+        path.write_bytes(saved)
+    assert run_cas("verify", "--full", cwd=tree).returncode == 0
 
 
 def test_repair_of_an_encrypted_store_from_another_store_copies_small_objects(tmp_path):

@@ -8,6 +8,7 @@ from ..errors import StoreExists, StoreInsideTree, StoreNotFound
 from ..model.refs import DEFAULT_BRANCH, Refs
 from ..storage.config import CONFIG_FILE, ENCRYPTION, StoreConfig
 from ..storage.store import STORE_DIR, Store, find_store
+from . import user_config
 from .cmd_key import new_passphrase
 from .main import Context, json_option, pass_ctx
 from .output import info, out_json, warn
@@ -17,15 +18,16 @@ from .output import info, out_json, warn
 @click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=str))
 @click.option("--shared", is_flag=True,
               help="Share the store with its directory's group (directories 2770, files 0660).")
-@click.option("--encrypt", is_flag=True,
+@click.option("--encrypt/--no-encrypt", default=None,
               help="Encrypt the store under a passphrase (CAS_PASSWORD, CAS_PASSWORD_FILE, "
-                   "CAS_PASSWORD_COMMAND, or typed twice on a terminal).")
+                   "CAS_PASSWORD_COMMAND, or typed twice on a terminal). Without either, "
+                   "as the user's setting encrypt_new_stores says (plain if unset).")
 @click.option("--nested", is_flag=True,
               help="Make the store even inside the tree of another one (whose snapshots "
                    "then take in this store's files).")
 @json_option("Print the new store's details as JSON.")
 @pass_ctx
-def command(ctx: Context, directory: str | None, shared: bool, encrypt: bool, nested: bool,
+def command(ctx: Context, directory: str | None, shared: bool, encrypt: bool | None, nested: bool,
             as_json: bool) -> None:
     """Create a store.
 
@@ -43,7 +45,9 @@ def command(ctx: Context, directory: str | None, shared: bool, encrypt: bool, ne
     With --encrypt, everything the store holds is encrypted under a master
     key, itself kept in a key slot that the passphrase unlocks (more with
     'cas key add'). Without a passphrase no one can read the store, cas
-    included: keep it somewhere safe.
+    included: keep it somewhere safe. To encrypt every new store, set
+    "encrypt_new_stores": true in ~/.config/cas/config.json; --no-encrypt
+    then makes a plain one.
 
     \b
     Examples:
@@ -55,6 +59,8 @@ def command(ctx: Context, directory: str | None, shared: bool, encrypt: bool, ne
     path = ctx.store_path or os.path.join(directory or ".", STORE_DIR)
     if os.path.lexists(os.path.join(path, CONFIG_FILE)):
         raise StoreExists(os.path.abspath(path))   # before asking for a passphrase
+    if encrypt is None:
+        encrypt = user_config.encrypt_new_stores()
     password = new_passphrase("CAS_") if encrypt else None
     config = StoreConfig(shared=shared, encryption=dict(ENCRYPTION) if encrypt else None)
     with Store.init(path, config, password=password) as store:
