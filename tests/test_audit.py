@@ -100,6 +100,7 @@ def _flip(lines):
     return lines
 
 
+@pytest.mark.plain_only
 def test_verify_names_a_changed_byte(snapped):
     proc = _broken(snapped, _flip)
     assert proc.returncode == 1

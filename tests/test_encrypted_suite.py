@@ -169,3 +169,29 @@ def test_repair_of_an_encrypted_store_from_another_store_copies_small_objects(tm
     r = run_cas("--store", stores[0], "repair", "--from", stores[1], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert run_cas("--store", stores[0], "verify", "--full", cwd=tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_an_encrypted_store_is_private_whatever_the_umask(tmp_path, umask):
+    # test_store_trust's check, on the files an encrypted store has
+    # (sealed objects, chunk lists, key slots, the audit log).
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "big.bin").write_bytes(os.urandom(3 << 20))
+    (tree / "small.txt").write_text("small\n")
+    old = os.umask(umask)
+    try:
+        for args in (["init", "--encrypt"], ["snapshot"], ["tag", "t"]):
+            assert run_cas(*args, cwd=tree).returncode == 0
+    finally:
+        os.umask(old)
+    store = tree / ".cas"
+    modes = {str(p.relative_to(store)): p.stat().st_mode & 0o7777 for p in store.rglob("*")}
+    assert any(p.endswith(".chunks.sealed") for p in modes) and any(p.startswith("keys/") for p in modes)
+    for path, mode in modes.items():
+        if (store / path).is_dir():
+            assert mode == 0o700, path
+        elif path.startswith(("objects/", "packs/")):
+            assert mode == 0o400, path
+        else:
+            assert mode == 0o600, path

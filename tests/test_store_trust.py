@@ -438,6 +438,7 @@ def test_a_loop_of_chunk_lists_is_damage(chunky_store, tmp_path):
     every_read_is_damage(chunky_store, b)
 
 
+@pytest.mark.plain_only
 def test_cat_and_verify_report_a_self_naming_chunk_list_in_one_line(tmp_path):
     tree = tmp_path / "tree"
     write(tree / "big", os.urandom(3 << 20))
