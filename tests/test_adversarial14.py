@@ -111,6 +111,27 @@ def test_a_config_stripped_of_its_encryption_does_not_make_cas_write_plaintext(t
     assert r.returncode in (1, 2) and not hits, (r.returncode, hits, r.stderr[-500:])
 
 
+def test_a_config_stripped_with_keys_and_head_gone_is_still_refused(tmp_path):
+    """The harder downgrade: keys/ deleted and HEAD replaced as well; the
+    store's sealed packs still give it away."""
+    import shutil
+    tree = tmp_path / "t"
+    make_store(tree)
+    (tree / "first.txt").write_text("first")
+    cas(tree, "snapshot", "-m", "one")
+    config = tree / ".cas" / "config.json"
+    doc = json.loads(config.read_bytes())
+    del doc["encryption"]
+    os.chmod(config, 0o600)
+    config.write_text(json.dumps(doc))
+    shutil.rmtree(tree / ".cas" / "keys")
+    (tree / ".cas" / "HEAD").write_text("ref: refs/heads/main\n")
+    (tree / "secret-zq14.txt").write_text(MARKER * 50)
+    r = cas_process("snapshot", "-m", "two", cwd=tree, env=ENV)
+    hits = grep_files(tree / ".cas", {"marker": MARKER.encode(), "name": b"secret-zq14.txt"})
+    assert r.returncode in (1, 2) and not hits, (r.returncode, hits, r.stderr[-500:])
+
+
 # -- the unlocked-key cache: two stores with one store id ---------------------
 
 

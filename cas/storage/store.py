@@ -39,6 +39,8 @@ from .crypto import FILE_MAGIC, PLAIN, SEGMENT, PlainSealer, Sealer, SealError
 from .encoding import Encoding, ZstdError
 from .index import Index, IndexEntry
 from .layout import Layout, StoreModes
+from .pack import MAGIC as PACK_MAGIC
+from .pack import SEALED_VERSION as SEALED_PACK_VERSION
 from .seekable import BlockReader, SeekTableError, seekable_reader
 from .storedfile import StoredFile
 from .writer import DamageRecord, ObjectWriter, Placement
@@ -585,10 +587,32 @@ def _refuse_downgrade(path: str) -> None:
             sealed_head = f.read(len(FILE_MAGIC)) == FILE_MAGIC
     except OSError:
         pass
-    if sealed_head or os.path.lexists(keys.keys_dir(path)):
+    if sealed_head or os.path.lexists(keys.keys_dir(path)) or _first_pack_sealed(path):
         raise ConfigDamaged(os.path.join(path, CONFIG_FILE),
                             "it says the store is not encrypted, but the store holds key slots or sealed "
                             "files: the config was changed; put back its \"encryption\" setting from a copy")
+
+
+def _first_pack_sealed(path: str) -> bool:
+    """Whether the first pack found is a sealed one (version 2): a few
+    system calls, which catch a downgrade that also removed keys/ and HEAD."""
+    try:
+        with os.scandir(os.path.join(path, "packs")) as fans:
+            fan = next((e.path for e in fans if e.is_dir(follow_symlinks=False)), None)
+        if fan is None:
+            return False
+        with os.scandir(fan) as packs:
+            pack = next((e.path for e in packs if e.name.endswith(".pack")
+                         and e.is_file(follow_symlinks=False)), None)
+        if pack is None:
+            return False
+        fd = os.open(pack, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            return os.pread(fd, 16, 0) == PACK_MAGIC + SEALED_PACK_VERSION.to_bytes(4, "little") + bytes(4)
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
 
 
 def _segment_reader(stored: StoredFile) -> BlockReader:
