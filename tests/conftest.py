@@ -114,8 +114,6 @@ NEEDS_ADAPTING = {
         "reads the watch state file by its plain name",
     "tests/test_watch_trust.py::test_watch_files_and_the_log_are_private_whatever_the_umask":
         "waits for the watch state file by its plain name",
-    "tests/test_cli.py::test_json_outputs_parse":
-        "leaves out objects whose encoding is 'chunked' (an encrypted store's are 'sealed_chunked')",
     "tests/test_cli.py::test_the_demo_runs": "tools/demo.py opens its stores without a passphrase",
     "tests/test_races.py": "strips CAS_* from its subprocesses",
     "tests/test_format2_adversary.py::test_a_page_equal_to_a_chunked_log_still_restores":

@@ -20,11 +20,14 @@ def command(ctx: Context, as_json: bool) -> None:
         rows = []
         for e in store.entries():
             where = f"pack:{e.pack.hex}" if e.pack else "loose"
+            # The encoding of the bytes inside, and whether they are sealed
+            # (an encrypted store), so filters on "chunked" or "zstd" hold in both.
+            encoding = e.encoding.inner.name.lower()
             if as_json:
                 rows.append({"id": e.oid.hex, "size": e.size, "stored": e.stored_length,
-                             "encoding": e.encoding.name.lower(), "location": where})
+                             "encoding": encoding, "sealed": e.encoding.sealed, "location": where})
             else:
-                out_line(f"{e.oid.hex}  {e.size:>12}  {e.stored_length:>12}  "
-                         f"{e.encoding.name.lower():<4}  {'loose' if e.pack is None else 'packed'}")
+                out_line(f"{e.oid.hex}  {e.size:>12}  {e.stored_length:>12}  {encoding:<7}  "
+                         f"{'loose' if e.pack is None else 'packed'}{'  sealed' if e.encoding.sealed else ''}")
         if as_json:
             out_json(rows)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ..durable import open_temp, remove_quietly
-from ..errors import CasError, ObjectDamaged, SourceError, StoreNotFound
+from ..errors import CasError, ObjectDamaged, SourceError, StoreIsEncrypted, StoreNotFound
 from ..model.history import History
 from ..objectid import ObjectId, hash_bytes
 from ..problems import Problem
@@ -352,6 +352,9 @@ def _copy_object(store: Store, other: Store, oid: ObjectId, writers: _Writers) -
     caller) however long its files are. In an encrypted store, where no
     plaintext may touch the disk, the temp file is an anonymous one in memory."""
     if store.sealer.encrypted:
+        if not hasattr(os, "memfd_create"):
+            raise StoreIsEncrypted(f"repairing {oid.short} through a temp file",
+                                   "this system has no memory files (memfd_create); repair on Linux")
         temp, fd = "(in memory)", os.memfd_create("cas-repair", os.MFD_CLOEXEC)
     else:
         temp, fd = open_temp(store.layout.tmp, "repair")
