@@ -213,15 +213,10 @@ def test_a_passphrase_command_printing_hundreds_of_megabytes_is_cut_off(tmp_path
     tree = tmp_path / "t"
     make_store(tree)
     env = {**os.environ, "CAS_PASSWORD": "", "CAS_PASSWORD_COMMAND": "head -c 400000000 /dev/zero"}
-    with open(tmp_path / "out", "wb") as out, open(tmp_path / "err", "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "cas.cli", "log"], cwd=tree, env=env,
-                                stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        _pid, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    message = (tmp_path / "err").read_text()
-    assert proc.returncode == 2 and len(message.splitlines()) == 1, message
+    code, message, peak = _run_measured(tree, ["log"], env, tmp_path)
+    assert code == 2 and len(message.splitlines()) == 1, message
     # A passphrase is at most 64 KiB: nothing needs hundreds of megabytes.
-    assert usage.ru_maxrss < 250 << 10, f"{usage.ru_maxrss >> 10} MiB resident"
+    assert peak < 250 << 10, f"{peak >> 10} MiB resident"
 
 
 # -- no plaintext on disk while commands run ------------------------------------
@@ -431,13 +426,21 @@ def test_init_with_a_passphrase_set_but_no_encrypt_says_the_store_is_plain(tmp_p
 # -- a crafted audit log ---------------------------------------------------------
 
 
+# Starts the command from a small interpreter and prints its peak resident
+# size: a child forked straight from the test worker (MLX loaded, hundreds of
+# MiB) would count the worker's pages it shared before exec.
+_PEAK_OF = ("import resource, subprocess, sys\n"
+            "code = subprocess.call(sys.argv[1:], stdin=subprocess.DEVNULL)\n"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+            "sys.exit(code)\n")
+
+
 def _run_measured(tree: Path, args: list[str], env: dict, out_dir: Path) -> tuple[int, str, int]:
     """(exit code, stderr, peak resident KiB) of one cas process alone."""
-    with open(out_dir / "out", "wb") as out, open(out_dir / "err", "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "cas.cli", *args], cwd=tree, env={**os.environ, **env},
-                                stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        _pid, status, usage = os.wait4(proc.pid, 0)
-    return os.waitstatus_to_exitcode(status), (out_dir / "err").read_text(), usage.ru_maxrss
+    with open(out_dir / "err", "wb") as err:
+        proc = subprocess.run([sys.executable, "-c", _PEAK_OF, sys.executable, "-m", "cas.cli", *args],
+                              cwd=tree, env=env, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+    return proc.returncode, (out_dir / "err").read_text(), int(proc.stdout.split()[-1])
 
 
 def test_a_huge_last_audit_line_does_not_cost_each_command_its_size(tmp_path):
@@ -446,7 +449,7 @@ def test_a_huge_last_audit_line_does_not_cost_each_command_its_size(tmp_path):
     with open(log, "ab") as f:                  # a sparse tail: no newline in 128 MiB
         f.truncate(log.stat().st_size + (128 << 20))
     (tree / "f.txt").write_bytes(b"two")
-    code, err, peak = _run_measured(tree, ["snapshot", "-m", "two"], ENV, tmp_path)
+    code, err, peak = _run_measured(tree, ["snapshot", "-m", "two"], {**os.environ, **ENV}, tmp_path)
     assert code == 0, err
     assert peak < 200 << 10, f"{peak >> 10} MiB resident for a snapshot of 3 bytes"
 

@@ -325,12 +325,15 @@ def test_sigkill_during_purge_leaves_a_store_that_verifies_and_purge_finishes(
     duration = time.monotonic() - t0
     rng = random.Random(14)
     killed = 0
-    for attempt in range(5 if encrypted else 8):
+    for attempt in range(3 if encrypted else 5):
         shutil.rmtree(root / ".cas")
         shutil.copytree(pristine, root / ".cas", symlinks=True)
         proc = subprocess.Popen(purge, cwd=root, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.25, duration * 0.85))
+        # Early in the run more often than not: a busy machine may make it
+        # faster or slower than the timed run, and a kill that comes after
+        # the end tests nothing.
+        time.sleep(rng.uniform(0.1, max(0.2, duration * 0.6)))
         killed += proc.poll() is None
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -348,7 +351,7 @@ def test_sigkill_during_purge_leaves_a_store_that_verifies_and_purge_finishes(
         message = rng.choice(sorted(after))
         assert tree_state_of(cas, root, after[message].pop(), tmp_path / f"y{attempt}") == \
             expected[message]
-    assert killed >= 3, killed
+    assert killed >= 2, killed
 
 
 def tree_state_of(cas, root: Path, spec: str, out: Path) -> dict[str, bytes]:
