@@ -32,7 +32,7 @@ from .index import Index, IndexEntry
 from .layout import Layout
 from .pack import PackFormatError, parse_header
 from .seekable import SeekTableError, iter_blocks, read_frame, read_seek_table
-from .storedfile import SealedFile, StoredFile, open_stored
+from .storedfile import SealedFile, StoredFile, open_stored, opened_bytes
 from .workers import ordered_map
 
 READ_BLOCK = 1 << 20
@@ -156,10 +156,8 @@ class Contents:
             raise ObjectDamaged(entry.oid.hex, f"its chunk list has {len(data)} bytes or more, "
                                                f"{entry.stored_length} recorded")
         try:
-            if entry.encoding.sealed:
-                data = self._open_sealed_bytes(entry, data)
-            chunks = ChunkList.from_json(data)
-        except (ChunkListError, RecursionError) as e:
+            chunks = ChunkList.from_json(opened_bytes(self.layout, entry, data))
+        except (ChunkListError, SealError, RecursionError) as e:
             raise ObjectDamaged(entry.oid.hex, str(e) or "malformed chunk list") from None
         if chunks.oid != entry.oid or chunks.size != entry.size:
             raise ObjectDamaged(entry.oid.hex, "its chunk list belongs to another file")
@@ -375,14 +373,6 @@ class Contents:
             return open_stored(fd, size, self.layout, entry.oid, entry.encoding)
         except SealError as e:
             os.close(fd)
-            raise ObjectDamaged(entry.oid.hex, str(e)) from None
-
-    def _open_sealed_bytes(self, entry: IndexEntry, data: bytes) -> bytes:
-        assert isinstance(self._sealer, Sealer)
-        try:
-            return self._sealer.open_bytes(Sealer.object_context(self._sealer.name(entry.oid), entry.encoding),
-                                           data)
-        except SealError as e:
             raise ObjectDamaged(entry.oid.hex, str(e)) from None
 
     @contextlib.contextmanager

@@ -581,12 +581,11 @@ def _refuse_downgrade(path: str) -> None:
     """A config saying "plain" in a store that holds key slots or a sealed
     HEAD was changed (config.json is not sealed): opened as plain, the next
     snapshot would write plaintext beside the sealed history."""
-    sealed_head = False
     try:
-        with open(os.path.join(path, "HEAD"), "rb", buffering=0) as f:
-            sealed_head = f.read(len(FILE_MAGIC)) == FILE_MAGIC
+        # Never through a link, never waiting on a FIFO: refs.py's own rules.
+        sealed_head = read_bounded(os.path.join(path, "HEAD"), 1 << 16).startswith(FILE_MAGIC)
     except OSError:
-        pass
+        sealed_head = False
     if sealed_head or os.path.lexists(keys.keys_dir(path)) or _first_pack_sealed(path):
         raise ConfigDamaged(os.path.join(path, CONFIG_FILE),
                             "it says the store is not encrypted, but the store holds key slots or sealed "

@@ -164,7 +164,13 @@ def read_loose_bytes(layout: Layout, entry: IndexEntry) -> bytes:
     """The whole stored bytes of a small loose object file (a chunk list),
     read no further than its recorded length and opened when sealed.
     Raises OSError, or SealError for a sealed file that does not open."""
-    data = read_bounded(layout.loose_path(entry.oid, entry.encoding), entry.stored_length)
+    return opened_bytes(layout, entry, read_bounded(layout.loose_path(entry.oid, entry.encoding),
+                                                    entry.stored_length))
+
+
+def opened_bytes(layout: Layout, entry: IndexEntry, data: bytes) -> bytes:
+    """A whole loose object file's stored bytes: ``data`` itself, or opened
+    when sealed (SealError for a file that is not this object's)."""
     if not entry.encoding.sealed:
         return data
     assert isinstance(layout.names, Sealer)
